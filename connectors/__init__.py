@@ -1,0 +1,2 @@
+"""Connectors: datasources (read tasks that yield Arrow tables) and datasinks
+(start -> write -> finalize)."""

@@ -1,0 +1,117 @@
+"""The backend contract: submit tasks, poll events, release blocks, shut down."""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from streambatch.executor.errors import UDFFailure, UDFReturnTypeError
+from streambatch.executor.partition import BlockRef
+
+
+@dataclass
+class Task:
+    """One unit of work: a stage applied to one read task or a bundle of partitions."""
+
+    task_id: int
+    stage_index: int
+    read_index: int | None
+    input_refs: list = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class TaskOutput:
+    """A task produced one output block."""
+
+    task_id: int
+    ref: BlockRef
+    rows: int
+    nbytes: int
+
+
+@dataclass
+class TaskDone:
+    """A task finished; ``seconds`` is its run time inside the worker."""
+
+    task_id: int
+    seconds: float
+
+
+@dataclass
+class FailureInfo:
+    """Why a task failed, in a form that crosses process boundaries."""
+
+    kind: str  # "user", "return_type", "died", "system"
+    op: str | None
+    where: str | None
+    error: str
+    traceback_text: str
+    original: BaseException | None = None
+    exitcode: int | None = None
+
+
+@dataclass
+class TaskFailed:
+    """A task failed; the executor turns this into a user-facing error."""
+
+    task_id: int
+    failure: FailureInfo
+
+
+def describe_failure(exc: BaseException) -> FailureInfo:
+    """Classify an exception raised while running a task.
+
+    >>> info = describe_failure(UDFFailure("Map(f)", "row 2", KeyError("x")))
+    >>> info.kind, info.op, info.where, info.error
+    ('user', 'Map(f)', 'row 2', "KeyError: 'x'")
+    """
+    if isinstance(exc, UDFReturnTypeError):
+        return FailureInfo("return_type", exc.stage, None, str(exc), "", exc)
+    op = where = None
+    original = exc
+    kind = "system"
+    if isinstance(exc, UDFFailure):
+        op, where, original, kind = exc.op, exc.where, exc.original, "user"
+    text = "".join(traceback.format_exception(type(original), original, original.__traceback__))
+    return FailureInfo(kind, op, where, f"{type(original).__name__}: {original}", text, original)
+
+
+def portable(info: FailureInfo) -> FailureInfo:
+    """Drop the original exception when it cannot be pickled (to cross a pipe)."""
+    try:
+        pickle.loads(pickle.dumps(info.original))
+    except Exception:
+        info.original = None
+    return info
+
+
+class Backend(ABC):
+    """Where tasks run. The streaming executor owns every scheduling decision."""
+
+    @abstractmethod
+    def start(self, stages: list, target_bytes: int) -> None:
+        """Prepare workers for these stages (read tasks are already resolved)."""
+
+    @abstractmethod
+    def submit(self, task: Task) -> None:
+        """Start a task; its events arrive through :meth:`poll`."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list:
+        """Events (TaskOutput, TaskDone, TaskFailed) ready within ``timeout`` seconds."""
+
+    @abstractmethod
+    def release(self, ref: BlockRef) -> None:
+        """Free a block no one needs any more."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop workers and free every block."""
+
+    @property
+    @abstractmethod
+    def num_cpus(self) -> int:
+        """CPU slots for tasks."""

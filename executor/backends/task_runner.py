@@ -1,0 +1,27 @@
+"""Run one task's op chain over its inputs; shared by thread and process workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from streambatch.executor.backends.base import Task
+from streambatch.executor.partition import read_ref
+from streambatch.executor.stage import PhysicalStage, TaskContext
+
+
+def input_blocks(stage: PhysicalStage, task: Task) -> Iterator[pa.Table]:
+    """The tables a task consumes: a read task's output or its input partitions."""
+    if task.read_index is not None:
+        yield from stage.read_tasks[task.read_index]()
+        return
+    for ref in task.input_refs:
+        yield read_ref(ref)
+
+
+def run_task(stage: PhysicalStage, task: Task, target_bytes: int,
+             worker_state: dict) -> Iterator[pa.Table]:
+    """Yield the output blocks of ``task``, split to ``target_bytes``."""
+    ctx = TaskContext(stage.name, task.task_id, task.description, worker_state)
+    return stage.run(input_blocks(stage, task), ctx, target_bytes)

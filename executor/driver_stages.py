@@ -1,0 +1,72 @@
+"""Stages the driver runs itself, moving only metadata and zero-copy slices:
+limit, union and repartition."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from streambatch.executor.partition import Partition
+from streambatch.executor.stage_state import StageState
+
+
+def step_limit(st: StageState, release) -> bool:
+    """Pass partitions through until ``limit`` rows; True when the limit is reached.
+
+    >>> from streambatch.executor.stage import PhysicalStage
+    >>> st = StageState(1, PhysicalStage("Limit[3]", kind="limit", upstream=(0,), limit=3), None)
+    >>> st.inputs[0].append(Partition.from_table(pa.table({"x": [1, 2]}), 0))
+    >>> st.inputs[0].append(Partition.from_table(pa.table({"x": [3, 4]}), 0))
+    >>> step_limit(st, release=lambda p: None), [p.get()["x"].to_pylist() for p in st.outputs]
+    (True, [[1, 2], [3]])
+    """
+    queue = st.inputs[st.stage.upstream[0]]
+    while queue and st.remaining > 0:
+        part = queue.popleft()
+        if part.rows <= st.remaining:
+            st.outputs.append(part)
+        else:
+            table = part.get().slice(0, st.remaining)
+            st.outputs.append(Partition.from_table(table, st.index, (part.pid,)))
+            release(part)
+        st.remaining -= min(part.rows, st.remaining)
+        st.stats.rows_in += part.rows
+    return st.remaining <= 0
+
+
+def step_union(st: StageState, preserve_order: bool) -> None:
+    """Forward inputs; in order mode, drain each input fully before the next."""
+    for up in st.stage.upstream:
+        queue = st.inputs[up]
+        while queue:
+            part = queue.popleft()
+            st.stats.rows_in += part.rows
+            st.outputs.append(part)
+        if preserve_order and not st.upstream_finished[up]:
+            return
+
+
+def step_repartition(st: StageState, release) -> None:
+    """Once all input arrived, cut it into ``num_partitions`` equal row ranges."""
+    if not st.all_upstream_finished:
+        return
+    parts = list(st.inputs[st.stage.upstream[0]])
+    st.inputs[st.stage.upstream[0]].clear()
+    tables = [p.get() for p in parts]
+    st.stats.rows_in += sum(t.num_rows for t in tables)
+    if not tables:
+        return
+    table = pa.concat_tables(tables, promote_options="permissive")
+    for piece in _even_slices(table, st.stage.num_partitions):
+        st.outputs.append(Partition.from_table(piece, st.index, tuple(p.pid for p in parts)))
+    for part in parts:
+        release(part)
+
+
+def _even_slices(table: pa.Table, n: int) -> list[pa.Table]:
+    base, extra = divmod(table.num_rows, n)
+    out, start = [], 0
+    for i in range(n):
+        size = base + (1 if i < extra else 0)
+        out.append(table.slice(start, size))
+        start += size
+    return out

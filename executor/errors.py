@@ -1,0 +1,86 @@
+"""Errors raised by the engine: each names what failed, where, and what to do."""
+
+from __future__ import annotations
+
+
+class StreamBatchError(Exception):
+    """Base class of every error streambatch raises on purpose.
+
+    >>> issubclass(UserCodeError, StreamBatchError)
+    True
+    """
+
+
+class UDFFailure(Exception):
+    """Raised inside a worker when user code fails; carries the location.
+
+    ``op`` names the operator, ``where`` the row or batch ("row 17: {...}").
+
+    >>> str(UDFFailure("Map(f)", "row 3", ValueError("bad")))
+    "Map(f) failed on row 3: ValueError('bad')"
+    """
+
+    def __init__(self, op: str, where: str, original: BaseException) -> None:
+        super().__init__(f"{op} failed on {where}: {original!r}")
+        self.op, self.where, self.original = op, where, original
+
+
+class UserCodeError(StreamBatchError):
+    """A user function raised; names the stage, the partition, the row and the cause.
+
+    >>> err = UserCodeError("Map(f)", "partition 2", "row 5: {'x': 1}", "ValueError: boom", "Traceback...")
+    >>> print(str(err).splitlines()[0])
+    stage 'Map(f)' failed on partition 2, row 5: {'x': 1}: ValueError: boom
+    """
+
+    def __init__(self, stage: str, partition: str, row: str | None, error: str,
+                 traceback_text: str) -> None:
+        where = f"{partition}, {row}" if row else partition
+        super().__init__(
+            f"stage '{stage}' failed on {where}: {error}\n"
+            f"Fix the function (or its input) and run again.\n"
+            f"Original traceback (from the worker):\n{traceback_text}"
+        )
+        self.stage, self.partition, self.row, self.error = stage, partition, row, error
+
+
+class UDFReturnTypeError(StreamBatchError, TypeError):
+    """A user function returned a value of the wrong type.
+
+    >>> print(UDFReturnTypeError("MapBatches(f)", "int", "pyarrow.Table, dict").args[0])
+    stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, dict
+    """
+
+    def __init__(self, stage: str, got: str, expected: str) -> None:
+        super().__init__(f"stage '{stage}' returned {got}; expected one of: {expected}")
+        self.stage, self.got, self.expected = stage, got, expected
+
+
+class WorkerDiedError(StreamBatchError):
+    """A worker process exited while running a task.
+
+    >>> str(WorkerDiedError("Read->Map", "partition 0", -9)).startswith("worker running")
+    True
+    """
+
+    def __init__(self, stage: str, partition: str, exitcode: int | None) -> None:
+        super().__init__(
+            f"worker running stage '{stage}' on {partition} died (exit code {exitcode}); "
+            "if it was killed for memory, lower the memory budget or batch size"
+        )
+        self.stage, self.partition, self.exitcode = stage, partition, exitcode
+
+
+class StageStuckError(StreamBatchError):
+    """No stage made progress for longer than ``no_progress_timeout_s``.
+
+    >>> "stage 'Map(f)'" in str(StageStuckError("Map(f)", 30.0, "1 task running"))
+    True
+    """
+
+    def __init__(self, stage: str, timeout_s: float, detail: str) -> None:
+        super().__init__(
+            f"no progress for {timeout_s:.0f}s; stuck stage '{stage}' ({detail}). "
+            "Raise ExecutionOptions.no_progress_timeout_s if the stage is slow, not stuck."
+        )
+        self.stage = stage

@@ -1,0 +1,105 @@
+"""Consuming output: exact-size batches across partitions, with background prefetch."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+
+_DONE = object()
+
+
+def exact_batches(tables: Iterator[pa.Table], batch_size: int | None,
+                  drop_last: bool = False) -> Iterator[pa.Table]:
+    """Cut a stream of tables into batches of exactly ``batch_size`` rows.
+
+    Slices are zero-copy; a batch that spans two blocks is concatenated.
+
+    >>> t = pa.table({"x": list(range(5))})
+    >>> [b.num_rows for b in exact_batches(iter([t, t]), 4)]
+    [4, 4, 2]
+    >>> [b.num_rows for b in exact_batches(iter([t, t]), 4, drop_last=True)]
+    [4, 4]
+    """
+    if batch_size is None:
+        yield from (t for t in tables if t.num_rows)
+        return
+    pending, rows = [], 0
+    for table in tables:
+        offset = 0
+        while offset < table.num_rows:
+            take = min(batch_size - rows, table.num_rows - offset)
+            pending.append(table.slice(offset, take))
+            rows, offset = rows + take, offset + take
+            if rows == batch_size:
+                yield _combine(pending)
+                pending, rows = [], 0
+    if rows and not drop_last:
+        yield _combine(pending)
+
+
+def _combine(tables: list[pa.Table]) -> pa.Table:
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+
+def prefetched(make: Callable[[], Iterator], depth: int) -> Iterator:
+    """Run the iterator ``make()`` on a background thread, ``depth`` items ahead.
+
+    Exceptions are re-raised in the consumer; stopping early stops the producer.
+
+    >>> list(prefetched(lambda: iter(range(5)), depth=2))
+    [0, 1, 2, 3, 4]
+    """
+    if depth <= 0:
+        yield from make()
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(make, items, stop), daemon=True,
+                              name="streambatch-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Raised:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _produce(make, items: queue.Queue, stop: threading.Event) -> None:
+    source = None
+    try:
+        source = make()
+        for item in source:
+            if not _put(items, item, stop):
+                return
+        _put(items, _DONE, stop)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        _put(items, _Raised(exc), stop)
+    finally:
+        if source is not None and hasattr(source, "close"):
+            source.close()
+
+
+def _put(items: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            items.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

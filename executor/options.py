@@ -1,0 +1,69 @@
+"""Execution options: one small object instead of a growing keyword list."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import psutil
+
+MiB = 2**20
+
+
+def detected_cpus() -> int:
+    """CPUs this process may use (affinity-aware).
+
+    >>> detected_cpus() >= 1
+    True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def default_memory_budget() -> int:
+    """Half of the memory available now, at least 256 MiB.
+
+    >>> default_memory_budget() >= 256 * 2**20
+    True
+    """
+    return max(256 * MiB, psutil.virtual_memory().available // 2)
+
+
+@dataclass
+class ExecutionOptions:
+    """How the streaming executor runs a plan.
+
+    >>> opts = ExecutionOptions(preserve_order=True, memory_budget=64 * 2**20)
+    >>> opts.preserve_order, opts.resolved_memory_budget()
+    (True, 67108864)
+    """
+
+    preserve_order: bool = False
+    memory_budget: int | None = None
+    num_cpus: int | None = None
+    target_partition_bytes: int = 128 * MiB
+    no_progress_timeout_s: float = 1800.0
+    worker_start_method: str = "fork"
+    extra: dict = field(default_factory=dict)
+
+    def resolved_memory_budget(self) -> int:
+        """The memory budget in bytes (derived from RAM when unset)."""
+        return self.memory_budget if self.memory_budget else default_memory_budget()
+
+    def resolved_num_cpus(self) -> int:
+        """CPU slots for tasks (detected cores when unset)."""
+        return self.num_cpus if self.num_cpus else detected_cpus()
+
+    def partition_bytes(self) -> int:
+        """Target output partition size, kept small enough to fit the budget.
+
+        Several partitions per CPU must fit in the budget at once, so the
+        target shrinks under a tight budget.
+
+        >>> ExecutionOptions(memory_budget=64 * 2**20, num_cpus=2).partition_bytes() == 4 * 2**20
+        True
+        """
+        share = self.resolved_memory_budget() // (8 * self.resolved_num_cpus())
+        return max(1 * MiB, min(self.target_partition_bytes, share))

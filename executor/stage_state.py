@@ -1,0 +1,86 @@
+"""The executor's bookkeeping for one stage: queues, running tasks, reorder buffer."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from streambatch.executor.partition import Partition
+from streambatch.executor.stage import PhysicalStage
+from streambatch.executor.stats import StageStats
+
+
+@dataclass
+class RunningTask:
+    """A task in flight: its stage, order number, inputs, and outputs so far."""
+
+    task_id: int
+    stage_index: int
+    seq: int
+    inputs: list[Partition]
+    description: str
+    est_bytes: int
+    produced_bytes: int = 0
+    outputs: int = 0
+
+
+@dataclass
+class StageState:
+    """Queues and counters of one stage while a plan runs."""
+
+    index: int
+    stage: PhysicalStage
+    downstream: int | None
+    inputs: dict[int, deque] = field(default_factory=dict)
+    pending_reads: deque = field(default_factory=deque)
+    outputs: deque = field(default_factory=deque)
+    running: dict[int, RunningTask] = field(default_factory=dict)
+    upstream_finished: dict[int, bool] = field(default_factory=dict)
+    finished: bool = False
+    cancelled: bool = False
+    next_seq: int = 0
+    release_seq: int = 0
+    reorder: dict[int, list] = field(default_factory=dict)
+    done_seqs: set = field(default_factory=set)
+    bytes_in: int = 0
+    remaining: int | None = None
+    stats: StageStats = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.stats = StageStats(self.stage.name)
+        self.remaining = self.stage.limit
+        for up in self.stage.upstream:
+            self.inputs[up] = deque()
+            self.upstream_finished[up] = False
+
+    @property
+    def all_upstream_finished(self) -> bool:
+        """True when no more input will arrive."""
+        return all(self.upstream_finished.values())
+
+    def queued_inputs(self) -> int:
+        """Number of partitions waiting as input."""
+        return sum(len(q) for q in self.inputs.values())
+
+    def buffered_bytes(self) -> int:
+        """Bytes held in this stage's queues and reorder buffer."""
+        queued = sum(p.nbytes for q in self.inputs.values() for p in q)
+        held = sum(p.nbytes for t in self.running.values() for p in t.inputs)
+        reordered = sum(p.nbytes for ps in self.reorder.values() for p in ps)
+        return queued + held + reordered + sum(p.nbytes for p in self.outputs)
+
+    def output_bytes(self) -> int:
+        """Bytes this stage produced that wait for its consumer."""
+        return sum(p.nbytes for p in self.outputs)
+
+    def growth(self) -> float:
+        """Measured output bytes per input byte (1.0 before any measurement)."""
+        if self.bytes_in <= 0 or self.stats.bytes_out <= 0:
+            return 1.0
+        return self.stats.bytes_out / self.bytes_in
+
+    def avg_output_per_task(self) -> int | None:
+        """Mean output bytes of a finished task, if any finished."""
+        if not self.stats.tasks:
+            return None
+        return int(self.stats.bytes_out / self.stats.tasks)

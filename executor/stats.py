@@ -1,0 +1,74 @@
+"""Per-stage execution statistics, reported by ``Dataset.stats()``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageStats:
+    """Counters for one physical stage.
+
+    >>> s = StageStats("Map(f)", rows_in=10, rows_out=5, wall_time_s=2.0)
+    >>> s.rows_per_s
+    2.5
+    """
+
+    name: str
+    rows_in: int = 0
+    rows_out: int = 0
+    bytes_out: int = 0
+    tasks: int = 0
+    task_time_s: float = 0.0
+    wall_time_s: float = 0.0
+    backpressure_time_s: float = 0.0
+    backpressure_reason: str = ""
+    first_start: float | None = None
+    last_end: float | None = None
+
+    @property
+    def rows_per_s(self) -> float:
+        """Output rows per second of stage wall time."""
+        return self.rows_out / self.wall_time_s if self.wall_time_s else 0.0
+
+    def mark_start(self) -> None:
+        """Record the first time a task of this stage started."""
+        if self.first_start is None:
+            self.first_start = time.perf_counter()
+
+    def mark_end(self) -> None:
+        """Record a task end and update the stage wall time."""
+        self.last_end = time.perf_counter()
+        if self.first_start is not None:
+            self.wall_time_s = self.last_end - self.first_start
+
+
+@dataclass
+class DatasetStats:
+    """What one execution did, stage by stage; ``str()`` is a readable report.
+
+    >>> st = DatasetStats([StageStats("Read", rows_out=3, tasks=1)], 0.5, 100, 1000)
+    >>> "Read" in str(st) and st.stages[0].rows_out == 3
+    True
+    """
+
+    stages: list[StageStats] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    peak_buffered_bytes: int = 0
+    memory_budget: int = 0
+
+    def __str__(self) -> str:
+        lines = [f"Execution: {self.wall_time_s:.3f}s wall, peak buffered "
+                 f"{self.peak_buffered_bytes / 2**20:.1f} MiB of {self.memory_budget / 2**20:.0f} MiB budget"]
+        for i, s in enumerate(self.stages):
+            lines.append(
+                f"Stage {i} {s.name}: {s.tasks} tasks, rows in {s.rows_in} out {s.rows_out}, "
+                f"{s.bytes_out / 2**20:.2f} MiB out, task time {s.task_time_s:.3f}s, "
+                f"wall {s.wall_time_s:.3f}s, {s.rows_per_s:,.0f} rows/s, "
+                f"backpressure {s.backpressure_time_s:.3f}s{' (' + s.backpressure_reason + ')' if s.backpressure_reason else ''}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)

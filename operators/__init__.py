@@ -1,0 +1,1 @@
+"""Logical plan: frozen operators, optimizer rules (one per file) and the planner."""

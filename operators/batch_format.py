@@ -1,0 +1,115 @@
+"""Batch formats: conversions between blocks (pyarrow.Table) and what UDFs see or return."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pyarrow as pa
+
+from streambatch.executor.errors import UDFReturnTypeError
+
+BATCH_FORMATS = ("pyarrow", "pandas", "numpy", "polars")
+EXPECTED_RETURNS = "pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list"
+
+
+def check_batch_format(batch_format: str) -> str:
+    """Validate a batch format name.
+
+    >>> check_batch_format("numpy")
+    'numpy'
+    >>> check_batch_format("arrow")
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_format='arrow' is not supported; expected one of: pyarrow, pandas, numpy, polars
+    """
+    if batch_format not in BATCH_FORMATS:
+        raise ValueError(f"batch_format={batch_format!r} is not supported; "
+                         f"expected one of: {', '.join(BATCH_FORMATS)}")
+    return batch_format
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or fail with the pip command that fixes it.
+
+    >>> require("definitely_not_installed_pkg", "polars")
+    Traceback (most recent call last):
+    ...
+    ImportError: this needs 'definitely_not_installed_pkg': pip install 'streambatch[polars]'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"this needs {module!r}: pip install 'streambatch[{extra}]'") from exc
+
+
+def to_batch(table: pa.Table, batch_format: str):
+    """Convert a block to the batch format a UDF asked for (zero-copy where Arrow allows).
+
+    >>> to_batch(pa.table({"x": [1, 2]}), "numpy")["x"].tolist()
+    [1, 2]
+    """
+    if batch_format == "pyarrow":
+        return table
+    if batch_format == "pandas":
+        require("pandas", "pandas")
+        return table.to_pandas()
+    if batch_format == "polars":
+        return require("polars", "polars").from_arrow(table)
+    return {name: column_to_numpy(table.column(name)) for name in table.column_names}
+
+
+def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy; tensor columns become n-d arrays.
+
+    >>> column_to_numpy(pa.chunked_array([[1, 2], [3]])).tolist()
+    [1, 2, 3]
+    """
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        chunks = [c.to_numpy_ndarray() for c in column.chunks]
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    if column.num_chunks == 1:
+        return column.chunk(0).to_numpy(zero_copy_only=False)
+    return column.to_numpy()
+
+
+def from_batch(value, stage: str) -> pa.Table:
+    """Convert what a UDF returned into a block, or name the stage and the bad type.
+
+    >>> from_batch({"x": [1, 2]}, "Map(f)").num_rows
+    2
+    >>> from_batch(3, "MapBatches(f)")
+    Traceback (most recent call last):
+    ...
+    streambatch.executor.errors.UDFReturnTypeError: stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list
+    """
+    if isinstance(value, pa.Table):
+        return value
+    if isinstance(value, pa.RecordBatch):
+        return pa.Table.from_batches([value])
+    if isinstance(value, dict):
+        return table_from_columns(value)
+    module = type(value).__module__.split(".")[0]
+    if module == "pandas" and type(value).__name__ == "DataFrame":
+        return pa.Table.from_pandas(value, preserve_index=False)
+    if module == "polars" and type(value).__name__ == "DataFrame":
+        return value.to_arrow()
+    raise UDFReturnTypeError(stage, type(value).__name__, EXPECTED_RETURNS)
+
+
+def table_from_columns(columns: dict) -> pa.Table:
+    """Build a table from a dict of columns; n-d numpy arrays become tensor columns.
+
+    >>> t = table_from_columns({"img": np.zeros((2, 3, 3))})
+    >>> t.num_rows, str(t.schema.field("img").type)
+    (2, 'extension<arrow.fixed_shape_tensor[value_type=double, shape=[3,3]]>')
+    """
+    arrays = {}
+    for name, col in columns.items():
+        if isinstance(col, np.ndarray) and col.ndim > 1:
+            arrays[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(col))
+        elif isinstance(col, (pa.Array, pa.ChunkedArray)):
+            arrays[name] = col
+        else:
+            arrays[name] = pa.array(col)
+    return pa.table(arrays)

@@ -1,0 +1,253 @@
+"""Block ops: what each map-like logical operator does to the blocks of one task.
+
+Each op turns an iterator of pyarrow Tables into another, wraps user-code
+failures with the row or batch they failed on, and converts batch formats at
+the UDF boundary.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from streambatch.executor.errors import UDFFailure, UDFReturnTypeError
+from streambatch.executor.stage import TaskContext
+from streambatch.operators import logical as L
+from streambatch.operators.batch_format import from_batch, to_batch
+from streambatch.operators.columns import column_to_arrow, require_columns
+
+
+def short_repr(value, limit: int = 200) -> str:
+    """``repr`` cut to ``limit`` characters for error messages.
+
+    >>> short_repr({"x": "a" * 300}, limit=20)
+    "{'x': 'aaaaaaaaaaaa..."
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def rebatch(blocks: Iterator[pa.Table], batch_size: int | None) -> Iterator[pa.Table]:
+    """Regroup blocks into batches of exactly ``batch_size`` rows (the last may be short).
+
+    >>> t = pa.table({"x": list(range(5))})
+    >>> [b.num_rows for b in rebatch(iter([t, t]), 4)]
+    [4, 4, 2]
+    """
+    if batch_size is None:
+        yield from (b for b in blocks if b.num_rows)
+        return
+    pending, rows = [], 0
+    for table in blocks:
+        offset = 0
+        while offset < table.num_rows:
+            take = min(batch_size - rows, table.num_rows - offset)
+            pending.append(table.slice(offset, take))
+            rows, offset = rows + take, offset + take
+            if rows == batch_size:
+                yield _concat(pending)
+                pending, rows = [], 0
+    if rows:
+        yield _concat(pending)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+
+@dataclass
+class OpBase:
+    """Defaults shared by every block op."""
+
+    op: L.LogicalOp
+    holds_gil: bool = False
+    min_rows: int | None = None
+    changes_row_count: bool = False
+    is_actor: bool = False
+
+    @property
+    def name(self) -> str:
+        """The op's label (as shown in plans)."""
+        return self.op.label
+
+
+class MapBatchesOp(OpBase):
+    """Run a batch UDF (function or class) over fixed-size batches."""
+
+    def __init__(self, op: L.MapBatches) -> None:
+        super().__init__(op, not op.releases_gil, op.batch_size, True, inspect.isclass(op.fn))
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield the UDF's output blocks for each batch."""
+        fn = self._callable(ctx)
+        start = 0
+        for batch in rebatch(blocks, self.op.batch_size):
+            where = f"batch of rows {start}-{start + batch.num_rows - 1} of the partition"
+            start += batch.num_rows
+            for out in self._call(fn, batch, where):
+                yield from_batch(out, ctx.stage)
+
+    def _callable(self, ctx: TaskContext):
+        if not self.is_actor:
+            return self.op.fn
+        key = ("actor", id(self.op))
+        if key not in ctx.worker_state:
+            try:
+                ctx.worker_state[key] = self.op.fn(*self.op.fn_constructor_args,
+                                                   **self.op.fn_constructor_kwargs)
+            except Exception as exc:
+                raise UDFFailure(self.name, "constructor", exc) from exc
+        return ctx.worker_state[key]
+
+    def _call(self, fn, batch: pa.Table, where: str):
+        try:
+            out = fn(to_batch(batch, self.op.batch_format), *self.op.fn_args, **self.op.fn_kwargs)
+            return list(out) if inspect.isgenerator(out) else [out]
+        except UDFReturnTypeError:
+            raise
+        except Exception as exc:
+            raise UDFFailure(self.name, where, exc) from exc
+
+
+class RowOp(OpBase):
+    """Shared row loop of map, filter and flat_map: rows are dicts."""
+
+    def rows_of(self, blocks) -> Iterator[tuple[pa.Table, list]]:
+        """Pairs of (block, its rows as dicts), skipping empty blocks."""
+        for table in blocks:
+            if table.num_rows:
+                yield table, table.to_pylist()
+
+    def call_each(self, rows: list, fn) -> list:
+        """``fn`` applied to each row; a failure names the row."""
+        out, i = [], 0
+        try:
+            for i, row in enumerate(rows):
+                out.append(fn(row))
+        except Exception as exc:
+            raise UDFFailure(self.name, f"row {i}: {short_repr(rows[i])}", exc) from exc
+        return out
+
+
+class MapRowsOp(RowOp):
+    """``map``: one dict in, one dict out."""
+
+    def __init__(self, op: L.MapRows) -> None:
+        super().__init__(op, holds_gil=True)
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield a block of mapped rows per input block."""
+        for _, rows in self.rows_of(blocks):
+            out = self.call_each(rows, self.op.fn)
+            bad = next((r for r in out if not isinstance(r, dict)), None)
+            if bad is not None:
+                raise UDFReturnTypeError(ctx.stage, type(bad).__name__, "dict (one row)")
+            yield pa.Table.from_pylist(out)
+
+
+class FilterOp(RowOp):
+    """``filter``: by a row predicate or by an Arrow expression (no Python per row)."""
+
+    def __init__(self, op: L.Filter) -> None:
+        super().__init__(op, holds_gil=op.fn is not None, changes_row_count=True)
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield each block with the rows that pass."""
+        if self.op.expr is not None:
+            yield from (t.filter(self.op.expr) for t in blocks)
+            return
+        for table, rows in self.rows_of(blocks):
+            keep = self.call_each(rows, self.op.fn)
+            yield table.filter(pa.array([bool(k) for k in keep], pa.bool_()))
+
+
+class FlatMapOp(RowOp):
+    """``flat_map``: one dict in, a list of dicts out."""
+
+    def __init__(self, op: L.FlatMap) -> None:
+        super().__init__(op, holds_gil=True, changes_row_count=True)
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield a block of all produced rows per input block."""
+        for _, rows in self.rows_of(blocks):
+            out = [r for produced in self.call_each(rows, self.op.fn) for r in produced]
+            if out:
+                yield pa.Table.from_pylist(out)
+
+
+class ProjectOp(OpBase):
+    """``select_columns`` / ``drop_columns``."""
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield each block with only the kept columns."""
+        for table in blocks:
+            require_columns(table, self.op.columns, ctx.stage)
+            yield table.select(list(self.op.columns)) if self.op.keep else table.drop_columns(
+                list(self.op.columns))
+
+
+class RenameOp(OpBase):
+    """``rename_columns``."""
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield each block with renamed columns."""
+        mapping = dict(self.op.mapping)
+        for table in blocks:
+            require_columns(table, tuple(mapping), ctx.stage)
+            yield table.rename_columns([mapping.get(c, c) for c in table.column_names])
+
+
+class AddColumnOp(OpBase):
+    """``add_column``: a column computed from the batch by a UDF."""
+
+    def __init__(self, op: L.AddColumn) -> None:
+        super().__init__(op, holds_gil=True)
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield each block with the new (or replaced) column."""
+        start = 0
+        for table in (b for b in blocks if b.num_rows):
+            where = f"batch of rows {start}-{start + table.num_rows - 1} of the partition"
+            start += table.num_rows
+            try:
+                values = self.op.fn(to_batch(table, self.op.batch_format))
+            except Exception as exc:
+                raise UDFFailure(self.name, where, exc) from exc
+            column = column_to_arrow(values, table.num_rows, ctx.stage)
+            if self.op.name in table.column_names:
+                index = table.column_names.index(self.op.name)
+                yield table.set_column(index, self.op.name, column)
+            else:
+                yield table.append_column(self.op.name, column)
+
+
+class WriteOp(OpBase):
+    """Write the task's blocks through the datasink as one file; yield a result row."""
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield one small table describing what was written."""
+        yield self.op.sink.write(blocks, ctx)
+
+
+OP_TYPES = {
+    L.MapBatches: MapBatchesOp,
+    L.MapRows: MapRowsOp,
+    L.Filter: FilterOp,
+    L.FlatMap: FlatMapOp,
+    L.Project: ProjectOp,
+    L.RenameColumns: RenameOp,
+    L.AddColumn: AddColumnOp,
+    L.Write: WriteOp,
+}
+
+
+def block_op(op: L.MapLike):
+    """The block op for a map-like logical operator (exact type lookup, no chains).
+
+    >>> block_op(L.MapRows(L.Read(None), fn=len)).holds_gil
+    True
+    """
+    return OP_TYPES[type(op)](op)

@@ -1,0 +1,26 @@
+"""From a logical plan to a running executor: optimize, plan, pick the backend."""
+
+from __future__ import annotations
+
+from streambatch.executor.backends import backend_class
+from streambatch.executor.options import ExecutionOptions
+from streambatch.executor.streaming import StreamingExecutor
+from streambatch.operators.logical import LogicalOp
+from streambatch.operators.optimizer import optimize
+from streambatch.operators.planner import plan_stages
+
+
+def build_executor(plan: LogicalOp, options: ExecutionOptions,
+                   backend: str = "local") -> StreamingExecutor:
+    """An executor for ``plan`` (nothing runs until its ``run()`` is iterated).
+
+    >>> from streambatch.operators import logical as L
+    >>> from streambatch.connectors.memory import RangeSource
+    >>> ex = build_executor(L.Read(RangeSource(5), "Range"), ExecutionOptions(num_cpus=1))
+    >>> sum(p.rows for p in ex.run())
+    5
+    """
+    stages = plan_stages(optimize(plan), options)
+    cls = backend_class(backend)
+    return StreamingExecutor(stages, cls(num_cpus=options.resolved_num_cpus(),
+                                         start_method=options.worker_start_method), options)

@@ -1,0 +1,253 @@
+"""Logical operators: small frozen dataclasses forming a tree (a plan).
+
+>>> plan = Limit(MapRows(Read(source=None, name="Range"), fn=str), n=3)
+>>> [op.label for op in walk(plan)]
+['Read[Range]', 'Map(str)', 'Limit[3]']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+from streambatch.executor.stage import Resources
+
+
+def fn_name(fn) -> str:
+    """A readable name for a UDF (function, class or callable object).
+
+    >>> fn_name(len), fn_name(lambda r: r)
+    ('len', '<lambda>')
+    """
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+@dataclass(frozen=True, eq=False)
+class LogicalOp:
+    """Base class: ``inputs`` are the upstream operators."""
+
+    @property
+    def inputs(self) -> tuple[LogicalOp, ...]:
+        """Upstream operators (empty for sources)."""
+        return (self.input,) if hasattr(self, "input") else ()
+
+    @property
+    def label(self) -> str:
+        """One-line description used in plans and stage names."""
+        return type(self).__name__
+
+    def with_inputs(self, *inputs: LogicalOp) -> LogicalOp:
+        """A copy of this operator over other inputs."""
+        return replace(self, input=inputs[0]) if inputs else self
+
+
+@dataclass(frozen=True, eq=False)
+class Read(LogicalOp):
+    """Read from a datasource; pushdowns (columns, filter, limit) are fields."""
+
+    source: object
+    name: str = "Read"
+    columns: tuple[str, ...] | None = None
+    filter: object = None
+    limit: int | None = None
+
+    @property
+    def label(self) -> str:
+        extras = []
+        if self.columns is not None:
+            extras.append(f"columns={list(self.columns)}")
+        if self.filter is not None:
+            extras.append(f"filter={self.filter}")
+        if self.limit is not None:
+            extras.append(f"limit={self.limit}")
+        return f"Read[{self.name}" + (f"; {', '.join(extras)}" if extras else "") + "]"
+
+
+@dataclass(frozen=True, eq=False)
+class MapLike(LogicalOp):
+    """An operator applied block by block (fusable with its neighbours)."""
+
+    input: LogicalOp
+    resources: Resources = Resources()
+    concurrency: tuple[int, int] | None = None
+
+    @property
+    def row_preserving(self) -> bool:
+        """True when output rows correspond one-to-one to input rows."""
+        return False
+
+
+@dataclass(frozen=True, eq=False)
+class MapBatches(MapLike):
+    """Apply ``fn`` to batches of ``batch_size`` rows in ``batch_format``."""
+
+    fn: Callable | None = None
+    batch_size: int | None = 1024
+    batch_format: str = "pyarrow"
+    fn_args: tuple = ()
+    fn_kwargs: dict = field(default_factory=dict)
+    fn_constructor_args: tuple = ()
+    fn_constructor_kwargs: dict = field(default_factory=dict)
+    releases_gil: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"MapBatches({fn_name(self.fn)})"
+
+
+@dataclass(frozen=True, eq=False)
+class MapRows(MapLike):
+    """Apply ``fn`` to each row (a dict), returning a dict."""
+
+    fn: Callable | None = None
+
+    @property
+    def label(self) -> str:
+        return f"Map({fn_name(self.fn)})"
+
+    @property
+    def row_preserving(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, eq=False)
+class Filter(MapLike):
+    """Keep rows where ``fn(row)`` is true, or where the Arrow expression ``expr`` holds."""
+
+    fn: Callable | None = None
+    expr: object = None
+
+    @property
+    def label(self) -> str:
+        return f"Filter({fn_name(self.fn) if self.fn else self.expr})"
+
+
+@dataclass(frozen=True, eq=False)
+class FlatMap(MapLike):
+    """Apply ``fn`` to each row, returning a list of rows."""
+
+    fn: Callable | None = None
+
+    @property
+    def label(self) -> str:
+        return f"FlatMap({fn_name(self.fn)})"
+
+
+@dataclass(frozen=True, eq=False)
+class Project(MapLike):
+    """Keep (``keep=True``) or drop the named columns."""
+
+    columns: tuple[str, ...] = ()
+    keep: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{'Select' if self.keep else 'Drop'}{list(self.columns)}"
+
+    @property
+    def row_preserving(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, eq=False)
+class RenameColumns(MapLike):
+    """Rename columns by a mapping old -> new."""
+
+    mapping: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"Rename({dict(self.mapping)})"
+
+    @property
+    def row_preserving(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, eq=False)
+class AddColumn(MapLike):
+    """Add (or replace) column ``name`` computed by ``fn(batch)``."""
+
+    name: str = ""
+    fn: Callable | None = None
+    batch_format: str = "pandas"
+
+    @property
+    def label(self) -> str:
+        return f"AddColumn({self.name})"
+
+    @property
+    def row_preserving(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, eq=False)
+class Write(MapLike):
+    """Write each partition through a datasink (one file per partition)."""
+
+    sink: object = None
+
+    @property
+    def label(self) -> str:
+        return f"Write[{getattr(self.sink, 'name', type(self.sink).__name__)}]"
+
+
+@dataclass(frozen=True, eq=False)
+class Limit(LogicalOp):
+    """Keep the first ``n`` rows produced."""
+
+    input: LogicalOp
+    n: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"Limit[{self.n}]"
+
+
+@dataclass(frozen=True, eq=False)
+class Repartition(LogicalOp):
+    """Redistribute rows into ``n`` partitions of equal size."""
+
+    input: LogicalOp
+    n: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"Repartition[{self.n}]"
+
+
+@dataclass(frozen=True, eq=False)
+class Union(LogicalOp):
+    """Concatenate the outputs of several plans."""
+
+    parts: tuple[LogicalOp, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[LogicalOp, ...]:
+        return self.parts
+
+    def with_inputs(self, *inputs: LogicalOp) -> LogicalOp:
+        return replace(self, parts=tuple(inputs))
+
+    @property
+    def label(self) -> str:
+        return f"Union[{len(self.parts)}]"
+
+
+def walk(op: LogicalOp) -> Iterator[LogicalOp]:
+    """Operators of a plan, inputs before the operators that consume them."""
+    for child in op.inputs:
+        yield from walk(child)
+    yield op
+
+
+def render(op: LogicalOp, indent: int = 0) -> str:
+    """The plan as an indented tree, output operator first.
+
+    >>> print(render(Limit(Read(source=None, name="Range"), n=2)))
+    Limit[2]
+    +- Read[Range]
+    """
+    lines = [("   " * (indent - 1) + "+- " if indent else "") + op.label]
+    lines += [render(child, indent + 1) for child in op.inputs]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Fusion: run adjacent task stages as one task when nothing forbids it.
+
+Never fuse across a resource change, never fuse an actor-pool stage as the
+upstream side, and never fuse a row-count-changing op into a fixed-batch-size
+op (its batches would be cut short at every partition boundary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from streambatch.executor.stage import PhysicalStage
+
+
+def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
+    """True when ``down`` may run inside ``up``'s tasks.
+
+    >>> a, b = PhysicalStage("A"), PhysicalStage("B", upstream=(0,))
+    >>> can_fuse(a, b)
+    True
+    >>> from streambatch.executor.stage import Resources
+    >>> can_fuse(a, replace(b, resources=Resources(num_gpus=1)))
+    False
+    """
+    if up.kind != "task" or down.kind != "task" or down.is_source:
+        return False
+    if up.resources != down.resources or up.concurrency != down.concurrency:
+        return False
+    if any(op.is_actor for op in up.ops):
+        return False
+    wants_batch = bool(down.ops and down.ops[0].min_rows)
+    changes_rows = any(op.changes_row_count for op in up.ops)
+    return not (wants_batch and changes_rows and not up.is_source)
+
+
+def fuse(up: PhysicalStage, down: PhysicalStage) -> PhysicalStage:
+    """One stage running ``up``'s ops then ``down``'s."""
+    worker = "process" if "process" in (up.worker, down.worker) else "thread"
+    return replace(up, name=f"{up.name}->{down.name}", ops=up.ops + down.ops, worker=worker)
+
+
+def fuse_stages(stages: list[PhysicalStage]) -> list[PhysicalStage]:
+    """Fuse every fusable single-consumer chain; re-index ``upstream`` links."""
+    consumers: dict[int, int] = {}
+    for i, st in enumerate(stages):
+        for up in st.upstream:
+            consumers[up] = consumers.get(up, 0) + 1
+    merged: dict[int, int] = {}
+    out: list[PhysicalStage] = []
+    for i, st in enumerate(stages):
+        ups = tuple(merged[u] for u in st.upstream)
+        st = replace(st, upstream=ups)
+        if len(ups) == 1 and consumers.get(_orig(merged, ups[0]), 0) == 1 and can_fuse(out[ups[0]], st):
+            out[ups[0]] = fuse(out[ups[0]], st)
+            merged[i] = ups[0]
+        else:
+            out.append(st)
+            merged[i] = len(out) - 1
+    return out
+
+
+def _orig(merged: dict[int, int], new_index: int) -> int:
+    return max(k for k, v in merged.items() if v == new_index)

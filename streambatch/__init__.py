@@ -1,0 +1,37 @@
+"""streambatch: a streaming-batch engine for heterogeneous (CPU + GPU) data processing.
+
+>>> import streambatch as sb
+>>> sb.range(5).map(lambda r: {"x": r["id"] * 10}).take(2)
+[{'x': 0}, {'x': 10}]
+"""
+
+from streambatch.context import DataContext, init
+from streambatch.dataset import Dataset
+from streambatch.executor.errors import (
+    StageStuckError,
+    StreamBatchError,
+    UDFReturnTypeError,
+    UserCodeError,
+    WorkerDiedError,
+)
+from streambatch.executor.options import ExecutionOptions
+from streambatch.executor.stage import Resources
+from streambatch.executor.stats import DatasetStats, StageStats
+from streambatch.read_api import (
+    from_arrow,
+    from_items,
+    from_numpy,
+    from_pandas,
+    from_polars,
+    range,
+    read_parquet,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
+    "StageStuckError", "StreamBatchError", "UDFReturnTypeError", "UserCodeError",
+    "WorkerDiedError", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
+    "init", "range", "read_parquet",
+]

@@ -1,0 +1,353 @@
+"""Dataset: an immutable handle on a logical plan. Nothing runs until a consumer is called."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from streambatch import validate as v
+from streambatch.context import DataContext
+from streambatch.executor.iteration import exact_batches, prefetched
+from streambatch.executor.partition import Partition
+from streambatch.executor.stats import DatasetStats
+from streambatch.operators import logical as L
+from streambatch.operators.batch_format import check_batch_format, require, to_batch
+from streambatch.operators.execute import build_executor
+from streambatch.operators.optimizer import optimize
+from streambatch.operators.planner import plan_stages, render_stages
+
+
+class Dataset:
+    """A lazy, immutable plan of read / transform operators.
+
+    >>> import streambatch as sb
+    >>> ds = sb.range(10).map(lambda r: {"id": r["id"], "sq": r["id"] ** 2})
+    >>> ds.filter(lambda r: r["id"] % 3 == 0).take_all()[:2]
+    [{'id': 0, 'sq': 0}, {'id': 3, 'sq': 9}]
+    """
+
+    def __init__(self, plan: L.LogicalOp) -> None:
+        self._plan = plan
+        self._stats: DatasetStats | None = None
+
+    def _with(self, op: L.LogicalOp) -> Dataset:
+        return Dataset(op)
+
+    def __repr__(self) -> str:
+        return f"Dataset(plan={self._plan.label})"
+
+    # ---- transforms -----------------------------------------------------------------
+    def map(self, fn, *, num_cpus=None, num_gpus=None, concurrency=None) -> Dataset:
+        """Apply ``fn`` to each row (a dict) and return a dict.
+
+        >>> import streambatch as sb
+        >>> sb.range(3).map(lambda r: {"y": r["id"] + 1}).take_all()
+        [{'y': 1}, {'y': 2}, {'y': 3}]
+        """
+        return self._with(L.MapRows(self._plan, v.resources(num_cpus, num_gpus),
+                                    v.concurrency(concurrency), fn=v.callable_fn("map", fn)))
+
+    def map_batches(self, fn, *, batch_size: int | None | str = "default",
+                    batch_format: str = "pyarrow", fn_args=(), fn_kwargs=None,
+                    fn_constructor_args=(), fn_constructor_kwargs=None, num_cpus=None,
+                    num_gpus=None, memory=None, resources=None, concurrency=None,
+                    releases_gil: bool = False) -> Dataset:
+        """Apply ``fn`` to batches (default 1024 rows; ``None`` = whole partitions).
+
+        ``fn`` may be a class: it is constructed once per worker with
+        ``fn_constructor_args``. Set ``releases_gil=True`` for numpy/pyarrow/torch
+        UDFs to run them on threads without copying blocks between processes.
+
+        >>> import streambatch as sb
+        >>> sb.range(4).map_batches(lambda b: {"n": [len(b["id"])]}, batch_size=2,
+        ...                         batch_format="numpy").take_all()
+        [{'n': 2}, {'n': 2}]
+        """
+        size = 1024 if batch_size == "default" else v.positive_int("batch_size", batch_size, True)
+        op = L.MapBatches(self._plan, v.resources(num_cpus, num_gpus, memory, resources),
+                          v.concurrency(concurrency), fn=v.callable_fn("map_batches", fn),
+                          batch_size=size, batch_format=check_batch_format(batch_format),
+                          fn_args=tuple(fn_args), fn_kwargs=dict(fn_kwargs or {}),
+                          fn_constructor_args=tuple(fn_constructor_args),
+                          fn_constructor_kwargs=dict(fn_constructor_kwargs or {}),
+                          releases_gil=releases_gil)
+        return self._with(op)
+
+    def filter(self, fn=None, *, expr=None) -> Dataset:
+        """Keep rows where ``fn(row)`` is true, or where the pyarrow expression ``expr`` holds.
+
+        >>> import streambatch as sb, pyarrow.compute as pc
+        >>> sb.range(6).filter(expr=pc.field("id") > 3).take_all()
+        [{'id': 4}, {'id': 5}]
+        """
+        if (fn is None) == (expr is None):
+            raise ValueError("filter takes exactly one of fn (a row predicate) or expr "
+                             "(a pyarrow.compute expression)")
+        fn = v.callable_fn("filter", fn) if fn is not None else None
+        return self._with(L.Filter(self._plan, fn=fn, expr=expr))
+
+    def flat_map(self, fn) -> Dataset:
+        """Apply ``fn`` to each row and return a list of rows.
+
+        >>> import streambatch as sb
+        >>> sb.range(2).flat_map(lambda r: [r, r]).count()
+        4
+        """
+        return self._with(L.FlatMap(self._plan, fn=v.callable_fn("flat_map", fn)))
+
+    def select_columns(self, cols) -> Dataset:
+        """Keep only ``cols`` (pushed into parquet reads).
+
+        >>> import streambatch as sb
+        >>> sb.from_items([{"a": 1, "b": 2}]).select_columns(["b"]).take_all()
+        [{'b': 2}]
+        """
+        return self._with(L.Project(self._plan, columns=v.column_list("select_columns", cols)))
+
+    def drop_columns(self, cols) -> Dataset:
+        """Remove ``cols``.
+
+        >>> import streambatch as sb
+        >>> sb.from_items([{"a": 1, "b": 2}]).drop_columns("a").take_all()
+        [{'b': 2}]
+        """
+        return self._with(L.Project(self._plan, columns=v.column_list("drop_columns", cols),
+                                    keep=False))
+
+    def rename_columns(self, mapping: dict) -> Dataset:
+        """Rename columns by an ``{old: new}`` mapping.
+
+        >>> import streambatch as sb
+        >>> sb.from_items([{"a": 1}]).rename_columns({"a": "z"}).take_all()
+        [{'z': 1}]
+        """
+        if not isinstance(mapping, dict) or not mapping:
+            raise ValueError(f"rename_columns expects a non-empty dict {{old: new}}, got {mapping!r}")
+        return self._with(L.RenameColumns(self._plan, mapping=tuple(mapping.items())))
+
+    def add_column(self, col: str, fn, *, batch_format: str = "pandas") -> Dataset:
+        """Add column ``col`` = ``fn(batch)`` (a Series, array or list), or replace it.
+
+        >>> import streambatch as sb
+        >>> sb.range(2).add_column("d", lambda b: b["id"] * 2, batch_format="numpy").take_all()
+        [{'id': 0, 'd': 0}, {'id': 1, 'd': 2}]
+        """
+        return self._with(L.AddColumn(self._plan, name=col, fn=v.callable_fn("add_column", fn),
+                                      batch_format=check_batch_format(batch_format)))
+
+    def limit(self, n: int) -> Dataset:
+        """The first ``n`` rows produced (reads stop early).
+
+        >>> import streambatch as sb
+        >>> sb.range(1000).limit(3).count()
+        3
+        """
+        return self._with(L.Limit(self._plan, n=v.non_negative_int("limit", n)))
+
+    def union(self, *others: Dataset) -> Dataset:
+        """Rows of this dataset followed by the rows of ``others``.
+
+        >>> import streambatch as sb
+        >>> sb.range(2).union(sb.range(3)).count()
+        5
+        """
+        for other in others:
+            if not isinstance(other, Dataset):
+                raise TypeError(f"union expects Datasets, got {type(other).__name__}")
+        return self._with(L.Union(parts=(self._plan, *(o._plan for o in others))))
+
+    def repartition(self, num_blocks: int) -> Dataset:
+        """Redistribute rows into ``num_blocks`` equal partitions.
+
+        >>> import streambatch as sb
+        >>> sb.range(10).repartition(3).num_partitions()
+        3
+        """
+        return self._with(L.Repartition(self._plan, n=v.positive_int("num_blocks", num_blocks)))
+
+    # ---- execution ------------------------------------------------------------------
+    def _partitions(self) -> Iterator[Partition]:
+        ctx = DataContext.get_current()
+        executor = build_executor(self._plan, ctx.execution_options, ctx.backend)
+        self._stats = executor.stats
+        return executor.run()
+
+    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "pyarrow",
+                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator:
+        """Batches of exactly ``batch_size`` rows (the last may be short unless ``drop_last``).
+
+        >>> import streambatch as sb
+        >>> [len(b["id"]) for b in sb.range(10).iter_batches(batch_size=4, batch_format="numpy")]
+        [4, 4, 2]
+        """
+        v.positive_int("batch_size", batch_size, allow_none=True)
+        check_batch_format(batch_format)
+
+        def batches():
+            tables = (p.get() for p in self._partitions())
+            for batch in exact_batches(tables, batch_size, drop_last):
+                yield to_batch(batch, batch_format)
+
+        return prefetched(batches, prefetch_batches)
+
+    def iter_rows(self) -> Iterator[dict]:
+        """Rows as dicts.
+
+        >>> import streambatch as sb
+        >>> next(iter(sb.range(3).iter_rows()))
+        {'id': 0}
+        """
+        for batch in self.iter_batches(batch_size=None, prefetch_batches=1):
+            yield from batch.to_pylist()
+
+    def take(self, limit: int = 20) -> list[dict]:
+        """Up to ``limit`` rows as dicts.
+
+        >>> import streambatch as sb
+        >>> sb.range(100).take(2)
+        [{'id': 0}, {'id': 1}]
+        """
+        return self.limit(limit).take_all()
+
+    def take_all(self) -> list[dict]:
+        """Every row as a dict.
+
+        >>> import streambatch as sb
+        >>> sb.from_items([1, 2]).take_all()
+        [{'item': 1}, {'item': 2}]
+        """
+        return self.to_arrow().to_pylist()
+
+    def count(self) -> int:
+        """Number of rows.
+
+        >>> import streambatch as sb
+        >>> sb.range(7).filter(lambda r: r["id"] > 2).count()
+        4
+        """
+        return sum(p.rows for p in self._partitions())
+
+    def num_partitions(self) -> int:
+        """Number of output partitions (executes the plan).
+
+        >>> import streambatch as sb
+        >>> sb.from_items([1, 2, 3]).repartition(2).num_partitions()
+        2
+        """
+        return sum(1 for _ in self._partitions())
+
+    def schema(self) -> pa.Schema | None:
+        """The output schema (from metadata when possible, else from the first block).
+
+        >>> import streambatch as sb
+        >>> sb.range(3).schema()
+        id: int64
+        """
+        if isinstance(self._plan, L.Read) and self._plan.columns is None:
+            known = self._plan.source.schema()
+            if known is not None:
+                return known
+        first = next(iter(self.limit(1)._partitions()), None)
+        return first.get().schema if first is not None else None
+
+    def to_arrow(self) -> pa.Table:
+        """All rows as one pyarrow Table (zero-copy concatenation of blocks).
+
+        >>> import streambatch as sb
+        >>> sb.range(3).to_arrow().num_rows
+        3
+        """
+        tables = [p.get() for p in self._partitions()]
+        non_empty = [t for t in tables if t.num_rows] or tables[:1]
+        if not non_empty:
+            return pa.table({})
+        return pa.concat_tables(non_empty, promote_options="permissive")
+
+    def to_pandas(self):
+        """All rows as a pandas DataFrame.
+
+        >>> import streambatch as sb
+        >>> sb.range(2).to_pandas()["id"].tolist()
+        [0, 1]
+        """
+        require("pandas", "pandas")
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self):
+        """All rows as a polars DataFrame.
+
+        >>> import streambatch as sb
+        >>> sb.range(2).to_polars().shape
+        (2, 1)
+        """
+        return require("polars", "polars").from_arrow(self.to_arrow())
+
+    def write_parquet(self, path: str, *, filesystem=None, mode: str = "error") -> list[dict]:
+        """Write one parquet file per partition under ``path``; ``_SUCCESS`` marks completion.
+
+        Returns the committed files (path, rows, bytes). On failure, the files of
+        this job are removed and no ``_SUCCESS`` is written.
+
+        >>> import streambatch as sb, tempfile
+        >>> out = tempfile.mkdtemp() + "/out"
+        >>> sum(f["rows"] for f in sb.range(10).write_parquet(out))
+        10
+        """
+        from streambatch.connectors.parquet import ParquetSink
+
+        return self._write(ParquetSink(path, filesystem=filesystem, mode=mode))
+
+    def _write(self, sink) -> list[dict]:
+        sink.start()
+        write = Dataset(L.Write(self._plan, sink=sink))
+        try:
+            results = [p.get() for p in write._partitions()]
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            self._stats = write._stats
+        return sink.finalize(results)
+
+    def materialize(self) -> Dataset:
+        """Execute now and keep the blocks in memory; later consumers reuse them.
+
+        >>> import streambatch as sb
+        >>> m = sb.range(5).map(lambda r: {"x": r["id"]}).materialize()
+        >>> m.count(), m.count()
+        (5, 5)
+        """
+        from streambatch.connectors.memory import ArrowSource
+
+        tables = [p.get() for p in self._partitions()]
+        done = Dataset(L.Read(ArrowSource(tables, split=False), name="Materialized"))
+        done._stats = self._stats
+        return done
+
+    def stats(self) -> DatasetStats | None:
+        """Statistics of this dataset's last execution (None before any).
+
+        >>> import streambatch as sb
+        >>> ds = sb.range(5)
+        >>> _ = ds.count(); ds.stats().stages[0].rows_out
+        5
+        """
+        return self._stats
+
+    def explain(self) -> str:
+        """Print (and return) the logical, optimized and physical plans.
+
+        >>> import streambatch as sb
+        >>> text = sb.range(5).select_columns("id").limit(2).explain()  # doctest: +ELLIPSIS
+        Logical plan:
+        ...
+        """
+        ctx = DataContext.get_current()
+        optimized = optimize(self._plan)
+        stages = plan_stages(optimized, ctx.execution_options)
+        text = (f"Logical plan:\n{L.render(self._plan)}\n\n"
+                f"Optimized logical plan:\n{L.render(optimized)}\n\n"
+                f"Physical plan:\n{render_stages(stages)}")
+        print(text)
+        return text

@@ -1,0 +1,91 @@
+"""Argument checks for the Dataset facade: each error names the argument and the value."""
+
+from __future__ import annotations
+
+from streambatch.executor.stage import Resources
+
+
+def positive_int(name: str, value, allow_none: bool = False):
+    """Check ``value`` is an int > 0 (or None when allowed).
+
+    >>> positive_int("batch_size", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a positive integer, got 0
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def non_negative_int(name: str, value):
+    """Check ``value`` is an int >= 0.
+
+    >>> non_negative_int("n", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: n must be a non-negative integer, got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def callable_fn(name: str, fn):
+    """Check ``fn`` is callable.
+
+    >>> callable_fn("map", 3)
+    Traceback (most recent call last):
+    ...
+    TypeError: map expects a callable, got int
+    """
+    if not callable(fn):
+        raise TypeError(f"{name} expects a callable, got {type(fn).__name__}")
+    return fn
+
+
+def column_list(name: str, columns) -> tuple[str, ...]:
+    """Normalize a column name or list of names.
+
+    >>> column_list("select_columns", "a"), column_list("select_columns", ["a", "b"])
+    (('a',), ('a', 'b'))
+    """
+    cols = (columns,) if isinstance(columns, str) else tuple(columns)
+    if not cols or not all(isinstance(c, str) for c in cols):
+        raise ValueError(f"{name} expects one or more column names, got {columns!r}")
+    return cols
+
+
+def resources(num_cpus=None, num_gpus=None, memory=None, custom=None) -> Resources:
+    """Build a Resources request from Ray-style keyword arguments.
+
+    >>> resources(num_gpus=0.5).num_gpus
+    0.5
+    >>> resources(num_cpus=-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_cpus must be >= 0, got -1
+    """
+    for label, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("memory", memory)):
+        if value is not None and value < 0:
+            raise ValueError(f"{label} must be >= 0, got {value!r}")
+    return Resources(num_cpus=1.0 if num_cpus is None else float(num_cpus),
+                     num_gpus=float(num_gpus or 0), memory=int(memory or 0),
+                     custom=tuple(sorted((custom or {}).items())))
+
+
+def concurrency(value) -> tuple[int, int] | None:
+    """Normalize ``concurrency=n`` or ``(min, max)``.
+
+    >>> concurrency(4), concurrency((1, 3)), concurrency(None)
+    ((4, 4), (1, 3), None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and value > 0:
+        return (value, value)
+    if isinstance(value, tuple) and len(value) == 2 and 0 < value[0] <= value[1]:
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"concurrency must be a positive int or a (min, max) tuple, got {value!r}")
