@@ -6,12 +6,22 @@ from __future__ import annotations
 class StreamBatchError(Exception):
     """Base class of every error streambatch raises on purpose.
 
-    >>> issubclass(UserCodeError, StreamBatchError)
-    True
+    Subclasses keep their constructor arguments in ``_init_args`` so they
+    survive pickling between worker processes and the driver.
+
+    >>> import pickle
+    >>> err = pickle.loads(pickle.dumps(UDFReturnTypeError("S", "int", "dict")))
+    >>> err.stage, err.got
+    ('S', 'int')
     """
 
+    _init_args: tuple = ()
 
-class UDFFailure(Exception):
+    def __reduce__(self):
+        return (type(self), self._init_args)
+
+
+class UDFFailure(StreamBatchError):
     """Raised inside a worker when user code fails; carries the location.
 
     ``op`` names the operator, ``where`` the row or batch ("row 17: {...}").
@@ -21,6 +31,7 @@ class UDFFailure(Exception):
     """
 
     def __init__(self, op: str, where: str, original: BaseException) -> None:
+        self._init_args = (op, where, original,)
         super().__init__(f"{op} failed on {where}: {original!r}")
         self.op, self.where, self.original = op, where, original
 
@@ -36,6 +47,7 @@ class UserCodeError(StreamBatchError):
     def __init__(self, stage: str, partition: str, row: str | None, error: str,
                  traceback_text: str) -> None:
         where = f"{partition}, {row}" if row else partition
+        self._init_args = (stage, partition, row, error, traceback_text,)
         super().__init__(
             f"stage '{stage}' failed on {where}: {error}\n"
             f"Fix the function (or its input) and run again.\n"
@@ -52,6 +64,7 @@ class UDFReturnTypeError(StreamBatchError, TypeError):
     """
 
     def __init__(self, stage: str, got: str, expected: str) -> None:
+        self._init_args = (stage, got, expected,)
         super().__init__(f"stage '{stage}' returned {got}; expected one of: {expected}")
         self.stage, self.got, self.expected = stage, got, expected
 
@@ -64,6 +77,7 @@ class WorkerDiedError(StreamBatchError):
     """
 
     def __init__(self, stage: str, partition: str, exitcode: int | None) -> None:
+        self._init_args = (stage, partition, exitcode,)
         super().__init__(
             f"worker running stage '{stage}' on {partition} died (exit code {exitcode}); "
             "if it was killed for memory, lower the memory budget or batch size"
@@ -79,6 +93,7 @@ class StageStuckError(StreamBatchError):
     """
 
     def __init__(self, stage: str, timeout_s: float, detail: str) -> None:
+        self._init_args = (stage, timeout_s, detail,)
         super().__init__(
             f"no progress for {timeout_s:.0f}s; stuck stage '{stage}' ({detail}). "
             "Raise ExecutionOptions.no_progress_timeout_s if the stage is slow, not stuck."

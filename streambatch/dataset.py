@@ -208,7 +208,10 @@ class Dataset:
         >>> sb.range(100).take(2)
         [{'id': 0}, {'id': 1}]
         """
-        return self.limit(limit).take_all()
+        limited = self.limit(limit)
+        rows = limited.take_all()
+        self._stats = limited._stats
+        return rows
 
     def take_all(self) -> list[dict]:
         """Every row as a dict.
