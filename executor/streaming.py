@@ -61,7 +61,8 @@ class StreamingExecutor:
         self.states = [StageState(i, s, downstream.get(i)) for i, s in enumerate(self.stages)]
         for st in self.states:
             if st.stage.is_source:
-                st.stage.read_tasks = st.stage.read_tasks_fn()
+                if st.stage.read_tasks is None:
+                    st.stage.read_tasks = st.stage.read_tasks_fn()
                 st.pending_reads.extend(range(len(st.stage.read_tasks)))
         self.backend.start(self.stages, self.target_bytes)
         self._last_progress = time.monotonic()

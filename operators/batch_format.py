@@ -102,7 +102,7 @@ def table_from_columns(columns: dict) -> pa.Table:
 
     >>> t = table_from_columns({"img": np.zeros((2, 3, 3))})
     >>> t.num_rows, str(t.schema.field("img").type)
-    (2, 'extension<arrow.fixed_shape_tensor[value_type=double, shape=[3,3]]>')
+    (2, 'extension<arrow.fixed_shape_tensor[value_type=double, shape=[3,3]...]>')
     """
     arrays = {}
     for name, col in columns.items():

@@ -24,7 +24,7 @@ def short_repr(value, limit: int = 200) -> str:
     """``repr`` cut to ``limit`` characters for error messages.
 
     >>> short_repr({"x": "a" * 300}, limit=20)
-    "{'x': 'aaaaaaaaaaaa..."
+    "{'x': 'aaaaaaaaaa..."
     """
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

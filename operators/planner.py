@@ -36,7 +36,9 @@ def _visit(op: L.LogicalOp, stages: list[PhysicalStage], options: ExecutionOptio
 
 def _stage_for(op: L.LogicalOp, ups: tuple[int, ...], options: ExecutionOptions) -> PhysicalStage:
     if isinstance(op, L.Read):
-        return PhysicalStage(op.label, read_tasks_fn=partial(_read_tasks, op, options))
+        stage = PhysicalStage(op.label, read_tasks_fn=partial(_read_tasks, op, options))
+        stage.read_tasks = stage.read_tasks_fn()
+        return stage
     if isinstance(op, L.MapLike):
         bop = block_op(op)
         return PhysicalStage(op.label, upstream=ups, ops=[bop], resources=op.resources,

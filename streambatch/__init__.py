@@ -1,8 +1,8 @@
 """streambatch: a streaming-batch engine for heterogeneous (CPU + GPU) data processing.
 
 >>> import streambatch as sb
->>> sb.range(5).map(lambda r: {"x": r["id"] * 10}).take(2)
-[{'x': 0}, {'x': 10}]
+>>> sorted(r["x"] for r in sb.range(5).map(lambda r: {"x": r["id"] * 10}).take_all())
+[0, 10, 20, 30, 40]
 """
 
 from streambatch.context import DataContext, init

@@ -23,8 +23,12 @@ class Dataset:
 
     >>> import streambatch as sb
     >>> ds = sb.range(10).map(lambda r: {"id": r["id"], "sq": r["id"] ** 2})
-    >>> ds.filter(lambda r: r["id"] % 3 == 0).take_all()[:2]
+    >>> sorted(ds.filter(lambda r: r["id"] % 3 == 0).take_all(), key=lambda r: r["id"])[:2]
     [{'id': 0, 'sq': 0}, {'id': 3, 'sq': 9}]
+
+    Outputs arrive as partitions finish; set
+    ``DataContext.get_current().execution_options.preserve_order = True`` to
+    keep input order.
     """
 
     def __init__(self, plan: L.LogicalOp) -> None:
@@ -42,8 +46,8 @@ class Dataset:
         """Apply ``fn`` to each row (a dict) and return a dict.
 
         >>> import streambatch as sb
-        >>> sb.range(3).map(lambda r: {"y": r["id"] + 1}).take_all()
-        [{'y': 1}, {'y': 2}, {'y': 3}]
+        >>> sorted(r["y"] for r in sb.range(3).map(lambda r: {"y": r["id"] + 1}).take_all())
+        [1, 2, 3]
         """
         return self._with(L.MapRows(self._plan, v.resources(num_cpus, num_gpus),
                                     v.concurrency(concurrency), fn=v.callable_fn("map", fn)))
@@ -130,7 +134,8 @@ class Dataset:
         """Add column ``col`` = ``fn(batch)`` (a Series, array or list), or replace it.
 
         >>> import streambatch as sb
-        >>> sb.range(2).add_column("d", lambda b: b["id"] * 2, batch_format="numpy").take_all()
+        >>> ds = sb.range(2, override_num_blocks=1)
+        >>> ds.add_column("d", lambda b: b["id"] * 2, batch_format="numpy").take_all()
         [{'id': 0, 'd': 0}, {'id': 1, 'd': 2}]
         """
         return self._with(L.AddColumn(self._plan, name=col, fn=v.callable_fn("add_column", fn),
@@ -205,8 +210,8 @@ class Dataset:
         """Up to ``limit`` rows as dicts.
 
         >>> import streambatch as sb
-        >>> sb.range(100).take(2)
-        [{'id': 0}, {'id': 1}]
+        >>> len(sb.range(100).take(2))
+        2
         """
         limited = self.limit(limit)
         rows = limited.take_all()
@@ -217,7 +222,7 @@ class Dataset:
         """Every row as a dict.
 
         >>> import streambatch as sb
-        >>> sb.from_items([1, 2]).take_all()
+        >>> sb.from_items([1, 2], override_num_blocks=1).take_all()
         [{'item': 1}, {'item': 2}]
         """
         return self.to_arrow().to_pylist()

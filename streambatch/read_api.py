@@ -22,7 +22,7 @@ def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:  # noqa
     """Integers ``0..n-1`` in column ``id`` (int64).
 
     >>> import streambatch as sb
-    >>> sb.range(3).take_all()
+    >>> sb.range(3, override_num_blocks=1).take_all()
     [{'id': 0}, {'id': 1}, {'id': 2}]
     """
     return _source(RangeSource(v.non_negative_int("n", n)), "Range", override_num_blocks)
@@ -44,7 +44,7 @@ def from_arrow(tables, *, override_num_blocks: int | None = None) -> Dataset:
     """Rows of one or more pyarrow Tables (zero-copy).
 
     >>> import streambatch as sb, pyarrow as pa
-    >>> sb.from_arrow(pa.table({"x": [1, 2]})).take_all()
+    >>> sb.from_arrow(pa.table({"x": [1, 2]}), override_num_blocks=1).take_all()
     [{'x': 1}, {'x': 2}]
     """
     tables = [tables] if isinstance(tables, (pa.Table, pa.RecordBatch)) else list(tables)
@@ -71,7 +71,7 @@ def from_polars(dfs, *, override_num_blocks: int | None = None) -> Dataset:
     """Rows of one or more polars DataFrames.
 
     >>> import streambatch as sb, polars as pl
-    >>> sb.from_polars(pl.DataFrame({"x": [1, 2]})).take_all()
+    >>> sb.from_polars(pl.DataFrame({"x": [1, 2]}), override_num_blocks=1).take_all()
     [{'x': 1}, {'x': 2}]
     """
     dfs = dfs if isinstance(dfs, (list, tuple)) else [dfs]
@@ -82,7 +82,7 @@ def from_numpy(arrays, *, override_num_blocks: int | None = None) -> Dataset:
     """Rows of numpy arrays in column ``data``; n-d arrays become tensor columns.
 
     >>> import streambatch as sb, numpy as np
-    >>> sb.from_numpy(np.arange(3)).take_all()
+    >>> sb.from_numpy(np.arange(3), override_num_blocks=1).take_all()
     [{'data': 0}, {'data': 1}, {'data': 2}]
     """
     arrays = arrays if isinstance(arrays, (list, tuple)) else [arrays]

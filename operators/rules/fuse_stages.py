@@ -2,7 +2,8 @@
 
 Never fuse across a resource change, never fuse an actor-pool stage as the
 upstream side, and never fuse a row-count-changing op into a fixed-batch-size
-op (its batches would be cut short at every partition boundary).
+op (its batches would be cut short at every partition boundary); a read fuses
+into a fixed-batch-size op only when its read tasks hold a full batch each.
 """
 
 from __future__ import annotations
@@ -28,9 +29,18 @@ def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
         return False
     if any(op.is_actor for op in up.ops):
         return False
-    wants_batch = bool(down.ops and down.ops[0].min_rows)
-    changes_rows = any(op.changes_row_count for op in up.ops)
-    return not (wants_batch and changes_rows and not up.is_source)
+    batch = down.ops[0].min_rows if down.ops else None
+    if not batch:
+        return True
+    if any(op.changes_row_count for op in up.ops):
+        return False
+    return not up.is_source or _read_tasks_hold(up, batch)
+
+
+def _read_tasks_hold(source: PhysicalStage, batch: int) -> bool:
+    """True when every read task but the last yields at least ``batch`` rows."""
+    rows = [getattr(t, "estimated_rows", None) for t in (source.read_tasks or [])][:-1]
+    return all(r is None or r >= batch for r in rows)
 
 
 def fuse(up: PhysicalStage, down: PhysicalStage) -> PhysicalStage:
