@@ -82,7 +82,7 @@ class Dataset:
         """Keep rows where ``fn(row)`` is true, or where the pyarrow expression ``expr`` holds.
 
         >>> import streambatch as sb, pyarrow.compute as pc
-        >>> sb.range(6).filter(expr=pc.field("id") > 3).take_all()
+        >>> sb.range(6, override_num_blocks=1).filter(expr=pc.field("id") > 3).take_all()
         [{'id': 4}, {'id': 5}]
         """
         if (fn is None) == (expr is None):
@@ -200,8 +200,8 @@ class Dataset:
         """Rows as dicts.
 
         >>> import streambatch as sb
-        >>> next(iter(sb.range(3).iter_rows()))
-        {'id': 0}
+        >>> sorted(r["id"] for r in sb.range(3).iter_rows())
+        [0, 1, 2]
         """
         for batch in self.iter_batches(batch_size=None, prefetch_batches=1):
             yield from batch.to_pylist()
@@ -276,7 +276,7 @@ class Dataset:
         """All rows as a pandas DataFrame.
 
         >>> import streambatch as sb
-        >>> sb.range(2).to_pandas()["id"].tolist()
+        >>> sb.range(2, override_num_blocks=1).to_pandas()["id"].tolist()
         [0, 1]
         """
         require("pandas", "pandas")
