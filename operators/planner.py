@@ -72,11 +72,11 @@ def render_stages(stages: list[PhysicalStage]) -> str:
     """One line per physical stage: name, kind, worker, resources, inputs.
 
     >>> print(render_stages([PhysicalStage("Read[Range]")]))
-    Stage 0: Read[Range] (tasks on threads; cpu=1)
+    Stage 0: Read[Range] (tasks on thread workers; cpu=1)
     """
     lines = []
     for i, st in enumerate(stages):
-        where = f"tasks on {st.worker}s" if st.kind == "task" else "in the driver"
+        where = f"tasks on {st.worker} workers" if st.kind == "task" else "in the driver"
         ups = f"; input from stage {', '.join(map(str, st.upstream))}" if st.upstream else ""
         lines.append(f"Stage {i}: {st.name} ({where}; {st.resources.describe()}{ups})")
     return "\n".join(lines)

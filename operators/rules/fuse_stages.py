@@ -38,9 +38,13 @@ def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
 
 
 def _read_tasks_hold(source: PhysicalStage, batch: int) -> bool:
-    """True when every read task but the last yields at least ``batch`` rows."""
-    rows = [getattr(t, "estimated_rows", None) for t in (source.read_tasks or [])][:-1]
-    return all(r is None or r >= batch for r in rows)
+    """True when a typical read task yields at least ``batch`` rows.
+
+    As in Ray Data, the batch that ends a partition may then be short; a
+    source of many tiny read tasks is not fused, so its rows are bundled.
+    """
+    rows = sorted(getattr(t, "estimated_rows", None) or batch for t in (source.read_tasks or []))
+    return not rows or rows[len(rows) // 2] >= batch
 
 
 def fuse(up: PhysicalStage, down: PhysicalStage) -> PhysicalStage:
