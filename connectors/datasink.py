@@ -9,7 +9,6 @@ from itertools import chain
 
 import pyarrow as pa
 from fsspec.core import url_to_fs
-
 from streambatch.connectors.paths import arrow_filesystem
 
 MODES = ("error", "overwrite", "append")

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pyarrow as pa
-
 from streambatch.connectors.datasource import (
     Datasource,
     Pushdowns,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-
 from streambatch.connectors.datasink import Datasink
 from streambatch.connectors.datasource import Datasource, Pushdowns, ReadTask, limit_tables
 from streambatch.connectors.paths import arrow_filesystem, expand_paths

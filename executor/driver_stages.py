@@ -4,7 +4,6 @@ limit, union and repartition."""
 from __future__ import annotations
 
 import pyarrow as pa
-
 from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
 

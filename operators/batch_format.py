@@ -6,7 +6,6 @@ import importlib
 
 import numpy as np
 import pyarrow as pa
-
 from streambatch.executor.errors import UDFReturnTypeError
 
 BATCH_FORMATS = ("pyarrow", "pandas", "numpy", "polars")

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
-
 from streambatch.executor.errors import UDFFailure, UDFReturnTypeError
 from streambatch.executor.stage import TaskContext
 from streambatch.operators import logical as L
@@ -125,7 +124,7 @@ class RowOp(OpBase):
         """``fn`` applied to each row; a failure names the row."""
         out, i = [], 0
         try:
-            for i, row in enumerate(rows):
+            for i, row in enumerate(rows):  # noqa: B007 - used in the except clause
                 out.append(fn(row))
         except Exception as exc:
             raise UDFFailure(self.name, f"row {i}: {short_repr(rows[i])}", exc) from exc

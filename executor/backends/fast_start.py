@@ -13,7 +13,6 @@ import sys
 import pyarrow as pa
 
 
-
 class _RefusePandas:
     """A meta-path finder that makes ``import pandas`` fail while installed."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
-
 from streambatch.executor.backends.base import Task
 from streambatch.executor.partition import read_ref
 from streambatch.executor.stage import PhysicalStage, TaskContext

@@ -17,6 +17,6 @@ from streambatch.operators.logical import LogicalOp
 def transform_up(op: LogicalOp, fn: Callable[[LogicalOp], LogicalOp]) -> LogicalOp:
     """Rewrite a plan bottom-up: children first, then ``fn`` on the rebuilt node."""
     children = tuple(transform_up(child, fn) for child in op.inputs)
-    if any(new is not old for new, old in zip(children, op.inputs)):
+    if any(new is not old for new, old in zip(children, op.inputs, strict=False)):
         op = op.with_inputs(*children)
     return fn(op)

@@ -56,7 +56,7 @@ def fuse(up: PhysicalStage, down: PhysicalStage) -> PhysicalStage:
 def fuse_stages(stages: list[PhysicalStage]) -> list[PhysicalStage]:
     """Fuse every fusable single-consumer chain; re-index ``upstream`` links."""
     consumers: dict[int, int] = {}
-    for i, st in enumerate(stages):
+    for st in stages:
         for up in st.upstream:
             consumers[up] = consumers.get(up, 0) + 1
     merged: dict[int, int] = {}
