@@ -72,16 +72,19 @@ class UDFReturnTypeError(StreamBatchError, TypeError):
 class WorkerDiedError(StreamBatchError):
     """A worker process exited while running a task.
 
-    >>> str(WorkerDiedError("Read->Map", "partition 0", -9)).startswith("worker running")
-    True
+    >>> print(WorkerDiedError("Read->Map", "partition 0", -9))
+    worker running stage 'Read->Map' on partition 0 was killed by signal 9; if the machine ran out of memory, lower the memory budget or the batch size
     """
 
     def __init__(self, stage: str, partition: str, exitcode: int | None) -> None:
         self._init_args = (stage, partition, exitcode,)
-        super().__init__(
-            f"worker running stage '{stage}' on {partition} died (exit code {exitcode}); "
-            "if it was killed for memory, lower the memory budget or batch size"
-        )
+        if exitcode is not None and exitcode < 0:
+            how = (f"was killed by signal {-exitcode}; if the machine ran out of memory, "
+                   "lower the memory budget or the batch size")
+        else:
+            how = (f"exited with exit code {exitcode}; the UDF (or a library it calls) ended "
+                   "the process: see the worker's output above")
+        super().__init__(f"worker running stage '{stage}' on {partition} {how}")
         self.stage, self.partition, self.exitcode = stage, partition, exitcode
 
 

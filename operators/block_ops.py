@@ -160,7 +160,22 @@ class FilterOp(RowOp):
             return
         for table, rows in self.rows_of(blocks):
             keep = self.call_each(rows, self.op.fn)
-            yield table.filter(pa.array([bool(k) for k in keep], pa.bool_()))
+            # Rebuilding from the rows we already hold avoids loading pyarrow.compute
+            # (~60 ms) in every fresh worker; the schema keeps the column types.
+            yield _filtered(table, rows, [bool(k) for k in keep])
+
+
+def _filtered(table: pa.Table, rows: list, keep: list[bool]) -> pa.Table:
+    """The rows of ``table`` where ``keep`` is true.
+
+    >>> t = pa.table({"a": [1, 2, 3]})
+    >>> _filtered(t, t.to_pylist(), [True, False, True])["a"].to_pylist()
+    [1, 3]
+    """
+    try:
+        return pa.Table.from_pylist([r for r, k in zip(rows, keep) if k], schema=table.schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
+        return table.filter(pa.array(keep, pa.bool_()))  # types from_pylist cannot rebuild
 
 
 class FlatMapOp(RowOp):

@@ -300,7 +300,6 @@ def test_stats_report_row_counts_per_stage(budget):
         .map_batches(Doubler, batch_size=10, batch_format="numpy", concurrency=1)
     )
     m = ds.materialize()
-    assert m.count() == 50
     st = m.stats()
     assert st.stages, "no stages recorded"
     for s in st.stages:
@@ -326,6 +325,18 @@ def test_stats_report_row_counts_per_stage(budget):
     assert isinstance(st.peak_buffered_bytes, int) and st.peak_buffered_bytes >= 0
     report = str(st)
     assert "Doubler" in report and "is_even" in report
+
+
+def test_stats_of_materialized_dataset_survive_consuming_it():
+    """As in Ray Data: a MaterializedDataset's stats() describe how it was produced,
+    also after it has been consumed (count/take_all read the held blocks)."""
+    m = sb.range(40, override_num_blocks=4).filter(is_even).materialize()
+    assert m.count() == 20
+    assert len(m.take_all()) == 20
+    st = m.stats()
+    filt = [s for s in st.stages if "is_even" in s.name]
+    assert len(filt) == 1, [s.name for s in st.stages]
+    assert filt[0].rows_out == 20
 
 
 def test_stats_single_stage_counts_all_rows():
