@@ -172,10 +172,12 @@ def _filtered(table: pa.Table, rows: list, keep: list[bool]) -> pa.Table:
     >>> _filtered(t, t.to_pylist(), [True, False, True])["a"].to_pylist()
     [1, 3]
     """
-    try:
-        return pa.Table.from_pylist([r for r, k in zip(rows, keep) if k], schema=table.schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
-        return table.filter(pa.array(keep, pa.bool_()))  # types from_pylist cannot rebuild
+    if not any(isinstance(f.type, pa.ExtensionType) for f in table.schema):
+        try:
+            return pa.Table.from_pylist([r for r, k in zip(rows, keep) if k], schema=table.schema)
+        except (pa.ArrowInvalid, TypeError, NotImplementedError):
+            pass  # a type from_pylist cannot rebuild: filter the columns instead
+    return table.filter(pa.array(keep, pa.bool_()))
 
 
 class FlatMapOp(RowOp):
