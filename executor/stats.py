@@ -57,6 +57,12 @@ class DatasetStats:
     wall_time_s: float = 0.0
     peak_buffered_bytes: int = 0
     memory_budget: int = 0
+    parent: DatasetStats | None = None
+
+    def finish(self, own: list[StageStats], wall_time_s: float) -> None:
+        """Record this run's stages after those of the run that produced its input."""
+        self.stages = (list(self.parent.stages) if self.parent else []) + own
+        self.wall_time_s = wall_time_s
 
     def __str__(self) -> str:
         lines = [f"Execution: {self.wall_time_s:.3f}s wall, peak buffered "

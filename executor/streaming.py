@@ -69,8 +69,7 @@ class StreamingExecutor:
 
     def _finish(self) -> None:
         self.backend.shutdown()
-        self.stats.stages = [st.stats for st in self.states]
-        self.stats.wall_time_s = time.perf_counter() - self._t0
+        self.stats.finish([st.stats for st in self.states], time.perf_counter() - self._t0)
 
     def _loop(self) -> Iterator[Partition]:
         final = self.states[-1]

@@ -31,12 +31,13 @@ class Dataset:
     keep input order.
     """
 
-    def __init__(self, plan: L.LogicalOp) -> None:
+    def __init__(self, plan: L.LogicalOp, produced_by: DatasetStats | None = None) -> None:
         self._plan = plan
-        self._stats: DatasetStats | None = None
+        self._produced_by = produced_by
+        self._stats: DatasetStats | None = produced_by
 
     def _with(self, op: L.LogicalOp) -> Dataset:
-        return Dataset(op)
+        return Dataset(op, self._produced_by)
 
     def __repr__(self) -> str:
         return f"Dataset(plan={self._plan.label})"
@@ -175,6 +176,7 @@ class Dataset:
     def _partitions(self) -> Iterator[Partition]:
         ctx = DataContext.get_current()
         executor = build_executor(self._plan, ctx.execution_options, ctx.backend)
+        executor.stats.parent = self._produced_by
         self._stats = executor.stats
         return executor.run()
 
@@ -308,7 +310,7 @@ class Dataset:
 
     def _write(self, sink) -> list[dict]:
         sink.start()
-        write = Dataset(L.Write(self._plan, sink=sink))
+        write = self._with(L.Write(self._plan, sink=sink))
         try:
             results = [p.get() for p in write._partitions()]
         except BaseException:
@@ -329,9 +331,7 @@ class Dataset:
         from streambatch.connectors.memory import ArrowSource
 
         tables = [p.get() for p in self._partitions()]
-        done = Dataset(L.Read(ArrowSource(tables, split=False), name="Materialized"))
-        done._stats = self._stats
-        return done
+        return Dataset(L.Read(ArrowSource(tables, split=False), name="Materialized"), self._stats)
 
     def stats(self) -> DatasetStats | None:
         """Statistics of this dataset's last execution (None before any).
