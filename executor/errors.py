@@ -102,3 +102,18 @@ class StageStuckError(StreamBatchError):
             "Raise ExecutionOptions.no_progress_timeout_s if the stage is slow, not stuck."
         )
         self.stage = stage
+
+
+class UnplaceableError(StreamBatchError):
+    """A stage asks for resources the backend can never give it.
+
+    >>> print(UnplaceableError("MapBatches(Model)", "asks for 1 GPU but the backend has 0 GPUs"))
+    stage 'MapBatches(Model)' cannot be placed: asks for 1 GPU but the backend has 0 GPUs. Lower the request, or declare more with streambatch.init(num_cpus=..., num_gpus=..., resources={...})
+    """
+
+    def __init__(self, stage: str, detail: str) -> None:
+        self._init_args = (stage, detail)
+        super().__init__(
+            f"stage '{stage}' cannot be placed: {detail}. Lower the request, or declare more "
+            "with streambatch.init(num_cpus=..., num_gpus=..., resources={...})")
+        self.stage = stage

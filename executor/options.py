@@ -43,9 +43,16 @@ class ExecutionOptions:
     preserve_order: bool = False
     memory_budget: int | None = None
     num_cpus: int | None = None
+    num_gpus: float | None = None
+    resources: dict = field(default_factory=dict)
     target_partition_bytes: int = 128 * MiB
     no_progress_timeout_s: float = 1800.0
     worker_start_method: str = "fork"
+    scheduler: str = "adaptive"
+    actor_queue_depth: int = 2
+    actor_idle_timeout_s: float = 1.0
+    trace_path: str | None = None
+    progress: bool | None = False
     extra: dict = field(default_factory=dict)
 
     def resolved_memory_budget(self) -> int:
@@ -55,6 +62,18 @@ class ExecutionOptions:
     def resolved_num_cpus(self) -> int:
         """CPU slots for tasks (detected cores when unset)."""
         return self.num_cpus if self.num_cpus else detected_cpus()
+
+    def resolved_num_gpus(self) -> float:
+        """Logical GPUs (detected CUDA devices when unset).
+
+        >>> ExecutionOptions(num_gpus=0.5).resolved_num_gpus()
+        0.5
+        """
+        if self.num_gpus is not None:
+            return self.num_gpus
+        from streambatch.executor.resources import detected_gpus
+
+        return float(detected_gpus())
 
     def partition_bytes(self) -> int:
         """Target output partition size, kept small enough to fit the budget.

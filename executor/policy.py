@@ -1,6 +1,16 @@
-"""Admission policy: may a stage start another task now, given memory and slots?
+"""Admission policies: may another source task start now?
 
-Kept separate from the executor loop so policies can be swapped and tested alone.
+Two policies share one small interface so they can be compared and tested alone:
+- :class:`BudgetAdmission` (static, pessimistic): admit while the memory budget
+  has room for the task's expected output.
+- :class:`AdaptiveAdmission` (the streaming-batch paper's Algorithm 1/2): on top
+  of the memory rule, the bytes of source partitions admitted may grow only by
+  ``source_partition_bytes / P`` per second, where ``P = sum_i (T_i / E_i) * a_i``
+  is the time the pipeline needs to process one source partition (``T_i``: task
+  time of stage ``i``, ``E_i``: its parallel slots, ``a_i``: stage-``i`` tasks per
+  source task). The source then runs only as fast as the pipeline drains, which
+  leaves slots to the downstream stages instead of filling memory.
+Non-source stages are admitted by :meth:`admit` alone (their net growth fits).
 """
 
 from __future__ import annotations
@@ -10,32 +20,122 @@ from dataclasses import dataclass
 
 @dataclass
 class MemoryView:
-    """What the policy sees: bytes buffered, the budget, and whether anything runs."""
+    """What a policy sees: bytes buffered, the budget, and whether anything runs."""
 
     used_bytes: int
     budget_bytes: int
     anything_running: bool
 
 
+@dataclass
+class StageRate:
+    """Measurements of one stage for the adaptive policy."""
+
+    task_time_s: float  # mean task time (0 when no task finished yet)
+    slots: float  # tasks the stage runs in parallel now (>= 1)
+    tasks_per_source_task: float  # how many of its tasks one source task feeds
+
+
+def pipeline_seconds_per_source_task(stages: list[StageRate]) -> float:
+    """``P``: seconds the pipeline needs per source partition at current parallelism.
+
+    >>> pipeline_seconds_per_source_task([StageRate(1.0, 4, 1.0), StageRate(2.0, 2, 1.0)])
+    1.25
+    """
+    return sum(s.task_time_s / max(1.0, s.slots) * s.tasks_per_source_task for s in stages)
+
+
 class BudgetAdmission:
     """Admit a task when its expected net memory growth fits in the budget.
 
-    A source task adds its whole estimated output; a non-source task adds its
-    estimated output minus the input it frees. When nothing runs at all, one
-    task is always admitted (liveness), so a tight budget slows a job down but
-    never deadlocks it.
+    When nothing runs at all, one task is always admitted (liveness), so a tight
+    budget slows a job down but never deadlocks it.
 
     >>> policy = BudgetAdmission()
     >>> policy.admit(MemoryView(90, 100, True), growth_bytes=20)
     False
     >>> policy.admit(MemoryView(90, 100, False), growth_bytes=20)
     True
-    >>> policy.admit(MemoryView(50, 100, True), growth_bytes=20)
+    >>> policy.admit_source(MemoryView(50, 100, True), 20, now=0.0)
     True
     """
+
+    name = "static"
 
     def admit(self, view: MemoryView, growth_bytes: int) -> bool:
         """True when a task expected to add ``growth_bytes`` may start."""
         if not view.anything_running:
             return True
         return view.used_bytes + max(0, growth_bytes) <= view.budget_bytes
+
+    def admit_source(self, view: MemoryView, est_bytes: int, now: float) -> bool:
+        """The same rule for source tasks."""
+        return self.admit(view, est_bytes)
+
+    def observe(self, rates: list[StageRate], source_bytes: float, now: float) -> None:
+        """Static: ignores measurements."""
+
+    def source_started(self, est_bytes: int) -> None:
+        """Static: nothing to account."""
+
+
+class AdaptiveAdmission(BudgetAdmission):
+    """The paper's adaptive admission: a source allowance that grows at the drain rate.
+
+    >>> p = AdaptiveAdmission(initial_tasks=2)
+    >>> view = MemoryView(0, 10**9, True)
+    >>> p.observe([StageRate(1.0, 1, 1.0)], source_bytes=100, now=0.0)
+    >>> [p.admit_source(view, 100, now=0.0) and p.source_started(100) is None for _ in range(3)]
+    [True, True, False]
+    >>> p.observe([StageRate(1.0, 1, 1.0)], source_bytes=100, now=1.0)  # P = 1 s
+    >>> p.admit_source(view, 100, now=1.0)
+    True
+    """
+
+    name = "adaptive"
+
+    def __init__(self, initial_tasks: int = 2) -> None:
+        self.initial_tasks = initial_tasks
+        self.allowance: float | None = None
+        self.admitted = 0.0
+        self.rate = 0.0
+        self.last: float | None = None
+
+    def observe(self, rates: list[StageRate], source_bytes: float, now: float) -> None:
+        """Grow the allowance for the time since the last call at the measured drain rate."""
+        if self.allowance is None:
+            self.allowance = self.initial_tasks * source_bytes
+        seconds = pipeline_seconds_per_source_task(rates)
+        self.rate = source_bytes / seconds if seconds > 0 else float("inf")
+        if self.last is not None and self.rate != float("inf"):
+            self.allowance += self.rate * (now - self.last)
+        self.last = now
+
+    def admit_source(self, view: MemoryView, est_bytes: int, now: float) -> bool:
+        """Memory rule, then the allowance (unlimited until a task time is measured)."""
+        if not self.admit(view, est_bytes):
+            return False
+        if not view.anything_running or self.allowance is None or self.rate == float("inf"):
+            return True
+        return self.admitted + est_bytes <= self.allowance
+
+    def source_started(self, est_bytes: int) -> None:
+        """Charge a started source task to the allowance."""
+        self.admitted += est_bytes
+
+
+POLICIES = {"adaptive": AdaptiveAdmission, "static": BudgetAdmission}
+
+
+def make_policy(name: str):
+    """A policy by name.
+
+    >>> make_policy("fifo")
+    Traceback (most recent call last):
+    ...
+    ValueError: scheduler='fifo' is not supported; expected one of: adaptive, static
+    """
+    if name not in POLICIES:
+        raise ValueError(f"scheduler={name!r} is not supported; expected one of: "
+                         f"{', '.join(POLICIES)}")
+    return POLICIES[name]()

@@ -89,6 +89,18 @@ class PhysicalStage:
         return self.read_tasks_fn is not None
 
     @property
+    def uses_actors(self) -> bool:
+        """True when tasks run in a pool of long-lived actors (a class UDF, or GPUs)."""
+        return self.kind == "task" and (any(op.is_actor for op in self.ops)
+                                        or self.resources.num_gpus > 0)
+
+    def setup(self, worker_state: dict) -> None:
+        """Build the stage's per-actor objects (model loading) before any task arrives."""
+        for op in self.ops:
+            if getattr(op, "is_actor", False):
+                op.instance(worker_state)
+
+    @property
     def min_rows_per_task(self) -> int | None:
         """Rows the first op wants per task (its fixed batch size), if any."""
         return self.ops[0].min_rows if self.ops and not self.is_source else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -22,6 +23,9 @@ class RunningTask:
     est_bytes: int
     produced_bytes: int = 0
     outputs: int = 0
+    rows_out: int = 0
+    alloc: object = None
+    actor_id: int | None = None
 
 
 @dataclass
@@ -45,6 +49,7 @@ class StageState:
     bytes_in: int = 0
     remaining: int | None = None
     stats: StageStats = None  # type: ignore[assignment]
+    _bp_since: float | None = None
 
     def __post_init__(self) -> None:
         self.stats = StageStats(self.stage.name)
@@ -72,6 +77,18 @@ class StageState:
     def output_bytes(self) -> int:
         """Bytes this stage produced that wait for its consumer."""
         return sum(p.nbytes for p in self.outputs)
+
+    def start_backpressure(self, reason: str) -> None:
+        """The stage has work but may not start it; count the time until it can."""
+        if self._bp_since is None:
+            self._bp_since = time.perf_counter()
+        self.stats.backpressure_reason = reason
+
+    def end_backpressure(self) -> None:
+        """The stage started a task: close the backpressure interval, if any."""
+        if self._bp_since is not None:
+            self.stats.backpressure_time_s += time.perf_counter() - self._bp_since
+            self._bp_since = None
 
     def growth(self) -> float:
         """Measured output bytes per input byte (1.0 before any measurement)."""

@@ -24,6 +24,7 @@ class StageStats:
     wall_time_s: float = 0.0
     backpressure_time_s: float = 0.0
     backpressure_reason: str = ""
+    actors_peak: int = 0
     first_start: float | None = None
     last_end: float | None = None
 
@@ -73,6 +74,7 @@ class DatasetStats:
                 f"{s.bytes_out / 2**20:.2f} MiB out, task time {s.task_time_s:.3f}s, "
                 f"wall {s.wall_time_s:.3f}s, {s.rows_per_s:,.0f} rows/s, "
                 f"backpressure {s.backpressure_time_s:.3f}s{' (' + s.backpressure_reason + ')' if s.backpressure_reason else ''}"
+                + (f", actors up to {s.actors_peak}" if s.actors_peak else "")
             )
         return "\n".join(lines)
 

@@ -2,8 +2,9 @@
 
 Each task consumes one read task or one bundle of input partitions and streams
 its outputs back; the driver moves only metadata and references. Stages run
-when they have input, free slots and memory-budget room; the stage holding the
-fewest buffered output bytes goes first.
+when they have input, resources and memory-budget room; the stage holding the
+fewest buffered output bytes goes first. Source tasks are admitted by the
+scheduling policy (adaptive by default); actor stages scale their pools.
 """
 
 from __future__ import annotations
@@ -12,13 +13,24 @@ import itertools
 import time
 from collections.abc import Iterator
 
-from streambatch.executor.backends.base import Backend, Task, TaskDone, TaskFailed, TaskOutput
+from streambatch.executor.actor_pool import ActorPool
+from streambatch.executor.backends.base import (
+    ActorFailed,
+    Backend,
+    Task,
+    TaskDone,
+    TaskFailed,
+    TaskOutput,
+)
 from streambatch.executor.driver_stages import step_limit, step_repartition, step_union
-from streambatch.executor.errors import StageStuckError
+from streambatch.executor.errors import StageStuckError, UnplaceableError
 from streambatch.executor.failures import to_error
+from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.partition import InMemoryRef, Partition
-from streambatch.executor.policy import BudgetAdmission, MemoryView
+from streambatch.executor.policy import MemoryView, make_policy
+from streambatch.executor.resources import Allocation, ResourceLedger
+from streambatch.executor.snapshots import snapshot, source_rates
 from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stage_state import RunningTask, StageState
 from streambatch.executor.stats import DatasetStats
@@ -31,57 +43,117 @@ class StreamingExecutor:
     >>> from streambatch.executor.stage import PhysicalStage
     >>> import pyarrow as pa
     >>> src = PhysicalStage("Read", read_tasks_fn=lambda: [lambda: iter([pa.table({"x": [1, 2]})])])
-    >>> ex = StreamingExecutor([src], LocalBackend(num_cpus=1), ExecutionOptions())
+    >>> ex = StreamingExecutor([src], LocalBackend(num_cpus=1), ExecutionOptions(num_cpus=1))
     >>> [p.get()["x"].to_pylist() for p in ex.run()]
     [[1, 2]]
     """
 
     def __init__(self, stages: list[PhysicalStage], backend: Backend,
-                 options: ExecutionOptions) -> None:
+                 options: ExecutionOptions, observers: list[ExecutionObserver] = ()) -> None:
         self.stages, self.backend, self.options = stages, backend, options
-        self.policy = BudgetAdmission()
+        self.observers = list(observers)
+        self.policy = make_policy(options.scheduler)
         self.budget = options.resolved_memory_budget()
         self.target_bytes = options.partition_bytes()
+        self.ledger = ResourceLedger(options.resolved_num_cpus(), options.resolved_num_gpus(),
+                                     dict(options.resources))
         self.stats = DatasetStats(memory_budget=self.budget)
         self._ids = itertools.count()
         self._tasks: dict[int, RunningTask] = {}
         self._orphans: set[int] = set()
+        self.pools: dict[int, ActorPool] = {}
 
     def run(self) -> Iterator[Partition]:
         """Execute, yielding output partitions as they are ready (blocks in memory)."""
+        ok = False
         self._start()
         try:
             yield from self._loop()
+            ok = True
         finally:
-            self._finish()
+            self._finish(ok)
 
     def _start(self) -> None:
         self._t0 = time.perf_counter()
         downstream = {up: i for i, s in enumerate(self.stages) for up in s.upstream}
         self.states = [StageState(i, s, downstream.get(i)) for i, s in enumerate(self.stages)]
         for st in self.states:
+            self._check_placeable(st.stage)
             if st.stage.is_source:
                 if st.stage.read_tasks is None:
                     st.stage.read_tasks = st.stage.read_tasks_fn()
                 st.pending_reads.extend(range(len(st.stage.read_tasks)))
         self.backend.start(self.stages, self.target_bytes)
+        for obs in self.observers:
+            obs.on_start([s.name for s in self.stages])
+        self._start_pools()
         self._last_progress = time.monotonic()
+        self._last_tick = 0.0
 
-    def _finish(self) -> None:
+    def _check_placeable(self, stage: PhysicalStage) -> None:
+        if stage.kind != "task":
+            return
+        missing = self.ledger.fits_ever(stage.resources)
+        if missing:
+            raise UnplaceableError(stage.name, missing)
+
+    def _start_pools(self) -> None:
+        for st in self.states:
+            if st.stage.uses_actors:
+                pool = ActorPool(st.index, st.stage, self._pool_bounds(st.stage),
+                                 self.options.actor_queue_depth, self.options.actor_idle_timeout_s)
+                self.pools[st.index] = pool
+                pool.start_minimum(self.ledger, self._actor_starter(st))
+
+    def _pool_bounds(self, stage: PhysicalStage) -> tuple[int, int]:
+        if stage.concurrency is not None:
+            return stage.concurrency
+        fit = self.ledger.num_cpus / max(stage.resources.num_cpus, 1e-9)
+        if stage.resources.num_gpus:
+            fit = min(fit, self.ledger.num_gpus / stage.resources.num_gpus)
+        return (1, max(1, int(fit)))
+
+    def _actor_starter(self, st: StageState):
+        def start(actor) -> None:
+            env = {"CUDA_VISIBLE_DEVICES": actor.alloc.cuda_visible_devices()}
+            self.backend.start_actor(st.index, actor.actor_id, env)
+            self._notify_actors(st)
+
+        return start
+
+    def _actor_stopper(self, st: StageState):
+        def stop(actor) -> None:
+            self.backend.stop_actor(actor.actor_id)
+            self._notify_actors(st)
+
+        return stop
+
+    def _notify_actors(self, st: StageState) -> None:
+        count = len(self.pools[st.index].actors) if st.index in self.pools else 0
+        st.stats.actors_peak = max(st.stats.actors_peak, count)
+        for obs in self.observers:
+            obs.on_actor_change(st.index, st.stage.name, count)
+
+    def _finish(self, ok: bool) -> None:
         self.backend.shutdown()
-        self.stats.finish([st.stats for st in self.states], time.perf_counter() - self._t0)
+        wall = time.perf_counter() - self._t0
+        self.stats.finish([st.stats for st in self.states], wall)
+        for obs in self.observers:
+            obs.on_finish(self._snapshots(), wall, ok)
 
     def _loop(self) -> Iterator[Partition]:
         final = self.states[-1]
         idle = False
         while True:
-            self._handle(self.backend.poll(0.25 if idle else 0))
+            self._handle(self.backend.poll(0.05 if idle else 0))
             self._advance()
             while final.outputs:
                 yield self._hand_out(final.outputs.popleft())
             if final.finished:
                 return
+            self._scale_pools()
             idle = not self._dispatch()
+            self._tick()
             if idle:
                 self._check_stuck()
 
@@ -95,6 +167,8 @@ class StreamingExecutor:
                 self._on_done(event)
             elif isinstance(event, TaskFailed):
                 self._on_failed(event)
+            elif isinstance(event, ActorFailed):
+                self._on_actor_failed(event)
 
     def _on_output(self, event: TaskOutput) -> None:
         task = self._tasks.get(event.task_id)
@@ -106,19 +180,19 @@ class StreamingExecutor:
                          tuple(p.pid for p in task.inputs) or (("read", task.description),))
         task.produced_bytes += event.nbytes
         task.outputs += 1
+        task.rows_out += event.rows
         st.stats.rows_out += event.rows
         st.stats.bytes_out += event.nbytes
         st.reorder.setdefault(task.seq, []).append(part)
         self._release_ordered(st)
 
     def _on_done(self, event: TaskDone) -> None:
-        task = self._tasks.pop(event.task_id, None)
+        task = self._end_task(event.task_id)
         if task is None:
             return
         st = self.states[task.stage_index]
-        st.running.pop(event.task_id, None)
-        for part in task.inputs:
-            self.backend.release(part.ref)
+        for obs in self.observers:
+            obs.on_task_end(st.index, task.task_id, event.seconds, task.rows_out, True)
         if event.task_id in self._orphans:
             self._orphans.discard(event.task_id)
             return
@@ -128,13 +202,35 @@ class StreamingExecutor:
         st.done_seqs.add(task.seq)
         self._release_ordered(st)
 
+    def _end_task(self, task_id: int) -> RunningTask | None:
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return None
+        st = self.states[task.stage_index]
+        st.running.pop(task_id, None)
+        if task.alloc is not None and not task.alloc.borrowed:
+            self.ledger.release(task.alloc)
+        if task.actor_id is not None and st.index in self.pools:
+            self.pools[st.index].task_ended(task.actor_id)
+        for part in task.inputs:
+            self.backend.release(part.ref)
+        return task
+
     def _on_failed(self, event: TaskFailed) -> None:
         task = self._tasks.get(event.task_id)
         if task is None or event.task_id in self._orphans:
-            self._tasks.pop(event.task_id, None)
+            self._end_task(event.task_id)
             return
+        for obs in self.observers:
+            obs.on_task_end(task.stage_index, task.task_id, 0.0, task.rows_out, False)
         stage = self.stages[task.stage_index]
         raise to_error(event.failure, stage.name, task.description)
+
+    def _on_actor_failed(self, event: ActorFailed) -> None:
+        for index, pool in self.pools.items():
+            if event.actor_id in pool.actors:
+                raise to_error(event.failure, self.stages[index].name,
+                               f"actor {event.actor_id} (while starting)")
 
     def _release_ordered(self, st: StageState) -> None:
         if not self.options.preserve_order:
@@ -186,6 +282,8 @@ class StreamingExecutor:
             self._propagate_finished(st)
 
     def _propagate_finished(self, st: StageState) -> None:
+        if st.index in self.pools:
+            self.pools[st.index].release_all(self.ledger, self._actor_stopper(st))
         if st.downstream is not None and not st.outputs:
             self.states[st.downstream].upstream_finished[st.index] = True
 
@@ -219,35 +317,88 @@ class StreamingExecutor:
         self.backend.release(part.ref)
         return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.lineage)
 
+    # ---- actor pools --------------------------------------------------
+    def _scale_pools(self) -> None:
+        for index, pool in self.pools.items():
+            st = self.states[index]
+            if st.finished:
+                continue
+            backlog = self._queued_bundles(st) + pool.in_flight()
+            pool.scale(self.ledger, backlog, self._actor_starter(st), self._actor_stopper(st))
+
+    def _queued_bundles(self, st: StageState) -> int:
+        queued = st.queued_inputs()
+        want = st.stage.min_rows_per_task
+        if not want or not queued:
+            return queued
+        rows = sum(p.rows for q in st.inputs.values() for p in q)
+        return max(1, rows // want)
+
     # ---- dispatch -----------------------------------------------------
     def _dispatch(self) -> bool:
         dispatched = False
         order = sorted((st for st in self.states if st.stage.kind == "task" and not st.finished),
                        key=lambda st: (st.output_bytes(), -st.index))
+        self._observe_rates()
         for st in order:
-            while self._free_cpus() >= st.stage.resources.num_cpus or not self._tasks:
-                if not self._try_start(st):
-                    break
+            while self._try_start(st):
                 dispatched = True
         self._note_peak()
         return dispatched
 
-    def _free_cpus(self) -> float:
-        used = sum(self.states[t.stage_index].stage.resources.num_cpus for t in self._tasks.values())
-        return self.backend.num_cpus - used
+    def _observe_rates(self) -> None:
+        sources = [st for st in self.states if st.stage.is_source]
+        if not sources:
+            return
+        rates, source_bytes = source_rates(self.states, sources[0], self.target_bytes)
+        self.policy.observe(rates, source_bytes, time.monotonic())
 
     def _try_start(self, st: StageState) -> bool:
+        if st.stage.concurrency and st.index not in self.pools and \
+                len(st.running) >= st.stage.concurrency[1]:
+            return False
         work = self._next_work(st)
         if work is None:
             return False
         read_index, inputs, est = work
-        view = MemoryView(self._used_bytes(), self.budget, bool(self._tasks))
-        growth = est - sum(p.nbytes for p in inputs)
-        if not self.policy.admit(view, growth):
-            self._note_backpressure(st)
+        if not self._admitted(st, inputs, est):
+            self._note_backpressure(st, "memory budget")
             return False
-        self._start_task(st, read_index, inputs, est)
+        return self._place(st, read_index, inputs, est)
+
+    def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
+        view = MemoryView(self._used_bytes(), self.budget, bool(self._tasks))
+        if st.stage.is_source:
+            return self.policy.admit_source(view, est, time.monotonic())
+        return self.policy.admit(view, est - sum(p.nbytes for p in inputs))
+
+    def _place(self, st: StageState, read_index, inputs, est: int) -> bool:
+        if st.index in self.pools:
+            actor = self.pools[st.index].free_actor()
+            if actor is None:
+                return False
+            self._start_task(st, read_index, inputs, est, None, actor.actor_id)
+            self.pools[st.index].task_started(actor.actor_id)
+            return True
+        alloc = self.ledger.acquire(st.stage.resources) or self._borrow(st.stage.resources)
+        if alloc is None:
+            self._note_backpressure(st, "waiting for resources")
+            return False
+        self._start_task(st, read_index, inputs, est, alloc, None)
         return True
+
+    def _borrow(self, req) -> Allocation | None:
+        """Lend the CPUs of idle actors to a CPU task (liveness: a pool whose actors
+        hold every CPU must not starve the stage that feeds it)."""
+        if req.num_gpus or req.custom:
+            return None
+        idle = sum(a.alloc.cpus for p in self.pools.values() for a in p.actors.values()
+                   if a.in_flight == 0)
+        lent = sum(t.alloc.cpus for t in self._tasks.values()
+                   if t.alloc is not None and t.alloc.borrowed)
+        if lent + req.num_cpus > idle + 1e-9 and self._tasks:
+            return None
+        return Allocation(req.num_cpus, borrowed=True)
 
     def _next_work(self, st: StageState):
         if st.stage.is_source:
@@ -284,24 +435,32 @@ class StreamingExecutor:
                 return bundle
         return bundle if st.all_upstream_finished else []
 
-    def _start_task(self, st: StageState, read_index, inputs, est: int) -> None:
+    def _start_task(self, st: StageState, read_index, inputs, est: int, alloc,
+                    actor_id) -> None:
         if st.stage.is_source:
             st.pending_reads.popleft()
             desc = _describe_read(st.stage.read_tasks[read_index], read_index)
+            self.policy.source_started(est)
         else:
             queue = st.inputs[st.stage.upstream[0]]
             for _ in inputs:
                 queue.popleft()
             desc = f"partition {st.next_seq}"
         task_id = next(self._ids)
-        running = RunningTask(task_id, st.index, st.next_seq, inputs, desc, est)
+        running = RunningTask(task_id, st.index, st.next_seq, inputs, desc, est, alloc=alloc,
+                              actor_id=actor_id)
         st.next_seq += 1
         st.running[task_id] = running
         self._tasks[task_id] = running
-        st.bytes_in += sum(p.nbytes for p in inputs) if inputs else 0
+        st.bytes_in += sum(p.nbytes for p in inputs)
         st.stats.rows_in += sum(p.rows for p in inputs)
         st.stats.mark_start()
-        self.backend.submit(Task(task_id, st.index, read_index, [p.ref for p in inputs], desc))
+        st.end_backpressure()
+        worker = f"actor {actor_id}" if actor_id is not None else st.stage.worker
+        for obs in self.observers:
+            obs.on_task_start(st.index, st.stage.name, task_id, desc, worker)
+        self.backend.submit(Task(task_id, st.index, read_index, [p.ref for p in inputs], desc,
+                                 actor_id))
 
     def _used_bytes(self) -> int:
         buffered = sum(st.buffered_bytes() for st in self.states)
@@ -312,13 +471,22 @@ class StreamingExecutor:
         actual = sum(st.buffered_bytes() for st in self.states)
         self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, actual)
 
-    def _note_backpressure(self, st: StageState) -> None:
+    def _note_backpressure(self, st: StageState, reason: str) -> None:
+        st.start_backpressure(reason)
+
+    # ---- observation and liveness -------------------------------------
+    def _snapshots(self) -> list:
+        return [snapshot(st, len(self.pools[st.index].actors) if st.index in self.pools else 0)
+                for st in self.states]
+
+    def _tick(self) -> None:
         now = time.perf_counter()
-        last = getattr(st, "_bp_since", None)
-        if last is not None:
-            st.stats.backpressure_time_s += now - last
-        st._bp_since = now  # type: ignore[attr-defined]
-        st.stats.backpressure_reason = "memory budget"
+        if not self.observers or now - self._last_tick < 0.2:
+            return
+        self._last_tick = now
+        snaps = self._snapshots()
+        for obs in self.observers:
+            obs.on_tick(snaps, now - self._t0)
 
     def _check_stuck(self) -> None:
         if not self._tasks:

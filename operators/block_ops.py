@@ -90,16 +90,18 @@ class MapBatchesOp(OpBase):
                 yield from_batch(out, ctx.stage)
 
     def _callable(self, ctx: TaskContext):
-        if not self.is_actor:
-            return self.op.fn
+        return self.instance(ctx.worker_state) if self.is_actor else self.op.fn
+
+    def instance(self, worker_state: dict):
+        """The class UDF's object in this worker, constructed on first use."""
         key = ("actor", id(self.op))
-        if key not in ctx.worker_state:
+        if key not in worker_state:
             try:
-                ctx.worker_state[key] = self.op.fn(*self.op.fn_constructor_args,
-                                                   **self.op.fn_constructor_kwargs)
+                worker_state[key] = self.op.fn(*self.op.fn_constructor_args,
+                                               **self.op.fn_constructor_kwargs)
             except Exception as exc:
-                raise UDFFailure(self.name, "constructor", exc) from exc
-        return ctx.worker_state[key]
+                raise UDFFailure(self.name, "the constructor", exc) from exc
+        return worker_state[key]
 
     def _call(self, fn, batch: pa.Table, where: str):
         try:

@@ -22,5 +22,23 @@ def build_executor(plan: LogicalOp, options: ExecutionOptions,
     """
     stages = plan_stages(optimize(plan), options)
     cls = backend_class(backend)
-    return StreamingExecutor(stages, cls(num_cpus=options.resolved_num_cpus(),
-                                         start_method=options.worker_start_method), options)
+    backend_obj = cls(num_cpus=options.resolved_num_cpus(), start_method=options.worker_start_method)
+    return StreamingExecutor(stages, backend_obj, options, observers_for(options))
+
+
+def observers_for(options: ExecutionOptions) -> list:
+    """The observers the options ask for: a Chrome trace file, progress output.
+
+    >>> [type(o).__name__ for o in observers_for(ExecutionOptions(trace_path="t.json"))]
+    ['TraceRecorder']
+    """
+    observers = []
+    if options.trace_path:
+        from streambatch.executor.trace import TraceRecorder
+
+        observers.append(TraceRecorder(options.trace_path))
+    if options.progress:
+        from streambatch.executor.progress import ProgressReporter
+
+        observers.append(ProgressReporter())
+    return observers

@@ -39,16 +39,22 @@ class DataContext:
         self.execution_options.target_partition_bytes = value
 
 
-def init(num_cpus: int | None = None, memory_budget: int | None = None,
-         backend: str = "local", **options) -> DataContext:
-    """Configure where and how datasets run. Calling it again reconfigures.
+def init(num_cpus: int | None = None, num_gpus: float | None = None,
+         resources: dict | None = None, memory_budget: int | None = None,
+         backend: str = "local", trace: str | None = None, progress: bool | None = False,
+         **options) -> DataContext:
+    """Declare the backend's logical resources and how datasets run. Calling it again
+    reconfigures.
 
-    ``options`` are further :class:`ExecutionOptions` fields (``preserve_order``,
-    ``target_partition_bytes``, ``no_progress_timeout_s``...).
+    Defaults: every detected core, every detected CUDA device, half the available
+    memory. Logical GPUs may be declared on a machine without one (GPU stages then
+    run on the CPU). ``trace`` writes a Chrome/Perfetto timeline of every task;
+    ``progress`` prints per-stage progress. ``options`` are further
+    :class:`ExecutionOptions` fields (``preserve_order``, ``scheduler``...).
 
-    >>> ctx = init(num_cpus=2, memory_budget=512 * 2**20)
-    >>> ctx.execution_options.num_cpus, ctx.backend
-    (2, 'local')
+    >>> ctx = init(num_cpus=2, num_gpus=1, memory_budget=512 * 2**20)
+    >>> ctx.execution_options.num_cpus, ctx.execution_options.num_gpus, ctx.backend
+    (2, 1, 'local')
     >>> init(backend="spark")
     Traceback (most recent call last):
     ...
@@ -59,8 +65,12 @@ def init(num_cpus: int | None = None, memory_budget: int | None = None,
     unknown = sorted(set(options) - set(fields))
     if unknown:
         raise TypeError(f"init() got unknown option(s) {unknown}; expected any of: {sorted(fields)}")
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if value is not None and value < 0:
+            raise ValueError(f"init({name}={value!r}): must be >= 0")
     ctx = DataContext.get_current()
     ctx.backend = backend
-    ctx.execution_options = ExecutionOptions(num_cpus=num_cpus, memory_budget=memory_budget,
-                                             **options)
+    ctx.execution_options = ExecutionOptions(
+        num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}),
+        memory_budget=memory_budget, trace_path=trace, progress=progress, **options)
     return ctx

@@ -20,6 +20,7 @@ class Task:
     read_index: int | None
     input_refs: list = field(default_factory=list)
     description: str = ""
+    actor_id: int | None = None
 
 
 @dataclass
@@ -58,6 +59,14 @@ class TaskFailed:
     """A task failed; the executor turns this into a user-facing error."""
 
     task_id: int
+    failure: FailureInfo
+
+
+@dataclass
+class ActorFailed:
+    """An actor could not start (its constructor raised) or died while idle."""
+
+    actor_id: int
     failure: FailureInfo
 
 
@@ -102,6 +111,15 @@ class Backend(ABC):
     @abstractmethod
     def poll(self, timeout: float) -> list:
         """Events (TaskOutput, TaskDone, TaskFailed) ready within ``timeout`` seconds."""
+
+    @abstractmethod
+    def start_actor(self, stage_index: int, actor_id: int, env: dict) -> None:
+        """Start a long-lived worker for an actor stage; it builds the stage's
+        classes once, with ``env`` (e.g. CUDA_VISIBLE_DEVICES) set first."""
+
+    @abstractmethod
+    def stop_actor(self, actor_id: int) -> None:
+        """Stop an idle actor and free its worker."""
 
     @abstractmethod
     def release(self, ref: BlockRef) -> None:

@@ -1,9 +1,10 @@
-"""The embedded local backend: forked worker processes and threads on this machine.
+"""The embedded local backend: forked worker processes, actors and threads on this machine.
 
-Stages whose ops hold the GIL run in worker processes (forked once per executor,
+Stages whose ops hold the GIL run in worker processes (forked from the driver,
 inheriting the plan, so closures need no pickling); blocks cross processes as
 Arrow IPC files in shared memory. Stages that release the GIL run on threads
-with no copy at all.
+with no copy at all. Actor stages get dedicated long-lived processes, each
+with its own CUDA_VISIBLE_DEVICES.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 
 from streambatch.executor.backends.base import (
+    ActorFailed,
     Backend,
     FailureInfo,
     Task,
@@ -34,6 +36,16 @@ class _Cancelled(Exception):
     pass
 
 
+@dataclass(eq=False)
+class _Worker:
+    proc: object
+    conn: object
+    actor_id: int | None = None
+    tasks: deque = field(default_factory=deque)
+    alive: bool = True
+    stopping: bool = False
+
+
 class LocalBackend(Backend):
     """Runs tasks on this machine.
 
@@ -48,11 +60,13 @@ class LocalBackend(Backend):
         self._cancelled = threading.Event()
         self._threads: list[threading.Thread] = []
         self._thread_tasks: queue.Queue = queue.Queue()
-        self._procs: list = []
+        self._workers: list[_Worker] = []
+        self._actors: dict[int, _Worker] = {}
         self._idle: deque = deque()
         self._pending: deque = deque()
         self._busy: dict = {}
         self._temp_refs: dict = {}
+        self._listener: threading.Thread | None = None
 
     @property
     def num_cpus(self) -> int:
@@ -60,39 +74,64 @@ class LocalBackend(Backend):
         return self._num_cpus
 
     def start(self, stages: list, target_bytes: int) -> None:
-        """Create the shared store and fork workers if any stage needs processes."""
+        """Create the shared store; fork generic workers if a stage needs processes."""
         self.store = SharedStore.create()
         self._stages, self._target = stages, target_bytes
-        if any(s.kind == "task" and s.worker == "process" for s in stages):
-            for _ in range(self._num_cpus):
-                self._spawn_worker()
+        generic = [s for s in stages if s.kind == "task" and s.worker == "process"
+                   and not s.uses_actors]
+        for _ in range(self._num_cpus if generic else 0):
+            self._idle.append(self._spawn())
+
+    def _spawn(self, env: dict | None = None, actor: tuple | None = None) -> _Worker:
+        ctx = multiprocessing.get_context(self._start_method)
+        parent, child = ctx.Pipe(duplex=True)
+        inherited = [w.conn for w in self._workers if w.alive]
+        proc = ctx.Process(target=worker_main, daemon=True, name="streambatch-worker",
+                           args=(child, self._stages, self.store.root, self._target, inherited,
+                                 env, actor))
+        proc.start()
+        child.close()
+        worker = _Worker(proc, parent, actor[0] if actor else None)
+        self._workers.append(worker)
+        self._ensure_listener()
+        return worker
+
+    def _ensure_listener(self) -> None:
+        if self._listener is None:
             self._listener = threading.Thread(target=self._listen, daemon=True)
             self._listener.start()
 
-    def _spawn_worker(self) -> None:
-        ctx = multiprocessing.get_context(self._start_method)
-        parent, child = ctx.Pipe(duplex=True)
-        inherited = [w["conn"] for w in self._procs]
-        proc = ctx.Process(target=worker_main, daemon=True, name="streambatch-worker",
-                           args=(child, self._stages, self.store.root, self._target, inherited))
-        proc.start()
-        child.close()
-        worker = {"proc": proc, "conn": parent, "task": None, "alive": True}
-        self._procs.append(worker)
-        self._idle.append(worker)
+    # ---- actors -------------------------------------------------------
+    def start_actor(self, stage_index: int, actor_id: int, env: dict) -> None:
+        """Fork a dedicated worker that builds the stage's classes with ``env`` set."""
+        self._actors[actor_id] = self._spawn(env, (actor_id, stage_index))
 
+    def stop_actor(self, actor_id: int) -> None:
+        """Ask an actor to exit once its queued tasks are done."""
+        worker = self._actors.pop(actor_id, None)
+        if worker is not None and worker.alive:
+            worker.stopping = True
+            self._send(worker, None)
+
+    # ---- tasks --------------------------------------------------------
     def submit(self, task: Task) -> None:
-        """Queue a task on a thread or a worker process, by its stage's worker kind."""
-        if self._stages[task.stage_index].worker == "process":
-            self._submit_process(task)
+        """Queue a task on an actor, a worker process or a thread, by its stage."""
+        stage = self._stages[task.stage_index]
+        if task.actor_id is not None:
+            worker = self._actors[task.actor_id]
+            task = self._with_shared_inputs(task)
+            worker.tasks.append(task)
+            self._busy[task.task_id] = worker
+            self._send(worker, task)
+        elif stage.worker == "process":
+            self._pending.append(self._with_shared_inputs(task))
+            self._assign()
         else:
             self._ensure_threads()
             self._thread_tasks.put(task)
 
-    def _submit_process(self, task: Task) -> None:
-        refs = [self._shareable(task, r) for r in task.input_refs]
-        self._pending.append(replace(task, input_refs=refs))
-        self._assign()
+    def _with_shared_inputs(self, task: Task) -> Task:
+        return replace(task, input_refs=[self._shareable(task, r) for r in task.input_refs])
 
     def _shareable(self, task: Task, ref):
         if not isinstance(ref, InMemoryRef):
@@ -102,30 +141,42 @@ class LocalBackend(Backend):
         return shared
 
     def _assign(self) -> None:
-        while self._pending and self._idle:
+        while self._pending:
+            if not self._idle:
+                self._idle.append(self._spawn())  # more concurrent tasks than workers
             worker, task = self._idle.popleft(), self._pending.popleft()
-            worker["task"] = task
+            worker.tasks.append(task)
             self._busy[task.task_id] = worker
-            worker["conn"].send(task)
+            self._send(worker, task)
 
+    def _send(self, worker: _Worker, message) -> None:
+        try:
+            worker.conn.send(message)
+        except (OSError, BrokenPipeError):
+            pass  # the listener reports the dead worker
+
+    # ---- events -------------------------------------------------------
     def _listen(self) -> None:
         while not self._cancelled.is_set():
-            live = [w for w in self._procs if w["alive"]]
-            by_handle = {w["conn"]: w for w in live} | {w["proc"].sentinel: w for w in live}
+            live = [w for w in self._workers if w.alive]
+            by_handle = {w.conn: w for w in live} | {w.proc.sentinel: w for w in live}
+            if not by_handle:
+                time.sleep(0.05)
+                continue
             for handle in wait(list(by_handle), timeout=0.2):
                 self._read_handle(handle, by_handle[handle])
 
-    def _read_handle(self, handle, worker) -> None:
-        if handle is worker["conn"]:
+    def _read_handle(self, handle, worker: _Worker) -> None:
+        if handle is worker.conn:
             try:
                 self.events.put(handle.recv())
                 return
             except (EOFError, OSError):
                 pass
-        if worker["alive"]:
-            self._drain(worker["conn"])
-            worker["proc"].join(0.1)
-            worker["alive"] = False
+        if worker.alive:
+            self._drain(worker.conn)
+            worker.proc.join(0.1)
+            worker.alive = False
             self.events.put(("died", worker))
 
     def _drain(self, conn) -> None:
@@ -135,6 +186,56 @@ class LocalBackend(Backend):
         except (EOFError, OSError):
             pass
 
+    def poll(self, timeout: float) -> list:
+        """Events ready within ``timeout`` seconds (at least one unless it timed out)."""
+        out = []
+        try:
+            out.append(self.events.get(timeout=timeout) if timeout else self.events.get_nowait())
+            while True:
+                out.append(self.events.get_nowait())
+        except queue.Empty:
+            pass
+        return [e for event in out for e in self._track(event)]
+
+    def _track(self, event) -> list:
+        if isinstance(event, tuple) and event[0] == "died":
+            return self._worker_died(event[1])
+        if isinstance(event, (TaskDone, TaskFailed)) and event.task_id in self._busy:
+            self._free_worker(event.task_id)
+        return [event]
+
+    def _free_worker(self, task_id: int) -> None:
+        worker = self._busy.pop(task_id)
+        if worker.tasks and worker.tasks[0].task_id == task_id:
+            worker.tasks.popleft()
+        else:
+            worker.tasks = deque(t for t in worker.tasks if t.task_id != task_id)
+        for ref in self._temp_refs.pop(task_id, []):
+            self.store.release(ref)
+        if worker.actor_id is None and worker.alive:
+            self._idle.append(worker)
+            self._assign()
+
+    def _worker_died(self, worker: _Worker) -> list:
+        if worker in self._idle:
+            self._idle.remove(worker)
+        if worker.stopping and not worker.tasks:
+            return []
+        code = worker.proc.exitcode
+        failed = []
+        for task in worker.tasks:
+            self._busy.pop(task.task_id, None)
+            info = FailureInfo("died", None, None, f"worker exited with code {code}", "", None,
+                               code)
+            failed.append(TaskFailed(task.task_id, info))
+        worker.tasks.clear()
+        if worker.actor_id is not None and not failed:
+            info = FailureInfo("died", None, None, f"actor exited with code {code}", "", None,
+                               code)
+            failed.append(ActorFailed(worker.actor_id, info))
+        return failed
+
+    # ---- threads ------------------------------------------------------
     def _ensure_threads(self) -> None:
         while len(self._threads) < self._num_cpus:
             thread = threading.Thread(target=self._thread_loop, daemon=True,
@@ -165,48 +266,7 @@ class LocalBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the executor
             self.events.put(TaskFailed(task.task_id, describe_failure(exc)))
 
-    def poll(self, timeout: float) -> list:
-        """Events ready within ``timeout`` seconds (at least one unless it timed out)."""
-        out = []
-        try:
-            out.append(self.events.get(timeout=timeout) if timeout else self.events.get_nowait())
-            while True:
-                out.append(self.events.get_nowait())
-        except queue.Empty:
-            pass
-        return [e for e in (self._track(e) for e in out) if e is not None]
-
-    def _track(self, event):
-        if isinstance(event, tuple) and event[0] == "died":
-            return self._worker_died(event[1])
-        if isinstance(event, (TaskDone, TaskFailed)) and event.task_id in self._busy:
-            self._free_worker(event.task_id)
-        return event
-
-    def _free_worker(self, task_id: int) -> None:
-        worker = self._busy.pop(task_id)
-        worker["task"] = None
-        for ref in self._temp_refs.pop(task_id, []):
-            self.store.release(ref)
-        if worker["alive"]:
-            self._idle.append(worker)
-        self._assign()
-
-    def _worker_died(self, worker):
-        task = worker["task"]
-        if worker in self._idle:
-            self._idle.remove(worker)
-        if not self._cancelled.is_set():
-            self._spawn_worker()
-        if task is None:
-            self._assign()
-            return None
-        self._busy.pop(task.task_id, None)
-        code = worker["proc"].exitcode
-        info = FailureInfo("died", None, None, f"worker exited with code {code}", "", None, code)
-        self._assign()
-        return TaskFailed(task.task_id, info)
-
+    # ---- cleanup ------------------------------------------------------
     def release(self, ref) -> None:
         """Delete a shared-memory block."""
         self.store.release(ref)
@@ -216,24 +276,19 @@ class LocalBackend(Backend):
         self._cancelled.set()
         for _ in self._threads:
             self._thread_tasks.put(None)
-        for worker in self._procs:
-            self._stop_worker(worker)
+        for worker in self._workers:
+            if worker.alive and (worker.tasks or worker.stopping):
+                worker.proc.kill()
+            else:
+                self._send(worker, None)
+        deadline = time.monotonic() + 2.0
+        for worker in self._workers:
+            worker.proc.join(max(0.0, deadline - time.monotonic()))
+            if worker.proc.is_alive():
+                worker.proc.kill()
+                worker.proc.join(1.0)
+            worker.conn.close()
         self.store.destroy()
 
-    def _stop_worker(self, worker) -> None:
-        proc = worker["proc"]
-        if worker["task"] is not None and proc.is_alive():
-            proc.kill()
-        else:
-            try:
-                worker["conn"].send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        proc.join(1.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(1.0)
-        worker["conn"].close()
 
-
-__all__ = ["LocalBackend", "describe_failure"]
+__all__ = ["LocalBackend"]

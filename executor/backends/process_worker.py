@@ -1,12 +1,18 @@
-"""The loop a forked worker process runs: receive a task, stream its outputs back."""
+"""The loop a forked worker process runs: receive a task, stream its outputs back.
+
+An actor is the same loop with an environment (CUDA_VISIBLE_DEVICES) and a
+stage whose classes it builds once, before its first task.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import time
 
 from streambatch.executor.backends.base import (
+    ActorFailed,
     TaskDone,
     TaskFailed,
     TaskOutput,
@@ -25,14 +31,21 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherited: list) -> None:
-    """Serve tasks from ``conn`` until it closes or sends ``None``."""
+def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherited: list,
+                env: dict | None = None, actor: tuple | None = None) -> None:
+    """Serve tasks from ``conn`` until it closes or sends ``None``.
+
+    ``actor`` is ``(actor_id, stage_index)`` for an actor worker.
+    """
     _die_with_parent()
-    defer_pandas_probe()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for other in inherited:
         other.close()
+    os.environ.update(env or {})
+    defer_pandas_probe()
     store, state = SharedStore(store_root), {}
+    if actor is not None and not _setup_actor(conn, stages[actor[1]], actor[0], state):
+        return
     while True:
         try:
             task = conn.recv()
@@ -41,6 +54,15 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
         if task is None:
             return
         _serve(conn, stages[task.stage_index], task, store, target_bytes, state)
+
+
+def _setup_actor(conn, stage, actor_id: int, state: dict) -> bool:
+    try:
+        stage.setup(state)
+        return True
+    except Exception as exc:  # noqa: BLE001 - reported to the driver
+        conn.send(ActorFailed(actor_id, portable(describe_failure(exc))))
+        return False
 
 
 def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict) -> None:

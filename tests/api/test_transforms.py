@@ -191,7 +191,6 @@ def test_map_batches_fn_args_and_fn_kwargs():
     assert rows == [{"id": i, "y": 3 * i + 1} for i in range(6)]
 
 
-@pytest.mark.xfail(strict=True, reason="actor pools (concurrency for class UDFs) land with issue 3")
 def test_map_batches_class_constructed_once_with_constructor_args(calls_dir):
     ds = sb.range(40, override_num_blocks=8).map_batches(
         Tagger,

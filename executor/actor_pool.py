@@ -1,0 +1,116 @@
+"""Actor pools: long-lived workers per actor stage, placed on the resource ledger,
+scaled between ``(min, max)`` on queued + in-flight work, released when idle."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+
+from streambatch.executor.errors import UnplaceableError
+from streambatch.executor.resources import Allocation, ResourceLedger
+
+
+@dataclass
+class ActorInfo:
+    """One actor: its resources and how many tasks it has queued or running."""
+
+    actor_id: int
+    alloc: Allocation
+    in_flight: int = 0
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+def wanted_actors(backlog_tasks: int, depth: int, low: int, high: int) -> int:
+    """Actors needed for ``backlog_tasks`` (queued + in flight) at ``depth`` tasks each.
+
+    >>> wanted_actors(0, 2, 1, 4), wanted_actors(5, 2, 1, 4), wanted_actors(50, 2, 1, 4)
+    (1, 3, 4)
+    """
+    return max(low, min(high, math.ceil(backlog_tasks / depth)))
+
+
+class ActorPool:
+    """The actors of one stage (executor side; the backend runs the processes).
+
+    >>> ledger = ResourceLedger(num_cpus=4)
+    >>> from streambatch.executor.stage import PhysicalStage
+    >>> pool = ActorPool(0, PhysicalStage("MapBatches(M)"), (1, 3), depth=2)
+    >>> started = []
+    >>> pool.scale(ledger, backlog_tasks=6, start=lambda a: started.append(a.actor_id),
+    ...            stop=lambda a: None)
+    >>> len(pool.actors), ledger.free_cpus
+    (3, 1.0)
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, stage_index: int, stage, bounds: tuple[int, int], depth: int,
+                 idle_timeout_s: float = 1.0) -> None:
+        self.stage_index, self.stage = stage_index, stage
+        self.low, self.high = bounds
+        self.depth, self.idle_timeout_s = depth, idle_timeout_s
+        self.actors: dict[int, ActorInfo] = {}
+
+    def start_minimum(self, ledger: ResourceLedger, start) -> None:
+        """Place ``min`` actors now, or fail naming the stage and what is missing."""
+        for _ in range(self.low):
+            if not self._add(ledger, start):
+                raise UnplaceableError(
+                    self.stage.name, f"needs {self.low} actor(s) with "
+                    f"{self.stage.resources.describe()} each, but only {len(self.actors)} fit "
+                    f"the backend's free resources")
+
+    def _add(self, ledger: ResourceLedger, start) -> bool:
+        alloc = ledger.acquire(self.stage.resources)
+        if alloc is None:
+            return False
+        actor = ActorInfo(next(self._ids), alloc)
+        self.actors[actor.actor_id] = actor
+        start(actor)
+        return True
+
+    def scale(self, ledger: ResourceLedger, backlog_tasks: int, start, stop) -> None:
+        """Add actors (several at once) up to what the backlog needs; drop idle ones."""
+        want = wanted_actors(backlog_tasks, self.depth, self.low, self.high)
+        while len(self.actors) < want and self._add(ledger, start):
+            pass
+        now = time.monotonic()
+        for actor in list(self.actors.values()):
+            if len(self.actors) <= max(self.low, want):
+                break
+            if actor.in_flight == 0 and now - actor.idle_since > self.idle_timeout_s:
+                self._remove(ledger, actor, stop)
+
+    def release_all(self, ledger: ResourceLedger, stop) -> None:
+        """Stop every actor (the stage has no more work) and free its resources."""
+        for actor in list(self.actors.values()):
+            if actor.in_flight == 0:
+                self._remove(ledger, actor, stop)
+
+    def _remove(self, ledger: ResourceLedger, actor: ActorInfo, stop) -> None:
+        del self.actors[actor.actor_id]
+        ledger.release(actor.alloc)
+        stop(actor)
+
+    def free_actor(self) -> ActorInfo | None:
+        """The least loaded actor with room for another queued task."""
+        candidates = [a for a in self.actors.values() if a.in_flight < self.depth]
+        return min(candidates, key=lambda a: a.in_flight) if candidates else None
+
+    def in_flight(self) -> int:
+        """Tasks queued on or running in this pool's actors."""
+        return sum(a.in_flight for a in self.actors.values())
+
+    def task_started(self, actor_id: int) -> None:
+        """Count a task handed to an actor."""
+        self.actors[actor_id].in_flight += 1
+
+    def task_ended(self, actor_id: int) -> None:
+        """Count a finished task; an actor with none left starts its idle clock."""
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.in_flight -= 1
+            if actor.in_flight == 0:
+                actor.idle_since = time.monotonic()
