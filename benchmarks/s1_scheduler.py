@@ -169,12 +169,12 @@ def collect(batches):
 '''
 
 
-def job_code(engine, p, budget, result_path, trace=None):
+def job_code(engine, p, budget, result_path, trace=None, scheduler=None):
     head = (f"import json, sys, time\nP = {json.dumps(p)}\nBUDGET = {budget}\n"
             f"RESULT = {result_path!r}\n" + UDF_SRC + COLLECT_SRC)
     n_gpu_actors = NUM_GPUS
     if engine == "streambatch":
-        tr = f", trace={trace!r}" if trace else ""
+        tr = (f", trace={trace!r}" if trace else "") + (f", scheduler={scheduler!r}" if scheduler else "")
         body = f'''
 def main():
     import streambatch as sb
@@ -297,10 +297,10 @@ def verify(engine, p, cols):
 
 
 # --------------------------------------------------------------------------- runs
-def run_one(engine, p, budget, trace, verbose, pss_interval):
+def run_one(engine, p, budget, trace, verbose, pss_interval, scheduler=None):
     with tempfile.TemporaryDirectory(prefix="sb-s1-") as td:
         res_p = os.path.join(td, "result.json")
-        code = job_code(engine, p, budget, res_p, trace)
+        code = job_code(engine, p, budget, res_p, trace, scheduler)
         r = run_python(code, timeout=1800, interval=0.02, full_interval=pss_interval,
                        scan_interval=0.25, as_file=True).check(f"{engine} at budget {budget // MiB} MiB")
         if not os.path.exists(res_p):
@@ -366,6 +366,9 @@ def main(argv=None):
                          "every process, ~5 ms each for Ray's ~20 processes, so sampling faster takes "
                          "CPU from the job on a small machine)")
     ap.add_argument("--trace", metavar="DIR", help="streambatch: sb.init(trace=DIR/s1-<budget>.json)")
+    ap.add_argument("--sb-scheduler", metavar="NAME",
+                    help="streambatch: sb.init(scheduler=NAME), e.g. adaptive or static "
+                         "(default: the engine's default)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     ap.add_argument("--show-stats", action="store_true", help="print each engine's stats report")
     ap.add_argument("-q", "--quiet", action="store_true", help="no per-run lines")
@@ -395,7 +398,8 @@ def main(argv=None):
           f"{math.ceil(opt['batches'] / NUM_GPUS)} x {p['batch_s']:g}) = max({opt['cpu_side']:.2f}, "
           f"{opt['gpu_side']:.2f}) = {opt['optimum']:.2f} s ({opt['bound_by']}-bound; "
           f"C = {opt['cpu_s']:g} CPU-s, G = {opt['gpu_s']:g} GPU-s in {opt['batches']} batches)")
-    print(f"  budgets (MiB): {budgets_mb} (a read partition is {part_mb:g} MiB)", flush=True)
+    print(f"  budgets (MiB): {budgets_mb} (a read partition is {part_mb:g} MiB)"
+          + (f"; streambatch scheduler={args.sb_scheduler}" if args.sb_scheduler else ""), flush=True)
 
     # Interpreter baseline for the memory verdict (as in parquet_memory.py).
     base_pss = base_rss = None
@@ -414,7 +418,7 @@ def main(argv=None):
                      if args.trace and e == "streambatch" else None)
             if trace:
                 os.makedirs(os.path.dirname(trace), exist_ok=True)
-            recs = [run_one(e, p, budget, trace, not args.quiet, args.pss_interval)
+            recs = [run_one(e, p, budget, trace, not args.quiet, args.pss_interval, args.sb_scheduler)
                     for _ in range(args.runs)]
             results[(b_mb, e)] = {"runs": recs, "summary": summarize(recs)}
             if args.show_stats:

@@ -176,7 +176,7 @@ def _filtered(table: pa.Table, rows: list, keep: list[bool]) -> pa.Table:
     """
     if not any(isinstance(f.type, pa.ExtensionType) for f in table.schema):
         try:
-            return pa.Table.from_pylist([r for r, k in zip(rows, keep) if k], schema=table.schema)
+            return pa.Table.from_pylist([r for r, k in zip(rows, keep, strict=True) if k], schema=table.schema)
         except (pa.ArrowInvalid, TypeError, NotImplementedError):
             pass  # a type from_pylist cannot rebuild: filter the columns instead
     return table.filter(pa.array(keep, pa.bool_()))

@@ -11,6 +11,7 @@ from streambatch.executor.errors import (
     StageStuckError,
     StreamBatchError,
     UDFReturnTypeError,
+    UnplaceableError,
     UserCodeError,
     WorkerDiedError,
 )
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
-    "StageStuckError", "StreamBatchError", "UDFReturnTypeError", "UserCodeError",
+    "StageStuckError", "StreamBatchError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
     "WorkerDiedError", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
     "init", "range", "read_parquet",
 ]

@@ -197,3 +197,130 @@ class ExecutorConformance:
         by_expr = sb.range(500).filter(expr=pc.equal(pc.divide(pc.field("id"), 7) * 7, pc.field("id"))).to_arrow()["id"].to_pylist()
         by_fn = sb.range(500).filter(lambda r: r["id"] % 7 == 0).to_arrow()["id"].to_pylist()
         assert sorted(by_expr) == sorted(by_fn) == list(range(0, 500, 7))
+
+
+def cpu_stage(batch: pa.Table) -> pa.Table:
+    import time
+
+    time.sleep(0.03)  # gives the task a duration; no assertion depends on it
+    return batch.append_column("cpu", pc.multiply(batch["id"], 10))
+
+
+class DeviceModel:
+    """An actor that records which device it was given."""
+
+    def __init__(self, offset: int = 0) -> None:
+        self.device = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        self.offset = offset
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import time
+
+        time.sleep(0.03)
+        return batch.append_column("device", pa.array([self.device] * batch.num_rows)) \
+            .append_column("pred", pc.add(batch["cpu"], self.offset))
+
+
+class HeterogeneousConformance:
+    """Resources, actor pools and the scheduler: behaviour every backend must show."""
+
+    backend: str = "local"
+
+    def init(self, **kwargs):
+        sb.init(backend=self.backend, **kwargs)
+
+    @pytest.fixture(autouse=True)
+    def reset(self):
+        yield
+        sb.init(backend=self.backend, num_cpus=2)
+
+    def test_cpu_and_gpu_stages_overlap_in_the_trace(self, tmp_path):
+        from streambatch.executor.trace import load_trace, overlap_seconds, task_intervals
+
+        trace = tmp_path / "trace.json"
+        self.init(num_cpus=4, num_gpus=1, trace=str(trace))
+        ds = (sb.range(60, override_num_blocks=30).map_batches(cpu_stage, batch_size=None, num_cpus=1)
+              .map_batches(DeviceModel, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1))
+        rows = ds.take_all()
+        assert sorted(r["pred"] for r in rows) == [i * 10 for i in range(60)]
+        events = load_trace(str(trace))
+        cpu, gpu = task_intervals(events, "cpu_stage"), task_intervals(events, "DeviceModel")
+        assert len(cpu) == 30 and len(gpu) == 30
+        assert overlap_seconds(cpu, gpu) > 0.1, "CPU and GPU stages never ran at the same time"
+
+    def test_each_gpu_actor_gets_its_own_device(self):
+        self.init(num_cpus=4, num_gpus=2)
+        ds = (sb.range(40, override_num_blocks=20).map_batches(cpu_stage, batch_size=None)
+              .map_batches(DeviceModel, batch_size=None, num_gpus=1, num_cpus=0, concurrency=2))
+        assert {r["device"] for r in ds.take_all()} == {"0", "1"}
+
+    def test_fractional_gpus_share_one_device(self):
+        self.init(num_cpus=4, num_gpus=1)
+        ds = (sb.range(40, override_num_blocks=20).map_batches(cpu_stage, batch_size=None)
+              .map_batches(DeviceModel, batch_size=None, num_gpus=0.5, num_cpus=0, concurrency=2))
+        rows = ds.take_all()
+        assert {r["device"] for r in rows} == {"0"}
+        assert ds.stats().stages[-1].actors_peak == 2
+
+    def test_memory_stays_within_budget_under_a_slow_gpu_stage(self):
+        budget = 12 * MiB
+        self.init(num_cpus=4, num_gpus=1, memory_budget=budget, target_partition_bytes=MiB)
+        ds = (sb.range(48, override_num_blocks=48).map_batches(megabyte_rows, batch_size=None)
+              .map_batches(SlowSink, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1))
+        assert sorted(r["id"] for r in ds.take_all()) == list(range(48))
+        assert ds.stats().peak_buffered_bytes <= budget + 2 * MiB, str(ds.stats())
+
+    def test_autoscaling_adds_actors_for_a_backlog_and_releases_them(self, tmp_path):
+        from streambatch.executor.trace import load_trace
+
+        trace = tmp_path / "trace.json"
+        self.init(num_cpus=4, trace=str(trace), actor_idle_timeout_s=0.05)
+        ds = (sb.range(60, override_num_blocks=30).map_batches(cpu_stage, batch_size=None)
+              .map_batches(DeviceModel, batch_size=None, num_cpus=1, concurrency=(1, 3)))
+        assert len(ds.take_all()) == 60
+        counts = [e["args"] for e in load_trace(str(trace))
+                  if e.get("ph") == "C" and "actors" in e.get("name", "")]
+        values = [next(iter(a.values())) for a in counts]
+        assert max(values) == 3, values
+        assert values[-1] == 0, values
+
+    def test_unplaceable_gpu_request_fails_fast(self):
+        self.init(num_cpus=2, num_gpus=0)
+        ds = sb.range(10).map_batches(DeviceModel, num_gpus=1, concurrency=1)
+        with pytest.raises(sb.UnplaceableError) as info:
+            ds.take_all()
+        assert "MapBatches(DeviceModel)" in str(info.value)
+        assert "0 GPUs" in str(info.value)
+
+    def test_minimum_actors_that_cannot_fit_fail_fast(self):
+        self.init(num_cpus=2)
+        ds = sb.range(10).map_batches(DeviceModel, num_cpus=1, concurrency=(3, 3))
+        with pytest.raises(sb.UnplaceableError) as info:
+            ds.count()
+        assert "needs 3 actor(s)" in str(info.value)
+
+    def test_outputs_match_a_single_process_run(self):
+        self.init(num_cpus=3, num_gpus=1)
+        ds = (sb.range(500, override_num_blocks=10)
+              .map(lambda r: {"id": r["id"], "sq": r["id"] * r["id"]})
+              .filter(lambda r: r["id"] % 3 != 0)
+              .map_batches(Offset, fn_constructor_args=(7,), num_gpus=0.5, concurrency=(1, 2),
+                           batch_format="numpy"))
+        expected = sorted((i, i * i + 7) for i in range(500) if i % 3 != 0)
+        assert sorted((r["id"], r["out"]) for r in ds.take_all()) == expected
+
+
+class SlowSink:
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import time
+
+        time.sleep(0.02)
+        return batch.select(["id"])
+
+
+class Offset:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, batch: dict) -> dict:
+        return {"id": batch["id"], "out": batch["sq"] + self.k}

@@ -6,7 +6,7 @@ import glob
 import os
 
 import streambatch as sb
-from tests.executor.conformance import ExecutorConformance
+from tests.executor.conformance import ExecutorConformance, HeterogeneousConformance
 
 
 class TestLocalBackend(ExecutorConformance):
@@ -31,3 +31,7 @@ class TestLocalBackend(ExecutorConformance):
         except sb.UserCodeError:
             pass
         assert glob.glob(pattern) == []
+
+
+class TestLocalHeterogeneous(HeterogeneousConformance):
+    backend = "local"

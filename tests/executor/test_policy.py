@@ -1,0 +1,86 @@
+"""The admission policies as small objects, without an engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from streambatch.executor.actor_pool import wanted_actors
+from streambatch.executor.policy import (
+    AdaptiveAdmission,
+    BudgetAdmission,
+    MemoryView,
+    StageRate,
+    make_policy,
+    pipeline_seconds_per_source_task,
+)
+from streambatch.executor.resources import ResourceLedger
+from streambatch.executor.stage import Resources
+
+ROOM = MemoryView(used_bytes=0, budget_bytes=10**12, anything_running=True)
+
+
+def test_p_sums_stage_time_per_source_task_over_parallelism():
+    rates = [StageRate(2.0, 4, 1.0), StageRate(0.5, 1, 3.0), StageRate(1.0, 2, 0.5)]
+    assert pipeline_seconds_per_source_task(rates) == pytest.approx(0.5 + 1.5 + 0.25)
+
+
+def test_static_policy_admits_until_the_budget_is_full():
+    policy = BudgetAdmission()
+    assert policy.admit_source(MemoryView(70, 100, True), 30, now=0.0)
+    assert not policy.admit_source(MemoryView(71, 100, True), 30, now=0.0)
+    assert policy.admit(MemoryView(200, 100, False), 30)  # liveness: nothing running
+
+
+def test_adaptive_allowance_grows_at_the_pipeline_drain_rate():
+    policy = AdaptiveAdmission(initial_tasks=1)
+    rates = [StageRate(task_time_s=2.0, slots=1, tasks_per_source_task=1.0)]  # P = 2 s
+    policy.observe(rates, source_bytes=1000, now=10.0)
+    admitted = 0
+    for now in (10.0, 11.0, 12.0, 13.0, 14.0):
+        policy.observe(rates, source_bytes=1000, now=now)
+        while policy.admit_source(ROOM, 1000, now):
+            policy.source_started(1000)
+            admitted += 1
+    # 1 initial task, then 1000 bytes / 2 s = one more task every 2 s: at 12 s and 14 s.
+    assert admitted == 3
+
+
+def test_adaptive_follows_more_parallelism_downstream():
+    slow, fast = AdaptiveAdmission(initial_tasks=0), AdaptiveAdmission(initial_tasks=0)
+    for policy, slots in ((slow, 1), (fast, 4)):
+        rates = [StageRate(4.0, slots, 1.0)]
+        policy.observe(rates, 100, now=0.0)
+        policy.observe(rates, 100, now=8.0)
+    assert slow.allowance == pytest.approx(200)  # 100 bytes per 4 s
+    assert fast.allowance == pytest.approx(800)  # 100 bytes per 1 s
+
+
+def test_adaptive_never_exceeds_the_memory_budget():
+    policy = AdaptiveAdmission(initial_tasks=100)
+    policy.observe([StageRate(0.001, 8, 1.0)], 10, now=0.0)
+    assert not policy.admit_source(MemoryView(95, 100, True), 10, now=0.0)
+
+
+def test_adaptive_without_measurements_only_applies_the_memory_rule():
+    policy = AdaptiveAdmission(initial_tasks=1)
+    policy.observe([], 100, now=0.0)
+    assert all(policy.admit_source(ROOM, 100, now=0.0) for _ in range(10))
+
+
+def test_policy_names():
+    assert isinstance(make_policy("adaptive"), AdaptiveAdmission)
+    assert type(make_policy("static")) is BudgetAdmission
+
+
+def test_autoscaling_target_is_backlog_over_queue_depth_within_bounds():
+    assert [wanted_actors(b, 2, 1, 4) for b in (0, 1, 2, 3, 7, 100)] == [1, 1, 1, 2, 4, 4]
+
+
+def test_ledger_packs_fractional_gpus_and_refuses_the_impossible():
+    ledger = ResourceLedger(num_cpus=4, num_gpus=2)
+    halves = [ledger.acquire(Resources(num_cpus=0, num_gpus=0.5)) for _ in range(3)]
+    assert [a.cuda_visible_devices() for a in halves] == ["0", "0", "1"]
+    assert ledger.acquire(Resources(num_cpus=0, num_gpus=2)) is None  # only 1.5 free
+    assert ledger.fits_ever(Resources(num_gpus=3)) == "asks for 3 GPU but the backend has 2 GPUs"
+    whole = ledger.acquire(Resources(num_cpus=0, num_gpus=0.5))
+    assert whole.cuda_visible_devices() == "1"
