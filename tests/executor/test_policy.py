@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from streambatch.executor.actor_pool import wanted_actors
 from streambatch.executor.policy import (
     AdaptiveAdmission,
