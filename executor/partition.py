@@ -13,9 +13,17 @@ import pyarrow as pa
 
 @dataclass
 class InMemoryRef:
-    """A block held by this process as a pyarrow.Table."""
+    """A block held by this process as a pyarrow.Table.
+
+    Every block reference type has ``read() -> pyarrow.Table``; backends add
+    their own (shared-memory files here, object-store references on Ray).
+    """
 
     table: pa.Table
+
+    def read(self) -> pa.Table:
+        """The table itself."""
+        return self.table
 
 
 @dataclass
@@ -23,6 +31,11 @@ class SharedRef:
     """A block written as an Arrow IPC file in shared memory (read zero-copy by mmap)."""
 
     path: str
+
+    def read(self) -> pa.Table:
+        """Map the file and read the table without copying."""
+        with pa.memory_map(self.path) as source:
+            return pa.ipc.open_file(source).read_all()
 
 
 BlockRef = InMemoryRef | SharedRef
@@ -72,10 +85,7 @@ def read_ref(ref: BlockRef) -> pa.Table:
     >>> read_ref(InMemoryRef(pa.table({"a": [1]}))).num_rows
     1
     """
-    if isinstance(ref, InMemoryRef):
-        return ref.table
-    with pa.memory_map(ref.path) as source:
-        return pa.ipc.open_file(source).read_all()
+    return ref.read()
 
 
 class SharedStore:

@@ -55,8 +55,7 @@ class StreamingExecutor:
         self.policy = make_policy(options.scheduler)
         self.budget = options.resolved_memory_budget()
         self.target_bytes = options.partition_bytes()
-        self.ledger = ResourceLedger(options.resolved_num_cpus(), options.resolved_num_gpus(),
-                                     dict(options.resources))
+        self.ledger = ResourceLedger(*backend.total_resources())
         self.stats = DatasetStats(memory_budget=self.budget)
         self._ids = itertools.count()
         self._tasks: dict[int, RunningTask] = {}

@@ -133,3 +133,11 @@ class Backend(ABC):
     @abstractmethod
     def num_cpus(self) -> int:
         """CPU slots for tasks."""
+
+    def total_resources(self) -> tuple[float, float, dict]:
+        """(CPUs, GPUs, custom resources) the executor may hand out.
+
+        Local: what ``streambatch.init`` declared; a cluster backend reports the cluster.
+        """
+        return float(self.num_cpus), float(getattr(self, "num_gpus", 0.0)), \
+            dict(getattr(self, "custom_resources", {}))

@@ -53,8 +53,11 @@ class LocalBackend(Backend):
     2
     """
 
-    def __init__(self, num_cpus: int, start_method: str = "fork") -> None:
+    def __init__(self, num_cpus: int, num_gpus: float = 0.0, resources: dict | None = None,
+                 start_method: str = "fork") -> None:
         self._num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.custom_resources = dict(resources or {})
         self._start_method = start_method
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
