@@ -94,6 +94,14 @@ class ActorPool:
         ledger.release(actor.alloc)
         stop(actor)
 
+    def forget(self, actor_id: int, ledger: ResourceLedger) -> bool:
+        """Remove a dead actor and free its resources; True if it was in the pool."""
+        actor = self.actors.pop(actor_id, None)
+        if actor is None:
+            return False
+        ledger.release(actor.alloc)
+        return True
+
     def free_actor(self) -> ActorInfo | None:
         """The least loaded actor with room for another queued task."""
         candidates = [a for a in self.actors.values() if a.in_flight < self.depth]

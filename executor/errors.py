@@ -117,3 +117,20 @@ class UnplaceableError(StreamBatchError):
             f"stage '{stage}' cannot be placed: {detail}. Lower the request, or declare more "
             "with streambatch.init(num_cpus=..., num_gpus=..., resources={...})")
         self.stage = stage
+
+
+class NonDeterministicError(StreamBatchError):
+    """A re-run task produced fewer outputs than its first run already passed on.
+
+    >>> "produced 2 output partitions" in str(NonDeterministicError("Map(f)", "partition 1", 3, 2))
+    True
+    """
+
+    def __init__(self, stage: str, partition: str, expected: int, got: int) -> None:
+        self._init_args = (stage, partition, expected, got)
+        super().__init__(
+            f"stage '{stage}' is not deterministic: re-running {partition} after a failure "
+            f"produced {got} output partitions, but the first run had already passed on "
+            f"{expected}. Recovery needs deterministic UDFs: seed random generators and do not "
+            "depend on time or external state")
+        self.stage = stage

@@ -49,6 +49,7 @@ class ExecutionOptions:
     no_progress_timeout_s: float = 1800.0
     worker_start_method: str = "fork"
     scheduler: str = "adaptive"
+    max_task_retries: int = 3
     actor_queue_depth: int = 2
     actor_idle_timeout_s: float = 1.0
     trace_path: str | None = None

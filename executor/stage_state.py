@@ -26,6 +26,9 @@ class RunningTask:
     rows_out: int = 0
     alloc: object = None
     actor_id: int | None = None
+    read_index: int | None = None
+    attempts: int = 1
+    attempt_outputs: int = 0
 
 
 @dataclass
@@ -37,6 +40,7 @@ class StageState:
     downstream: int | None
     inputs: dict[int, deque] = field(default_factory=dict)
     pending_reads: deque = field(default_factory=deque)
+    retries: deque = field(default_factory=deque)
     outputs: deque = field(default_factory=deque)
     running: dict[int, RunningTask] = field(default_factory=dict)
     upstream_finished: dict[int, bool] = field(default_factory=dict)

@@ -25,6 +25,8 @@ class StageStats:
     backpressure_time_s: float = 0.0
     backpressure_reason: str = ""
     actors_peak: int = 0
+    retries: int = 0
+    actor_restarts: int = 0
     first_start: float | None = None
     last_end: float | None = None
 
@@ -75,6 +77,8 @@ class DatasetStats:
                 f"wall {s.wall_time_s:.3f}s, {s.rows_per_s:,.0f} rows/s, "
                 f"backpressure {s.backpressure_time_s:.3f}s{' (' + s.backpressure_reason + ')' if s.backpressure_reason else ''}"
                 + (f", actors up to {s.actors_peak}" if s.actors_peak else "")
+                + (f", {s.retries} retried task(s)" if s.retries else "")
+                + (f", {s.actor_restarts} actor restart(s)" if s.actor_restarts else "")
             )
         return "\n".join(lines)
 

@@ -23,13 +23,14 @@ from streambatch.executor.backends.base import (
     TaskOutput,
 )
 from streambatch.executor.driver_stages import step_limit, step_repartition, step_union
-from streambatch.executor.errors import StageStuckError, UnplaceableError
+from streambatch.executor.errors import NonDeterministicError, StageStuckError, UnplaceableError
 from streambatch.executor.failures import to_error
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.partition import InMemoryRef, Partition
 from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.resources import Allocation, ResourceLedger
+from streambatch.executor.retries import should_retry
 from streambatch.executor.snapshots import snapshot, source_rates
 from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stage_state import RunningTask, StageState
@@ -175,6 +176,10 @@ class StreamingExecutor:
             self.backend.release(event.ref)
             return
         st = self.states[task.stage_index]
+        task.attempt_outputs += 1
+        if task.attempt_outputs <= task.outputs:  # a retry re-made an output already passed on
+            self.backend.release(event.ref)
+            return
         part = Partition(event.ref, event.rows, event.nbytes, st.index,
                          tuple(p.pid for p in task.inputs) or (("read", task.description),))
         task.produced_bytes += event.nbytes
@@ -195,13 +200,16 @@ class StreamingExecutor:
         if event.task_id in self._orphans:
             self._orphans.discard(event.task_id)
             return
+        if task.attempt_outputs < task.outputs:
+            raise NonDeterministicError(st.stage.name, task.description, task.outputs,
+                                        task.attempt_outputs)
         st.stats.tasks += 1
         st.stats.task_time_s += event.seconds
         st.stats.mark_end()
         st.done_seqs.add(task.seq)
         self._release_ordered(st)
 
-    def _end_task(self, task_id: int) -> RunningTask | None:
+    def _end_task(self, task_id: int, keep_inputs: bool = False) -> RunningTask | None:
         task = self._tasks.pop(task_id, None)
         if task is None:
             return None
@@ -209,10 +217,12 @@ class StreamingExecutor:
         st.running.pop(task_id, None)
         if task.alloc is not None and not task.alloc.borrowed:
             self.ledger.release(task.alloc)
+        task.alloc = None
         if task.actor_id is not None and st.index in self.pools:
             self.pools[st.index].task_ended(task.actor_id)
-        for part in task.inputs:
-            self.backend.release(part.ref)
+        if not keep_inputs:
+            for part in task.inputs:
+                self.backend.release(part.ref)
         return task
 
     def _on_failed(self, event: TaskFailed) -> None:
@@ -222,14 +232,32 @@ class StreamingExecutor:
             return
         for obs in self.observers:
             obs.on_task_end(task.stage_index, task.task_id, 0.0, task.rows_out, False)
-        stage = self.stages[task.stage_index]
-        raise to_error(event.failure, stage.name, task.description)
+        st = self.states[task.stage_index]
+        if event.failure.kind == "died" and task.actor_id is not None:
+            self._actor_died(st, task.actor_id)
+        if not should_retry(event.failure, task.attempts, st.stage, self.options.max_task_retries):
+            raise to_error(event.failure, st.stage.name, task.description)
+        self._end_task(event.task_id, keep_inputs=True)
+        task.attempts += 1
+        st.stats.retries += 1
+        st.retries.append(task)
 
     def _on_actor_failed(self, event: ActorFailed) -> None:
         for index, pool in self.pools.items():
             if event.actor_id in pool.actors:
+                if event.failure.kind == "died":
+                    self._actor_died(self.states[index], event.actor_id)
+                    return
                 raise to_error(event.failure, self.stages[index].name,
                                f"actor {event.actor_id} (while starting)")
+
+    def _actor_died(self, st: StageState, actor_id: int) -> None:
+        """Drop a dead actor; the pool's scaling starts a replacement (constructor again)."""
+        pool = self.pools.get(st.index)
+        if pool is not None and pool.forget(actor_id, self.ledger):
+            self.backend.stop_actor(actor_id)
+            st.stats.actor_restarts += 1
+            self._notify_actors(st)
 
     def _release_ordered(self, st: StageState) -> None:
         if not self.options.preserve_order:
@@ -271,7 +299,7 @@ class StreamingExecutor:
         if st.finished:
             self._propagate_finished(st)
             return
-        idle = not st.running and not st.pending_reads and not st.reorder
+        idle = not st.running and not st.pending_reads and not st.reorder and not st.retries
         if st.stage.kind == "limit" and st.remaining <= 0:
             idle = True
         elif idle:
@@ -400,6 +428,9 @@ class StreamingExecutor:
         return Allocation(req.num_cpus, borrowed=True)
 
     def _next_work(self, st: StageState):
+        if st.retries:
+            task = st.retries[0]
+            return task.read_index, task.inputs, task.est_bytes
         if st.stage.is_source:
             if not st.pending_reads:
                 return None
@@ -436,6 +467,9 @@ class StreamingExecutor:
 
     def _start_task(self, st: StageState, read_index, inputs, est: int, alloc,
                     actor_id) -> None:
+        if st.retries:
+            self._resubmit(st, st.retries.popleft(), alloc, actor_id)
+            return
         if st.stage.is_source:
             st.pending_reads.popleft()
             desc = _describe_read(st.stage.read_tasks[read_index], read_index)
@@ -447,7 +481,7 @@ class StreamingExecutor:
             desc = f"partition {st.next_seq}"
         task_id = next(self._ids)
         running = RunningTask(task_id, st.index, st.next_seq, inputs, desc, est, alloc=alloc,
-                              actor_id=actor_id)
+                              actor_id=actor_id, read_index=read_index)
         st.next_seq += 1
         st.running[task_id] = running
         self._tasks[task_id] = running
@@ -460,6 +494,18 @@ class StreamingExecutor:
             obs.on_task_start(st.index, st.stage.name, task_id, desc, worker)
         self.backend.submit(Task(task_id, st.index, read_index, [p.ref for p in inputs], desc,
                                  actor_id))
+
+    def _resubmit(self, st: StageState, task: RunningTask, alloc, actor_id) -> None:
+        task.task_id, task.alloc, task.actor_id = next(self._ids), alloc, actor_id
+        task.attempt_outputs = 0
+        st.running[task.task_id] = task
+        self._tasks[task.task_id] = task
+        worker = f"actor {actor_id}" if actor_id is not None else st.stage.worker
+        for obs in self.observers:
+            obs.on_task_start(st.index, st.stage.name, task.task_id,
+                              f"{task.description} (attempt {task.attempts})", worker)
+        self.backend.submit(Task(task.task_id, st.index, task.read_index,
+                                 [p.ref for p in task.inputs], task.description, actor_id))
 
     def _used_bytes(self) -> int:
         buffered = sum(st.buffered_bytes() for st in self.states)

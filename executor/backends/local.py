@@ -228,6 +228,8 @@ class LocalBackend(Backend):
         failed = []
         for task in worker.tasks:
             self._busy.pop(task.task_id, None)
+            for ref in self._temp_refs.pop(task.task_id, []):
+                self.store.release(ref)
             info = FailureInfo("died", None, None, f"worker exited with code {code}", "", None,
                                code)
             failed.append(TaskFailed(task.task_id, info))

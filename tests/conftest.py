@@ -1,0 +1,16 @@
+"""Suite-wide settings: long runs are marked ``slow`` and skipped unless STREAMBATCH_SLOW=1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("STREAMBATCH_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="long run: set STREAMBATCH_SLOW=1 to include it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
