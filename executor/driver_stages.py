@@ -8,7 +8,11 @@ from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
 
 
-def step_limit(st: StageState, release) -> bool:
+def _keep(new: Partition, old: list) -> Partition:
+    return new
+
+
+def step_limit(st: StageState, release, adopt=_keep) -> bool:
     """Pass partitions through until ``limit`` rows; True when the limit is reached.
 
     >>> from streambatch.executor.stage import PhysicalStage
@@ -25,7 +29,7 @@ def step_limit(st: StageState, release) -> bool:
             st.outputs.append(part)
         else:
             table = part.get().slice(0, st.remaining)
-            st.outputs.append(Partition.from_table(table, st.index, (part.pid,)))
+            st.outputs.append(adopt(Partition.from_table(table, st.index, (part.pid,)), [part]))
             release(part)
         st.remaining -= min(part.rows, st.remaining)
         st.stats.rows_in += part.rows
@@ -44,7 +48,7 @@ def step_union(st: StageState, preserve_order: bool) -> None:
             return
 
 
-def step_repartition(st: StageState, release) -> None:
+def step_repartition(st: StageState, release, adopt=_keep) -> None:
     """Once all input arrived, cut it into ``num_partitions`` equal row ranges."""
     if not st.all_upstream_finished:
         return
@@ -56,7 +60,8 @@ def step_repartition(st: StageState, release) -> None:
         return
     table = pa.concat_tables(tables, promote_options="permissive")
     for piece in _even_slices(table, st.stage.num_partitions):
-        st.outputs.append(Partition.from_table(piece, st.index, tuple(p.pid for p in parts)))
+        new = Partition.from_table(piece, st.index, tuple(p.pid for p in parts))
+        st.outputs.append(adopt(new, parts))
     for part in parts:
         release(part)
 

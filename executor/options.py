@@ -53,6 +53,7 @@ class ExecutionOptions:
     actor_queue_depth: int = 2
     actor_idle_timeout_s: float = 1.0
     trace_path: str | None = None
+    address: str | None = None  # ray backend: "auto", "ray://host:10001"; None starts one
     progress: bool | None = False
     extra: dict = field(default_factory=dict)
 

@@ -58,6 +58,8 @@ class Partition:
     stage: int
     lineage: tuple = ()
     pid: int = field(default_factory=lambda: next(_IDS))
+    key: str = ""
+    origins: frozenset = frozenset()
 
     @classmethod
     def from_table(cls, table: pa.Table, stage: int, lineage: tuple = ()) -> Partition:

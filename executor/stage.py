@@ -48,6 +48,7 @@ class TaskContext:
     task_index: int
     partition: str
     worker_state: dict = field(default_factory=dict)
+    key: str = ""  # deterministic lineage key: the same for every attempt of the task
 
 
 class BlockOp(Protocol):

@@ -27,6 +27,8 @@ class RunningTask:
     alloc: object = None
     actor_id: int | None = None
     read_index: int | None = None
+    key: str = ""
+    origins: frozenset = frozenset()
     attempts: int = 1
     attempt_outputs: int = 0
 

@@ -25,6 +25,7 @@ from streambatch.executor.backends.base import (
 from streambatch.executor.driver_stages import step_limit, step_repartition, step_union
 from streambatch.executor.errors import NonDeterministicError, StageStuckError, UnplaceableError
 from streambatch.executor.failures import to_error
+from streambatch.executor.lineage import LineageListener, OriginTracker
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.partition import InMemoryRef, Partition
@@ -50,8 +51,12 @@ class StreamingExecutor:
     """
 
     def __init__(self, stages: list[PhysicalStage], backend: Backend,
-                 options: ExecutionOptions, observers: list[ExecutionObserver] = ()) -> None:
+                 options: ExecutionOptions, observers: list[ExecutionObserver] = (),
+                 lineage: LineageListener | None = None, skip_reads: set | None = None) -> None:
         self.stages, self.backend, self.options = stages, backend, options
+        self.lineage = lineage or LineageListener()
+        self.skip_reads = set(skip_reads or ())
+        self.origins = OriginTracker()
         self.observers = list(observers)
         self.policy = make_policy(options.scheduler)
         self.budget = options.resolved_memory_budget()
@@ -77,12 +82,16 @@ class StreamingExecutor:
         self._t0 = time.perf_counter()
         downstream = {up: i for i, s in enumerate(self.stages) for up in s.upstream}
         self.states = [StageState(i, s, downstream.get(i)) for i, s in enumerate(self.stages)]
+        self.source_ordinal = {st.index: k for k, st in
+                               enumerate(s for s in self.states if s.stage.is_source)}
         for st in self.states:
             self._check_placeable(st.stage)
             if st.stage.is_source:
                 if st.stage.read_tasks is None:
                     st.stage.read_tasks = st.stage.read_tasks_fn()
-                st.pending_reads.extend(range(len(st.stage.read_tasks)))
+                ordinal = self.source_ordinal[st.index]
+                st.pending_reads.extend(r for r in range(len(st.stage.read_tasks))
+                                        if (ordinal, r) not in self.skip_reads)
         self.backend.start(self.stages, self.target_bytes)
         for obs in self.observers:
             obs.on_start([s.name for s in self.stages])
@@ -181,7 +190,12 @@ class StreamingExecutor:
             self.backend.release(event.ref)
             return
         part = Partition(event.ref, event.rows, event.nbytes, st.index,
-                         tuple(p.pid for p in task.inputs) or (("read", task.description),))
+                         tuple(p.pid for p in task.inputs) or (("read", task.description),),
+                         key=f"{task.key}o{task.outputs}", origins=task.origins)
+        if st.downstream is None:
+            self.lineage.on_final_output(part, task.origins)
+        else:
+            self.origins.add(task.origins)
         task.produced_bytes += event.nbytes
         task.outputs += 1
         task.rows_out += event.rows
@@ -208,6 +222,15 @@ class StreamingExecutor:
         st.stats.mark_end()
         st.done_seqs.add(task.seq)
         self._release_ordered(st)
+        self._settle(self.origins.remove(task.origins))
+        for part in task.inputs:
+            self._settle(self.origins.remove(part.origins))
+        if st.stage.is_source:
+            self._settle(self.origins.read_done(next(iter(task.origins))))
+
+    def _settle(self, origins: list) -> None:
+        for origin in origins:
+            self.lineage.on_settled(origin)
 
     def _end_task(self, task_id: int, keep_inputs: bool = False) -> RunningTask | None:
         task = self._tasks.pop(task_id, None)
@@ -288,12 +311,22 @@ class StreamingExecutor:
 
     def _step_driver(self, st: StageState) -> None:
         kind = st.stage.kind
-        if kind == "limit" and not st.finished and step_limit(st, self._release):
+        if kind == "limit" and not st.finished and step_limit(st, self._release, self._adopt):
             self._cancel_upstream(st)
         elif kind == "union":
             step_union(st, self.options.preserve_order)
         elif kind == "repartition":
-            step_repartition(st, self._release)
+            step_repartition(st, self._release, self._adopt)
+
+    def _adopt(self, new: Partition, parts: list[Partition]) -> Partition:
+        """A driver stage made ``new`` out of ``parts``: it inherits their lineage."""
+        new.origins = frozenset().union(*(p.origins for p in parts))
+        new.key = parts[0].key + (f"m{len(parts)}" if len(parts) > 1 else "s")
+        if self.states[new.stage].downstream is None:
+            self.lineage.on_final_output(new, new.origins)
+        else:
+            self.origins.add(new.origins)
+        return new
 
     def _update_finished(self, st: StageState) -> None:
         if st.finished:
@@ -338,6 +371,7 @@ class StreamingExecutor:
 
     def _release(self, part: Partition) -> None:
         self.backend.release(part.ref)
+        self._settle(self.origins.remove(part.origins))
 
     def _hand_out(self, part: Partition) -> Partition:
         table = part.get()
@@ -480,8 +514,10 @@ class StreamingExecutor:
                 queue.popleft()
             desc = f"partition {st.next_seq}"
         task_id = next(self._ids)
+        key, origins = self._task_lineage(st, read_index, inputs)
+        self.origins.add(origins)
         running = RunningTask(task_id, st.index, st.next_seq, inputs, desc, est, alloc=alloc,
-                              actor_id=actor_id, read_index=read_index)
+                              actor_id=actor_id, read_index=read_index, key=key, origins=origins)
         st.next_seq += 1
         st.running[task_id] = running
         self._tasks[task_id] = running
@@ -493,7 +529,14 @@ class StreamingExecutor:
         for obs in self.observers:
             obs.on_task_start(st.index, st.stage.name, task_id, desc, worker)
         self.backend.submit(Task(task_id, st.index, read_index, [p.ref for p in inputs], desc,
-                                 actor_id))
+                                 actor_id, key))
+
+    def _task_lineage(self, st: StageState, read_index, inputs) -> tuple[str, frozenset]:
+        if st.stage.is_source:
+            ordinal = self.source_ordinal[st.index]
+            return f"s{ordinal}r{read_index}", frozenset({(ordinal, read_index)})
+        key = inputs[0].key + (f"b{len(inputs)}" if len(inputs) > 1 else "")
+        return f"{key}t{st.index}", frozenset().union(*(p.origins for p in inputs))
 
     def _resubmit(self, st: StageState, task: RunningTask, alloc, actor_id) -> None:
         task.task_id, task.alloc, task.actor_id = next(self._ids), alloc, actor_id
@@ -505,7 +548,8 @@ class StreamingExecutor:
             obs.on_task_start(st.index, st.stage.name, task.task_id,
                               f"{task.description} (attempt {task.attempts})", worker)
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
-                                 [p.ref for p in task.inputs], task.description, actor_id))
+                                 [p.ref for p in task.inputs], task.description, actor_id,
+                                 task.key))
 
     def _used_bytes(self) -> int:
         buffered = sum(st.buffered_bytes() for st in self.states)

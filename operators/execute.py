@@ -22,9 +22,7 @@ def build_executor(plan: LogicalOp, options: ExecutionOptions,
     """
     stages = plan_stages(optimize(plan), options)
     cls = backend_class(backend)
-    backend_obj = cls(num_cpus=options.resolved_num_cpus(), num_gpus=options.resolved_num_gpus(),
-                      resources=options.resources, start_method=options.worker_start_method)
-    return StreamingExecutor(stages, backend_obj, options, observers_for(options))
+    return StreamingExecutor(stages, cls.from_options(options), options, observers_for(options))
 
 
 def observers_for(options: ExecutionOptions) -> list:

@@ -51,6 +51,8 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     run on the CPU). ``trace`` writes a Chrome/Perfetto timeline of every task;
     ``progress`` prints per-stage progress. ``options`` are further
     :class:`ExecutionOptions` fields (``preserve_order``, ``scheduler``...).
+    ``backend="ray", address="auto"`` (or ``"ray://host:10001"``) runs on an
+    existing Ray cluster, whose resources then cap what is declared here.
 
     >>> ctx = init(num_cpus=2, num_gpus=1, memory_budget=512 * 2**20)
     >>> ctx.execution_options.num_cpus, ctx.execution_options.num_gpus, ctx.backend
@@ -58,9 +60,11 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     >>> init(backend="spark")
     Traceback (most recent call last):
     ...
-    ValueError: unknown backend 'spark'; expected one of: local
+    ValueError: unknown backend 'spark'; expected one of: local, ray
     """
     backend_class(backend)
+    if options.get("address") and backend != "ray":
+        raise ValueError(f"init(address={options['address']!r}) needs backend='ray'")
     fields = ExecutionOptions.__dataclass_fields__
     unknown = sorted(set(options) - set(fields))
     if unknown:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-_BACKENDS = {"local": ("streambatch.executor.backends.local", "LocalBackend", "")}
+_BACKENDS = {
+    "local": ("streambatch.executor.backends.local", "LocalBackend", ""),
+    "ray": ("streambatch.executor.backends.ray", "RayBackend", 'pip install "streambatch[ray]"'),
+}
 
 
 def available_backends() -> list[str]:
@@ -23,7 +26,7 @@ def backend_class(name: str):
     >>> backend_class("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown backend 'nope'; expected one of: local
+    ValueError: unknown backend 'nope'; expected one of: local, ray
     """
     if name not in _BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of: {', '.join(available_backends())}")

@@ -21,6 +21,7 @@ class Task:
     input_refs: list = field(default_factory=list)
     description: str = ""
     actor_id: int | None = None
+    key: str = ""
 
 
 @dataclass
@@ -99,6 +100,13 @@ def portable(info: FailureInfo) -> FailureInfo:
 
 class Backend(ABC):
     """Where tasks run. The streaming executor owns every scheduling decision."""
+
+    @classmethod
+    def from_options(cls, options) -> Backend:
+        """Build the backend from :class:`ExecutionOptions` (a backend may read more
+        fields, e.g. the Ray backend's ``address``)."""
+        return cls(num_cpus=options.resolved_num_cpus(), num_gpus=options.resolved_num_gpus(),
+                   resources=options.resources, start_method=options.worker_start_method)
 
     @abstractmethod
     def start(self, stages: list, target_bytes: int) -> None:

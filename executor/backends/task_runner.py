@@ -22,5 +22,6 @@ def input_blocks(stage: PhysicalStage, task: Task) -> Iterator[pa.Table]:
 def run_task(stage: PhysicalStage, task: Task, target_bytes: int,
              worker_state: dict) -> Iterator[pa.Table]:
     """Yield the output blocks of ``task``, split to ``target_bytes``."""
-    ctx = TaskContext(stage.name, task.task_id, task.description, worker_state)
+    ctx = TaskContext(stage.name, task.task_id, task.description, worker_state,
+                      task.key or str(task.task_id))
     return stage.run(input_blocks(stage, task), ctx, target_bytes)
