@@ -57,6 +57,7 @@ class StreamingExecutor:
         self.lineage = lineage or LineageListener()
         self.skip_reads = set(skip_reads or ())
         self.origins = OriginTracker()
+        self._adopted = 0
         self.observers = list(observers)
         self.policy = make_policy(options.scheduler)
         self.budget = options.resolved_memory_budget()
@@ -321,7 +322,8 @@ class StreamingExecutor:
     def _adopt(self, new: Partition, parts: list[Partition]) -> Partition:
         """A driver stage made ``new`` out of ``parts``: it inherits their lineage."""
         new.origins = frozenset().union(*(p.origins for p in parts))
-        new.key = parts[0].key + (f"m{len(parts)}" if len(parts) > 1 else "s")
+        self._adopted += 1
+        new.key = f"{parts[0].key}d{new.stage}n{self._adopted}"
         if self.states[new.stage].downstream is None:
             self.lineage.on_final_output(new, new.origins)
         else:

@@ -10,8 +10,8 @@ from streambatch.operators.optimizer import optimize
 from streambatch.operators.planner import plan_stages
 
 
-def build_executor(plan: LogicalOp, options: ExecutionOptions,
-                   backend: str = "local") -> StreamingExecutor:
+def build_executor(plan: LogicalOp, options: ExecutionOptions, backend: str = "local",
+                   lineage=None, skip_reads: set | None = None) -> StreamingExecutor:
     """An executor for ``plan`` (nothing runs until its ``run()`` is iterated).
 
     >>> from streambatch.operators import logical as L
@@ -22,7 +22,22 @@ def build_executor(plan: LogicalOp, options: ExecutionOptions,
     """
     stages = plan_stages(optimize(plan), options)
     cls = backend_class(backend)
-    return StreamingExecutor(stages, cls.from_options(options), options, observers_for(options))
+    return StreamingExecutor(stages, cls.from_options(options), options, observers_for(options),
+                             lineage, skip_reads)
+
+
+def plan_fingerprint(plan: LogicalOp) -> str:
+    """A short hash of the plan's shape, to check that a resumed job runs the same plan.
+
+    >>> from streambatch.operators import logical as L
+    >>> len(plan_fingerprint(L.Read(None, "Range")))
+    16
+    """
+    import hashlib
+
+    from streambatch.operators.logical import render
+
+    return hashlib.sha256(render(plan).encode()).hexdigest()[:16]
 
 
 def observers_for(options: ExecutionOptions) -> list:

@@ -13,7 +13,7 @@ from streambatch.executor.partition import Partition
 from streambatch.executor.stats import DatasetStats
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import check_batch_format, require, to_batch
-from streambatch.operators.execute import build_executor
+from streambatch.operators.execute import build_executor, plan_fingerprint
 from streambatch.operators.optimizer import optimize
 from streambatch.operators.planner import plan_stages, render_stages
 
@@ -173,9 +173,10 @@ class Dataset:
         return self._with(L.Repartition(self._plan, n=v.positive_int("num_blocks", num_blocks)))
 
     # ---- execution ------------------------------------------------------------------
-    def _partitions(self) -> Iterator[Partition]:
+    def _partitions(self, lineage=None, skip_reads: set | None = None) -> Iterator[Partition]:
         ctx = DataContext.get_current()
-        executor = build_executor(self._plan, ctx.execution_options, ctx.backend)
+        executor = build_executor(self._plan, ctx.execution_options, ctx.backend, lineage,
+                                  skip_reads)
         executor.stats.parent = self._produced_by
         self._stats = executor.stats
         return executor.run()
@@ -293,11 +294,15 @@ class Dataset:
         """
         return require("polars", "polars").from_arrow(self.to_arrow())
 
-    def write_parquet(self, path: str, *, filesystem=None, mode: str = "error") -> list[dict]:
+    def write_parquet(self, path: str, *, filesystem=None, mode: str = "error",
+                      resume: bool = False) -> list[dict]:
         """Write one parquet file per partition under ``path``; ``_SUCCESS`` marks completion.
 
-        Returns the committed files (path, rows, bytes). On failure, the files of
-        this job are removed and no ``_SUCCESS`` is written.
+        Returns the committed files (path, rows, bytes). Files are committed
+        atomically and recorded in ``_manifest.jsonl``; a retried task never adds a
+        second file. ``resume=True`` finishes a job whose driver was killed: its
+        committed files are kept and the reads they cover are skipped. On an error
+        the files of this job are removed and no ``_SUCCESS`` is written.
 
         >>> import streambatch as sb, tempfile
         >>> out = tempfile.mkdtemp() + "/out"
@@ -306,14 +311,14 @@ class Dataset:
         """
         from streambatch.connectors.parquet import ParquetSink
 
-        return self._write(ParquetSink(path, filesystem=filesystem, mode=mode))
+        return self._write(ParquetSink(path, filesystem=filesystem, mode=mode), resume)
 
-    def _write(self, sink) -> list[dict]:
-        sink.start()
+    def _write(self, sink, resume: bool = False) -> list[dict]:
+        skip = sink.start(resume=resume, fingerprint=plan_fingerprint(self._plan))
         write = self._with(L.Write(self._plan, sink=sink))
         try:
-            results = [p.get() for p in write._partitions()]
-        except BaseException:
+            results = [p.get() for p in write._partitions(lineage=sink, skip_reads=skip)]
+        except Exception:
             sink.abort()
             raise
         finally:

@@ -224,7 +224,7 @@ def test_write_parquet_one_file_per_partition_and_success_marker(tmp_path):
     files = _part_files(out)
     assert len(files) == 4
     assert (out / "_SUCCESS").is_file()
-    assert set(os.listdir(out)) == set(files) | {"_SUCCESS"}
+    assert set(os.listdir(out)) == set(files) | {"_SUCCESS", "_manifest.jsonl"}
     tables = [pq.read_table(str(out / f)) for f in files]
     assert all(t.schema.field("id").type == pa.int64() for t in tables)
     assert sorted(v for t in tables for v in t.column("id").to_pylist()) == list(range(100))

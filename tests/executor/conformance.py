@@ -275,8 +275,9 @@ class HeterogeneousConformance:
 
         trace = tmp_path / "trace.json"
         self.init(num_cpus=4, trace=str(trace), actor_idle_timeout_s=0.05)
-        ds = (sb.range(60, override_num_blocks=30).map_batches(cpu_stage, batch_size=None)
-              .map_batches(DeviceModel, batch_size=None, num_cpus=1, concurrency=(1, 3)))
+        inputs = sb.range(60, override_num_blocks=30).map_batches(cpu_stage, batch_size=None)
+        ds = inputs.materialize().map_batches(DeviceModel, batch_size=None, num_cpus=1,
+                                              concurrency=(1, 3))  # 30 partitions queue at once
         assert len(ds.take_all()) == 60
         counts = [e["args"] for e in load_trace(str(trace))
                   if e.get("ph") == "C" and "actors" in e.get("name", "")]
