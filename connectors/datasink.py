@@ -116,6 +116,15 @@ class Datasink:
         """Write ``tables`` to ``path``; return (rows, bytes)."""
         raise NotImplementedError
 
+    def write_dead_letters(self, table: pa.Table) -> str:
+        """Write the rows the job skipped to ``<output>/_errors/`` (driver side)."""
+        import pyarrow.parquet as pq
+
+        self.fs.makedirs(f"{self.path}/_errors", exist_ok=True)
+        path = f"{self.path}/_errors/dead-letters-{self.job}.parquet"
+        pq.write_table(table, path, filesystem=self.arrow_fs)
+        return path
+
     def finalize(self, results: list[pa.Table]) -> list[dict]:
         """Write ``_SUCCESS`` (every file of the output with its rows); return them."""
         kept = [{"path": f"{self.path}/{f['file']}", "rows": f["rows"], "bytes": None}

@@ -134,3 +134,19 @@ class NonDeterministicError(StreamBatchError):
             f"{expected}. Recovery needs deterministic UDFs: seed random generators and do not "
             "depend on time or external state")
         self.stage = stage
+
+
+class TooManyErrorsError(StreamBatchError):
+    """More rows failed (and were skipped) than ``max_errored_rows`` allows.
+
+    >>> "more than max_errored_rows=10" in str(TooManyErrorsError("Map(f)", 11, 10, "ValueError"))
+    True
+    """
+
+    def __init__(self, stage: str, errored: int, limit: int, last_error: str) -> None:
+        self._init_args = (stage, errored, limit, last_error)
+        super().__init__(
+            f"stage '{stage}': {errored} rows failed and were sent to the dead letters, more "
+            f"than max_errored_rows={limit}; the job is mostly failing, so it stopped. Last "
+            f"error: {last_error}. Inspect ds.dead_letters() or raise max_errored_rows")
+        self.stage = stage

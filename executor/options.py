@@ -50,6 +50,7 @@ class ExecutionOptions:
     worker_start_method: str = "fork"
     scheduler: str = "adaptive"
     max_task_retries: int = 3
+    max_errored_rows: int | None = None
     actor_queue_depth: int = 2
     actor_idle_timeout_s: float = 1.0
     trace_path: str | None = None

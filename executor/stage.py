@@ -49,6 +49,7 @@ class TaskContext:
     partition: str
     worker_state: dict = field(default_factory=dict)
     key: str = ""  # deterministic lineage key: the same for every attempt of the task
+    dead_letters: list = field(default_factory=list)  # rows sent aside by on_error="skip"
 
 
 class BlockOp(Protocol):

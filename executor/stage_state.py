@@ -31,6 +31,7 @@ class RunningTask:
     origins: frozenset = frozenset()
     attempts: int = 1
     attempt_outputs: int = 0
+    dead: list = field(default_factory=list)
 
 
 @dataclass

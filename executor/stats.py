@@ -26,6 +26,7 @@ class StageStats:
     backpressure_reason: str = ""
     actors_peak: int = 0
     retries: int = 0
+    errored_rows: int = 0
     actor_restarts: int = 0
     first_start: float | None = None
     last_end: float | None = None
@@ -78,6 +79,7 @@ class DatasetStats:
                 f"backpressure {s.backpressure_time_s:.3f}s{' (' + s.backpressure_reason + ')' if s.backpressure_reason else ''}"
                 + (f", actors up to {s.actors_peak}" if s.actors_peak else "")
                 + (f", {s.retries} retried task(s)" if s.retries else "")
+                + (f", {s.errored_rows} errored row(s) skipped" if s.errored_rows else "")
                 + (f", {s.actor_restarts} actor restart(s)" if s.actor_restarts else "")
             )
         return "\n".join(lines)

@@ -18,12 +18,18 @@ from streambatch.executor.backends.base import (
     ActorFailed,
     Backend,
     Task,
+    TaskDeadLetters,
     TaskDone,
     TaskFailed,
     TaskOutput,
 )
 from streambatch.executor.driver_stages import step_limit, step_repartition, step_union
-from streambatch.executor.errors import NonDeterministicError, StageStuckError, UnplaceableError
+from streambatch.executor.errors import (
+    NonDeterministicError,
+    StageStuckError,
+    TooManyErrorsError,
+    UnplaceableError,
+)
 from streambatch.executor.failures import to_error
 from streambatch.executor.lineage import LineageListener, OriginTracker
 from streambatch.executor.observe import ExecutionObserver
@@ -58,6 +64,7 @@ class StreamingExecutor:
         self.skip_reads = set(skip_reads or ())
         self.origins = OriginTracker()
         self._adopted = 0
+        self.dead_letters: list[dict] = []
         self.observers = list(observers)
         self.policy = make_policy(options.scheduler)
         self.budget = options.resolved_memory_budget()
@@ -179,6 +186,10 @@ class StreamingExecutor:
                 self._on_failed(event)
             elif isinstance(event, ActorFailed):
                 self._on_actor_failed(event)
+            elif isinstance(event, TaskDeadLetters):
+                task = self._tasks.get(event.task_id)
+                if task is not None:
+                    task.dead = event.rows
 
     def _on_output(self, event: TaskOutput) -> None:
         task = self._tasks.get(event.task_id)
@@ -218,6 +229,7 @@ class StreamingExecutor:
         if task.attempt_outputs < task.outputs:
             raise NonDeterministicError(st.stage.name, task.description, task.outputs,
                                         task.attempt_outputs)
+        self._take_dead_letters(st, task)
         st.stats.tasks += 1
         st.stats.task_time_s += event.seconds
         st.stats.mark_end()
@@ -228,6 +240,16 @@ class StreamingExecutor:
             self._settle(self.origins.remove(part.origins))
         if st.stage.is_source:
             self._settle(self.origins.read_done(next(iter(task.origins))))
+
+    def _take_dead_letters(self, st: StageState, task: RunningTask) -> None:
+        if not task.dead:
+            return
+        self.dead_letters.extend(task.dead)
+        st.stats.errored_rows += len(task.dead)
+        limit = self.options.max_errored_rows
+        if limit is not None and len(self.dead_letters) > limit:
+            raise TooManyErrorsError(st.stage.name, len(self.dead_letters), limit,
+                                     self.dead_letters[-1]["error"])
 
     def _settle(self, origins: list) -> None:
         for origin in origins:

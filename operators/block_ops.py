@@ -8,6 +8,7 @@ the UDF boundary.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -72,6 +73,19 @@ class OpBase:
         """The op's label (as shown in plans)."""
         return self.op.label
 
+    @property
+    def skips_errors(self) -> bool:
+        """True when failed rows/batches go to the dead letters (``on_error="skip"``)."""
+        return getattr(self.op, "on_error", "raise") == "skip"
+
+    def dead_letter(self, ctx: TaskContext, where: str, exc: Exception, rows: list) -> None:
+        """Record rows that failed, with the error, instead of raising."""
+        error = f"{type(exc).__name__}: {exc}"
+        for row in rows:
+            ctx.dead_letters.append({"stage": ctx.stage, "op": self.name, "partition": ctx.partition,
+                                     "where": where, "error": error,
+                                     "row": json.dumps(row, default=str)})
+
 
 class MapBatchesOp(OpBase):
     """Run a batch UDF (function or class) over fixed-size batches."""
@@ -86,7 +100,14 @@ class MapBatchesOp(OpBase):
         for batch in rebatch(blocks, self.op.batch_size):
             where = f"batch of rows {start}-{start + batch.num_rows - 1} of the partition"
             start += batch.num_rows
-            for out in self._call(fn, batch, where):
+            try:
+                outputs = self._call(fn, batch, where)
+            except UDFFailure as failure:
+                if not self.skips_errors:
+                    raise
+                self.dead_letter(ctx, where, failure.original, batch.to_pylist())
+                continue
+            for out in outputs:
                 yield from_batch(out, ctx.stage)
 
     def _callable(self, ctx: TaskContext):
@@ -113,6 +134,9 @@ class MapBatchesOp(OpBase):
             raise UDFFailure(self.name, where, exc) from exc
 
 
+_FAILED = object()  # stands for the output of a row that went to the dead letters
+
+
 class RowOp(OpBase):
     """Shared row loop of map, filter and flat_map: rows are dicts."""
 
@@ -122,8 +146,11 @@ class RowOp(OpBase):
             if table.num_rows:
                 yield table, table.to_pylist()
 
-    def call_each(self, rows: list, fn) -> list:
-        """``fn`` applied to each row; a failure names the row."""
+    def call_each(self, rows: list, fn, ctx: TaskContext | None = None) -> list:
+        """``fn`` applied to each row; a failure names the row (or, when the op skips
+        errors, sends the row to the dead letters and yields ``_FAILED`` in its place)."""
+        if ctx is not None and self.skips_errors:
+            return [self._call_or_skip(fn, row, i, ctx) for i, row in enumerate(rows)]
         out, i = [], 0
         try:
             for i, row in enumerate(rows):  # noqa: B007 - used in the except clause
@@ -131,6 +158,13 @@ class RowOp(OpBase):
         except Exception as exc:
             raise UDFFailure(self.name, f"row {i}: {short_repr(rows[i])}", exc) from exc
         return out
+
+    def _call_or_skip(self, fn, row, index: int, ctx: TaskContext):
+        try:
+            return fn(row)
+        except Exception as exc:  # noqa: BLE001 - recorded as a dead letter
+            self.dead_letter(ctx, f"row {index}", exc, [row])
+            return _FAILED
 
 
 class MapRowsOp(RowOp):
@@ -142,7 +176,7 @@ class MapRowsOp(RowOp):
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of mapped rows per input block."""
         for _, rows in self.rows_of(blocks):
-            out = self.call_each(rows, self.op.fn)
+            out = [r for r in self.call_each(rows, self.op.fn, ctx) if r is not _FAILED]
             bad = next((r for r in out if not isinstance(r, dict)), None)
             if bad is not None:
                 raise UDFReturnTypeError(ctx.stage, type(bad).__name__, "dict (one row)")
@@ -161,10 +195,10 @@ class FilterOp(RowOp):
             yield from (t.filter(self.op.expr) for t in blocks)
             return
         for table, rows in self.rows_of(blocks):
-            keep = self.call_each(rows, self.op.fn)
+            keep = self.call_each(rows, self.op.fn, ctx)
             # Rebuilding from the rows we already hold avoids loading pyarrow.compute
             # (~60 ms) in every fresh worker; the schema keeps the column types.
-            yield _filtered(table, rows, [bool(k) for k in keep])
+            yield _filtered(table, rows, [k is not _FAILED and bool(k) for k in keep])
 
 
 def _filtered(table: pa.Table, rows: list, keep: list[bool]) -> pa.Table:
@@ -191,7 +225,8 @@ class FlatMapOp(RowOp):
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of all produced rows per input block."""
         for _, rows in self.rows_of(blocks):
-            out = [r for produced in self.call_each(rows, self.op.fn) for r in produced]
+            out = [r for produced in self.call_each(rows, self.op.fn, ctx)
+                   if produced is not _FAILED for r in produced]
             if out:
                 yield pa.Table.from_pylist(out)
 

@@ -89,6 +89,9 @@ class MapBatches(MapLike):
     fn_constructor_args: tuple = ()
     fn_constructor_kwargs: dict = field(default_factory=dict)
     releases_gil: bool = False
+    on_error: str = "raise"
+    max_retries: int = 0
+    retry_exceptions: tuple | None = None
 
     @property
     def label(self) -> str:
@@ -100,6 +103,7 @@ class MapRows(MapLike):
     """Apply ``fn`` to each row (a dict), returning a dict."""
 
     fn: Callable | None = None
+    on_error: str = "raise"
 
     @property
     def label(self) -> str:
@@ -116,6 +120,7 @@ class Filter(MapLike):
 
     fn: Callable | None = None
     expr: object = None
+    on_error: str = "raise"
 
     @property
     def label(self) -> str:
@@ -127,6 +132,7 @@ class FlatMap(MapLike):
     """Apply ``fn`` to each row, returning a list of rows."""
 
     fn: Callable | None = None
+    on_error: str = "raise"
 
     @property
     def label(self) -> str:

@@ -10,6 +10,7 @@ from streambatch.dataset import Dataset
 from streambatch.executor.errors import (
     StageStuckError,
     StreamBatchError,
+    TooManyErrorsError,
     UDFReturnTypeError,
     UnplaceableError,
     UserCodeError,
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
-    "StageStuckError", "StreamBatchError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
+    "StageStuckError", "StreamBatchError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
     "WorkerDiedError", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
     "init", "range", "read_parquet",
 ]

@@ -43,26 +43,34 @@ class Dataset:
         return f"Dataset(plan={self._plan.label})"
 
     # ---- transforms -----------------------------------------------------------------
-    def map(self, fn, *, num_cpus=None, num_gpus=None, concurrency=None) -> Dataset:
+    def map(self, fn, *, num_cpus=None, num_gpus=None, concurrency=None,
+            on_error: str = "raise") -> Dataset:
         """Apply ``fn`` to each row (a dict) and return a dict.
+
+        ``on_error="skip"`` sends rows whose call raised to :meth:`dead_letters`.
 
         >>> import streambatch as sb
         >>> sorted(r["y"] for r in sb.range(3).map(lambda r: {"y": r["id"] + 1}).take_all())
         [1, 2, 3]
         """
         return self._with(L.MapRows(self._plan, v.resources(num_cpus, num_gpus),
-                                    v.concurrency(concurrency), fn=v.callable_fn("map", fn)))
+                                    v.concurrency(concurrency), fn=v.callable_fn("map", fn),
+                                    on_error=v.on_error(on_error)))
 
     def map_batches(self, fn, *, batch_size: int | None | str = "default",
                     batch_format: str = "pyarrow", fn_args=(), fn_kwargs=None,
                     fn_constructor_args=(), fn_constructor_kwargs=None, num_cpus=None,
                     num_gpus=None, memory=None, resources=None, concurrency=None,
-                    releases_gil: bool = False) -> Dataset:
+                    releases_gil: bool = False, on_error: str = "raise", max_retries: int = 0,
+                    retry_exceptions=None) -> Dataset:
         """Apply ``fn`` to batches (default 1024 rows; ``None`` = whole partitions).
 
         ``fn`` may be a class: it is constructed once per worker with
         ``fn_constructor_args``. Set ``releases_gil=True`` for numpy/pyarrow/torch
         UDFs to run them on threads without copying blocks between processes.
+        ``on_error="skip"`` sends the rows of a batch whose call raised to
+        :meth:`dead_letters`; ``max_retries`` re-runs a task whose UDF raised one of
+        ``retry_exceptions`` (any exception when not given), e.g. a rate limit.
 
         >>> import streambatch as sb
         >>> sb.range(4).map_batches(lambda b: {"n": [len(b["id"])]}, batch_size=2,
@@ -76,10 +84,12 @@ class Dataset:
                           fn_args=tuple(fn_args), fn_kwargs=dict(fn_kwargs or {}),
                           fn_constructor_args=tuple(fn_constructor_args),
                           fn_constructor_kwargs=dict(fn_constructor_kwargs or {}),
-                          releases_gil=releases_gil)
+                          releases_gil=releases_gil, on_error=v.on_error(on_error),
+                          max_retries=v.non_negative_int("max_retries", max_retries),
+                          retry_exceptions=tuple(retry_exceptions) if retry_exceptions else None)
         return self._with(op)
 
-    def filter(self, fn=None, *, expr=None) -> Dataset:
+    def filter(self, fn=None, *, expr=None, on_error: str = "raise") -> Dataset:
         """Keep rows where ``fn(row)`` is true, or where the pyarrow expression ``expr`` holds.
 
         >>> import streambatch as sb, pyarrow.compute as pc
@@ -90,16 +100,17 @@ class Dataset:
             raise ValueError("filter takes exactly one of fn (a row predicate) or expr "
                              "(a pyarrow.compute expression)")
         fn = v.callable_fn("filter", fn) if fn is not None else None
-        return self._with(L.Filter(self._plan, fn=fn, expr=expr))
+        return self._with(L.Filter(self._plan, fn=fn, expr=expr, on_error=v.on_error(on_error)))
 
-    def flat_map(self, fn) -> Dataset:
+    def flat_map(self, fn, *, on_error: str = "raise") -> Dataset:
         """Apply ``fn`` to each row and return a list of rows.
 
         >>> import streambatch as sb
         >>> sb.range(2).flat_map(lambda r: [r, r]).count()
         4
         """
-        return self._with(L.FlatMap(self._plan, fn=v.callable_fn("flat_map", fn)))
+        return self._with(L.FlatMap(self._plan, fn=v.callable_fn("flat_map", fn),
+                                    on_error=v.on_error(on_error)))
 
     def select_columns(self, cols) -> Dataset:
         """Keep only ``cols`` (pushed into parquet reads).
@@ -179,6 +190,7 @@ class Dataset:
                                   skip_reads)
         executor.stats.parent = self._produced_by
         self._stats = executor.stats
+        self._dead = executor.dead_letters
         return executor.run()
 
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "pyarrow",
@@ -322,7 +334,9 @@ class Dataset:
             sink.abort()
             raise
         finally:
-            self._stats = write._stats
+            self._stats, self._dead = write._stats, getattr(write, "_dead", [])
+        if self._dead:
+            sink.write_dead_letters(self.dead_letters())
         return sink.finalize(results)
 
     def materialize(self) -> Dataset:
@@ -337,6 +351,20 @@ class Dataset:
 
         tables = [p.get() for p in self._partitions()]
         return Dataset(L.Read(ArrowSource(tables, split=False), name="Materialized"), self._stats)
+
+    def dead_letters(self) -> pa.Table:
+        """Rows that failed in ``on_error="skip"`` operators during the last run, with
+        the stage, the partition, the error text and the input row (as JSON).
+
+        >>> import streambatch as sb
+        >>> ds = sb.range(4).map(lambda r: {"x": 10 // (r["id"] - 2)}, on_error="skip")
+        >>> ds.count(), ds.dead_letters().column("row").to_pylist()
+        (3, ['{"id": 2}'])
+        """
+        rows = getattr(self, "_dead", [])
+        names = ["stage", "op", "partition", "where", "error", "row"]
+        return pa.Table.from_pylist(rows) if rows else pa.table({n: pa.array([], pa.string())
+                                                                 for n in names})
 
     def stats(self) -> DatasetStats | None:
         """Statistics of this dataset's last execution (None before any).

@@ -89,3 +89,16 @@ def concurrency(value) -> tuple[int, int] | None:
     if isinstance(value, tuple) and len(value) == 2 and 0 < value[0] <= value[1]:
         return (int(value[0]), int(value[1]))
     raise ValueError(f"concurrency must be a positive int or a (min, max) tuple, got {value!r}")
+
+
+def on_error(value: str) -> str:
+    """Check an ``on_error`` policy.
+
+    >>> on_error("ignore")
+    Traceback (most recent call last):
+    ...
+    ValueError: on_error='ignore' is not supported; expected 'raise' or 'skip'
+    """
+    if value not in ("raise", "skip"):
+        raise ValueError(f"on_error={value!r} is not supported; expected 'raise' or 'skip'")
+    return value

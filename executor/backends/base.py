@@ -35,6 +35,14 @@ class TaskOutput:
 
 
 @dataclass
+class TaskDeadLetters:
+    """Rows a task sent aside (``on_error="skip"``); sent just before its TaskDone."""
+
+    task_id: int
+    rows: list
+
+
+@dataclass
 class TaskDone:
     """A task finished; ``seconds`` is its run time inside the worker."""
 

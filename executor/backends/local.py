@@ -22,13 +22,14 @@ from streambatch.executor.backends.base import (
     Backend,
     FailureInfo,
     Task,
+    TaskDeadLetters,
     TaskDone,
     TaskFailed,
     TaskOutput,
     describe_failure,
 )
 from streambatch.executor.backends.process_worker import worker_main
-from streambatch.executor.backends.task_runner import run_task
+from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.partition import InMemoryRef, SharedStore
 
 
@@ -259,12 +260,15 @@ class LocalBackend(Backend):
     def _run_on_thread(self, task: Task, state: dict) -> None:
         start = time.perf_counter()
         stage = self._stages[task.stage_index]
+        ctx = task_context(stage, task, state)
         try:
-            for table in run_task(stage, task, self._target, state):
+            for table in run_task(stage, task, self._target, ctx):
                 if self._cancelled.is_set():
                     raise _Cancelled
                 self.events.put(TaskOutput(task.task_id, InMemoryRef(table),
                                            table.num_rows, table.nbytes))
+            if ctx.dead_letters:
+                self.events.put(TaskDeadLetters(task.task_id, ctx.dead_letters))
             self.events.put(TaskDone(task.task_id, time.perf_counter() - start))
         except _Cancelled:
             return

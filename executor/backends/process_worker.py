@@ -13,6 +13,7 @@ import time
 
 from streambatch.executor.backends.base import (
     ActorFailed,
+    TaskDeadLetters,
     TaskDone,
     TaskFailed,
     TaskOutput,
@@ -20,7 +21,7 @@ from streambatch.executor.backends.base import (
     portable,
 )
 from streambatch.executor.backends.fast_start import defer_pandas_probe
-from streambatch.executor.backends.task_runner import run_task
+from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.partition import SharedStore
 
 
@@ -67,10 +68,13 @@ def _setup_actor(conn, stage, actor_id: int, state: dict) -> bool:
 
 def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict) -> None:
     start = time.perf_counter()
+    ctx = task_context(stage, task, state)
     try:
-        for table in run_task(stage, task, target_bytes, state):
+        for table in run_task(stage, task, target_bytes, ctx):
             ref = store.put(table)
             conn.send(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
+        if ctx.dead_letters:
+            conn.send(TaskDeadLetters(task.task_id, ctx.dead_letters))
         conn.send(TaskDone(task.task_id, time.perf_counter() - start))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver
         conn.send(TaskFailed(task.task_id, portable(describe_failure(exc))))

@@ -19,9 +19,19 @@ def input_blocks(stage: PhysicalStage, task: Task) -> Iterator[pa.Table]:
         yield read_ref(ref)
 
 
+def task_context(stage: PhysicalStage, task: Task, worker_state: dict) -> TaskContext:
+    """The context a task's ops see (its dead letters collect in ``ctx.dead_letters``)."""
+    return TaskContext(stage.name, task.task_id, task.description, worker_state,
+                       task.key or str(task.task_id))
+
+
 def run_task(stage: PhysicalStage, task: Task, target_bytes: int,
-             worker_state: dict) -> Iterator[pa.Table]:
-    """Yield the output blocks of ``task``, split to ``target_bytes``."""
-    ctx = TaskContext(stage.name, task.task_id, task.description, worker_state,
-                      task.key or str(task.task_id))
+             ctx: TaskContext | dict) -> Iterator[pa.Table]:
+    """Yield the output blocks of ``task``, split to ``target_bytes``.
+
+    ``ctx`` is a :func:`task_context` (or a worker-state dict, for callers that do
+    not collect dead letters).
+    """
+    if isinstance(ctx, dict):
+        ctx = task_context(stage, task, ctx)
     return stage.run(input_blocks(stage, task), ctx, target_bytes)
