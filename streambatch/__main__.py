@@ -1,0 +1,7 @@
+"""``python -m streambatch`` runs the command line."""
+
+import sys
+
+from streambatch.cli import main
+
+sys.exit(main())

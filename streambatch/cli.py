@@ -1,0 +1,118 @@
+"""The streambatch command: batch inference from the shell, or a job from a TOML file.
+
+Exit codes: 0 done, 1 the job failed (the message names stage, partition, row),
+2 bad arguments or job file (the message names the field and what it expects),
+130 interrupted (the output is left resumable with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streambatch.jobspec import JobSpec, JobSpecError, parse_bytes, parse_concurrency
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with our prefix, as argparse does
+        self.print_usage(sys.stderr)
+        raise JobSpecError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (``streambatch --help``)."""
+    top = _Parser(prog="streambatch", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    infer = sub.add_parser("infer", help="run a model over files and write predictions")
+    infer.add_argument("--input", required=True, help="file, directory, glob or URL")
+    infer.add_argument("--input-format", default="parquet")
+    infer.add_argument("--model", required=True, help="package.module:Class (or file.py:Class)")
+    infer.add_argument("--preprocess", help="package.module:fn run on CPU before the model")
+    infer.add_argument("--output", required=True)
+    infer.add_argument("--columns", help="comma-separated input columns to read")
+    infer.add_argument("--batch-size", type=int, default=None)
+    infer.add_argument("--num-gpus", type=float, default=0.0)
+    infer.add_argument("--concurrency", default=None, help="N or MIN,MAX model actors")
+    infer.add_argument("--format", default="parquet", help="parquet, json or csv")
+    infer.add_argument("--memory-budget", default=None, help="e.g. 2GB")
+    infer.add_argument("--num-cpus", type=int, default=None)
+    infer.add_argument("--backend", default="local", choices=["local", "ray"])
+    infer.add_argument("--address", default=None)
+    infer.add_argument("--resume", action="store_true")
+    infer.add_argument("--on-error", default="raise", choices=["raise", "skip"])
+    infer.add_argument("--trace", default=None, help="write a Chrome trace of every task")
+    infer.add_argument("--no-progress", action="store_true")
+    for name, text in (("run", "run a job file"), ("explain", "print a job file's plans")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("job", help="job.toml")
+    return top
+
+
+def spec_from_infer(args) -> JobSpec:
+    """The job the ``infer`` flags describe."""
+    stages = []
+    if args.preprocess:
+        stages.append({"fn": args.preprocess, "batch_format": "numpy", "batch_size": None,
+                       "on_error": args.on_error})
+    model = {"fn": args.model, "num_gpus": args.num_gpus, "on_error": args.on_error,
+             "batch_format": "numpy",
+             "concurrency": parse_concurrency(args.concurrency or "1,1", "--concurrency")}
+    if args.batch_size is not None:
+        if args.batch_size <= 0:
+            raise JobSpecError(f"--batch-size = {args.batch_size} must be a positive integer")
+        model["batch_size"] = args.batch_size
+    stages.append(model)
+    execution = {"backend": args.backend, "progress": not args.no_progress}
+    for key in ("num_cpus", "trace", "address"):
+        if getattr(args, key):
+            execution[key] = getattr(args, key)
+    if args.memory_budget:
+        execution["memory_budget"] = parse_bytes(args.memory_budget, "--memory-budget")
+    source = {"path": args.input, "format": args.input_format}
+    if args.columns:
+        source["columns"] = [c.strip() for c in args.columns.split(",") if c.strip()]
+    sink = {"path": args.output, "format": args.format, "resume": args.resume}
+    return JobSpec.from_dict({"source": source, "stages": stages, "sink": sink,
+                              "execution": execution})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    from streambatch.executor.errors import StreamBatchError
+
+    try:
+        args = parser().parse_args(argv)
+        spec = spec_from_infer(args) if args.command == "infer" else JobSpec.from_toml(args.job)
+        if args.command == "explain":
+            return _explain(spec)
+        return _run(spec)
+    except JobSpecError as exc:
+        print(f"streambatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("streambatch: interrupted; committed output is kept: rerun with --resume "
+              "(or sink.resume = true) to finish", file=sys.stderr)
+        return 130
+    except (StreamBatchError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"streambatch: job failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _explain(spec: JobSpec) -> int:
+    from streambatch.job import build, configure
+
+    configure(spec)
+    build(spec).explain()
+    return 0
+
+
+def _run(spec: JobSpec) -> int:
+    from streambatch.job import run, summary_lines
+
+    summary = run(spec)
+    print("\n".join(summary_lines(summary)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
