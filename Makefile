@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean servers
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,15 +21,22 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $(BENCH_STAMP)
 
+# Redis and PostgreSQL servers for the lookup tests (Debian packages; installed only when missing).
+servers:
+	@command -v redis-server >/dev/null && { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql; }
+
 demo: $(STAMP)
 	$(BIN)/python examples/batch_inference.py
 
-test: $(STAMP)
+test: $(STAMP) servers
 	$(BIN)/python -m pytest -q
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/w5_small_job.py
 	$(BIN)/python benchmarks/parquet_memory.py
+	$(BIN)/python benchmarks/parquet_pushdown.py
+	$(BIN)/python benchmarks/lookup_cache.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check streambatch operators executor connectors tests examples benchmarks

@@ -18,6 +18,7 @@ from streambatch.executor.stage import TaskContext
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import from_batch, to_batch
 from streambatch.operators.columns import column_to_arrow, require_columns
+from streambatch.operators.lookup import Lookup, LookupOp
 
 
 def short_repr(value, limit: int = 200) -> str:
@@ -294,6 +295,7 @@ OP_TYPES = {
     L.RenameColumns: RenameOp,
     L.AddColumn: AddColumnOp,
     L.Write: WriteOp,
+    Lookup: LookupOp,
 }
 
 

@@ -37,3 +37,12 @@ __all__ = [
     "WorkerDiedError", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
     "init", "range", "read_parquet",
 ]
+
+
+def __getattr__(name: str):
+    """Lazy attributes: lookup tables (redis / psycopg load only when they connect)."""
+    if name in ("FreshCache", "SQLiteTable", "RedisTable", "PostgresTable"):
+        from streambatch.connectors import lookup
+
+        return getattr(lookup, name)
+    raise AttributeError(f"module 'streambatch' has no attribute {name!r}")

@@ -183,6 +183,20 @@ class Dataset:
         """
         return self._with(L.Repartition(self._plan, n=v.positive_int("num_blocks", num_blocks)))
 
+    def lookup(self, table, *, on: str, how: str = "left", columns=None, cache=None) -> Dataset:
+        """Add the ``columns`` of ``table``'s row whose key equals column ``on``, through a
+        per-worker ``FreshCache`` (default: adaptive, 1 s staleness bound); ``how="left"``
+        keeps unmatched rows with nulls, ``"inner"`` drops them.
+
+        >>> import streambatch as sb
+        >>> from streambatch.connectors.lookup import DictTable
+        >>> users = DictTable({1: {"name": "ada"}}, key="id")
+        >>> sb.from_items([{"id": 1}, {"id": 2}]).lookup(users, on="id", how="inner").take_all()
+        [{'id': 1, 'name': 'ada'}]
+        """
+        from streambatch.operators.lookup import lookup_op
+        return self._with(lookup_op(self._plan, table, on, how, columns, cache))
+
     # ---- execution ------------------------------------------------------------------
     def _partitions(self, lineage=None, skip_reads: set | None = None) -> Iterator[Partition]:
         ctx = DataContext.get_current()

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["torch", "ray", "polars", "pandas"]
+HEAVY = ["torch", "ray", "polars", "pandas", "redis", "psycopg"]
 
 
 def _loaded_after(code: str) -> list[str]:

@@ -1,0 +1,183 @@
+"""SQLiteTable: the embedded lookup table, with a trigger-based change feed.
+
+Triggers on the table append ``(seq, key, deleted, row as JSON)`` to a changes
+table ``_sb_changes_<table>``; the feed is polled only when ``PRAGMA
+data_version`` says another connection committed. A fetch reads the rows and
+the feed head in one read transaction, so the cache knows exactly which
+changes a fetched value already reflects.
+
+>>> import sqlite3, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "t.db")
+>>> db = sqlite3.connect(path)
+>>> _ = db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+>>> db.execute("INSERT INTO users VALUES (1, 'ada')") and db.commit()
+>>> client = SQLiteTable(path, "users", key="id").connect()
+>>> client.fetch([1, 2]).rows
+{1: {'name': 'ada'}}
+>>> db.execute("UPDATE users SET name = 'grace' WHERE id = 1") and db.commit()
+>>> [(c.key, c.row) for c in client.poll(client.head() - 1).changes]
+[(1, {'name': 'grace'})]
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+import pyarrow as pa
+from streambatch.connectors.lookup.tables import Change, FeedPoll, Fetched, LookupTable, TableClient
+
+MAX_PARAMS = 30_000  # below SQLite's default limit of 32766 bound parameters per statement
+_TYPES = {"INT": pa.int64(), "REAL": pa.float64(), "FLOA": pa.float64(), "DOUB": pa.float64(),
+          "CHAR": pa.string(), "CLOB": pa.string(), "TEXT": pa.string(), "BLOB": pa.binary(),
+          "BOOL": pa.bool_()}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def arrow_type(declared: str) -> pa.DataType | None:
+    """The Arrow type of an SQLite declared column type (SQLite's affinity rules).
+
+    >>> arrow_type("BIGINT"), arrow_type("varchar(10)"), arrow_type("")
+    (DataType(int64), DataType(string), None)
+    """
+    upper = (declared or "").upper()
+    return next((t for name, t in _TYPES.items() if name in upper), None)
+
+
+@dataclass
+class SQLiteTable(LookupTable):
+    """A table in an SQLite file, looked up by ``key``; ``columns`` picks the
+    value columns (default: all others). ``feed=False`` skips the triggers (the
+    cache then falls back to TTL = bound). A ``file:...?mode=memory&cache=shared``
+    URI works for thread workers in one process.
+
+    >>> SQLiteTable("/tmp/x.db", "prices", key="sku").describe()
+    "SQLiteTable('/tmp/x.db', table=prices, key=sku)"
+    """
+
+    path: str
+    table: str
+    key: str = "key"
+    columns: tuple[str, ...] | None = None
+    feed: bool = True
+    timeout: float = 30.0
+
+    def connect(self) -> SQLiteClient:
+        """Open a connection (in the worker) and install the feed if asked."""
+        return SQLiteClient(self)
+
+    def describe(self) -> str:
+        """Short name for plans and messages."""
+        return f"SQLiteTable({self.path!r}, table={self.table}, key={self.key})"
+
+
+class SQLiteClient(TableClient):
+    """One SQLite connection serving fetches and feed polls."""
+
+    seq_is_snapshot = True  # SQLite has one writer at a time: seq order is commit order
+
+    def __init__(self, spec: SQLiteTable) -> None:
+        self.spec = spec
+        self.conn = sqlite3.connect(spec.path, isolation_level=None, check_same_thread=False,
+                                    timeout=spec.timeout, uri=spec.path.startswith("file:"))
+        info = self.conn.execute(f"PRAGMA table_info({_q(spec.table)})").fetchall()
+        if not info:
+            raise ValueError(f"{spec.describe()}: no table {spec.table!r} in {spec.path}; "
+                             "create it (and its rows) before looking rows up")
+        declared = {row[1]: row[2] for row in info}
+        if spec.key not in declared:
+            raise ValueError(f"{spec.describe()}: no key column {spec.key!r}; the table has "
+                             f"{list(declared)}")
+        self.columns = list(spec.columns or [c for c in declared if c != spec.key])
+        missing = [c for c in self.columns if c not in declared]
+        if missing:
+            raise ValueError(f"{spec.describe()}: no column(s) {missing}; the table has "
+                             f"{list(declared)}")
+        self.schema = pa.schema([(c, arrow_type(declared[c]) or pa.null()) for c in self.columns])
+        self.changes = f"_sb_changes_{spec.table}"
+        self.has_feed = spec.feed
+        self.feed_carries_rows = not any("BLOB" in (t or "").upper() for t in declared.values())
+        self._select = (f"SELECT {_q(spec.key)}, {', '.join(map(_q, self.columns))} "
+                        f"FROM {_q(spec.table)} WHERE {_q(spec.key)} IN ")
+        self._data_version, self._head = None, 0
+        if spec.feed:
+            self._install_feed(list(declared))
+            self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            self._head = self._max_seq()
+
+    def _install_feed(self, all_columns: list[str]) -> None:
+        t, k, ch = _q(self.spec.table), _q(self.spec.key), _q(self.changes)
+        row = ("json_object(" + ", ".join(f"'{c}', NEW.{_q(c)}" for c in all_columns) + ")"
+               if self.feed_carries_rows else "NULL")
+        name = self.spec.table
+        statements = [
+            f"CREATE TABLE IF NOT EXISTS {ch} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "key, deleted INTEGER NOT NULL, row TEXT)",
+            f"CREATE TRIGGER IF NOT EXISTS {_q('_sb_ins_' + name)} AFTER INSERT ON {t} BEGIN "
+            f"INSERT INTO {ch}(key, deleted, row) VALUES (NEW.{k}, 0, {row}); END",
+            f"CREATE TRIGGER IF NOT EXISTS {_q('_sb_upd_' + name)} AFTER UPDATE ON {t} BEGIN "
+            f"INSERT INTO {ch}(key, deleted, row) SELECT OLD.{k}, 1, NULL WHERE OLD.{k} IS NOT NEW.{k}; "
+            f"INSERT INTO {ch}(key, deleted, row) VALUES (NEW.{k}, 0, {row}); END",
+            f"CREATE TRIGGER IF NOT EXISTS {_q('_sb_del_' + name)} AFTER DELETE ON {t} BEGIN "
+            f"INSERT INTO {ch}(key, deleted, row) VALUES (OLD.{k}, 1, NULL); END",
+        ]
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in statements:
+                self.conn.execute(sql)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def fetch(self, keys: list) -> Fetched:
+        """Rows for ``keys`` and the feed head, in one read transaction."""
+        rows = {}
+        self.conn.execute("BEGIN")
+        try:
+            for i in range(0, len(keys), MAX_PARAMS):
+                chunk = keys[i:i + MAX_PARAMS]
+                sql = self._select + "(" + ",".join("?" * len(chunk)) + ")"
+                for found in self.conn.execute(sql, chunk):
+                    rows[found[0]] = dict(zip(self.columns, found[1:], strict=True))
+            seq = self._max_seq() if self.has_feed else None
+        finally:
+            self.conn.execute("COMMIT")
+        return Fetched(rows, seq)
+
+    def _max_seq(self) -> int:
+        return self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {_q(self.changes)}").fetchone()[0]
+
+    def head(self) -> int:
+        """The newest change's sequence number."""
+        return self._max_seq() if self.has_feed else 0
+
+    def poll(self, after: int) -> FeedPoll:
+        """Changes after ``after``; no query at all when no other connection committed."""
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version and after >= self._head:
+            return FeedPoll([], self._head)
+        self.conn.execute("BEGIN")
+        try:
+            found = self.conn.execute(
+                f"SELECT seq, key, deleted, row FROM {_q(self.changes)} WHERE seq > ? ORDER BY seq",
+                (after,)).fetchall()
+            head = self._max_seq()
+        finally:
+            self.conn.execute("COMMIT")
+        self._data_version, self._head = version, head
+        changes = []
+        for seq, key, deleted, row in found:
+            values = json.loads(row) if row is not None else None
+            if values is not None:
+                values = {c: values.get(c) for c in self.columns}
+            changes.append(Change(seq, key, values, bool(deleted)))
+        return FeedPoll(changes, head)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()

@@ -1,0 +1,138 @@
+"""The lookup-table contract: a picklable table description and a per-worker client.
+
+A :class:`LookupTable` describes where the rows live (a file, a server URL) and
+opens nothing until :meth:`LookupTable.connect` is called inside the worker
+that uses it, so no connection crosses a ``fork``. The :class:`TableClient` it
+returns fetches rows by key (one batched query per call) and, where the store
+can give one, polls a change feed.
+
+>>> client = DictTable({1: {"v": "a"}}, key="id").connect()
+>>> client.fetch([1, 2]).rows
+{1: {'v': 'a'}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Change:
+    """One change of one key in a feed: ``row`` is the new row, or None when the
+    feed does not carry rows; ``deleted`` marks a removed row.
+
+    >>> Change(3, "k", {"v": 1}).seq
+    3
+    """
+
+    seq: int
+    key: object
+    row: dict | None = None
+    deleted: bool = False
+
+
+@dataclass
+class FeedPoll:
+    """What one poll of a change feed returned.
+
+    ``head`` is the newest sequence number committed before the poll started
+    (every change up to it has been, or will be, delivered unless the feed lost
+    it); ``reset`` says the feed reconnected and may have lost changes.
+
+    >>> FeedPoll([], head=0).changes
+    []
+    """
+
+    changes: list[Change]
+    head: int
+    reset: bool = False
+
+
+@dataclass
+class Fetched:
+    """Rows read by key (missing keys are absent), with the feed's head sequence
+    number in the same snapshot when the store can give one (else None).
+
+    >>> Fetched({}, None).seq is None
+    True
+    """
+
+    rows: dict
+    seq: int | None = None
+
+
+class TableClient:
+    """A connection to a lookup table, opened inside the worker that uses it.
+
+    Subclasses set the capability flags and implement :meth:`fetch`, and
+    :meth:`poll` when ``has_feed``.
+
+    ``seq_is_snapshot``: ``fetch`` returns the feed head of the same snapshot and
+    sequence numbers follow commit order (SQLite). Otherwise the cache uses its
+    own feed cursor at fetch start, which is always safe.
+
+    >>> TableClient().has_feed
+    False
+    """
+
+    has_feed: bool = False
+    feed_carries_rows: bool = False
+    seq_is_snapshot: bool = False
+    schema = None  # a pyarrow schema of the value columns, when known
+
+    def fetch(self, keys: list) -> Fetched:
+        """Rows for ``keys`` in one batched backend query."""
+        raise NotImplementedError
+
+    def poll(self, after: int) -> FeedPoll:
+        """Changes with sequence number > ``after`` (only when ``has_feed``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no change feed")
+
+    def head(self) -> int:
+        """The feed's newest sequence number now (the cache follows the feed from here)."""
+        return 0
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class LookupTable:
+    """A table that rows are looked up in by ``key``: picklable, connects lazily.
+
+    >>> DictTable({}, key="id").describe()
+    'DictTable(key=id)'
+    """
+
+    key: str = "key"
+
+    def connect(self) -> TableClient:
+        """A new client; called in the worker that will use it."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short name for plans and error messages."""
+        return f"{type(self).__name__}(key={self.key})"
+
+
+@dataclass
+class DictTable(LookupTable):
+    """A fixed in-process table (no feed): for examples and tests.
+
+    >>> DictTable({"a": {"x": 1}}, key="name").connect().fetch(["a"]).rows
+    {'a': {'x': 1}}
+    """
+
+    rows: dict = field(default_factory=dict)
+    key: str = "key"
+
+    def connect(self) -> TableClient:
+        """A client reading ``rows``."""
+        return _DictClient(self.rows)
+
+
+class _DictClient(TableClient):
+    def __init__(self, rows: dict) -> None:
+        self.rows = rows
+
+    def fetch(self, keys: list) -> Fetched:
+        return Fetched({k: dict(self.rows[k]) for k in keys if k in self.rows})

@@ -1,0 +1,134 @@
+"""RedisTable and PostgresTable against real servers on loopback: rows, the
+change feed, batched fetches, and the staleness bound under a concurrent writer."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from streambatch.connectors.lookup import FreshCache, PostgresTable, RedisTable
+
+import streambatch as sb
+
+from .freshness import History, read_and_check, writer_thread
+
+KEYS = list(range(50))
+BOUND = 0.25
+
+
+@pytest.fixture
+def redis_rows(redis_url):
+    import redis
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    for k in KEYS:
+        r.hset(f"u:{k}", mapping={"version": 0, "name": f"n{k}"})
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def pg_rows(postgres_dsn):
+    import psycopg
+    conn = psycopg.connect(postgres_dsn, autocommit=True)
+    conn.execute("DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS sb_changes_users")
+    conn.execute("CREATE TABLE users (id bigint PRIMARY KEY, version bigint, name text)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO users VALUES (%s, 0, %s)", [(k, f"n{k}") for k in KEYS])
+    yield conn
+    conn.close()
+
+
+def test_redis_rows_feed_and_one_round_trip_per_batch(redis_url, redis_rows):
+    table = RedisTable(redis_url, prefix="u:", key="id", key_type=int, schema={"version": int})
+    cache = FreshCache(5.0, poll_interval=0.0).open(table)
+    assert cache.get_many([1, 2, 999]) == {1: {"version": 0, "name": "n1"},
+                                          2: {"version": 0, "name": "n2"}}
+    execs = redis_rows.info("commandstats").get("cmdstat_exec", {}).get("calls", 0)
+    redis_rows.hset("u:1", "version", 7)
+    redis_rows.delete("u:2")
+    found = cache.get_many([1, 2, 3, 4, 5])
+    assert found[1]["version"] == 7 and 2 not in found
+    assert cache.stats()["feed_changes"] == 2
+    # misses 3, 4, 5 and any refetch of 1/2: at most one MULTI/EXEC each for the poll and the batch
+    assert redis_rows.info("commandstats")["cmdstat_exec"]["calls"] - execs <= 2
+    with pytest.raises(TypeError, match="key_type=str"):
+        cache.get_many(["1"])
+    cache.close()
+
+
+def test_redis_served_values_stay_within_the_bound_under_a_concurrent_writer(redis_url, redis_rows):
+    import redis
+    writer = redis.Redis.from_url(redis_url)
+    history, stop = History(), threading.Event()
+    thread = writer_thread(lambda k, v: writer.hset(f"u:{k}", "version", v), KEYS, history, stop)
+    table = RedisTable(redis_url, prefix="u:", key="id", key_type=int, columns=("version",),
+                       schema={"version": int})
+    cache = FreshCache(BOUND).open(table)
+    try:
+        result = read_and_check(cache, KEYS, history, seconds=1.5)
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+        cache.close()
+    s = cache.stats()
+    assert result["served"] > 100 and result["worst"] <= BOUND, (result, s)
+    assert s["feed_changes"] > 50 and s["hits"] > 0
+
+
+def test_redis_feed_reset_falls_back_to_the_lease(redis_url, redis_rows):
+    table = RedisTable(redis_url, prefix="u:", key="id", key_type=int, schema={"version": int})
+    cache = FreshCache(5.0, poll_interval=0.0).open(table)
+    cache.get_many([1])
+    redis_rows.client_kill_filter(_type="pubsub")  # the subscriber connection drops
+    redis_rows.hset("u:1", "version", 3)           # ...and this notification is lost
+    cache.get_many([2])                            # the poll sees the reset
+    assert cache.stats()["feed_gaps"] == 1
+    cache.max_staleness = 1e-6                      # entries from before the reset: lease only
+    assert cache.get_many([1])[1]["version"] == 3
+    cache.close()
+
+
+def test_postgres_rows_feed_and_one_query_per_batch(postgres_dsn, pg_rows):
+    cache = FreshCache(5.0, poll_interval=0.0).open(PostgresTable(postgres_dsn, "users", key="id"))
+    assert cache.get_many([1, 999]) == {1: {"version": 0, "name": "n1"}}
+    reads = cache.stats()["backend_reads"]
+    pg_rows.execute("UPDATE users SET version = 5 WHERE id = 1")
+    pg_rows.execute("DELETE FROM users WHERE id = 2")
+    found = cache.get_many([1, 2, 3, 4])
+    assert found == {1: {"version": 5, "name": "n1"}, 3: {"version": 0, "name": "n3"},
+                     4: {"version": 0, "name": "n4"}}
+    s = cache.stats()
+    assert s["backend_reads"] == reads + 1 and s["feed_changes"] == 2
+    assert s["updates"] + s["invalidations"] == 1  # key 1 was cached; key 2 was not
+    cache.close()
+
+
+def test_postgres_served_values_stay_within_the_bound_under_a_concurrent_writer(postgres_dsn, pg_rows):
+    import psycopg
+    writer = psycopg.connect(postgres_dsn, autocommit=True)
+    history, stop = History(), threading.Event()
+    table = PostgresTable(postgres_dsn, "users", key="id", columns=("version",))
+    cache = FreshCache(BOUND).open(table)  # installs the changelog before the writer starts
+    thread = writer_thread(lambda k, v: writer.execute(
+        "UPDATE users SET version = %s WHERE id = %s", (v, k)), KEYS, history, stop)
+    try:
+        result = read_and_check(cache, KEYS, history, seconds=1.5)
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+        cache.close()
+    s = cache.stats()
+    assert result["served"] > 100 and result["worst"] <= BOUND, (result, s)
+    assert s["feed_changes"] > 50 and s["hits"] > 0
+
+
+def test_dataset_lookup_against_postgres_inner_join(postgres_dsn, pg_rows):
+    ds = sb.from_items([{"id": k, "x": k * 10} for k in (1, 2, 3, 777)])
+    out = ds.lookup(PostgresTable(postgres_dsn, "users", key="id"), on="id", how="inner",
+                    columns=["name"], cache=FreshCache(1.0)).take_all()
+    assert sorted(out, key=lambda r: r["id"]) == [
+        {"id": 1, "x": 10, "name": "n1"}, {"id": 2, "x": 20, "name": "n2"},
+        {"id": 3, "x": 30, "name": "n3"}]
