@@ -40,9 +40,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """Lazy attributes: lookup tables (redis / psycopg load only when they connect)."""
+    """Lazy attributes: lookup tables (redis / psycopg load only when they connect) and
+    ``sb.torch`` (PyTorch adapters; torch itself loads later)."""
     if name in ("FreshCache", "SQLiteTable", "RedisTable", "PostgresTable"):
         from streambatch.connectors import lookup
 
         return getattr(lookup, name)
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module("streambatch.torch")
     raise AttributeError(f"module 'streambatch' has no attribute {name!r}")

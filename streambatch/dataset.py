@@ -225,6 +225,45 @@ class Dataset:
 
         return prefetched(batches, prefetch_batches)
 
+    def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes=None, device="auto",
+                           collate_fn=None, drop_last: bool = False, prefetch_batches: int = 1,
+                           pin_memory: bool | None = None, local_shuffle_buffer_size=None,
+                           local_shuffle_seed: int | None = None):
+        """Batches as ``{column: torch.Tensor}`` (zero-copy from Arrow), assembled off-thread.
+
+        Each ``iter()`` of the result is one epoch (the plan runs again); it has
+        ``state_dict()`` / ``load_state_dict()`` to resume mid-epoch. A CUDA
+        ``device`` gets pinned memory and non-blocking copies. See
+        ``streambatch.torch_loader`` for shuffling and resumption.
+
+        >>> import streambatch as sb
+        >>> [tuple(b["id"].shape) for b in sb.range(5).iter_torch_batches(batch_size=2)]
+        [(2,), (2,), (1,)]
+        """
+        from streambatch.torch_loader import torch_iterable
+
+        return torch_iterable(self, batch_size=batch_size, dtypes=dtypes, device=device,
+                              collate_fn=collate_fn, drop_last=drop_last,
+                              prefetch_batches=prefetch_batches, pin_memory=pin_memory,
+                              local_shuffle_buffer_size=local_shuffle_buffer_size,
+                              local_shuffle_seed=local_shuffle_seed)
+
+    def streaming_split(self, n: int, *, equal: bool = True, timeout_s: float = 600.0) -> list:
+        """``n`` iterators fed by one running pipeline, one per data-parallel rank.
+
+        With ``equal=True`` every rank gets the same number of batches per epoch.
+        A rank that takes no batch for ``timeout_s`` fails the others with an
+        error naming it. Iterate each split (``iter_batches`` /
+        ``iter_torch_batches``) from its own thread or process.
+
+        >>> import streambatch as sb
+        >>> [s.rank for s in sb.range(10).streaming_split(3)]
+        [0, 1, 2]
+        """
+        from streambatch.torch_loader import streaming_split
+
+        return streaming_split(self, n, equal, timeout_s)
+
     def iter_rows(self) -> Iterator[dict]:
         """Rows as dicts.
 

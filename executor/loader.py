@@ -1,0 +1,190 @@
+"""The training-loader stream: blocks with row ids -> (shuffled) batches, and the
+record of delivered rows that makes iteration resumable.
+
+A row's id is its read partition and its offset among the rows that read
+partition produced (after every transform), so a saved position does not depend
+on how rows were cut into blocks. Nothing here knows about plans or torch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from streambatch.executor.shuffle import ShuffleBuffer, epoch_rng, unpack_ids
+
+Chunk = tuple[pa.Table, np.ndarray]  # a table and the packed ids of its rows
+
+STATE_FORMAT = "streambatch.loader/1"
+
+
+def batches(chunks: Iterator[Chunk], batch_size: int | None, drop_last: bool = False,
+            shuffle_buffer: int | None = None, seed: int | None = None,
+            epoch: int = 0) -> Iterator[Chunk]:
+    """Batches of exactly ``batch_size`` rows, shuffled through a buffer when asked.
+
+    >>> from streambatch.executor.shuffle import pack_ids
+    >>> t = pa.table({"x": np.arange(5)})
+    >>> src = [(t, pack_ids(0, 0, 5)), (t, pack_ids(1, 0, 5))]
+    >>> [b.num_rows for b, _ in batches(iter(src), 4)]
+    [4, 4, 2]
+    >>> out = [b["x"].to_pylist() for b, _ in batches(iter(src), 4, shuffle_buffer=3, seed=1)]
+    >>> [len(b) for b in out], sorted(sum(out, []))
+    ([4, 4, 2], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    """
+    if shuffle_buffer:
+        yield from _shuffled(chunks, batch_size or 1, drop_last, shuffle_buffer, seed, epoch)
+        return
+    pending: list[Chunk] = []
+    rows = 0
+    for table, ids in chunks:
+        offset = 0
+        while offset < table.num_rows:
+            take = table.num_rows - offset if batch_size is None else \
+                min(batch_size - rows, table.num_rows - offset)
+            pending.append((table.slice(offset, take), ids[offset:offset + take]))
+            rows, offset = rows + take, offset + take
+            if batch_size is None or rows == batch_size:
+                yield _combine(pending)
+                pending, rows = [], 0
+    if rows and not drop_last:
+        yield _combine(pending)
+
+
+def _shuffled(chunks, batch_size, drop_last, size, seed, epoch) -> Iterator[Chunk]:
+    rng = epoch_rng(seed, epoch, 1) if seed is not None else np.random.default_rng()
+    buf = ShuffleBuffer(size, rng=rng)
+    for table, ids in chunks:
+        buf.add(table, ids)
+        while buf.ready(batch_size):
+            yield buf.pop(batch_size)
+    for batch, ids in buf.drain(batch_size):
+        if batch.num_rows == batch_size or not drop_last:
+            yield batch, ids
+
+
+def _combine(parts: list[Chunk]) -> Chunk:
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables([t for t, _ in parts], promote_options="permissive").combine_chunks()
+    return table, np.concatenate([i for _, i in parts])
+
+
+class ReadProgress:
+    """Which rows of which read partitions were delivered in the current epoch.
+
+    ``mark`` records delivered row ids; ``produced_all`` records that a read
+    partition will produce no more rows (its total is then known).
+    ``state_dict`` stores, per read partition, the delivered offsets as ranges
+    (a fully delivered partition is just listed as done).
+
+    >>> from streambatch.executor.shuffle import pack_ids
+    >>> p = ReadProgress(epoch=0, seed=None, order=[0, 1])
+    >>> p.mark(pack_ids(0, 0, 3)); p.produced_all(0, 3); p.mark(pack_ids(1, 2, 2))
+    >>> s = p.state_dict(); s["done"], s["partial"]
+    ([0], {'1': [[2, 4]]})
+    >>> q = ReadProgress.from_state(s)
+    >>> q.skip_reads(), q.keep_mask(1, np.arange(5)).tolist()
+    ({0}, [True, True, False, False, True])
+    """
+
+    def __init__(self, epoch: int, seed: int | None, order: list[int], mode: str = "reads") -> None:
+        self.epoch, self.seed, self.order, self.mode = epoch, seed, list(order), mode
+        self.deterministic = True  # False: output order varies between runs
+        self._lock = threading.Lock()
+        self.delivered: dict[int, np.ndarray] = {}  # read -> bool bitmap of offsets
+        self.totals: dict[int, int] = {}
+        self.done: set[int] = set()
+        self.rows = 0
+
+    def mark(self, ids: np.ndarray) -> None:
+        """Record rows handed to the user."""
+        with self._lock:
+            self._mark(ids)
+
+    def _mark(self, ids: np.ndarray) -> None:
+        self.rows += len(ids)
+        if self.mode != "reads" or not len(ids):
+            return
+        reads, offsets = unpack_ids(ids)
+        for read in np.unique(reads).tolist():
+            mine = offsets[reads == read]
+            bitmap = self.delivered.get(read)
+            need = int(mine.max()) + 1
+            if bitmap is None or len(bitmap) < need:
+                grown = np.zeros(max(need, 2 * len(bitmap) if bitmap is not None else need), bool)
+                if bitmap is not None:
+                    grown[:len(bitmap)] = bitmap
+                bitmap = self.delivered[read] = grown
+            bitmap[mine] = True
+            self._maybe_done(read)
+
+    def produced_all(self, read: int, total: int) -> None:
+        """Record that read partition ``read`` produced ``total`` rows in all."""
+        with self._lock:
+            self.totals[read] = total
+            self._maybe_done(read)
+
+    def _maybe_done(self, read: int) -> None:
+        total = self.totals.get(read)
+        if total is None:
+            return
+        bitmap = self.delivered.get(read)
+        if total == 0 or (bitmap is not None and len(bitmap) >= total and bitmap[:total].all()):
+            self.done.add(read)
+            self.delivered.pop(read, None)
+
+    def state_dict(self) -> dict:
+        """A JSON-serializable position: epoch, seed, done and partially delivered reads."""
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> dict:
+        partial = {str(r): _ranges(b) for r, b in sorted(self.delivered.items()) if b.any()}
+        return {"format": STATE_FORMAT, "mode": self.mode, "epoch": self.epoch,
+                "seed": self.seed, "order": list(self.order), "rows": self.rows,
+                "done": sorted(self.done), "partial": partial}
+
+    @classmethod
+    def from_state(cls, state: dict) -> ReadProgress:
+        """Restore a position saved by ``state_dict``."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"load_state_dict expects a state saved by state_dict() "
+                             f"(format {STATE_FORMAT!r}), got {str(state)[:80]!r}")
+        p = cls(state["epoch"], state["seed"], state["order"], state["mode"])
+        p.rows = state["rows"]
+        p.done = set(state["done"])
+        for read, ranges in state["partial"].items():
+            end = max(e for _, e in ranges)
+            bitmap = np.zeros(end, bool)
+            for s, e in ranges:
+                bitmap[s:e] = True
+            p.delivered[int(read)] = bitmap
+        return p
+
+    def skip_reads(self) -> set[int]:
+        """Read partitions already fully delivered (not re-read on resume)."""
+        return set(self.done)
+
+    def keep_mask(self, read: int, offsets: np.ndarray) -> np.ndarray | None:
+        """Which of ``offsets`` of ``read`` are still to deliver (None: all of them)."""
+        bitmap = self.delivered.get(read)
+        if bitmap is None:
+            return None
+        inside = offsets < len(bitmap)
+        delivered = np.zeros(len(offsets), bool)
+        delivered[inside] = bitmap[offsets[inside]]
+        return ~delivered
+
+
+def _ranges(bitmap: np.ndarray) -> list[list[int]]:
+    """[start, end) runs of True.
+
+    >>> _ranges(np.array([1, 1, 0, 1], bool))
+    [[0, 2], [3, 4]]
+    """
+    padded = np.concatenate([[False], bitmap, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return [[int(s), int(e)] for s, e in zip(edges[::2], edges[1::2], strict=True)]

@@ -1,0 +1,192 @@
+"""streaming_split: one running pipeline feeds n consumers (data-parallel ranks).
+
+A coordinator thread pulls batches from the pipeline and hands them to per-rank
+bounded queues, round-robin. A slow rank backpressures the pipeline (its queue
+is full, so the coordinator waits); if it does not take a batch within
+``timeout_s``, every rank gets a :class:`RankStuckError` naming it instead of
+hanging.
+
+With ``equal=True`` every rank gets the same number of batches: the last full
+round is held back until the stream ends, then the held rows and the leftover
+rows are re-cut into one or two more batches per rank (each at most
+``batch_size`` rows). Rows are dropped only with ``drop_last=True``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+from streambatch.executor.errors import StreamBatchError
+
+_END = object()
+
+
+class RankStuckError(StreamBatchError):
+    """A rank stopped taking batches; the message names it."""
+
+    def __init__(self, rank: int, waited: float, n: int) -> None:
+        super().__init__(f"streaming_split: rank {rank} of {n} took no batch for {waited:.1f}s "
+                         f"while the others waited on it (its queue is full). Make every rank "
+                         f"iterate its split for the whole epoch, or raise timeout_s")
+        self.rank = rank
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def even_cut(batch: pa.Table, pieces: int) -> list[pa.Table]:
+    """Cut ``batch`` into ``pieces`` zero-copy slices whose sizes differ by at most one.
+
+    >>> [t.num_rows for t in even_cut(pa.table({"x": list(range(7))}), 3)]
+    [3, 2, 2]
+    """
+    base, extra = divmod(batch.num_rows, pieces)
+    out, start = [], 0
+    for i in range(pieces):
+        size = base + (1 if i < extra else 0)
+        out.append(batch.slice(start, size))
+        start += size
+    return out
+
+
+def final_round(held: list[pa.Table], leftover: list[pa.Table], n: int,
+                drop_last: bool) -> list[pa.Table]:
+    """The batches that end an equal split: a multiple of ``n``, none larger than before.
+
+    ``held`` is the last full round (n full batches, or empty), ``leftover`` the
+    fewer than n batches after it.
+
+    >>> t = lambda k: pa.table({"x": list(range(k))})
+    >>> [b.num_rows for b in final_round([t(4), t(4)], [t(1)], 2, False)]
+    [3, 2, 2, 2]
+    >>> [b.num_rows for b in final_round([t(4), t(4)], [t(1)], 2, True)]
+    [4, 4]
+    """
+    if not leftover:
+        return held
+    if drop_last:
+        return held
+    rows = pa.concat_tables(held + leftover, promote_options="permissive").combine_chunks()
+    pieces = 2 * n if held else n
+    if rows.num_rows < pieces:
+        raise ValueError(f"streaming_split(n={n}, equal=True): the epoch ends with "
+                         f"{rows.num_rows} row(s) that cannot give each of the {n} ranks the "
+                         f"same number of non-empty batches; pass drop_last=True to drop them, "
+                         f"or use equal=False")
+    return even_cut(rows, pieces)
+
+
+class SplitCoordinator:
+    """Feeds ``n`` rank queues from ``make_batches()`` on one background thread.
+
+    >>> make = lambda: iter([pa.table({"x": [i, i]}) for i in range(5)])
+    >>> co = SplitCoordinator(2, make, batch_size=2, equal=True, queue_depth=4)
+    >>> [[b["x"].to_pylist() for b in co.iterate(r)] for r in (0, 1)]
+    [[[0, 0], [2, 2], [4]], [[1, 1], [3, 3], [4]]]
+    """
+
+    def __init__(self, n: int, make_batches: Callable[[], Iterator[pa.Table]], *,
+                 batch_size: int | None, equal: bool = True, drop_last: bool = False,
+                 queue_depth: int = 2, timeout_s: float = 600.0) -> None:
+        self.n, self.make_batches = n, make_batches
+        self.batch_size, self.equal, self.drop_last = batch_size, equal, drop_last
+        self.timeout_s = timeout_s
+        self.queues = [queue.Queue(maxsize=max(1, queue_depth)) for _ in range(n)]
+        self.closed = [False] * n
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.delivered = [0] * n
+
+    def start(self) -> None:
+        """Start the coordinator thread (once)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="streambatch-split")
+                self._thread.start()
+
+    # ---- coordinator thread ---------------------------------------------------
+    def _run(self) -> None:
+        source = None
+        try:
+            source = self.make_batches()
+            self._distribute(source)
+            for rank in range(self.n):
+                self._put(rank, _END)
+        except _Stopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to every rank
+            self.error = exc if self.error is None else self.error
+            self.stop.set()
+        finally:
+            if source is not None and hasattr(source, "close"):
+                source.close()
+
+    def _distribute(self, source: Iterator[pa.Table]) -> None:
+        if not self.equal:
+            for i, batch in enumerate(source):
+                self._put(i % self.n, batch)
+            return
+        held: list[pa.Table] = []
+        round_: list[pa.Table] = []
+        for batch in source:
+            round_.append(batch)
+            full = self.batch_size is None or batch.num_rows == self.batch_size
+            if len(round_) == self.n and full:
+                self._deliver(held)
+                held, round_ = round_, []
+        self._deliver(final_round(held, round_, self.n, self.drop_last))
+
+    def _deliver(self, batches: list[pa.Table]) -> None:
+        for i, batch in enumerate(batches):
+            self._put(i % self.n, batch)
+
+    def _put(self, rank: int, item) -> None:
+        start = time.monotonic()
+        while True:
+            if self.stop.is_set():
+                raise _Stopped()
+            if self.closed[rank]:
+                return
+            try:
+                self.queues[rank].put(item, timeout=0.05)
+                if item is not _END:
+                    self.delivered[rank] += 1
+                return
+            except queue.Full:
+                waited = time.monotonic() - start
+                if waited > self.timeout_s:
+                    raise RankStuckError(rank, waited, self.n) from None
+
+    # ---- rank side --------------------------------------------------------------
+    def iterate(self, rank: int) -> Iterator[pa.Table]:
+        """The batches for ``rank``; raises the coordinator's error if it failed."""
+        self.start()
+        q = self.queues[rank]
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=0.05)
+                except queue.Empty:
+                    if self.error is not None:
+                        raise self.error from None
+                    continue
+                if item is _END:
+                    return
+                yield item
+        finally:
+            self.closed[rank] = True
+            if all(self.closed):
+                self.stop.set()
+
+
+class _Stopped(Exception):
+    """Every rank stopped listening: end quietly."""

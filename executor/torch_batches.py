@@ -1,0 +1,184 @@
+"""Arrow batches -> torch tensors, zero-copy from Arrow buffers, then to the device.
+
+Numeric columns become ``torch.from_numpy`` over a zero-copy numpy view of the
+Arrow buffer; fixed-shape tensor columns (images, embeddings) become n-d
+tensors the same way. A copy happens only where a conversion needs one (a
+dtype change, bit-packed booleans, a column with nulls) or on the way to a
+device. For CUDA, tensors are pinned (on the loader's thread) and copied with
+``non_blocking=True``. torch is imported only when these functions run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import numpy as np
+import pyarrow as pa
+from streambatch.executor.shuffle import numpy_view
+
+
+def torch_module():
+    """Import torch or fail with the pip command that installs it.
+
+    >>> torch_module().__name__
+    'torch'
+    """
+    try:
+        return importlib.import_module("torch")
+    except ImportError as exc:
+        raise ImportError("iter_torch_batches needs 'torch': pip install 'streambatch[torch]'") \
+            from exc
+
+
+def column_numpy(table: pa.Table, name: str):
+    """A column as numpy (zero-copy when Arrow allows), or a list for non-numeric data.
+
+    >>> column_numpy(pa.table({"x": [1.5, 2.5]}), "x").tolist()
+    [1.5, 2.5]
+    >>> column_numpy(pa.table({"s": ["a", "b"]}), "s")
+    ['a', 'b']
+    """
+    column = table.column(name)
+    view = numpy_view(column)
+    if view is not None:
+        return view
+    if column.null_count:
+        raise ValueError(f"column {name!r} has {column.null_count} null value(s); tensors cannot "
+                         f"hold nulls: fill them first (e.g. map_batches with "
+                         f"pyarrow.compute.fill_null) or drop the column")
+    kind = column.type
+    if isinstance(kind, pa.FixedShapeTensorType):
+        return np.concatenate([c.to_numpy_ndarray() for c in column.chunks])
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return column.to_numpy()
+    return column.to_pylist()
+
+
+def table_to_numpy(table: pa.Table) -> dict:
+    """Every column as numpy (lists for strings and other non-numeric columns).
+
+    >>> sorted(table_to_numpy(pa.table({"a": [1], "b": ["x"]})))
+    ['a', 'b']
+    """
+    return {name: column_numpy(table, name) for name in table.column_names}
+
+
+def resolve_device(device):
+    """``"auto"`` -> CUDA when available else CPU; strings become ``torch.device``.
+
+    >>> str(resolve_device("cpu")), resolve_device(None)
+    ('cpu', None)
+    """
+    if device is None:
+        return None
+    torch = torch_module()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_tensors(table: pa.Table, dtypes=None, pin_memory: bool = False) -> dict:
+    """A batch as ``{column: tensor}`` (non-numeric columns stay Python lists).
+
+    ``dtypes`` is one torch dtype for every column or ``{column: dtype}``.
+
+    >>> import torch
+    >>> t = to_tensors(pa.table({"x": [1, 2], "y": [0.5, 1.5]}), dtypes={"x": torch.float32})
+    >>> t["x"].dtype, t["y"].dtype, tuple(t["x"].shape)
+    (torch.float32, torch.float64, (2,))
+    """
+    torch = torch_module()
+    out = {}
+    with warnings.catch_warnings():
+        # Arrow buffers are read-only; the tensors share them and the loader never writes.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for name in table.column_names:
+            values = column_numpy(table, name)
+            if isinstance(values, list):
+                out[name] = values
+                continue
+            tensor = torch.from_numpy(values)
+            want = dtypes.get(name) if isinstance(dtypes, dict) else dtypes
+            if want is not None and tensor.dtype != want:
+                tensor = tensor.to(want)
+            if pin_memory:
+                tensor = tensor.pin_memory()
+            out[name] = tensor
+    if isinstance(dtypes, dict):
+        unknown = sorted(set(dtypes) - set(table.column_names))
+        if unknown:
+            raise KeyError(f"dtypes names column(s) {unknown} that the batch does not have; "
+                           f"columns are {table.column_names}")
+    return out
+
+
+def move_to_device(value, device, non_blocking: bool = True):
+    """Move tensors (also inside dicts, lists, tuples) to ``device``.
+
+    >>> import torch
+    >>> move_to_device({"x": torch.ones(2), "s": ["a"]}, torch.device("cpu"))["x"].device.type
+    'cpu'
+    """
+    if device is None:
+        return value
+    torch = torch_module()
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=non_blocking)
+    if isinstance(value, dict):
+        return {k: move_to_device(v, device, non_blocking) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        moved = [move_to_device(v, device, non_blocking) for v in value]
+        return _rebuild(value, moved)
+    return value
+
+
+class TorchConverter:
+    """Turns Arrow batches into what the training step receives, on the loader's thread.
+
+    With ``collate_fn`` the function receives ``{column: numpy array}`` and its
+    result (tensors, or dicts/tuples of tensors) is moved to the device;
+    otherwise columns become tensors with ``dtypes``. For a CUDA device,
+    ``pin_memory`` (default on) pins host tensors so the copy is asynchronous.
+
+    >>> conv = TorchConverter(device="cpu")
+    >>> conv(pa.table({"x": [1, 2, 3]}))["x"].tolist()
+    [1, 2, 3]
+    """
+
+    def __init__(self, dtypes=None, device=None, collate_fn=None, pin_memory=None) -> None:
+        self.dtypes, self.collate_fn = dtypes, collate_fn
+        self.device = resolve_device(device)
+        cuda = self.device is not None and self.device.type == "cuda"
+        self.pin = cuda if pin_memory is None else bool(pin_memory) and cuda
+
+    def host(self, table: pa.Table):
+        """The batch on the host (pinned when bound for CUDA); runs off the trainer's thread."""
+        if self.collate_fn is not None:
+            result = self.collate_fn(table_to_numpy(table))
+            return _pin(result) if self.pin else result
+        return to_tensors(table, self.dtypes, self.pin)
+
+    def to_device(self, value):
+        """Start the (non-blocking) copy of a host batch to the device."""
+        return move_to_device(value, self.device, non_blocking=self.pin)
+
+    def __call__(self, table: pa.Table):
+        return self.to_device(self.host(table))
+
+
+def _pin(value):
+    torch = torch_module()
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {k: _pin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return _rebuild(value, [_pin(v) for v in value])
+    return value
+
+
+def _rebuild(original, items: list):
+    if isinstance(original, tuple):
+        return type(original)(*items) if hasattr(original, "_fields") else tuple(items)
+    return items

@@ -1,0 +1,411 @@
+"""Training-data loading: torch batches, shuffling, epochs, resumable iteration, and
+``streaming_split`` for data-parallel ranks. ``Dataset`` methods delegate here.
+
+How one epoch runs: the plan is executed once; every output partition's rows get
+ids (their read partition and their offset among that read partition's output);
+blocks go through the (optional) shuffle buffer and are cut into batches on a
+background thread, which also turns them into (pinned) tensors; the trainer's
+thread only starts the non-blocking copy to the device and records which rows
+it has been handed.
+
+Resumption (``state_dict`` / ``load_state_dict``) is keyed to read partitions
+and row offsets. When the whole plan runs inside its read tasks (one fused
+stage, the usual loader pipeline), each output partition names its read
+partition, so fully delivered read partitions are not read again and partly
+delivered ones skip exactly the rows already delivered, in any completion
+order. Otherwise (plans with an actor stage, limit, union...) the loader
+falls back to a row count in the output order, which is only deterministic
+with ``preserve_order=True`` (or a ``local_shuffle_seed``, which turns it on):
+the resumed epoch re-runs the plan and skips the rows already delivered.
+
+Shuffling: with ``local_shuffle_buffer_size`` the read partitions are also read
+in a seeded random order that changes every epoch. With ``local_shuffle_seed``
+the order of rows is reproducible (the epoch runs with preserve_order=True).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from streambatch import validate as v
+from streambatch.context import DataContext
+from streambatch.executor.iteration import prefetched
+from streambatch.executor.loader import Chunk, ReadProgress, batches
+from streambatch.executor.shuffle import block_order, pack_ids, unpack_ids
+from streambatch.executor.split import SplitCoordinator
+from streambatch.operators import logical as L
+from streambatch.operators.batch_format import check_batch_format, to_batch
+from streambatch.operators.execute import build_executor
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How an epoch is cut into batches (shared by every rank of a split).
+
+    >>> LoaderConfig(batch_size=32).shuffle
+    False
+    """
+
+    batch_size: int | None = 256
+    drop_last: bool = False
+    shuffle_buffer: int | None = None
+    seed: int | None = None
+    seed_given: bool = True  # False: drawn at random (block order only, no reproducibility)
+
+    @property
+    def shuffle(self) -> bool:
+        """True when rows go through a shuffle buffer."""
+        return bool(self.shuffle_buffer)
+
+
+def make_config(batch_size, drop_last, buffer, seed) -> LoaderConfig:
+    """Validate loader arguments.
+
+    >>> make_config(8, False, None, None).batch_size
+    8
+    >>> make_config(8, False, 0, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: local_shuffle_buffer_size must be a positive integer or None, got 0
+    """
+    v.positive_int("batch_size", batch_size, allow_none=True)
+    if buffer is not None and (not isinstance(buffer, int) or isinstance(buffer, bool)
+                               or buffer < 1):
+        raise ValueError(f"local_shuffle_buffer_size must be a positive integer or None, "
+                         f"got {buffer!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"local_shuffle_seed must be an int or None, got {seed!r}")
+    if seed is not None and not buffer:
+        raise ValueError("local_shuffle_seed needs local_shuffle_buffer_size (a seed only "
+                         "orders a shuffle)")
+    if buffer and seed is None:
+        drawn = int(np.random.SeedSequence().entropy % (2**62))
+        return LoaderConfig(batch_size, bool(drop_last), buffer, drawn, seed_given=False)
+    return LoaderConfig(batch_size, bool(drop_last), buffer, seed)
+
+
+def _reproducible(cfg: LoaderConfig) -> bool:
+    return cfg.seed is not None and cfg.seed_given
+
+
+class ReadOrderSource:
+    """Wraps a datasource: its read tasks in a seeded order, minus those to skip.
+
+    ``order`` (after ``read_tasks``) maps the executor's read index to the
+    source's own read-task index.
+
+    >>> from streambatch.connectors.memory import RangeSource
+    >>> from streambatch.connectors.datasource import Pushdowns
+    >>> src = ReadOrderSource(RangeSource(100), seed=None, epoch=0, skip={1})
+    >>> len(src.read_tasks(4, Pushdowns())), src.order, src.num_reads
+    (3, [0, 2, 3], 4)
+    """
+
+    def __init__(self, source, seed: int | None, epoch: int, skip=frozenset()) -> None:
+        self.source, self.seed, self.epoch, self.skip = source, seed, epoch, set(skip)
+        self.order: list[int] = []
+        self.num_reads = 0
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def read_tasks(self, parallelism, pushdowns) -> list:
+        """The wrapped source's read tasks, reordered and filtered."""
+        tasks = self.source.read_tasks(parallelism, pushdowns)
+        self.num_reads = len(tasks)
+        self.order = [i for i in block_order(len(tasks), self.seed, self.epoch)
+                      if i not in self.skip]
+        return [tasks[i] for i in self.order]
+
+
+def read_index_of(part) -> int | None:
+    """The executor's read index of a partition made directly by a read task, else None.
+
+    Uses ``part.read_index`` when the executor records it, else the read lineage.
+
+    >>> from streambatch.executor.partition import Partition
+    >>> import pyarrow as pa
+    >>> read_index_of(Partition.from_table(pa.table({"x": [1]}), 0, (("read", "partition 3 (x)"),)))
+    3
+    """
+    index = getattr(part, "read_index", None)
+    if index is not None:
+        return index
+    lineage = part.lineage
+    if len(lineage) == 1 and isinstance(lineage[0], tuple) and lineage[0][:1] == ("read",):
+        match = re.match(r"partition (\d+)", str(lineage[0][1]))
+        return int(match.group(1)) if match else None
+    return None
+
+
+def _wrap_reads(plan: L.LogicalOp, wrap: Callable) -> L.LogicalOp:
+    if isinstance(plan, L.Read):
+        return replace(plan, source=wrap(plan.source))
+    if not plan.inputs:
+        return plan
+    return plan.with_inputs(*(_wrap_reads(child, wrap) for child in plan.inputs))
+
+
+def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress | None,
+                 resume: ReadProgress | None = None) -> Iterator[Chunk]:
+    """Run the plan once; yield its output blocks with row ids (skipping delivered rows).
+
+    ``progress`` (when given) learns the epoch's read order, its mode and which
+    read partitions have produced all their rows.
+    """
+    ctx = DataContext.get_current()
+    reads = [op for op in L.walk(dataset._plan) if isinstance(op, L.Read)]
+    seed = cfg.seed if cfg.shuffle else None
+    skip = resume.skip_reads() if resume is not None and resume.mode == "reads" else set()
+    wrappers: list[ReadOrderSource] = []
+
+    def wrap(source):
+        salt = len(wrappers)
+        wrappers.append(ReadOrderSource(source, None if seed is None else seed + salt, epoch,
+                                        skip if len(reads) == 1 else ()))
+        return wrappers[-1]
+
+    plan = _wrap_reads(dataset._plan, wrap)
+    options = ctx.execution_options
+    if _reproducible(cfg) and not options.preserve_order:
+        options = replace(options, preserve_order=True)
+    executor = build_executor(plan, options, ctx.backend)
+    executor.stats.parent = dataset._produced_by
+    dataset._stats = executor.stats
+    mode = "reads" if len(reads) == 1 and executor.stages[-1].is_source else "ordered"
+    full_order = block_order(wrappers[0].num_reads, seed, epoch) if wrappers else []
+    if resume is not None:
+        _check_resume(resume, mode, full_order)
+    if progress is not None:
+        progress.mode, progress.order = mode, full_order
+        progress.deterministic = options.preserve_order
+    if mode == "ordered":
+        yield from _ordered(executor.run())
+        return
+    yield from _by_read(executor.run(), wrappers[0].order, progress, resume,
+                        options.preserve_order)
+
+
+def _check_resume(resume: ReadProgress, mode: str, order: list[int]) -> None:
+    if resume.mode != mode:
+        raise ValueError(f"load_state_dict: the state was saved in {resume.mode!r} mode but this "
+                         f"dataset's plan runs in {mode!r} mode; resume with the same dataset")
+    if mode == "reads" and len(resume.order) != len(order):
+        raise ValueError(f"load_state_dict: the dataset now has {len(order)} read partitions; the "
+                         f"state was saved with {len(resume.order)}. Resume with the same "
+                         f"dataset, override_num_blocks and num_cpus")
+
+
+def _ordered(partitions) -> Iterator[Chunk]:
+    offset = 0
+    for part in partitions:
+        table = part.get()
+        start = offset
+        offset += table.num_rows
+        yield table, pack_ids(0, start, table.num_rows)
+
+
+def _by_read(partitions, order: list[int], progress: ReadProgress | None,
+             resume: ReadProgress | None, in_order: bool) -> Iterator[Chunk]:
+    produced: dict[int, int] = {}
+    last = None
+    for part in partitions:
+        index = read_index_of(part)
+        if index is None:
+            raise RuntimeError(f"internal: output partition {part.pid} has no read index "
+                               f"(lineage {part.lineage!r}); report this with the plan")
+        read = order[index]
+        if in_order and last is not None and read != last and progress is not None:
+            progress.produced_all(last, produced.get(last, 0))
+        last = read
+        table = part.get()
+        start = produced.get(read, 0)
+        produced[read] = start + table.num_rows
+        ids = pack_ids(read, start, table.num_rows)
+        keep = resume.keep_mask(read, unpack_ids(ids)[1]) if resume is not None else None
+        if keep is not None and not keep.all():
+            table, ids = table.filter(keep), ids[keep]
+        if table.num_rows:
+            yield table, ids
+    if progress is not None:
+        for read in order:
+            progress.produced_all(read, produced.get(read, 0))
+
+
+class LoaderIterable:
+    """Batches of one dataset, epoch after epoch; each ``iter()`` is one epoch.
+
+    ``state_dict()`` is the position in the current epoch (rows handed out so
+    far); ``load_state_dict(state)`` makes the next ``iter()`` resume that epoch
+    with exactly the rows not yet handed out.
+
+    >>> import streambatch as sb
+    >>> it = sb.range(10).iter_torch_batches(batch_size=4, device="cpu")
+    >>> first = next(iter(it)); state = it.state_dict()
+    >>> rest = [b["id"].tolist() for b in sb.range(10).iter_torch_batches(batch_size=4)
+    ...         .load_state_dict(state)]
+    >>> sorted(first["id"].tolist() + sum(rest, []))
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
+
+    def __init__(self, dataset, cfg: LoaderConfig, host: Callable, to_device: Callable = None,
+                 prefetch_batches: int = 1) -> None:
+        self.dataset, self.cfg, self.host = dataset, cfg, host
+        self.to_device = to_device or (lambda value: value)
+        self.prefetch = prefetch_batches
+        self._next_epoch = 0
+        self._resume: ReadProgress | None = None
+        self._progress: ReadProgress | None = None
+
+    def __iter__(self) -> Iterator:
+        resume, self._resume = self._resume, None
+        epoch = resume.epoch if resume is not None else self._next_epoch
+        self._next_epoch = epoch + 1
+        progress = ReadProgress.from_state(resume.state_dict()) if resume is not None else \
+            ReadProgress(epoch, self.cfg.seed, [])
+        self._progress = progress
+        cfg = self.cfg
+
+        def produce():
+            chunks = epoch_chunks(self.dataset, cfg, epoch, progress, resume)
+            stream = batches(chunks, cfg.batch_size, cfg.drop_last, cfg.shuffle_buffer,
+                             cfg.seed, epoch)
+            skip = resume.rows if resume is not None and resume.mode == "ordered" else 0
+            for table, ids in stream:
+                if skip >= table.num_rows:
+                    skip -= table.num_rows
+                    continue
+                if skip:
+                    table, ids, skip = table.slice(skip), ids[skip:], 0
+                yield self.host(table), ids
+
+        for value, ids in prefetched(produce, self.prefetch):
+            progress.mark(ids)
+            yield self.to_device(value)
+
+    def state_dict(self) -> dict:
+        """The position in the current epoch (JSON-serializable)."""
+        if self._progress is None:
+            return ReadProgress(self._next_epoch, self.cfg.seed, []).state_dict()
+        progress = self._progress
+        if progress.mode == "ordered" and not progress.deterministic:
+            raise ValueError(
+                "state_dict: this plan does not run inside its read tasks, so its position is "
+                "a row count in output order, which is only reproducible with "
+                "preserve_order=True: set DataContext.get_current().execution_options."
+                "preserve_order = True (or pass local_shuffle_seed) before iterating")
+        return progress.state_dict()
+
+    def load_state_dict(self, state: dict) -> LoaderIterable:
+        """Resume the saved epoch on the next ``iter()`` (returns self)."""
+        resume = ReadProgress.from_state(state)
+        if self.cfg.shuffle and resume.seed != self.cfg.seed:
+            self.cfg = replace(self.cfg, seed=resume.seed)
+        self._resume = resume
+        return self
+
+
+def torch_iterable(dataset, *, batch_size=256, dtypes=None, device="auto", collate_fn=None,
+                   drop_last=False, prefetch_batches=1, pin_memory=None,
+                   local_shuffle_buffer_size=None, local_shuffle_seed=None) -> LoaderIterable:
+    """The object behind ``Dataset.iter_torch_batches`` (see there)."""
+    from streambatch.executor.torch_batches import TorchConverter
+
+    cfg = make_config(batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
+    v.non_negative_int("prefetch_batches", prefetch_batches)
+    conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
+    return LoaderIterable(dataset, cfg, conv.host, conv.to_device, prefetch_batches)
+
+
+# ---- streaming_split ------------------------------------------------------------------
+class _SplitGroup:
+    def __init__(self, dataset, n: int, equal: bool, timeout_s: float, queue_depth: int) -> None:
+        self.dataset, self.n, self.equal = dataset, n, equal
+        self.timeout_s, self.queue_depth = timeout_s, queue_depth
+        self.epochs: dict[int, tuple[LoaderConfig, SplitCoordinator]] = {}
+
+    def coordinator(self, epoch: int, cfg: LoaderConfig) -> SplitCoordinator:
+        if epoch in self.epochs:
+            known, co = self.epochs[epoch]
+            if replace(known, seed=None, seed_given=True) != replace(cfg, seed=None,
+                                                                     seed_given=True) or \
+                    (_reproducible(cfg) and known.seed != cfg.seed):
+                raise ValueError(f"streaming_split: every rank must iterate epoch {epoch} with "
+                                 f"the same batch_size, drop_last and shuffle arguments; rank 0.."
+                                 f"{self.n - 1} got {known} and {cfg}")
+            return co
+        ds = self.dataset
+
+        def make():
+            chunks = epoch_chunks(ds, cfg, epoch, None)
+            drop = cfg.drop_last and not self.equal
+            return (t for t, _ in batches(chunks, cfg.batch_size, drop, cfg.shuffle_buffer,
+                                          cfg.seed, epoch))
+
+        co = SplitCoordinator(self.n, make, batch_size=cfg.batch_size, equal=self.equal,
+                              drop_last=cfg.drop_last, queue_depth=self.queue_depth,
+                              timeout_s=self.timeout_s)
+        self.epochs = {e: x for e, x in self.epochs.items() if e >= epoch - 1}
+        self.epochs[epoch] = (cfg, co)
+        return co
+
+
+class DataSplit:
+    """One rank's share of a ``streaming_split``: iterate it once per epoch.
+
+    >>> import streambatch as sb
+    >>> a, b = sb.range(10).streaming_split(2)
+    >>> import threading
+    >>> out = {}
+    >>> t = threading.Thread(target=lambda: out.update(b=list(b.iter_batches(batch_size=3))))
+    >>> t.start(); got_a = list(a.iter_batches(batch_size=3)); t.join()
+    >>> len(got_a) == len(out["b"]), sum(x.num_rows for x in got_a + out["b"])
+    (True, 10)
+    """
+
+    def __init__(self, group: _SplitGroup, rank: int) -> None:
+        self.group, self.rank = group, rank
+        self._epoch = 0
+
+    def __repr__(self) -> str:
+        return f"DataSplit(rank={self.rank} of {self.group.n})"
+
+    def _batches(self, cfg: LoaderConfig) -> Iterator:
+        epoch = self._epoch
+        self._epoch += 1
+        return self.group.coordinator(epoch, cfg).iterate(self.rank)
+
+    def iter_batches(self, *, batch_size=256, batch_format="pyarrow", drop_last=False,
+                     prefetch_batches=1, local_shuffle_buffer_size=None,
+                     local_shuffle_seed=None) -> Iterator:
+        """This rank's batches for one epoch (``batch_format`` as in ``Dataset.iter_batches``)."""
+        check_batch_format(batch_format)
+        cfg = make_config(batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
+        tables = self._batches(cfg)
+        return prefetched(lambda: (to_batch(t, batch_format) for t in tables), prefetch_batches)
+
+    def iter_torch_batches(self, *, batch_size=256, dtypes=None, device="auto", collate_fn=None,
+                           drop_last=False, prefetch_batches=1, pin_memory=None,
+                           local_shuffle_buffer_size=None, local_shuffle_seed=None) -> Iterator:
+        """This rank's batches for one epoch as tensors (as ``Dataset.iter_torch_batches``)."""
+        from streambatch.executor.torch_batches import TorchConverter
+
+        cfg = make_config(batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
+        conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
+        tables = self._batches(cfg)
+        for value in prefetched(lambda: (conv.host(t) for t in tables), prefetch_batches):
+            yield conv.to_device(value)
+
+
+def streaming_split(dataset, n: int, equal: bool = True, timeout_s: float = 600.0,
+                    queue_depth: int = 2) -> list[DataSplit]:
+    """The object behind ``Dataset.streaming_split`` (see there)."""
+    v.positive_int("n", n)
+    if not timeout_s or timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    group = _SplitGroup(dataset, n, bool(equal), float(timeout_s), queue_depth)
+    return [DataSplit(group, rank) for rank in range(n)]

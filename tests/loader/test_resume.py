@@ -1,0 +1,97 @@
+"""Resumable iteration: a saved mid-epoch position resumes with exactly the remaining rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import streambatch as sb
+
+from .conftest import ids_of
+
+
+def consume(it, batches):
+    """Take ``batches`` batches of one epoch of ``it``; return their ids and the saved state."""
+    seen = []
+    epoch = iter(it)
+    for _ in range(batches):
+        seen += next(epoch)["id"].tolist()
+    state = json.loads(json.dumps(it.state_dict()))  # the state survives a JSON round trip
+    epoch.close()
+    return seen, state
+
+
+@pytest.mark.parametrize("shuffle,seed", [(None, None), (200, 4), (200, None), (5000, 9)])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_mid_epoch_resume_yields_exactly_the_remaining_rows(images, shuffle, seed, ordered):
+    sb.DataContext.get_current().execution_options.preserve_order = ordered
+    kwargs = dict(batch_size=64, device="cpu", local_shuffle_buffer_size=shuffle,
+                  local_shuffle_seed=seed)
+    before, state = consume(images.iter_torch_batches(**kwargs), 6)
+    assert len(before) == 6 * 64
+    resumed = images.iter_torch_batches(**kwargs).load_state_dict(state)
+    after = ids_of(resumed)
+    assert sorted(before + after) == list(range(1000))
+    assert not set(before) & set(after)
+
+
+def test_resume_skips_read_partitions_already_delivered(images, tmp_path):
+    sb.DataContext.get_current().execution_options.preserve_order = True
+    before, state = consume(images.iter_torch_batches(batch_size=100, device="cpu"), 4)
+    # 8 read partitions of 125 rows: 400 rows = 3 whole partitions and 25 rows of the 4th
+    assert state["done"] == [0, 1, 2] and state["partial"] == {"3": [[0, 25]]}
+    resumed = images.iter_torch_batches(batch_size=100, device="cpu").load_state_dict(state)
+    assert ids_of(resumed) == list(range(400, 1000))
+    assert images.stats().stages[0].rows_out == 625  # the 3 done partitions were not read
+
+
+def test_resume_then_continue_with_the_next_epoch(images):
+    before, state = consume(images.iter_torch_batches(batch_size=64, device="cpu"), 3)
+    it = images.iter_torch_batches(batch_size=64, device="cpu").load_state_dict(state)
+    assert sorted(before + ids_of(it)) == list(range(1000))
+    assert sorted(ids_of(it)) == list(range(1000))  # the following epoch is whole again
+    assert it.state_dict()["epoch"] == 1
+
+
+def test_state_after_a_full_epoch_resumes_to_nothing(images):
+    it = images.iter_torch_batches(batch_size=100, device="cpu")
+    assert len(ids_of(it)) == 1000
+    state = it.state_dict()
+    assert state["done"] == list(range(8)) and state["partial"] == {}
+    assert ids_of(images.iter_torch_batches(batch_size=100).load_state_dict(state)) == []
+
+
+def test_resume_when_the_plan_does_not_run_in_its_read_tasks(images):
+    """An actor stage keeps the plan out of the read tasks: the position is a row count
+    in output order, deterministic with preserve_order (turned on by a seed)."""
+    class Same:
+        def __call__(self, batch):
+            return batch
+
+    ds = images.map_batches(Same, concurrency=1)
+    kwargs = dict(batch_size=64, device="cpu", local_shuffle_buffer_size=300,
+                  local_shuffle_seed=2)
+    before, state = consume(ds.iter_torch_batches(**kwargs), 5)
+    assert state["mode"] == "ordered"
+    after = ids_of(ds.iter_torch_batches(**kwargs).load_state_dict(state))
+    assert sorted(before + after) == list(range(1000)) and not set(before) & set(after)
+
+
+def test_unordered_plan_outside_read_tasks_cannot_save_a_position(images):
+    ds = images.limit(500)
+    it = ds.iter_torch_batches(batch_size=64, device="cpu")
+    epoch = iter(it)
+    next(epoch)
+    with pytest.raises(ValueError, match="preserve_order=True"):
+        it.state_dict()
+    epoch.close()
+
+
+def test_state_from_another_layout_is_refused(images):
+    _, state = consume(images.iter_torch_batches(batch_size=64, device="cpu"), 1)
+    other = sb.from_arrow(images.to_arrow(), override_num_blocks=5)
+    with pytest.raises(ValueError, match="5 read partitions"):
+        list(other.iter_torch_batches(batch_size=64).load_state_dict(state))
+    with pytest.raises(ValueError, match="state saved by state_dict"):
+        images.iter_torch_batches().load_state_dict({"rows": 3})

@@ -1,0 +1,109 @@
+"""Shuffling: exactly-once coverage, seeded reproducibility, block order, the buffer itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from streambatch.executor.shuffle import ShuffleBuffer, block_order, pack_ids, unpack_ids
+
+import streambatch as sb
+from streambatch.torch_loader import epoch_chunks, make_config
+
+from .conftest import ids_of, image_table
+
+
+@pytest.mark.parametrize("shuffle", [None, 1, 100, 5000])
+def test_every_row_exactly_once_per_epoch(images, shuffle):
+    it = images.iter_torch_batches(batch_size=64, device="cpu",
+                                   local_shuffle_buffer_size=shuffle)
+    for _ in range(2):  # two epochs
+        seen = ids_of(it)
+        assert sorted(seen) == list(range(1000))
+
+
+def test_shuffled_batches_keep_rows_intact(images):
+    for b in images.iter_torch_batches(batch_size=50, local_shuffle_buffer_size=200,
+                                       local_shuffle_seed=1, device="cpu"):
+        assert (b["img"][:, 2, 3, 1].numpy() == b["id"].numpy() % 251).all()
+        assert (b["label"].numpy() == b["id"].numpy() * 0.5).all()
+
+
+def test_shuffling_changes_the_order(images):
+    plain = ids_of(images.iter_torch_batches(batch_size=64, device="cpu"))
+    shuffled = ids_of(images.iter_torch_batches(batch_size=64, local_shuffle_buffer_size=200,
+                                                device="cpu"))
+    assert plain != shuffled and sorted(plain) == sorted(shuffled)
+    # a buffer mixes rows from beyond one batch: the first batch is not a run of neighbours
+    first = sorted(shuffled[:64])
+    assert first[-1] - first[0] > 64
+
+
+def test_same_seed_same_order_another_seed_another(images):
+    def order(seed):
+        return ids_of(images.iter_torch_batches(batch_size=32, local_shuffle_buffer_size=300,
+                                                local_shuffle_seed=seed, device="cpu"))
+
+    a, b, c = order(7), order(7), order(8)
+    assert a == b
+    assert a != c and sorted(a) == sorted(c) == list(range(1000))
+
+
+def test_seeded_epochs_differ_but_repeat_across_runs(images):
+    def epochs(seed):
+        it = images.iter_torch_batches(batch_size=32, local_shuffle_buffer_size=300,
+                                       local_shuffle_seed=seed, device="cpu")
+        return ids_of(it), ids_of(it)
+
+    first = epochs(3)
+    assert first[0] != first[1]
+    assert epochs(3) == first
+
+
+def test_block_order_is_seeded_and_per_epoch():
+    assert block_order(8, None, 5) == list(range(8))
+    orders = {tuple(block_order(8, 11, e)) for e in range(4)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(8)) for o in orders)
+    assert block_order(8, 11, 2) == block_order(8, 11, 2)
+
+
+def test_shuffled_read_order_reaches_the_executor():
+    ds = sb.range(80, override_num_blocks=8)
+    for epoch in (0, 1):
+        cfg = make_config(10, False, 4, 5)
+        chunks = list(epoch_chunks(ds, cfg, epoch, None))
+        reads = [int(unpack_ids(ids)[0][0]) for _, ids in chunks]
+        assert reads == block_order(8, 5, epoch) != list(range(8))
+        # each read partition's rows are the ones the source holds for it
+        for (table, _), read in zip(chunks, reads, strict=True):
+            assert table["id"].to_pylist() == list(range(10 * read, 10 * read + 10))
+
+
+def test_shuffle_buffer_gathers_rows_with_their_ids_across_blocks():
+    buf = ShuffleBuffer(buffer_size=10, seed=0)
+    tables = [image_table(7, start=0), image_table(9, start=7), image_table(5, 16)]
+    for i, t in enumerate(tables):
+        buf.add(t, pack_ids(i, 0, t.num_rows))
+    seen = []
+    while buf.rows:
+        batch, ids = buf.pop(4)
+        reads, offsets = unpack_ids(ids)
+        starts = np.array([0, 7, 16])[reads]
+        assert batch["id"].to_numpy().tolist() == (starts + offsets).tolist()
+        img = batch["img"].chunk(0).to_numpy_ndarray()
+        assert (img[:, 1, 2, 3] == batch["id"].to_numpy() % 251).all()
+        seen += batch["id"].to_pylist()
+    assert sorted(seen) == list(range(21))
+
+
+def test_shuffle_buffer_handles_columns_without_a_numpy_view():
+    buf = ShuffleBuffer(buffer_size=2, seed=1)
+    buf.add(pa.table({"s": ["a", "b", None], "x": [1, 2, 3]}), pack_ids(0, 0, 3))
+    buf.add(pa.table({"s": ["d", "e"], "x": [4, 5]}), pack_ids(1, 0, 2))
+    rows = []
+    while buf.rows:
+        batch, _ = buf.pop(2)
+        rows += batch.to_pylist()
+    expected = [{"s": "a", "x": 1}, {"s": "b", "x": 2}, {"s": None, "x": 3},
+                {"s": "d", "x": 4}, {"s": "e", "x": 5}]
+    assert sorted(rows, key=lambda r: r["x"]) == expected

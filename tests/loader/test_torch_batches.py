@@ -1,0 +1,107 @@
+"""iter_torch_batches: dtypes, shapes, zero-copy conversion, collate_fn, devices, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from streambatch.executor.torch_batches import TorchConverter, to_tensors
+
+import streambatch as sb
+
+from .conftest import ids_of, image_table
+
+
+def test_dtypes_and_shapes_of_tensor_batches(images):
+    batches = list(images.iter_torch_batches(batch_size=64, device="cpu"))
+    assert [tuple(b["img"].shape) for b in batches] == [(64, 3, 4, 4)] * 15 + [(40, 3, 4, 4)]
+    first = batches[0]
+    assert first["id"].dtype == torch.int64 and tuple(first["id"].shape) == (64,)
+    assert first["label"].dtype == torch.float32
+    assert first["img"].dtype == torch.uint8
+    # the tensor column holds each row's own pixels
+    for b in batches:
+        assert torch.equal(b["img"][:, 0, 0, 0], (b["id"] % 251).to(torch.uint8))
+        assert torch.equal(b["label"], (b["id"] * 0.5).to(torch.float32))
+
+
+def test_dtypes_per_column_and_for_all_columns(images):
+    b = next(iter(images.iter_torch_batches(batch_size=8, dtypes={"img": torch.float32},
+                                            device="cpu")))
+    assert (b["img"].dtype, b["id"].dtype) == (torch.float32, torch.int64)
+    b = next(iter(images.iter_torch_batches(batch_size=8, dtypes=torch.float64, device="cpu")))
+    assert {t.dtype for t in b.values()} == {torch.float64}
+
+
+def test_unknown_column_in_dtypes_is_named(images):
+    with pytest.raises(KeyError, match="nope"):
+        next(iter(images.iter_torch_batches(batch_size=8, dtypes={"nope": torch.float32})))
+
+
+def test_drop_last_drops_only_the_short_batch(images):
+    batches = list(images.iter_torch_batches(batch_size=64, drop_last=True, device="cpu"))
+    assert [len(b["id"]) for b in batches] == [64] * 15
+
+
+def test_tensors_share_arrow_buffers_without_a_copy():
+    table = image_table(16)
+    tensors = to_tensors(table)
+    assert tensors["id"].data_ptr() == table.column("id").chunk(0).buffers()[1].address
+    img_storage = table.column("img").chunk(0).storage.values.buffers()[1].address
+    assert tensors["img"].data_ptr() == img_storage
+
+
+def test_non_numeric_columns_stay_lists_and_nulls_are_refused():
+    out = to_tensors(pa.table({"s": ["a", "b"], "x": [1, 2]}))
+    assert out["s"] == ["a", "b"] and out["x"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="column 'x' has 1 null"):
+        to_tensors(pa.table({"x": pa.array([1, None])}))
+
+
+def test_collate_fn_receives_numpy_and_its_result_is_passed_on(images):
+    def collate(batch):
+        assert isinstance(batch["img"], np.ndarray) and batch["img"].shape[1:] == (3, 4, 4)
+        return torch.as_tensor(batch["img"], dtype=torch.float32) / 255, \
+            torch.as_tensor(batch["label"])
+
+    x, y = next(iter(images.iter_torch_batches(batch_size=5, collate_fn=collate, device="cpu")))
+    assert tuple(x.shape) == (5, 3, 4, 4) and x.dtype == torch.float32 and tuple(y.shape) == (5,)
+
+
+def test_cpu_device_does_not_pin_and_cuda_path_would():
+    cpu = TorchConverter(device="cpu")
+    assert (str(cpu.device), cpu.pin) == ("cpu", False)
+    cuda = TorchConverter(device="cuda")  # only inspected: no GPU here
+    assert (cuda.device.type, cuda.pin) == ("cuda", True)
+    assert TorchConverter(device="cuda", pin_memory=False).pin is False
+
+
+def test_every_epoch_reruns_the_plan(images):
+    it = images.iter_torch_batches(batch_size=100, device="cpu")
+    first, second = sorted(ids_of(it)), sorted(ids_of(it))
+    assert first == second == list(range(1000))
+
+
+def test_materialized_dataset_is_read_from_memory_each_epoch(images):
+    m = images.map_batches(lambda b: b, batch_format="pyarrow").materialize()
+    it = m.iter_torch_batches(batch_size=128, device="cpu")
+    assert sorted(ids_of(it)) == sorted(ids_of(it)) == list(range(1000))
+
+
+def test_invalid_arguments_are_refused(images):
+    with pytest.raises(ValueError, match="batch_size"):
+        images.iter_torch_batches(batch_size=0)
+    with pytest.raises(ValueError, match="local_shuffle_buffer_size"):
+        images.iter_torch_batches(local_shuffle_buffer_size=-1)
+    with pytest.raises(ValueError, match="needs local_shuffle_buffer_size"):
+        images.iter_torch_batches(local_shuffle_seed=3)
+
+
+def test_errors_in_the_pipeline_reach_the_training_loop():
+    def boom(batch):
+        raise RuntimeError("bad batch")
+
+    ds = sb.range(10).map_batches(boom)
+    with pytest.raises(sb.StreamBatchError, match="bad batch"):
+        list(ds.iter_torch_batches(batch_size=4, device="cpu"))
