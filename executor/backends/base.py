@@ -35,6 +35,15 @@ class TaskOutput:
 
 
 @dataclass
+class TaskStarted:
+    """A task began running in its worker. A cluster backend may hold a task in a
+    queue first (e.g. while Ray starts a worker process); the executor counts this
+    event as progress, so that wait is not blamed on the stage."""
+
+    task_id: int
+
+
+@dataclass
 class TaskDeadLetters:
     """Rows a task sent aside (``on_error="skip"``); sent just before its TaskDone."""
 
@@ -126,7 +135,8 @@ class Backend(ABC):
 
     @abstractmethod
     def poll(self, timeout: float) -> list:
-        """Events (TaskOutput, TaskDone, TaskFailed) ready within ``timeout`` seconds."""
+        """Events (TaskOutput, TaskDone, TaskFailed, ActorFailed; optionally TaskStarted)
+        ready within ``timeout`` seconds."""
 
     @abstractmethod
     def start_actor(self, stage_index: int, actor_id: int, env: dict) -> None:

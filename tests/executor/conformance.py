@@ -206,6 +206,13 @@ def cpu_stage(batch: pa.Table) -> pa.Table:
     return batch.append_column("cpu", pc.multiply(batch["id"], 10))
 
 
+def slow_cpu_stage(batch: pa.Table) -> pa.Table:
+    import time
+
+    time.sleep(0.15)  # gives the task a duration; no assertion depends on it
+    return batch.append_column("cpu", pc.multiply(batch["id"], 10))
+
+
 class DeviceModel:
     """An actor that records which device it was given."""
 
@@ -239,13 +246,15 @@ class HeterogeneousConformance:
 
         trace = tmp_path / "trace.json"
         self.init(num_cpus=4, num_gpus=1, trace=str(trace))
-        ds = (sb.range(60, override_num_blocks=30).map_batches(cpu_stage, batch_size=None, num_cpus=1)
+        # The CPU stage lasts longer than an actor takes to start on any backend.
+        ds = (sb.range(80, override_num_blocks=40).map_batches(slow_cpu_stage, batch_size=None,
+                                                               num_cpus=1)
               .map_batches(DeviceModel, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1))
         rows = ds.take_all()
-        assert sorted(r["pred"] for r in rows) == [i * 10 for i in range(60)]
+        assert sorted(r["pred"] for r in rows) == [i * 10 for i in range(80)]
         events = load_trace(str(trace))
-        cpu, gpu = task_intervals(events, "cpu_stage"), task_intervals(events, "DeviceModel")
-        assert len(cpu) == 30 and len(gpu) == 30
+        cpu, gpu = task_intervals(events, "slow_cpu_stage"), task_intervals(events, "DeviceModel")
+        assert len(cpu) == 40 and len(gpu) == 40
         assert overlap_seconds(cpu, gpu) > 0.1, "CPU and GPU stages never ran at the same time"
 
     def test_each_gpu_actor_gets_its_own_device(self):
