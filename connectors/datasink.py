@@ -10,7 +10,7 @@ from itertools import chain
 import pyarrow as pa
 from fsspec.core import url_to_fs
 from streambatch.connectors.manifest import MANIFEST, ManifestWriter, load, resumable_reads
-from streambatch.connectors.paths import arrow_filesystem
+from streambatch.connectors.paths import arrow_filesystem, usable_fs
 
 MODES = ("error", "overwrite", "append")
 
@@ -101,6 +101,7 @@ class Datasink:
         ``ctx`` is the task context: its lineage ``key`` names the file, so a retried
         task overwrites its own file instead of adding a second one.
         """
+        self.use_in_this_process()
         blocks = iter(blocks)
         first = next((b for b in blocks if b.num_rows), None)
         if first is None:
@@ -111,6 +112,12 @@ class Datasink:
         rows, size = self.write_file(chain([first], (b for b in blocks if b.num_rows)), temp)
         self.fs.mv(temp, final)
         return pa.table({"path": [final], "rows": [rows], "bytes": [size]})
+
+    def use_in_this_process(self) -> None:
+        """Replace a filesystem created before this worker was forked (s3fs refuses it)."""
+        fs = usable_fs(self.fs)
+        if fs is not self.fs:
+            self.fs, self.arrow_fs = fs, arrow_filesystem(fs)
 
     def write_file(self, tables, path: str) -> tuple[int, int]:
         """Write ``tables`` to ``path``; return (rows, bytes)."""

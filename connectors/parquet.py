@@ -1,18 +1,42 @@
-"""Parquet: a source split by row group with projection, filter and limit pushdown,
-and a sink writing one file per partition behind a ``_SUCCESS`` manifest."""
+"""Parquet: a source with lazy footers, row-group splitting, projection / filter /
+limit pushdown, hive partitions and schema unification; a sink writing one file
+per partition (or per partition-column value, rolled over at a target size)."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from streambatch.connectors.datasink import Datasink
-from streambatch.connectors.datasource import Datasource, Pushdowns, ReadTask, limit_tables
-from streambatch.connectors.paths import arrow_filesystem, expand_paths
+from streambatch.connectors.datasource import Pushdowns, ReadTask, limit_tables
+from streambatch.connectors.file_based import FileReadError, FileSource, group_files
+from streambatch.connectors.paths import HIVE_NULL, arrow_filesystem, expand_paths  # noqa: F401
+
+EAGER_FOOTERS = 64          # up to this many files, every footer is read before the tasks
+SPLIT_BYTES = 64 * 2**20    # files larger than this are split by row group
+FOOTER_THREADS = 16
 
 
-class ParquetSource(Datasource):
-    """Parquet files; one read task per row group.
+class SchemaMismatchError(ValueError):
+    """Parquet files disagree on a column's type (the message names both files)."""
+
+
+class ParquetSource(FileSource):
+    """Parquet files (a file, directory, glob, list or any fsspec URL).
+
+    Footers are read in parallel when the tasks are made for up to
+    ``EAGER_FOOTERS`` files (and for every file over ``SPLIT_BYTES``, which
+    is split by row group); beyond that each file's footer is read by its own
+    read task, so thousands of files start producing output at once.
+    ``key=value`` directories become partition columns, and files whose
+    partition values fail the filter are never opened. Schemas of the files
+    are unified (missing columns read as nulls, integers widen); conflicting
+    types raise :class:`SchemaMismatchError`; pass ``schema=`` to decide.
 
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp(); pq.write_table(pa.table({"a": [1, 2, 3]}), os.path.join(d, "x.parquet"))
@@ -22,36 +46,202 @@ class ParquetSource(Datasource):
     """
 
     name = "Parquet"
-    supports_projection = supports_filter = supports_limit = True
+    who = "read_parquet"
+    suffixes = (".parquet", ".parq", ".pq")
+    error_hint = "the file is not a complete parquet file"
 
-    def __init__(self, paths, filesystem=None) -> None:
-        self.fs, self.files = expand_paths(paths, ".parquet", filesystem, "read_parquet")
-        self._dataset = None
+    def __init__(self, paths, *, schema: pa.Schema | None = None, **kwargs) -> None:
+        super().__init__(paths, **kwargs)
+        self.user_schema = schema
+        self._footers: dict[str, pq.FileMetaData] | None = None
+        self._fragments: dict = {}  # path -> fragment with its footer read (planning side)
+        self._fragments_pid = os.getpid()
+        self._schema: pa.Schema | None = None
 
-    def dataset(self) -> pads.Dataset:
-        """The pyarrow dataset over the files (footers read on first use)."""
-        if self._dataset is None:
-            self._dataset = pads.dataset(self.files, format="parquet",
-                                         filesystem=arrow_filesystem(self.fs))
-        return self._dataset
+    # ---- metadata -----------------------------------------------------------------
+    def footers(self, parallelism: int = 1) -> dict[str, pq.FileMetaData]:
+        """Footers read before the tasks (all files when few, else the first and the big ones)."""
+        if self._footers is None:
+            fs, files, _ = self.listing()
+            wanted = [f for i, f in enumerate(files)
+                      if len(files) <= EAGER_FOOTERS or i == 0 or f.size > SPLIT_BYTES]
+            arrow_fs = arrow_filesystem(fs)
+
+            fmt = pads.ParquetFileFormat()
+
+            def read(entry):
+                try:
+                    fragment = fmt.make_fragment(entry.path, filesystem=arrow_fs)
+                    fragment.ensure_complete_metadata()
+                    return entry.path, fragment
+                except Exception as exc:
+                    raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
+
+            with ThreadPoolExecutor(min(FOOTER_THREADS, max(1, len(wanted)))) as pool:
+                self._fragments = dict(pool.map(read, wanted))
+            self._footers = {p: f.metadata for p, f in self._fragments.items()}
+            self._fragments_pid = os.getpid()
+        return self._footers
 
     def schema(self) -> pa.Schema:
-        """Schema from the first file's footer."""
-        return self.dataset().schema
+        """The unified schema of the files read so far, plus partition columns."""
+        if self._schema is None:
+            _, files, parts = self.listing()
+            if self.user_schema is not None:
+                data = self.user_schema
+            else:
+                footers = self.footers()
+                data = unify_schemas([(p, m.schema.to_arrow_schema()) for p, m in footers.items()])
+            fields = list(data) + [pa.field(k, v.type) for k, v in parts.items()
+                                   if k not in data.names]
+            if self.include_paths and "path" not in data.names:
+                fields.append(pa.field("path", pa.string()))
+            self._schema = pa.schema(fields, metadata=data.metadata)
+        return self._schema
 
+    def _data_schema(self) -> pa.Schema:
+        schema = self.schema()
+        return pa.schema([f for f in schema if not (self.include_paths and f.name == "path"
+                                                      and "path" not in self._file_names())])
+
+    def _file_names(self) -> set:
+        return set(self.user_schema.names) if self.user_schema is not None else {
+            n for m in self.footers().values() for n in m.schema.to_arrow_schema().names}
+
+    # ---- tasks ----------------------------------------------------------------------
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
-        """One task per row group, with its rows and uncompressed bytes as estimates."""
-        dataset, tasks = self.dataset(), []
-        for fragment in dataset.get_fragments():
-            for piece in fragment.split_by_row_group():
-                rows, size = _row_group_size(piece, pushdowns.columns)
-                desc = f"file {piece.path} row group {piece.row_groups[0].id}"
-                tasks.append(ReadTask(_reader(piece, dataset.schema, pushdowns), rows, size, desc))
-        return tasks
+        """Files (or row groups of split files) grouped into tasks with row/byte estimates."""
+        _, files, parts = self.listing()
+        footers, schema = self.footers(), self.schema()
+        values = [{k: col[i].as_py() for k, col in parts.items()} for i in range(len(files))]
+        keep = self._prune(parts, len(files), pushdowns.filter)
+        ratio = _decoded_ratio(footers, {f.path: f.size for f in files})
+        split_all = len(keep) < parallelism
+        pieces, sizes = [], []
+        for i in keep:
+            entry, meta = files[i], footers.get(files[i].path)
+            groups = self._surviving_row_groups(entry.path, pushdowns.filter)
+            if groups == []:
+                continue  # statistics rule out every row group: the file is never read again
+            if meta is not None and meta.num_row_groups > 1 and (split_all or entry.size > SPLIT_BYTES):
+                for rg in groups if groups is not None else range(meta.num_row_groups):
+                    rows, size = _row_group_size(meta.row_group(rg), pushdowns.columns)
+                    pieces.append((entry, values[i], [rg], rows, size))
+                    sizes.append(size)
+                continue
+            if meta is not None and meta.num_row_groups > 1 and (split_all or entry.size > SPLIT_BYTES):
+                for rg in range(meta.num_row_groups):
+                    rows, size = _row_group_size(meta.row_group(rg), pushdowns.columns)
+                    pieces.append((entry, values[i], [rg], rows, size))
+                    sizes.append(size)
+            else:
+                if meta is not None:
+                    rows = meta.num_rows
+                    size = sum(_row_group_size(meta.row_group(rg), pushdowns.columns)[1]
+                               for rg in range(meta.num_row_groups))
+                else:
+                    rows, size = None, int(entry.size * ratio * _column_share(schema, pushdowns))
+                pieces.append((entry, values[i], None, rows, size))
+                sizes.append(size)
+        return [self._parquet_task(group, pushdowns) for group in group_files(pieces, sizes, parallelism)]
+
+    def _surviving_row_groups(self, path: str, expr) -> list[int] | None:
+        """Row groups whose statistics may hold rows passing ``expr`` (None: unknown)."""
+        fragment = self._fragments.get(path)
+        if expr is None or fragment is None:
+            return None
+        try:
+            return [rg.id for rg in fragment.subset(filter=expr, schema=self.schema()).row_groups]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError):
+            return None
+
+    def _parquet_task(self, group: list, pushdowns: Pushdowns) -> ReadTask:
+        rows = None if any(p[3] is None for p in group) else sum(p[3] for p in group)
+        size = sum(p[4] for p in group)
+        first = group[0]
+        desc = first[0].path + (f" row group {first[2][0]}" if first[2] else "")
+        if len(group) > 1:
+            desc = f"{len(group)} pieces from {desc}"
+        return ReadTask(_ParquetRead(self, [p[:3] for p in group], pushdowns), rows, size, desc)
+
+    def read_piece(self, arrow_fs, entry, values: dict, row_groups, pushdowns: Pushdowns):
+        """Yield the tables of one file (or some of its row groups), pushdowns applied."""
+        schema = self.schema()
+        # A fragment's filesystem from planning is unusable in a forked worker (s3fs).
+        same_process = self._fragments_pid == os.getpid() or isinstance(arrow_fs, pafs.LocalFileSystem)
+        known = self._fragments.get(entry.path) if same_process else None
+        expr = _partition_expr(values, schema)
+        if known is not None and expr is None:  # footer already read while planning
+            fragment = known.subset(row_group_ids=row_groups) if row_groups else known
+        else:
+            fragment = pads.ParquetFileFormat().make_fragment(
+                entry.path, filesystem=arrow_fs, partition_expression=expr, row_groups=row_groups)
+        if self.user_schema is None:
+            check_file_schema(fragment.physical_schema, schema, entry.path, self._first_file())
+        if pushdowns.filter is not None:  # drop row groups whose statistics rule them out
+            fragment = fragment.subset(filter=pushdowns.filter, schema=schema)
+            if not fragment.row_groups:
+                return
+        cols = list(pushdowns.columns) if pushdowns.columns is not None else schema.names
+        scan_cols = [c for c in cols if not (c == "path" and self.include_paths
+                                              and c not in fragment.physical_schema.names)]
+        batches = fragment.to_batches(schema=schema, columns=scan_cols, filter=pushdowns.filter,
+                                      batch_size=64 * 1024, use_threads=False)
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            if schema.metadata:  # e.g. pandas dtypes (nullable ints, time zones)
+                table = table.replace_schema_metadata(schema.metadata)
+            if len(scan_cols) < len(cols):
+                table = table.append_column("path", pa.array([entry.path] * table.num_rows,
+                                                             pa.string())).select(cols)
+            yield table
+
+    def _first_file(self) -> str:
+        return next(iter(self.footers()), "")
 
 
-def _row_group_size(piece, columns) -> tuple[int, int]:
-    meta = piece.row_groups[0].metadata
+class _ParquetRead:
+    """The read function of one task (a picklable object, not a closure)."""
+
+    def __init__(self, source: ParquetSource, pieces: list, pushdowns: Pushdowns) -> None:
+        self.source, self.pieces, self.pushdowns = source, pieces, pushdowns
+
+    def __call__(self):
+        return limit_tables(self._tables(), self.pushdowns.limit)
+
+    def _tables(self):
+        arrow_fs = arrow_filesystem(self.source.fs)
+        for entry, values, row_groups in self.pieces:
+            try:
+                yield from self.source.read_piece(arrow_fs, entry, values, row_groups, self.pushdowns)
+            except (FileReadError, SchemaMismatchError):
+                raise
+            except (OSError, pa.ArrowException) as exc:
+                raise FileReadError(self.source.who, entry.path, exc, self.source.error_hint) from exc
+
+
+def _partition_expr(values: dict, schema: pa.Schema):
+    expr = None
+    for key, value in values.items():
+        term = (pc.field(key).is_null() if value is None
+                else pc.field(key) == pa.scalar(value, schema.field(key).type))
+        expr = term if expr is None else expr & term
+    return expr
+
+
+def _decoded_ratio(footers: dict, sizes: dict) -> float:
+    disk = sum(sizes.get(p, 0) for p in footers)
+    decoded = sum(m.row_group(i).total_byte_size for m in footers.values() for i in range(m.num_row_groups))
+    return decoded / disk if disk and decoded else 1.0
+
+
+def _column_share(schema: pa.Schema, pushdowns: Pushdowns) -> float:
+    if pushdowns.columns is None or not len(schema):
+        return 1.0
+    return max(1, len(pushdowns.columns)) / len(schema)
+
+
+def _row_group_size(meta, columns) -> tuple[int, int]:
     if columns is None:
         return meta.num_rows, meta.total_byte_size
     wanted = set(columns)
@@ -60,26 +250,99 @@ def _row_group_size(piece, columns) -> tuple[int, int]:
     return meta.num_rows, size
 
 
-def _reader(piece, schema: pa.Schema, pushdowns: Pushdowns):
-    def read():
-        cols = list(pushdowns.columns) if pushdowns.columns is not None else None
-        batches = piece.to_batches(schema=schema, columns=cols, filter=pushdowns.filter,
-                                   batch_size=64 * 1024, use_threads=False)
-        tables = (pa.Table.from_batches([b]) for b in batches)
-        return limit_tables(tables, pushdowns.limit)
+# ---- schema unification ------------------------------------------------------------
+def _compatible(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type both read as, or None when they conflict."""
+    if a == b:
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    if pa.types.is_floating(a) and pa.types.is_floating(b):
+        return a if a.bit_width >= b.bit_width else b
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        sa, sb_ = pa.types.is_signed_integer(a), pa.types.is_signed_integer(b)
+        if sa == sb_:
+            return a if a.bit_width >= b.bit_width else b
+        signed, unsigned = (a, b) if sa else (b, a)
+        return signed if signed.bit_width > unsigned.bit_width else None
+    if (pa.types.is_integer(a) and pa.types.is_floating(b)) or (pa.types.is_floating(a) and pa.types.is_integer(b)):
+        return pa.float64()
+    for pair in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
+        if a in pair and b in pair:
+            return pair[1]
+    return None
 
-    return read
+
+def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
+    """One schema for several files: the union of their columns (first-seen order),
+    types widened where safe, a clear error where they conflict.
+
+    >>> unify_schemas([("a", pa.schema([("x", pa.int32())])), ("b", pa.schema([("x", pa.int64()), ("y", pa.string())]))])
+    x: int64
+    y: string
+    >>> try:
+    ...     unify_schemas([("a.parquet", pa.schema([("x", pa.int64())])),
+    ...                    ("b.parquet", pa.schema([("x", pa.string())]))])
+    ... except SchemaMismatchError as exc:
+    ...     print(exc)
+    read_parquet: column 'x' is int64 in 'a.parquet' but string in 'b.parquet'; pass schema= to read_parquet with the type to read it as, or read the files separately
+    """
+    fields: dict[str, pa.DataType] = {}
+    origin: dict[str, str] = {}
+    metadata = schemas[0][1].metadata if schemas else None
+    for path, schema in schemas:
+        for field in schema:
+            name = field.name
+            if name not in fields:
+                fields[name], origin[name] = field.type, path
+                continue
+            merged = _compatible(fields[name], field.type)
+            if merged is None:
+                raise SchemaMismatchError(
+                    f"read_parquet: column {name!r} is {fields[name]} in {origin[name]!r} but "
+                    f"{field.type} in {path!r}; pass schema= to read_parquet with the type to "
+                    "read it as, or read the files separately")
+            fields[name] = merged
+    return pa.schema(list(fields.items()), metadata=metadata)
 
 
+def check_file_schema(physical: pa.Schema, schema: pa.Schema, path: str, first: str) -> None:
+    """Refuse a file whose columns conflict with the dataset schema (rather than cast
+    them silently), or that holds columns the dataset schema lacks."""
+    extra = [n for n in physical.names if n not in schema.names]
+    if extra:
+        raise SchemaMismatchError(
+            f"read_parquet: {path!r} has column(s) {extra} that the dataset schema (from "
+            f"{first!r}) lacks; pass schema= with every column to read them")
+    for field in physical:
+        want = schema.field(field.name).type
+        if _compatible(want, field.type) is None:
+            raise SchemaMismatchError(
+                f"read_parquet: column {field.name!r} is {field.type} in {path!r} but {want} in "
+                f"the dataset schema (from {first!r}); pass schema= to read_parquet with the "
+                "type to read it as, or read the files separately")
+
+
+# ---- sink ---------------------------------------------------------------------------
 class ParquetSink(Datasink):
-    """Write one parquet file per partition; ``_SUCCESS`` lists them when all succeeded.
+    """Write parquet files; ``_SUCCESS`` lists them when all succeeded.
 
     ``mode``: "error" (the directory must hold no data files), "overwrite"
-    (delete existing data files first) or "append".
+    (delete existing data files first) or "append". ``partition_cols`` writes
+    hive directories ``col=value/`` (the columns leave the files);
+    ``target_file_bytes`` starts a new file once a file reaches that size on disk.
     """
 
     name = "Parquet"
     suffix = ".parquet"
+
+    def __init__(self, path: str, *, partition_cols=None, target_file_bytes: int | None = None,
+                 **kwargs) -> None:
+        super().__init__(path, **kwargs)
+        self.partition_cols = list(partition_cols or [])
+        self.target_file_bytes = target_file_bytes
 
     def write_file(self, table_iter, path: str) -> tuple[int, int]:
         """Stream the tables into one parquet file; return (rows, bytes)."""
@@ -94,3 +357,92 @@ class ParquetSink(Datasink):
             if writer is not None:
                 writer.close()
         return rows, size
+
+    def write(self, blocks, ctx) -> pa.Table:
+        """One file per partition, unless partition columns or a target size ask for more."""
+        if not self.partition_cols and not self.target_file_bytes:
+            return super().write(blocks, ctx)
+        self.use_in_this_process()
+        prefix = f"part-{self.job}-{getattr(ctx, 'key', '') or ctx.task_index}"
+        writers: dict[tuple, _RollingWriter] = {}
+        for table in (b for b in blocks if b.num_rows):
+            missing = [c for c in self.partition_cols if c not in table.column_names]
+            if missing:
+                raise KeyError(f"write_parquet: partition_cols {missing} are not columns; the "
+                               f"columns are {table.column_names}")
+            for key, part in _split_by(table, self.partition_cols):
+                if key not in writers:
+                    directory = "/".join([self.path] + [f"{c}={_hive_value(v)}" for c, v in
+                                                        zip(self.partition_cols, key, strict=True)])
+                    writers[key] = _RollingWriter(self, directory, prefix)
+                writers[key].write(part.drop_columns(self.partition_cols))
+        done = [row for w in writers.values() for row in w.close()]
+        return pa.table({"path": pa.array([d[0] for d in done], pa.string()),
+                         "rows": pa.array([d[1] for d in done], pa.int64()),
+                         "bytes": pa.array([d[2] for d in done], pa.int64())})
+
+    def abort(self) -> None:
+        """Also remove this job's files inside partition directories."""
+        super().abort()
+        if not self.partition_cols or not self.fs.exists(self.path):
+            return
+        for path in self.fs.find(self.path):
+            name = path.rsplit("/", 1)[-1]
+            if name.startswith((f"part-{self.job}-", f".part-{self.job}-")):
+                self.fs.rm(path)
+
+
+def _hive_value(value) -> str:
+    from urllib.parse import quote
+
+    return HIVE_NULL if value is None else quote(str(value), safe="")
+
+
+def _split_by(table: pa.Table, cols: list[str]):
+    if not cols:
+        yield (), table
+        return
+    keys = table.select(cols).group_by(cols).aggregate([]).to_pylist()
+    for key in keys:
+        mask = None
+        for c in cols:
+            term = pc.is_null(table[c]) if key[c] is None else pc.equal(table[c], key[c])
+            mask = term if mask is None else pc.and_(mask, term)
+        yield tuple(key[c] for c in cols), table.filter(mask)
+
+
+class _RollingWriter:
+    """Parquet files in one directory, a new one each time ``target_file_bytes`` is reached."""
+
+    def __init__(self, sink: ParquetSink, directory: str, prefix: str) -> None:
+        self.sink, self.directory, self.prefix = sink, directory, prefix
+        self.index, self.done = 0, []
+        self.handle = self.writer = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.sink.fs.makedirs(self.directory, exist_ok=True)
+            name = f"{self.prefix}-{self.index:04d}{self.sink.suffix}"
+            self.final, self.temp = f"{self.directory}/{name}", f"{self.directory}/.{name}.tmp"
+            self.handle = self.sink.fs.open(self.temp, "wb")
+            self.writer, self.rows = pq.ParquetWriter(self.handle, table.schema), 0
+        self.writer.write_table(table.cast(self.writer.schema)
+                                if table.schema != self.writer.schema else table)
+        self.rows += table.num_rows
+        target = self.sink.target_file_bytes
+        if target and self.handle.tell() >= target:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.writer.close()
+        size = self.handle.tell()
+        self.handle.close()
+        self.sink.fs.mv(self.temp, self.final)
+        self.done.append((self.final, self.rows, size))
+        self.writer = self.handle = None
+        self.index += 1
+
+    def close(self) -> list[tuple]:
+        if self.writer is not None:
+            self._finish()
+        return self.done

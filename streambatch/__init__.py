@@ -21,12 +21,20 @@ from streambatch.executor.stage import Resources
 from streambatch.executor.stats import DatasetStats, StageStats
 from streambatch.read_api import (
     from_arrow,
+    from_huggingface,
     from_items,
     from_numpy,
     from_pandas,
     from_polars,
+    from_torch,
     range,
+    read_binary_files,
+    read_csv,
+    read_images,
+    read_json,
+    read_numpy,
     read_parquet,
+    read_text,
 )
 
 __version__ = "0.1.0"
@@ -35,15 +43,15 @@ __all__ = [
     "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
     "StageStuckError", "StreamBatchError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
     "WorkerDiedError", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
-    "init", "range", "read_parquet",
+    "init", "range", "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",
+    "read_numpy", "read_images", "from_torch", "from_huggingface",
 ]
 
 
 def __getattr__(name: str):
-    """Lazy attributes: lookup tables (redis / psycopg load only when they connect) and
-    ``sb.torch`` (PyTorch adapters; torch itself loads later)."""
+    """Lazy attributes: lookup tables, and ``sb.torch`` (PyTorch adapters; torch loads later)."""
     if name in ("FreshCache", "SQLiteTable", "RedisTable", "PostgresTable"):
-        from streambatch.connectors import lookup
+        from streambatch.connectors import lookup  # redis / psycopg load only on connect
 
         return getattr(lookup, name)
     if name == "torch":

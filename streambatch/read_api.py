@@ -94,10 +94,13 @@ def from_numpy(arrays, *, override_num_blocks: int | None = None) -> Dataset:
 
 
 def read_parquet(paths, *, columns: list[str] | None = None, filter=None, filesystem=None,
+                 schema=None, partitioning="hive", include_paths: bool = False,
                  override_num_blocks: int | None = None) -> Dataset:
     """Parquet files (a file, directory, glob, list, or any fsspec URL), split by row group.
 
-    ``columns`` and ``filter`` (a pyarrow.compute expression) are pushed into the scan.
+    ``columns`` and ``filter`` (a pyarrow.compute expression) are pushed into the scan;
+    ``key=value`` directories become columns; files' schemas are unified (``schema=``
+    overrides). Footers of large datasets are read lazily, by the read tasks.
 
     >>> import streambatch as sb, tempfile
     >>> out = tempfile.mkdtemp() + "/t"
@@ -106,12 +109,30 @@ def read_parquet(paths, *, columns: list[str] | None = None, filter=None, filesy
     5
     """
     from streambatch.connectors.parquet import ParquetSource
+    from streambatch.connectors.registry import check_protocol
 
-    plan = L.Read(ParquetSource(paths, filesystem=filesystem), name="Parquet",
+    check_protocol(paths)
+    source = ParquetSource(paths, filesystem=filesystem, schema=schema,
+                           partitioning=partitioning, include_paths=include_paths)
+    if override_num_blocks is not None:
+        source.parallelism = v.positive_int("override_num_blocks", override_num_blocks)
+    plan = L.Read(source, name="Parquet",
                   columns=v.column_list("columns", columns) if columns is not None else None,
                   filter=filter)
     return Dataset(plan)
 
 
+from streambatch.read_files import (  # noqa: E402 - file sources live in their own module
+    from_huggingface,
+    from_torch,
+    read_binary_files,
+    read_csv,
+    read_images,
+    read_json,
+    read_numpy,
+    read_text,
+)
+
 __all__ = ["range", "from_items", "from_arrow", "from_pandas", "from_polars", "from_numpy",
-           "read_parquet"]
+           "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",
+           "read_numpy", "read_images", "from_torch", "from_huggingface"]

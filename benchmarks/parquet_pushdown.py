@@ -1,0 +1,127 @@
+"""Parquet scan with projection and a selective filter: streambatch vs Ray Data vs
+plain ``pyarrow.dataset``; plus time-to-first-batch over 2,000 small files.
+
+Dataset (generated once into ``bench-data/pushdown``): 40 files, 20 columns
+(``id`` sorted int64, ``k`` int64 in 0..99, 18 float64), ~2 GB on disk at the
+default ``--gb 2``. The query reads 2 of 20 columns (``id``, ``c0``) where
+``k < 5`` (about 5% of the rows; ``k`` is sorted within each row group so
+statistics can skip row groups).
+
+Reported per engine: time to the first batch and total time (median of
+``--repeat`` runs). Targets (issue 6): streambatch's first batch < 0.5 s and
+total within 1.2x of plain pyarrow; 2,000 small files yield within 1 s.
+
+    python benchmarks/parquet_pushdown.py [--gb 2] [--repeat 3] [--no-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench-data")
+COLUMNS = ["id", "c0"]
+
+
+def generate(directory: str, gb: float, files: int = 40) -> None:
+    marker = os.path.join(directory, "_DONE")
+    if os.path.exists(marker) and json.load(open(marker)).get("gb") == gb:
+        return
+    os.makedirs(directory, exist_ok=True)
+    rows_per_file = int(gb * 2**30 / files / (20 * 8))
+    rng = np.random.default_rng(0)
+    for f in range(files):
+        start = f * rows_per_file
+        cols = {"id": np.arange(start, start + rows_per_file, dtype=np.int64),
+                "k": np.sort(rng.integers(0, 100, rows_per_file))}
+        cols |= {f"c{i}": rng.random(rows_per_file) for i in range(18)}
+        pq.write_table(pa.table(cols), os.path.join(directory, f"part-{f:03d}.parquet"),
+                       row_group_size=rows_per_file // 8, compression="none")
+    json.dump({"gb": gb}, open(marker, "w"))
+
+
+def small_files(directory: str, n: int = 2000) -> None:
+    if os.path.exists(os.path.join(directory, "_DONE")):
+        return
+    os.makedirs(directory, exist_ok=True)
+    for i in range(n):
+        pq.write_table(pa.table({"id": [i], "x": [float(i)]}), os.path.join(directory, f"f{i:05d}.parquet"))
+    open(os.path.join(directory, "_DONE"), "w").close()
+
+
+def timed(batches) -> tuple[float, float, int]:
+    t0 = time.perf_counter()
+    first, rows = None, 0
+    for b in batches:
+        if first is None:
+            first = time.perf_counter() - t0
+        rows += b.num_rows if hasattr(b, "num_rows") else len(next(iter(b.values())))
+    return first or 0.0, time.perf_counter() - t0, rows
+
+
+def run_streambatch(directory: str):
+    import streambatch as sb
+
+    ds = sb.read_parquet(directory, columns=COLUMNS, filter=pc.field("k") < 5)
+    return timed(ds.iter_batches(batch_size=None))
+
+
+def run_pyarrow(directory: str):
+    ds = pads.dataset(directory, format="parquet")
+    return timed(ds.to_batches(columns=COLUMNS, filter=pc.field("k") < 5))
+
+
+def run_ray(directory: str):
+    import ray
+
+    ds = ray.data.read_parquet(directory, columns=COLUMNS, filter=pc.field("k") < 5)
+    return timed(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gb", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-ray", action="store_true")
+    args = parser.parse_args()
+    big = os.path.join(ROOT, "pushdown")
+    generate(big, args.gb)
+    engines = {"pyarrow.dataset": run_pyarrow, "streambatch": run_streambatch}
+    if not args.no_ray:
+        try:
+            import ray
+
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            engines["ray.data"] = run_ray
+        except ImportError:
+            print("ray not installed: skipping Ray Data (pip install 'streambatch[bench]')")
+    results = {}
+    for name, fn in engines.items():
+        fn(big)  # warm the page cache and imports
+        runs = [fn(big) for _ in range(args.repeat)]
+        results[name] = {"first_s": statistics.median(r[0] for r in runs),
+                         "total_s": statistics.median(r[1] for r in runs), "rows": runs[0][2]}
+    base = results["pyarrow.dataset"]["total_s"]
+    print(f"{args.gb:g} GB, 40 files, 2 of 20 columns, filter k < 5")
+    for name, r in results.items():
+        print(f"  {name:16s} first batch {r['first_s']:.3f} s   total {r['total_s']:.3f} s "
+              f"({r['total_s'] / base:.2f}x pyarrow)   rows {r['rows']:,}")
+    small = os.path.join(ROOT, "small-files")
+    small_files(small)
+    import streambatch as sb
+
+    first, total, rows = timed(sb.read_parquet(small).iter_batches(batch_size=None))
+    print(f"2,000 small files: first batch {first:.3f} s, all {rows:,} rows in {total:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

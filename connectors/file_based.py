@@ -1,0 +1,200 @@
+"""The shared machinery of file sources: listing, grouping files into read tasks,
+hive partition columns, ``include_paths``, pushdowns and per-file error messages.
+
+A format subclasses :class:`FileSource` and implements ``read_file``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from functools import partial
+
+import pyarrow as pa
+from streambatch.connectors.datasource import (
+    Datasource,
+    Pushdowns,
+    ReadTask,
+    apply_pushdowns,
+    limit_tables,
+)
+from streambatch.connectors.paths import FileEntry, expand_files, infer_partition_value, usable_fs
+
+TARGET_TASK_BYTES = 128 * 2**20
+MAX_FILES_PER_TASK = 64
+PARTITIONINGS = ("hive", None)
+
+
+class FileReadError(OSError):
+    """A file could not be read or decoded; the message names the file and the cause.
+
+    >>> str(FileReadError("read_csv", "/d/a.csv", ValueError("bad row 3")))
+    "read_csv: cannot read '/d/a.csv': ValueError: bad row 3"
+    """
+
+    def __init__(self, who: str, path: str, cause: BaseException, hint: str = "") -> None:
+        self.path = path
+        msg = f"{who}: cannot read {path!r}: {type(cause).__name__}: {cause}"
+        super().__init__(msg + (f"; {hint}" if hint else ""))
+
+    def __reduce__(self):
+        return (_rebuild_error, (str(self), self.path))
+
+
+def _rebuild_error(message: str, path: str) -> FileReadError:
+    err = FileReadError.__new__(FileReadError)
+    OSError.__init__(err, message)
+    err.path = path
+    return err
+
+
+class FileSource(Datasource):
+    """Files of one format, grouped into read tasks of about ``TARGET_TASK_BYTES``
+    (decoded) and at most ``MAX_FILES_PER_TASK`` files, so thousands of small
+    files start producing output after the first few are read.
+
+    Subclasses set ``who`` (the function name in messages), ``suffixes`` (what a
+    directory listing keeps), ``in_memory_factor`` (decoded size / file size)
+    and implement :meth:`read_file`.
+    """
+
+    name = "Files"
+    who = "read_files"
+    suffixes: tuple[str, ...] | None = None
+    in_memory_factor = 1.0
+    supports_projection = supports_filter = supports_limit = True
+
+    def __init__(self, paths, *, filesystem=None, include_paths: bool = False,
+                 partitioning: str | None = "hive") -> None:
+        if partitioning not in PARTITIONINGS:
+            raise ValueError(f"{self.who}: partitioning={partitioning!r}; expected 'hive' or None")
+        self._paths, self._filesystem = paths, filesystem
+        self.include_paths, self.partitioning = include_paths, partitioning
+        self._listing: tuple | None = None
+        self.listing()  # a missing path fails where the dataset is made; footers stay lazy
+
+    # ---- listing ------------------------------------------------------------------
+    def listing(self) -> tuple:
+        """``(fs, files, partition columns)``; listed once (in parallel), at construction."""
+        if self._listing is None:
+            fs, files = expand_files(self._paths, self.suffixes, self._filesystem, self.who)
+            self._listing = (fs, files, self._partition_columns(files))
+        return self._listing
+
+    @property
+    def fs(self):
+        """The fsspec filesystem the files live on (a fresh one in a forked worker)."""
+        fs = usable_fs(self.listing()[0])
+        if fs is not self._listing[0]:
+            self._listing = (fs, *self._listing[1:])
+        return fs
+
+    def _partition_columns(self, files: list[FileEntry]) -> dict[str, pa.Array]:
+        if self.partitioning != "hive":
+            return {}
+        values = [f.partition_values() for f in files]
+        keys = list(dict.fromkeys(k for v in values for k in v))
+        return {k: infer_partition_value([v.get(k) for v in values]) for k in keys}
+
+    # ---- tasks ----------------------------------------------------------------------
+    def estimate(self, entry: FileEntry) -> tuple[int | None, int]:
+        """(rows or None, in-memory bytes) of one file, before reading it."""
+        return None, int(entry.size * self.in_memory_factor)
+
+    def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
+        """Files pruned by partition values, grouped into about ``parallelism`` or more tasks."""
+        _, files, parts = self.listing()
+        rows = [{k: col[i].as_py() for k, col in parts.items()} for i in range(len(files))]
+        keep = self._prune(parts, len(files), pushdowns.filter)
+        items = [(files[i], rows[i]) for i in keep]
+        sizes = [self.estimate(entry)[1] for entry, _ in items]
+        return [self._task(group, pushdowns) for group in group_files(items, sizes, parallelism)]
+
+    def _prune(self, parts: dict, n: int, expr) -> list[int]:
+        if expr is None or not parts:
+            return list(range(n))
+        table = pa.table({**parts, "__index": pa.array(range(n), pa.int64())})
+        try:
+            return table.filter(expr).column("__index").to_pylist()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, TypeError):
+            return list(range(n))  # the filter needs data columns: prune nothing
+
+    def _task(self, group: list, pushdowns: Pushdowns) -> ReadTask:
+        ests = [self.estimate(entry) for entry, _ in group]
+        rows = None if any(r is None for r, _ in ests) else sum(r for r, _ in ests)
+        size = sum(b for _, b in ests)
+        first = group[0][0].path
+        desc = first if len(group) == 1 else f"{len(group)} files from {first}"
+        return ReadTask(partial(self._read_group, group, pushdowns), rows, size, desc)
+
+    def _read_group(self, group: list, pushdowns: Pushdowns) -> Iterator[pa.Table]:
+        return limit_tables(self._tables(group, pushdowns), pushdowns.limit)
+
+    def _tables(self, group: list, pushdowns: Pushdowns) -> Iterator[pa.Table]:
+        fs = self.fs
+        for entry, values in group:
+            tables = iter(self.read_file(fs, entry, pushdowns))
+            while True:
+                try:
+                    table = next(tables)
+                except StopIteration:
+                    break
+                except FileReadError:
+                    raise
+                except Exception as exc:
+                    raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
+                table = add_constant_columns(table, values, self.listing()[2], entry.path,
+                                             self.include_paths)
+                yield apply_pushdowns(table, pushdowns)
+
+    error_hint = "check that the file is complete and in the expected format"
+
+    def read_file(self, fs, entry: FileEntry, pushdowns: Pushdowns) -> Iterator[pa.Table]:
+        """Yield the tables of one file (pushdowns are applied afterwards)."""
+        raise NotImplementedError
+
+
+def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,
+                         include_paths: bool) -> pa.Table:
+    """Append hive partition columns (typed as across all files) and ``path``.
+
+    >>> t = add_constant_columns(pa.table({"x": [1, 2]}), {"k": 3}, {"k": pa.array([3])}, "/a", True)
+    >>> t.to_pylist()
+    [{'x': 1, 'k': 3, 'path': '/a'}, {'x': 2, 'k': 3, 'path': '/a'}]
+    """
+    n = table.num_rows
+    for key, value in values.items():
+        if key not in table.column_names:
+            table = table.append_column(key, pa.array([value] * n, parts[key].type))
+    if include_paths and "path" not in table.column_names:
+        table = table.append_column("path", pa.array([path] * n, pa.string()))
+    return table
+
+
+def group_files(items: list, sizes: list[int], parallelism: int) -> list[list]:
+    """Contiguous groups of items (files or pieces, with estimated decoded ``sizes``):
+    at least ``parallelism`` groups when there are that many items, each of about
+    ``TARGET_TASK_BYTES`` and at most ``MAX_FILES_PER_TASK`` items.
+
+    >>> [len(g) for g in group_files(list(range(200)), [10] * 200, 4)]
+    [50, 50, 50, 50]
+    >>> len(group_files(list(range(2000)), [10] * 2000, 4))
+    32
+    """
+    if not items:
+        return []
+    total = sum(sizes)
+    groups_wanted = max(parallelism, math.ceil(total / TARGET_TASK_BYTES),
+                        math.ceil(len(items) / MAX_FILES_PER_TASK))
+    groups_wanted = min(len(items), groups_wanted)
+    per_group = max(1, total / groups_wanted)
+    max_files = math.ceil(len(items) / groups_wanted)
+    groups, current, current_bytes = [], [], 0
+    for item, size in zip(items, sizes, strict=True):
+        if current and (current_bytes + size > per_group * 1.5 or len(current) >= max_files):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size
+    groups.append(current)
+    return groups

@@ -1,0 +1,164 @@
+"""Python iterables and PyTorch datasets as sources (torch itself is never imported).
+
+Items become rows: a dict is a row, a tuple ``(a, b, ...)`` becomes columns
+``item_0, item_1, ...``, anything else goes in column ``item``. Tensors (anything
+with ``.numpy()``) and PIL images become numpy arrays; n-d values become tensor
+columns.
+
+>>> from streambatch.connectors.datasource import Pushdowns
+>>> src = SequenceSource([{"x": i} for i in range(5)])
+>>> [t["x"].to_pylist() for task in src.read_tasks(2, Pushdowns()) for t in task()]
+[[0, 1, 2], [3, 4]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from streambatch.connectors.datasource import (
+    Datasource,
+    Pushdowns,
+    ReadTask,
+    apply_pushdowns,
+    limit_tables,
+)
+from streambatch.connectors.memory import split_rows
+from streambatch.connectors.tensors import tensor_array
+
+ROWS_PER_BLOCK = 1024
+
+
+def to_value(value):
+    """A tensor (``.detach().cpu().numpy()``), PIL image or numpy scalar as numpy/python.
+
+    >>> to_value(np.int64(3)), to_value([1, 2])
+    (3, [1, 2])
+    """
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    elif type(value).__module__.startswith("PIL."):
+        value = np.asarray(value)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def item_to_row(item) -> dict:
+    """One dataset item as a row dict.
+
+    >>> item_to_row((1, "a")), item_to_row(5)
+    ({'item_0': 1, 'item_1': 'a'}, {'item': 5})
+    """
+    if isinstance(item, dict):
+        return {k: to_value(v) for k, v in item.items()}
+    if isinstance(item, tuple):
+        return {f"item_{i}": to_value(v) for i, v in enumerate(item)}
+    return {"item": to_value(item)}
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Rows to a table; columns of numpy arrays become tensor columns.
+
+    >>> t = rows_to_table([{"a": np.zeros((2, 2)), "b": 1}, {"a": np.ones((2, 2)), "b": 2}])
+    >>> t.schema.field("a").type.extension_name, t["b"].to_pylist()
+    ('arrow.fixed_shape_tensor', [1, 2])
+    """
+    if not rows:
+        return pa.table({})
+    columns = {}
+    for name in dict.fromkeys(k for r in rows for k in r):
+        values = [r.get(name) for r in rows]
+        if all(isinstance(v, np.ndarray) for v in values):
+            columns[name] = (tensor_array(values) if values[0].ndim >= 1 and
+                             not (values[0].ndim == 1 and len({v.shape for v in values}) > 1)
+                             else pa.array(values))
+        else:
+            columns[name] = pa.array(values)
+    return pa.table(columns)
+
+
+class SequenceSource(Datasource):
+    """A map-style dataset (``len`` and ``[i]``, e.g. ``torch.utils.data.Dataset``),
+    split into contiguous index ranges read in the tasks."""
+
+    name = "Torch"
+    supports_projection = supports_filter = supports_limit = True
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
+        """About ``parallelism`` index ranges (rows known, bytes guessed from the first item)."""
+        n = len(self.dataset)
+        per_row = _row_bytes(self.dataset[0]) if n else 0
+        return [ReadTask(_seq_reader(self.dataset, start, length, pushdowns), length,
+                         length * per_row, f"items {start}-{start + length - 1}")
+                for start, length in split_rows(n, parallelism) if length]
+
+
+def _row_bytes(item) -> int:
+    return max(8, rows_to_table([item_to_row(item)]).nbytes)
+
+
+def _seq_reader(dataset, start: int, length: int, pushdowns: Pushdowns):
+    def read():
+        def tables():
+            for s in range(start, start + length, ROWS_PER_BLOCK):
+                rows = [item_to_row(dataset[i]) for i in range(s, min(s + ROWS_PER_BLOCK, start + length))]
+                yield apply_pushdowns(rows_to_table(rows), pushdowns)
+
+        return limit_tables(tables(), pushdowns.limit)
+
+    return read
+
+
+class IterableSource(Datasource):
+    """An iterable (e.g. ``torch.utils.data.IterableDataset``, a Hugging Face
+    ``IterableDataset``): one read task iterating it in blocks."""
+
+    name = "Iterable"
+    supports_projection = supports_filter = supports_limit = True
+
+    def __init__(self, iterable) -> None:
+        self.iterable = iterable
+
+    def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
+        """One task (an iterable cannot be split without reading it)."""
+        return [ReadTask(_iter_reader(self.iterable, pushdowns), None, None, "iterable")]
+
+
+def _iter_reader(iterable, pushdowns: Pushdowns):
+    def read():
+        def tables():
+            rows = []
+            for item in iterable:
+                rows.append(item_to_row(item))
+                if len(rows) == ROWS_PER_BLOCK:
+                    yield apply_pushdowns(rows_to_table(rows), pushdowns)
+                    rows = []
+            if rows:
+                yield apply_pushdowns(rows_to_table(rows), pushdowns)
+
+        return limit_tables(tables(), pushdowns.limit)
+
+    return read
+
+
+def source_for(dataset) -> Datasource:
+    """A sequence source when ``dataset`` has ``len`` and ``[i]``, else an iterable one.
+
+    >>> type(source_for(iter([1, 2]))).__name__, type(source_for([1, 2])).__name__
+    ('IterableSource', 'SequenceSource')
+    """
+    if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+        try:
+            len(dataset)
+            return SequenceSource(dataset)
+        except TypeError:
+            pass
+    if not hasattr(dataset, "__iter__"):
+        raise TypeError(f"from_torch expects a map-style dataset (len and [i]) or an iterable, "
+                        f"got {type(dataset).__name__}")
+    return IterableSource(dataset)
