@@ -65,6 +65,33 @@ class ResourceLedger:
         self.gpu_total = list(self.gpu_free)
         self.custom_free = {k: float(v) for k, v in self.custom.items()}
 
+    def resize(self, num_cpus: float, num_gpus: float, custom: dict) -> bool:
+        """Follow a cluster whose resources changed (nodes joined or left); True if changed.
+
+        Held allocations stay valid; free amounts move by the difference (and may go
+        negative until holders release, so nothing new starts meanwhile).
+
+        >>> ledger = ResourceLedger(num_cpus=2)
+        >>> ledger.resize(4, 1, {}), ledger.free_cpus, ledger.gpu_free
+        (True, 4.0, [1.0])
+        """
+        if (num_cpus, num_gpus, custom) == (self.num_cpus, self.num_gpus, self.custom):
+            return False
+        self.free_cpus += num_cpus - self.num_cpus
+        whole = int(num_gpus)
+        target = [1.0] * whole + ([num_gpus - whole] if num_gpus - whole > 1e-9 else [])
+        while len(self.gpu_total) < len(target):
+            self.gpu_total.append(0.0)
+            self.gpu_free.append(0.0)
+        for device, total in enumerate(target + [0.0] * (len(self.gpu_total) - len(target))):
+            self.gpu_free[device] += total - self.gpu_total[device]
+            self.gpu_total[device] = total
+        for name in set(custom) | set(self.custom):
+            self.custom_free[name] = self.custom_free.get(name, 0.0) + \
+                custom.get(name, 0.0) - self.custom.get(name, 0.0)
+        self.num_cpus, self.num_gpus, self.custom = num_cpus, num_gpus, dict(custom)
+        return True
+
     def fits_ever(self, req: Resources) -> str | None:
         """None when ``req`` fits an empty ledger, else what is missing.
 

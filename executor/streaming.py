@@ -106,6 +106,7 @@ class StreamingExecutor:
         self._start_pools()
         self._last_progress = time.monotonic()
         self._last_tick = 0.0
+        self._last_resources = time.perf_counter()
 
     def _check_placeable(self, stage: PhysicalStage) -> None:
         if stage.kind != "task":
@@ -592,8 +593,16 @@ class StreamingExecutor:
         return [snapshot(st, len(self.pools[st.index].actors) if st.index in self.pools else 0)
                 for st in self.states]
 
+    def _follow_cluster(self, now: float) -> None:
+        """Every few seconds, pick up resources that joined or left (cluster backends)."""
+        if now - self._last_resources < 2.0:
+            return
+        self._last_resources = now
+        self.ledger.resize(*self.backend.total_resources())
+
     def _tick(self) -> None:
         now = time.perf_counter()
+        self._follow_cluster(now)
         if not self.observers or now - self._last_tick < 0.2:
             return
         self._last_tick = now
