@@ -102,14 +102,12 @@ class MapBatchesOp(OpBase):
             where = f"batch of rows {start}-{start + batch.num_rows - 1} of the partition"
             start += batch.num_rows
             try:
-                outputs = self._call(fn, batch, where)
+                for out in self._call(fn, batch, where):  # a generator UDF streams its outputs
+                    yield from_batch(out, ctx.stage)
             except UDFFailure as failure:
                 if not self.skips_errors:
                     raise
                 self.dead_letter(ctx, where, failure.original, batch.to_pylist())
-                continue
-            for out in outputs:
-                yield from_batch(out, ctx.stage)
 
     def _callable(self, ctx: TaskContext):
         return self.instance(ctx.worker_state) if self.is_actor else self.op.fn
@@ -126,10 +124,14 @@ class MapBatchesOp(OpBase):
         return worker_state[key]
 
     def _call(self, fn, batch: pa.Table, where: str):
+        """Yield what ``fn`` returns (each item, for a generator), wrapping its failures."""
         try:
             out = fn(to_batch(batch, self.op.batch_format), *self.op.fn_args, **self.op.fn_kwargs)
-            return list(out) if inspect.isgenerator(out) else [out]
-        except UDFReturnTypeError:
+            if not inspect.isgenerator(out):
+                yield out
+                return
+            yield from out
+        except (UDFReturnTypeError, GeneratorExit):
             raise
         except Exception as exc:
             raise UDFFailure(self.name, where, exc) from exc

@@ -122,13 +122,28 @@ def test_parquet_missing_file_names_it(tmp_path):
         sb.read_parquet(str(tmp_path / "nope.parquet")).count()
 
 
-def test_nondeterministic_output_count_is_detected():
-    from streambatch.executor.errors import NonDeterministicError
-
-    assert issubclass(NonDeterministicError, sb.StreamBatchError)
-
-
 def test_unexpected_table_schema_is_not_silently_dropped(tmp_path):
     pq.write_table(pa.table({"a": [1, 2]}), tmp_path / "x.parquet")
     with pytest.raises(sb.UserCodeError, match="column"):
         sb.read_parquet(str(tmp_path)).select_columns(["a"]).map(lambda r: {"b": r["zz"]}).count()
+
+
+def test_a_retry_with_fewer_outputs_is_reported_as_non_deterministic(tmp_path):
+    """First attempt passes on 4 output partitions then dies; the retry makes only 1."""
+    from streambatch.executor.errors import NonDeterministicError
+
+    sb.init(num_cpus=2, target_partition_bytes=2**20)
+    flag = tmp_path / "first-attempt"
+
+    def emit_then_die(batch):
+        if not flag.exists():
+            flag.write_text("x")
+            for i in range(4):  # four ~1 MiB blocks: each becomes its own output partition
+                yield {"blob": ["y" * 2**20], "i": [i]}
+            os._exit(3)
+        yield {"blob": ["y"], "i": [0]}
+
+    ds = sb.range(1, override_num_blocks=1).map_batches(emit_then_die, batch_size=None)
+    with pytest.raises(NonDeterministicError, match="produced 1 output partitions, but the "
+                                                     "first run had already passed on 4"):
+        ds.count()
