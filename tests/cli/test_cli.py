@@ -74,7 +74,8 @@ def test_infer_writes_predictions_and_prints_a_summary(workspace):
     assert "MapBatches(Doubler)" in result.stdout
 
 
-def test_killed_cli_resumes_to_the_same_output(workspace):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGKILL, -9)])
+def test_killed_cli_resumes_to_the_same_output(workspace, sig, code):
     job = cli(workspace, *infer_args(workspace), env={"SLOW_MODEL": "1"}, wait=False)
     manifest = workspace / "out" / "_manifest.jsonl"
     deadline = time.monotonic() + 90
@@ -83,8 +84,8 @@ def test_killed_cli_resumes_to_the_same_output(workspace):
             break
         time.sleep(0.05)  # waiting for a condition, not asserting on time
     assert job.poll() is None, "the job ended before it could be interrupted"
-    job.send_signal(signal.SIGINT)
-    assert job.wait(timeout=60) == 130
+    job.send_signal(sig)  # Ctrl-C (clean stop) or kill -9 (no chance to clean up)
+    assert job.wait(timeout=60) == code
     assert not (workspace / "out" / "_SUCCESS").exists()
     resumed = cli(workspace, *infer_args(workspace), "--resume")
     assert resumed.returncode == 0, resumed.stderr
