@@ -7,8 +7,10 @@ Two policies share one small interface so they can be compared and tested alone:
   of the memory rule, the bytes of source partitions admitted may grow only by
   ``source_partition_bytes / P`` per second, where ``P = sum_i (T_i / E_i) * a_i``
   is the time the pipeline needs to process one source partition (``T_i``: task
-  time of stage ``i``, ``E_i``: its parallel slots, ``a_i``: stage-``i`` tasks per
-  source task). The source then runs only as fast as the pipeline drains, which
+  time of stage ``i``, ``E_i``: the slots it may use, ``a_i``: stage-``i`` tasks per
+  source task). Stages that share a pool of slots (the CPUs) add up; stages on
+  separate resources (a GPU actor pool) run beside them, so ``P`` is the largest
+  of the per-pool sums. The source then runs only as fast as the pipeline drains, which
   leaves slots to the downstream stages instead of filling memory.
 Non-source stages are admitted by :meth:`admit` alone (their net growth fits).
 """
@@ -32,8 +34,9 @@ class StageRate:
     """Measurements of one stage for the adaptive policy."""
 
     task_time_s: float  # mean task time (0 when no task finished yet)
-    slots: float  # tasks the stage runs in parallel now (>= 1)
+    slots: float  # tasks the stage may run in parallel (>= 1)
     tasks_per_source_task: float  # how many of its tasks one source task feeds
+    pool: str = "cpu"  # stages in one pool share its slots; pools run side by side
 
 
 def pipeline_seconds_per_source_task(stages: list[StageRate]) -> float:
@@ -41,8 +44,15 @@ def pipeline_seconds_per_source_task(stages: list[StageRate]) -> float:
 
     >>> pipeline_seconds_per_source_task([StageRate(1.0, 4, 1.0), StageRate(2.0, 2, 1.0)])
     1.25
+    >>> pipeline_seconds_per_source_task([StageRate(1.0, 8, 1.0), StageRate(1.0, 8, 1.0),
+    ...                                   StageRate(1.25, 4, 1.0, pool="gpu-actors")])
+    0.3125
     """
-    return sum(s.task_time_s / max(1.0, s.slots) * s.tasks_per_source_task for s in stages)
+    per_pool: dict[str, float] = {}
+    for s in stages:
+        share = s.task_time_s / max(1.0, s.slots) * s.tasks_per_source_task
+        per_pool[s.pool] = per_pool.get(s.pool, 0.0) + share
+    return max(per_pool.values(), default=0.0)
 
 
 class BudgetAdmission:

@@ -25,11 +25,13 @@ def snapshot(st: StageState, actors: int) -> StageSnapshot:
                          st.stats.backpressure_time_s, st.stats.task_time_s, total)
 
 
-def source_rates(states: list[StageState], source: StageState,
-                 default_bytes: int) -> tuple[list[StageRate], float]:
+def source_rates(states: list[StageState], source: StageState, default_bytes: int,
+                 slots_of=None) -> tuple[list[StageRate], float]:
     """Per-stage rates for the adaptive policy, and the mean source partition bytes.
 
-    A stage's tasks per source task is its finished tasks over the source's.
+    A stage's tasks per source task is its finished tasks over the source's;
+    ``slots_of(state) -> (slots, pool)`` says how many tasks it may run at once and
+    which pool of resources it shares (default: its running tasks, one pool).
     """
     done = max(1, source.stats.tasks)
     source_bytes = source.stats.bytes_out / source.stats.tasks if source.stats.tasks else \
@@ -39,5 +41,6 @@ def source_rates(states: list[StageState], source: StageState,
         if st.stage.kind != "task" or not st.stats.tasks:
             continue
         mean = st.stats.task_time_s / st.stats.tasks
-        rates.append(StageRate(mean, max(1, len(st.running)), st.stats.tasks / done))
+        slots, pool = slots_of(st) if slots_of else (max(1, len(st.running)), "cpu")
+        rates.append(StageRate(mean, slots, st.stats.tasks / done, pool))
     return rates, max(1.0, source_bytes)

@@ -436,8 +436,19 @@ class StreamingExecutor:
         sources = [st for st in self.states if st.stage.is_source]
         if not sources:
             return
-        rates, source_bytes = source_rates(self.states, sources[0], self.target_bytes)
+        rates, source_bytes = source_rates(self.states, sources[0], self.target_bytes,
+                                           self._slots_of)
         self.policy.observe(rates, source_bytes, time.monotonic())
+
+    def _slots_of(self, st: StageState) -> tuple[float, str]:
+        """Tasks a stage may run at once, and the resource pool it shares."""
+        if st.index in self.pools:
+            return float(max(1, self.pools[st.index].high)), f"actors-{st.index}"
+        cpus = st.stage.resources.num_cpus
+        slots = self.ledger.num_cpus / cpus if cpus > 0 else float(len(st.running) or 1)
+        if st.stage.concurrency:
+            slots = min(slots, st.stage.concurrency[1])
+        return max(1.0, slots), "cpu" if cpus > 0 else f"free-{st.index}"
 
     def _try_start(self, st: StageState) -> bool:
         if st.stage.concurrency and st.index not in self.pools and \
