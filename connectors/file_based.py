@@ -171,13 +171,17 @@ def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,
     return table
 
 
+ONE_PER_TASK = 256  # up to this many files, each is its own read task
+
+
 def group_files(items: list, sizes: list[int], parallelism: int) -> list[list]:
     """Contiguous groups of items (files or pieces, with estimated decoded ``sizes``):
-    at least ``parallelism`` groups when there are that many items, each of about
-    ``TARGET_TASK_BYTES`` and at most ``MAX_FILES_PER_TASK`` items.
+    one item per group up to ``ONE_PER_TASK`` items (so a pipeline streams, and
+    the memory budget sees one file at a time), else at least ``parallelism``
+    groups of about ``TARGET_TASK_BYTES`` and at most ``MAX_FILES_PER_TASK`` items.
 
-    >>> [len(g) for g in group_files(list(range(200)), [10] * 200, 4)]
-    [50, 50, 50, 50]
+    >>> len(group_files(list(range(200)), [10] * 200, 4))
+    200
     >>> len(group_files(list(range(2000)), [10] * 2000, 4))
     32
     """
@@ -185,7 +189,8 @@ def group_files(items: list, sizes: list[int], parallelism: int) -> list[list]:
         return []
     total = sum(sizes)
     groups_wanted = max(parallelism, math.ceil(total / TARGET_TASK_BYTES),
-                        math.ceil(len(items) / MAX_FILES_PER_TASK))
+                        math.ceil(len(items) / MAX_FILES_PER_TASK),
+                        len(items) if len(items) <= ONE_PER_TASK else 0)
     groups_wanted = min(len(items), groups_wanted)
     per_group = max(1, total / groups_wanted)
     max_files = math.ceil(len(items) / groups_wanted)
