@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from streambatch.executor.errors import UDFFailure, UDFReturnTypeError
+from streambatch.executor.iteration import exact_batches
 from streambatch.executor.stage import TaskContext
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import from_batch, to_batch
@@ -38,25 +39,7 @@ def rebatch(blocks: Iterator[pa.Table], batch_size: int | None) -> Iterator[pa.T
     >>> [b.num_rows for b in rebatch(iter([t, t]), 4)]
     [4, 4, 2]
     """
-    if batch_size is None:
-        yield from (b for b in blocks if b.num_rows)
-        return
-    pending, rows = [], 0
-    for table in blocks:
-        offset = 0
-        while offset < table.num_rows:
-            take = min(batch_size - rows, table.num_rows - offset)
-            pending.append(table.slice(offset, take))
-            rows, offset = rows + take, offset + take
-            if rows == batch_size:
-                yield _concat(pending)
-                pending, rows = [], 0
-    if rows:
-        yield _concat(pending)
-
-
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    return exact_batches(blocks, batch_size)
 
 
 @dataclass
