@@ -205,7 +205,7 @@ def main():
 def main():
     import logging
     import ray
-    ray.init(num_cpus={NUM_CPUS}, num_gpus={NUM_GPUS}, object_store_memory={store},
+    ray.init(address="local", num_cpus={NUM_CPUS}, num_gpus={NUM_GPUS}, object_store_memory={store},
              include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -325,7 +325,8 @@ def run_one(engine, p, budget, trace, verbose, pss_interval, scheduler=None):
               f"{chk['batches']} ({chk['short_batches']} short)"
               + (f"  buffered peak {fmt_mb(rec['peak_buffered_bytes'])} MiB"
                  if rec["peak_buffered_bytes"] is not None else "")
-              + (f"  LINGERING {r.lingering}" if r.lingering else ""), flush=True)
+              + (f"  LINGERING {r.lingering}" if r.lingering else "")
+              + f"  loadavg {os.getloadavg()[0]:.1f}", flush=True)
     return rec
 
 
