@@ -42,6 +42,13 @@ from streambatch.executor.snapshots import snapshot, source_rates
 from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stage_state import RunningTask, StageState
 from streambatch.executor.stats import DatasetStats
+from streambatch.executor.work import (
+    describe_read,
+    next_work,
+    queued_bundles,
+    release_ordered,
+    task_lineage,
+)
 
 
 class StreamingExecutor:
@@ -215,7 +222,7 @@ class StreamingExecutor:
         st.stats.rows_out += event.rows
         st.stats.bytes_out += event.nbytes
         st.reorder.setdefault(task.seq, []).append(part)
-        self._release_ordered(st)
+        release_ordered(st, self.options.preserve_order)
 
     def _on_done(self, event: TaskDone) -> None:
         task = self._end_task(event.task_id)
@@ -235,7 +242,7 @@ class StreamingExecutor:
         st.stats.task_time_s += event.seconds
         st.stats.mark_end()
         st.done_seqs.add(task.seq)
-        self._release_ordered(st)
+        release_ordered(st, self.options.preserve_order)
         self._settle(self.origins.remove(task.origins))
         for part in task.inputs:
             self._settle(self.origins.remove(part.origins))
@@ -305,18 +312,6 @@ class StreamingExecutor:
             self.backend.stop_actor(actor_id)
             st.stats.actor_restarts += 1
             self._notify_actors(st)
-
-    def _release_ordered(self, st: StageState) -> None:
-        if not self.options.preserve_order:
-            for seq in list(st.reorder):
-                st.outputs.extend(st.reorder.pop(seq))
-            return
-        while True:
-            st.outputs.extend(st.reorder.pop(st.release_seq, []))
-            if st.release_seq not in st.done_seqs:
-                return
-            st.done_seqs.discard(st.release_seq)
-            st.release_seq += 1
 
     # ---- moving partitions and driver stages --------------------------
     def _advance(self) -> None:
@@ -409,16 +404,8 @@ class StreamingExecutor:
             st = self.states[index]
             if st.finished:
                 continue
-            backlog = self._queued_bundles(st) + pool.in_flight()
+            backlog = queued_bundles(st) + pool.in_flight()
             pool.scale(self.ledger, backlog, self._actor_starter(st), self._actor_stopper(st))
-
-    def _queued_bundles(self, st: StageState) -> int:
-        queued = st.queued_inputs()
-        want = st.stage.min_rows_per_task
-        if not want or not queued:
-            return queued
-        rows = sum(p.rows for q in st.inputs.values() for p in q)
-        return max(1, rows // want)
 
     # ---- dispatch -----------------------------------------------------
     def _dispatch(self) -> bool:
@@ -454,12 +441,12 @@ class StreamingExecutor:
         if st.stage.concurrency and st.index not in self.pools and \
                 len(st.running) >= st.stage.concurrency[1]:
             return False
-        work = self._next_work(st)
+        work = next_work(st, self.target_bytes)
         if work is None:
             return False
         read_index, inputs, est = work
         if not self._admitted(st, inputs, est):
-            self._note_backpressure(st, "memory budget")
+            st.start_backpressure("memory budget")
             return False
         return self._place(st, read_index, inputs, est)
 
@@ -479,7 +466,7 @@ class StreamingExecutor:
             return True
         alloc = self.ledger.acquire(st.stage.resources) or self._borrow(st.stage.resources)
         if alloc is None:
-            self._note_backpressure(st, "waiting for resources")
+            st.start_backpressure("waiting for resources")
             return False
         self._start_task(st, read_index, inputs, est, alloc, None)
         return True
@@ -497,44 +484,6 @@ class StreamingExecutor:
             return None
         return Allocation(req.num_cpus, borrowed=True)
 
-    def _next_work(self, st: StageState):
-        if st.retries:
-            task = st.retries[0]
-            return task.read_index, task.inputs, task.est_bytes
-        if st.stage.is_source:
-            if not st.pending_reads:
-                return None
-            index = st.pending_reads[0]
-            return index, [], self._read_estimate(st, index)
-        bundle = self._peek_bundle(st)
-        if not bundle:
-            return None
-        est = int(sum(p.nbytes for p in bundle) * st.growth())
-        return None, bundle, est
-
-    def _read_estimate(self, st: StageState, index: int) -> int:
-        avg = st.avg_output_per_task()
-        if avg is not None:
-            return avg
-        task = st.stage.read_tasks[index]
-        estimate = getattr(task, "estimated_bytes", None)
-        return int(estimate) if estimate else self.target_bytes
-
-    def _peek_bundle(self, st: StageState) -> list[Partition]:
-        queue = st.inputs[st.stage.upstream[0]]
-        if not queue:
-            return []
-        want = st.stage.min_rows_per_task
-        if not want:
-            return [queue[0]]
-        bundle, rows = [], 0
-        for part in queue:
-            bundle.append(part)
-            rows += part.rows
-            if rows >= want:
-                return bundle
-        return bundle if st.all_upstream_finished else []
-
     def _start_task(self, st: StageState, read_index, inputs, est: int, alloc,
                     actor_id) -> None:
         if st.retries:
@@ -542,47 +491,36 @@ class StreamingExecutor:
             return
         if st.stage.is_source:
             st.pending_reads.popleft()
-            desc = _describe_read(st.stage.read_tasks[read_index], read_index)
+            desc = describe_read(st.stage.read_tasks[read_index], read_index)
             self.policy.source_started(est)
         else:
             queue = st.inputs[st.stage.upstream[0]]
             for _ in inputs:
                 queue.popleft()
             desc = f"partition {st.next_seq}"
-        task_id = next(self._ids)
-        key, origins = self._task_lineage(st, read_index, inputs)
+        key, origins = task_lineage(st, self.source_ordinal.get(st.index), read_index, inputs)
         self.origins.add(origins)
-        running = RunningTask(task_id, st.index, st.next_seq, inputs, desc, est, alloc=alloc,
-                              actor_id=actor_id, read_index=read_index, key=key, origins=origins)
+        task = RunningTask(0, st.index, st.next_seq, inputs, desc, est, read_index=read_index,
+                           key=key, origins=origins)
         st.next_seq += 1
-        st.running[task_id] = running
-        self._tasks[task_id] = running
         st.bytes_in += sum(p.nbytes for p in inputs)
         st.stats.rows_in += sum(p.rows for p in inputs)
         st.stats.mark_start()
         st.end_backpressure()
-        worker = f"actor {actor_id}" if actor_id is not None else st.stage.worker
-        for obs in self.observers:
-            obs.on_task_start(st.index, st.stage.name, task_id, desc, worker)
-        self.backend.submit(Task(task_id, st.index, read_index, [p.ref for p in inputs], desc,
-                                 actor_id, key))
-
-    def _task_lineage(self, st: StageState, read_index, inputs) -> tuple[str, frozenset]:
-        if st.stage.is_source:
-            ordinal = self.source_ordinal[st.index]
-            return f"s{ordinal}r{read_index}", frozenset({(ordinal, read_index)})
-        key = inputs[0].key + (f"b{len(inputs)}" if len(inputs) > 1 else "")
-        return f"{key}t{st.index}", frozenset().union(*(p.origins for p in inputs))
+        self._launch(st, task, alloc, actor_id, desc)
 
     def _resubmit(self, st: StageState, task: RunningTask, alloc, actor_id) -> None:
-        task.task_id, task.alloc, task.actor_id = next(self._ids), alloc, actor_id
         task.attempt_outputs = 0
+        self._launch(st, task, alloc, actor_id, f"{task.description} (attempt {task.attempts})")
+
+    def _launch(self, st: StageState, task: RunningTask, alloc, actor_id, label: str) -> None:
+        """Register a task (first run or retry), tell the observers, hand it to the backend."""
+        task.task_id, task.alloc, task.actor_id = next(self._ids), alloc, actor_id
         st.running[task.task_id] = task
         self._tasks[task.task_id] = task
         worker = f"actor {actor_id}" if actor_id is not None else st.stage.worker
         for obs in self.observers:
-            obs.on_task_start(st.index, st.stage.name, task.task_id,
-                              f"{task.description} (attempt {task.attempts})", worker)
+            obs.on_task_start(st.index, st.stage.name, task.task_id, label, worker)
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
                                  task.key))
@@ -595,9 +533,6 @@ class StreamingExecutor:
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)
         self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, actual)
-
-    def _note_backpressure(self, st: StageState, reason: str) -> None:
-        st.start_backpressure(reason)
 
     # ---- observation and liveness -------------------------------------
     def _snapshots(self) -> list:
@@ -631,7 +566,3 @@ class StreamingExecutor:
             raise StageStuckError(stage, waited, f"{len(self._tasks)} task(s) running, "
                                                  f"oldest on {task.description}")
 
-
-def _describe_read(read_task, index: int) -> str:
-    detail = getattr(read_task, "description", "")
-    return f"partition {index}" + (f" ({detail})" if detail else "")

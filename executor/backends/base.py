@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import queue
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -113,6 +114,23 @@ def portable(info: FailureInfo) -> FailureInfo:
     except Exception:
         info.original = None
     return info
+
+
+def drain(events: queue.Queue, timeout: float) -> list:
+    """Every event ready in ``events``, waiting up to ``timeout`` seconds for the first.
+
+    >>> q = queue.Queue(); q.put(1); q.put(2)
+    >>> drain(q, 0), drain(q, 0)
+    ([1, 2], [])
+    """
+    out = []
+    try:
+        out.append(events.get(timeout=timeout) if timeout else events.get_nowait())
+        while True:
+            out.append(events.get_nowait())
+    except queue.Empty:
+        pass
+    return out
 
 
 class Backend(ABC):

@@ -27,6 +27,7 @@ from streambatch.executor.backends.base import (
     TaskFailed,
     TaskOutput,
     describe_failure,
+    drain,
 )
 from streambatch.executor.backends.process_worker import worker_main
 from streambatch.executor.backends.task_runner import run_task, task_context
@@ -192,14 +193,7 @@ class LocalBackend(Backend):
 
     def poll(self, timeout: float) -> list:
         """Events ready within ``timeout`` seconds (at least one unless it timed out)."""
-        out = []
-        try:
-            out.append(self.events.get(timeout=timeout) if timeout else self.events.get_nowait())
-            while True:
-                out.append(self.events.get_nowait())
-        except queue.Empty:
-            pass
-        return [e for event in out for e in self._track(event)]
+        return [e for event in drain(self.events, timeout) for e in self._track(event)]
 
     def _track(self, event) -> list:
         if isinstance(event, tuple) and event[0] == "died":

@@ -35,6 +35,7 @@ from streambatch.executor.backends.base import (
     TaskOutput,
     TaskStarted,
     describe_failure,
+    drain,
     portable,
 )
 from streambatch.executor.backends.task_runner import run_task
@@ -356,13 +357,7 @@ class RayBackend(Backend):
     # ---- events -------------------------------------------------------
     def poll(self, timeout: float) -> list:
         """Events ready within ``timeout`` seconds (at least one unless it timed out)."""
-        out = []
-        try:
-            out.append(self.events.get(timeout=timeout) if timeout else self.events.get_nowait())
-            while True:
-                out.append(self.events.get_nowait())
-        except queue.Empty:
-            pass
+        out = drain(self.events, timeout)
         for event in out:
             if isinstance(event, (TaskDone, TaskFailed)):
                 with self._lock:

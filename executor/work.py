@@ -1,0 +1,94 @@
+"""What a stage can run next, read off its queues (pure functions of a StageState)."""
+
+from __future__ import annotations
+
+from streambatch.executor.partition import Partition
+from streambatch.executor.stage_state import StageState
+
+
+def next_work(st: StageState, default_bytes: int):
+    """``(read_index, input partitions, estimated output bytes)`` of the stage's next
+    task (a retry first), or None when it has nothing ready.
+
+    >>> from streambatch.executor.stage import PhysicalStage
+    >>> next_work(StageState(0, PhysicalStage("Map", upstream=(1,)), None), 100) is None
+    True
+    """
+    if st.retries:
+        task = st.retries[0]
+        return task.read_index, task.inputs, task.est_bytes
+    if st.stage.is_source:
+        if not st.pending_reads:
+            return None
+        index = st.pending_reads[0]
+        return index, [], read_estimate(st, index, default_bytes)
+    bundle = peek_bundle(st)
+    if not bundle:
+        return None
+    return None, bundle, int(sum(p.nbytes for p in bundle) * st.growth())
+
+
+def read_estimate(st: StageState, index: int, default_bytes: int) -> int:
+    """Expected output bytes of read task ``index``: measured mean, else its estimate."""
+    avg = st.avg_output_per_task()
+    if avg is not None:
+        return avg
+    estimate = getattr(st.stage.read_tasks[index], "estimated_bytes", None)
+    return int(estimate) if estimate else default_bytes
+
+
+def peek_bundle(st: StageState) -> list[Partition]:
+    """The input partitions the next task takes: one, or enough rows for a fixed batch
+    size (a short bundle only once no more input will come)."""
+    queue = st.inputs[st.stage.upstream[0]]
+    if not queue:
+        return []
+    want = st.stage.min_rows_per_task
+    if not want:
+        return [queue[0]]
+    bundle, rows = [], 0
+    for part in queue:
+        bundle.append(part)
+        rows += part.rows
+        if rows >= want:
+            return bundle
+    return bundle if st.all_upstream_finished else []
+
+
+def queued_bundles(st: StageState) -> int:
+    """About how many tasks the queued input makes (for actor-pool scaling)."""
+    queued = st.queued_inputs()
+    want = st.stage.min_rows_per_task
+    if not want or not queued:
+        return queued
+    rows = sum(p.rows for q in st.inputs.values() for p in q)
+    return max(1, rows // want)
+
+
+def task_lineage(st: StageState, ordinal: int | None, read_index,
+                 inputs: list[Partition]) -> tuple[str, frozenset]:
+    """A task's deterministic key and the (source, read) origins it descends from."""
+    if st.stage.is_source:
+        return f"s{ordinal}r{read_index}", frozenset({(ordinal, read_index)})
+    key = inputs[0].key + (f"b{len(inputs)}" if len(inputs) > 1 else "")
+    return f"{key}t{st.index}", frozenset().union(*(p.origins for p in inputs))
+
+
+def release_ordered(st: StageState, preserve_order: bool) -> None:
+    """Move finished outputs to the stage's output queue (in task order when asked)."""
+    if not preserve_order:
+        for seq in list(st.reorder):
+            st.outputs.extend(st.reorder.pop(seq))
+        return
+    while True:
+        st.outputs.extend(st.reorder.pop(st.release_seq, []))
+        if st.release_seq not in st.done_seqs:
+            return
+        st.done_seqs.discard(st.release_seq)
+        st.release_seq += 1
+
+
+def describe_read(read_task, index: int) -> str:
+    """``partition N (what the read task reads)`` for messages."""
+    detail = getattr(read_task, "description", "")
+    return f"partition {index}" + (f" ({detail})" if detail else "")
