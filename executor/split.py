@@ -29,6 +29,7 @@ class RankStuckError(StreamBatchError):
     """A rank stopped taking batches; the message names it."""
 
     def __init__(self, rank: int, waited: float, n: int) -> None:
+        self._init_args = (rank, waited, n)  # survives pickling to a rank's process
         super().__init__(f"streaming_split: rank {rank} of {n} took no batch for {waited:.1f}s "
                          f"while the others waited on it (its queue is full). Make every rank "
                          f"iterate its split for the whole epoch, or raise timeout_s")
