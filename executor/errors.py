@@ -150,3 +150,19 @@ class TooManyErrorsError(StreamBatchError):
             f"than max_errored_rows={limit}; the job is mostly failing, so it stopped. Last "
             f"error: {last_error}. Inspect ds.dead_letters() or raise max_errored_rows")
         self.stage = stage
+
+
+class BlockLostError(StreamBatchError):
+    """A block was lost (e.g. its Ray node left the cluster) and cannot be recomputed.
+
+    >>> print(BlockLostError("Read->Map", "partition 2", "retries are used up"))
+    stage 'Read->Map' lost an input block of partition 2 and cannot recompute it: retries are used up. Raise ExecutionOptions.max_task_retries, or keep nodes in the cluster until the job ends
+    """
+
+    def __init__(self, stage: str, partition: str, why: str) -> None:
+        self._init_args = (stage, partition, why)
+        super().__init__(
+            f"stage '{stage}' lost an input block of {partition} and cannot recompute it: "
+            f"{why}. Raise ExecutionOptions.max_task_retries, or keep nodes in the cluster "
+            "until the job ends")
+        self.stage = stage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streambatch.executor.backends.base import FailureInfo
 from streambatch.executor.errors import (
+    BlockLostError,
     StreamBatchError,
     UDFReturnTypeError,
     UserCodeError,
@@ -23,6 +24,8 @@ def to_error(info: FailureInfo, stage: str, partition: str) -> BaseException:
         return info.original
     if info.kind == "died":
         return WorkerDiedError(stage, partition, info.exitcode)
+    if info.kind == "lost":  # an input block was lost and the retries are used up
+        return BlockLostError(stage, partition, f"retries are used up ({info.error})")
     if info.kind == "system" and isinstance(info.original, StreamBatchError):
         return info.original
     err = UserCodeError(stage, partition, info.where, info.error, info.traceback_text)

@@ -60,6 +60,7 @@ class Partition:
     pid: int = field(default_factory=lambda: next(_IDS))
     key: str = ""
     origins: frozenset = frozenset()
+    recipe: object = None  # how to recompute it if its block is lost (executor/recovery.py)
 
     @classmethod
     def from_table(cls, table: pa.Table, stage: int, lineage: tuple = ()) -> Partition:

@@ -8,8 +8,9 @@ from streambatch.executor.backends.base import FailureInfo
 def should_retry(info: FailureInfo, attempts: int, stage, max_system_retries: int) -> bool:
     """True when a task that failed with ``info`` after ``attempts`` tries runs again.
 
-    A worker that died (killed, out of memory) is a system failure: retried up to
-    ``max_system_retries`` times. A user exception is retried only when an op of
+    A worker that died (killed, out of memory), or an input block that was lost
+    (its node left; the executor recomputes it first), is a system failure:
+    retried up to ``max_system_retries`` times. A user exception is retried only when an op of
     the stage allows it (``max_retries`` > 0 and, if given, the exception is one of
     ``retry_exceptions``).
 
@@ -21,7 +22,7 @@ def should_retry(info: FailureInfo, attempts: int, stage, max_system_retries: in
     ...              PhysicalStage("S"), 3)
     False
     """
-    if info.kind == "died":
+    if info.kind in ("died", "lost"):
         return attempts <= max_system_retries
     if info.kind != "user":
         return False

@@ -28,6 +28,7 @@ class StageStats:
     retries: int = 0
     errored_rows: int = 0
     actor_restarts: int = 0
+    recomputed: int = 0  # tasks re-run to remake lost blocks (executor/recovery.py)
     first_start: float | None = None
     last_end: float | None = None
 
@@ -81,6 +82,7 @@ class DatasetStats:
                 + (f", {s.retries} retried task(s)" if s.retries else "")
                 + (f", {s.errored_rows} errored row(s) skipped" if s.errored_rows else "")
                 + (f", {s.actor_restarts} actor restart(s)" if s.actor_restarts else "")
+                + (f", {s.recomputed} lost block(s) recomputed" if s.recomputed else "")
             )
         return "\n".join(lines)
 

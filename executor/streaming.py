@@ -25,6 +25,7 @@ from streambatch.executor.backends.base import (
 )
 from streambatch.executor.driver_stages import step_limit, step_repartition, step_union
 from streambatch.executor.errors import (
+    BlockLostError,
     NonDeterministicError,
     StageStuckError,
     TooManyErrorsError,
@@ -32,10 +33,12 @@ from streambatch.executor.errors import (
 )
 from streambatch.executor.failures import to_error
 from streambatch.executor.lineage import LineageListener, OriginTracker
+from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.partition import InMemoryRef, Partition
 from streambatch.executor.policy import MemoryView, make_policy
+from streambatch.executor.recovery import LostInputRecovery, recipe_of
 from streambatch.executor.resources import Allocation, ResourceLedger
 from streambatch.executor.retries import should_retry
 from streambatch.executor.snapshots import snapshot, source_rates
@@ -82,6 +85,10 @@ class StreamingExecutor:
         self._tasks: dict[int, RunningTask] = {}
         self._orphans: set[int] = set()
         self.pools: dict[int, ActorPool] = {}
+        self.recovery = LostInputRecovery(backend, stages, self.pools, self._ids,
+                                          options.max_task_retries,
+                                          lambda i: self.states[i].stats)
+        self.started = StartedTasks(getattr(backend, "reports_task_starts", False))
 
     def run(self) -> Iterator[Partition]:
         """Execute, yielding output partitions as they are ready (blocks in memory)."""
@@ -173,7 +180,9 @@ class StreamingExecutor:
             self._handle(self.backend.poll(0.05 if idle else 0))
             self._advance()
             while final.outputs:
-                yield self._hand_out(final.outputs.popleft())
+                part = self._hand_out(final.outputs.popleft())
+                if part is not None:
+                    yield part
             if final.finished:
                 return
             self._scale_pools()
@@ -186,7 +195,10 @@ class StreamingExecutor:
     def _handle(self, events: list) -> None:
         for event in events:
             self._last_progress = time.monotonic()
-            if isinstance(event, TaskOutput):
+            self.started.saw(event)
+            if self.recovery.owns(event):  # a re-run that recomputes a lost block
+                self.recovery.on_event(event)
+            elif isinstance(event, TaskOutput):
                 self._on_output(event)
             elif isinstance(event, TaskDone):
                 self._on_done(event)
@@ -211,7 +223,8 @@ class StreamingExecutor:
             return
         part = Partition(event.ref, event.rows, event.nbytes, st.index,
                          tuple(p.pid for p in task.inputs) or (("read", task.description),),
-                         key=f"{task.key}o{task.outputs}", origins=task.origins)
+                         key=f"{task.key}o{task.outputs}", origins=task.origins,
+                         recipe=recipe_of(task, task.outputs))
         if st.downstream is None:
             self.lineage.on_final_output(part, task.origins)
         else:
@@ -294,7 +307,10 @@ class StreamingExecutor:
         self._end_task(event.task_id, keep_inputs=True)
         task.attempts += 1
         st.stats.retries += 1
-        st.retries.append(task)
+        if event.failure.kind == "lost":  # recompute its inputs from lineage first
+            self.recovery.recover_inputs(task, st.stage.name, st.retries.append)
+        else:
+            st.retries.append(task)
 
     def _on_actor_failed(self, event: ActorFailed) -> None:
         for index, pool in self.pools.items():
@@ -352,7 +368,8 @@ class StreamingExecutor:
         if st.finished:
             self._propagate_finished(st)
             return
-        idle = not st.running and not st.pending_reads and not st.reorder and not st.retries
+        idle = not st.running and not st.pending_reads and not st.reorder and not st.retries \
+            and not self.recovery.busy(st.index)
         if st.stage.kind == "limit" and st.remaining <= 0:
             idle = True
         elif idle:
@@ -393,8 +410,13 @@ class StreamingExecutor:
         self.backend.release(part.ref)
         self._settle(self.origins.remove(part.origins))
 
-    def _hand_out(self, part: Partition) -> Partition:
-        table = part.get()
+    def _hand_out(self, part: Partition) -> Partition | None:
+        try:
+            table = part.get()
+        except BlockLostError:  # its node left before the driver fetched it: recompute
+            st = self.states[part.stage]
+            self.recovery.recover_partition(part, st.stage.name, st.outputs.append)
+            return None
         self.backend.release(part.ref)
         return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.lineage)
 
@@ -557,12 +579,13 @@ class StreamingExecutor:
             obs.on_tick(snaps, now - self._t0)
 
     def _check_stuck(self) -> None:
-        if not self._tasks:
+        running = self.started.blamable(self._tasks)  # not tasks still queued in a cluster
+        if not running:
             return
         waited = time.monotonic() - self._last_progress
         if waited > self.options.no_progress_timeout_s:
-            task = min(self._tasks.values(), key=lambda t: t.task_id)
+            task = min(running, key=lambda t: t.task_id)
             stage = self.stages[task.stage_index].name
-            raise StageStuckError(stage, waited, f"{len(self._tasks)} task(s) running, "
+            raise StageStuckError(stage, waited, f"{len(running)} task(s) running, "
                                                  f"oldest on {task.description}")
 

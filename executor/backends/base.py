@@ -64,7 +64,7 @@ class TaskDone:
 class FailureInfo:
     """Why a task failed, in a form that crosses process boundaries."""
 
-    kind: str  # "user", "return_type", "died", "system"
+    kind: str  # "user", "return_type", "died", "lost" (an input block), "system"
     op: str | None
     where: str | None
     error: str

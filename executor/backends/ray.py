@@ -6,8 +6,10 @@ only its ObjectRef plus a small metadata record (rows, bytes). Actor stages run
 as Ray actors that ask Ray for the stage's resources (Ray places GPU actors and
 sets their CUDA_VISIBLE_DEVICES). The stages are put in the object store once
 per execution and unpickled once per worker. Ray never retries anything
-(``max_retries=0``): the executor owns retries, and a dead worker, actor or
-node is reported as ``FailureInfo("died")``. Block inputs are passed as
+(``max_retries=0``): the executor owns retries, a dead worker, actor or
+node is reported as ``FailureInfo("died")``, and a task whose input block was
+lost with its node as ``FailureInfo("lost")``: the executor recomputes the
+block from its lineage (executor/recovery.py) and runs the task again. Block inputs are passed as
 top-level task arguments, so Ray schedules a task next to its input partitions
 when it can (locality) and resolves them zero-copy from the object store.
 
@@ -38,7 +40,9 @@ from streambatch.executor.backends.base import (
     drain,
     portable,
 )
+from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.task_runner import run_task
+from streambatch.executor.errors import BlockLostError
 from streambatch.executor.partition import InMemoryRef
 
 try:
@@ -60,8 +64,13 @@ class RayRef:
     ref: object
 
     def read(self) -> pa.Table:
-        """Fetch the block (zero-copy from the local object store)."""
-        return ray.get(self.ref)
+        """Fetch the block (zero-copy from the local object store); a block whose node
+        left raises :class:`BlockLostError` (the executor then recomputes it)."""
+        try:
+            return ray.get(self.ref)
+        except ray.exceptions.ObjectLostError as exc:
+            raise BlockLostError("(driver)", "a block fetched by the driver",
+                                 f"{type(exc).__name__}") from exc
 
 
 # ---- worker side -----------------------------------------------------------
@@ -74,6 +83,7 @@ def _stages(key: str, blob: bytes) -> list:
     if key not in _STAGES:
         import cloudpickle
 
+        defer_pandas_probe()  # a fresh Ray worker's first pa.array() would import pandas
         _STAGES.clear()
         _STATE.clear()
         _STAGES[key] = cloudpickle.loads(blob)
@@ -199,6 +209,8 @@ class RayBackend(Backend):
     'Backend'
     """
 
+    reports_task_starts = True  # a task may wait in Ray's queue before TaskStarted
+
     def __init__(self, num_cpus=None, num_gpus=None, resources: dict | None = None,
                  address: str | None = None, max_retries: int = 0, **_ignored) -> None:
         connect(address, num_cpus, num_gpus, resources)
@@ -305,8 +317,9 @@ class RayBackend(Backend):
 
         if isinstance(exc, rex.TaskCancelledError):
             return FailureInfo("system", None, None, "task cancelled", "", None)
-        if isinstance(exc, (rex.WorkerCrashedError, rex.RayActorError, rex.NodeDiedError,
-                            rex.ObjectLostError, rex.OwnerDiedError)):
+        if isinstance(exc, rex.ObjectLostError):  # an input block's node (or owner) is gone
+            return FailureInfo("lost", None, None, f"{type(exc).__name__}: {exc}"[:500], "")
+        if isinstance(exc, (rex.WorkerCrashedError, rex.RayActorError, rex.NodeDiedError)):
             return _died(exc, self._exit_code(exit_key))
         return portable(describe_failure(exc))
 

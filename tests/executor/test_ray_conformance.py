@@ -100,3 +100,128 @@ class BrokenModel:
 
 class TestRayHeterogeneous(HeterogeneousConformance):
     backend = "ray"
+
+
+# ---- recovery and liveness on Ray (same session) ----------------------------
+@ray.remote(num_cpus=0)
+class _Owner:
+    """Owns one object; once killed, the object is lost (OwnerDiedError) for good."""
+
+    def make(self):
+        import pyarrow as pa
+
+        return [ray.put(pa.table({"id": [-1]}))]
+
+
+def _lost_object_ref():
+    """A real Ray object whose owner died: a task given it fails with OwnerDiedError."""
+    owner = _Owner.remote()
+    [ref] = ray.get(owner.make.remote())
+    ray.kill(owner, no_restart=True)
+    while True:  # until Ray has noticed the owner's death (no time-based assert)
+        try:
+            ray.get(ref, timeout=5)
+        except ray.exceptions.OwnerDiedError:
+            return ref
+        except ray.exceptions.GetTimeoutError:
+            pass
+
+
+def _losing_backend(lose_stage: int):
+    """The Ray backend, except that the first task of ``lose_stage`` is handed a lost
+    block instead of its first input (as when the input's node left the cluster)."""
+    from streambatch.executor.backends.ray import RayBackend, RayRef
+
+    class LosingRayBackend(RayBackend):
+        lost = 0
+
+        def submit(self, task):
+            if task.stage_index == lose_stage and not self.lost and task.input_refs:
+                task.input_refs = [RayRef(_lost_object_ref())] + list(task.input_refs[1:])
+                self.lost += 1
+            super().submit(task)
+
+    return LosingRayBackend(num_cpus=2)
+
+
+def plus_one(batch):
+    return {"id": batch["id"], "v": batch["id"] + 1}
+
+
+class Doubler:
+    def __call__(self, batch):
+        return {"id": batch["id"], "v": batch["v"] * 2}
+
+
+def minus_three(batch):
+    return {"id": batch["id"], "v": batch["v"] - 3}
+
+
+def _run_with(backend, ds, **options):
+    from streambatch.executor.options import ExecutionOptions
+    from streambatch.executor.streaming import StreamingExecutor
+    from streambatch.operators.optimizer import optimize
+    from streambatch.operators.planner import plan_stages
+
+    opts = ExecutionOptions(num_cpus=2, **options)
+    ex = StreamingExecutor(plan_stages(optimize(ds._plan), opts), backend, opts)
+    rows = [r for p in ex.run() for r in p.get().to_pylist()]
+    return sorted(rows, key=lambda r: r["id"]), ex.stats
+
+
+class TestRayLostInputRecovery:
+    """A lost input block is recomputed by the executor from lineage (Ray retries
+    nothing: ray_max_retries=0), back through an actor stage to the read task."""
+
+    def test_lost_input_is_recomputed_from_lineage(self):
+        ds = (sb.range(40, override_num_blocks=8)
+              .map_batches(plus_one, batch_size=None, batch_format="numpy")
+              .map_batches(Doubler, batch_size=None, batch_format="numpy", concurrency=1)
+              .map_batches(minus_three, batch_size=None, batch_format="numpy", num_cpus=0.5))
+        rows, stats = _run_with(_losing_backend(lose_stage=2), ds)
+        assert rows == [{"id": i, "v": (i + 1) * 2 - 3} for i in range(40)]
+        read, model, last = stats.stages
+        assert last.retries == 1, str(stats)
+        assert (read.recomputed, model.recomputed) == (1, 1), str(stats)  # back to the read
+
+    def test_lost_input_without_retries_left_names_stage_and_partition(self):
+        ds = (sb.range(8, override_num_blocks=2)
+              .map_batches(plus_one, batch_size=None, batch_format="numpy")
+              .map_batches(minus_three, batch_size=None, batch_format="numpy", num_cpus=0.5))
+        with pytest.raises(sb.StreamBatchError) as info:
+            _run_with(_losing_backend(lose_stage=1), ds, max_task_retries=0)
+        assert "MapBatches(minus_three)" in str(info.value)
+        assert "lost an input block of partition" in str(info.value)
+        assert "OwnerDiedError" in str(info.value)
+
+
+@ray.remote(num_cpus=4)
+class _Hog:
+    """Another user of the cluster holding every CPU."""
+
+    def ready(self):
+        return True
+
+
+def test_tasks_queued_in_the_cluster_are_not_stuck():
+    """The no-progress clock starts at TaskStarted: tasks that wait in Ray's queue
+    longer than the timeout (the cluster's CPUs are taken) are not reported stuck."""
+    import threading
+
+    hog = _Hog.remote()
+    ray.get(hog.ready.remote())
+    freed = threading.Event()
+
+    def free_cpus():
+        ray.kill(hog, no_restart=True)
+        freed.set()
+
+    timer = threading.Timer(2.0, free_cpus)  # 4x the timeout below
+    timer.start()
+    try:
+        sb.init(backend="ray", num_cpus=2, no_progress_timeout_s=0.5)
+        ids = sb.range(20, override_num_blocks=4).map(lambda r: {"id": r["id"]}).take_all()
+    finally:
+        timer.join()
+    assert freed.is_set()
+    assert sorted(r["id"] for r in ids) == list(range(20))

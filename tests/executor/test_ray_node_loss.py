@@ -66,8 +66,7 @@ def cluster():
 
 def test_job_survives_removing_a_worker_node(cluster):
     cluster, workers = cluster
-    sb.init(backend="ray", address=cluster.address, target_partition_bytes=256 * 1024,
-            extra={"ray_max_retries": 3})  # Ray rebuilds lost blocks from its lineage
+    sb.init(backend="ray", address=cluster.address, target_partition_bytes=256 * 1024)  # Ray itself retries nothing (ray_max_retries=0): the executor recomputes
     ds = (sb.range(ROWS, override_num_blocks=BLOCKS)
           .map_batches(preprocess, batch_size=None)
           .map_batches(Model, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1))
