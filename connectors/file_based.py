@@ -174,9 +174,10 @@ def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,
 ONE_PER_TASK = 256  # up to this many files, each is its own read task
 
 
-def group_files(items: list, sizes: list[int], parallelism: int) -> list[list]:
+def group_files(items: list, sizes: list[int], parallelism: int,
+                one_per_task: int = ONE_PER_TASK) -> list[list]:
     """Contiguous groups of items (files or pieces, with estimated decoded ``sizes``):
-    one item per group up to ``ONE_PER_TASK`` items (so a pipeline streams, and
+    one item per group up to ``one_per_task`` items (so a pipeline streams, and
     the memory budget sees one file at a time), else at least ``parallelism``
     groups of about ``TARGET_TASK_BYTES`` and at most ``MAX_FILES_PER_TASK`` items.
 
@@ -184,13 +185,15 @@ def group_files(items: list, sizes: list[int], parallelism: int) -> list[list]:
     200
     >>> len(group_files(list(range(2000)), [10] * 2000, 4))
     32
+    >>> len(group_files(list(range(40)), [10] * 40, 2, one_per_task=0))  # small pieces
+    2
     """
     if not items:
         return []
     total = sum(sizes)
     groups_wanted = max(parallelism, math.ceil(total / TARGET_TASK_BYTES),
                         math.ceil(len(items) / MAX_FILES_PER_TASK),
-                        len(items) if len(items) <= ONE_PER_TASK else 0)
+                        len(items) if len(items) <= one_per_task else 0)
     groups_wanted = min(len(items), groups_wanted)
     per_group = max(1, total / groups_wanted)
     max_files = math.ceil(len(items) / groups_wanted)

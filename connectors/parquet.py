@@ -14,12 +14,35 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from streambatch.connectors.datasink import Datasink
 from streambatch.connectors.datasource import Pushdowns, ReadTask, limit_tables
-from streambatch.connectors.file_based import FileReadError, FileSource, group_files
+from streambatch.connectors.file_based import (
+    ONE_PER_TASK,
+    FileReadError,
+    FileSource,
+    group_files,
+)
 from streambatch.connectors.paths import HIVE_NULL, arrow_filesystem, expand_paths  # noqa: F401
 
-EAGER_FOOTERS = 64          # up to this many files, every footer is read before the tasks
+EAGER_FOOTERS = 16          # up to this many files, every footer is read before the tasks
 SPLIT_BYTES = 64 * 2**20    # files larger than this are split by row group
-FOOTER_THREADS = 16
+FOOTER_THREADS = 8
+SCAN_BATCH_ROWS = 64 * 1024
+SMALL_PIECE_BYTES = 8 * 2**20   # pieces smaller than this (decoded) are read together, as one scan
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def parallel_map(fn, items: list) -> list:
+    """``[fn(x) for x in items]`` on a small thread pool kept for the process (footer
+    reads are I/O: threads overlap them without paying thread start-up each time).
+
+    >>> parallel_map(abs, [-1, 2, -3])
+    [1, 2, 3]
+    """
+    global _POOL
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    if _POOL is None or _POOL[0] != os.getpid():  # a forked worker gets a pool of its own
+        _POOL = (os.getpid(), ThreadPoolExecutor(FOOTER_THREADS, "streambatch-footers"))
+    return list(_POOL[1].map(fn, items))
 
 
 class SchemaMismatchError(ValueError):
@@ -32,7 +55,12 @@ class ParquetSource(FileSource):
     Footers are read in parallel when the tasks are made for up to
     ``EAGER_FOOTERS`` files (and for every file over ``SPLIT_BYTES``, which
     is split by row group); beyond that each file's footer is read by its own
-    read task, so thousands of files start producing output at once.
+    read task (overlapping with reading), so thousands of files start producing
+    output at once. Row groups that a filter's statistics rule out are dropped
+    once, where the footer is read. A projected or filtered read of small pieces
+    groups them into a few tasks, each one pyarrow scan over its files (read
+    ahead across files, decoded on pyarrow's threads): the per-file fixed costs
+    would otherwise dominate such a read.
     ``key=value`` directories become partition columns, and files whose
     partition values fail the filter are never opened. Schemas of the files
     are unified (missing columns read as nulls, integers widen); conflicting
@@ -62,23 +90,24 @@ class ParquetSource(FileSource):
     def footers(self, parallelism: int = 1) -> dict[str, pq.FileMetaData]:
         """Footers read before the tasks (all files when few, else the first and the big ones)."""
         if self._footers is None:
-            fs, files, _ = self.listing()
-            wanted = [f for i, f in enumerate(files)
+            fs, files, parts = self.listing()
+            wanted = [(i, f) for i, f in enumerate(files)
                       if len(files) <= EAGER_FOOTERS or i == 0 or f.size > SPLIT_BYTES]
             arrow_fs = arrow_filesystem(fs)
-
             fmt = pads.ParquetFileFormat()
 
-            def read(entry):
+            def read(item):
+                index, entry = item
+                expr = _partition_expr({k: col[index].as_py() for k, col in parts.items()}, parts)
                 try:
-                    fragment = fmt.make_fragment(entry.path, filesystem=arrow_fs)
+                    fragment = fmt.make_fragment(entry.path, filesystem=arrow_fs,
+                                                 partition_expression=expr)
                     fragment.ensure_complete_metadata()
                     return entry.path, fragment
                 except Exception as exc:
                     raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
 
-            with ThreadPoolExecutor(min(FOOTER_THREADS, max(1, len(wanted)))) as pool:
-                self._fragments = dict(pool.map(read, wanted))
+            self._fragments = dict(parallel_map(read, wanted))
             self._footers = {p: f.metadata for p, f in self._fragments.items()}
             self._fragments_pid = os.getpid()
         return self._footers
@@ -90,8 +119,8 @@ class ParquetSource(FileSource):
             if self.user_schema is not None:
                 data = self.user_schema
             else:
-                footers = self.footers()
-                data = unify_schemas([(p, m.schema.to_arrow_schema()) for p, m in footers.items()])
+                self.footers()
+                data = unify_schemas([(p, f.physical_schema) for p, f in self._fragments.items()])
             fields = list(data) + [pa.field(k, v.type) for k, v in parts.items()
                                    if k not in data.names]
             if self.include_paths and "path" not in data.names:
@@ -106,44 +135,52 @@ class ParquetSource(FileSource):
 
     def _file_names(self) -> set:
         return set(self.user_schema.names) if self.user_schema is not None else {
-            n for m in self.footers().values() for n in m.schema.to_arrow_schema().names}
+            n for f in (self.footers(), self._fragments)[1].values()
+            for n in f.physical_schema.names}
 
     # ---- tasks ----------------------------------------------------------------------
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
-        """Files (or row groups of split files) grouped into tasks with row/byte estimates."""
+        """Files (or row groups of split files) grouped into tasks with row/byte estimates.
+
+        Row groups that the filter's statistics rule out are dropped here, once,
+        from the footers read while planning; the tasks read only the survivors
+        (with the footer already parsed) and do not prune again.
+        """
         _, files, parts = self.listing()
         footers, schema = self.footers(), self.schema()
-        values = [{k: col[i].as_py() for k, col in parts.items()} for i in range(len(files))]
         keep = self._prune(parts, len(files), pushdowns.filter)
-        ratio = _decoded_ratio(footers, {f.path: f.size for f in files})
+        names = list(parts)
+        ratio = None
         split_all = len(keep) < parallelism
         pieces, sizes = [], []
         for i in keep:
             entry, meta = files[i], footers.get(files[i].path)
+            values = {k: parts[k][i].as_py() for k in names}
+            if meta is None:  # footer read by the task
+                if ratio is None:
+                    ratio = _decoded_ratio(footers, {f.path: f.size for f in files})
+                size = int(entry.size * ratio * _column_share(schema, pushdowns))
+                pieces.append((entry, values, None, None, size))
+                sizes.append(size)
+                continue
             groups = self._surviving_row_groups(entry.path, pushdowns.filter)
             if groups == []:
                 continue  # statistics rule out every row group: the file is never read again
-            if meta is not None and meta.num_row_groups > 1 and (split_all or entry.size > SPLIT_BYTES):
-                for rg in groups if groups is not None else range(meta.num_row_groups):
-                    rows, size = _row_group_size(meta.row_group(rg), pushdowns.columns)
-                    pieces.append((entry, values[i], [rg], rows, size))
+            pruned = groups is not None and len(groups) < meta.num_row_groups
+            groups = groups if groups is not None else range(meta.num_row_groups)
+            estimates = _row_group_sizes(meta, groups, pushdowns.columns)
+            if meta.num_row_groups > 1 and (split_all or entry.size > SPLIT_BYTES):
+                for rg, (rows, size) in zip(groups, estimates, strict=True):
+                    pieces.append((entry, values, [rg], rows, size))
                     sizes.append(size)
                 continue
-            if meta is not None and meta.num_row_groups > 1 and (split_all or entry.size > SPLIT_BYTES):
-                for rg in range(meta.num_row_groups):
-                    rows, size = _row_group_size(meta.row_group(rg), pushdowns.columns)
-                    pieces.append((entry, values[i], [rg], rows, size))
-                    sizes.append(size)
-            else:
-                if meta is not None:
-                    rows = meta.num_rows
-                    size = sum(_row_group_size(meta.row_group(rg), pushdowns.columns)[1]
-                               for rg in range(meta.num_row_groups))
-                else:
-                    rows, size = None, int(entry.size * ratio * _column_share(schema, pushdowns))
-                pieces.append((entry, values[i], None, rows, size))
-                sizes.append(size)
-        return [self._parquet_task(group, pushdowns) for group in group_files(pieces, sizes, parallelism)]
+            rows, size = sum(e[0] for e in estimates), sum(e[1] for e in estimates)
+            pieces.append((entry, values, list(groups) if pruned else None, rows, size))
+            sizes.append(size)
+        pushed = pushdowns.columns is not None or pushdowns.filter is not None
+        small = pushed and bool(sizes) and sorted(sizes)[len(sizes) // 2] < SMALL_PIECE_BYTES
+        groups = group_files(pieces, sizes, parallelism, one_per_task=0 if small else ONE_PER_TASK)
+        return [self._parquet_task(group, pushdowns) for group in groups]
 
     def _surviving_row_groups(self, path: str, expr) -> list[int] | None:
         """Row groups whose statistics may hold rows passing ``expr`` (None: unknown)."""
@@ -164,37 +201,97 @@ class ParquetSource(FileSource):
             desc = f"{len(group)} pieces from {desc}"
         return ReadTask(_ParquetRead(self, [p[:3] for p in group], pushdowns), rows, size, desc)
 
-    def read_piece(self, arrow_fs, entry, values: dict, row_groups, pushdowns: Pushdowns):
-        """Yield the tables of one file (or some of its row groups), pushdowns applied."""
+    def piece_fragment(self, arrow_fs, entry, values: dict, row_groups, pushdowns: Pushdowns):
+        """The fragment of one file (or some of its row groups) to scan, its schema checked
+        and row groups pruned by statistics; None when no row group can match."""
         schema = self.schema()
-        # A fragment's filesystem from planning is unusable in a forked worker (s3fs).
-        same_process = self._fragments_pid == os.getpid() or isinstance(arrow_fs, pafs.LocalFileSystem)
-        known = self._fragments.get(entry.path) if same_process else None
-        expr = _partition_expr(values, schema)
-        if known is not None and expr is None:  # footer already read while planning
-            fragment = known.subset(row_group_ids=row_groups) if row_groups else known
-        else:
-            fragment = pads.ParquetFileFormat().make_fragment(
-                entry.path, filesystem=arrow_fs, partition_expression=expr, row_groups=row_groups)
+        fragment = self._fragment(arrow_fs, entry, values, row_groups)
+        known = entry.path in self._fragments  # footer read while planning, pruned there
         if self.user_schema is None:
             check_file_schema(fragment.physical_schema, schema, entry.path, self._first_file())
-        if pushdowns.filter is not None:  # drop row groups whose statistics rule them out
+        if pushdowns.filter is not None and (not known or row_groups is None):
+            # drop row groups whose statistics rule them out (not yet done while planning)
             fragment = fragment.subset(filter=pushdowns.filter, schema=schema)
             if not fragment.row_groups:
-                return
-        cols = list(pushdowns.columns) if pushdowns.columns is not None else schema.names
+                return None
+        return fragment
+
+    def read_piece(self, arrow_fs, entry, values: dict, row_groups, pushdowns: Pushdowns):
+        """Yield the tables of one file (or some of its row groups), pushdowns applied."""
+        fragment = self.piece_fragment(arrow_fs, entry, values, row_groups, pushdowns)
+        if fragment is None:
+            return
+        cols, scan_cols = self._scan_columns(pushdowns, fragment)
+        batches = fragment.to_batches(schema=self.schema(), columns=scan_cols,
+                                      filter=pushdowns.filter, batch_size=SCAN_BATCH_ROWS,
+                                      use_threads=False)
+        for batch in batches:
+            yield self._finish_batch(batch, cols, scan_cols, entry.path)
+
+    def scan_pieces(self, arrow_fs, pieces: list, pushdowns: Pushdowns):
+        """Yield ``(path, table)`` for several small pieces read as one pyarrow dataset
+        scan: pyarrow reads the footers it lacks and the data ahead across files and
+        decodes on its threads. Each file's schema is checked once its footer is in
+        (the scan caches it in the fragment), before any of its rows are passed on."""
+        fragments = [self._fragment(arrow_fs, entry, values, row_groups)
+                     for entry, values, row_groups in pieces]
+        by_path = {f.path: entry.path for f, (entry, _, _) in zip(fragments, pieces, strict=True)}
+        cols = list(pushdowns.columns) if pushdowns.columns is not None else self.schema().names
+        scan_cols = [c for c in cols if not (c == "path" and self.include_paths
+                                              and c not in self._file_names())]
+        dataset = pads.FileSystemDataset(fragments, self.schema(), pads.ParquetFileFormat(),
+                                         arrow_fs)
+        scanner = dataset.scanner(columns=scan_cols, filter=pushdowns.filter,
+                                  batch_size=SCAN_BATCH_ROWS, use_threads=True)
+        checked = set()
+        for tagged in scanner.scan_batches():
+            path = by_path.get(tagged.fragment.path, tagged.fragment.path)
+            if path not in checked and self.user_schema is None:
+                check_file_schema(tagged.fragment.physical_schema, self.schema(), path,
+                                  self._first_file())
+                checked.add(path)
+            yield path, self._finish_batch(tagged.record_batch, cols, scan_cols, path)
+
+    def find_bad_piece(self, arrow_fs, pieces: list, pushdowns: Pushdowns, error: Exception):
+        """Raise the error of the first piece that fails on its own (after a shared scan
+        failed), naming its file; else a FileReadError naming the pieces' first file."""
+        for entry, values, row_groups in pieces:
+            try:
+                for _ in self.read_piece(arrow_fs, entry, values, row_groups, pushdowns):
+                    pass
+            except (FileReadError, SchemaMismatchError):
+                raise
+            except (OSError, pa.ArrowException) as exc:
+                raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
+        where = f"{pieces[0][0].path} (or one of {len(pieces) - 1} more files read with it)"
+        raise FileReadError(self.who, where, error, self.error_hint) from error
+
+    def _fragment(self, arrow_fs, entry, values: dict, row_groups):
+        """The file's fragment: the one planning read (no I/O), else a new one whose
+        footer is read when it is first scanned."""
+        same_process = self._fragments_pid == os.getpid() or isinstance(arrow_fs, pafs.LocalFileSystem)
+        known = self._fragments.get(entry.path) if same_process else None
+        if known is not None:
+            return known.subset(row_group_ids=row_groups) if row_groups else known
+        return pads.ParquetFileFormat().make_fragment(
+            entry.path, filesystem=arrow_fs, row_groups=row_groups,
+            partition_expression=_partition_expr(values, self.listing()[2]))
+
+    def _scan_columns(self, pushdowns: Pushdowns, fragment) -> tuple[list, list]:
+        cols = list(pushdowns.columns) if pushdowns.columns is not None else self.schema().names
         scan_cols = [c for c in cols if not (c == "path" and self.include_paths
                                               and c not in fragment.physical_schema.names)]
-        batches = fragment.to_batches(schema=schema, columns=scan_cols, filter=pushdowns.filter,
-                                      batch_size=64 * 1024, use_threads=False)
-        for batch in batches:
-            table = pa.Table.from_batches([batch])
-            if schema.metadata:  # e.g. pandas dtypes (nullable ints, time zones)
-                table = table.replace_schema_metadata(schema.metadata)
-            if len(scan_cols) < len(cols):
-                table = table.append_column("path", pa.array([entry.path] * table.num_rows,
-                                                             pa.string())).select(cols)
-            yield table
+        return cols, scan_cols
+
+    def _finish_batch(self, batch: pa.RecordBatch, cols: list, scan_cols: list, path: str):
+        table = pa.Table.from_batches([batch])
+        metadata = self.schema().metadata
+        if metadata:  # e.g. pandas dtypes (nullable ints, time zones)
+            table = table.replace_schema_metadata(metadata)
+        if len(scan_cols) < len(cols):
+            table = table.append_column("path", pa.array([path] * table.num_rows,
+                                                         pa.string())).select(cols)
+        return table
 
     def _first_file(self) -> str:
         return next(iter(self.footers()), "")
@@ -211,6 +308,9 @@ class _ParquetRead:
 
     def _tables(self):
         arrow_fs = arrow_filesystem(self.source.fs)
+        if len(self.pieces) > 1:
+            yield from self._scan_together(arrow_fs)
+            return
         for entry, values, row_groups in self.pieces:
             try:
                 yield from self.source.read_piece(arrow_fs, entry, values, row_groups, self.pushdowns)
@@ -219,12 +319,21 @@ class _ParquetRead:
             except (OSError, pa.ArrowException) as exc:
                 raise FileReadError(self.source.who, entry.path, exc, self.source.error_hint) from exc
 
+    def _scan_together(self, arrow_fs):
+        try:
+            for _, table in self.source.scan_pieces(arrow_fs, self.pieces, self.pushdowns):
+                yield table
+        except (FileReadError, SchemaMismatchError):
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            self.source.find_bad_piece(arrow_fs, self.pieces, self.pushdowns, exc)
 
-def _partition_expr(values: dict, schema: pa.Schema):
+
+def _partition_expr(values: dict, parts: dict):
     expr = None
     for key, value in values.items():
         term = (pc.field(key).is_null() if value is None
-                else pc.field(key) == pa.scalar(value, schema.field(key).type))
+                else pc.field(key) == pa.scalar(value, parts[key].type))
         expr = term if expr is None else expr & term
     return expr
 
@@ -241,13 +350,22 @@ def _column_share(schema: pa.Schema, pushdowns: Pushdowns) -> float:
     return max(1, len(pushdowns.columns)) / len(schema)
 
 
-def _row_group_size(meta, columns) -> tuple[int, int]:
+def _row_group_sizes(meta: pq.FileMetaData, groups, columns) -> list[tuple[int, int]]:
+    """(rows, decoded bytes of ``columns``) of each row group in ``groups``."""
     if columns is None:
-        return meta.num_rows, meta.total_byte_size
+        return [(rg.num_rows, rg.total_byte_size) for rg in map(meta.row_group, groups)]
     wanted = set(columns)
-    size = sum(meta.column(i).total_uncompressed_size for i in range(meta.num_columns)
-               if meta.column(i).path_in_schema.split(".")[0] in wanted)
-    return meta.num_rows, size
+    leaves = [i for i, name in enumerate(_leaf_roots(meta)) if name in wanted]
+    out = []
+    for rg in map(meta.row_group, groups):
+        out.append((rg.num_rows, sum(rg.column(i).total_uncompressed_size for i in leaves)))
+    return out
+
+
+def _leaf_roots(meta: pq.FileMetaData) -> list[str]:
+    """The top-level column of each leaf column chunk (``a.b.c`` -> ``a``)."""
+    schema = meta.schema
+    return [schema.column(i).path.split(".")[0] for i in range(len(schema))]
 
 
 # ---- schema unification ------------------------------------------------------------
@@ -292,12 +410,19 @@ def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
     fields: dict[str, pa.DataType] = {}
     origin: dict[str, str] = {}
     metadata = schemas[0][1].metadata if schemas else None
+    if schemas and all(s.equals(schemas[0][1]) for _, s in schemas[1:]):  # the usual case
+        schemas = schemas[:1]
+    nullable: dict[str, bool] = {}  # non-nullable only where every file says so
     for path, schema in schemas:
+        for name in nullable.keys() - set(schema.names):
+            nullable[name] = True
         for field in schema:
             name = field.name
             if name not in fields:
                 fields[name], origin[name] = field.type, path
+                nullable[name] = field.nullable or path != schemas[0][0]
                 continue
+            nullable[name] = nullable[name] or field.nullable
             merged = _compatible(fields[name], field.type)
             if merged is None:
                 raise SchemaMismatchError(
@@ -305,7 +430,7 @@ def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
                     f"{field.type} in {path!r}; pass schema= to read_parquet with the type to "
                     "read it as, or read the files separately")
             fields[name] = merged
-    return pa.schema(list(fields.items()), metadata=metadata)
+    return pa.schema([pa.field(n, t, nullable[n]) for n, t in fields.items()], metadata=metadata)
 
 
 def check_file_schema(physical: pa.Schema, schema: pa.Schema, path: str, first: str) -> None:
