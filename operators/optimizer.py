@@ -7,8 +7,9 @@ from streambatch.operators.rules import transform_up
 from streambatch.operators.rules.push_filter import push_filter
 from streambatch.operators.rules.push_limit import push_limit
 from streambatch.operators.rules.push_projection import push_projection
+from streambatch.operators.rules.translate_filter import translate_filter
 
-LOGICAL_RULES = (push_filter, push_projection, push_limit)
+LOGICAL_RULES = (push_filter, translate_filter, push_projection, push_limit)
 
 
 def optimize(plan: LogicalOp) -> LogicalOp:
