@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ class Partition:
     key: str = ""
     origins: frozenset = frozenset()
     recipe: object = None  # how to recompute it if its block is lost (executor/recovery.py)
+    created_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     @classmethod
     def from_table(cls, table: pa.Table, stage: int, lineage: tuple = ()) -> Partition:

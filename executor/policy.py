@@ -71,9 +71,11 @@ class BudgetAdmission:
     """
 
     name = "static"
+    blocked_by = "memory budget"  # why the last refused task waits (for stats)
 
     def admit(self, view: MemoryView, growth_bytes: int) -> bool:
         """True when a task expected to add ``growth_bytes`` may start."""
+        self.blocked_by = "memory budget"
         if not view.anything_running:
             return True
         return view.used_bytes + max(0, growth_bytes) <= view.budget_bytes
@@ -82,7 +84,8 @@ class BudgetAdmission:
         """The same rule for source tasks."""
         return self.admit(view, est_bytes)
 
-    def observe(self, rates: list[StageRate], source_bytes: float, now: float) -> None:
+    def observe(self, rates: list[StageRate], source_bytes: float, now: float,
+                burst_tasks: float | None = None) -> None:
         """Static: ignores measurements."""
 
     def source_started(self, est_bytes: int) -> None:
@@ -100,6 +103,8 @@ class AdaptiveAdmission(BudgetAdmission):
     >>> p.observe([StageRate(1.0, 1, 1.0)], source_bytes=100, now=1.0)  # P = 1 s
     >>> p.admit_source(view, 100, now=1.0)
     True
+    >>> p.source_started(100); p.admit_source(view, 100, now=1.0), p.blocked_by
+    (False, 'source rate (adaptive)')
     """
 
     name = "adaptive"
@@ -111,22 +116,41 @@ class AdaptiveAdmission(BudgetAdmission):
         self.rate = 0.0
         self.last: float | None = None
 
-    def observe(self, rates: list[StageRate], source_bytes: float, now: float) -> None:
-        """Grow the allowance for the time since the last call at the measured drain rate."""
+    def observe(self, rates: list[StageRate], source_bytes: float, now: float,
+                burst_tasks: float | None = None) -> None:
+        """Grow the allowance for the time since the last call at the measured drain rate.
+
+        ``burst_tasks`` caps the unspent allowance at that many source partitions
+        (the source's slots): time in which the source could not start a task
+        (waiting for a CPU, a slow start) does not bank a burst for later.
+
+        >>> p = AdaptiveAdmission(initial_tasks=1)
+        >>> for now in (0.0, 100.0):
+        ...     p.observe([StageRate(1.0, 1, 1.0)], 10, now, burst_tasks=3)
+        >>> p.allowance - p.admitted
+        30.0
+        """
         if self.allowance is None:
             self.allowance = self.initial_tasks * source_bytes
         seconds = pipeline_seconds_per_source_task(rates)
         self.rate = source_bytes / seconds if seconds > 0 else float("inf")
         if self.last is not None and self.rate != float("inf"):
             self.allowance += self.rate * (now - self.last)
+        if burst_tasks is not None:
+            cap = max(self.initial_tasks, burst_tasks) * source_bytes
+            self.allowance = min(self.allowance, self.admitted + cap)
         self.last = now
 
     def admit_source(self, view: MemoryView, est_bytes: int, now: float) -> bool:
-        """Memory rule, then the allowance (unlimited until a task time is measured)."""
+        """Memory rule, then the allowance (unlimited until a task time is measured).
+
+        ``blocked_by`` names the rule that refused: "memory budget" or "source rate".
+        """
         if not self.admit(view, est_bytes):
             return False
         if not view.anything_running or self.allowance is None or self.rate == float("inf"):
             return True
+        self.blocked_by = "source rate (adaptive)"
         return self.admitted + est_bytes <= self.allowance
 
     def source_started(self, est_bytes: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from streambatch.executor.observe import StageSnapshot
 from streambatch.executor.policy import StageRate
 from streambatch.executor.stage_state import StageState
@@ -26,21 +28,60 @@ def snapshot(st: StageState, actors: int) -> StageSnapshot:
 
 
 def source_rates(states: list[StageState], source: StageState, default_bytes: int,
-                 slots_of=None) -> tuple[list[StageRate], float]:
+                 slots_of=None, now: float | None = None) -> tuple[list[StageRate], float]:
     """Per-stage rates for the adaptive policy, and the mean source partition bytes.
 
-    A stage's tasks per source task is its finished tasks over the source's;
+    A stage's tasks per source task comes from bytes (see _tasks_per_source_task);
     ``slots_of(state) -> (slots, pool)`` says how many tasks it may run at once and
     which pool of resources it shares (default: its running tasks, one pool).
+    A stage that has finished no task yet (a model actor still loading, a slow
+    first batch) counts with the age of its oldest running task, or of its oldest
+    waiting input: a lower bound of its task time that grows while it waits, so a
+    slow stage slows the source from its start rather than after its first task ends.
+
+    >>> from streambatch.executor.stage import PhysicalStage
+    >>> from streambatch.executor.stage_state import RunningTask
+    >>> src, model = StageState(0, PhysicalStage("Read"), 1), StageState(1, PhysicalStage("Model"), None)
+    >>> model.running[7] = RunningTask(7, 1, 0, [], "partition 0", 0, submitted_at=10.0)
+    >>> rates, _ = source_rates([src, model], src, 100, now=13.0)
+    >>> [(r.task_time_s, r.tasks_per_source_task) for r in rates]
+    [(3.0, 1.0)]
     """
-    done = max(1, source.stats.tasks)
+    now = time.monotonic() if now is None else now
     source_bytes = source.stats.bytes_out / source.stats.tasks if source.stats.tasks else \
         float(default_bytes)
     rates = []
     for st in states:
-        if st.stage.kind != "task" or not st.stats.tasks:
+        task_time = _mean_task_time(st, now)
+        if st.stage.kind != "task" or task_time is None:
             continue
-        mean = st.stats.task_time_s / st.stats.tasks
         slots, pool = slots_of(st) if slots_of else (max(1, len(st.running)), "cpu")
-        rates.append(StageRate(mean, slots, st.stats.tasks / done, pool))
+        share = 1.0 if st is source else _tasks_per_source_task(st, states, source, source_bytes)
+        rates.append(StageRate(task_time, slots, share, pool))
     return rates, max(1.0, source_bytes)
+
+
+def _mean_task_time(st: StageState, now: float) -> float | None:
+    """Mean task time from finished tasks, else the age of the oldest running task,
+    else of the oldest input waiting for it (an actor pool still starting); None for
+    a stage that has nothing yet."""
+    if st.stats.tasks:
+        return st.stats.task_time_s / st.stats.tasks
+    since = [t.submitted_at for t in st.running.values()] or \
+        [p.created_at for q in st.inputs.values() for p in q]
+    return max(0.0, now - min(since)) if since else None
+
+
+def _tasks_per_source_task(st: StageState, states: list[StageState], source: StageState,
+                           source_bytes: float) -> float:
+    """How many of this stage's tasks one source partition makes, from bytes: the
+    bytes a source partition becomes by this stage (the growth of the stages between)
+    over the input bytes of one of its tasks. Counting finished tasks instead would
+    under-count a stage that lags behind the source."""
+    if not st.next_seq or st.bytes_in <= 0:
+        return 1.0
+    flow, up = 1.0, st.stage.upstream[0] if st.stage.upstream else None
+    while up is not None and states[up] is not source:
+        flow *= states[up].growth()
+        up = states[up].stage.upstream[0] if states[up].stage.upstream else None
+    return source_bytes * flow / (st.bytes_in / st.next_seq)

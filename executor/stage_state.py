@@ -32,6 +32,7 @@ class RunningTask:
     attempts: int = 1
     attempt_outputs: int = 0
     dead: list = field(default_factory=list)
+    submitted_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -447,7 +447,8 @@ class StreamingExecutor:
             return
         rates, source_bytes = source_rates(self.states, sources[0], self.target_bytes,
                                            self._slots_of)
-        self.policy.observe(rates, source_bytes, time.monotonic())
+        burst = self._slots_of(sources[0])[0]
+        self.policy.observe(rates, source_bytes, time.monotonic(), burst_tasks=burst)
 
     def _slots_of(self, st: StageState) -> tuple[float, str]:
         """Tasks a stage may run at once, and the resource pool it shares."""
@@ -468,7 +469,7 @@ class StreamingExecutor:
             return False
         read_index, inputs, est = work
         if not self._admitted(st, inputs, est):
-            st.start_backpressure("memory budget")
+            st.start_backpressure(self.policy.blocked_by)
             return False
         return self._place(st, read_index, inputs, est)
 

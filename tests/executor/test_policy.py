@@ -83,3 +83,51 @@ def test_ledger_packs_fractional_gpus_and_refuses_the_impossible():
     assert ledger.fits_ever(Resources(num_gpus=3)) == "asks for 3 GPU but the backend has 2 GPUs"
     whole = ledger.acquire(Resources(num_cpus=0, num_gpus=0.5))
     assert whole.cuda_visible_devices() == "1"
+
+
+def _stages_with_a_slow_model_still_on_its_first_task(model_age_s: float):
+    from streambatch.executor.snapshots import source_rates
+    from streambatch.executor.stage import PhysicalStage
+    from streambatch.executor.stage_state import RunningTask, StageState
+
+    read = StageState(0, PhysicalStage("Read"), 1)
+    read.stats.tasks, read.stats.task_time_s, read.stats.bytes_out = 4, 1.0, 4000
+    model = StageState(1, PhysicalStage("Model", upstream=(0,)), None)
+    model.running[1] = RunningTask(1, 1, 0, [], "partition 0", 0, submitted_at=100.0)
+    return source_rates([read, model], read, 1000, now=100.0 + model_age_s)
+
+
+def test_a_stage_that_has_not_finished_a_task_slows_the_source_by_its_oldest_task():
+    rates, source_bytes = _stages_with_a_slow_model_still_on_its_first_task(8.0)
+    assert source_bytes == 1000
+    assert [(r.task_time_s, r.tasks_per_source_task) for r in rates] == [(0.25, 1.0), (8.0, 1.0)]
+    policy = AdaptiveAdmission(initial_tasks=1)
+    for now in (0.0, 1.0, 2.0):
+        policy.observe(rates, source_bytes, now)
+    # P = 0.25 + 8.0 s in one pool: about a quarter of a partition per second, not four
+    assert policy.allowance == pytest.approx(1000 + 2 * 1000 / 8.25)
+
+
+def test_refusals_name_the_rule_that_refused():
+    policy = AdaptiveAdmission(initial_tasks=1)
+    policy.observe([StageRate(1.0, 1, 1.0)], source_bytes=100, now=0.0)
+    policy.source_started(100)
+    assert not policy.admit_source(ROOM, 100, now=0.0)
+    assert policy.blocked_by == "source rate (adaptive)"
+    assert not policy.admit_source(MemoryView(950, 1000, True), 100, now=0.0)
+    assert policy.blocked_by == "memory budget"
+
+
+def test_tasks_per_source_task_comes_from_bytes_not_from_finished_counts():
+    from streambatch.executor.snapshots import source_rates
+    from streambatch.executor.stage import PhysicalStage
+    from streambatch.executor.stage_state import StageState
+
+    read = StageState(0, PhysicalStage("Read"), 1)
+    read.stats.tasks, read.stats.task_time_s, read.stats.bytes_out = 10, 10.0, 10_000
+    model = StageState(1, PhysicalStage("Model", upstream=(0,)), None)
+    # it lags: 6 tasks started of 500 bytes each, only 2 finished so far
+    model.next_seq, model.bytes_in = 6, 3000
+    model.stats.tasks, model.stats.task_time_s = 2, 4.0
+    rates, _ = source_rates([read, model], read, 1000, now=0.0)
+    assert [r.tasks_per_source_task for r in rates] == [1.0, 2.0]  # not 2 / 10
