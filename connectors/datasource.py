@@ -74,8 +74,22 @@ def apply_pushdowns(table: pa.Table, pushdowns: Pushdowns) -> pa.Table:
     return table
 
 
+@dataclass(frozen=True)
+class SkippedInput:
+    """What a read yields in place of a file it could not read under
+    ``on_error="skip"``: the file and the error. The read stage's first op moves
+    it to the dead letters (it never reaches a UDF).
+
+    >>> SkippedInput("/d/a.csv", "FileReadError: bad row").path
+    '/d/a.csv'
+    """
+
+    path: str
+    error: str
+
+
 def limit_tables(tables: Iterator[pa.Table], limit: int | None) -> Iterator[pa.Table]:
-    """Stop after ``limit`` rows in total.
+    """Stop after ``limit`` rows in total (a :class:`SkippedInput` passes through).
 
     >>> t = pa.table({"a": [1, 2, 3]})
     >>> [x.num_rows for x in limit_tables(iter([t, t]), 4)]
@@ -86,6 +100,9 @@ def limit_tables(tables: Iterator[pa.Table], limit: int | None) -> Iterator[pa.T
         return
     left = limit
     for table in tables:
+        if isinstance(table, SkippedInput):
+            yield table
+            continue
         if left <= 0:
             return
         yield table.slice(0, left)

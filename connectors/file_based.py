@@ -15,6 +15,7 @@ from streambatch.connectors.datasource import (
     Datasource,
     Pushdowns,
     ReadTask,
+    SkippedInput,
     apply_pushdowns,
     limit_tables,
 )
@@ -65,9 +66,12 @@ class FileSource(Datasource):
     supports_projection = supports_filter = supports_limit = True
 
     def __init__(self, paths, *, filesystem=None, include_paths: bool = False,
-                 partitioning: str | None = "hive") -> None:
+                 partitioning: str | None = "hive", on_error: str = "raise") -> None:
         if partitioning not in PARTITIONINGS:
             raise ValueError(f"{self.who}: partitioning={partitioning!r}; expected 'hive' or None")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"{self.who}: on_error={on_error!r}; expected 'raise' or 'skip'")
+        self.on_error = on_error
         self._paths, self._filesystem = paths, filesystem
         self.include_paths, self.partitioning = include_paths, partitioning
         self._listing: tuple | None = None
@@ -139,10 +143,17 @@ class FileSource(Datasource):
                     table = next(tables)
                 except StopIteration:
                     break
-                except FileReadError:
-                    raise
+                except FileReadError as exc:
+                    if self.on_error != "skip":
+                        raise
+                    yield skipped(entry.path, exc)
+                    break
                 except Exception as exc:
-                    raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
+                    error = FileReadError(self.who, entry.path, exc, self.error_hint)
+                    if self.on_error != "skip":
+                        raise error from exc
+                    yield skipped(entry.path, error)
+                    break
                 table = add_constant_columns(table, values, self.listing()[2], entry.path,
                                              self.include_paths)
                 yield apply_pushdowns(table, pushdowns)
@@ -152,6 +163,16 @@ class FileSource(Datasource):
     def read_file(self, fs, entry: FileEntry, pushdowns: Pushdowns) -> Iterator[pa.Table]:
         """Yield the tables of one file (pushdowns are applied afterwards)."""
         raise NotImplementedError
+
+
+def skipped(path: str, error: BaseException) -> SkippedInput:
+    """The :class:`SkippedInput` for a file that failed under ``on_error="skip"`` (rows
+    the file yielded before the error have been passed on already).
+
+    >>> skipped("/d/a.png", ValueError("truncated")).error
+    'ValueError: truncated'
+    """
+    return SkippedInput(path, f"{type(error).__name__}: {error}")
 
 
 def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,

@@ -19,6 +19,7 @@ from streambatch.connectors.file_based import (
     FileReadError,
     FileSource,
     group_files,
+    skipped,
 )
 from streambatch.connectors.paths import HIVE_NULL, arrow_filesystem, expand_paths  # noqa: F401
 
@@ -105,9 +106,14 @@ class ParquetSource(FileSource):
                     fragment.ensure_complete_metadata()
                     return entry.path, fragment
                 except Exception as exc:
+                    if self.on_error == "skip":  # its task reports it to the dead letters
+                        return entry.path, None
                     raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
 
-            self._fragments = dict(parallel_map(read, wanted))
+            found = parallel_map(read, wanted)
+            if self.on_error == "skip" and not any(f for _, f in found):
+                found = next(([r] for r in map(read, enumerate(files)) if r[1]), [])
+            self._fragments = {p: f for p, f in found if f is not None}
             self._footers = {p: f.metadata for p, f in self._fragments.items()}
             self._fragments_pid = os.getpid()
         return self._footers
@@ -308,16 +314,23 @@ class _ParquetRead:
 
     def _tables(self):
         arrow_fs = arrow_filesystem(self.source.fs)
-        if len(self.pieces) > 1:
+        skip = self.source.on_error == "skip"
+        if len(self.pieces) > 1 and not skip:  # skip: piece by piece, to pass the rest on
             yield from self._scan_together(arrow_fs)
             return
         for entry, values, row_groups in self.pieces:
             try:
                 yield from self.source.read_piece(arrow_fs, entry, values, row_groups, self.pushdowns)
-            except (FileReadError, SchemaMismatchError):
-                raise
+            except SchemaMismatchError:
+                raise  # not bad data: schema= decides how the files are read
             except (OSError, pa.ArrowException) as exc:
-                raise FileReadError(self.source.who, entry.path, exc, self.source.error_hint) from exc
+                error = exc if isinstance(exc, FileReadError) else FileReadError(
+                    self.source.who, entry.path, exc, self.source.error_hint)
+                if not skip:
+                    if error is exc:
+                        raise
+                    raise error from exc
+                yield skipped(entry.path, error)
 
     def _scan_together(self, arrow_fs):
         try:

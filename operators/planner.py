@@ -10,6 +10,7 @@ from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.stage import PhysicalStage
 from streambatch.operators import logical as L
 from streambatch.operators.block_ops import block_op
+from streambatch.operators.read_errors import read_ops
 from streambatch.operators.rules.fuse_stages import fuse_stages
 
 WORKER_MODES = ("auto", "threads", "processes")
@@ -36,7 +37,8 @@ def _visit(op: L.LogicalOp, stages: list[PhysicalStage], options: ExecutionOptio
 
 def _stage_for(op: L.LogicalOp, ups: tuple[int, ...], options: ExecutionOptions) -> PhysicalStage:
     if isinstance(op, L.Read):
-        stage = PhysicalStage(op.label, read_tasks_fn=partial(_read_tasks, op, options))
+        stage = PhysicalStage(op.label, read_tasks_fn=partial(_read_tasks, op, options),
+                              ops=read_ops(op))
         stage.read_tasks = stage.read_tasks_fn()
         return stage
     if isinstance(op, L.MapLike):

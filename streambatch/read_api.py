@@ -95,12 +95,13 @@ def from_numpy(arrays, *, override_num_blocks: int | None = None) -> Dataset:
 
 def read_parquet(paths, *, columns: list[str] | None = None, filter=None, filesystem=None,
                  schema=None, partitioning="hive", include_paths: bool = False,
-                 override_num_blocks: int | None = None) -> Dataset:
+                 override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
     """Parquet files (a file, directory, glob, list, or any fsspec URL), split by row group.
 
     ``columns`` and ``filter`` (a pyarrow.compute expression) are pushed into the scan;
     ``key=value`` directories become columns; files' schemas are unified (``schema=``
     overrides). Footers of large datasets are read lazily, by the read tasks.
+    ``on_error="skip"`` reads past unreadable files, recording each in ``ds.dead_letters()``.
 
     >>> import streambatch as sb, tempfile
     >>> out = tempfile.mkdtemp() + "/t"
@@ -113,7 +114,8 @@ def read_parquet(paths, *, columns: list[str] | None = None, filter=None, filesy
 
     check_protocol(paths)
     source = ParquetSource(paths, filesystem=filesystem, schema=schema,
-                           partitioning=partitioning, include_paths=include_paths)
+                           partitioning=partitioning, include_paths=include_paths,
+                           on_error=v.on_error(on_error))
     if override_num_blocks is not None:
         source.parallelism = v.positive_int("override_num_blocks", override_num_blocks)
     plan = L.Read(source, name="Parquet",

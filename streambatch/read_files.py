@@ -6,7 +6,10 @@ Paths may be a file, a directory (searched recursively), a glob, a list, or any
 fsspec URL (``memory://``, ``s3://`` with ``pip install 'streambatch[s3]'`` ...);
 ``filesystem=`` passes a configured fsspec filesystem instead. ``key=value``
 directories become columns (``partitioning=None`` turns that off), and
-``include_paths=True`` adds a ``path`` column.
+``include_paths=True`` adds a ``path`` column. ``on_error="skip"`` reads past a
+file that cannot be read or decoded: its path and error go to
+``ds.dead_letters()`` (rows it yielded before the error are kept); the default
+``"raise"`` stops with an error naming the file.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def _read(kind: str, paths, name: str, override_num_blocks, **kwargs) -> Dataset
 
 def read_csv(paths, *, filesystem=None, include_paths: bool = False, partitioning="hive",
              parse_options=None, convert_options=None, read_options=None,
-             override_num_blocks: int | None = None) -> Dataset:
+             override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
     """CSV files with a header row (types inferred by pyarrow; options are pyarrow.csv's).
 
     >>> import streambatch as sb, tempfile
@@ -39,11 +42,11 @@ def read_csv(paths, *, filesystem=None, include_paths: bool = False, partitionin
     return _read("csv", paths, "CSV", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning,
                  parse_options=parse_options, convert_options=convert_options,
-                 read_options=read_options)
+                 read_options=read_options, on_error=v.on_error(on_error))
 
 
 def read_json(paths, *, filesystem=None, include_paths: bool = False, partitioning="hive",
-              override_num_blocks: int | None = None) -> Dataset:
+              override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
     """JSON lines files or files holding a JSON array of objects (detected per file).
 
     >>> import streambatch as sb, tempfile
@@ -52,12 +55,13 @@ def read_json(paths, *, filesystem=None, include_paths: bool = False, partitioni
     [{'x': 1}, {'x': 2}]
     """
     return _read("json", paths, "JSON", override_num_blocks, filesystem=filesystem,
-                 include_paths=include_paths, partitioning=partitioning)
+                 include_paths=include_paths, partitioning=partitioning,
+                 on_error=v.on_error(on_error))
 
 
 def read_text(paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
               filesystem=None, include_paths: bool = False, partitioning="hive",
-              override_num_blocks: int | None = None) -> Dataset:
+              override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
     """A row per line of text files, in column ``text``.
 
     >>> import streambatch as sb, tempfile
@@ -67,11 +71,12 @@ def read_text(paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
     """
     return _read("text", paths, "Text", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning, encoding=encoding,
-                 drop_empty_lines=drop_empty_lines)
+                 drop_empty_lines=drop_empty_lines, on_error=v.on_error(on_error))
 
 
 def read_binary_files(paths, *, include_paths: bool = True, filesystem=None,
-                      partitioning="hive", override_num_blocks: int | None = None) -> Dataset:
+                      partitioning="hive", override_num_blocks: int | None = None,
+                      on_error: str = "raise") -> Dataset:
     """One row per file: its ``bytes`` and (by default) its ``path``.
 
     >>> import streambatch as sb, tempfile
@@ -80,11 +85,12 @@ def read_binary_files(paths, *, include_paths: bool = True, filesystem=None,
     [b'\\x01']
     """
     return _read("binary", paths, "BinaryFiles", override_num_blocks, filesystem=filesystem,
-                 include_paths=include_paths, partitioning=partitioning)
+                 include_paths=include_paths, partitioning=partitioning,
+                 on_error=v.on_error(on_error))
 
 
 def read_numpy(paths, *, filesystem=None, include_paths: bool = False, partitioning="hive",
-               override_num_blocks: int | None = None) -> Dataset:
+               override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
     """``.npy`` files: rows along the first axis in column ``data`` (n-d: a tensor column).
 
     >>> import streambatch as sb, tempfile, numpy as np
@@ -93,16 +99,17 @@ def read_numpy(paths, *, filesystem=None, include_paths: bool = False, partition
     [{'data': 0}, {'data': 1}, {'data': 2}]
     """
     return _read("numpy", paths, "Numpy", override_num_blocks, filesystem=filesystem,
-                 include_paths=include_paths, partitioning=partitioning)
+                 include_paths=include_paths, partitioning=partitioning,
+                 on_error=v.on_error(on_error))
 
 
 def read_images(paths, *, size: tuple[int, int] | None = None, mode: str | None = "RGB",
                 include_paths: bool = False, filesystem=None, partitioning="hive",
-                override_num_blocks: int | None = None) -> Dataset:
+                override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
     """Images decoded by Pillow into column ``image``: a fixed-shape tensor column when
     every image has the same shape (always with ``size=(height, width)``), a
     variable-shape one otherwise. A file that does not decode raises an error
-    naming it. Needs ``pip install 'streambatch[images]'``.
+    naming it (with ``on_error="skip"`` it goes to ``ds.dead_letters()`` instead). Needs ``pip install 'streambatch[images]'``.
 
     >>> import streambatch as sb, tempfile, numpy as np
     >>> from PIL import Image
@@ -111,7 +118,8 @@ def read_images(paths, *, size: tuple[int, int] | None = None, mode: str | None 
     (1, 4, 4, 3)
     """
     return _read("images", paths, "Images", override_num_blocks, filesystem=filesystem,
-                 include_paths=include_paths, partitioning=partitioning, size=size, mode=mode)
+                 include_paths=include_paths, partitioning=partitioning, size=size, mode=mode,
+                 on_error=v.on_error(on_error))
 
 
 def from_torch(dataset, *, override_num_blocks: int | None = None) -> Dataset:
