@@ -94,10 +94,46 @@ class ReadProgress:
         self.epoch, self.seed, self.order, self.mode = epoch, seed, list(order), mode
         self.deterministic = True  # False: output order varies between runs
         self._lock = threading.Lock()
-        self.delivered: dict[int, np.ndarray] = {}  # read -> bool bitmap of offsets
+        self.delivered: dict[int, np.ndarray] = {}  # unit -> bool bitmap of offsets
         self.totals: dict[int, int] = {}
-        self.done: set[int] = set()
+        self.done: set[int] = set()  # read partitions fully delivered
         self.rows = 0
+        # "keys" mode: a unit is one output partition, named by its lineage key; a read is
+        # done once it has settled (no more outputs) and every one of its units is done.
+        self.names: dict[int, str] = {}
+        self._units: dict[str, int] = {}
+        self.done_units: set[int] = set()
+        self._read_units: dict[int, set[int]] = {}
+        self._settled: set[int] = set()
+        self.merged = False  # a partition mixed several reads: only a row count is exact
+
+    def unit_for(self, key: str, read: int) -> int:
+        """The unit (a small int packed into row ids) of output partition ``key`` of ``read``.
+
+        >>> p = ReadProgress(0, None, [0], mode="keys")
+        >>> p.unit_for("s0r0o0t1o0", 0), p.unit_for("s0r0o1t1o0", 0), p.unit_for("s0r0o0t1o0", 0)
+        (0, 1, 0)
+        """
+        with self._lock:
+            unit = self._unit(key)
+            self._read_units.setdefault(read, set()).add(unit)
+            return unit
+
+    def settled(self, read: int) -> None:
+        """Read partition ``read`` will produce no more output partitions ("keys" mode)."""
+        with self._lock:
+            self._settled.add(read)
+            self._maybe_read_done(read)
+
+    def key_done(self, key: str) -> bool:
+        """Whether every row of output partition ``key`` was delivered."""
+        unit = self._units.get(key)
+        return unit is not None and unit in self.done_units
+
+    def key_mask(self, key: str, offsets: np.ndarray) -> np.ndarray | None:
+        """Which ``offsets`` of output partition ``key`` are still to deliver (None: all)."""
+        unit = self._units.get(key)
+        return None if unit is None else self.keep_mask(unit, offsets)
 
     def mark(self, ids: np.ndarray) -> None:
         """Record rows handed to the user."""
@@ -106,7 +142,7 @@ class ReadProgress:
 
     def _mark(self, ids: np.ndarray) -> None:
         self.rows += len(ids)
-        if self.mode != "reads" or not len(ids):
+        if self.mode == "ordered" or not len(ids):
             return
         reads, offsets = unpack_ids(ids)
         for read in np.unique(reads).tolist():
@@ -133,8 +169,20 @@ class ReadProgress:
             return
         bitmap = self.delivered.get(read)
         if total == 0 or (bitmap is not None and len(bitmap) >= total and bitmap[:total].all()):
-            self.done.add(read)
             self.delivered.pop(read, None)
+            if self.mode != "keys":
+                self.done.add(read)
+                return
+            self.done_units.add(read)  # in "keys" mode, ``read`` is a unit
+            for r, units in self._read_units.items():
+                if read in units:
+                    self._maybe_read_done(r)
+
+    def _maybe_read_done(self, read: int) -> None:
+        units = self._read_units.get(read, set())
+        if read in self._settled and units <= self.done_units and read not in self.done:
+            self.done.add(read)
+            self.done_units -= units  # a done read stands for all its partitions
 
     def state_dict(self) -> dict:
         """A JSON-serializable position: epoch, seed, done and partially delivered reads."""
@@ -142,10 +190,14 @@ class ReadProgress:
             return self._state()
 
     def _state(self) -> dict:
-        partial = {str(r): _ranges(b) for r, b in sorted(self.delivered.items()) if b.any()}
-        return {"format": STATE_FORMAT, "mode": self.mode, "epoch": self.epoch,
-                "seed": self.seed, "order": list(self.order), "rows": self.rows,
-                "done": sorted(self.done), "partial": partial}
+        name = (lambda u: self.names[u]) if self.mode == "keys" else str
+        partial = {name(r): _ranges(b) for r, b in sorted(self.delivered.items()) if b.any()}
+        state = {"format": STATE_FORMAT, "mode": self.mode, "epoch": self.epoch,
+                 "seed": self.seed, "order": list(self.order), "rows": self.rows,
+                 "done": sorted(self.done), "partial": partial}
+        if self.mode == "keys":
+            state["done_keys"] = sorted(self.names[u] for u in self.done_units)
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> ReadProgress:
@@ -156,13 +208,22 @@ class ReadProgress:
         p = cls(state["epoch"], state["seed"], state["order"], state["mode"])
         p.rows = state["rows"]
         p.done = set(state["done"])
+        for key in state.get("done_keys", ()):
+            p.done_units.add(p._unit(key))
         for read, ranges in state["partial"].items():
             end = max(e for _, e in ranges)
             bitmap = np.zeros(end, bool)
             for s, e in ranges:
                 bitmap[s:e] = True
-            p.delivered[int(read)] = bitmap
+            p.delivered[p._unit(read) if p.mode == "keys" else int(read)] = bitmap
         return p
+
+    def _unit(self, key: str) -> int:
+        unit = self._units.get(key)
+        if unit is None:
+            unit = self._units[key] = len(self.names)
+            self.names[unit] = key
+        return unit
 
     def skip_reads(self) -> set[int]:
         """Read partitions already fully delivered (not re-read on resume)."""

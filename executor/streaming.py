@@ -418,7 +418,8 @@ class StreamingExecutor:
             self.recovery.recover_partition(part, st.stage.name, st.outputs.append)
             return None
         self.backend.release(part.ref)
-        return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.lineage)
+        return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.lineage,
+                         key=part.key, origins=part.origins)
 
     # ---- actor pools --------------------------------------------------
     def _scale_pools(self) -> None:

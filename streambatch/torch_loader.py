@@ -13,10 +13,15 @@ and row offsets. When the whole plan runs inside its read tasks (one fused
 stage, the usual loader pipeline), each output partition names its read
 partition, so fully delivered read partitions are not read again and partly
 delivered ones skip exactly the rows already delivered, in any completion
-order. Otherwise (plans with an actor stage, limit, union...) the loader
-falls back to a row count in the output order, which is only deterministic
-with ``preserve_order=True`` (or a ``local_shuffle_seed``, which turns it on):
-the resumed epoch re-runs the plan and skips the rows already delivered.
+order. Plans with one read and row-local stages outside the read tasks (map,
+filter, flat_map, actor pools) name a row by its output partition's lineage
+key and its offset in it: keys are deterministic, so the resumed epoch skips
+read partitions that had settled and been fully delivered, and drops the
+delivered rows of the others, in any completion order. Otherwise (limit, union,
+repartition, or blocks that mixed several reads) the loader falls back to a row
+count in the output order, which is only deterministic with
+``preserve_order=True`` (or a ``local_shuffle_seed``, which turns it on): the
+resumed epoch re-runs the plan and skips the rows already delivered.
 
 Shuffling: with ``local_shuffle_buffer_size`` the read partitions are also read
 in a seeded random order that changes every epoch. With ``local_shuffle_seed``
@@ -37,6 +42,7 @@ import numpy as np
 from streambatch import validate as v
 from streambatch.context import DataContext
 from streambatch.executor.iteration import prefetched
+from streambatch.executor.lineage import LineageListener
 from streambatch.executor.loader import Chunk, ReadProgress, batches
 from streambatch.executor.shuffle import block_order, pack_ids, unpack_ids
 from streambatch.executor.split import SplitCoordinator
@@ -164,6 +170,7 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
     reads = [op for op in L.walk(dataset._plan) if isinstance(op, L.Read)]
     seed = cfg.seed if cfg.shuffle else None
     skip = resume.skip_reads() if resume is not None and resume.mode == "reads" else set()
+    listener = _SettledReads()
     wrappers: list[ReadOrderSource] = []
 
     def wrap(source):
@@ -176,10 +183,12 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
     options = ctx.execution_options
     if _reproducible(cfg) and not options.preserve_order:
         options = replace(options, preserve_order=True)
-    executor = build_executor(plan, options, ctx.backend)
+    executor = build_executor(plan, options, ctx.backend, lineage=listener)
     executor.stats.parent = dataset._produced_by
     dataset._stats = executor.stats
-    mode = "reads" if len(reads) == 1 and executor.stages[-1].is_source else "ordered"
+    mode = plan_mode(dataset._plan, executor.stages)
+    if mode == "keys" and resume is not None and resume.mode == "ordered":
+        mode = "ordered"  # saved after blocks mixed several reads: resume by row count
     full_order = block_order(wrappers[0].num_reads, seed, epoch) if wrappers else []
     if resume is not None:
         _check_resume(resume, mode, full_order)
@@ -189,8 +198,89 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
     if mode == "ordered":
         yield from _ordered(executor.run())
         return
+    if mode == "keys":
+        done = resume.skip_reads() if resume is not None else set()
+        executor.skip_reads = {(0, i) for i, read in enumerate(full_order) if read in done}
+        yield from _by_key(executor.run(), full_order, progress, resume, listener)
+        return
     yield from _by_read(executor.run(), wrappers[0].order, progress, resume,
                         options.preserve_order)
+
+
+def plan_mode(plan: L.LogicalOp, stages) -> str:
+    """How an epoch's position is recorded: "reads" (the plan runs inside its read tasks),
+    "keys" (one read and row-local stages: map/filter/flat_map/project, possibly actor
+    pools) or "ordered" (a row count in output order, for limit/union/repartition)."""
+    ops = list(L.walk(plan))
+    reads = [op for op in ops if isinstance(op, L.Read)]
+    if len(reads) != 1:
+        return "ordered"
+    if stages[-1].is_source:
+        return "reads"
+    row_local = all(isinstance(op, L.Read) or (isinstance(op, L.MapLike) and
+                                               not isinstance(op, L.Write)) for op in ops)
+    return "keys" if row_local else "ordered"
+
+
+class _SettledReads(LineageListener):
+    """Counts final partitions per read and notes reads that will produce no more."""
+
+    def __init__(self) -> None:
+        self.made: dict = {}
+        self.settled: list = []
+
+    def on_final_output(self, part, origins) -> None:
+        for origin in origins:
+            self.made[origin] = self.made.get(origin, 0) + 1
+
+    def on_settled(self, origin) -> None:
+        self.settled.append(origin)
+
+
+def _by_key(partitions, order: list[int], progress: ReadProgress | None,
+            resume: ReadProgress | None, listener: _SettledReads) -> Iterator[Chunk]:
+    """Rows named by (output partition lineage key, offset in that partition).
+
+    Keys are deterministic (the same read, the same chain of tasks and outputs), so a
+    resumed epoch drops the rows a saved state lists, whatever order blocks arrive in.
+    """
+    seen: dict = {}
+    reported: set = set()
+
+    def report_settled():
+        for origin in listener.settled:
+            if origin not in reported and seen.get(origin, 0) >= listener.made.get(origin, 0):
+                reported.add(origin)
+                if progress is not None:
+                    progress.settled(order[origin[1]])
+
+    for part in partitions:
+        if not part.key or not part.origins:
+            raise RuntimeError(f"internal: output partition {part.pid} has no lineage key; "
+                               f"report this with the plan")
+        for origin in part.origins:
+            seen[origin] = seen.get(origin, 0) + 1
+        if len(part.origins) > 1 and progress is not None:
+            progress.merged = True
+        table = part.get()
+        reads = sorted(order[i] for _, i in part.origins)
+        unit = progress.unit_for(part.key, reads[0]) if progress is not None else 0
+        if progress is not None:
+            for read in reads[1:]:
+                progress.unit_for(part.key, read)
+            progress.produced_all(unit, table.num_rows)
+        ids = pack_ids(unit, 0, table.num_rows)
+        if resume is not None:
+            if resume.key_done(part.key):  # progress, a copy of resume, has it as done
+                report_settled()
+                continue
+            keep = resume.key_mask(part.key, np.arange(table.num_rows))
+            if keep is not None and not keep.all():
+                table, ids = table.filter(keep), ids[keep]
+        if table.num_rows:
+            yield table, ids
+        report_settled()
+    report_settled()
 
 
 def _check_resume(resume: ReadProgress, mode: str, order: list[int]) -> None:
@@ -301,6 +391,16 @@ class LoaderIterable:
                 "a row count in output order, which is only reproducible with "
                 "preserve_order=True: set DataContext.get_current().execution_options."
                 "preserve_order = True (or pass local_shuffle_seed) before iterating")
+        if progress.mode == "keys" and progress.merged:
+            if not progress.deterministic:
+                raise ValueError(
+                    "state_dict: blocks of this epoch mixed rows of several read partitions "
+                    "(small blocks bundled for a batch_size), so only a row count in output "
+                    "order can name the position, and that is only reproducible with "
+                    "preserve_order=True: set DataContext.get_current().execution_options."
+                    "preserve_order = True (or pass local_shuffle_seed) before iterating")
+            return dict(progress.state_dict(), mode="ordered", done=[], partial={},
+                        done_keys=[])
         return progress.state_dict()
 
     def load_state_dict(self, state: dict) -> LoaderIterable:
