@@ -19,7 +19,14 @@ from streambatch.connectors.datasource import (
     apply_pushdowns,
     limit_tables,
 )
-from streambatch.connectors.paths import FileEntry, expand_files, infer_partition_value, usable_fs
+from streambatch.connectors.paths import (
+    FileEntry,
+    check_paths,
+    expand_files,
+    in_background,
+    infer_partition_value,
+    usable_fs,
+)
 
 TARGET_TASK_BYTES = 128 * 2**20
 MAX_FILES_PER_TASK = 64
@@ -72,18 +79,31 @@ class FileSource(Datasource):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"{self.who}: on_error={on_error!r}; expected 'raise' or 'skip'")
         self.on_error = on_error
-        self._paths, self._filesystem = paths, filesystem
+        self._paths, self._filesystem = check_paths(paths, self.who), filesystem
         self.include_paths, self.partitioning = include_paths, partitioning
         self._listing: tuple | None = None
-        self.listing()  # a missing path fails where the dataset is made; footers stay lazy
+        # Listed in the background from here on, while the pipeline is being built;
+        # the first use waits for it (a missing path raises there, naming itself).
+        self._pending = in_background(expand_files, self._paths, self.suffixes,
+                                      self._filesystem, self.who)
 
     # ---- listing ------------------------------------------------------------------
     def listing(self) -> tuple:
-        """``(fs, files, partition columns)``; listed once (in parallel), at construction."""
+        """``(fs, files, partition columns)``; listed once (in parallel, in the background
+        from construction on)."""
         if self._listing is None:
-            fs, files = expand_files(self._paths, self.suffixes, self._filesystem, self.who)
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                fs, files = pending.result()
+            else:  # another thread took the background result: list again
+                fs, files = expand_files(self._paths, self.suffixes, self._filesystem, self.who)
             self._listing = (fs, files, self._partition_columns(files))
         return self._listing
+
+    def __getstate__(self) -> dict:
+        """Picklable (for the Ray backend): the listing is done first."""
+        self.listing()
+        return {**self.__dict__, "_pending": None}
 
     @property
     def fs(self):

@@ -14,6 +14,39 @@ from fsspec.core import url_to_fs
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 PARALLEL_LISTING = 16
+_BACKGROUND: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def in_background(fn, *args):
+    """Start ``fn(*args)`` on a small thread pool kept for the process; returns a
+    ``concurrent.futures.Future`` (its ``result()`` re-raises ``fn``'s error).
+
+    >>> in_background(sum, [1, 2]).result()
+    3
+    """
+    global _BACKGROUND
+    if _BACKGROUND is None or _BACKGROUND[0] != os.getpid():  # a forked child: a pool of its own
+        _BACKGROUND = (os.getpid(), ThreadPoolExecutor(4, "streambatch-listing"))
+    return _BACKGROUND[1].submit(fn, *args)
+
+
+def check_paths(paths, who: str = "read") -> list[str]:
+    """The user's paths as a list of strings (what ``expand_files`` accepts).
+
+    >>> check_paths("a.csv")
+    ['a.csv']
+    >>> check_paths([], "read_csv")
+    Traceback (most recent call last):
+    ...
+    ValueError: read_csv: no paths given
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise ValueError(f"{who}: no paths given")
+    if any(not isinstance(p, str) for p in paths):
+        raise TypeError(f"{who}: paths must be strings (files, directories, globs or URLs), "
+                        f"got {[type(p).__name__ for p in paths if not isinstance(p, str)][0]}")
+    return paths
 
 
 @dataclass(frozen=True, order=True)
@@ -64,12 +97,7 @@ def expand_files(paths, suffixes, filesystem=None, who: str = "read") -> tuple:
     ...
     FileNotFoundError: read_csv: no such file or directory: '/no/such/file.csv'
     """
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    if not paths:
-        raise ValueError(f"{who}: no paths given")
-    if any(not isinstance(p, str) for p in paths):
-        raise TypeError(f"{who}: paths must be strings (files, directories, globs or URLs), "
-                        f"got {[type(p).__name__ for p in paths if not isinstance(p, str)][0]}")
+    paths = check_paths(paths, who)
     suffixes = (suffixes,) if isinstance(suffixes, str) else suffixes
     if filesystem is not None:
         fs = filesystem

@@ -80,3 +80,26 @@ def test_a_corrupt_file_in_a_shared_scan_is_named(many):
         fh.write(b"\xff" * 50_000)
     with pytest.raises(sb.UserCodeError, match=r"read_parquet: cannot read .*part-05\.parquet"):
         sb.read_parquet(many, columns=["id", "c0"], filter=pc.field("k") < 50).take_all()
+
+
+def test_listing_runs_in_the_background_while_the_pipeline_is_built(many):
+    """The constructor returns while the directory walk is still blocked; the first
+    use waits for it."""
+    import threading
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    release, done = threading.Event(), threading.Event()
+
+    class SlowFS(LocalFileSystem):
+        def find(self, *args, **kwargs):
+            release.wait(10)
+            found = super().find(*args, **kwargs)
+            done.set()
+            return found
+
+    ds = sb.read_parquet(many, filesystem=SlowFS(skip_instance_cache=True), columns=["id"])
+    listed_before_return = done.is_set()
+    release.set()
+    assert not listed_before_return
+    assert ds.count() == 24 * 10_000 and done.is_set()
