@@ -27,6 +27,7 @@ predicate with side effects sees that call.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pyarrow as pa
@@ -36,14 +37,25 @@ from streambatch.operators import logical as L
 INT64 = (-(2**63), 2**63 - 1)
 
 
-class Untranslatable(Exception):
-    """The predicate did something a pyarrow expression cannot mirror exactly."""
+_TRACE = threading.local()
+
+
+class Untranslatable(BaseException):
+    """The predicate did something a pyarrow expression cannot mirror exactly.
+
+    A ``BaseException``, so a predicate's own ``except Exception`` does not swallow
+    it; and raising it marks the trace failed even if a bare ``except`` does.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        _TRACE.failed = True
 
 
 def _kind(typ: pa.DataType) -> str | None:
     if pa.types.is_boolean(typ):
         return "bool"
-    if pa.types.is_integer(typ):
+    if pa.types.is_integer(typ) and typ != pa.uint64():  # uint64 has no common type with int64
         return "int"
     if pa.types.is_floating(typ):
         return "float"
@@ -229,11 +241,12 @@ def translate_predicate(fn, schema: pa.Schema):
     >>> translate_predicate(lambda r: r["k"] < 5 and r["x"] > 0, s) is None
     True
     """
+    _TRACE.failed = False
     try:
         out = fn(SymbolicRow(schema))
-    except Exception:  # noqa: BLE001 - Untranslatable, or the predicate's own error
+    except (Exception, Untranslatable):  # noqa: BLE001 - or the predicate's own error
         return None
-    if not isinstance(out, Sym) or out.kind != "bool":
+    if _TRACE.failed or not isinstance(out, Sym) or out.kind != "bool":
         return None
     return out.expr, out.columns
 

@@ -63,6 +63,26 @@ def test_untranslatable_predicates_keep_the_python_filter(fn):
     assert translate_predicate(fn, SCHEMA) is None
 
 
+def _catches_everything(r):
+    try:
+        return (r["k"] < 5) and r["b"]
+    except:  # noqa: E722 - a predicate that hides the failed trace
+        return r["k"] > 100
+
+
+def _catches_exception(r):
+    try:
+        return (r["k"] < 5) and r["b"]
+    except Exception:
+        return r["k"] > 100
+
+
+@pytest.mark.parametrize("fn", [_catches_everything, _catches_exception])
+def test_a_predicate_that_catches_the_failed_trace_is_not_translated(fn):
+    """Python would return ``k < 5 and b`` for real rows, never ``k > 100``."""
+    assert translate_predicate(fn, SCHEMA) is None
+
+
 @pytest.fixture
 def files(tmp_path):
     """One parquet file, 8 row groups of 5,000 rows; ``id`` non-nullable, sorted;
