@@ -215,15 +215,8 @@ class RayBackend(Backend):
                  address: str | None = None, max_retries: int = 0, **_ignored) -> None:
         connect(address, num_cpus, num_gpus, resources)
         self._max_retries = max_retries
-        cluster = ray.cluster_resources()
-        self._cpus = float(cluster.get("CPU", 0))
-        self._gpus = float(cluster.get("GPU", 0))
-        if num_cpus is not None:
-            self._cpus = min(self._cpus, float(num_cpus))
-        if num_gpus is not None:
-            self._gpus = min(self._gpus, float(num_gpus))
-        declared = dict(resources or {})
-        self._custom = {k: min(float(v), float(cluster.get(k, 0))) for k, v in declared.items()}
+        self._declared = (num_cpus, num_gpus, dict(resources or {}))
+        self._discover()
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
         self._running: dict[int, object] = {}  # task id -> generator
@@ -246,8 +239,21 @@ class RayBackend(Backend):
         return int(self._cpus)
 
     def total_resources(self) -> tuple[float, float, dict]:
-        """(CPUs, GPUs, custom) of the cluster, capped by the declared amounts."""
+        """(CPUs, GPUs, custom) of the cluster now, capped by the declared amounts (the
+        executor asks every few seconds: nodes that joined or left change it)."""
+        self._discover()
         return self._cpus, self._gpus, dict(self._custom)
+
+    def _discover(self) -> None:
+        num_cpus, num_gpus, declared = self._declared
+        cluster = ray.cluster_resources()
+        self._cpus = float(cluster.get("CPU", 0))
+        self._gpus = float(cluster.get("GPU", 0))
+        if num_cpus is not None:
+            self._cpus = min(self._cpus, float(num_cpus))
+        if num_gpus is not None:
+            self._gpus = min(self._gpus, float(num_gpus))
+        self._custom = {k: min(float(v), float(cluster.get(k, 0))) for k, v in declared.items()}
 
     def start(self, stages: list, target_bytes: int) -> None:
         """Put the pickled stages in the object store once for every worker."""

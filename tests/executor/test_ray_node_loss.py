@@ -82,3 +82,24 @@ def test_job_survives_removing_a_worker_node(cluster):
     assert {r["node"] for r in rows[-5:]} != {removed}, "the model never moved off the node"
     model = ds.stats().stages[-1]
     assert model.actor_restarts >= 1 and model.retries >= 1, str(ds.stats())
+
+
+def test_resources_follow_nodes_joining_and_leaving(cluster):
+    """The backend reads the cluster's resources each time the executor asks (every
+    few seconds), so a node that joins is used by the next partitions."""
+    import time
+
+    from streambatch.executor.backends.ray import RayBackend
+
+    cluster, _ = cluster
+    backend = RayBackend(address=cluster.address)
+    cpus, gpus, _ = backend.total_resources()
+    node = cluster.add_node(num_cpus=3, num_gpus=1)
+    cluster.wait_for_nodes()
+    assert backend.total_resources()[:2] == (cpus + 3, gpus + 1)
+    assert RayBackend(address=cluster.address, num_cpus=cpus + 1).total_resources()[0] == cpus + 1
+    cluster.remove_node(node)
+    deadline = time.monotonic() + 60
+    while backend.total_resources()[0] != cpus and time.monotonic() < deadline:
+        time.sleep(0.2)  # Ray notices a removed node within seconds
+    assert backend.total_resources()[:2] == (cpus, gpus)
