@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from streambatch.connectors.datasink import Datasink
@@ -21,7 +20,10 @@ from streambatch.connectors.file_based import (
     group_files,
     skipped,
 )
+from streambatch.connectors.lazy_pandas import import_without_pandas
 from streambatch.connectors.paths import HIVE_NULL, arrow_filesystem, expand_paths  # noqa: F401
+
+pads = import_without_pandas("pyarrow.dataset")  # its pandas probe: ~0.5 s of a first batch
 
 EAGER_FOOTERS = 16          # up to this many files, every footer is read before the tasks
 SPLIT_BYTES = 64 * 2**20    # files larger than this are split by row group
