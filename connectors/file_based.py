@@ -21,6 +21,7 @@ from streambatch.connectors.datasource import (
 )
 from streambatch.connectors.paths import (
     FileEntry,
+    check_first_path,
     check_paths,
     expand_files,
     in_background,
@@ -82,6 +83,7 @@ class FileSource(Datasource):
         self._paths, self._filesystem = check_paths(paths, self.who), filesystem
         self.include_paths, self.partitioning = include_paths, partitioning
         self._listing: tuple | None = None
+        check_first_path(self._paths, filesystem, self.who)
         # Listed in the background from here on, while the pipeline is being built;
         # the first use waits for it (a missing path raises there, naming itself).
         self._pending = in_background(expand_files, self._paths, self.suffixes,

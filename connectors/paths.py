@@ -80,6 +80,25 @@ def _matches(path: str, suffixes) -> bool:
     return suffixes is None or path.lower().endswith(tuple(s.lower() for s in suffixes))
 
 
+def check_first_path(paths: list[str], filesystem=None, who: str = "read") -> None:
+    """Fail at once when the first path (not a glob) does not exist: one ``info`` call,
+    so a typo is reported where the dataset is made while the listing runs later.
+
+    >>> check_first_path(["/no/such/dir"], who="read_parquet")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: read_parquet: no such file or directory: '/no/such/dir'
+    """
+    if filesystem is not None:
+        fs, first = filesystem, filesystem._strip_protocol(paths[0])
+    else:
+        fs, first = url_to_fs(paths[0])
+    if fsspec.core.has_magic(first):
+        return
+    if not fs.exists(first):
+        raise FileNotFoundError(f"{who}: no such file or directory: {paths[0]!r}")
+
+
 def expand_files(paths, suffixes, filesystem=None, who: str = "read") -> tuple:
     """Return ``(filesystem, [FileEntry, ...])`` for user paths, listed in parallel.
 
