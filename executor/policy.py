@@ -66,6 +66,8 @@ class BudgetAdmission:
     False
     >>> policy.admit(MemoryView(90, 100, False), growth_bytes=20)
     True
+    >>> policy.admit(MemoryView(120, 100, True), growth_bytes=0)  # drains: always
+    True
     >>> policy.admit_source(MemoryView(50, 100, True), 20, now=0.0)
     True
     """
@@ -74,9 +76,14 @@ class BudgetAdmission:
     blocked_by = "memory budget"  # why the last refused task waits (for stats)
 
     def admit(self, view: MemoryView, growth_bytes: int) -> bool:
-        """True when a task expected to add ``growth_bytes`` may start."""
+        """True when a task expected to add ``growth_bytes`` may start.
+
+        A task that adds nothing (it consumes as many bytes as it makes) always
+        may: it is how a full budget drains, and refusing it would stall the
+        pipeline until some other task happened to finish.
+        """
         self.blocked_by = "memory budget"
-        if not view.anything_running:
+        if not view.anything_running or growth_bytes <= 0:
             return True
         return view.used_bytes + max(0, growth_bytes) <= view.budget_bytes
 
@@ -113,11 +120,13 @@ class AdaptiveAdmission(BudgetAdmission):
         self.initial_tasks = initial_tasks
         self.allowance: float | None = None
         self.admitted = 0.0
+        self.started = 0
+        self.measured = False
         self.rate = 0.0
         self.last: float | None = None
 
     def observe(self, rates: list[StageRate], source_bytes: float, now: float,
-                burst_tasks: float | None = None) -> None:
+                burst_tasks: float | None = None, measured: bool = True) -> None:
         """Grow the allowance for the time since the last call at the measured drain rate.
 
         ``burst_tasks`` caps the unspent allowance at that many source partitions
@@ -129,9 +138,18 @@ class AdaptiveAdmission(BudgetAdmission):
         ...     p.observe([StageRate(1.0, 1, 1.0)], 10, now, burst_tasks=3)
         >>> p.allowance - p.admitted
         30.0
+
+        ``measured`` is False until a source task has produced output: until then
+        only ``initial_tasks`` source tasks start (their output size is unknown;
+        a read followed by a fused UDF may make far more bytes than estimated),
+        and the allowance starts afresh from the first measurement, with room for
+        ``burst_tasks`` source partitions.
         """
+        fresh = max(self.initial_tasks, burst_tasks or 0)
+        if measured and not self.measured:
+            self.measured, self.allowance = True, self.admitted + fresh * source_bytes
         if self.allowance is None:
-            self.allowance = self.initial_tasks * source_bytes
+            self.allowance = self.admitted + self.initial_tasks * source_bytes
         seconds = pipeline_seconds_per_source_task(rates)
         self.rate = source_bytes / seconds if seconds > 0 else float("inf")
         if self.last is not None and self.rate != float("inf"):
@@ -148,7 +166,12 @@ class AdaptiveAdmission(BudgetAdmission):
         """
         if not self.admit(view, est_bytes):
             return False
-        if not view.anything_running or self.allowance is None or self.rate == float("inf"):
+        if not view.anything_running:
+            return True
+        if not self.measured:
+            self.blocked_by = "source output size not measured yet"
+            return self.started < self.initial_tasks
+        if self.allowance is None or self.rate == float("inf"):
             return True
         self.blocked_by = "source rate (adaptive)"
         return self.admitted + est_bytes <= self.allowance
@@ -156,6 +179,7 @@ class AdaptiveAdmission(BudgetAdmission):
     def source_started(self, est_bytes: int) -> None:
         """Charge a started source task to the allowance."""
         self.admitted += est_bytes
+        self.started += 1
 
 
 POLICIES = {"adaptive": AdaptiveAdmission, "static": BudgetAdmission}

@@ -87,7 +87,8 @@ class StreamingExecutor:
         self.pools: dict[int, ActorPool] = {}
         self.recovery = LostInputRecovery(backend, stages, self.pools, self._ids,
                                           options.max_task_retries,
-                                          lambda i: self.states[i].stats)
+                                          lambda i: self.states[i].stats,
+                                          lambda i, a: self._actor_died(self.states[i], a))
         self.started = StartedTasks(getattr(backend, "reports_task_starts", False))
 
     def run(self) -> Iterator[Partition]:
@@ -429,6 +430,7 @@ class StreamingExecutor:
                 continue
             backlog = queued_bundles(st) + pool.in_flight()
             pool.scale(self.ledger, backlog, self._actor_starter(st), self._actor_stopper(st))
+        self.recovery.resume()  # re-runs that waited for a pool to have an actor again
 
     # ---- dispatch -----------------------------------------------------
     def _dispatch(self) -> bool:
@@ -449,7 +451,9 @@ class StreamingExecutor:
         rates, source_bytes = source_rates(self.states, sources[0], self.target_bytes,
                                            self._slots_of)
         burst = self._slots_of(sources[0])[0]
-        self.policy.observe(rates, source_bytes, time.monotonic(), burst_tasks=burst)
+        measured = any(st.stats.tasks or st.stats.bytes_out for st in sources)
+        self.policy.observe(rates, source_bytes, time.monotonic(), burst_tasks=burst,
+                            measured=measured)
 
     def _slots_of(self, st: StageState) -> tuple[float, str]:
         """Tasks a stage may run at once, and the resource pool it shares."""
@@ -475,10 +479,24 @@ class StreamingExecutor:
         return self._place(st, read_index, inputs, est)
 
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
-        view = MemoryView(self._used_bytes(), self.budget, bool(self._tasks))
         if st.stage.is_source:
+            used = self._used_bytes() + self._downstream_headroom()
+            view = MemoryView(used, self.budget, bool(self._tasks))
             return self.policy.admit_source(view, est, time.monotonic())
+        view = MemoryView(self._used_bytes(), self.budget, bool(self._tasks))
         return self.policy.admit(view, est - sum(p.nbytes for p in inputs))
+
+    def _downstream_headroom(self) -> int:
+        """Room a new source task leaves for the outputs of downstream tasks not yet
+        running: their output exists beside their input while they run, and they are
+        always admitted (they drain the pipeline), so the source keeps it free."""
+        room = 0
+        for st in self.states:
+            if st.stage.is_source or st.stage.kind != "task" or st.finished:
+                continue
+            per_task = st.avg_output_per_task() or 0
+            room += max(0, int(self._slots_of(st)[0]) - len(st.running)) * per_task
+        return room
 
     def _place(self, st: StageState, read_index, inputs, est: int) -> bool:
         if st.index in self.pools:

@@ -32,6 +32,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def _return_freed_memory() -> None:
+    """Give freed blocks back to the OS at once, so a worker's memory follows what
+    it holds now, not the largest batch it ever held: allocations of 256 KiB and
+    more are mmapped by glibc (and unmapped when freed) and pyarrow allocates
+    through the same malloc instead of keeping its own pool of freed pages."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD (fixed: no dynamic growth)
+        libc.mallopt(-1, 1024 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - non-glibc
+        return
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherited: list,
                 env: dict | None = None, actor: tuple | None = None) -> None:
     """Serve tasks from ``conn`` until it closes or sends ``None``.
@@ -44,6 +60,7 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
         other.close()
     os.environ.update(env or {})
     defer_pandas_probe()
+    _return_freed_memory()
     store, state = SharedStore(store_root), {}
     if actor is not None and not _setup_actor(conn, stages[actor[1]], actor[0], state):
         return
