@@ -66,6 +66,7 @@ class _Job:
     seen: int = 0
     ref: object = None
     attempts: int = 1
+    actor_id: int | None = None
 
 
 class LostInputRecovery:
@@ -80,10 +81,11 @@ class LostInputRecovery:
     """
 
     def __init__(self, backend, stages: list, pools: dict, ids, max_attempts: int,
-                 stats_of=None) -> None:
+                 stats_of=None, actor_died=None) -> None:
         self.backend, self.stages, self.pools, self.ids = backend, stages, pools, ids
         self.max_attempts = max_attempts
         self.stats_of = stats_of  # stage index -> its StageStats (counts the re-runs)
+        self.actor_died = actor_died  # (stage index, actor id): a re-run's actor died
         self._jobs: dict[int, _Job] = {}  # backend task id -> job
         self._waiting: dict[int, int] = {}  # stage index -> tasks or outputs being recovered
         self.recomputed = 0
@@ -99,10 +101,11 @@ class LostInputRecovery:
 
     def recover_inputs(self, task, stage_name: str, on_ready) -> None:
         """Recompute every input of ``task`` (a RunningTask whose input was lost), put
-        the new blocks in its input partitions, then call ``on_ready(task)``."""
-        parts = list(task.inputs)
+        the new blocks in its input partitions, then call ``on_ready(task)``. Inputs
+        made on the driver (no recipe) are kept: the backend sends them anew."""
+        parts = [p for p in task.inputs if getattr(p, "recipe", None) is not None]
         for part in parts:
-            self._check(getattr(part, "recipe", None), stage_name, task.description)
+            self._check(part.recipe, stage_name, task.description)
         if not parts:
             on_ready(task)
             return
@@ -173,12 +176,12 @@ class LostInputRecovery:
     def _submit(self, job: _Job) -> None:
         recipe = job.recipe
         actor_id = None
-        if recipe.stage in self.pools:
-            actors = list(self.pools[recipe.stage].actors)
-            if not actors:
-                raise BlockLostError(self.stages[recipe.stage].name, recipe.description,
-                                     "its actor pool has no actor left to recompute it on")
-            actor_id = actors[0]
+        actors = list(self.pools[recipe.stage].actors) if recipe.stage in self.pools else []
+        if actors:  # the newest: a replacement rather than a dying one
+            actor_id = actors[-1]
+        # else a plain task with the stage's resources builds the stage's classes itself
+        # (an actor stage that finished and released its pool, or is replacing actors)
+        job.actor_id = actor_id
         task_id = next(self.ids)
         job.seen, job.ref = 0, None
         self._jobs[task_id] = job
@@ -202,6 +205,8 @@ class LostInputRecovery:
             raise to_error(failure, stage, f"{job.recipe.description} (while recomputing a "
                                            "lost partition)")
         job.attempts += 1
+        if failure.kind == "died" and job.actor_id is not None and self.actor_died:
+            self.actor_died(job.recipe.stage, job.actor_id)  # the pool starts a replacement
         if failure.kind == "died" or not job.recipe.inputs:
             self._submit(job)
             return

@@ -430,7 +430,6 @@ class StreamingExecutor:
                 continue
             backlog = queued_bundles(st) + pool.in_flight()
             pool.scale(self.ledger, backlog, self._actor_starter(st), self._actor_stopper(st))
-        self.recovery.resume()  # re-runs that waited for a pool to have an actor again
 
     # ---- dispatch -----------------------------------------------------
     def _dispatch(self) -> bool:

@@ -323,7 +323,11 @@ class RayBackend(Backend):
 
         if isinstance(exc, rex.TaskCancelledError):
             return FailureInfo("system", None, None, "task cancelled", "", None)
-        if isinstance(exc, rex.ObjectLostError):  # an input block's node (or owner) is gone
+        # An input block's node (or owner) is gone. Our tasks catch their own errors, so
+        # a RayTaskError caused by a lost object or a dead node came from fetching inputs.
+        fetching = isinstance(exc, rex.RayTaskError) and isinstance(
+            exc.cause, (rex.ObjectLostError, rex.NodeDiedError))
+        if isinstance(exc, rex.ObjectLostError) or fetching:
             return FailureInfo("lost", None, None, f"{type(exc).__name__}: {exc}"[:500], "")
         if isinstance(exc, (rex.WorkerCrashedError, rex.RayActorError, rex.NodeDiedError)):
             return _died(exc, self._exit_code(exit_key))
