@@ -314,7 +314,8 @@ class RayBackend(Backend):
                     self.events.put(TaskDone(task_id, meta[1]))
                 else:
                     self.events.put(TaskFailed(task_id, meta[1]))
-        except Exception as exc:  # noqa: BLE001 - a dead worker, actor or node
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a dead worker, actor or node
+            # (SystemExit: Ray raises it in this thread when the driver disconnects)
             if not self._cancelled.is_set():
                 self.events.put(TaskFailed(task_id, self._classify(exc, exit_key)))
 
