@@ -16,16 +16,16 @@ sb.init/ray.init, before the dataset/loader is built):
                files (each worker reads a file when it first needs it and keeps
                the last two), decodes + crops one row per __getitem__; default
                collate; prefetch_factor=2 (torch's default).
-  streambatch  sb.init(num_cpus=2); read_parquet(override_num_blocks=READ_BLOCKS
-               [20]) -> map_batches(decode_crop, batch_size=PRE_BATCH [64],
-               batch_format="numpy", releases_gil=True) -> iter_torch_batches(
-               batch_size=64, prefetch_batches=PREFETCH [4]). Pillow's decode and
-               numpy release the GIL, so the UDF runs on threads in the trainer's
-               process and blocks reach the loader without being copied between
-               processes; one read task per file (a file is one 200-row row
-               group, the finest split) so the first task ends early; UDF batches
-               of 64 = one training batch (16 and 32 were slower here). Tune with
-               --pre-batch, --read-blocks, --prefetch.
+  streambatch  sb.init(num_cpus=2); read_parquet(IN) -> map_batches(decode_crop,
+               batch_size=PRE_BATCH [64], batch_format="numpy", releases_gil=True)
+               -> iter_torch_batches(batch_size=64); the library's defaults
+               otherwise (one read task per file here, prefetch_batches=1).
+               Pillow's decode and numpy release the GIL, so the UDF runs on
+               threads in the trainer's process and blocks reach the loader
+               without being copied between processes; UDF batches of 64 = one
+               training batch (16 and 32 were slower here; the default 1024, i.e.
+               a whole 200-row file, delays the first batch to ~1 s). Tune with
+               --pre-batch, --read-blocks (override_num_blocks), --prefetch.
   ray          ray.init(num_cpus=2); ray.data.read_parquet -> map_batches(
                decode_crop, batch_format="numpy", batch_size=PRE_BATCH) ->
                iter_torch_batches(batch_size=64); Ray's defaults otherwise.
@@ -61,8 +61,8 @@ from w1_inference import SEED, ensure_data, warm_page_cache  # noqa: E402
 CORES = 2
 BATCH = 64
 PRE_BATCH = 64
-PREFETCH = 4
-READ_BLOCKS = 20  # streambatch read tasks: one per file (one row group each)
+PREFETCH = None  # streambatch prefetch_batches (None: the library default)
+READ_BLOCKS = None  # streambatch override_num_blocks (None: the default, one task per file)
 CROP = 224
 STEP_S = 0.005
 SAMPLE = 64  # ids whose pixel checksums every loader must reproduce
@@ -143,9 +143,11 @@ def main():
     import torch
     sb.init(num_cpus=CORES)
     t0 = time.perf_counter()
-    ds = (sb.read_parquet(IN, override_num_blocks=READ_BLOCKS)
+    read_kw = {{}} if READ_BLOCKS is None else {{"override_num_blocks": READ_BLOCKS}}
+    iter_kw = {{}} if PREFETCH is None else {{"prefetch_batches": PREFETCH}}
+    ds = (sb.read_parquet(IN, **read_kw)
           .map_batches(decode_crop, batch_size=PRE_BATCH, batch_format="numpy", releases_gil=True))
-    res = train(ds.iter_torch_batches(batch_size=BATCH, prefetch_batches=PREFETCH), t0, N)
+    res = train(ds.iter_torch_batches(batch_size=BATCH, **iter_kw), t0, N)
     try:
         res["stats"] = str(ds.stats())
     except Exception as e:  # informational only
@@ -253,9 +255,10 @@ def main(argv=None):
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--json", help="write the measurements here")
     ap.add_argument("--pre-batch", type=int, default=PRE_BATCH, help="map_batches batch_size")
-    ap.add_argument("--prefetch", type=int, default=PREFETCH, help="streambatch prefetch_batches")
+    ap.add_argument("--prefetch", type=int, default=PREFETCH,
+                    help="streambatch prefetch_batches (default: the library's)")
     ap.add_argument("--read-blocks", type=int, default=READ_BLOCKS,
-                    help="streambatch read_parquet override_num_blocks")
+                    help="streambatch read_parquet override_num_blocks (default: the library's)")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset")
     ap.add_argument("--show-stats", action="store_true", help="print streambatch's ds.stats()")
     args = ap.parse_args(argv)
@@ -300,8 +303,8 @@ def main(argv=None):
     print_table(["loader", "rows/s", "batches/s", "first batch s", "idle", "epoch s", "process s",
                  "vs DataLoader"], rows)
     print(f"streambatch knobs: map_batches(batch_size={args.pre_batch}, releases_gil=True), "
-          f"read_parquet(override_num_blocks={args.read_blocks}), "
-          f"iter_torch_batches(prefetch_batches={args.prefetch})")
+          f"read_parquet(override_num_blocks={args.read_blocks or 'default'}), "
+          f"iter_torch_batches(prefetch_batches={args.prefetch or 'default'})")
     sb_s = summary.get("streambatch")
     if sb_s is not None:
         print()
