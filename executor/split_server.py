@@ -57,7 +57,11 @@ def table_to_bytes(table: pa.Table) -> pa.Buffer:
 
 
 def bytes_to_table(data) -> pa.Table:
-    """The table in an Arrow IPC stream (zero-copy over ``data``)."""
+    """The table in an Arrow IPC stream (zero-copy over ``data``).
+
+    >>> bytes_to_table(table_to_bytes(pa.table({"s": ["a"]}))).num_rows
+    1
+    """
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
@@ -144,7 +148,13 @@ def _picklable(exc: BaseException) -> BaseException:
 
 def fetch_rank(address: str, authkey: bytes, rank: int, epoch: int,
                options: dict) -> Iterator[pa.Table]:
-    """One rank's batches for ``epoch``, fetched from the driver's :class:`SplitServer`."""
+    """One rank's batches for ``epoch``, fetched from the driver's :class:`SplitServer`.
+
+    >>> server = SplitServer(lambda rank, epoch, opts: iter([pa.table({"e": [epoch]})] * 2))
+    >>> [t["e"][0].as_py() for t in fetch_rank(server.address, server.authkey, 0, 3, {})]
+    [3, 3]
+    >>> server.close()
+    """
     try:
         conn = Client(address, family="AF_UNIX", authkey=authkey)
     except OSError as exc:

@@ -210,7 +210,19 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
 def plan_mode(plan: L.LogicalOp, stages) -> str:
     """How an epoch's position is recorded: "reads" (the plan runs inside its read tasks),
     "keys" (one read and row-local stages: map/filter/flat_map/project, possibly actor
-    pools) or "ordered" (a row count in output order, for limit/union/repartition)."""
+    pools) or "ordered" (a row count in output order, for limit/union/repartition).
+
+    >>> import streambatch as sb
+    >>> from streambatch.operators.execute import build_executor
+    >>> def mode(ds):
+    ...     opts = sb.DataContext.get_current().execution_options
+    ...     return plan_mode(ds._plan, build_executor(ds._plan, opts).stages)
+    >>> ds = sb.range(10)
+    >>> mode(ds.map(lambda r: r)), mode(ds.map_batches(lambda b: b, num_cpus=0.5))
+    ('reads', 'keys')
+    >>> mode(ds.limit(3))
+    'ordered'
+    """
     ops = list(L.walk(plan))
     reads = [op for op in ops if isinstance(op, L.Read)]
     if len(reads) != 1:
