@@ -27,6 +27,7 @@ class MemoryView:
     used_bytes: int
     budget_bytes: int
     anything_running: bool
+    in_pipeline: int | None = None  # source output made and not yet consumed downstream
 
 
 @dataclass
@@ -112,6 +113,8 @@ class AdaptiveAdmission(BudgetAdmission):
     True
     >>> p.source_started(100); p.admit_source(view, 100, now=1.0), p.blocked_by
     (False, 'source rate (adaptive)')
+    >>> p.admit_source(MemoryView(0, 10**9, True, in_pipeline=150), 100, now=1.0)  # starving
+    True
     """
 
     name = "adaptive"
@@ -122,6 +125,7 @@ class AdaptiveAdmission(BudgetAdmission):
         self.admitted = 0.0
         self.started = 0
         self.measured = False
+        self.source_bytes = 0.0
         self.rate = 0.0
         self.last: float | None = None
 
@@ -145,6 +149,7 @@ class AdaptiveAdmission(BudgetAdmission):
         and the allowance starts afresh from the first measurement, with room for
         ``burst_tasks`` source partitions.
         """
+        self.source_bytes = source_bytes
         fresh = max(self.initial_tasks, burst_tasks or 0)
         if measured and not self.measured:
             self.measured, self.allowance = True, self.admitted + fresh * source_bytes
@@ -171,10 +176,18 @@ class AdaptiveAdmission(BudgetAdmission):
         if not self.measured:
             self.blocked_by = "source output size not measured yet"
             return self.started < self.initial_tasks
-        if self.allowance is None or self.rate == float("inf"):
+        if self.allowance is None or self.rate == float("inf") or self._starving(view):
             return True
         self.blocked_by = "source rate (adaptive)"
         return self.admitted + est_bytes <= self.allowance
+
+    def _starving(self, view: MemoryView) -> bool:
+        """Fewer than ``initial_tasks`` source partitions are on their way through the
+        pipeline: the rate estimate is behind (a stage sped up, the machine's load
+        changed), and holding the source now would leave the slowest stage idle."""
+        if view.in_pipeline is None:
+            return False
+        return view.in_pipeline < self.initial_tasks * self.source_bytes
 
     def source_started(self, est_bytes: int) -> None:
         """Charge a started source task to the allowance."""

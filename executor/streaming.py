@@ -480,10 +480,17 @@ class StreamingExecutor:
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
         if st.stage.is_source:
             used = self._used_bytes() + self._downstream_headroom()
-            view = MemoryView(used, self.budget, bool(self._tasks))
+            view = MemoryView(used, self.budget, bool(self._tasks), self._in_pipeline())
             return self.policy.admit_source(view, est, time.monotonic())
         view = MemoryView(self._used_bytes(), self.budget, bool(self._tasks))
         return self.policy.admit(view, est - sum(p.nbytes for p in inputs))
+
+    def _in_pipeline(self) -> int:
+        """Source output already made and not yet consumed: what waits for or runs in
+        the stages after the sources, or for the consumer (a read still running is
+        not counted: its output may come late, while the stage after it runs dry)."""
+        return sum(st.output_bytes() if st.stage.is_source else st.buffered_bytes()
+                   for st in self.states)
 
     def _downstream_headroom(self) -> int:
         """Room a new source task leaves for the outputs of downstream tasks not yet

@@ -131,3 +131,15 @@ def test_tasks_per_source_task_comes_from_bytes_not_from_finished_counts():
     model.stats.tasks, model.stats.task_time_s = 2, 4.0
     rates, _ = source_rates([read, model], read, 1000, now=0.0)
     assert [r.tasks_per_source_task for r in rates] == [1.0, 2.0]  # not 2 / 10
+
+
+def test_a_starving_pipeline_gets_source_tasks_beyond_the_rate():
+    policy = AdaptiveAdmission(initial_tasks=2)
+    policy.observe([StageRate(10.0, 1, 1.0)], source_bytes=100, now=0.0)  # slow: P = 10 s
+    for _ in range(2):
+        policy.source_started(100)
+    fed = MemoryView(0, 10**9, True, in_pipeline=250)  # 2.5 partitions downstream
+    dry = MemoryView(0, 10**9, True, in_pipeline=50)  # half a partition left
+    assert not policy.admit_source(fed, 100, now=0.0)
+    assert policy.admit_source(dry, 100, now=0.0)
+    assert not policy.admit_source(MemoryView(950, 1000, True, in_pipeline=0), 100, now=0.0)
