@@ -88,6 +88,7 @@ class ParquetSource(FileSource):
         self._fragments: dict = {}  # path -> fragment with its footer read (planning side)
         self._fragments_pid = os.getpid()
         self._schema: pa.Schema | None = None
+        self._schemas_ok: list[pa.Schema] = []  # file schemas that passed check_file_schema
 
     # ---- metadata -----------------------------------------------------------------
     def footers(self, parallelism: int = 1) -> dict[str, pq.FileMetaData]:
@@ -216,7 +217,7 @@ class ParquetSource(FileSource):
         fragment = self._fragment(arrow_fs, entry, values, row_groups)
         known = entry.path in self._fragments  # footer read while planning, pruned there
         if self.user_schema is None:
-            check_file_schema(fragment.physical_schema, schema, entry.path, self._first_file())
+            self._check_schema(fragment.physical_schema, entry.path)
         if pushdowns.filter is not None and (not known or row_groups is None):
             # drop row groups whose statistics rule them out (not yet done while planning)
             fragment = fragment.subset(filter=pushdowns.filter, schema=schema)
@@ -255,8 +256,7 @@ class ParquetSource(FileSource):
         for tagged in scanner.scan_batches():
             path = by_path.get(tagged.fragment.path, tagged.fragment.path)
             if path not in checked and self.user_schema is None:
-                check_file_schema(tagged.fragment.physical_schema, self.schema(), path,
-                                  self._first_file())
+                self._check_schema(tagged.fragment.physical_schema, path)
                 checked.add(path)
             yield path, self._finish_batch(tagged.record_batch, cols, scan_cols, path)
 
@@ -303,6 +303,14 @@ class ParquetSource(FileSource):
 
     def _first_file(self) -> str:
         return next(iter(self.footers()), "")
+
+    def _check_schema(self, physical: pa.Schema, path: str) -> None:
+        """:func:`check_file_schema`, once per distinct file schema (files of one
+        dataset mostly share theirs; the check is Python work per column)."""
+        if any(physical.equals(ok) for ok in self._schemas_ok):
+            return
+        check_file_schema(physical, self.schema(), path, self._first_file())
+        self._schemas_ok.append(physical)
 
 
 class _ParquetRead:
@@ -451,13 +459,14 @@ def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
 def check_file_schema(physical: pa.Schema, schema: pa.Schema, path: str, first: str) -> None:
     """Refuse a file whose columns conflict with the dataset schema (rather than cast
     them silently), or that holds columns the dataset schema lacks."""
-    extra = [n for n in physical.names if n not in schema.names]
+    types = {f.name: f.type for f in schema}
+    extra = [n for n in physical.names if n not in types]
     if extra:
         raise SchemaMismatchError(
             f"read_parquet: {path!r} has column(s) {extra} that the dataset schema (from "
             f"{first!r}) lacks; pass schema= with every column to read them")
     for field in physical:
-        want = schema.field(field.name).type
+        want = types[field.name]
         if _compatible(want, field.type) is None:
             raise SchemaMismatchError(
                 f"read_parquet: column {field.name!r} is {field.type} in {path!r} but {want} in "

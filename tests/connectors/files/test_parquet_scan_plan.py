@@ -103,3 +103,18 @@ def test_listing_runs_in_the_background_while_the_pipeline_is_built(many):
     release.set()
     assert not listed_before_return
     assert ds.count() == 24 * 10_000 and done.is_set()
+
+
+def test_a_conflicting_file_after_many_equal_ones_is_still_refused_in_a_shared_scan(tmp_path):
+    """The per-file schema check runs once per distinct file schema: files equal to one
+    that passed skip it, a later file with another schema is still checked and named."""
+    for i in range(30):
+        pq.write_table(pa.table({"id": [i], "k": [1]}), str(tmp_path / f"f{i:02d}.parquet"))
+    pq.write_table(pa.table({"id": [99], "k": ["x"]}), str(tmp_path / "f99.parquet"))
+    ds = sb.read_parquet(str(tmp_path), columns=["id"], filter=pc.field("id") >= 0)
+    with pytest.raises(Exception, match=r"f99\.parquet.*pass schema="):
+        ds.take_all()
+    src = pqmod.ParquetSource(str(tmp_path / "f0*.parquet"))
+    tasks = src.read_tasks(1, Pushdowns(columns=("id",), filter=pc.field("id") >= 0))
+    assert sum(t.num_rows for task in tasks for t in task()) == 10
+    assert len(src._schemas_ok) == 1  # ten files, one schema: checked once
