@@ -130,10 +130,12 @@ def train(batches, t0, n):
 '''
 
 
-def job_code(engine, in_dir, n, pre_batch=PRE_BATCH, prefetch=PREFETCH, read_blocks=READ_BLOCKS):
+def job_code(engine, in_dir, n, pre_batch=PRE_BATCH, prefetch=PREFETCH, read_blocks=READ_BLOCKS,
+             trace=None):
     head = (f"import sys, time, json\nIN, N, SEED, CROP = {in_dir!r}, {n}, {SEED}, {CROP}\n"
             f"CORES, BATCH, STEP_S, SAMPLE = {CORES}, {BATCH}, {STEP_S}, {SAMPLE}\n"
             f"PRE_BATCH, PREFETCH, READ_BLOCKS = {pre_batch}, {prefetch}, {read_blocks}\n"
+            f"TRACE = {trace!r}\n"
             + UDF_SRC + LOOP_SRC)
     report = f'    sys.stdout.write("\\n{RESULT_MARK}" + json.dumps(res) + "\\n")\n'
     if engine == "streambatch":
@@ -141,7 +143,7 @@ def job_code(engine, in_dir, n, pre_batch=PRE_BATCH, prefetch=PREFETCH, read_blo
 def main():
     import streambatch as sb
     import torch
-    sb.init(num_cpus=CORES)
+    sb.init(num_cpus=CORES, trace=TRACE)
     t0 = time.perf_counter()
     read_kw = {{}} if READ_BLOCKS is None else {{"override_num_blocks": READ_BLOCKS}}
     iter_kw = {{}} if PREFETCH is None else {{"prefetch_batches": PREFETCH}}
@@ -235,6 +237,37 @@ def run_job(engine, in_dir, n, **knobs):
     return res
 
 
+def slot_idle(trace_path, slots=CORES):
+    """Where the decode slots sat idle in one streambatch run, from its Chrome trace.
+
+    ``starved_s``: slot-seconds with fewer than ``slots`` tasks running before the
+    last task started (work was left but no task ran: the driver or the policy held
+    it); ``tail_s``: slot-seconds idle after the last task started (nothing left to
+    give an idle slot); ``busy_s``: task seconds; ``wall_s``: the executor's run.
+    """
+    from streambatch.executor.trace import load_trace
+
+    with open(trace_path) as f:
+        wall_s = json.load(f).get("otherData", {}).get("wall_s")
+    tasks = sorted((e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6) for e in load_trace(trace_path)
+                   if e.get("ph") == "X")
+    if not tasks:
+        return None
+    end = max(wall_s or 0.0, max(b for _, b in tasks))
+    last_start = tasks[-1][0]
+    edges = sorted({0.0, last_start, end, *(a for a, _ in tasks), *(b for _, b in tasks)})
+    starved = tail = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mid = (lo + hi) / 2
+        idle = max(0, slots - sum(1 for a, b in tasks if a <= mid < b)) * (hi - lo)
+        if hi <= last_start:
+            starved += idle
+        else:
+            tail += idle
+    return {"starved_s": starved, "tail_s": tail, "busy_s": sum(b - a for a, b in tasks),
+            "wall_s": end, "first_task_s": tasks[0][0], "tasks": len(tasks)}
+
+
 def check(engine, res, n, ref):
     if res["rows"] != n or res["exactly_once"] != n:
         raise SystemExit(f"FAILED: {engine}: {res['rows']} rows delivered, {res['exactly_once']} of "
@@ -261,6 +294,8 @@ def main(argv=None):
                     help="streambatch read_parquet override_num_blocks (default: the library's)")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset")
     ap.add_argument("--show-stats", action="store_true", help="print streambatch's ds.stats()")
+    ap.add_argument("--trace", metavar="DIR", help="write a Chrome trace of every streambatch run "
+                    "under DIR and report where its decode slots sat idle")
     args = ap.parse_args(argv)
 
     in_dir, man = ensure_data(args.data_dir, args.images, args.files, SEED)
@@ -275,11 +310,21 @@ def main(argv=None):
     runs = {e: [] for e in engines}
     for k in range(args.runs):  # interleave engines so drift in machine load hits all alike
         for e in engines:
-            res = run_job(e, in_dir, n, **knobs)
+            trace = None
+            if args.trace and e == "streambatch":
+                os.makedirs(args.trace, exist_ok=True)
+                trace = os.path.abspath(os.path.join(args.trace, f"w2_streambatch_{k + 1}.json"))
+            res = run_job(e, in_dir, n, **knobs, **({"trace": trace} if trace else {}))
             check(e, res, n, ref)
             runs[e].append(res)
+            slots = slot_idle(trace) if trace else None
+            extra = "" if slots is None else (
+                f"  slots: busy {slots['busy_s']:.2f} s of 2x{slots['wall_s']:.2f} s, idle with "
+                f"work left {slots['starved_s']:.2f} s (first task at {slots['first_task_s']:.3f}"
+                f" s), tail {slots['tail_s']:.2f} s, {slots['tasks']} tasks")
             print(f"  run {k + 1} {e:<12} {n / res['total_s']:8.0f} rows/s  first "
-                  f"{res['first_s']:.3f} s  idle {res['wait_s'] / res['total_s']:.2f}", flush=True)
+                  f"{res['first_s']:.3f} s  idle {res['wait_s'] / res['total_s']:.2f}{extra}",
+                  flush=True)
 
     summary = {}
     for e in engines:

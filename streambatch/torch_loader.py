@@ -1,10 +1,11 @@
 """Training-data loading: torch batches, shuffling, epochs, resumable iteration, and
 ``streaming_split`` for data-parallel ranks. ``Dataset`` methods delegate here.
 
-How one epoch runs: the plan is executed once; every output partition's rows get
-ids (their read partition and their offset among that read partition's output);
-blocks go through the (optional) shuffle buffer and are cut into batches on a
-background thread, which also turns them into (pinned) tensors; the trainer's
+How one epoch runs: the plan is executed once, its control loop on a background
+thread of its own; every output partition's rows get ids (their read partition
+and their offset among that read partition's output); blocks go through the
+(optional) shuffle buffer and are cut into batches on a second background
+thread, which also turns them into (pinned) tensors; the trainer's
 thread only starts the non-blocking copy to the device and records which rows
 it has been handed.
 
@@ -341,6 +342,12 @@ def _by_read(partitions, order: list[int], progress: ReadProgress | None,
             progress.produced_all(read, produced.get(read, 0))
 
 
+# Output partitions the executor may hand over ahead of batch assembly. The executor runs
+# on its own thread, so a finished task is replaced while batches are cut or wait for the
+# training step (it used to run inside batch assembly and paused whenever that waited).
+_EXECUTOR_AHEAD = 1
+
+
 class LoaderIterable:
     """Batches of one dataset, epoch after epoch; each ``iter()`` is one epoch.
 
@@ -376,7 +383,8 @@ class LoaderIterable:
         cfg = self.cfg
 
         def produce():
-            chunks = epoch_chunks(self.dataset, cfg, epoch, progress, resume)
+            chunks = prefetched(lambda: epoch_chunks(self.dataset, cfg, epoch, progress, resume),
+                                _EXECUTOR_AHEAD)
             stream = batches(chunks, cfg.batch_size, cfg.drop_last, cfg.shuffle_buffer,
                              cfg.seed, epoch)
             skip = resume.rows if resume is not None and resume.mode == "ordered" else 0
