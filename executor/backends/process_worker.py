@@ -21,6 +21,7 @@ from streambatch.executor.backends.base import (
     portable,
 )
 from streambatch.executor.backends.fast_start import defer_pandas_probe
+from streambatch.executor.backends.heap import keep_heap_for_actor, return_freed_memory
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.partition import SharedStore
 
@@ -30,43 +31,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):  # pragma: no cover - non-Linux
         pass
-
-
-def _return_freed_memory(state: dict, every_s: float = 2.0) -> None:
-    """Give memory freed by finished tasks back to the OS, at most every ``every_s``
-    seconds, so a task worker's footprint follows what it holds, not the largest
-    batch it ever held: pyarrow's pool releases its unused pages and glibc trims
-    its heaps. Task workers only, and not after every task: memory trimmed away
-    faults in again when the next task needs it (actors keep their heap, see
-    _keep_heap_for_actor)."""
-    now = time.monotonic()
-    if now - state.get("trimmed_at", 0.0) < every_s:
-        return
-    state["trimmed_at"] = now
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-try:
-    _LIBC = ctypes.CDLL("libc.so.6")
-except OSError:  # pragma: no cover - non-Linux
-    _LIBC = None
-
-
-def _keep_heap_for_actor() -> None:
-    """An actor runs the same model batch after batch: keep its freed memory in the
-    heap for the next batch instead of giving it back and faulting it in again.
-    glibc's defaults mmap and unmap every allocation above 32 MiB and trim the heap
-    above twice the last one, so a CNN's activations (tens of MiB per layer) were
-    faulted in afresh every batch: a third of the model's CPU time was page faults
-    (W1's CNN on one thread: 4.9 -> 3.2 ms per image with these settings)."""
-    if _LIBC is None:  # pragma: no cover - non-glibc
-        return
-    _LIBC.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trim only above 1 GiB free at the top
-    _LIBC.mallopt(-3, 512 << 20)  # M_MMAP_THRESHOLD: heap up to 512 MiB per allocation
 
 
 def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherited: list,
@@ -83,7 +47,7 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
     defer_pandas_probe()
     store, state = SharedStore(store_root), {}
     if actor is not None:
-        _keep_heap_for_actor()
+        keep_heap_for_actor()
         if not _setup_actor(conn, stages[actor[1]], actor[0], state):
             return
     while True:
@@ -116,7 +80,7 @@ def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict
             conn.send(TaskDeadLetters(task.task_id, ctx.dead_letters))
         seconds = time.perf_counter() - start
         if task.actor_id is None:
-            _return_freed_memory(state)
+            return_freed_memory(state)
         conn.send(TaskDone(task.task_id, seconds))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver
         conn.send(TaskFailed(task.task_id, portable(describe_failure(exc))))
