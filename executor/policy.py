@@ -143,7 +143,7 @@ class AdaptiveAdmission(BudgetAdmission):
         >>> p.allowance - p.admitted
         30.0
 
-        ``measured`` is False until a source task has produced output: until then
+        ``measured`` is False until a source task has finished: until then
         only ``initial_tasks`` source tasks start (their output size is unknown;
         a read followed by a fused UDF may make far more bytes than estimated),
         and the allowance starts afresh from the first measurement, with room for

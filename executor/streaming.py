@@ -450,7 +450,7 @@ class StreamingExecutor:
         rates, source_bytes = source_rates(self.states, sources[0], self.target_bytes,
                                            self._slots_of)
         burst = self._slots_of(sources[0])[0]
-        measured = any(st.stats.tasks or st.stats.bytes_out for st in sources)
+        measured = any(st.stats.tasks for st in sources)  # read_estimate's mean needs one
         self.policy.observe(rates, source_bytes, time.monotonic(), burst_tasks=burst,
                             measured=measured)
 
