@@ -12,10 +12,11 @@ import pyarrow as pa
 from streambatch.connectors.datasource import SkippedInput
 from streambatch.executor.stage import TaskContext
 from streambatch.operators import logical as L
+from streambatch.operators.block_ops import OpBase
 
 
 @dataclass
-class SkippedReadsOp:
+class SkippedReadsOp(OpBase):
     """Pass tables on; record skipped files as dead letters.
 
     >>> from streambatch.connectors.memory import RangeSource
@@ -26,15 +27,6 @@ class SkippedReadsOp:
     """
 
     op: L.Read
-    holds_gil: bool = False
-    min_rows: int | None = None
-    changes_row_count: bool = False
-    is_actor: bool = False
-
-    @property
-    def name(self) -> str:
-        """The read's label."""
-        return self.op.label
 
     def apply(self, blocks: Iterator, ctx: TaskContext) -> Iterator[pa.Table]:
         """Yield the tables; each skipped file becomes one dead letter."""
