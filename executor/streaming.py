@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Iterator
 
+from streambatch.executor.accounting import downstream_headroom, in_pipeline, used_bytes
 from streambatch.executor.actor_pool import ActorPool
 from streambatch.executor.backends.base import (
     ActorFailed,
@@ -479,30 +480,12 @@ class StreamingExecutor:
 
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
         if st.stage.is_source:
-            used = self._used_bytes() + self._downstream_headroom()
-            view = MemoryView(used, self.budget, bool(self._tasks), self._in_pipeline())
+            used = used_bytes(self.states, self._tasks) + \
+                downstream_headroom(self.states, self._slots_of)
+            view = MemoryView(used, self.budget, bool(self._tasks), in_pipeline(self.states))
             return self.policy.admit_source(view, est, time.monotonic())
-        view = MemoryView(self._used_bytes(), self.budget, bool(self._tasks))
+        view = MemoryView(used_bytes(self.states, self._tasks), self.budget, bool(self._tasks))
         return self.policy.admit(view, est - sum(p.nbytes for p in inputs))
-
-    def _in_pipeline(self) -> int:
-        """Source output already made and not yet consumed: what waits for or runs in
-        the stages after the sources, or for the consumer (a read still running is
-        not counted: its output may come late, while the stage after it runs dry)."""
-        return sum(st.output_bytes() if st.stage.is_source else st.buffered_bytes()
-                   for st in self.states)
-
-    def _downstream_headroom(self) -> int:
-        """Room a new source task leaves for the outputs of downstream tasks not yet
-        running: their output exists beside their input while they run, and they are
-        always admitted (they drain the pipeline), so the source keeps it free."""
-        room = 0
-        for st in self.states:
-            if st.stage.is_source or st.stage.kind != "task" or st.finished:
-                continue
-            per_task = st.avg_output_per_task() or 0
-            room += max(0, int(self._slots_of(st)[0]) - len(st.running)) * per_task
-        return room
 
     def _place(self, st: StageState, read_index, inputs, est: int) -> bool:
         if st.index in self.pools:
@@ -572,11 +555,6 @@ class StreamingExecutor:
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
                                  task.key))
-
-    def _used_bytes(self) -> int:
-        buffered = sum(st.buffered_bytes() for st in self.states)
-        in_flight = sum(max(0, t.est_bytes - t.produced_bytes) for t in self._tasks.values())
-        return buffered + in_flight
 
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)
