@@ -17,8 +17,10 @@ import training_loop as tl  # noqa: E402
 
 def test_two_ranks_share_every_epoch_equally_and_learn_the_same_model(tmp_path):
     rows, epochs = 3000, 2
+    # spawn: a fork of this test process (threads left by earlier tests: kept thread
+    # pools, Ray clients) could copy a lock some thread holds and hang the rank
     summary = tl.main(rows=rows, epochs=epochs, batch_size=100, workdir=str(tmp_path),
-                      quiet=True)
+                      quiet=True, start_method="spawn")
     # equal=True: both ranks take the same number of steps each epoch (DDP needs it)
     for epoch in range(epochs):
         steps = [summary["steps_per_rank"][r][epoch] for r in range(tl.WORLD_SIZE)]
