@@ -81,12 +81,14 @@ class LostInputRecovery:
     """
 
     def __init__(self, backend, stages: list, pools: dict, ids, max_attempts: int,
-                 stats_of=None, actor_died=None) -> None:
+                 stats_of=None, actor_died=None, stage_done=None) -> None:
         self.backend, self.stages, self.pools, self.ids = backend, stages, pools, ids
         self.max_attempts = max_attempts
         self.stats_of = stats_of  # stage index -> its StageStats (counts the re-runs)
         self.actor_died = actor_died  # (stage index, actor id): a re-run's actor died
+        self.stage_done = stage_done or (lambda index: False)  # its pool released for good
         self._jobs: dict[int, _Job] = {}  # backend task id -> job
+        self._no_actor: list[_Job] = []  # re-runs waiting for their pool's replacement actor
         self._waiting: dict[int, int] = {}  # stage index -> tasks or outputs being recovered
         self.recomputed = 0
 
@@ -94,6 +96,20 @@ class LostInputRecovery:
     def busy(self, stage_index: int) -> bool:
         """True while a task (or an output) of this stage waits for recomputed blocks."""
         return self._waiting.get(stage_index, 0) > 0
+
+    def waiting_for_actors(self) -> list[str]:
+        """Stage names whose re-runs wait for an actor (the pool is replacing one).
+
+        >>> LostInputRecovery(None, [], {}, iter(()), 3).waiting_for_actors()
+        []
+        """
+        return sorted({self.stages[job.recipe.stage].name for job in self._no_actor})
+
+    def submit_waiting(self) -> None:
+        """Submit the re-runs whose pool has an actor again (call after scaling pools)."""
+        jobs, self._no_actor = self._no_actor, []
+        for job in jobs:
+            self._submit(job)
 
     def owns(self, event) -> bool:
         """True for the events of the re-runs this object submitted."""
@@ -140,6 +156,8 @@ class LostInputRecovery:
     def on_event(self, event) -> None:
         """Handle an event of a re-run; raises when a re-run cannot succeed."""
         job = self._jobs.get(event.task_id)
+        if isinstance(event, (TaskDone, TaskFailed)) and job.actor_id is not None:
+            self.pools[job.recipe.stage].task_ended(job.actor_id)
         if isinstance(event, TaskOutput):
             if job.seen == job.recipe.ordinal:
                 job.ref = event.ref
@@ -175,12 +193,18 @@ class LostInputRecovery:
 
     def _submit(self, job: _Job) -> None:
         recipe = job.recipe
+        pool = self.pools.get(recipe.stage)
         actor_id = None
-        actors = list(self.pools[recipe.stage].actors) if recipe.stage in self.pools else []
-        if actors:  # the newest: a replacement rather than a dying one
-            actor_id = actors[-1]
+        if pool is not None and pool.actors:  # the newest: a replacement, not a dying one
+            actor_id = next(reversed(pool.actors))
+            pool.task_started(actor_id)
+        elif pool is not None and not self.stage_done(recipe.stage):
+            # The pool is replacing a dead actor. A plain task asking for the stage's
+            # resources (a GPU) could wait forever behind the replacement holding them.
+            self._no_actor.append(job)
+            return
         # else a plain task with the stage's resources builds the stage's classes itself
-        # (an actor stage that finished and released its pool, or is replacing actors)
+        # (an actor stage that finished and released its pool)
         job.actor_id = actor_id
         task_id = next(self.ids)
         job.seen, job.ref = 0, None

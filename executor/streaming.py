@@ -89,7 +89,8 @@ class StreamingExecutor:
         self.recovery = LostInputRecovery(backend, stages, self.pools, self._ids,
                                           options.max_task_retries,
                                           lambda i: self.states[i].stats,
-                                          lambda i, a: self._actor_died(self.states[i], a))
+                                          lambda i, a: self._actor_died(self.states[i], a),
+                                          lambda i: self.states[i].finished)
         self.started = StartedTasks(getattr(backend, "reports_task_starts", False))
 
     def run(self) -> Iterator[Partition]:
@@ -188,6 +189,7 @@ class StreamingExecutor:
             if final.finished:
                 return
             self._scale_pools()
+            self.recovery.submit_waiting()
             idle = not self._dispatch()
             self._tick()
             if idle:
@@ -583,13 +585,17 @@ class StreamingExecutor:
             obs.on_tick(snaps, now - self._t0)
 
     def _check_stuck(self) -> None:
-        running = self.started.blamable(self._tasks)  # not tasks still queued in a cluster
-        if not running:
-            return
         waited = time.monotonic() - self._last_progress
-        if waited > self.options.no_progress_timeout_s:
+        if waited <= self.options.no_progress_timeout_s:
+            return
+        running = self.started.blamable(self._tasks)  # not tasks still queued in a cluster
+        if running:
             task = min(running, key=lambda t: t.task_id)
             stage = self.stages[task.stage_index].name
             raise StageStuckError(stage, waited, f"{len(running)} task(s) running, "
                                                  f"oldest on {task.description}")
+        for stage in self.recovery.waiting_for_actors():
+            raise StageStuckError(stage, waited, "lost partitions wait to be recomputed on an "
+                                                 "actor the pool cannot place (did the "
+                                                 "cluster lose the resources it needs?)")
 

@@ -66,7 +66,10 @@ def cluster():
 
 def test_job_survives_removing_a_worker_node(cluster):
     cluster, workers = cluster
-    sb.init(backend="ray", address=cluster.address, target_partition_bytes=256 * 1024)  # Ray itself retries nothing (ray_max_retries=0): the executor recomputes
+    # Ray itself retries nothing (ray_max_retries=0): the executor recomputes. A hang
+    # would be a bug: it fails as StageStuckError long before pytest's timeout.
+    sb.init(backend="ray", address=cluster.address, target_partition_bytes=256 * 1024,
+            no_progress_timeout_s=90)
     ds = (sb.range(ROWS, override_num_blocks=BLOCKS)
           .map_batches(preprocess, batch_size=None)
           .map_batches(Model, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1))
