@@ -260,7 +260,7 @@ class Dataset:
         >>> [s.rank for s in sb.range(10).streaming_split(3)]
         [0, 1, 2]
         """
-        from streambatch.torch_loader import streaming_split
+        from streambatch.split_ranks import streaming_split
 
         return streaming_split(self, n, equal, timeout_s)
 

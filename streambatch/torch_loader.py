@@ -1,5 +1,5 @@
-"""Training-data loading: torch batches, shuffling, epochs, resumable iteration, and
-``streaming_split`` for data-parallel ranks. ``Dataset`` methods delegate here.
+"""Training-data loading: torch batches, shuffling, epochs and resumable iteration.
+``Dataset`` methods delegate here (``streaming_split`` is in split_ranks.py).
 
 How one epoch runs: the plan is executed once, its control loop on a background
 thread of its own; every output partition's rows get ids (their read partition
@@ -31,10 +31,7 @@ the order of rows is reproducible (the epoch runs with preserve_order=True).
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -46,9 +43,7 @@ from streambatch.executor.iteration import prefetched
 from streambatch.executor.lineage import LineageListener
 from streambatch.executor.loader import Chunk, ReadProgress, batches
 from streambatch.executor.shuffle import block_order, pack_ids, unpack_ids
-from streambatch.executor.split import SplitCoordinator
 from streambatch.operators import logical as L
-from streambatch.operators.batch_format import check_batch_format, to_batch
 from streambatch.operators.execute import build_executor
 
 
@@ -98,7 +93,12 @@ def make_config(batch_size, drop_last, buffer, seed) -> LoaderConfig:
     return LoaderConfig(batch_size, bool(drop_last), buffer, seed)
 
 
-def _reproducible(cfg: LoaderConfig) -> bool:
+def reproducible(cfg: LoaderConfig) -> bool:
+    """True when the user gave a shuffle seed (the epoch's row order is then fixed).
+
+    >>> reproducible(make_config(8, False, 100, 7)), reproducible(make_config(8, False, 100, None))
+    (True, False)
+    """
     return cfg.seed is not None and cfg.seed_given
 
 
@@ -182,7 +182,7 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
 
     plan = _wrap_reads(dataset._plan, wrap)
     options = ctx.execution_options
-    if _reproducible(cfg) and not options.preserve_order:
+    if reproducible(cfg) and not options.preserve_order:
         options = replace(options, preserve_order=True)
     executor = build_executor(plan, options, ctx.backend, lineage=listener)
     executor.stats.parent = dataset._produced_by
@@ -442,162 +442,3 @@ def torch_iterable(dataset, *, batch_size=256, dtypes=None, device="auto", colla
     v.non_negative_int("prefetch_batches", prefetch_batches)
     conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
     return LoaderIterable(dataset, cfg, conv.host, conv.to_device, prefetch_batches)
-
-
-# ---- streaming_split ------------------------------------------------------------------
-class _SplitGroup:
-    def __init__(self, dataset, n: int, equal: bool, timeout_s: float, queue_depth: int) -> None:
-        self.dataset, self.n, self.equal = dataset, n, equal
-        self.timeout_s, self.queue_depth = timeout_s, queue_depth
-        self.epochs: dict[int, tuple[LoaderConfig, SplitCoordinator]] = {}
-        self.server = None  # SplitServer, started once a rank may live in another process
-        self.pid = os.getpid()
-        self._lock, self._server_lock = threading.Lock(), threading.Lock()
-        _GROUPS.add(self)
-
-    def serve(self):
-        """The server that hands this group's ranks to other processes (started once)."""
-        with self._server_lock:
-            if self.server is None:
-                from streambatch.executor.split_server import SplitServer
-
-                ref = weakref.ref(self)
-                self.server = SplitServer(lambda rank, epoch, args: _open_rank(ref, rank, epoch,
-                                                                             args))
-                weakref.finalize(self, self.server.close)
-            return self.server
-
-    def coordinator(self, epoch: int, cfg: LoaderConfig) -> SplitCoordinator:
-        with self._lock:
-            return self._coordinator(epoch, cfg)
-
-    def _coordinator(self, epoch: int, cfg: LoaderConfig) -> SplitCoordinator:
-        if epoch in self.epochs:
-            known, co = self.epochs[epoch]
-            if replace(known, seed=None, seed_given=True) != replace(cfg, seed=None,
-                                                                     seed_given=True) or \
-                    (_reproducible(cfg) and known.seed != cfg.seed):
-                raise ValueError(f"streaming_split: every rank must iterate epoch {epoch} with "
-                                 f"the same batch_size, drop_last and shuffle arguments; rank 0.."
-                                 f"{self.n - 1} got {known} and {cfg}")
-            return co
-        ds = self.dataset
-
-        def make():
-            chunks = epoch_chunks(ds, cfg, epoch, None)
-            drop = cfg.drop_last and not self.equal
-            return (t for t, _ in batches(chunks, cfg.batch_size, drop, cfg.shuffle_buffer,
-                                          cfg.seed, epoch))
-
-        co = SplitCoordinator(self.n, make, batch_size=cfg.batch_size, equal=self.equal,
-                              drop_last=cfg.drop_last, queue_depth=self.queue_depth,
-                              timeout_s=self.timeout_s)
-        self.epochs = {e: x for e, x in self.epochs.items() if e >= epoch - 1}
-        self.epochs[epoch] = (cfg, co)
-        return co
-
-
-class DataSplit:
-    """One rank's share of a ``streaming_split``: iterate it once per epoch.
-
-    A split can be handed to another process (pickled for ``spawn``, or copied
-    by ``fork``): there it fetches its batches from the process that called
-    ``streaming_split`` (which runs the pipeline and must stay alive) over a
-    local socket, with the same equal batch counts and stuck-rank timeout.
-
-    >>> import streambatch as sb
-    >>> a, b = sb.range(10).streaming_split(2)
-    >>> import threading
-    >>> out = {}
-    >>> t = threading.Thread(target=lambda: out.update(b=list(b.iter_batches(batch_size=3))))
-    >>> t.start(); got_a = list(a.iter_batches(batch_size=3)); t.join()
-    >>> len(got_a) == len(out["b"]), sum(x.num_rows for x in got_a + out["b"])
-    (True, 10)
-    """
-
-    def __init__(self, group: _SplitGroup | None, rank: int, n: int | None = None,
-                 remote: tuple | None = None, epoch: int = 0) -> None:
-        self.group, self.rank = group, rank
-        self.n = group.n if group is not None else n
-        self._remote = remote  # (address, authkey) of the driver's SplitServer
-        self._owner = os.getpid()
-        self._epoch = epoch
-
-    def __repr__(self) -> str:
-        return f"DataSplit(rank={self.rank} of {self.n})"
-
-    def __reduce__(self):
-        """Pickled (e.g. into a spawned rank process) as a handle on the driver's server."""
-        return (DataSplit, (None, self.rank, self.n, self._address(), self._epoch))
-
-    def _address(self) -> tuple:
-        if self._remote is not None:
-            return self._remote
-        server = self.group.serve()
-        return (server.address, server.authkey)
-
-    def _batches(self, cfg: LoaderConfig, args: tuple) -> Iterator:
-        epoch = self._epoch
-        self._epoch += 1
-        if self._remote is None and os.getpid() == self._owner:
-            return self.group.coordinator(epoch, cfg).iterate(self.rank)
-        if self._remote is None and self.group.server is None:
-            raise RuntimeError(f"{self!r} was copied into process {os.getpid()} by a fork "
-                               f"before its driver could serve it; create the processes with "
-                               f"multiprocessing (fork or spawn) after streaming_split()")
-        from streambatch.executor.split_server import fetch_rank
-
-        address, authkey = self._address()
-        return fetch_rank(address, authkey, self.rank, epoch, args)
-
-    def iter_batches(self, *, batch_size=256, batch_format="pyarrow", drop_last=False,
-                     prefetch_batches=1, local_shuffle_buffer_size=None,
-                     local_shuffle_seed=None) -> Iterator:
-        """This rank's batches for one epoch (``batch_format`` as in ``Dataset.iter_batches``)."""
-        check_batch_format(batch_format)
-        args = (batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
-        tables = self._batches(make_config(*args), args)
-        return prefetched(lambda: (to_batch(t, batch_format) for t in tables), prefetch_batches)
-
-    def iter_torch_batches(self, *, batch_size=256, dtypes=None, device="auto", collate_fn=None,
-                           drop_last=False, prefetch_batches=1, pin_memory=None,
-                           local_shuffle_buffer_size=None, local_shuffle_seed=None) -> Iterator:
-        """This rank's batches for one epoch as tensors (as ``Dataset.iter_torch_batches``)."""
-        from streambatch.executor.torch_batches import TorchConverter
-
-        args = (batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
-        conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
-        tables = self._batches(make_config(*args), args)
-        for value in prefetched(lambda: (conv.host(t) for t in tables), prefetch_batches):
-            yield conv.to_device(value)
-
-
-def streaming_split(dataset, n: int, equal: bool = True, timeout_s: float = 600.0,
-                    queue_depth: int = 2) -> list[DataSplit]:
-    """The object behind ``Dataset.streaming_split`` (see there)."""
-    v.positive_int("n", n)
-    if not timeout_s or timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-    group = _SplitGroup(dataset, n, bool(equal), float(timeout_s), queue_depth)
-    return [DataSplit(group, rank) for rank in range(n)]
-
-
-_GROUPS: weakref.WeakSet = weakref.WeakSet()
-
-
-def _open_rank(ref, rank: int, epoch: int, args: tuple) -> Iterator:
-    group = ref()
-    if group is None:
-        raise RuntimeError("streaming_split: the driver no longer holds this split's dataset; "
-                           "keep the list streaming_split() returned alive while ranks iterate")
-    return group.coordinator(epoch, make_config(*args)).iterate(rank)
-
-
-def _serve_before_fork() -> None:
-    """A fork copies split handles into the child: their driver must be serving by then."""
-    for group in list(_GROUPS):
-        if group.server is None and group.pid == os.getpid():
-            group.serve()
-
-
-os.register_at_fork(before=_serve_before_fork)
