@@ -188,6 +188,11 @@ class ParquetSource(FileSource):
             sizes.append(size)
         pushed = pushdowns.columns is not None or pushdowns.filter is not None
         small = pushed and bool(sizes) and sorted(sizes)[len(sizes) // 2] < SMALL_PIECE_BYTES
+        if small and getattr(self, "parallelism", None) is None:
+            # Each group is one pyarrow scan decoding on pyarrow's own threads: one per CPU
+            # (half the default two per CPU) keeps every core busy, and every extra scan
+            # pays its own start-up and tail (~10% of a 2 GB pushed-down read).
+            parallelism = max(1, parallelism // 2)
         groups = group_files(pieces, sizes, parallelism, one_per_task=0 if small else ONE_PER_TASK)
         return [self._parquet_task(group, pushdowns) for group in groups]
 

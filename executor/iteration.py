@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
+from streambatch.executor.thread_pool import shared_pool
 
 _DONE = object()
 
@@ -59,9 +60,7 @@ def prefetched(make: Callable[[], Iterator], depth: int) -> Iterator:
         return
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
-    thread = threading.Thread(target=_produce, args=(make, items, stop), daemon=True,
-                              name="streambatch-prefetch")
-    thread.start()
+    ended = shared_pool().run(_produce, make, items, stop, name="streambatch-prefetch")
     try:
         while True:
             item = items.get()
@@ -72,7 +71,7 @@ def prefetched(make: Callable[[], Iterator], depth: int) -> Iterator:
             yield item
     finally:
         stop.set()
-        thread.join()
+        ended.wait()
 
 
 class _Raised:

@@ -105,18 +105,25 @@ class SharedStore:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._made = os.path.isdir(root)
 
     @classmethod
     def create(cls) -> SharedStore:
-        """Make a fresh store directory (tmpfs when the machine has one)."""
+        """A fresh store (tmpfs when the machine has one); its directory is made on first
+        use, so a job that never leaves the driver's process makes none."""
         base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-        root = os.path.join(base, f"streambatch-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.makedirs(root)
-        return cls(root)
+        return cls(os.path.join(base, f"streambatch-{os.getpid()}-{uuid.uuid4().hex[:8]}"))
+
+    def ensure(self) -> str:
+        """The store's directory, made now if it was not yet (before workers use it)."""
+        if not self._made:
+            os.makedirs(self.root, exist_ok=True)
+            self._made = True
+        return self.root
 
     def put(self, table: pa.Table) -> SharedRef:
         """Write ``table`` as an IPC file and return its reference."""
-        path = os.path.join(self.root, uuid.uuid4().hex + ".arrow")
+        path = os.path.join(self.ensure(), uuid.uuid4().hex + ".arrow")
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         return SharedRef(path)
@@ -131,4 +138,5 @@ class SharedStore:
 
     def destroy(self) -> None:
         """Remove the store and every block still in it."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self._made:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -3,6 +3,7 @@ allowed), custom resources. Tasks hold them while they run, actors while they li
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -20,6 +21,12 @@ def detected_gpus() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return _device_files()
+
+
+@functools.lru_cache(maxsize=1)
+def _device_files() -> int:
+    """NVIDIA device files (looked up once: ~0.4 ms a glob, paid by every plan)."""
     return len(glob.glob("/dev/nvidia[0-9]*"))
 
 

@@ -32,6 +32,7 @@ from streambatch.executor.backends.base import (
 from streambatch.executor.backends.process_worker import worker_main
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.partition import InMemoryRef, SharedStore
+from streambatch.executor.thread_pool import shared_pool
 
 
 class _Cancelled(Exception):
@@ -63,8 +64,7 @@ class LocalBackend(Backend):
         self._start_method = start_method
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._thread_tasks: queue.Queue = queue.Queue()
+        self._thread_state = threading.local()
         self._workers: list[_Worker] = []
         self._actors: dict[int, _Worker] = {}
         self._idle: deque = deque()
@@ -92,7 +92,7 @@ class LocalBackend(Backend):
         parent, child = ctx.Pipe(duplex=True)
         inherited = [w.conn for w in self._workers if w.alive]
         proc = ctx.Process(target=worker_main, daemon=True, name="streambatch-worker",
-                           args=(child, self._stages, self.store.root, self._target, inherited,
+                           args=(child, self._stages, self.store.ensure(), self._target, inherited,
                                  env, actor))
         proc.start()
         child.close()
@@ -132,8 +132,7 @@ class LocalBackend(Backend):
             self._pending.append(self._with_shared_inputs(task))
             self._assign()
         else:
-            self._ensure_threads()
-            self._thread_tasks.put(task)
+            shared_pool().run(self._run_on_thread, task, name="streambatch-thread")
 
     def _with_shared_inputs(self, task: Task) -> Task:
         return replace(task, input_refs=[self._shareable(task, r) for r in task.input_refs])
@@ -236,22 +235,12 @@ class LocalBackend(Backend):
         return failed
 
     # ---- threads ------------------------------------------------------
-    def _ensure_threads(self) -> None:
-        while len(self._threads) < self._num_cpus:
-            thread = threading.Thread(target=self._thread_loop, daemon=True,
-                                      name="streambatch-thread")
-            thread.start()
-            self._threads.append(thread)
-
-    def _thread_loop(self) -> None:
-        state: dict = {}
-        while not self._cancelled.is_set():
-            task = self._thread_tasks.get()
-            if task is None:
-                return
-            self._run_on_thread(task, state)
-
-    def _run_on_thread(self, task: Task, state: dict) -> None:
+    def _run_on_thread(self, task: Task) -> None:
+        """One task on a kept pool thread (state per thread: a UDF built on a thread is
+        used by that thread only)."""
+        if self._cancelled.is_set():
+            return
+        state = self._thread_state.__dict__
         start = time.perf_counter()
         stage = self._stages[task.stage_index]
         ctx = task_context(stage, task, state)
@@ -277,8 +266,6 @@ class LocalBackend(Backend):
     def shutdown(self) -> None:
         """Stop threads and workers and delete the shared store."""
         self._cancelled.set()
-        for _ in self._threads:
-            self._thread_tasks.put(None)
         for worker in self._workers:
             if worker.alive and (worker.tasks or worker.stopping):
                 worker.proc.kill()

@@ -141,9 +141,16 @@ def test_conflict_found_lazily_by_a_read_task_names_the_file(tmp_path, monkeypat
 
 
 def test_estimates_are_in_memory_sizes(wide, tmp_path):
-    tasks = pqmod.ParquetSource(wide).read_tasks(8, Pushdowns(columns=("id",)))
+    source = pqmod.ParquetSource(wide)
+    source.parallelism = 8  # override_num_blocks=8: one task per row group
+    tasks = source.read_tasks(8, Pushdowns(columns=("id",)))
     assert len(tasks) == 8 and all(t.estimated_rows == 5_000 for t in tasks)
     assert all(5_000 * 8 <= t.estimated_bytes < 5_000 * 8 * 1.3 for t in tasks)
+    # By default a projected read of small pieces is one pyarrow scan per CPU (half the
+    # default two tasks per CPU): two row groups per task here.
+    tasks = pqmod.ParquetSource(wide).read_tasks(8, Pushdowns(columns=("id",)))
+    assert len(tasks) == 4 and all(t.estimated_rows == 10_000 for t in tasks)
+    assert all(10_000 * 8 <= t.estimated_bytes < 10_000 * 8 * 1.3 for t in tasks)
     from PIL import Image
     from streambatch.connectors.images import ImageSource
 
