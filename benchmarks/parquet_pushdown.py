@@ -8,7 +8,7 @@ default ``--gb 2``. The query reads 2 of 20 columns (``id``, ``c0``) where
 statistics can skip row groups).
 
 Reported per engine: time to the first batch and total time (median of
-``--repeat`` runs). Targets (issue 6): streambatch's first batch < 0.5 s and
+``--repeat`` runs, the engines taking turns so that load changes hit all of them). Targets (issue 6): streambatch's first batch < 0.5 s and
 total within 1.2x of plain pyarrow; 2,000 small files yield within 1 s.
 
     python benchmarks/parquet_pushdown.py [--gb 2] [--repeat 3] [--no-ray]
@@ -118,11 +118,15 @@ def main() -> None:
             print("ray not installed: skipping Ray Data (pip install 'streambatch[bench]')")
     results = {}
     assert_same_rows(big)
-    for name, fn in engines.items():
+    for fn in engines.values():
         fn(big)  # warm the page cache and imports
-        runs = [fn(big) for _ in range(args.repeat)]
-        results[name] = {"first_s": statistics.median(r[0] for r in runs),
-                         "total_s": statistics.median(r[1] for r in runs), "rows": runs[0][2]}
+    runs = {name: [] for name in engines}
+    for _ in range(args.repeat):  # interleaved: a load change on this machine hits all
+        for name, fn in engines.items():
+            runs[name].append(fn(big))
+    for name, done in runs.items():
+        results[name] = {"first_s": statistics.median(r[0] for r in done),
+                         "total_s": statistics.median(r[1] for r in done), "rows": done[0][2]}
     base = results["pyarrow.dataset"]["total_s"]
     print(f"{args.gb:g} GB, 40 files, 2 of 20 columns, filter k < 5")
     for name, r in results.items():
