@@ -34,7 +34,7 @@ def ray_session():
 def warm_workers(ray_session):
     """Start (or restart, after a test killed some) a Ray worker per CPU before each
     test: executor behaviour is under test here, not Ray's worker start-up time."""
-    ray.get([_warm.remote() for _ in range(4)])
+    ray.get([_warm.remote() for _ in range(4)], timeout=120)
 
 
 @ray.remote(num_cpus=1)
@@ -117,7 +117,7 @@ class _Owner:
 def _lost_object_ref():
     """A real Ray object whose owner died: a task given it fails with OwnerDiedError."""
     owner = _Owner.remote()
-    [ref] = ray.get(owner.make.remote())
+    [ref] = ray.get(owner.make.remote(), timeout=120)
     ray.kill(owner, no_restart=True)
     while True:  # until Ray has noticed the owner's death (no time-based assert)
         try:
@@ -212,7 +212,7 @@ def test_tasks_queued_in_the_cluster_are_not_stuck():
     import threading
 
     hog = _Hog.remote()
-    ray.get(hog.ready.remote())
+    ray.get(hog.ready.remote(), timeout=120)  # a C-level wait pytest-timeout cannot interrupt
     freed = threading.Event()
 
     def free_cpus():
