@@ -1,6 +1,6 @@
-"""Parquet: a source with lazy footers, row-group splitting, projection / filter /
-limit pushdown, hive partitions and schema unification; a sink writing one file
-per partition (or per partition-column value, rolled over at a target size)."""
+"""The parquet source: lazy footers, row-group splitting, projection / filter / limit
+pushdown, hive partitions and schema unification (parquet_schema.py). The sink is in
+parquet_sink.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from streambatch.connectors.datasink import Datasink
 from streambatch.connectors.datasource import Pushdowns, ReadTask, limit_tables
 from streambatch.connectors.file_based import (
     ONE_PER_TASK,
@@ -21,7 +20,12 @@ from streambatch.connectors.file_based import (
     skipped,
 )
 from streambatch.connectors.lazy_pandas import import_without_pandas
-from streambatch.connectors.paths import HIVE_NULL, arrow_filesystem, expand_paths  # noqa: F401
+from streambatch.connectors.parquet_schema import (
+    SchemaMismatchError,
+    check_file_schema,
+    unify_schemas,
+)
+from streambatch.connectors.paths import arrow_filesystem
 
 pads = import_without_pandas("pyarrow.dataset")  # its pandas probe: ~0.5 s of a first batch
 
@@ -47,9 +51,6 @@ def parallel_map(fn, items: list) -> list:
         _POOL = (os.getpid(), ThreadPoolExecutor(FOOTER_THREADS, "streambatch-footers"))
     return list(_POOL[1].map(fn, items))
 
-
-class SchemaMismatchError(ValueError):
-    """Parquet files disagree on a column's type (the message names both files)."""
 
 
 class ParquetSource(FileSource):
@@ -394,209 +395,3 @@ def _leaf_roots(meta: pq.FileMetaData) -> list[str]:
     """The top-level column of each leaf column chunk (``a.b.c`` -> ``a``)."""
     schema = meta.schema
     return [schema.column(i).path.split(".")[0] for i in range(len(schema))]
-
-
-# ---- schema unification ------------------------------------------------------------
-def _compatible(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
-    """The type both read as, or None when they conflict."""
-    if a == b:
-        return a
-    if pa.types.is_null(a):
-        return b
-    if pa.types.is_null(b):
-        return a
-    if pa.types.is_floating(a) and pa.types.is_floating(b):
-        return a if a.bit_width >= b.bit_width else b
-    if pa.types.is_integer(a) and pa.types.is_integer(b):
-        sa, sb_ = pa.types.is_signed_integer(a), pa.types.is_signed_integer(b)
-        if sa == sb_:
-            return a if a.bit_width >= b.bit_width else b
-        signed, unsigned = (a, b) if sa else (b, a)
-        return signed if signed.bit_width > unsigned.bit_width else None
-    if (pa.types.is_integer(a) and pa.types.is_floating(b)) or (pa.types.is_floating(a) and pa.types.is_integer(b)):
-        return pa.float64()
-    for pair in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
-        if a in pair and b in pair:
-            return pair[1]
-    return None
-
-
-def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
-    """One schema for several files: the union of their columns (first-seen order),
-    types widened where safe, a clear error where they conflict.
-
-    >>> unify_schemas([("a", pa.schema([("x", pa.int32())])), ("b", pa.schema([("x", pa.int64()), ("y", pa.string())]))])
-    x: int64
-    y: string
-    >>> try:
-    ...     unify_schemas([("a.parquet", pa.schema([("x", pa.int64())])),
-    ...                    ("b.parquet", pa.schema([("x", pa.string())]))])
-    ... except SchemaMismatchError as exc:
-    ...     print(exc)
-    read_parquet: column 'x' is int64 in 'a.parquet' but string in 'b.parquet'; pass schema= to read_parquet with the type to read it as, or read the files separately
-    """
-    fields: dict[str, pa.DataType] = {}
-    origin: dict[str, str] = {}
-    metadata = schemas[0][1].metadata if schemas else None
-    if schemas and all(s.equals(schemas[0][1]) for _, s in schemas[1:]):  # the usual case
-        schemas = schemas[:1]
-    nullable: dict[str, bool] = {}  # non-nullable only where every file says so
-    for path, schema in schemas:
-        for name in nullable.keys() - set(schema.names):
-            nullable[name] = True
-        for field in schema:
-            name = field.name
-            if name not in fields:
-                fields[name], origin[name] = field.type, path
-                nullable[name] = field.nullable or path != schemas[0][0]
-                continue
-            nullable[name] = nullable[name] or field.nullable
-            merged = _compatible(fields[name], field.type)
-            if merged is None:
-                raise SchemaMismatchError(
-                    f"read_parquet: column {name!r} is {fields[name]} in {origin[name]!r} but "
-                    f"{field.type} in {path!r}; pass schema= to read_parquet with the type to "
-                    "read it as, or read the files separately")
-            fields[name] = merged
-    return pa.schema([pa.field(n, t, nullable[n]) for n, t in fields.items()], metadata=metadata)
-
-
-def check_file_schema(physical: pa.Schema, schema: pa.Schema, path: str, first: str) -> None:
-    """Refuse a file whose columns conflict with the dataset schema (rather than cast
-    them silently), or that holds columns the dataset schema lacks."""
-    types = {f.name: f.type for f in schema}
-    extra = [n for n in physical.names if n not in types]
-    if extra:
-        raise SchemaMismatchError(
-            f"read_parquet: {path!r} has column(s) {extra} that the dataset schema (from "
-            f"{first!r}) lacks; pass schema= with every column to read them")
-    for field in physical:
-        want = types[field.name]
-        if _compatible(want, field.type) is None:
-            raise SchemaMismatchError(
-                f"read_parquet: column {field.name!r} is {field.type} in {path!r} but {want} in "
-                f"the dataset schema (from {first!r}); pass schema= to read_parquet with the "
-                "type to read it as, or read the files separately")
-
-
-# ---- sink ---------------------------------------------------------------------------
-class ParquetSink(Datasink):
-    """Write parquet files; ``_SUCCESS`` lists them when all succeeded.
-
-    ``mode``: "error" (the directory must hold no data files), "overwrite"
-    (delete existing data files first) or "append". ``partition_cols`` writes
-    hive directories ``col=value/`` (the columns leave the files);
-    ``target_file_bytes`` starts a new file once a file reaches that size on disk.
-    """
-
-    name = "Parquet"
-    suffix = ".parquet"
-
-    def __init__(self, path: str, *, partition_cols=None, target_file_bytes: int | None = None,
-                 **kwargs) -> None:
-        super().__init__(path, **kwargs)
-        self.partition_cols = list(partition_cols or [])
-        self.target_file_bytes = target_file_bytes
-
-    def write_file(self, table_iter, path: str) -> tuple[int, int]:
-        """Stream the tables into one parquet file; return (rows, bytes)."""
-        writer, rows, size = None, 0, 0
-        try:
-            for table in table_iter:
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema, filesystem=self.arrow_fs)
-                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
-                rows, size = rows + table.num_rows, size + table.nbytes
-        finally:
-            if writer is not None:
-                writer.close()
-        return rows, size
-
-    def write(self, blocks, ctx) -> pa.Table:
-        """One file per partition, unless partition columns or a target size ask for more."""
-        if not self.partition_cols and not self.target_file_bytes:
-            return super().write(blocks, ctx)
-        self.use_in_this_process()
-        prefix = f"part-{self.job}-{getattr(ctx, 'key', '') or ctx.task_index}"
-        writers: dict[tuple, _RollingWriter] = {}
-        for table in (b for b in blocks if b.num_rows):
-            missing = [c for c in self.partition_cols if c not in table.column_names]
-            if missing:
-                raise KeyError(f"write_parquet: partition_cols {missing} are not columns; the "
-                               f"columns are {table.column_names}")
-            for key, part in _split_by(table, self.partition_cols):
-                if key not in writers:
-                    directory = "/".join([self.path] + [f"{c}={_hive_value(v)}" for c, v in
-                                                        zip(self.partition_cols, key, strict=True)])
-                    writers[key] = _RollingWriter(self, directory, prefix)
-                writers[key].write(part.drop_columns(self.partition_cols))
-        done = [row for w in writers.values() for row in w.close()]
-        return pa.table({"path": pa.array([d[0] for d in done], pa.string()),
-                         "rows": pa.array([d[1] for d in done], pa.int64()),
-                         "bytes": pa.array([d[2] for d in done], pa.int64())})
-
-    def abort(self) -> None:
-        """Also remove this job's files inside partition directories."""
-        super().abort()
-        if not self.partition_cols or not self.fs.exists(self.path):
-            return
-        for path in self.fs.find(self.path):
-            name = path.rsplit("/", 1)[-1]
-            if name.startswith((f"part-{self.job}-", f".part-{self.job}-")):
-                self.fs.rm(path)
-
-
-def _hive_value(value) -> str:
-    from urllib.parse import quote
-
-    return HIVE_NULL if value is None else quote(str(value), safe="")
-
-
-def _split_by(table: pa.Table, cols: list[str]):
-    if not cols:
-        yield (), table
-        return
-    keys = table.select(cols).group_by(cols).aggregate([]).to_pylist()
-    for key in keys:
-        mask = None
-        for c in cols:
-            term = pc.is_null(table[c]) if key[c] is None else pc.equal(table[c], key[c])
-            mask = term if mask is None else pc.and_(mask, term)
-        yield tuple(key[c] for c in cols), table.filter(mask)
-
-
-class _RollingWriter:
-    """Parquet files in one directory, a new one each time ``target_file_bytes`` is reached."""
-
-    def __init__(self, sink: ParquetSink, directory: str, prefix: str) -> None:
-        self.sink, self.directory, self.prefix = sink, directory, prefix
-        self.index, self.done = 0, []
-        self.handle = self.writer = None
-
-    def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            self.sink.fs.makedirs(self.directory, exist_ok=True)
-            name = f"{self.prefix}-{self.index:04d}{self.sink.suffix}"
-            self.final, self.temp = f"{self.directory}/{name}", f"{self.directory}/.{name}.tmp"
-            self.handle = self.sink.fs.open(self.temp, "wb")
-            self.writer, self.rows = pq.ParquetWriter(self.handle, table.schema), 0
-        self.writer.write_table(table.cast(self.writer.schema)
-                                if table.schema != self.writer.schema else table)
-        self.rows += table.num_rows
-        target = self.sink.target_file_bytes
-        if target and self.handle.tell() >= target:
-            self._finish()
-
-    def _finish(self) -> None:
-        self.writer.close()
-        size = self.handle.tell()
-        self.handle.close()
-        self.sink.fs.mv(self.temp, self.final)
-        self.done.append((self.final, self.rows, size))
-        self.writer = self.handle = None
-        self.index += 1
-
-    def close(self) -> list[tuple]:
-        if self.writer is not None:
-            self._finish()
-        return self.done

@@ -30,7 +30,7 @@ _SOURCES: dict[str, tuple[str, str | None]] = {
     "iterable": ("streambatch.connectors.torch_source:IterableSource", None),
 }
 _SINKS: dict[str, tuple[str, str | None]] = {
-    "parquet": ("streambatch.connectors.parquet:ParquetSink", None),
+    "parquet": ("streambatch.connectors.parquet_sink:ParquetSink", None),
     "csv": ("streambatch.connectors.csv:CSVSink", None),
     "json": ("streambatch.connectors.json:JSONSink", None),
     "numpy": ("streambatch.connectors.numpy_sink:NumpySink", None),

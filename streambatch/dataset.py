@@ -377,7 +377,7 @@ class Dataset:
         >>> sum(f["rows"] for f in sb.range(10).write_parquet(out))
         10
         """
-        from streambatch.connectors.parquet import ParquetSink
+        from streambatch.connectors.parquet_sink import ParquetSink
 
         return self._write(ParquetSink(path, filesystem=filesystem, mode=mode,
                                        partition_cols=partition_cols,
