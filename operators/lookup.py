@@ -57,6 +57,7 @@ class LookupOp:
     """The block op of :class:`Lookup`: one cached, batched lookup per block."""
 
     holds_gil = False  # backend I/O: thread workers, no block copies
+    stays_in_driver = True  # its cache's copies report to the user's FreshCache.stats()
     min_rows = None
     is_actor = False
 

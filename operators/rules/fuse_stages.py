@@ -4,6 +4,8 @@ Never fuse across a resource change, never fuse an actor-pool stage as the
 upstream side, and never fuse a row-count-changing op into a fixed-batch-size
 op (its batches would be cut short at every partition boundary); a read fuses
 into a fixed-batch-size op only when its read tasks hold a full batch each.
+An op whose state the user reads in the driver (``stays_in_driver``: a lookup's
+FreshCache statistics) is never fused into a stage that runs in worker processes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
     if up.resources != down.resources or up.concurrency != down.concurrency:
         return False
     if any(op.is_actor for op in up.ops):
+        return False
+    if "process" in (up.worker, down.worker) and any(
+            getattr(op, "stays_in_driver", False) for op in up.ops + down.ops):
         return False
     batch = down.ops[0].min_rows if down.ops else None
     if not batch:
