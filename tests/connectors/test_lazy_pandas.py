@@ -42,3 +42,27 @@ def test_only_the_importing_thread_has_pandas_refused():
         assert "deferred" in str(exc)
     else:
         raise AssertionError("the importing thread's pandas import was not refused")
+
+
+def test_pyarrow_sees_pandas_imported_after_a_parquet_read(tmp_path):
+    """The refused import made pyarrow note pandas as missing; its type checks (here
+    ``pa.array`` of a nullable pandas Series) must still see pandas once it is imported."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1, 2, 3]}), tmp_path / "a.parquet")
+    script = (
+        "import sys\n"
+        "import streambatch as sb\n"
+        f"assert len(sb.read_parquet({str(tmp_path)!r}).take_all()) == 3\n"
+        "assert 'pandas' not in sys.modules\n"
+        "import pandas as pd, pyarrow as pa\n"
+        "arr = pa.array(pd.Series(pd.array([1, None, 3], dtype='Int64')))\n"
+        "print(arr.type, arr.null_count, arr.to_pylist())\n"
+        "df = pd.DataFrame({'i': pd.array([4, None], dtype='Int64')})\n"
+        "print(sb.from_pandas(df).to_pandas()['i'].dtype)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["int64 1 [1, None, 3]", "Int64"]
