@@ -158,6 +158,7 @@ class ParquetSource(FileSource):
         """
         _, files, parts = self.listing()
         footers, schema = self.footers(), self.schema()
+        self._check_columns(pushdowns.columns, schema)
         keep = self._prune(parts, len(files), pushdowns.filter)
         names = list(parts)
         ratio = None
@@ -196,6 +197,15 @@ class ParquetSource(FileSource):
             parallelism = max(1, parallelism // 2)
         groups = group_files(pieces, sizes, parallelism, one_per_task=0 if small else ONE_PER_TASK)
         return [self._parquet_task(group, pushdowns) for group in groups]
+
+    def _check_columns(self, columns, schema: pa.Schema) -> None:
+        """Refuse, before any task runs, a projection naming columns the files lack."""
+        missing = [c for c in columns or () if c not in schema.names]
+        if missing:
+            where = "the schema= given" if self.user_schema is not None else \
+                f"the dataset (schema read from {self._first_file()!r})"
+            raise KeyError(f"read_parquet: column(s) {missing} not found in {where}; "
+                           f"available columns: {schema.names}")
 
     def _surviving_row_groups(self, path: str, expr) -> list[int] | None:
         """Row groups whose statistics may hold rows passing ``expr`` (None: unknown)."""

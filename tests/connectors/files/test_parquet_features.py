@@ -115,6 +115,18 @@ def test_many_files_footers_are_read_by_tasks_not_before(tmp_path, counting):
     assert sb.read_parquet(str(d)).count() == 2000
 
 
+def test_a_projection_of_missing_columns_fails_before_reading(wide, counting):
+    """Named with the columns that exist, when the plan is made (not as a read error of
+    every task), and without reading any data page."""
+    for ds in (sb.read_parquet(wide, columns=["id", "nope"], filesystem=CountingFS()),
+               sb.read_parquet(wide, filesystem=CountingFS()).select_columns(["c1", "c99"])):
+        CountingFS.bytes_read = 0
+        with pytest.raises(KeyError, match=r"column\(s\) \['(nope|c99)'\] not found") as info:
+            ds.take_all()
+        assert "available columns: ['id', 'c0', 'c1'," in str(info.value)
+        assert CountingFS.bytes_read <= 65_536  # the footer read only (the file is 6.4 MB)
+
+
 def test_files_with_different_columns_and_widths_are_unified(tmp_path):
     pq.write_table(pa.table({"a": pa.array([1], pa.int32())}), str(tmp_path / "1.parquet"))
     pq.write_table(pa.table({"a": pa.array([2], pa.int64()), "b": ["x"]}), str(tmp_path / "2.parquet"))
