@@ -286,6 +286,27 @@ class Dataset:
         self._stats = limited._stats
         return rows
 
+    def take_batch(self, batch_size: int = 20, *, batch_format: str = "pyarrow"):
+        """The first ``batch_size`` rows as one batch (``batch_format`` as in iter_batches).
+
+        >>> import streambatch as sb
+        >>> sb.range(100, override_num_blocks=1).take_batch(3, batch_format="numpy")["id"].tolist()
+        [0, 1, 2]
+        """
+        return next(iter(self.limit(batch_size).iter_batches(
+            batch_size=batch_size, batch_format=batch_format)), None)
+
+    def show(self, limit: int = 20) -> None:
+        """Print up to ``limit`` rows, one dict per line.
+
+        >>> import streambatch as sb
+        >>> sb.from_items([{"a": 1}, {"a": 2}], override_num_blocks=1).show()
+        {'a': 1}
+        {'a': 2}
+        """
+        for row in self.take(limit):
+            print(row)
+
     def take_all(self) -> list[dict]:
         """Every row as a dict.
 
@@ -312,6 +333,16 @@ class Dataset:
         2
         """
         return sum(1 for _ in self._partitions())
+
+    def columns(self) -> list[str] | None:
+        """The output column names (None for a dataset with no rows and no known schema).
+
+        >>> import streambatch as sb
+        >>> sb.from_items([{"a": 1, "b": 2}]).select_columns(["b"]).columns()
+        ['b']
+        """
+        schema = self.schema()
+        return None if schema is None else schema.names
 
     def schema(self) -> pa.Schema | None:
         """The output schema (from metadata when possible, else from the first block).
