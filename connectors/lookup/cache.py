@@ -367,6 +367,8 @@ class FreshCache:
         (queries), keys and rows, updates, invalidations, feed polls/changes/gaps,
         evictions, hit ratio and the largest staleness bound of a served value
         (``max_staleness_served``: now minus when the value was last known current).
+        Copies made in this process are counted (the local backend runs lookups on
+        threads of the driver); copies in other processes (Ray workers) are not.
 
         >>> FreshCache().stats()["hits"]
         0
