@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 
 from streambatch.executor.accounting import downstream_headroom, in_pipeline, used_bytes
-from streambatch.executor.actor_pool import ActorPool
+from streambatch.executor.actor_stages import ActorStages
 from streambatch.executor.backends.base import (
     ActorFailed,
     Backend,
@@ -49,7 +49,6 @@ from streambatch.executor.stats import DatasetStats
 from streambatch.executor.work import (
     describe_read,
     next_work,
-    queued_bundles,
     release_ordered,
     task_lineage,
 )
@@ -85,11 +84,13 @@ class StreamingExecutor:
         self._ids = itertools.count()
         self._tasks: dict[int, RunningTask] = {}
         self._orphans: set[int] = set()
-        self.pools: dict[int, ActorPool] = {}
+        self.actors = ActorStages(backend, self.ledger, options.actor_queue_depth,
+                                  options.actor_idle_timeout_s, self.observers)
+        self.pools = self.actors.pools
         self.recovery = LostInputRecovery(backend, stages, self.pools, self._ids,
                                           options.max_task_retries,
                                           lambda i: self.states[i].stats,
-                                          lambda i, a: self._actor_died(self.states[i], a),
+                                          lambda i, a: self.actors.actor_died(self.states[i], a),
                                           lambda i: self.states[i].finished)
         self.started = StartedTasks(getattr(backend, "reports_task_starts", False))
 
@@ -120,7 +121,7 @@ class StreamingExecutor:
         self.backend.start(self.stages, self.target_bytes)
         for obs in self.observers:
             obs.on_start([s.name for s in self.stages])
-        self._start_pools()
+        self.actors.start(self.states)
         self._last_progress = time.monotonic()
         self._last_tick = 0.0
         self._last_resources = time.perf_counter()
@@ -131,43 +132,6 @@ class StreamingExecutor:
         missing = self.ledger.fits_ever(stage.resources)
         if missing:
             raise UnplaceableError(stage.name, missing)
-
-    def _start_pools(self) -> None:
-        for st in self.states:
-            if st.stage.uses_actors:
-                pool = ActorPool(st.index, st.stage, self._pool_bounds(st.stage),
-                                 self.options.actor_queue_depth, self.options.actor_idle_timeout_s)
-                self.pools[st.index] = pool
-                pool.start_minimum(self.ledger, self._actor_starter(st))
-
-    def _pool_bounds(self, stage: PhysicalStage) -> tuple[int, int]:
-        if stage.concurrency is not None:
-            return stage.concurrency
-        fit = self.ledger.num_cpus / max(stage.resources.num_cpus, 1e-9)
-        if stage.resources.num_gpus:
-            fit = min(fit, self.ledger.num_gpus / stage.resources.num_gpus)
-        return (1, max(1, int(fit)))
-
-    def _actor_starter(self, st: StageState):
-        def start(actor) -> None:
-            env = {"CUDA_VISIBLE_DEVICES": actor.alloc.cuda_visible_devices()}
-            self.backend.start_actor(st.index, actor.actor_id, env)
-            self._notify_actors(st)
-
-        return start
-
-    def _actor_stopper(self, st: StageState):
-        def stop(actor) -> None:
-            self.backend.stop_actor(actor.actor_id)
-            self._notify_actors(st)
-
-        return stop
-
-    def _notify_actors(self, st: StageState) -> None:
-        count = len(self.pools[st.index].actors) if st.index in self.pools else 0
-        st.stats.actors_peak = max(st.stats.actors_peak, count)
-        for obs in self.observers:
-            obs.on_actor_change(st.index, st.stage.name, count)
 
     def _finish(self, ok: bool) -> None:
         self.backend.shutdown()
@@ -188,7 +152,7 @@ class StreamingExecutor:
                     yield part
             if final.finished:
                 return
-            self._scale_pools()
+            self.actors.scale(self.states)
             self.recovery.submit_waiting()
             idle = not self._dispatch()
             self._tick()
@@ -305,7 +269,7 @@ class StreamingExecutor:
             obs.on_task_end(task.stage_index, task.task_id, 0.0, task.rows_out, False)
         st = self.states[task.stage_index]
         if event.failure.kind == "died" and task.actor_id is not None:
-            self._actor_died(st, task.actor_id)
+            self.actors.actor_died(st, task.actor_id)
         if not should_retry(event.failure, task.attempts, st.stage, self.options.max_task_retries):
             raise to_error(event.failure, st.stage.name, task.description)
         self._end_task(event.task_id, keep_inputs=True)
@@ -320,18 +284,10 @@ class StreamingExecutor:
         for index, pool in self.pools.items():
             if event.actor_id in pool.actors:
                 if event.failure.kind == "died":
-                    self._actor_died(self.states[index], event.actor_id)
+                    self.actors.actor_died(self.states[index], event.actor_id)
                     return
                 raise to_error(event.failure, self.stages[index].name,
                                f"actor {event.actor_id} (while starting)")
-
-    def _actor_died(self, st: StageState, actor_id: int) -> None:
-        """Drop a dead actor; the pool's scaling starts a replacement (constructor again)."""
-        pool = self.pools.get(st.index)
-        if pool is not None and pool.forget(actor_id, self.ledger):
-            self.backend.stop_actor(actor_id)
-            st.stats.actor_restarts += 1
-            self._notify_actors(st)
 
     # ---- moving partitions and driver stages --------------------------
     def _advance(self) -> None:
@@ -383,8 +339,7 @@ class StreamingExecutor:
             self._propagate_finished(st)
 
     def _propagate_finished(self, st: StageState) -> None:
-        if st.index in self.pools:
-            self.pools[st.index].release_all(self.ledger, self._actor_stopper(st))
+        self.actors.release(st)
         if st.downstream is not None and not st.outputs:
             self.states[st.downstream].upstream_finished[st.index] = True
 
@@ -424,15 +379,6 @@ class StreamingExecutor:
         self.backend.release(part.ref)
         return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.lineage,
                          key=part.key, origins=part.origins)
-
-    # ---- actor pools --------------------------------------------------
-    def _scale_pools(self) -> None:
-        for index, pool in self.pools.items():
-            st = self.states[index]
-            if st.finished:
-                continue
-            backlog = queued_bundles(st) + pool.in_flight()
-            pool.scale(self.ledger, backlog, self._actor_starter(st), self._actor_stopper(st))
 
     # ---- dispatch -----------------------------------------------------
     def _dispatch(self) -> bool:
@@ -564,7 +510,7 @@ class StreamingExecutor:
 
     # ---- observation and liveness -------------------------------------
     def _snapshots(self) -> list:
-        return [snapshot(st, len(self.pools[st.index].actors) if st.index in self.pools else 0)
+        return [snapshot(st, self.actors.count(st.index))
                 for st in self.states]
 
     def _follow_cluster(self, now: float) -> None:
