@@ -53,22 +53,26 @@ class ThreadPool:
     def _work(self) -> None:
         while True:
             try:
-                fn, args, name, done = self._jobs.get(timeout=self._idle_exit_s)
+                job = self._jobs.get(timeout=self._idle_exit_s)
             except queue.Empty:
                 with self._lock:
                     if self._idle > 0:  # nobody was promised this thread: let it go
                         self._idle -= 1
                         return
                 continue  # a job is on its way to this thread
-            threading.current_thread().name = name
-            try:
-                fn(*args)
-            except BaseException:  # noqa: BLE001 - jobs report their own errors; keep the thread
-                traceback.print_exc()
-            finally:
-                done.set()
-                with self._lock:
-                    self._idle += 1
+            self._run(*job)
+            del job  # an idle thread must not keep the last job's blocks or closures alive
+
+    def _run(self, fn: Callable, args: tuple, name: str, done: threading.Event) -> None:
+        threading.current_thread().name = name
+        try:
+            fn(*args)
+        except BaseException:  # noqa: BLE001 - jobs report their own errors; keep the thread
+            traceback.print_exc()
+        finally:
+            done.set()
+            with self._lock:
+                self._idle += 1
 
 
 _POOL: tuple[int, ThreadPool] | None = None

@@ -67,3 +67,25 @@ def test_a_forked_child_gets_its_own_pool():
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     assert ready and os.read(read, 1) == b"1", "the forked child's job never ran"
+
+
+def test_an_idle_thread_keeps_nothing_of_its_last_job():
+    """A finished task's arguments (its input blocks) are freed, not held by the kept
+    thread until its next job."""
+    import gc
+    import time
+    import weakref
+
+    class Block:
+        pass
+
+    pool = ThreadPool()
+    block = Block()
+    gone = weakref.ref(block)
+    assert pool.run(lambda b: None, block, name="t").wait(5)
+    del block
+    deadline = time.monotonic() + 10  # until the thread is back waiting for a job
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert gone() is None
