@@ -286,11 +286,9 @@ def main():
         pre_ts.append(time.perf_counter() - t0)
     pre_s = float(np.min(pre_ts))
     x = np.concatenate([b["image"] for b in pre])
-    if ex.get("kept_heap"):  # glibc settings of streambatch's actors (process_worker.py)
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)
-        libc.mallopt(-3, 512 << 20)
+    if ex.get("kept_heap"):  # the heap settings of streambatch's actors
+        from streambatch.executor.backends.heap import keep_heap_for_actor
+        keep_heap_for_actor()
     model = Model(SEED)
     model({{"id": ids[:MODEL_BATCH], "image": x[:MODEL_BATCH]}})
     model_ts = []

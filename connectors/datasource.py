@@ -49,6 +49,7 @@ class Datasource:
     supports_projection = False
     supports_filter = False
     supports_limit = False
+    parallelism: int | None = None  # override_num_blocks, when the user set it
 
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
         """Split the source into about ``parallelism`` read tasks."""

@@ -190,7 +190,7 @@ class ParquetSource(FileSource):
             sizes.append(size)
         pushed = pushdowns.columns is not None or pushdowns.filter is not None
         small = pushed and bool(sizes) and sorted(sizes)[len(sizes) // 2] < SMALL_PIECE_BYTES
-        if small and getattr(self, "parallelism", None) is None:
+        if small and self.parallelism is None:
             # Each group is one pyarrow scan decoding on pyarrow's own threads: one per CPU
             # (half the default two per CPU) keeps every core busy, and every extra scan
             # pays its own start-up and tail (~10% of a 2 GB pushed-down read).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 
 import psutil
@@ -29,19 +28,7 @@ def default_memory_budget() -> int:
     >>> default_memory_budget() >= 256 * 2**20
     True
     """
-    return max(256 * MiB, _available_memory() // 2)
-
-
-_AVAILABLE: list = [0.0, 0]  # (monotonic time, bytes) of the last reading
-
-
-def _available_memory() -> int:
-    """Available RAM, read at most once a second (psutil's read costs ~0.2 ms and one
-    plan asks several times)."""
-    now = time.monotonic()
-    if now - _AVAILABLE[0] > 1.0:
-        _AVAILABLE[:] = [now, psutil.virtual_memory().available]
-    return _AVAILABLE[1]
+    return max(256 * MiB, psutil.virtual_memory().available // 2)
 
 
 @dataclass

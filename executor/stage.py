@@ -60,6 +60,7 @@ class BlockOp(Protocol):
     min_rows: int | None
     changes_row_count: bool
     is_actor: bool
+    stays_in_driver: bool  # state the user reads in the driver: never in a worker process
 
     def apply(self, blocks: Iterator[pa.Table], ctx: TaskContext) -> Iterator[pa.Table]:
         """Transform the blocks of one task."""

@@ -540,8 +540,9 @@ class StreamingExecutor:
             stage = self.stages[task.stage_index].name
             raise StageStuckError(stage, waited, f"{len(running)} task(s) running, "
                                                  f"oldest on {task.description}")
-        for stage in self.recovery.waiting_for_actors():
-            raise StageStuckError(stage, waited, "lost partitions wait to be recomputed on an "
-                                                 "actor the pool cannot place (did the "
-                                                 "cluster lose the resources it needs?)")
+        waiting = self.recovery.waiting_for_actors()
+        if waiting:
+            raise StageStuckError(waiting[0], waited, "lost partitions wait to be recomputed "
+                                                      "on an actor the pool cannot place (did "
+                                                      "the cluster lose the resources it needs?)")
 

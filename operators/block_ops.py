@@ -51,6 +51,7 @@ class OpBase:
     min_rows: int | None = None
     changes_row_count: bool = False
     is_actor: bool = False
+    stays_in_driver: bool = False
 
     @property
     def name(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from streambatch.executor.backends import backend_class
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.streaming import StreamingExecutor
@@ -20,6 +22,8 @@ def build_executor(plan: LogicalOp, options: ExecutionOptions, backend: str = "l
     >>> sum(p.rows for p in ex.run())
     5
     """
+    # The budget is read from free RAM once per plan (planner and executor both use it)
+    options = replace(options, memory_budget=options.resolved_memory_budget())
     stages = plan_stages(optimize(plan), options)
     cls = backend_class(backend)
     return StreamingExecutor(stages, cls.from_options(options), options, observers_for(options),

@@ -21,7 +21,7 @@ from streambatch.executor.loader import batches
 from streambatch.executor.split import SplitCoordinator
 from streambatch.executor.split_server import SplitServer, fetch_rank
 from streambatch.operators.batch_format import check_batch_format, to_batch
-from streambatch.torch_loader import LoaderConfig, epoch_chunks, make_config, reproducible
+from streambatch.torch_loader import LoaderConfig, epoch_chunks, make_config
 
 
 class _SplitGroup:
@@ -45,7 +45,7 @@ class _SplitGroup:
             known, co = self.epochs[epoch]
             if replace(known, seed=None, seed_given=True) != replace(cfg, seed=None,
                                                                      seed_given=True) or \
-                    (reproducible(cfg) and known.seed != cfg.seed):
+                    (cfg.reproducible and known.seed != cfg.seed):
                 raise ValueError(f"streaming_split: every rank must iterate epoch {epoch} with "
                                  f"the same batch_size, drop_last and shuffle arguments; rank 0.."
                                  f"{self.n - 1} got {known} and {cfg}")

@@ -66,6 +66,15 @@ class LoaderConfig:
         """True when rows go through a shuffle buffer."""
         return bool(self.shuffle_buffer)
 
+    @property
+    def reproducible(self) -> bool:
+        """True when the user gave a shuffle seed (the epoch's row order is then fixed).
+
+        >>> make_config(8, False, 100, 7).reproducible, make_config(8, False, 100, None).reproducible
+        (True, False)
+        """
+        return self.seed is not None and self.seed_given
+
 
 def make_config(batch_size, drop_last, buffer, seed) -> LoaderConfig:
     """Validate loader arguments.
@@ -92,14 +101,6 @@ def make_config(batch_size, drop_last, buffer, seed) -> LoaderConfig:
         return LoaderConfig(batch_size, bool(drop_last), buffer, drawn, seed_given=False)
     return LoaderConfig(batch_size, bool(drop_last), buffer, seed)
 
-
-def reproducible(cfg: LoaderConfig) -> bool:
-    """True when the user gave a shuffle seed (the epoch's row order is then fixed).
-
-    >>> reproducible(make_config(8, False, 100, 7)), reproducible(make_config(8, False, 100, None))
-    (True, False)
-    """
-    return cfg.seed is not None and cfg.seed_given
 
 
 class ReadOrderSource:
@@ -182,7 +183,7 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
 
     plan = _wrap_reads(dataset._plan, wrap)
     options = ctx.execution_options
-    if reproducible(cfg) and not options.preserve_order:
+    if cfg.reproducible and not options.preserve_order:
         options = replace(options, preserve_order=True)
     executor = build_executor(plan, options, ctx.backend, lineage=listener)
     executor.stats.parent = dataset._produced_by

@@ -264,7 +264,7 @@ class LocalBackend(Backend):
         self.store.release(ref)
 
     def shutdown(self) -> None:
-        """Stop threads and workers and delete the shared store."""
+        """Stop workers (queued thread tasks see the cancel and skip) and delete the store."""
         self._cancelled.set()
         for worker in self._workers:
             if worker.alive and (worker.tasks or worker.stopping):

@@ -32,7 +32,7 @@ def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
     if any(op.is_actor for op in up.ops):
         return False
     if "process" in (up.worker, down.worker) and any(
-            getattr(op, "stays_in_driver", False) for op in up.ops + down.ops):
+            op.stays_in_driver for op in up.ops + down.ops):
         return False
     batch = down.ops[0].min_rows if down.ops else None
     if not batch:
