@@ -71,6 +71,18 @@ def print_table(headers, rows):
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
+def pss_and_shmem(pid):
+    """(PSS, PSS of shared-memory pages) of one process in bytes, from smaps_rollup."""
+    pss = shmem = None
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss_Shmem:"):
+                shmem = int(line.split()[1]) * 1024
+    return pss, shmem or 0
+
+
 def shm_used_bytes():
     try:
         return shutil.disk_usage(SHM_DIR).used
@@ -86,8 +98,12 @@ class MemPeaks:
     pss: int | None = None  # peak of sum(PSS)
     uss: int | None = None  # peak of sum(USS)
     nprocs_at_pss_peak: int = 0
+    pss_at_peak: list = field(default_factory=list)  # (PSS, USS, name) of each process at the PSS peak
     shm: int | None = None  # peak growth of /dev/shm usage over its value at start
     pss_plus_shm: int | None = None  # peak of sum(PSS) + /dev/shm growth (upper bound)
+    # peak of what the tree holds, each page once: sum(PSS - PSS of shared memory)
+    # + /dev/shm growth (blocks in /dev/shm count whether or not a process maps them)
+    held: int | None = None
     samples: int = 0
     full_samples: int = 0
     source: str = "psutil"
@@ -142,19 +158,23 @@ class TreeSampler(threading.Thread):
                 if self.scan_interval is not None:
                     next_scan = now + self.scan_interval
             do_full = self.full_interval is not None and now >= next_full
-            rss = pss = uss = 0
+            rss = pss = uss = private = 0
             n = 0
+            per_proc = []
             for p in procs:
                 try:
                     if do_full:
                         mi = p.memory_full_info()
                         pss += mi.pss
                         uss += mi.uss
+                        per_proc.append((mi.pss, mi.uss, _name(p)))
+                        p_pss, p_shmem = pss_and_shmem(p.pid)
+                        private += p_pss - p_shmem
                     else:
                         mi = p.memory_info()
                     rss += mi.rss
                     n += 1
-                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, OSError):
                     continue
             if n:
                 pk.samples += 1
@@ -169,9 +189,12 @@ class TreeSampler(threading.Thread):
                     pk.full_samples += 1
                     if pk.pss is None or pss > pk.pss:
                         pk.pss, pk.nprocs_at_pss_peak = pss, n
+                        pk.pss_at_peak = sorted(per_proc, reverse=True)
                     if pk.uss is None or uss > pk.uss:
                         pk.uss = uss
                     tot = pss + (shm_d or 0)
+                    if pk.held is None or private + (shm_d or 0) > pk.held:
+                        pk.held = private + (shm_d or 0)
                     if pk.pss_plus_shm is None or tot > pk.pss_plus_shm:
                         pk.pss_plus_shm = tot
             if do_full:

@@ -85,6 +85,7 @@ class PhysicalStage:
     limit: int | None = None
     num_partitions: int | None = None
     read_tasks: list | None = None
+    block_rows: int | None = None  # output blocks hold multiples of this many rows
 
     @property
     def is_source(self) -> bool:
@@ -113,18 +114,26 @@ class PhysicalStage:
         """Run the op chain over one task's input and split outputs to ``target_bytes``."""
         for op in self.ops:
             blocks = op.apply(blocks, ctx)
-        return split_blocks(blocks, target_bytes)
+        return split_blocks(blocks, target_bytes, self.block_rows)
 
 
-def split_blocks(blocks: Iterator[pa.Table], target_bytes: int) -> Iterator[pa.Table]:
+def split_blocks(blocks: Iterator[pa.Table], target_bytes: int,
+                 block_rows: int | None = None) -> Iterator[pa.Table]:
     """Coalesce tiny blocks and split large ones so outputs are near ``target_bytes``
     (the first block of a task is passed on at once, for a fast pipeline start).
+    With ``block_rows`` (the next stage's batch size), blocks are cut at multiples
+    of it, in one piece of memory each, so that stage's batches are read in place.
 
     >>> t = pa.table({"x": list(range(1000))})
     >>> [b.num_rows for b in split_blocks(iter([t]), target_bytes=2000)]
     [250, 250, 250, 250]
+    >>> [b.num_rows for b in split_blocks(iter([t]), target_bytes=2000, block_rows=300)]
+    [300, 300, 300, 100]
     >>> [b.num_rows for b in split_blocks(iter([t.slice(0, 3), t.slice(3, 4), t.slice(7, 2)]), 10**6)]
     [3, 6]
+    >>> ones = [t.slice(i, 1) for i in range(7)]
+    >>> [(b.num_rows, b.column(0).num_chunks) for b in split_blocks(iter(ones), 8, block_rows=2)]
+    [(1, 1), (2, 1), (2, 1), (2, 1)]
     """
     pending: list[pa.Table] = []
     pending_bytes = 0
@@ -134,32 +143,48 @@ def split_blocks(blocks: Iterator[pa.Table], target_bytes: int) -> Iterator[pa.T
             # The first block goes out at once: the next stage (or the consumer) can
             # start while this task works on the rest; later blocks are coalesced.
             first = False
-            yield from _slices(table, target_bytes) if table.nbytes > target_bytes else [table]
+            yield from _slices(table, target_bytes, block_rows) if table.nbytes > target_bytes else [table]
             continue
         if table.nbytes > target_bytes and table.num_rows > 1:
             if pending:
-                yield _concat(pending)
+                yield _concat(pending, block_rows)
                 pending, pending_bytes = [], 0
-            yield from _slices(table, target_bytes)
+            yield from _slices(table, target_bytes, block_rows)
             continue
         pending.append(table)
         pending_bytes += table.nbytes
         if pending_bytes >= target_bytes:
-            yield _concat(pending)
-            pending, pending_bytes = [], 0
+            ready, rest = _aligned_prefix(_concat(pending, block_rows), block_rows)
+            if ready is not None:
+                yield ready
+            pending = [rest] if rest is not None else []
+            pending_bytes = rest.nbytes if rest is not None else 0
     if pending:
-        yield _concat(pending)
+        yield _concat(pending, block_rows)
 
 
-def _slices(table: pa.Table, target_bytes: int) -> Iterator[pa.Table]:
+def _slices(table: pa.Table, target_bytes: int, block_rows: int | None) -> Iterator[pa.Table]:
     pieces = min(table.num_rows, math.ceil(table.nbytes / target_bytes))
     step = math.ceil(table.num_rows / pieces)
+    if block_rows:
+        step = math.ceil(step / block_rows) * block_rows
     for start in range(0, table.num_rows, step):
         yield table.slice(start, step)
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
+def _aligned_prefix(table: pa.Table, block_rows: int | None):
+    """(the rows up to the last multiple of ``block_rows``, the rest); None for empty."""
+    cut = table.num_rows if not block_rows else table.num_rows // block_rows * block_rows
+    head = table.slice(0, cut) if cut else None
+    rest = table.slice(cut) if cut < table.num_rows else None
+    return head, rest
+
+
+def _concat(tables: list[pa.Table], block_rows: int | None = None) -> pa.Table:
     non_empty = [t for t in tables if t.num_rows] or tables[:1]
     if len(non_empty) == 1:
         return non_empty[0]
-    return pa.concat_tables(non_empty, promote_options="permissive")
+    joined = pa.concat_tables(non_empty, promote_options="permissive")
+    if block_rows and any(t.num_rows % block_rows for t in non_empty[:-1]):
+        return joined.combine_chunks()  # a batch would span pieces: one copy here
+    return joined

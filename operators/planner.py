@@ -11,6 +11,7 @@ from streambatch.executor.stage import PhysicalStage
 from streambatch.operators import logical as L
 from streambatch.operators.block_ops import block_op
 from streambatch.operators.read_errors import read_ops
+from streambatch.operators.rules.align_blocks import align_blocks
 from streambatch.operators.rules.fuse_stages import fuse_stages
 
 WORKER_MODES = ("auto", "threads", "processes")
@@ -26,7 +27,7 @@ def plan_stages(plan: L.LogicalOp, options: ExecutionOptions) -> list[PhysicalSt
     """
     stages: list[PhysicalStage] = []
     _visit(plan, stages, options)
-    return fuse_stages(stages)
+    return align_blocks(fuse_stages(stages))
 
 
 def _visit(op: L.LogicalOp, stages: list[PhysicalStage], options: ExecutionOptions) -> int:

