@@ -167,9 +167,29 @@ def _slices(table: pa.Table, target_bytes: int, block_rows: int | None) -> Itera
     pieces = min(table.num_rows, math.ceil(table.nbytes / target_bytes))
     step = math.ceil(table.num_rows / pieces)
     if block_rows:
-        step = math.ceil(step / block_rows) * block_rows
+        step = aligned_step(step, block_rows, table.num_rows)
     for start in range(0, table.num_rows, step):
         yield table.slice(start, step)
+
+
+def aligned_step(step: int, block_rows: int, total_rows: int = 0) -> int:
+    """Rows per block near ``step`` that line up with batches of ``block_rows``: a
+    multiple of it, or below it a divisor (whole blocks fill a batch), preferring,
+    within a factor of two of ``step``, one that also divides ``total_rows`` (no
+    short last block).
+
+    >>> aligned_step(4, 10), aligned_step(1, 10), aligned_step(2, 10), aligned_step(25, 10)
+    (5, 1, 2, 30)
+    >>> aligned_step(3, 10, total_rows=5), aligned_step(3, 10, total_rows=10)
+    (5, 2)
+    """
+    if step >= block_rows:
+        return math.ceil(step / block_rows) * block_rows
+    small = [d for d in range(1, math.isqrt(block_rows) + 1) if block_rows % d == 0]
+    divisors = small + [block_rows // d for d in small]
+    near = [d for d in divisors if step / 2 <= d <= 2 * step] or divisors
+    return min(near, key=lambda d: (bool(total_rows) and total_rows % d != 0,
+                                    abs(d - step), -d))
 
 
 def _aligned_prefix(table: pa.Table, block_rows: int | None):

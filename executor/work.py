@@ -37,21 +37,42 @@ def read_estimate(st: StageState, index: int, default_bytes: int) -> int:
     return int(estimate) if estimate else default_bytes
 
 
-def peek_bundle(st: StageState) -> list[Partition]:
+def peek_bundle(st: StageState, whole_batches_within: int = 4) -> list[Partition]:
     """The input partitions the next task takes: one, or enough rows for a fixed batch
-    size (a short bundle only once no more input will come)."""
+    size (a short bundle only once no more input will come). Among the queued
+    prefixes of up to ``whole_batches_within`` batches, the first that ends on a
+    whole number of batches is taken (blocks of 4 rows for batches of 10: 4+4+2,
+    or 5 blocks, not 4+4+4, which ends the task with a short batch of 2).
+
+    >>> from streambatch.executor.stage import PhysicalStage
+    >>> from types import SimpleNamespace
+    >>> from collections import deque
+    >>> def ready(*rows, want=10):
+    ...     op = SimpleNamespace(min_rows=want)
+    ...     st = StageState(1, PhysicalStage("M", upstream=(0,), ops=[op]), None)
+    ...     st.inputs[0] = deque(SimpleNamespace(rows=r) for r in rows)
+    ...     return [p.rows for p in peek_bundle(st)]
+    >>> ready(4, 4, 4, 4, 4), ready(4, 4, 2, 4), ready(4, 4, 4, 3), ready(4, 4)
+    ([4, 4, 4, 4, 4], [4, 4, 2], [4, 4, 4], [])
+    """
     queue = st.inputs[st.stage.upstream[0]]
     if not queue:
         return []
     want = st.stage.min_rows_per_task
     if not want:
         return [queue[0]]
-    bundle, rows = [], 0
+    bundle, rows, first_full = [], 0, 0
     for part in queue:
         bundle.append(part)
         rows += part.rows
         if rows >= want:
-            return bundle
+            if rows % want == 0:
+                return bundle
+            first_full = first_full or len(bundle)
+            if rows >= whole_batches_within * want:
+                break
+    if first_full:
+        return bundle[:first_full]
     return bundle if st.all_upstream_finished else []
 
 

@@ -279,6 +279,17 @@ class HeterogeneousConformance:
         assert sorted(r["id"] for r in ds.take_all()) == list(range(48))
         assert ds.stats().peak_buffered_bytes <= budget + 2 * MiB, str(ds.stats())
 
+    def test_a_model_gets_whole_batches_when_blocks_are_smaller_than_a_batch(self):
+        """Read partitions of 10 rows of 1 MiB cut to ~4 MiB blocks feed batches of
+        10: blocks of 4, 4 and 2 rows made batches of 4+4+4 rows, each task ending
+        on a short batch of 2; blocks that line up (5 + 5) make every batch whole."""
+        self.init(num_cpus=2, target_partition_bytes=4 * MiB)
+        ds = (sb.range(80, override_num_blocks=8).map_batches(megabyte_rows, batch_size=None)
+              .map_batches(BatchSizes, batch_size=10, concurrency=1))
+        rows = ds.take_all()
+        assert sorted(r["id"] for r in rows) == list(range(80))
+        assert {r["batch_rows"] for r in rows} == {10}
+
     def test_autoscaling_adds_actors_for_a_backlog_and_releases_them(self, tmp_path):
         from streambatch.executor.trace import load_trace
 
@@ -318,6 +329,11 @@ class HeterogeneousConformance:
                            batch_format="numpy"))
         expected = sorted((i, i * i + 7) for i in range(500) if i % 3 != 0)
         assert sorted((r["id"], r["out"]) for r in ds.take_all()) == expected
+
+
+class BatchSizes:
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.table({"id": batch["id"], "batch_rows": [batch.num_rows] * batch.num_rows})
 
 
 class SlowSink:
