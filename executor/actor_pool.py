@@ -20,6 +20,7 @@ class ActorInfo:
     alloc: Allocation
     in_flight: int = 0
     idle_since: float = field(default_factory=time.monotonic)
+    tasks_done: int = 0  # none yet: it may still be starting (importing, loading a model)
 
 
 def wanted_actors(backlog_tasks: int, depth: int, low: int, high: int) -> int:
@@ -120,5 +121,6 @@ class ActorPool:
         actor = self.actors.get(actor_id)
         if actor is not None:
             actor.in_flight -= 1
+            actor.tasks_done += 1
             if actor.in_flight == 0:
                 actor.idle_since = time.monotonic()

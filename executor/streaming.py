@@ -452,11 +452,15 @@ class StreamingExecutor:
 
     def _borrow(self, req) -> Allocation | None:
         """Lend the CPUs of idle actors to a CPU task (liveness: a pool whose actors
-        hold every CPU must not starve the stage that feeds it)."""
+        hold every CPU must not starve the stage that feeds it). An actor that has
+        not finished a task may still be starting (importing torch, building its
+        model): its CPU is lent only when nothing runs at all, so the bottleneck's
+        start-up does not share a core with tasks that feed it faster than it can
+        start (W1: the model's first batch came 2.6 s after the job began)."""
         if req.num_gpus or req.custom:
             return None
         idle = sum(a.alloc.cpus for p in self.pools.values() for a in p.actors.values()
-                   if a.in_flight == 0)
+                   if a.in_flight == 0 and a.tasks_done)
         lent = sum(t.alloc.cpus for t in self._tasks.values()
                    if t.alloc is not None and t.alloc.borrowed)
         if lent + req.num_cpus > idle + 1e-9 and self._tasks:
