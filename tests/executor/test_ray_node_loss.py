@@ -64,6 +64,10 @@ def cluster():
     sb.init()
 
 
+@pytest.mark.hangs_sometimes(
+    "about 1 run in 6 (session 4: 4 of 20), idle machine or loaded: a preprocess task stays "
+    "'running' after the model's node is removed, while the driver's Ray core worker logs "
+    "'Attempting to recover 1 lost objects'; the job then fails with StageStuckError")
 def test_job_survives_removing_a_worker_node(cluster):
     cluster, workers = cluster
     # Ray itself retries nothing (ray_max_retries=0): the executor recomputes. A hang
