@@ -3,7 +3,7 @@
 - ``median`` / ``fmt_*``: small statistics and formatting helpers.
 - ``TreeSampler``: polls a process *and all its descendants* with psutil and keeps the
   peak of the **sum** over the tree of RSS (every ~10 ms) and, optionally, of PSS and
-  USS (``memory_full_info``, i.e. /proc/PID/smaps_rollup, a little more expensive so
+  USS (/proc/PID/smaps_rollup, read once per process, a little more expensive so
   it is polled less often). It also samples how much of /dev/shm is in use, because
   a shared-memory file that no process currently maps takes RAM but shows up in no
   process's RSS/PSS/USS.
@@ -71,16 +71,20 @@ def print_table(headers, rows):
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
-def pss_and_shmem(pid):
-    """(PSS, PSS of shared-memory pages) of one process in bytes, from smaps_rollup."""
-    pss = shmem = None
+_ROLLUP_FIELDS = {"Rss:": "rss", "Pss:": "pss", "Pss_Shmem:": "shmem",
+                  "Private_Clean:": "uss", "Private_Dirty:": "uss", "Private_Hugetlb:": "uss"}
+
+
+def smaps_rollup(pid):
+    """RSS, PSS, USS and PSS of shared-memory pages of one process in bytes, from one
+    read of /proc/PID/smaps_rollup (what psutil's memory_full_info reads too)."""
+    out = {"rss": 0, "pss": 0, "shmem": 0, "uss": 0}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
-                pss = int(line.split()[1]) * 1024
-            elif line.startswith("Pss_Shmem:"):
-                shmem = int(line.split()[1]) * 1024
-    return pss, shmem or 0
+            key = _ROLLUP_FIELDS.get(line.split(":", 1)[0] + ":")
+            if key:
+                out[key] += int(line.split()[1]) * 1024
+    return out
 
 
 def shm_used_bytes():
@@ -164,15 +168,12 @@ class TreeSampler(threading.Thread):
             for p in procs:
                 try:
                     if do_full:
-                        mi = p.memory_full_info()
-                        pss += mi.pss
-                        uss += mi.uss
-                        per_proc.append((mi.pss, mi.uss, _name(p)))
-                        p_pss, p_shmem = pss_and_shmem(p.pid)
-                        private += p_pss - p_shmem
+                        mi = smaps_rollup(p.pid)
+                        pss, uss, rss = pss + mi["pss"], uss + mi["uss"], rss + mi["rss"]
+                        private += mi["pss"] - mi["shmem"]
+                        per_proc.append((mi["pss"], mi["uss"], p))
                     else:
-                        mi = p.memory_info()
-                    rss += mi.rss
+                        rss += p.memory_info().rss
                     n += 1
                 except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, OSError):
                     continue
@@ -189,7 +190,8 @@ class TreeSampler(threading.Thread):
                     pk.full_samples += 1
                     if pk.pss is None or pss > pk.pss:
                         pk.pss, pk.nprocs_at_pss_peak = pss, n
-                        pk.pss_at_peak = sorted(per_proc, reverse=True)
+                        pk.pss_at_peak = sorted(((ps, us, _name(q)) for ps, us, q in per_proc),
+                                                reverse=True)
                     if pk.uss is None or uss > pk.uss:
                         pk.uss = uss
                     tot = pss + (shm_d or 0)

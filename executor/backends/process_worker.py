@@ -23,7 +23,7 @@ from streambatch.executor.backends.base import (
 from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.heap import (
     keep_heap_for_actor,
-    release_batch_copies,
+    release_arrow_pool,
     return_freed_memory,
     return_heap_for_task_worker,
 )
@@ -69,7 +69,7 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
         if actor is None:
             return_freed_memory(state, made)
         else:
-            release_batch_copies()
+            release_arrow_pool()
 
 
 def _setup_actor(conn, stage, actor_id: int, state: dict) -> bool:
