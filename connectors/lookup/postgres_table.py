@@ -1,7 +1,11 @@
 """PostgresTable: a PostgreSQL table with a trigger-fed changelog as its change feed.
 
-A row trigger appends ``(seq bigserial, key, deleted, row jsonb)`` to
-``sb_changes_<table>``; a poll reads the changes after the cache's cursor and
+A row trigger appends ``(seq bigserial, key, deleted, row jsonb)`` to a
+changelog in the table's schema, ``sb_changes_<table>_<hash>`` (trigger and
+function ``sb_log_<table>_<hash>``): the hash is of the schema-qualified table
+name and the name stays within PostgreSQL's 63 bytes, so no two tables share a
+changelog. Every name is checked and quoted, and the trigger names its
+changelog with its schema, so writers with any ``search_path`` feed it. A poll reads the changes after the cache's cursor and
 the head in one statement (one snapshot). Sequence numbers are taken at
 insert, not at commit, so a poll can see a later number before an earlier
 one commits: the cache treats that as a hole and trusts the feed only once it
@@ -17,20 +21,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streambatch.connectors.lookup.identifiers import (
+    PG_MAX_NAME_BYTES,
+    check_identifier,
+    derived_name,
+    quote_ident,
+)
 from streambatch.connectors.lookup.redis_table import require_module
 from streambatch.connectors.lookup.tables import Change, FeedPoll, Fetched, LookupTable, TableClient
 
 _JSON_SAFE = {"smallint", "integer", "bigint", "double precision", "real", "text",
               "character varying", "character", "boolean"}
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+_ARROW = {"smallint": "int64", "integer": "int64", "bigint": "int64", "double precision": "float64",
+          "real": "float64", "text": "string", "character varying": "string", "boolean": "bool_"}
+_q = quote_ident
 
 
 @dataclass
 class PostgresTable(LookupTable):
-    """A table on a PostgreSQL server (``dsn`` as libpq takes it), looked up by ``key``.
+    """A table on a PostgreSQL server (``dsn`` as libpq takes it), looked up by
+    ``key``. ``schema`` names the table's schema; None finds ``table`` the way an
+    unqualified name in a query would (the connection's ``search_path``).
 
     >>> PostgresTable("dbname=x", "t", key="id").feed
     True
@@ -41,6 +52,7 @@ class PostgresTable(LookupTable):
     key: str = "key"
     columns: tuple[str, ...] | None = None
     feed: bool = True
+    schema: str | None = None
 
     def connect(self) -> PostgresClient:
         """Connect (in the worker) and install the changelog if asked."""
@@ -48,7 +60,32 @@ class PostgresTable(LookupTable):
 
     def describe(self) -> str:
         """Short name for plans and messages."""
-        return f"PostgresTable({self.dsn!r}, table={self.table}, key={self.key})"
+        table = self.table if self.schema is None else f"{self.schema}.{self.table}"
+        return f"PostgresTable({self.dsn!r}, table={table}, key={self.key})"
+
+
+def dollar_tag(body: str) -> str:
+    """A dollar-quote tag that does not occur in ``body`` (which holds quoted user
+    names, and a name may hold ``$$``), so the body cannot end early.
+
+    >>> dollar_tag("SELECT 1"), dollar_tag('SELECT "a$sb$b"')
+    ('$sb$', '$sb1$')
+    """
+    tag, n = "$sb$", 0
+    while tag in body:
+        n += 1
+        tag = f"$sb{n}$"
+    return tag
+
+
+def _check_names(spec: PostgresTable) -> None:
+    """Refuse, by name, any name of ``spec`` that cannot address its object when quoted."""
+    where = spec.describe()
+    named = [("table", spec.table), ("key", spec.key)] + [("column", c) for c in spec.columns or ()]
+    if spec.schema is not None:
+        named.append(("schema", spec.schema))
+    for what, name in named:
+        check_identifier(name, what, where, PG_MAX_NAME_BYTES)
 
 
 class PostgresClient(TableClient):
@@ -56,44 +93,66 @@ class PostgresClient(TableClient):
 
     def __init__(self, spec: PostgresTable) -> None:
         psycopg = require_module("psycopg", "'streambatch[postgres]'  (or: pip install 'psycopg[binary]')")
-        import pyarrow as pa
-
+        _check_names(spec)
         self.spec = spec
         self.conn = psycopg.connect(spec.dsn, autocommit=True)
-        declared = dict(self.conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = %s AND table_schema = ANY(current_schemas(false)) "
-            "ORDER BY ordinal_position", (spec.table,)).fetchall())
-        if not declared:
-            raise ValueError(f"{spec.describe()}: no table {spec.table!r} on the server; create it first")
+        self.namespace, relid = self._resolve()
+        declared, full_types = self._declared(relid)
+        self.schema = self._arrow_schema(declared)
+        self.changes = derived_name("sb_changes_", self.namespace, spec.table)
+        self.function = derived_name("sb_log_", self.namespace, spec.table)  # and its trigger
+        self.has_feed = spec.feed
+        self.feed_carries_rows = all(declared[c] in _JSON_SAFE for c in self.columns)
+        self._table = f"{_q(self.namespace)}.{_q(spec.table)}"
+        self._changelog = f"{_q(self.namespace)}.{_q(self.changes)}"
+        self._select = (f"SELECT {_q(spec.key)}, {', '.join(map(_q, self.columns))} FROM "
+                        f"{self._table} WHERE {_q(spec.key)} = ANY(%s)")
+        if spec.feed:
+            self._install_feed(full_types[spec.key])
+
+    def _resolve(self) -> tuple[str, int]:
+        """The table's schema and oid: in ``spec.schema``, or as the search_path finds it."""
+        spec = self.spec
+        if spec.schema is None:
+            where, args = "c.oid = to_regclass(%s)", (_q(spec.table),)
+        else:
+            where, args = "n.nspname = %s AND c.relname = %s", (spec.schema, spec.table)
+        found = self.conn.execute("SELECT n.nspname, c.oid FROM pg_class c JOIN pg_namespace n "
+                                  f"ON n.oid = c.relnamespace WHERE {where}", args).fetchone()
+        if found is None:
+            place = (f"in schema {spec.schema!r}" if spec.schema is not None
+                     else "on the connection's search_path")
+            raise ValueError(f"{spec.describe()}: no table {spec.table!r} {place} on the server; "
+                             "create it first (or pass schema=...)")
+        return found[0], found[1]
+
+    def _declared(self, relid: int) -> tuple[dict, dict]:
+        """Column -> base type name, and column -> full SQL type; sets ``columns``."""
+        spec = self.spec
+        found = self.conn.execute(
+            "SELECT attname, format_type(atttypid, NULL), format_type(atttypid, atttypmod) "
+            "FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+            "ORDER BY attnum", (relid,)).fetchall()
+        declared = {name: base for name, base, _ in found}
         if spec.key not in declared:
             raise ValueError(f"{spec.describe()}: no key column {spec.key!r}; the table has {list(declared)}")
         self.columns = list(spec.columns or [c for c in declared if c != spec.key])
         missing = [c for c in self.columns if c not in declared]
         if missing:
             raise ValueError(f"{spec.describe()}: no column(s) {missing}; the table has {list(declared)}")
-        arrow = {"smallint": pa.int64(), "integer": pa.int64(), "bigint": pa.int64(),
-                 "double precision": pa.float64(), "real": pa.float64(), "text": pa.string(),
-                 "character varying": pa.string(), "boolean": pa.bool_()}
-        self.schema = pa.schema([(c, arrow.get(declared[c], pa.null())) for c in self.columns]) \
-            if all(declared[c] in arrow for c in self.columns) else None
-        self.changes = f"sb_changes_{spec.table}"
-        self.has_feed = spec.feed
-        self.feed_carries_rows = all(declared[c] in _JSON_SAFE for c in self.columns)
-        self._select = (f"SELECT {_q(spec.key)}, {', '.join(map(_q, self.columns))} FROM "
-                        f"{_q(spec.table)} WHERE {_q(spec.key)} = ANY(%s)")
-        if spec.feed:
-            self._install_feed(declared[spec.key])
+        return declared, {name: full for name, _, full in found}
+
+    def _arrow_schema(self, declared: dict):
+        """The Arrow schema of the value columns, or None when a column type has no mapping."""
+        import pyarrow as pa
+        if not all(declared[c] in _ARROW for c in self.columns):
+            return None
+        return pa.schema([(c, getattr(pa, _ARROW[declared[c]])()) for c in self.columns])
 
     def _install_feed(self, key_type: str) -> None:
-        t, k, ch = _q(self.spec.table), _q(self.spec.key), _q(self.changes)
-        fn = _q(f"sb_log_{self.spec.table}")
-        with self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.changes,))
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ch} (seq bigserial PRIMARY KEY, "
-                              f"key {key_type}, deleted boolean NOT NULL, row jsonb)")
-            self.conn.execute(f"""
-                CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+        """Create (or replace) the changelog, the trigger function and the trigger."""
+        k, ch, fn = _q(self.spec.key), self._changelog, f"{_q(self.namespace)}.{_q(self.function)}"
+        body = f"""
                 BEGIN
                   IF TG_OP = 'DELETE' THEN
                     INSERT INTO {ch}(key, deleted, row) VALUES (OLD.{k}, true, NULL);
@@ -104,9 +163,16 @@ class PostgresClient(TableClient):
                   END IF;
                   INSERT INTO {ch}(key, deleted, row) VALUES (NEW.{k}, false, to_jsonb(NEW));
                   RETURN NEW;
-                END $$""")
-            self.conn.execute(f"CREATE OR REPLACE TRIGGER {fn} AFTER INSERT OR UPDATE OR DELETE "
-                              f"ON {t} FOR EACH ROW EXECUTE FUNCTION {fn}()")
+                END """
+        tag = dollar_tag(body)
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._changelog,))
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ch} (seq bigserial PRIMARY KEY, "
+                              f"key {key_type}, deleted boolean NOT NULL, row jsonb)")
+            self.conn.execute(f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
+                              f"AS {tag}{body}{tag}")
+            self.conn.execute(f"CREATE OR REPLACE TRIGGER {_q(self.function)} AFTER INSERT OR UPDATE "
+                              f"OR DELETE ON {self._table} FOR EACH ROW EXECUTE FUNCTION {fn}()")
 
     def fetch(self, keys: list) -> Fetched:
         """Rows for ``keys`` in one query."""
@@ -115,11 +181,11 @@ class PostgresClient(TableClient):
 
     def head(self) -> int:
         """The newest sequence number in the changelog."""
-        return self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {_q(self.changes)}").fetchone()[0]
+        return self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {self._changelog}").fetchone()[0]
 
     def poll(self, after: int) -> FeedPoll:
         """Changes after ``after`` and the head, in one statement."""
-        ch = _q(self.changes)
+        ch = self._changelog
         found = self.conn.execute(
             f"WITH h AS (SELECT coalesce(max(seq), 0) AS m FROM {ch}) "
             f"SELECT h.m, c.seq, c.key, c.deleted, c.row FROM h LEFT JOIN {ch} c ON c.seq > %s "

@@ -1,7 +1,9 @@
 """SQLiteTable: the embedded lookup table, with a trigger-based change feed.
 
 Triggers on the table append ``(seq, key, deleted, row as JSON)`` to a changes
-table ``_sb_changes_<table>``; the feed is polled only when ``PRAGMA
+table ``_sb_changes_<table>_<hash>`` (the hash is of the full table name, so
+every table has its own; see ``identifiers``); every table and column name is
+checked and quoted, never pasted into SQL; the feed is polled only when ``PRAGMA
 data_version`` says another connection committed. A fetch reads the rows and
 the feed head in one read transaction, so the cache knows exactly which
 changes a fetched value already reflects.
@@ -26,6 +28,12 @@ import sqlite3
 from dataclasses import dataclass
 
 import pyarrow as pa
+from streambatch.connectors.lookup.identifiers import (
+    check_identifier,
+    derived_name,
+    quote_ident,
+    quote_literal,
+)
 from streambatch.connectors.lookup.tables import Change, FeedPoll, Fetched, LookupTable, TableClient
 
 MAX_PARAMS = 30_000  # below SQLite's default limit of 32766 bound parameters per statement
@@ -33,9 +41,8 @@ _TYPES = {"INT": pa.int64(), "REAL": pa.float64(), "FLOA": pa.float64(), "DOUB":
           "CHAR": pa.string(), "CLOB": pa.string(), "TEXT": pa.string(), "BLOB": pa.binary(),
           "BOOL": pa.bool_()}
 
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+_q = quote_ident
+_MAX_NAME = 200  # SQLite has no limit; keep the derived names readable
 
 
 def arrow_type(declared: str) -> pa.DataType | None:
@@ -46,6 +53,15 @@ def arrow_type(declared: str) -> pa.DataType | None:
     """
     upper = (declared or "").upper()
     return next((t for name, t in _TYPES.items() if name in upper), None)
+
+
+def _check_names(spec: SQLiteTable) -> None:
+    """Refuse, by name, a table, key or value column that cannot be quoted safely."""
+    where = spec.describe()
+    check_identifier(spec.table, "table", where)
+    check_identifier(spec.key, "key", where)
+    for column in spec.columns or ():
+        check_identifier(column, "column", where)
 
 
 @dataclass
@@ -82,6 +98,7 @@ class SQLiteClient(TableClient):
 
     def __init__(self, spec: SQLiteTable) -> None:
         self.spec = spec
+        _check_names(spec)
         self.conn = sqlite3.connect(spec.path, isolation_level=None, check_same_thread=False,
                                     timeout=spec.timeout, uri=spec.path.startswith("file:"))
         info = self.conn.execute(f"PRAGMA table_info({_q(spec.table)})").fetchall()
@@ -98,7 +115,10 @@ class SQLiteClient(TableClient):
             raise ValueError(f"{spec.describe()}: no column(s) {missing}; the table has "
                              f"{list(declared)}")
         self.schema = pa.schema([(c, arrow_type(declared[c]) or pa.null()) for c in self.columns])
-        self.changes = f"_sb_changes_{spec.table}"
+        table = self._stored_name()
+        self.changes = derived_name("_sb_changes_", "main", table, _MAX_NAME)
+        self.triggers = tuple(derived_name(f"_sb_{op}_", "main", table, _MAX_NAME)
+                              for op in ("ins", "upd", "del"))
         self.has_feed = spec.feed
         self.feed_carries_rows = not any("BLOB" in (t or "").upper() for t in declared.values())
         self._select = (f"SELECT {_q(spec.key)}, {', '.join(map(_q, self.columns))} "
@@ -109,20 +129,29 @@ class SQLiteClient(TableClient):
             self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
             self._head = self._max_seq()
 
+    def _stored_name(self) -> str:
+        """The table's name as the schema stores it (SQLite matches names without case,
+        so ``Users`` and ``users`` are one table and must get one feed)."""
+        found = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                                  "name = ? COLLATE NOCASE", (self.spec.table,)).fetchone()
+        return found[0] if found else self.spec.table
+
     def _install_feed(self, all_columns: list[str]) -> None:
+        for column in all_columns:
+            check_identifier(column, "column", self.spec.describe())
         t, k, ch = _q(self.spec.table), _q(self.spec.key), _q(self.changes)
-        row = ("json_object(" + ", ".join(f"'{c}', NEW.{_q(c)}" for c in all_columns) + ")"
+        row = ("json_object(" + ", ".join(f"{quote_literal(c)}, NEW.{_q(c)}" for c in all_columns) + ")"
                if self.feed_carries_rows else "NULL")
-        name = self.spec.table
+        ins, upd, dele = map(_q, self.triggers)
         statements = [
             f"CREATE TABLE IF NOT EXISTS {ch} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "key, deleted INTEGER NOT NULL, row TEXT)",
-            f"CREATE TRIGGER IF NOT EXISTS {_q('_sb_ins_' + name)} AFTER INSERT ON {t} BEGIN "
+            f"CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {t} BEGIN "
             f"INSERT INTO {ch}(key, deleted, row) VALUES (NEW.{k}, 0, {row}); END",
-            f"CREATE TRIGGER IF NOT EXISTS {_q('_sb_upd_' + name)} AFTER UPDATE ON {t} BEGIN "
+            f"CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {t} BEGIN "
             f"INSERT INTO {ch}(key, deleted, row) SELECT OLD.{k}, 1, NULL WHERE OLD.{k} IS NOT NEW.{k}; "
             f"INSERT INTO {ch}(key, deleted, row) VALUES (NEW.{k}, 0, {row}); END",
-            f"CREATE TRIGGER IF NOT EXISTS {_q('_sb_del_' + name)} AFTER DELETE ON {t} BEGIN "
+            f"CREATE TRIGGER IF NOT EXISTS {dele} AFTER DELETE ON {t} BEGIN "
             f"INSERT INTO {ch}(key, deleted, row) VALUES (OLD.{k}, 1, NULL); END",
         ]
         self.conn.execute("BEGIN IMMEDIATE")

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from streambatch.connectors.lookup import FreshCache, PostgresTable, RedisTable
+from streambatch.connectors.lookup.identifiers import derived_name
 
 import streambatch as sb
 
@@ -31,7 +32,8 @@ def redis_rows(redis_url):
 def pg_rows(postgres_dsn):
     import psycopg
     conn = psycopg.connect(postgres_dsn, autocommit=True)
-    conn.execute("DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS sb_changes_users")
+    changes = derived_name("sb_changes_", "public", "users")
+    conn.execute(f'DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS "{changes}"')
     conn.execute("CREATE TABLE users (id bigint PRIMARY KEY, version bigint, name text)")
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO users VALUES (%s, 0, %s)", [(k, f"n{k}") for k in KEYS])

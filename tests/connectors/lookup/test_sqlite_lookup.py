@@ -129,7 +129,8 @@ def test_served_values_stay_within_the_bound_under_a_writer_process(db):
     writer.join()
     history = History()  # from the feed's own log: every version with its stamped time
     conn = sqlite3.connect(db)
-    for key, row in conn.execute("SELECT key, row FROM _sb_changes_users WHERE deleted = 0"):
+    changes = cache.client.changes.replace('"', '""')
+    for key, row in conn.execute(f'SELECT key, row FROM "{changes}" WHERE deleted = 0'):
         import json
         values = json.loads(row)
         history.add(key, values["version"], values["score"])
@@ -149,9 +150,10 @@ def test_polls_do_not_query_when_nothing_was_committed(db):
     for _ in range(5):
         cache.get_many([1])
     assert cache.stats()["feed_polls"] == 5
-    assert not [s for s in STATEMENTS if '_sb_changes_users" WHERE seq' in s]
+    polls = f'{cache.client.changes}" WHERE seq'
+    assert not [s for s in STATEMENTS if polls in s]
     conn = sqlite3.connect(db)
     conn.execute("UPDATE users SET name = 'x' WHERE id = 1")
     conn.commit()
     assert cache.get_many([1])[1]["name"] == "x"
-    assert len([s for s in STATEMENTS if '_sb_changes_users" WHERE seq' in s]) == 1
+    assert len([s for s in STATEMENTS if polls in s]) == 1
