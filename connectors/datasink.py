@@ -1,5 +1,11 @@
 """The datasink contract: ``start`` -> ``write`` (once per partition, in workers) ->
-``finalize`` (or ``abort`` on failure, which removes this job's files)."""
+``finalize`` (or ``abort`` on failure, which removes this job's files).
+
+The driver side records, in the output's manifest (connectors/manifest.py), each
+committed file with the read pieces it holds, each settled piece and each dead
+letter, as the job runs; so a job resumed after a crash, with any layout,
+rewrites exactly what was not committed, and a sink deletes only what it owns.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,21 @@ from itertools import chain
 
 import pyarrow as pa
 from fsspec.core import url_to_fs
-from streambatch.connectors.manifest import MANIFEST, ManifestWriter, load, resumable_reads
+from streambatch.connectors.datasource import PieceSet
+from streambatch.connectors.manifest import (
+    MANIFEST,
+    SUCCESS,
+    ManifestWriter,
+    load,
+    resumable,
+    write_atomic,
+)
+from streambatch.connectors.output_dir import OutputDir
 from streambatch.connectors.paths import arrow_filesystem, usable_fs
+from streambatch.executor.errors import ResumeMismatchError
 
 MODES = ("error", "overwrite", "append")
+ERRORS_DIR = "_errors"
 
 
 class Datasink:
@@ -20,7 +37,8 @@ class Datasink:
 
     Subclasses implement :meth:`write_file`. Files are first written under a
     hidden temporary name and renamed when complete, so a reader never sees a
-    half-written file; ``finalize`` writes the ``_SUCCESS`` manifest last.
+    half-written file; ``finalize`` writes ``_SUCCESS`` last, listing every file of
+    the output (relative paths) with its rows.
     """
 
     name = "Datasink"
@@ -35,66 +53,139 @@ class Datasink:
         self.job = uuid.uuid4().hex[:8]
         self.arrow_fs = arrow_filesystem(self.fs)
 
-    def start(self, resume: bool = False, fingerprint: str = "") -> set:
-        """Check the output directory (per ``mode``), create it and the manifest.
+    def __getstate__(self) -> dict:
+        """What a worker needs (not the driver's manifest state or the executor's callback)."""
+        state = dict(self.__dict__)
+        for name in ("_identify", "committed", "dead"):
+            state.pop(name, None)
+        return state
 
-        With ``resume=True`` an interrupted job's committed files are kept and the
-        reads they settled are returned, for the executor to skip.
+    # ---- driver side: start ----------------------------------------------------------
+    def start(self, resume: bool = False, fingerprint: str = "") -> dict[int, PieceSet]:
+        """Check the output directory (per ``mode``), claim it and write the manifest.
+
+        Returns, per source ordinal, the read pieces whose rows the output already
+        holds (``resume=True``); the planner leaves them out of the reads.
         """
         self.fingerprint = fingerprint
+        self.out = OutputDir(self.fs, self.path)
         self.manifest = ManifestWriter(self.fs, self.path)
-        existing = self._data_files() if self.fs.exists(self.path) else []
+        self._identify = None
+        self.committed: list[dict] = []   # this write's files (kept ones first)
+        self.dead: list[dict] = []        # this write's dead-letter entries
+        entries = load(self.fs, self.path)
         if resume:
-            return self._resume(existing)
-        if existing and self.mode == "error":
+            return self._resume(entries)
+        header = {"plan": fingerprint, "jobs": [self.job]}
+        if self.mode == "error":
+            self._refuse_data()
+            carried = []
+        elif self.mode == "overwrite":
+            self._clear_own(entries)
+            carried = []
+        else:
+            carried = self._earlier(entries)
+        self._claim([header] + carried)
+        return {}
+
+    def _refuse_data(self) -> None:
+        existing = self.out.data_files()
+        if existing:
             raise FileExistsError(
                 f"write_{self.name.lower()}: {self.path!r} already holds {len(existing)} data "
                 f"file(s), e.g. {existing[0]!r}; pass mode='overwrite' to replace them, "
                 "mode='append' to add to them, or resume=True to finish an interrupted job")
-        if self.mode == "overwrite":
-            for path in existing + [f"{self.path}/_SUCCESS", f"{self.path}/{MANIFEST}"]:
-                if self.fs.exists(path):
-                    self.fs.rm(path)
-        self.fs.makedirs(self.path, exist_ok=True)
-        self.kept: list[dict] = []
-        self.manifest.rewrite([{"plan": fingerprint}])
-        return set()
 
-    def _resume(self, existing: list[str]) -> set:
-        entries = load(self.fs, self.path)
-        if existing and not entries:
-            raise FileExistsError(f"resume: {self.path!r} holds data files but no {MANIFEST}; "
-                                  "it was not written by an interrupted streambatch job")
-        plan = next((e["plan"] for e in entries if "plan" in e), self.fingerprint)
-        if plan != self.fingerprint:
-            raise ValueError(f"resume: the job that wrote {self.path!r} ran a different plan; "
-                             "resume needs the same pipeline (or write elsewhere)")
-        skip, self.kept = resumable_reads(entries)
-        kept_names = {f["file"] for f in self.kept}
-        for path in self.fs.ls(self.path, detail=False) if self.fs.exists(self.path) else []:
-            name = path.rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith(("part-", ".part-")) and name not in kept_names:
-                self.fs.rm(path)  # uncommitted, or holding rows of reads that run again
+    def _clear_own(self, entries: list[dict]) -> None:
+        """mode="overwrite": remove the earlier output this sink recorded; refuse when the
+        directory holds data files it did not write."""
+        own = {e.get("file") or e.get("earlier") for e in entries} - {None}
+        foreign = [f for f in self.out.data_files() if f not in own]
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise FileExistsError(
+                f"write_{self.name.lower()}(mode='overwrite'): {self.path!r} holds files that no "
+                f"streambatch write recorded: {', '.join(map(repr, foreign[:3]))}{more}; "
+                "overwrite replaces only an earlier streambatch output. Move or delete those "
+                "files, or write to another path")
+        jobs = [j for e in entries for j in e.get("jobs", ())]
+        errors = [e["errors"] for e in entries if "errors" in e]
+        self.out.remove(sorted(own) + errors + self.out.job_files(jobs) + [SUCCESS])
+
+    def _earlier(self, entries: list[dict]) -> list[dict]:
+        """mode="append": the files of earlier writes stay part of the output."""
+        kept = [{"earlier": e.get("file") or e["earlier"], "rows": e["rows"],
+                 "bytes": e.get("bytes")} for e in entries if "file" in e or "earlier" in e]
+        kept = [e for e in kept if self.fs.exists(self.out.full(e["earlier"]))]
+        self.committed = [{"file": e["earlier"], "rows": e["rows"], "bytes": e["bytes"]}
+                          for e in kept]
+        return kept + [e for e in entries if "errors" in e]
+
+    def _resume(self, entries: list[dict]) -> dict[int, PieceSet]:
+        header = next((e for e in entries if "plan" in e), None)
+        if header is None:
+            if self.out.data_files():
+                raise FileExistsError(f"resume: {self.path!r} holds data files but no {MANIFEST}; "
+                                      "it was not written by an interrupted streambatch job")
+            header = {"plan": self.fingerprint, "jobs": []}
+        if header["plan"] != self.fingerprint:
+            raise ResumeMismatchError(repr(self.path), "the job that wrote it ran a different "
+                                      "plan")
+        jobs = list(header.get("jobs", ()))
+        kept = resumable(entries)
+        keep = {e["file"] for e in kept.files}
+        drop = [e["file"] for e in entries if "file" in e and e["file"] not in keep]
+        drop += [e["errors"] for e in entries if "errors" in e and e.get("job") in jobs]
+        drop += [f for f in self.out.job_files(jobs) if f not in keep]
+        self.out.remove(drop + [SUCCESS])
+        earlier = [e for e in entries if "earlier" in e
+                   or ("errors" in e and e.get("job") not in jobs)]
+        settled = [{"settled": sorted(list(p) for p in kept.skip), "job": "resumed"}]
+        self.committed = [{"file": e["earlier"], "rows": e["rows"], "bytes": e.get("bytes")}
+                          for e in earlier if "earlier" in e] + kept.files
+        self.dead = list(kept.dead)
+        self._claim([{"plan": self.fingerprint, "jobs": jobs + [self.job]}] + earlier
+                    + kept.files + kept.dead + settled)
+        return kept.done()
+
+    def _claim(self, entries: list[dict]) -> None:
+        self.jobs = list(entries[0]["jobs"])
         self.fs.makedirs(self.path, exist_ok=True)
-        self.manifest.rewrite([{"plan": self.fingerprint}] + self.kept
-                              + [{"settled": list(o)} for o in sorted(skip)])
-        return skip
+        if self.fs.exists(self.out.full(SUCCESS)):
+            self.fs.rm(self.out.full(SUCCESS))  # the output is changing: not complete now
+        self.manifest.rewrite(entries)
+
+    # ---- driver side: while the job runs (the executor's lineage listener) -------------
+    def attach(self, identify) -> None:
+        """How the executor names an origin by the pieces it read."""
+        self._identify = identify
+
+    def _pieces(self, origins) -> list[list]:
+        return sorted({tuple(p) for o in origins for p in self._identify(o)},
+                      key=lambda p: (p[0], p[1], p[2], -1 if p[3] is None else p[3]))
 
     def on_final_output(self, part, origins) -> None:
-        """Record the files a finished write task committed (driver side)."""
+        """Record the files a finished write task committed, with the pieces they hold."""
+        pieces = [list(p) for p in self._pieces(origins)]
         for row in part.get().to_pylist():
-            name = row["path"].rstrip("/").rsplit("/", 1)[-1]
-            self.manifest.append({"file": name, "rows": row["rows"], "job": self.job,
-                                  "origins": sorted(list(o) for o in origins)})
+            entry = {"file": self.out.rel(row["path"]), "rows": row["rows"],
+                     "bytes": row["bytes"], "origins": pieces, "job": self.job}
+            self.manifest.append(entry)
+            self.committed.append(entry)
+
+    def on_dead_letters(self, rows: list[dict], origins) -> None:
+        """Record dead letters with the pieces they came from (they survive a resume)."""
+        entry = {"dead": rows, "origins": [list(p) for p in self._pieces(origins)],
+                 "job": self.job}
+        self.manifest.append(entry)
+        self.dead.append(entry)
 
     def on_settled(self, origin) -> None:
-        """Record that everything read ``origin`` fed has been written."""
-        self.manifest.append({"settled": list(origin)})
+        """Record that everything the read ``origin`` fed has been written."""
+        self.manifest.append({"settled": [list(p) for p in self._pieces([origin])],
+                              "job": self.job})
 
-    def _data_files(self) -> list[str]:
-        return sorted(p for p in self.fs.ls(self.path, detail=False)
-                      if not p.rstrip("/").rsplit("/", 1)[-1].startswith((".", "_")))
-
+    # ---- worker side -------------------------------------------------------------------
     def write(self, blocks, ctx) -> pa.Table:
         """Write one partition's blocks to one file; return a one-row result table.
 
@@ -105,13 +196,16 @@ class Datasink:
         blocks = iter(blocks)
         first = next((b for b in blocks if b.num_rows), None)
         if first is None:
-            return pa.table({"path": pa.array([], pa.string()), "rows": pa.array([], pa.int64()),
-                             "bytes": pa.array([], pa.int64())})
-        name = f"part-{self.job}-{getattr(ctx, 'key', '') or ctx.task_index}{self.suffix}"
+            return written([])
+        name = f"{self.file_prefix(ctx)}{self.suffix}"
         final, temp = f"{self.path}/{name}", f"{self.path}/.{name}.tmp"
         rows, size = self.write_file(chain([first], (b for b in blocks if b.num_rows)), temp)
         self.fs.mv(temp, final)
-        return pa.table({"path": [final], "rows": [rows], "bytes": [size]})
+        return written([(final, rows, size)])
+
+    def file_prefix(self, ctx) -> str:
+        """``part-<job>-<lineage key>``: unique to this run and this task (not the attempt)."""
+        return f"part-{self.job}-{getattr(ctx, 'key', '') or ctx.task_index}"
 
     def use_in_this_process(self) -> None:
         """Replace a filesystem created before this worker was forked (s3fs refuses it)."""
@@ -123,40 +217,56 @@ class Datasink:
         """Write ``tables`` to ``path``; return (rows, bytes)."""
         raise NotImplementedError
 
-    def write_dead_letters(self, table: pa.Table) -> str:
-        """Write the rows the job skipped to ``<output>/_errors/`` (driver side)."""
-        import pyarrow.parquet as pq
-
-        self.fs.makedirs(f"{self.path}/_errors", exist_ok=True)
-        path = f"{self.path}/_errors/dead-letters-{self.job}.parquet"
-        pq.write_table(table, path, filesystem=self.arrow_fs)
-        return path
+    # ---- driver side: the end ------------------------------------------------------------
+    def dead_letter_rows(self) -> list[dict]:
+        """Every dead letter of this write (kept from interrupted runs, and this run's)."""
+        return [row for entry in self.dead for row in entry["dead"]]
 
     def finalize(self, results: list[pa.Table]) -> list[dict]:
-        """Write ``_SUCCESS`` (every file of the output with its rows); return them."""
-        kept = [{"path": f"{self.path}/{f['file']}", "rows": f["rows"], "bytes": None}
-                for f in getattr(self, "kept", [])]
-        files = kept + [row for table in results for row in table.to_pylist()]
-        write_manifest(self.fs, self.path, files)
-        return files
+        """Write the dead letters and ``_SUCCESS`` (every file of the output, relative
+        paths); return the files with their full paths."""
+        errors = self._write_dead_letters()
+        self.out.remove(f for f in self.out.job_files(self.jobs)
+                        if f.rsplit("/", 1)[-1].startswith(".") and f.endswith(".written"))
+        files = [{"path": e["file"], "rows": e["rows"], "bytes": e.get("bytes")}
+                 for e in self.committed]
+        summary = {"files": files, "rows": sum(f["rows"] for f in files),
+                   "dead_letters": errors}
+        write_atomic(self.fs, self.out.full(SUCCESS), json.dumps(summary, indent=1))
+        return [{**f, "path": self.out.full(f["path"])} for f in files]
+
+    def _write_dead_letters(self) -> str | None:
+        rows = self.dead_letter_rows()
+        if not rows:
+            return None
+        import pyarrow.parquet as pq
+
+        rel = f"{ERRORS_DIR}/dead-letters-{self.job}.parquet"
+        self.fs.makedirs(self.out.full(ERRORS_DIR), exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), self.out.full(rel), filesystem=self.arrow_fs)
+        self.manifest.append({"errors": rel, "job": self.job})
+        return rel
 
     def abort(self) -> None:
-        """Remove every file this job wrote (complete or temporary) and its manifest lines."""
+        """Remove every file this run wrote (complete or temporary) and its manifest lines;
+        what earlier runs of an interrupted write committed stays, for a resume."""
         if not self.fs.exists(self.path):
             return
-        entries = [e for e in load(self.fs, self.path) if e.get("job") != self.job
-                   and "settled" not in e]
-        if any("file" in e for e in entries):
+        entries = [e for e in load(self.fs, self.path) if e.get("job") != self.job]
+        mine = [e["file"] for e in self.committed if e.get("job") == self.job]
+        self.out.remove(mine + self.out.job_files([self.job]))
+        if any("file" in e or "earlier" in e for e in entries):
             self.manifest.rewrite(entries)
-        elif self.fs.exists(f"{self.path}/{MANIFEST}"):
-            self.fs.rm(f"{self.path}/{MANIFEST}")
-        for path in self.fs.ls(self.path, detail=False):
-            name = path.rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith((f"part-{self.job}-", f".part-{self.job}-")):
-                self.fs.rm(path)
+        elif self.fs.exists(self.out.full(MANIFEST)):
+            self.fs.rm(self.out.full(MANIFEST))
 
 
-def write_manifest(fs, directory: str, files: list[dict]) -> None:
-    """Write ``_SUCCESS`` listing every committed file with its rows."""
-    with fs.open(f"{directory}/_SUCCESS", "w") as handle:
-        json.dump({"files": files, "rows": sum(f["rows"] for f in files)}, handle, indent=1)
+def written(files: list[tuple[str, int, int]]) -> pa.Table:
+    """The result table of a write task: one row (path, rows, bytes) per committed file.
+
+    >>> written([("/o/a.csv", 2, 16)]).to_pylist()
+    [{'path': '/o/a.csv', 'rows': 2, 'bytes': 16}]
+    """
+    return pa.table({"path": pa.array([f[0] for f in files], pa.string()),
+                     "rows": pa.array([f[1] for f in files], pa.int64()),
+                     "bytes": pa.array([f[2] for f in files], pa.int64())})

@@ -1,11 +1,142 @@
-"""The datasource contract: a source splits itself into read tasks with estimates."""
+"""The datasource contract: a source splits itself into read tasks with estimates.
+
+Each read task names what it reads as :class:`Piece` s (a file and a span of its
+row groups, a span of a range's rows...). The names depend only on the data, never
+on how many tasks the source was split into, so a resumed write can leave out,
+through ``Pushdowns.done``, exactly what an earlier run of another layout committed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What (part of) a read task reads: ``item`` (a file path, ``"range"``, ``"table 2"``)
+    and the half-open span ``[start, stop)`` of its units (rows, or row groups for
+    parquet); ``stop=None`` runs to the item's end.
+
+    >>> Piece("range", 0, 10).to_json(3)
+    [3, 'range', 0, 10]
+    >>> Piece.from_json([3, "a.csv", 0, None])
+    (3, Piece(item='a.csv', start=0, stop=None))
+    """
+
+    item: str
+    start: int = 0
+    stop: int | None = None
+
+    def to_json(self, source: int) -> list:
+        """``[source ordinal, item, start, stop]`` as recorded in a sink's manifest."""
+        return [source, self.item, self.start, self.stop]
+
+    @staticmethod
+    def from_json(entry: list) -> tuple[int, Piece]:
+        """The (source ordinal, piece) of a manifest entry."""
+        source, item, start, stop = entry
+        return int(source), Piece(str(item), int(start), None if stop is None else int(stop))
+
+
+_END = float("inf")
+
+
+@dataclass
+class PieceSet:
+    """Pieces already done (written by an earlier run), asked what of a piece is left.
+
+    >>> done = PieceSet([Piece("range", 0, 4000)])
+    >>> done.remaining(Piece("range", 2666, 5333))
+    [Piece(item='range', start=4000, stop=5333)]
+    >>> done.covers(Piece("range", 100, 200)), done.covers(Piece("range", 3999, 4001))
+    (True, False)
+    >>> PieceSet([Piece("a.parquet", 1, 2)]).remaining(Piece("a.parquet"))
+    [Piece(item='a.parquet', start=0, stop=1), Piece(item='a.parquet', start=2, stop=None)]
+    """
+
+    pieces: list[Piece] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._spans: dict[str, list[tuple[float, float]]] = {}
+        for piece in self.pieces:
+            self._spans.setdefault(piece.item, []).append(
+                (piece.start, _END if piece.stop is None else piece.stop))
+        for item, spans in self._spans.items():
+            self._spans[item] = _merged(spans)
+
+    def __bool__(self) -> bool:
+        return bool(self.pieces)
+
+    @property
+    def items(self) -> set[str]:
+        """The items some piece of which is done."""
+        return set(self._spans)
+
+    def remaining(self, piece: Piece) -> list[Piece]:
+        """The spans of ``piece`` not done, in order (empty when all of it is)."""
+        start, stop = piece.start, _END if piece.stop is None else piece.stop
+        out = []
+        for lo, hi in self._spans.get(piece.item, []):
+            if hi <= start or lo >= stop:
+                continue
+            if lo > start:
+                out.append(Piece(piece.item, start, int(lo)))
+            start = max(start, hi)
+        if start < stop:
+            out.append(Piece(piece.item, int(start), None if stop == _END else int(stop)))
+        return out
+
+    def covers(self, piece: Piece) -> bool:
+        """True when every unit of ``piece`` is done."""
+        return not self.remaining(piece)
+
+    def overlaps(self, piece: Piece) -> bool:
+        """True when some unit of ``piece`` is done."""
+        return self.remaining(piece) != [piece]
+
+
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def split_spans(pieces: list[Piece], parts: int) -> list[list[Piece]]:
+    """Row spans (finite pieces) cut into about ``parts`` groups of equal rows, in order;
+    a group may hold the ends of several spans.
+
+    >>> [[(p.start, p.stop) for p in g] for g in split_spans([Piece("r", 0, 10)], 3)]
+    [[(0, 4)], [(4, 7)], [(7, 10)]]
+    >>> [[(p.start, p.stop) for p in g] for g in split_spans([Piece("r", 0, 3), Piece("r", 5, 8)], 2)]
+    [[(0, 3)], [(5, 8)]]
+    >>> split_spans([], 4)
+    []
+    """
+    total = sum(p.stop - p.start for p in pieces)
+    if not total:
+        return []
+    parts = max(1, min(parts, total))
+    base, extra = divmod(total, parts)
+    sizes = [base + (1 if i < extra else 0) for i in range(parts)]
+    groups: list[list[Piece]] = [[] for _ in sizes]
+    index, left = 0, sizes[0]
+    for piece in pieces:
+        start = piece.start
+        while start < piece.stop:
+            if left == 0:
+                index += 1
+                left = sizes[index]
+            take = min(left, piece.stop - start)
+            groups[index].append(Piece(piece.item, start, start + take))
+            start, left = start + take, left - take
+    return groups
 
 
 @dataclass(frozen=True)
@@ -19,6 +150,7 @@ class Pushdowns:
     columns: tuple[str, ...] | None = None
     filter: object = None
     limit: int | None = None
+    done: PieceSet | None = None  # resuming a write: leave out what these pieces cover
 
 
 @dataclass
@@ -26,7 +158,10 @@ class ReadTask:
     """One unit of reading: a function yielding tables, with row and byte estimates.
 
     ``estimated_bytes`` is the in-memory (decoded) size, which the executor's
-    memory budget uses before anything has been read.
+    memory budget uses before anything has been read. ``pieces`` name what it
+    reads (see :class:`Piece`); a source that names them must leave out what
+    ``Pushdowns.done`` covers. A task without pieces is named by its position,
+    so a write over such a source resumes only with the same layout.
 
     >>> task = ReadTask(lambda: iter([pa.table({"x": [1, 2]})]), 2, 16, "rows 0-1")
     >>> [t.num_rows for t in task()]
@@ -37,6 +172,7 @@ class ReadTask:
     estimated_rows: int | None = None
     estimated_bytes: int | None = None
     description: str = ""
+    pieces: tuple[Piece, ...] | None = None
 
     def __call__(self) -> Iterator[pa.Table]:
         return self.read_fn()

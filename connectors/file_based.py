@@ -13,6 +13,7 @@ from functools import partial
 import pyarrow as pa
 from streambatch.connectors.datasource import (
     Datasource,
+    Piece,
     Pushdowns,
     ReadTask,
     SkippedInput,
@@ -132,7 +133,7 @@ class FileSource(Datasource):
         _, files, parts = self.listing()
         rows = [{k: col[i].as_py() for k, col in parts.items()} for i in range(len(files))]
         keep = self._prune(parts, len(files), pushdowns.filter)
-        items = [(files[i], rows[i]) for i in keep]
+        items = [(files[i], rows[i]) for i in keep if not _done(files[i], pushdowns)]
         sizes = [self.estimate(entry)[1] for entry, _ in items]
         return [self._task(group, pushdowns) for group in group_files(items, sizes, parallelism)]
 
@@ -151,7 +152,8 @@ class FileSource(Datasource):
         size = sum(b for _, b in ests)
         first = group[0][0].path
         desc = first if len(group) == 1 else f"{len(group)} files from {first}"
-        return ReadTask(partial(self._read_group, group, pushdowns), rows, size, desc)
+        return ReadTask(partial(self._read_group, group, pushdowns), rows, size, desc,
+                        tuple(Piece(entry.path) for entry, _ in group))
 
     def _read_group(self, group: list, pushdowns: Pushdowns) -> Iterator[pa.Table]:
         return limit_tables(self._tables(group, pushdowns), pushdowns.limit)
@@ -185,6 +187,11 @@ class FileSource(Datasource):
     def read_file(self, fs, entry: FileEntry, pushdowns: Pushdowns) -> Iterator[pa.Table]:
         """Yield the tables of one file (pushdowns are applied afterwards)."""
         raise NotImplementedError
+
+
+def _done(entry: FileEntry, pushdowns: Pushdowns) -> bool:
+    """True when a resumed write has this whole file's rows already."""
+    return bool(pushdowns.done) and pushdowns.done.covers(Piece(entry.path))
 
 
 def skipped(path: str, error: BaseException) -> SkippedInput:

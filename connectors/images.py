@@ -1,5 +1,5 @@
-"""Images: a source decoding files with Pillow into a tensor column ``image``, and a
-sink writing one image file per row.
+"""Images: a source decoding files with Pillow into a tensor column ``image`` (the
+sink, one image file per row, is in image_sink.py).
 
 Decoded images are about 20x their (compressed) file size, so read tasks
 estimate their in-memory size from the image headers (or from ``size=``),
@@ -23,9 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
-from streambatch.connectors.datasink import Datasink
 from streambatch.connectors.file_based import FileReadError, FileSource
-from streambatch.connectors.tensors import is_tensor_type, tensor_array, tensor_to_numpy
+from streambatch.connectors.tensors import tensor_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "CMYK": 4, "YCbCr": 3, "LA": 2, "I": 1, "F": 1}
@@ -120,99 +119,3 @@ class ImageSource(FileSource):
         except Exception as exc:
             raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
         yield pa.table({"image": tensor_array([array], variable=self.variable)})
-
-
-class ImageSink(Datasink):
-    """One image file per row from tensor column ``column``; files are named from
-    ``filename_column`` when given, else ``part-<job>-<task>-<row>.<format>``.
-
-    >>> import tempfile
-    >>> sink = ImageSink(tempfile.mkdtemp() + "/out", column="image"); _ = sink.start()
-    >>> class Ctx: task_index = 0
-    >>> t = pa.table({"image": tensor_array(np.zeros((2, 4, 4, 3), np.uint8))})
-    >>> len(sink.write([t], Ctx())["path"])
-    2
-    """
-
-    name = "Images"
-
-    def __init__(self, path: str, *, column: str, file_format: str = "png",
-                 filename_column: str | None = None, **kwargs) -> None:
-        require_pillow()
-        super().__init__(path, **kwargs)
-        self.column, self.file_format = column, file_format.lower().lstrip(".")
-        self.filename_column = filename_column
-
-    def write(self, blocks, ctx) -> pa.Table:
-        """Write each row's image to its own file (temporary name, then rename)."""
-        image_mod = require_pillow()
-        self.use_in_this_process()
-        prefix = f"part-{self.job}-{getattr(ctx, 'key', '') or ctx.task_index}"
-        record = f"{self.path}/.{prefix}.written"
-        paths, sizes, row = [], [], 0
-        for table in blocks:
-            if self.column not in table.column_names:
-                raise KeyError(f"write_images: no column {self.column!r}; the columns are "
-                               f"{table.column_names}")
-            images = column_images(table.column(self.column))
-            names = (table.column(self.filename_column).to_pylist() if self.filename_column
-                     else [f"{prefix}-{row + i:06d}" for i in range(table.num_rows)])
-            for array, name in zip(images, names, strict=True):
-                name = str(name).rsplit("/", 1)[-1]
-                if "." not in name:
-                    name = f"{name}.{self.file_format}"
-                final, temp = f"{self.path}/{name}", f"{self.path}/.{prefix}-{row:06d}.tmp"
-                buffer = io.BytesIO()
-                image_mod.fromarray(array).save(buffer, format=_pil_format(name, self.file_format))
-                with self.fs.open(temp, "wb") as handle:
-                    handle.write(buffer.getvalue())
-                paths.append(final)
-                with self.fs.open(record, "w") as handle:  # abort() removes what this lists
-                    handle.write("\n".join(paths))
-                self.fs.mv(temp, final)
-                sizes.append(int(array.nbytes))
-                row += 1
-        return pa.table({"path": pa.array(paths, pa.string()),
-                         "rows": pa.array([1] * len(paths), pa.int64()),
-                         "bytes": pa.array(sizes, pa.int64())})
-
-    def finalize(self, results):
-        """Drop the per-task records, then write ``_SUCCESS``."""
-        self._remove_records(remove_listed=False)
-        return super().finalize(results)
-
-    def abort(self) -> None:
-        """Remove every image this job wrote, then its temporary files."""
-        self._remove_records(remove_listed=True)
-        super().abort()
-
-    def _remove_records(self, remove_listed: bool) -> None:
-        if not self.fs.exists(self.path):
-            return
-        for path in self.fs.ls(self.path, detail=False):
-            name = path.rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith(f".part-{self.job}-") and name.endswith(".written"):
-                if remove_listed:
-                    with self.fs.open(path, "r") as handle:
-                        for listed in handle.read().splitlines():
-                            if listed and self.fs.exists(listed):
-                                self.fs.rm(listed)
-                self.fs.rm(path)
-
-
-def _pil_format(name: str, default: str) -> str:
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else default
-    return {"jpg": "JPEG", "tif": "TIFF"}.get(ext, ext.upper())
-
-
-def column_images(column: pa.ChunkedArray) -> list[np.ndarray]:
-    """Per-row uint8 arrays from a tensor column (or a column of nested lists).
-
-    >>> [a.shape for a in column_images(pa.chunked_array([tensor_array(np.zeros((2, 3, 3)))]))]
-    [(3, 3), (3, 3)]
-    """
-    if is_tensor_type(column.type):
-        arrays = tensor_to_numpy(column)
-    else:
-        arrays = [np.asarray(v) for v in column.to_pylist()]
-    return [np.asarray(a).astype(np.uint8, copy=False) for a in arrays]

@@ -8,27 +8,40 @@ import numpy as np
 import pyarrow as pa
 from streambatch.connectors.datasource import (
     Datasource,
+    Piece,
     Pushdowns,
     ReadTask,
     apply_pushdowns,
     limit_tables,
+    split_spans,
 )
 
 
-def split_rows(num_rows: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` contiguous (start, length) ranges covering ``num_rows`` rows.
+def row_groups_of(item: str, num_rows: int, parts: int, pushdowns: Pushdowns) -> list[list[Piece]]:
+    """The rows of ``item`` not yet done (``pushdowns.done``), cut into about ``parts``
+    groups of spans. An empty item is one empty group (its task carries the schema).
 
-    >>> split_rows(10, 3)
-    [(0, 4), (4, 3), (7, 3)]
+    >>> [[(p.start, p.stop) for p in g] for g in row_groups_of("range", 10, 2, Pushdowns())]
+    [[(0, 5)], [(5, 10)]]
+    >>> from streambatch.connectors.datasource import PieceSet
+    >>> done = PieceSet([Piece("range", 0, 4)])
+    >>> [[(p.start, p.stop) for p in g] for g in row_groups_of("range", 10, 3, Pushdowns(done=done))]
+    [[(4, 6)], [(6, 8)], [(8, 10)]]
     """
-    parts = max(1, min(parts, num_rows)) if num_rows else 1
-    base, extra = divmod(num_rows, parts)
-    out, start = [], 0
-    for i in range(parts):
-        size = base + (1 if i < extra else 0)
-        out.append((start, size))
-        start += size
-    return out
+    whole = Piece(item, 0, num_rows)
+    if not num_rows:
+        return [] if pushdowns.done and pushdowns.done.covers(whole) else [[whole]]
+    left = pushdowns.done.remaining(whole) if pushdowns.done else [whole]
+    return split_spans(left, parts)
+
+
+def describe_spans(what: str, pieces: list[Piece]) -> str:
+    """``"ids 0-3, 8-9"``: the rows a task reads, for messages.
+
+    >>> describe_spans("ids", [Piece("range", 0, 4), Piece("range", 8, 10)])
+    'ids 0-3, 8-9'
+    """
+    return f"{what} " + ", ".join(f"{p.start}-{p.stop - 1}" for p in pieces)
 
 
 class ArrowSource(Datasource):
@@ -58,16 +71,21 @@ class ArrowSource(Datasource):
         tasks = []
         for index, table in enumerate(self.tables):
             parts = max(1, round(parallelism * table.num_rows / total)) if self.split else 1
-            for start, length in split_rows(table.num_rows, parts):
-                piece = table.slice(start, length)
-                tasks.append(ReadTask(_reader(piece, pushdowns), length, piece.nbytes,
-                                      f"table {index} rows {start}-{start + length - 1}"))
+            groups = row_groups_of(f"table {index}", table.num_rows, parts, pushdowns)
+            if not self.split and len(groups) > 1:
+                groups = [[p for g in groups for p in g]]
+            for group in groups:
+                slices = [table.slice(p.start, p.stop - p.start) for p in group]
+                rows = sum(t.num_rows for t in slices)
+                tasks.append(ReadTask(_reader(slices, pushdowns), rows,
+                                      sum(t.nbytes for t in slices),
+                                      describe_spans(f"table {index} rows", group), tuple(group)))
         return tasks
 
 
-def _reader(table: pa.Table, pushdowns: Pushdowns):
+def _reader(tables: list[pa.Table], pushdowns: Pushdowns):
     def read():
-        return limit_tables(iter([apply_pushdowns(table, pushdowns)]), pushdowns.limit)
+        return limit_tables((apply_pushdowns(t, pushdowns) for t in tables), pushdowns.limit)
 
     return read
 
@@ -89,10 +107,10 @@ class ItemsSource(Datasource):
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
         """About ``parallelism`` contiguous runs of items."""
         tasks = []
-        for start, length in split_rows(len(self.items), parallelism):
-            chunk = self.items[start:start + length]
-            tasks.append(ReadTask(_items_reader(chunk, pushdowns), length, 64 * length,
-                                  f"items {start}-{start + length - 1}"))
+        for group in row_groups_of("items", len(self.items), parallelism, pushdowns):
+            chunk = [item for p in group for item in self.items[p.start:p.stop]]
+            tasks.append(ReadTask(_items_reader(chunk, pushdowns), len(chunk), 64 * len(chunk),
+                                  describe_spans("items", group), tuple(group)))
         return tasks
 
 
@@ -124,16 +142,19 @@ class RangeSource(Datasource):
 
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
         """Contiguous ranges, about ``parallelism`` of them."""
-        return [ReadTask(_range_reader(start, length, pushdowns), length, 8 * length,
-                         f"ids {start}-{start + length - 1}")
-                for start, length in split_rows(self.n, parallelism)]
+        tasks = []
+        for group in row_groups_of("range", self.n, parallelism, pushdowns):
+            rows = sum(p.stop - p.start for p in group)
+            tasks.append(ReadTask(_range_reader([(p.start, p.stop) for p in group], pushdowns),
+                                  rows, 8 * rows, describe_spans("ids", group), tuple(group)))
+        return tasks
 
 
-def _range_reader(start: int, length: int, pushdowns: Pushdowns):
+def _range_reader(spans: list[tuple[int, int]], pushdowns: Pushdowns):
     def read():
         step = 1 << 20
-        chunks = (pa.table({"id": np.arange(s, min(s + step, start + length), dtype=np.int64)})
-                  for s in range(start, start + length, step))
+        chunks = (pa.table({"id": np.arange(s, min(s + step, stop), dtype=np.int64)})
+                  for start, stop in spans for s in range(start, max(stop, start + 1), step))
         return limit_tables((apply_pushdowns(t, pushdowns) for t in chunks), pushdowns.limit)
 
     return read

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from streambatch.connectors.datasource import Pushdowns, ReadTask, limit_tables
+from streambatch.connectors.datasource import Piece, Pushdowns, ReadTask, limit_tables
 from streambatch.connectors.file_based import (
     ONE_PER_TASK,
     FileReadError,
@@ -166,6 +166,11 @@ class ParquetSource(FileSource):
         pieces, sizes = [], []
         for i in keep:
             entry, meta = files[i], footers.get(files[i].path)
+            done = pushdowns.done.remaining(Piece(entry.path)) if pushdowns.done else None
+            if done == []:
+                continue  # a resumed write has every row group of this file already
+            if done and done != [Piece(entry.path)] and meta is None:
+                meta = self._footer_now(i)  # some row groups are done: which are left?
             values = {k: parts[k][i].as_py() for k in names}
             if meta is None:  # footer read by the task
                 if ratio is None:
@@ -177,8 +182,13 @@ class ParquetSource(FileSource):
             groups = self._surviving_row_groups(entry.path, pushdowns.filter)
             if groups == []:
                 continue  # statistics rule out every row group: the file is never read again
-            pruned = groups is not None and len(groups) < meta.num_row_groups
-            groups = groups if groups is not None else range(meta.num_row_groups)
+            groups = list(groups if groups is not None else range(meta.num_row_groups))
+            if done is not None:
+                groups = [rg for rg in groups
+                          if not pushdowns.done.covers(Piece(entry.path, rg, rg + 1))]
+                if not groups:
+                    continue
+            pruned = len(groups) < meta.num_row_groups
             estimates = _row_group_sizes(meta, groups, pushdowns.columns)
             if meta.num_row_groups > 1 and (split_all or entry.size > SPLIT_BYTES):
                 for rg, (rows, size) in zip(groups, estimates, strict=True):
@@ -224,7 +234,24 @@ class ParquetSource(FileSource):
         desc = first[0].path + (f" row group {first[2][0]}" if first[2] else "")
         if len(group) > 1:
             desc = f"{len(group)} pieces from {desc}"
-        return ReadTask(_ParquetRead(self, [p[:3] for p in group], pushdowns), rows, size, desc)
+        pieces = tuple(piece for p in group for piece in _pieces_of(p[0].path, p[2]))
+        return ReadTask(_ParquetRead(self, [p[:3] for p in group], pushdowns), rows, size, desc,
+                        pieces)
+
+    def _footer_now(self, index: int) -> pq.FileMetaData:
+        """Read one file's footer while planning (a resumed write needs its row groups)."""
+        fs, files, parts = self.listing()
+        entry = files[index]
+        expr = _partition_expr({k: col[index].as_py() for k, col in parts.items()}, parts)
+        try:
+            fragment = pads.ParquetFileFormat().make_fragment(
+                entry.path, filesystem=arrow_filesystem(fs), partition_expression=expr)
+            fragment.ensure_complete_metadata()
+        except Exception as exc:
+            raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
+        self._fragments[entry.path] = fragment
+        self._footers[entry.path] = fragment.metadata
+        return fragment.metadata
 
     def piece_fragment(self, arrow_fs, entry, values: dict, row_groups, pushdowns: Pushdowns):
         """The fragment of one file (or some of its row groups) to scan, its schema checked
@@ -366,6 +393,23 @@ class _ParquetRead:
             raise
         except (OSError, pa.ArrowException) as exc:
             self.source.find_bad_piece(arrow_fs, self.pieces, self.pushdowns, exc)
+
+
+def _pieces_of(path: str, row_groups) -> list[Piece]:
+    """The file's row groups as pieces: runs of consecutive groups (all: one piece).
+
+    >>> [(p.start, p.stop) for p in _pieces_of("a", [0, 1, 3])], _pieces_of("a", None)
+    ([(0, 2), (3, 4)], [Piece(item='a', start=0, stop=None)])
+    """
+    if row_groups is None:
+        return [Piece(path)]
+    out: list[Piece] = []
+    for rg in row_groups:
+        if out and out[-1].stop == rg:
+            out[-1] = Piece(path, out[-1].start, rg + 1)
+        else:
+            out.append(Piece(path, rg, rg + 1))
+    return out
 
 
 def _partition_expr(values: dict, parts: dict):

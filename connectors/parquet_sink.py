@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from streambatch.connectors.datasink import Datasink
+from streambatch.connectors.datasink import Datasink, written
 from streambatch.connectors.paths import HIVE_NULL
 
 
@@ -56,7 +56,7 @@ class ParquetSink(Datasink):
         if not self.partition_cols and not self.target_file_bytes:
             return super().write(blocks, ctx)
         self.use_in_this_process()
-        prefix = f"part-{self.job}-{getattr(ctx, 'key', '') or ctx.task_index}"
+        prefix = self.file_prefix(ctx)
         writers: dict[tuple, _RollingWriter] = {}
         for table in (b for b in blocks if b.num_rows):
             missing = [c for c in self.partition_cols if c not in table.column_names]
@@ -69,20 +69,7 @@ class ParquetSink(Datasink):
                                                         zip(self.partition_cols, key, strict=True)])
                     writers[key] = _RollingWriter(self, directory, prefix)
                 writers[key].write(part.drop_columns(self.partition_cols))
-        done = [row for w in writers.values() for row in w.close()]
-        return pa.table({"path": pa.array([d[0] for d in done], pa.string()),
-                         "rows": pa.array([d[1] for d in done], pa.int64()),
-                         "bytes": pa.array([d[2] for d in done], pa.int64())})
-
-    def abort(self) -> None:
-        """Also remove this job's files inside partition directories."""
-        super().abort()
-        if not self.partition_cols or not self.fs.exists(self.path):
-            return
-        for path in self.fs.find(self.path):
-            name = path.rsplit("/", 1)[-1]
-            if name.startswith((f"part-{self.job}-", f".part-{self.job}-")):
-                self.fs.rm(path)
+        return written([row for w in writers.values() for row in w.close()])
 
 
 def _hive_value(value) -> str:

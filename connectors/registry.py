@@ -34,7 +34,7 @@ _SINKS: dict[str, tuple[str, str | None]] = {
     "csv": ("streambatch.connectors.csv:CSVSink", None),
     "json": ("streambatch.connectors.json:JSONSink", None),
     "numpy": ("streambatch.connectors.numpy_sink:NumpySink", None),
-    "images": ("streambatch.connectors.images:ImageSink", "images"),
+    "images": ("streambatch.connectors.image_sink:ImageSink", "images"),
 }
 # URL protocols whose fsspec implementation lives in another package.
 PROTOCOL_EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),

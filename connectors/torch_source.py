@@ -22,7 +22,7 @@ from streambatch.connectors.datasource import (
     apply_pushdowns,
     limit_tables,
 )
-from streambatch.connectors.memory import split_rows
+from streambatch.connectors.memory import describe_spans, row_groups_of
 from streambatch.connectors.tensors import tensor_array
 
 ROWS_PER_BLOCK = 1024
@@ -93,21 +93,23 @@ class SequenceSource(Datasource):
         """About ``parallelism`` index ranges (rows known, bytes guessed from the first item)."""
         n = len(self.dataset)
         per_row = _row_bytes(self.dataset[0]) if n else 0
-        return [ReadTask(_seq_reader(self.dataset, start, length, pushdowns), length,
-                         length * per_row, f"items {start}-{start + length - 1}")
-                for start, length in split_rows(n, parallelism) if length]
+        groups = row_groups_of("sequence", n, parallelism, pushdowns) if n else []
+        return [ReadTask(_seq_reader(self.dataset, [(p.start, p.stop) for p in group], pushdowns),
+                         rows, rows * per_row, describe_spans("items", group), tuple(group))
+                for group in groups for rows in [sum(p.stop - p.start for p in group)]]
 
 
 def _row_bytes(item) -> int:
     return max(8, rows_to_table([item_to_row(item)]).nbytes)
 
 
-def _seq_reader(dataset, start: int, length: int, pushdowns: Pushdowns):
+def _seq_reader(dataset, spans: list[tuple[int, int]], pushdowns: Pushdowns):
     def read():
         def tables():
-            for s in range(start, start + length, ROWS_PER_BLOCK):
-                rows = [item_to_row(dataset[i]) for i in range(s, min(s + ROWS_PER_BLOCK, start + length))]
-                yield apply_pushdowns(rows_to_table(rows), pushdowns)
+            for start, stop in spans:
+                for s in range(start, stop, ROWS_PER_BLOCK):
+                    rows = [item_to_row(dataset[i]) for i in range(s, min(s + ROWS_PER_BLOCK, stop))]
+                    yield apply_pushdowns(rows_to_table(rows), pushdowns)
 
         return limit_tables(tables(), pushdowns.limit)
 

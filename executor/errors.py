@@ -166,3 +166,44 @@ class BlockLostError(StreamBatchError):
             f"{why}. Raise ExecutionOptions.max_task_retries, or keep nodes in the cluster "
             "until the job ends")
         self.stage = stage
+
+
+class ResumeMismatchError(StreamBatchError, ValueError):
+    """A resumed write cannot continue the earlier run exactly (its plan or its reads
+    changed); nothing was written.
+
+    >>> print(ResumeMismatchError("Read[Range]", "the plan changed"))
+    resume: Read[Range] cannot continue the earlier run exactly: the plan changed; run the same pipeline as before, or write to a new path (or mode='overwrite' without resume)
+    """
+
+    def __init__(self, where: str, why: str) -> None:
+        self._init_args = (where, why)
+        super().__init__(f"resume: {where} cannot continue the earlier run exactly: {why}; "
+                         "run the same pipeline as before, or write to a new path (or "
+                         "mode='overwrite' without resume)")
+        self.where, self.why = where, why
+
+
+class RowConversionError(UDFReturnTypeError):
+    """Rows (or a batch) a stage produced cannot become an Arrow block.
+
+    Names the stage, the partition, the row or batch (``where``), the key, the
+    value's type (``got``) and why (``detail``); ``on_error="skip"`` sends such
+    rows to the dead letters instead.
+
+    >>> err = RowConversionError("Map(f)", "partition 0", "row 1: {'id': 1}", "str", "a",
+    ...                          "'x' has no common type with int64")
+    >>> print(str(err).splitlines()[0])
+    stage 'Map(f)' returned str for key 'a'; 'x' has no common type with int64. At partition 0, row 1: {'id': 1}.
+    """
+
+    def __init__(self, stage: str, partition: str, where: str, got: str, key: str | None,
+                 detail: str) -> None:
+        self._init_args = (stage, partition, where, got, key, detail)
+        for_key = f" for key {key!r}" if key is not None else ""
+        TypeError.__init__(
+            self, f"stage '{stage}' returned {got}{for_key}; {detail}. At {partition}, {where}.\n"
+            "Fix the function's output, or pass on_error=\"skip\" to send such rows to "
+            "ds.dead_letters()")
+        self.stage, self.got, self.expected = stage, got, detail
+        self.partition, self.where, self.key, self.detail = partition, where, key, detail

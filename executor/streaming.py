@@ -93,6 +93,17 @@ class StreamingExecutor:
                                           lambda i, a: self.actors.actor_died(self.states[i], a),
                                           lambda i: self.states[i].finished)
         self.started = StartedTasks(getattr(backend, "reports_task_starts", False))
+        self.lineage.attach(self.identify)
+
+    def identify(self, origin: tuple[int, int]) -> list[list]:
+        """An origin named by what its read task reads: ``[[source, item, start, stop], ...]``
+        (stable across layouts; see :class:`~streambatch.connectors.datasource.Piece`)."""
+        ordinal, read_index = origin
+        stage = [s for s in self.stages if s.is_source][ordinal]
+        pieces = getattr(stage.read_tasks[read_index], "pieces", None)
+        if not pieces:
+            return [[ordinal, f"read {read_index} of {len(stage.read_tasks)}", 0, None]]
+        return [p.to_json(ordinal) for p in pieces]
 
     def run(self) -> Iterator[Partition]:
         """Execute, yielding output partitions as they are ready (blocks in memory)."""
@@ -257,6 +268,7 @@ class StreamingExecutor:
             self.pools[st.index].task_ended(task.actor_id)
         if not keep_inputs:
             for part in task.inputs:
+        self.lineage.on_dead_letters(task.dead, task.origins)
                 self.backend.release(part.ref)
         return task
 

@@ -13,8 +13,9 @@ from streambatch.operators.planner import plan_stages
 
 
 def build_executor(plan: LogicalOp, options: ExecutionOptions, backend: str = "local",
-                   lineage=None, skip_reads: set | None = None) -> StreamingExecutor:
-    """An executor for ``plan`` (nothing runs until its ``run()`` is iterated).
+                   lineage=None, done: dict | None = None) -> StreamingExecutor:
+    """An executor for ``plan`` (nothing runs until its ``run()`` is iterated). ``done``
+    (per source ordinal, the pieces a resumed write has already) is left out of the reads.
 
     >>> from streambatch.operators import logical as L
     >>> from streambatch.connectors.memory import RangeSource
@@ -24,10 +25,10 @@ def build_executor(plan: LogicalOp, options: ExecutionOptions, backend: str = "l
     """
     # The budget is read from free RAM once per plan (planner and executor both use it)
     options = replace(options, memory_budget=options.resolved_memory_budget())
-    stages = plan_stages(optimize(plan), options)
+    stages = plan_stages(optimize(plan), options, done)
     cls = backend_class(backend)
     return StreamingExecutor(stages, cls.from_options(options), options, observers_for(options),
-                             lineage, skip_reads)
+                             lineage)
 
 
 def plan_fingerprint(plan: LogicalOp) -> str:

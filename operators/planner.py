@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
-from streambatch.connectors.datasource import Pushdowns
+from streambatch.connectors.datasource import Piece, PieceSet, Pushdowns, ReadTask
 from streambatch.connectors.memory import default_parallelism
+from streambatch.executor.errors import ResumeMismatchError
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.stage import PhysicalStage
 from streambatch.operators import logical as L
@@ -17,8 +19,13 @@ from streambatch.operators.rules.fuse_stages import fuse_stages
 WORKER_MODES = ("auto", "threads", "processes")
 
 
-def plan_stages(plan: L.LogicalOp, options: ExecutionOptions) -> list[PhysicalStage]:
+def plan_stages(plan: L.LogicalOp, options: ExecutionOptions,
+                done: dict[int, PieceSet] | None = None) -> list[PhysicalStage]:
     """Physical stages in topological order; the last one produces the output.
+
+    ``done`` maps a source's ordinal (its place among the plan's reads, in
+    :func:`~streambatch.operators.logical.walk` order) to the pieces a resumed
+    write has already: its read tasks leave them out.
 
     >>> from streambatch.connectors.memory import RangeSource
     >>> p = L.Filter(L.MapRows(L.Read(RangeSource(4), "Range"), fn=dict), fn=bool)
@@ -26,19 +33,33 @@ def plan_stages(plan: L.LogicalOp, options: ExecutionOptions) -> list[PhysicalSt
     [('Read[Range]->Map(dict)->Filter(bool)', 'process')]
     """
     stages: list[PhysicalStage] = []
-    _visit(plan, stages, options)
+    _visit(plan, stages, options, _Sources(done or {}))
     return align_blocks(fuse_stages(stages))
 
 
-def _visit(op: L.LogicalOp, stages: list[PhysicalStage], options: ExecutionOptions) -> int:
-    ups = tuple(_visit(child, stages, options) for child in op.inputs)
-    stages.append(_stage_for(op, ups, options))
+class _Sources:
+    """Hands each Read its ordinal and the pieces done for it."""
+
+    def __init__(self, done: dict[int, PieceSet]) -> None:
+        self.done, self.count = done, 0
+
+    def next(self) -> PieceSet | None:
+        self.count += 1
+        return self.done.get(self.count - 1)
+
+
+def _visit(op: L.LogicalOp, stages: list[PhysicalStage], options: ExecutionOptions,
+           sources: _Sources) -> int:
+    ups = tuple(_visit(child, stages, options, sources) for child in op.inputs)
+    done = sources.next() if isinstance(op, L.Read) else None
+    stages.append(_stage_for(op, ups, options, done))
     return len(stages) - 1
 
 
-def _stage_for(op: L.LogicalOp, ups: tuple[int, ...], options: ExecutionOptions) -> PhysicalStage:
+def _stage_for(op: L.LogicalOp, ups: tuple[int, ...], options: ExecutionOptions,
+               done: PieceSet | None = None) -> PhysicalStage:
     if isinstance(op, L.Read):
-        stage = PhysicalStage(op.label, read_tasks_fn=partial(_read_tasks, op, options),
+        stage = PhysicalStage(op.label, read_tasks_fn=partial(_read_tasks, op, options, done),
                               ops=read_ops(op))
         stage.read_tasks = stage.read_tasks_fn()
         return stage
@@ -64,11 +85,50 @@ def _worker(bop, options: ExecutionOptions) -> str:
     return "process" if mode == "processes" else "thread"
 
 
-def _read_tasks(op: L.Read, options: ExecutionOptions) -> list:
-    pushdowns = Pushdowns(op.columns, op.filter, op.limit)
+def _read_tasks(op: L.Read, options: ExecutionOptions, done: PieceSet | None = None) -> list:
+    pushdowns = Pushdowns(op.columns, op.filter, op.limit, done or None)
     parallelism = getattr(op.source, "parallelism", None) or default_parallelism(
         options.resolved_num_cpus(), 0, options.partition_bytes())
-    return op.source.read_tasks(parallelism, pushdowns)
+    return identified(op, op.source.read_tasks(parallelism, pushdowns), done)
+
+
+def identified(op: L.Read, tasks: list, done: PieceSet | None) -> list:
+    """The read tasks, each naming its pieces: a task that names none is named by its
+    place in the layout (``read 3 of 8``), so a write over such a source resumes only
+    with the same layout, and refuses another one instead of duplicating rows.
+
+    >>> from streambatch.connectors.datasource import Piece, ReadTask
+    >>> tasks = [ReadTask(lambda: iter(())), ReadTask(lambda: iter(()))]
+    >>> [t.pieces[0].item for t in identified(L.Read(None, "Mine"), tasks, None)]
+    ['read 0 of 2', 'read 1 of 2']
+    >>> len(identified(L.Read(None, "Mine"), tasks, PieceSet([Piece("read 0 of 2")])))
+    1
+    >>> identified(L.Read(None, "Mine"), tasks, PieceSet([Piece("read 0 of 3")]))
+    Traceback (most recent call last):
+    ...
+    streambatch.executor.errors.ResumeMismatchError: resume: Read[Mine] ...
+    """
+    named = []
+    for index, task in enumerate(tasks):
+        task = task if isinstance(task, ReadTask) else ReadTask(task)
+        if task.pieces is None:
+            task = replace(task, pieces=(Piece(f"read {index} of {len(tasks)}"),))
+        named.append(task)
+    if not done:
+        return named
+    unnamed = any(getattr(t, "pieces", None) is None for t in tasks)
+    if unnamed:
+        items = {p.item for t in named for p in t.pieces}
+        unknown = sorted(done.items - items)
+        if unknown:
+            raise ResumeMismatchError(op.label, f"it was split into other reads before "
+                                      f"({unknown[0]!r} is not one of this run's {len(named)})")
+        return [t for t in named if not all(done.covers(p) for p in t.pieces)]
+    overlap = next((p for t in named for p in t.pieces if done.overlaps(p)), None)
+    if overlap is not None:
+        raise ResumeMismatchError(op.label, f"its source read {overlap} again, which the "
+                                  "earlier run wrote already (the source ignores Pushdowns.done)")
+    return named
 
 
 def render_stages(stages: list[PhysicalStage]) -> str:

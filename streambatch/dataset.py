@@ -198,10 +198,10 @@ class Dataset:
         return self._with(lookup_op(self._plan, table, on, how, columns, cache))
 
     # ---- execution ------------------------------------------------------------------
-    def _partitions(self, lineage=None, skip_reads: set | None = None) -> Iterator[Partition]:
+    def _partitions(self, lineage=None, done: dict | None = None) -> Iterator[Partition]:
         ctx = DataContext.get_current()
         executor = build_executor(self._plan, ctx.execution_options, ctx.backend, lineage,
-                                  skip_reads)
+                                  done)
         executor.stats.parent = self._produced_by
         self._stats = executor.stats
         self._dead = executor.dead_letters
@@ -481,17 +481,16 @@ class Dataset:
         return out if column is None else out[column]
 
     def _write(self, sink, resume: bool = False) -> list[dict]:
-        skip = sink.start(resume=resume, fingerprint=plan_fingerprint(self._plan))
+        done = sink.start(resume=resume, fingerprint=plan_fingerprint(self._plan))
         write = self._with(L.Write(self._plan, sink=sink))
         try:
-            results = [p.get() for p in write._partitions(lineage=sink, skip_reads=skip)]
+            results = [p.get() for p in write._partitions(lineage=sink, done=done)]
         except Exception:
             sink.abort()
             raise
         finally:
-            self._stats, self._dead = write._stats, getattr(write, "_dead", [])
-        if self._dead:
-            sink.write_dead_letters(self.dead_letters())
+            self._stats = write._stats
+            self._dead = sink.dead_letter_rows()
         return sink.finalize(results)
 
     def materialize(self) -> Dataset:
