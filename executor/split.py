@@ -4,7 +4,9 @@ A coordinator thread pulls batches from the pipeline and hands them to per-rank
 bounded queues, round-robin. A slow rank backpressures the pipeline (its queue
 is full, so the coordinator waits); if it does not take a batch within
 ``timeout_s``, every rank gets a :class:`RankStuckError` naming it instead of
-hanging.
+hanging. A rank that is known to be gone (its process lost its connection
+mid-epoch) is named at once, as a :class:`RankLostError`, rather than having its
+share of the epoch dropped while the others finish short.
 
 With ``equal=True`` every rank gets the same number of batches: the last full
 round is held back until the stream ends, then the held rows and the leftover
@@ -33,6 +35,24 @@ class RankStuckError(StreamBatchError):
         super().__init__(f"streaming_split: rank {rank} of {n} took no batch for {waited:.1f}s "
                          f"while the others waited on it (its queue is full). Make every rank "
                          f"iterate its split for the whole epoch, or raise timeout_s")
+        self.rank = rank
+
+
+class RankLostError(RankStuckError):
+    """A rank's process went away mid-epoch (it crashed or exited without closing
+    its split); every other rank gets this error, naming it, instead of an epoch
+    that silently misses its share.
+
+    >>> str(RankLostError(1, 2, 0, "its connection closed"))[:60]
+    'streaming_split: rank 1 of 2 was lost in epoch 0 (its connec'
+    """
+
+    def __init__(self, rank: int, n: int, epoch: int, why: str) -> None:
+        StreamBatchError.__init__(
+            self, f"streaming_split: rank {rank} of {n} was lost in epoch {epoch} ({why}); its "
+            f"share of the epoch cannot be delivered, so every rank stops here. Restart the "
+            f"ranks (did the rank's process crash or exit without closing its iterator?)")
+        self._init_args = (rank, n, epoch, why)
         self.rank = rank
 
 
@@ -94,8 +114,8 @@ class SplitCoordinator:
 
     def __init__(self, n: int, make_batches: Callable[[], Iterator[pa.Table]], *,
                  batch_size: int | None, equal: bool = True, drop_last: bool = False,
-                 queue_depth: int = 2, timeout_s: float = 600.0) -> None:
-        self.n, self.make_batches = n, make_batches
+                 queue_depth: int = 2, timeout_s: float = 600.0, epoch: int = 0) -> None:
+        self.n, self.make_batches, self.epoch = n, make_batches, epoch
         self.batch_size, self.equal, self.drop_last = batch_size, equal, drop_last
         self.timeout_s = timeout_s
         self.queues = [queue.Queue(maxsize=max(1, queue_depth)) for _ in range(n)]
@@ -125,8 +145,7 @@ class SplitCoordinator:
         except _Stopped:
             return
         except BaseException as exc:  # noqa: BLE001 - handed to every rank
-            self.error = exc if self.error is None else self.error
-            self.stop.set()
+            self.fail(exc)
         finally:
             if source is not None and hasattr(source, "close"):
                 source.close()
@@ -168,25 +187,80 @@ class SplitCoordinator:
                     raise RankStuckError(rank, waited, self.n) from None
 
     # ---- rank side --------------------------------------------------------------
-    def iterate(self, rank: int) -> Iterator[pa.Table]:
+    def iterate(self, rank: int) -> RankStream:
         """The batches for ``rank``; raises the coordinator's error if it failed."""
         self.start()
-        q = self.queues[rank]
-        try:
-            while True:
-                try:
-                    item = q.get(timeout=0.05)
-                except queue.Empty:
-                    if self.error is not None:
-                        raise self.error from None
-                    continue
-                if item is _END:
-                    return
-                yield item
-        finally:
-            self.closed[rank] = True
-            if all(self.closed):
-                self.stop.set()
+        return RankStream(self, rank)
+
+    def fail(self, error: BaseException) -> None:
+        """Stop the epoch: every rank raises ``error`` once its queued batches are taken."""
+        self.error = error if self.error is None else self.error
+        self.stop.set()
+
+    def release(self, rank: int) -> None:
+        """``rank`` takes no more batches (it stopped on purpose): skip it from now on."""
+        self.closed[rank] = True
+        if all(self.closed):
+            self.stop.set()
+
+
+class RankStream:
+    """One rank's batches from a :class:`SplitCoordinator`, as an iterator.
+
+    ``close()`` (also on garbage collection) says the rank stopped on purpose;
+    ``lost(why)`` says it is gone, which fails the epoch for every rank.
+
+    >>> co = SplitCoordinator(2, lambda: iter([pa.table({"x": [1]})] * 4), batch_size=1)
+    >>> first = co.iterate(0)
+    >>> next(first)["x"].to_pylist()
+    [1]
+    >>> first.lost("its connection closed")
+    >>> try:
+    ...     list(co.iterate(1))
+    ... except RankLostError as error:
+    ...     print(error.rank)
+    0
+    """
+
+    def __init__(self, co: SplitCoordinator, rank: int) -> None:
+        self.co, self.rank, self._done = co, rank, False
+
+    def __iter__(self) -> RankStream:
+        return self
+
+    def __next__(self) -> pa.Table:
+        q = self.co.queues[self.rank]
+        while not self._done:
+            try:
+                item = q.get(timeout=0.05)
+            except queue.Empty:
+                if self.co.error is not None:
+                    self.close()
+                    raise self.co.error from None
+                continue
+            if item is _END:
+                if self.co.error is not None:  # another rank was lost: this epoch is short
+                    self.close()
+                    raise self.co.error
+                break
+            return item
+        self.close()
+        raise StopIteration
+
+    def close(self) -> None:
+        """This rank stops taking batches."""
+        if not self._done:
+            self._done = True
+            self.co.release(self.rank)
+
+    def lost(self, why: str) -> None:
+        """This rank is gone (``why``): every rank stops with a :class:`RankLostError`."""
+        if not self._done:
+            self.co.fail(RankLostError(self.rank, self.co.n, self.co.epoch, why))
+        self._done = True
+
+    def __del__(self) -> None:
+        self.close()  # an abandoned iterator, like a closed one, stops taking batches
 
 
 class _Stopped(Exception):

@@ -11,6 +11,15 @@ so a slow rank backpressures the pipeline exactly as a thread would, and the
 coordinator's stuck-rank timeout and equal batch counts hold unchanged. An
 error in the driver (a stuck rank, a failing UDF) is re-raised in the rank.
 
+No client can hold up another: the accept loop only accepts, and each
+connection authenticates on its own thread under a deadline
+(``handshake_timeout``), so a client that connects and says nothing (or dies
+half-way) is dropped without delaying any rank. A rank that closes its
+iterator says so ("close"); a connection that drops mid-epoch without it is a
+lost rank, which fails the epoch for the others with a ``RankLostError``
+naming it (see ``streambatch.executor.split``) instead of silently dropping its
+share.
+
 Nothing here knows about plans or torch: the server is given ``open_rank(rank,
 epoch, options) -> iterator of pyarrow.Table`` by the loader.
 """
@@ -20,10 +29,12 @@ from __future__ import annotations
 import os
 import pickle
 import secrets
+import socket
+import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from multiprocessing.connection import Client, Listener
+from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 
 import pyarrow as pa
 from streambatch.executor.errors import StreamBatchError
@@ -68,18 +79,24 @@ def bytes_to_table(data) -> pa.Table:
 class SplitServer:
     """Serves ranks of one split group to other processes; started on demand.
 
+    ``handshake_timeout``: seconds a new connection has to authenticate and name
+    its rank before it is dropped.
+
     >>> server = SplitServer(lambda rank, epoch, opts: iter([pa.table({"r": [rank]})]))
     >>> [t["r"].to_pylist() for t in fetch_rank(server.address, server.authkey, 1, 0, {})]
     [[1]]
     >>> server.close()
     """
 
-    def __init__(self, open_rank: OpenRank) -> None:
+    def __init__(self, open_rank: OpenRank, handshake_timeout: float = 10.0) -> None:
         self.open_rank = open_rank
+        self.handshake_timeout = handshake_timeout
         self.authkey = secrets.token_bytes(32)
-        self._dir = tempfile.mkdtemp(prefix="streambatch-split-")
+        self._dir = tempfile.mkdtemp(prefix="streambatch-split-")  # 0700: only this user
         self.address = os.path.join(self._dir, "split.sock")
-        self._listener = Listener(self.address, family="AF_UNIX", authkey=self.authkey)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.address)
+        self._listener.listen(64)
         self._closed = False
         self._owner = os.getpid()
         self._thread = threading.Thread(target=self._accept, daemon=True,
@@ -87,40 +104,75 @@ class SplitServer:
         self._thread.start()
 
     def _accept(self) -> None:
+        """Accept connections, nothing else: each one is served on its own thread."""
         while not self._closed:
             try:
-                conn = self._listener.accept()
-            except Exception:  # noqa: BLE001 - closed listener, or a client failing auth
+                sock, _ = self._listener.accept()
+            except OSError:
                 if self._closed:
                     return
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True,
+            threading.Thread(target=self._serve, args=(sock,), daemon=True,
                              name="streambatch-split-rank").start()
 
-    def _serve(self, conn) -> None:
-        batches = None
+    def _handshake(self, sock: socket.socket) -> tuple[Connection, tuple] | None:
+        """Authenticate ``sock`` and read its request ``(rank, epoch, options)``, all
+        within ``handshake_timeout``; None (connection closed) for a client that
+        fails, stalls or sends something else."""
+        conn = Connection(os.dup(sock.fileno()))
         try:
-            rank, epoch, options = conn.recv()
+            _io_timeout(sock, self.handshake_timeout)  # each read/write during the handshake
+            deliver_challenge(conn, self.authkey)
+            answer_challenge(conn, self.authkey)
+            request = conn.recv() if conn.poll(self.handshake_timeout) else None
+            if not (isinstance(request, tuple) and len(request) == 3):
+                raise ValueError(f"expected (rank, epoch, options), got {request!r}")
+            _io_timeout(sock, None)  # from here a rank may take its time between batches
+            return conn, request
+        except Exception:  # noqa: BLE001 - wrong key, silence, garbage, a dead client
+            conn.close()
+            return None
+        finally:
+            sock.close()  # conn holds its own descriptor of the same socket
+
+    def _serve(self, sock: socket.socket) -> None:
+        shaken = self._handshake(sock)
+        if shaken is None:
+            return
+        conn, (rank, epoch, options) = shaken
+        batches, ended = None, False
+        try:
             batches = self.open_rank(rank, epoch, options)
-            while conn.recv() == "next":
-                try:
-                    table = next(batches)
-                except StopIteration:
-                    conn.send(("end", None))
-                    return
-                conn.send(("batch", None))
-                conn.send_bytes(table_to_bytes(table))
+            ended = self._stream(conn, batches)
         except (EOFError, OSError):
-            return  # the rank went away: closing its iterator marks it closed
+            pass  # the rank's connection dropped: handled below
         except BaseException as exc:  # noqa: BLE001 - re-raised in the rank
+            ended = True
             try:
                 conn.send(("error", _picklable(exc)))
             except (EOFError, OSError):
                 pass
         finally:
-            if batches is not None and hasattr(batches, "close"):
-                batches.close()
             conn.close()
+            if batches is not None:
+                _finish(batches, ended, "its connection to the driver closed mid-epoch")
+
+    @staticmethod
+    def _stream(conn: Connection, batches: Iterator[pa.Table]) -> bool:
+        """Answer the rank's requests; True once its epoch ended or it closed on purpose."""
+        while True:
+            request = conn.recv()
+            if request == "close":
+                return True
+            if request != "next":
+                raise EOFError(f"unexpected request {request!r}")
+            try:
+                table = next(batches)
+            except StopIteration:
+                conn.send(("end", None))
+                return True
+            conn.send(("batch", None))
+            conn.send_bytes(table_to_bytes(table))
 
     def close(self) -> None:
         """Stop accepting ranks and remove the socket (only in the process that made it)."""
@@ -128,14 +180,35 @@ class SplitServer:
             return
         self._closed = True
         try:
-            Client(self.address, family="AF_UNIX", authkey=self.authkey).close()  # wake accept
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wake:
+                wake.connect(self.address)  # wake accept()
         except OSError:
             pass
         self._listener.close()
-        for path in (self.address,):
-            if os.path.exists(path):
-                os.unlink(path)
+        if os.path.exists(self.address):
+            os.unlink(self.address)
         os.rmdir(self._dir) if os.path.isdir(self._dir) else None
+
+
+def _io_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """Bound every blocking read and write on ``sock`` (None: no bound). Set on the
+    socket itself, so it holds for the Connection's own descriptor too."""
+    whole = int(seconds or 0)
+    micros = int(((seconds or 0) - whole) * 1e6)
+    if seconds is not None and whole == 0 and micros == 0:
+        micros = 1  # 0 would mean "no bound"
+    value = struct.pack("ll", whole, micros)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+def _finish(batches, ended: bool, why: str) -> None:
+    """Tell the rank's iterator how the rank left: closed (on purpose) or lost."""
+    lost = getattr(batches, "lost", None)
+    if not ended and lost is not None:
+        lost(why)
+    elif hasattr(batches, "close"):
+        batches.close()
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -164,21 +237,32 @@ def fetch_rank(address: str, authkey: bytes, rank: int, epoch: int,
             f"stay alive while the ranks iterate") from exc
     try:
         conn.send((rank, epoch, options))
-        while True:
-            conn.send("next")
-            try:
-                kind, value = conn.recv()
-                if kind == "batch":
-                    data = conn.recv_bytes()
-            except EOFError as exc:
-                raise SplitConnectionError(
-                    f"streaming_split rank {rank}: the driver process closed the connection "
-                    f"in epoch {epoch} (did it exit or crash?)") from exc
-            if kind == "batch":
-                yield bytes_to_table(data)
-                continue
-            if kind == "end":
-                return
-            raise value
+        yield from _receive(conn, rank, epoch)
+    except GeneratorExit:  # the rank stopped on purpose: say so, it is not a lost rank
+        try:
+            conn.send("close")
+        except OSError:
+            pass
+        raise
     finally:
         conn.close()
+
+
+def _receive(conn: Connection, rank: int, epoch: int) -> Iterator[pa.Table]:
+    """Request and yield batches until the driver says the epoch ended (or failed)."""
+    while True:
+        conn.send("next")
+        try:
+            kind, value = conn.recv()
+            if kind == "batch":
+                data = conn.recv_bytes()
+        except EOFError as exc:
+            raise SplitConnectionError(
+                f"streaming_split rank {rank}: the driver process closed the connection "
+                f"in epoch {epoch} (did it exit or crash?)") from exc
+        if kind == "batch":
+            yield bytes_to_table(data)
+            continue
+        if kind == "end":
+            return
+        raise value

@@ -60,7 +60,7 @@ class _SplitGroup:
 
         co = SplitCoordinator(self.n, make, batch_size=cfg.batch_size, equal=self.equal,
                               drop_last=cfg.drop_last, queue_depth=self.queue_depth,
-                              timeout_s=self.timeout_s)
+                              timeout_s=self.timeout_s, epoch=epoch)
         self.epochs = {e: x for e, x in self.epochs.items() if e >= epoch - 1}
         self.epochs[epoch] = (cfg, co)
         return co
@@ -72,7 +72,9 @@ class DataSplit:
     A split can be handed to another process (pickled for ``spawn``, or copied
     by ``fork``): there it fetches its batches from the process that called
     ``streaming_split`` (which runs the pipeline and must stay alive) over a
-    local socket, with the same equal batch counts and stuck-rank timeout.
+    local socket, with the same equal batch counts and stuck-rank timeout. A
+    rank process that dies mid-epoch (without closing its iterator) fails the
+    epoch for the others with a ``RankLostError`` that names it.
 
     >>> import streambatch as sb
     >>> a, b = sb.range(10).streaming_split(2)
@@ -119,7 +121,8 @@ class DataSplit:
         check_batch_format(batch_format)
         args = (batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
         tables = self._batches(make_config(*args), args)
-        return prefetched(lambda: (to_batch(t, batch_format) for t in tables), prefetch_batches)
+        return prefetched(lambda: converted(tables, lambda t: to_batch(t, batch_format)),
+                          prefetch_batches)
 
     def iter_torch_batches(self, *, batch_size=256, dtypes=None, device="auto", collate_fn=None,
                            drop_last=False, prefetch_batches=1, pin_memory=None,
@@ -130,8 +133,32 @@ class DataSplit:
         args = (batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
         conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
         tables = self._batches(make_config(*args), args)
-        for value in prefetched(lambda: (conv.host(t) for t in tables), prefetch_batches):
+        for value in prefetched(lambda: converted(tables, conv.host), prefetch_batches):
             yield conv.to_device(value)
+
+
+def converted(tables: Iterator, convert) -> Iterator:
+    """``convert(t)`` for each table, closing ``tables`` when this iterator ends or
+    is closed, so a rank that stops early says so at once (a rank in another
+    process otherwise looks lost to the driver).
+
+    >>> closed = []
+    >>> def source():
+    ...     try:
+    ...         yield from (1, 2, 3)
+    ...     finally:
+    ...         closed.append(True)
+    >>> out = converted(source(), lambda x: x * 10)
+    >>> next(out), out.close(), closed
+    (10, None, [True])
+    """
+    try:
+        for table in tables:
+            yield convert(table)
+    finally:
+        close = getattr(tables, "close", None)
+        if close is not None:
+            close()
 
 
 def streaming_split(dataset, n: int, equal: bool = True, timeout_s: float = 600.0,
@@ -142,7 +169,6 @@ def streaming_split(dataset, n: int, equal: bool = True, timeout_s: float = 600.
         raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
     group = _SplitGroup(dataset, n, bool(equal), float(timeout_s), queue_depth)
     return [DataSplit(group, rank) for rank in range(n)]
-
 
 
 def _open_rank(ref, rank: int, epoch: int, args: tuple) -> Iterator:
