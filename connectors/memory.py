@@ -115,9 +115,14 @@ class ItemsSource(Datasource):
 
 
 def _items_reader(items: list, pushdowns: Pushdowns):
+    """A read task over ``items``: converted like any rows (union of keys, unified types,
+    tensors for arrays); a value that cannot be stored fails naming its row and key."""
+
     def read():
+        from streambatch.connectors.row_conversion import rows_to_block
+
         rows = [i if isinstance(i, dict) else {"item": i} for i in items]
-        table = pa.Table.from_pylist(rows)
+        table = rows_to_block(rows)
         return limit_tables(iter([apply_pushdowns(table, pushdowns)]), pushdowns.limit)
 
     return read

@@ -47,30 +47,83 @@ def tensor_array(arrays, variable: bool = False) -> pa.ExtensionArray:
 
     A single contiguous n-d array becomes a fixed-shape column without a copy;
     ``variable=True`` forces the variable-shape type (to match other blocks).
+    ``None`` in the list is a null row. Rows of different shapes need the same
+    number of dimensions; their dtypes are promoted as numpy does.
 
     >>> a = np.arange(6, dtype=np.uint8).reshape(3, 2)
     >>> np.shares_memory(tensor_to_numpy(tensor_array(a)), a)
     True
+    >>> col = tensor_array([np.ones(2), None])
+    >>> col.null_count, tensor_rows(col)
+    (1, [array([1., 1.]), None])
+    >>> tensor_array([np.zeros((0, 2))]).type.extension_name  # no values: variable shape
+    'arrow.variable_shape_tensor'
+    >>> len(tensor_array(np.zeros((0, 2, 2))))
+    0
+
     """
     if isinstance(arrays, np.ndarray) and arrays.ndim > 1:
-        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(arrays))
-    arrays = [np.asarray(a) for a in arrays]
-    if not arrays:
-        raise ValueError("tensor_array needs at least one array")
-    shapes = {a.shape for a in arrays}
-    if len(shapes) == 1 and not variable:
-        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(arrays)))
-    ndims = {a.ndim for a in arrays}
+        if arrays.size:
+            return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(arrays))
+        if not len(arrays):
+            return _no_rows(arrays)
+        arrays = list(arrays)  # rows of no values: Arrow has no fixed shape of size 0
+    arrays = [None if a is None else np.asarray(a) for a in arrays]
+    present = [a for a in arrays if a is not None]
+    if not present:
+        raise ValueError("tensor_array needs at least one array (not None)")
+    shapes = {a.shape for a in present}
+    if len(shapes) == 1 and not variable and present[0].size:  # size 0: variable, as Arrow
+        return _fixed_tensor_array(arrays, present)           # has no fixed shape of size 0
+    ndims = {a.ndim for a in present}
     if len(ndims) != 1:
         raise ValueError(f"tensor rows must have the same number of dimensions, got {sorted(ndims)}")
-    value_type = pa.from_numpy_dtype(np.result_type(*arrays))
-    typ = variable_shape_tensor_type(value_type, ndims.pop())
-    flat = [a.astype(value_type.to_pandas_dtype(), copy=False).ravel() for a in arrays]
+    return _variable_tensor_array(arrays, present, ndims.pop())
+
+
+def _no_rows(stacked: np.ndarray) -> pa.ExtensionArray:
+    """An empty tensor column for a stacked array of no rows (keeping its row shape)."""
+    value_type = pa.from_numpy_dtype(stacked.dtype)
+    shape = stacked.shape[1:]
+    if int(np.prod(shape)):
+        typ = pa.fixed_shape_tensor(value_type, list(shape))
+    else:
+        typ = variable_shape_tensor_type(value_type, len(shape))
+    return pa.ExtensionArray.from_storage(typ, pa.array([], typ.storage_type))
+
+
+def _null_mask(arrays: list) -> pa.Array | None:
+    """A boolean mask of the ``None`` rows, or None when there are none."""
+    if all(a is not None for a in arrays):
+        return None
+    return pa.array([a is None for a in arrays], pa.bool_())
+
+
+def _fixed_tensor_array(arrays: list, present: list) -> pa.ExtensionArray:
+    dtype = np.result_type(*present)
+    fill = np.zeros(present[0].shape, dtype)
+    stacked = np.stack([fill if a is None else a for a in arrays]).astype(dtype, copy=False)
+    array = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(stacked))
+    mask = _null_mask(arrays)
+    if mask is None:
+        return array
+    storage = pa.FixedSizeListArray.from_arrays(array.storage.values, type=array.storage.type, mask=mask)
+    return pa.ExtensionArray.from_storage(array.type, storage)
+
+
+def _variable_tensor_array(arrays: list, present: list, ndim: int) -> pa.ExtensionArray:
+    value_type = pa.from_numpy_dtype(np.result_type(*present))
+    typ = variable_shape_tensor_type(value_type, ndim)
+    empty = np.zeros((0,) * ndim, value_type.to_pandas_dtype())
+    rows = [empty if a is None else a for a in arrays]
+    flat = [a.astype(value_type.to_pandas_dtype(), copy=False).ravel() for a in rows]
     offsets = np.concatenate([[0], np.cumsum([f.size for f in flat])]).astype(np.int32)
-    data = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(flat)))
+    values = pa.array(np.concatenate(flat), type=value_type)
+    data = pa.ListArray.from_arrays(pa.array(offsets), values)
     shape = pa.FixedSizeListArray.from_arrays(
-        pa.array(np.array([a.shape for a in arrays], np.int32).ravel()), typ.storage_type[1].type.list_size)
-    storage = pa.StructArray.from_arrays([data, shape], fields=list(typ.storage_type))
+        pa.array(np.array([a.shape for a in rows], np.int32).ravel()), typ.storage_type[1].type.list_size)
+    storage = pa.StructArray.from_arrays([data, shape], fields=list(typ.storage_type),
+                                         mask=_null_mask(arrays))
     return pa.ExtensionArray.from_storage(typ, storage)
 
 
@@ -104,6 +157,38 @@ def tensor_to_numpy(column):
         shapes = shape.flatten().to_numpy().reshape(-1, ndim)
         offsets = data.offsets.to_numpy()
         values = data.values.to_numpy(zero_copy_only=False)
+        valid = chunk.is_valid().to_pylist() if chunk.null_count else [True] * len(chunk)
         for i in range(len(chunk)):
-            out.append(values[offsets[i]:offsets[i + 1]].reshape(shapes[i]))
+            out.append(values[offsets[i]:offsets[i + 1]].reshape(shapes[i]) if valid[i] else None)
     return out
+
+
+
+def tensor_rows(column) -> list:
+    """A tensor column as one numpy array per row (``None`` for a null row).
+
+    This is what a row UDF (``map``, ``filter``, ``flat_map``) sees for a tensor column.
+
+    >>> [r.shape for r in tensor_rows(tensor_array([np.zeros((1, 2)), np.ones((3, 1))]))]
+    [(1, 2), (3, 1)]
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list = []
+    for chunk in chunks:
+        if chunk.type.extension_name == VARIABLE:
+            out.extend(tensor_to_numpy(chunk))
+        elif not chunk.null_count:
+            out.extend(chunk.to_numpy_ndarray())
+        else:
+            out.extend(_fixed_rows_with_nulls(chunk))
+    return out
+
+
+def _fixed_rows_with_nulls(chunk) -> list:
+    """Rows of a fixed-shape tensor chunk that has null rows (``None`` for those)."""
+    storage, shape = chunk.storage, tuple(chunk.type.shape)
+    size = storage.type.list_size
+    flat = storage.values.slice(storage.offset * size, len(storage) * size)
+    values = flat.to_numpy(zero_copy_only=False).reshape((len(storage), *shape))
+    valid = chunk.is_valid().to_pylist()
+    return [v if ok else None for v, ok in zip(values, valid, strict=True)]

@@ -6,10 +6,13 @@ import importlib
 
 import numpy as np
 import pyarrow as pa
+from streambatch.connectors.row_conversion import columns_to_block, rows_to_block
+from streambatch.connectors.tensors import FIXED, is_tensor_type, tensor_rows, tensor_to_numpy
 from streambatch.executor.errors import UDFReturnTypeError
 
 BATCH_FORMATS = ("pyarrow", "pandas", "numpy", "polars")
-EXPECTED_RETURNS = "pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list"
+EXPECTED_RETURNS = ("pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list, "
+                    "list of dicts (rows)")
 
 
 def check_batch_format(batch_format: str) -> str:
@@ -59,14 +62,23 @@ def to_batch(table: pa.Table, batch_format: str):
 
 
 def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    """A column as numpy; tensor columns become n-d arrays.
+    """A column as numpy; a fixed-shape tensor column becomes one n-d array, a
+    variable-shape one (or one with null rows) an object array of per-row arrays.
 
     >>> column_to_numpy(pa.chunked_array([[1, 2], [3]])).tolist()
     [1, 2, 3]
+    >>> from streambatch.connectors.tensors import tensor_array
+    >>> [a.shape for a in column_to_numpy(pa.chunked_array([tensor_array([np.zeros(1), np.zeros(2)])]))]
+    [(1,), (2,)]
     """
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        chunks = [c.to_numpy_ndarray() for c in column.chunks]
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    if is_tensor_type(column.type):
+        if column.type.extension_name == FIXED and not column.null_count:
+            return tensor_to_numpy(column)
+        rows = tensor_rows(column)
+        out = np.empty(len(rows), dtype=object)
+        for i, row in enumerate(rows):
+            out[i] = row
+        return out
     if column.num_chunks == 1:
         return column.chunk(0).to_numpy(zero_copy_only=False)
     return column.to_numpy()
@@ -75,12 +87,18 @@ def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
 def from_batch(value, stage: str) -> pa.Table:
     """Convert what a UDF returned into a block, or name the stage and the bad type.
 
+    Columns of Python values (a dict of lists) and lists of rows (dicts) follow the
+    row rules of :mod:`streambatch.connectors.row_conversion`; a value they cannot
+    store raises ``RowsToBlockError`` naming the row and the key.
+
     >>> from_batch({"x": [1, 2]}, "Map(f)").num_rows
     2
+    >>> from_batch([{"x": 1}, {"y": "a"}], "Map(f)").to_pylist()
+    [{'x': 1, 'y': None}, {'x': None, 'y': 'a'}]
     >>> from_batch(3, "MapBatches(f)")
     Traceback (most recent call last):
     ...
-    streambatch.executor.errors.UDFReturnTypeError: stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list
+    streambatch.executor.errors.UDFReturnTypeError: stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list, list of dicts (rows)
     """
     if isinstance(value, pa.Table):
         return value
@@ -88,6 +106,8 @@ def from_batch(value, stage: str) -> pa.Table:
         return pa.Table.from_batches([value])
     if isinstance(value, dict):
         return table_from_columns(value)
+    if isinstance(value, list):
+        return rows_to_block(value)
     module = type(value).__module__.split(".")[0]
     if module == "pandas" and type(value).__name__ == "DataFrame":
         return pa.Table.from_pandas(value, preserve_index=False)
@@ -103,12 +123,4 @@ def table_from_columns(columns: dict) -> pa.Table:
     >>> t.num_rows, str(t.schema.field("img").type)
     (2, 'extension<arrow.fixed_shape_tensor[value_type=double, shape=[3,3]...]>')
     """
-    arrays = {}
-    for name, col in columns.items():
-        if isinstance(col, np.ndarray) and col.ndim > 1:
-            arrays[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(col))
-        elif isinstance(col, (pa.Array, pa.ChunkedArray)):
-            arrays[name] = col
-        else:
-            arrays[name] = pa.array(col)
-    return pa.table(arrays)
+    return columns_to_block(columns)

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
-from streambatch.executor.errors import UDFFailure, UDFReturnTypeError
+from streambatch.connectors.row_conversion import (
+    Problem,
+    RowsToBlockError,
+    block_to_rows,
+    rows_to_block,
+    type_name,
+)
+from streambatch.executor.errors import RowConversionError, UDFFailure, UDFReturnTypeError
 from streambatch.executor.iteration import exact_batches
 from streambatch.executor.stage import TaskContext
 from streambatch.operators import logical as L
@@ -69,7 +76,17 @@ class OpBase:
         for row in rows:
             ctx.dead_letters.append({"stage": ctx.stage, "op": self.name, "partition": ctx.partition,
                                      "where": where, "error": error,
-                                     "row": json.dumps(row, default=str)})
+                                     "row": json.dumps(row, default=_jsonable)})
+
+    def conversion_error(self, ctx: TaskContext, where: str, problem: Problem) -> RowConversionError:
+        """The error for output that cannot become a block, located at ``where``."""
+        return RowConversionError(ctx.stage, ctx.partition, f"{self.name} on {where}", problem.got,
+                                  problem.key, problem.detail)
+
+
+def _jsonable(value):
+    """A JSON stand-in for values json cannot write (arrays as lists, others as text)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 class MapBatchesOp(OpBase):
@@ -79,19 +96,46 @@ class MapBatchesOp(OpBase):
         super().__init__(op, not op.releases_gil, op.batch_size, True, inspect.isclass(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
-        """Yield the UDF's output blocks for each batch."""
+        """Yield the UDF's output blocks for each batch.
+
+        With ``on_error="skip"`` a batch whose UDF fails, or whose output cannot
+        become a block, goes to the dead letters whole; its outputs are held until
+        the batch is done, so none of its rows is both output and dead letter.
+        """
         fn = self._callable(ctx)
         start = 0
         for batch in rebatch(blocks, self.op.batch_size):
             where = f"batch of rows {start}-{start + batch.num_rows - 1} of the partition"
             start += batch.num_rows
-            try:
-                for out in self._call(fn, batch, where):  # a generator UDF streams its outputs
-                    yield from_batch(out, ctx.stage)
-            except UDFFailure as failure:
-                if not self.skips_errors:
-                    raise
-                self.dead_letter(ctx, where, failure.original, batch.to_pylist())
+            if self.skips_errors:
+                yield from self._batch_or_dead_letter(fn, batch, where, ctx)
+            else:  # a generator UDF streams its outputs
+                yield from (self.to_block(out, where, ctx) for out in self._call(fn, batch, where))
+
+    def _batch_or_dead_letter(self, fn, batch: pa.Table, where: str, ctx: TaskContext):
+        try:
+            outputs = [self.to_block(out, where, ctx) for out in self._call(fn, batch, where)]
+        except UDFFailure as failure:
+            self.dead_letter(ctx, where, failure.original, batch.to_pylist())
+            return
+        except UDFReturnTypeError as err:
+            self.dead_letter(ctx, where, err, batch.to_pylist())
+            return
+        yield from outputs
+
+    def to_block(self, out, where: str, ctx: TaskContext) -> pa.Table:
+        """The UDF's output as a block, or a RowConversionError naming the batch and key."""
+        try:
+            return from_batch(out, ctx.stage)
+        except RowsToBlockError as err:
+            problem = err.problems[0]
+            at = f"{where}, output row {problem.row}" if problem.row is not None else where
+            raise self.conversion_error(ctx, at, problem) from err
+        except UDFReturnTypeError as err:
+            if isinstance(err, RowConversionError):
+                raise
+            raise self.conversion_error(ctx, where, Problem(None, None, err.got, (
+                f"expected one of: {err.expected}"))) from err
 
     def _callable(self, ctx: TaskContext):
         return self.instance(ctx.worker_state) if self.is_actor else self.op.fn
@@ -128,10 +172,10 @@ class RowOp(OpBase):
     """Shared row loop of map, filter and flat_map: rows are dicts."""
 
     def rows_of(self, blocks) -> Iterator[tuple[pa.Table, list]]:
-        """Pairs of (block, its rows as dicts), skipping empty blocks."""
+        """Pairs of (block, its rows as dicts; tensors as numpy arrays), skipping empty blocks."""
         for table in blocks:
             if table.num_rows:
-                yield table, table.to_pylist()
+                yield table, block_to_rows(table)
 
     def call_each(self, rows: list, fn, ctx: TaskContext | None = None) -> list:
         """``fn`` applied to each row; a failure names the row (or, when the op skips
@@ -153,6 +197,43 @@ class RowOp(OpBase):
             self.dead_letter(ctx, f"row {index}", exc, [row])
             return _FAILED
 
+    def to_block(self, ctx: TaskContext, inputs: list, outputs: list, sources: list[int]) -> pa.Table:
+        """The block of ``outputs``, where ``outputs[j]`` came from ``inputs[sources[j]]``.
+
+        An output that cannot be stored raises a RowConversionError naming its input
+        row; with ``on_error="skip"`` that input row goes to the dead letters (with all
+        its outputs) and the rest are converted.
+        """
+        while True:
+            try:
+                return rows_to_block(outputs)
+            except RowsToBlockError as err:
+                bad = self._failed_inputs(ctx, inputs, sources, err)
+            keep = [j for j, source in enumerate(sources) if source not in bad]
+            outputs, sources = [outputs[j] for j in keep], [sources[j] for j in keep]
+
+    def _failed_inputs(self, ctx: TaskContext, inputs: list, sources: list[int],
+                       err: RowsToBlockError) -> set[int]:
+        """Raise for the first problem, or (skipping) dead-letter each failed input row."""
+        bad: dict[int, RowConversionError] = {}
+        for problem in err.problems:
+            outputs = [problem.row] if problem.row is not None else range(len(sources))
+            for output in outputs:  # a problem of no one row (rare) fails every row
+                index = sources[output]
+                if index not in bad:
+                    bad[index] = self.conversion_error(ctx, self._where(inputs, sources, output), problem)
+                if not self.skips_errors:
+                    raise bad[index] from err
+        for index, error in bad.items():
+            self.dead_letter(ctx, f"row {index}", error, [inputs[index]])
+        return set(bad)
+
+    def _where(self, inputs: list, sources: list[int], output: int) -> str:
+        index = sources[output]
+        nth = output - sources.index(index)
+        of = f" (its output {nth})" if self.changes_row_count else ""
+        return f"row {index}: {short_repr(inputs[index])}{of}"
+
 
 class MapRowsOp(RowOp):
     """``map``: one dict in, one dict out."""
@@ -163,11 +244,9 @@ class MapRowsOp(RowOp):
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of mapped rows per input block."""
         for _, rows in self.rows_of(blocks):
-            out = [r for r in self.call_each(rows, self.op.fn, ctx) if r is not _FAILED]
-            bad = next((r for r in out if not isinstance(r, dict)), None)
-            if bad is not None:
-                raise UDFReturnTypeError(ctx.stage, type(bad).__name__, "dict (one row)")
-            yield pa.Table.from_pylist(out)
+            results = self.call_each(rows, self.op.fn, ctx)
+            sources = [i for i, r in enumerate(results) if r is not _FAILED]
+            yield self.to_block(ctx, rows, [results[i] for i in sources], sources)
 
 
 class FilterOp(RowOp):
@@ -183,23 +262,23 @@ class FilterOp(RowOp):
             return
         for table, rows in self.rows_of(blocks):
             keep = self.call_each(rows, self.op.fn, ctx)
-            # Rebuilding from the rows we already hold avoids loading pyarrow.compute
-            # (~60 ms) in every fresh worker; the schema keeps the column types.
-            yield _filtered(table, rows, [k is not _FAILED and bool(k) for k in keep])
+            yield _filtered(table, [k is not _FAILED and bool(k) for k in keep])
 
 
-def _filtered(table: pa.Table, rows: list, keep: list[bool]) -> pa.Table:
-    """The rows of ``table`` where ``keep`` is true.
+def _filtered(table: pa.Table, keep: list[bool]) -> pa.Table:
+    """The rows of ``table`` where ``keep`` is true, exactly as they came in.
+
+    The block is filtered, not rebuilt from the row dicts: a predicate that changes
+    its row (``r.pop("x")``) cannot change or drop the data it passes on, and every
+    type (tensors, dictionaries, unions) is kept as is. (``import streambatch``
+    already loads pyarrow.compute, so this costs a fresh worker nothing more.)
 
     >>> t = pa.table({"a": [1, 2, 3]})
-    >>> _filtered(t, t.to_pylist(), [True, False, True])["a"].to_pylist()
+    >>> _filtered(t, [True, False, True])["a"].to_pylist()
     [1, 3]
     """
-    if not any(isinstance(f.type, pa.ExtensionType) for f in table.schema):
-        try:
-            return pa.Table.from_pylist([r for r, k in zip(rows, keep, strict=True) if k], schema=table.schema)
-        except (pa.ArrowInvalid, TypeError, NotImplementedError):
-            pass  # a type from_pylist cannot rebuild: filter the columns instead
+    if all(keep):
+        return table
     return table.filter(pa.array(keep, pa.bool_()))
 
 
@@ -212,10 +291,38 @@ class FlatMapOp(RowOp):
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of all produced rows per input block."""
         for _, rows in self.rows_of(blocks):
-            out = [r for produced in self.call_each(rows, self.op.fn, ctx)
-                   if produced is not _FAILED for r in produced]
-            if out:
-                yield pa.Table.from_pylist(out)
+            outputs, sources = [], []
+            for i, produced in enumerate(self.call_each(rows, self._produce, ctx)):
+                if isinstance(produced, _NotRows):
+                    self._not_rows(ctx, rows, i, produced.value)
+                elif produced is not _FAILED:
+                    outputs += produced
+                    sources += [i] * len(produced)
+            if outputs:
+                yield self.to_block(ctx, rows, outputs, sources)
+
+    def _produce(self, row):
+        """The UDF's rows for ``row`` as a list (a generator runs here, inside the row's
+        error handling), or ``_NotRows`` when it returned something else."""
+        produced = self.op.fn(row)
+        if isinstance(produced, (dict, str, bytes)) or not hasattr(produced, "__iter__"):
+            return _NotRows(produced)
+        return list(produced)
+
+    def _not_rows(self, ctx: TaskContext, rows: list, index: int, value) -> None:
+        problem = Problem(None, None, type_name(value),
+                          "expected one of: a list (or iterable) of dicts, one per output row")
+        error = self.conversion_error(ctx, f"row {index}: {short_repr(rows[index])}", problem)
+        if not self.skips_errors:
+            raise error
+        self.dead_letter(ctx, f"row {index}", error, [rows[index]])
+
+
+@dataclass
+class _NotRows:
+    """What a flat_map UDF returned instead of an iterable of rows."""
+
+    value: object
 
 
 class ProjectOp(OpBase):
@@ -256,12 +363,21 @@ class AddColumnOp(OpBase):
                 values = self.op.fn(to_batch(table, self.op.batch_format))
             except Exception as exc:
                 raise UDFFailure(self.name, where, exc) from exc
-            column = column_to_arrow(values, table.num_rows, ctx.stage)
+            column = self._column(values, table.num_rows, where, ctx)
             if self.op.name in table.column_names:
                 index = table.column_names.index(self.op.name)
                 yield table.set_column(index, self.op.name, column)
             else:
                 yield table.append_column(self.op.name, column)
+
+
+    def _column(self, values, num_rows: int, where: str, ctx: TaskContext):
+        try:
+            return column_to_arrow(values, num_rows, ctx.stage, self.op.name)
+        except RowsToBlockError as err:
+            problem = err.problems[0]
+            at = f"{where}, row {problem.row}" if problem.row is not None else where
+            raise self.conversion_error(ctx, at, problem) from err
 
 
 class WriteOp(OpBase):

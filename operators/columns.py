@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
+from streambatch.connectors.row_conversion import COLUMN_KINDS, column_to_array
 from streambatch.executor.errors import UDFReturnTypeError
 
 
@@ -21,22 +21,20 @@ def require_columns(table: pa.Table, columns: tuple[str, ...], stage: str) -> No
                        f"available columns: {table.column_names}")
 
 
-def column_to_arrow(values, num_rows: int, stage: str) -> pa.Array:
-    """Convert a UDF's column (pandas/polars Series, numpy, list, Arrow) to Arrow.
+def column_to_arrow(values, num_rows: int, stage: str, name: str = "column"):
+    """Convert a UDF's column (pandas/polars Series, numpy, torch, list, Arrow) to Arrow.
+
+    Values follow the row rules (unified types, tensors for arrays); one that cannot
+    be stored raises ``RowsToBlockError`` naming its row and the column.
 
     >>> column_to_arrow([1, 2], 2, "AddColumn(x)").to_pylist()
     [1, 2]
     """
     kind = type(values).__module__.split(".")[0]
-    if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        array = values
-    elif kind == "polars":
-        array = values.to_arrow()
-    elif kind == "pandas" or isinstance(values, (np.ndarray, list)):
-        array = pa.array(values)
-    else:
-        raise UDFReturnTypeError(stage, type(values).__name__,
-                                 "a column: pandas/polars Series, numpy array, list or Arrow array")
+    if not (isinstance(values, (pa.Array, pa.ChunkedArray, list, tuple)) or
+            kind in ("numpy", "pandas", "polars", "torch")):
+        raise UDFReturnTypeError(stage, type(values).__name__, f"a column: {COLUMN_KINDS}")
+    array = column_to_array(values, name)
     if len(array) != num_rows:
         raise ValueError(f"stage '{stage}' returned a column of {len(array)} values "
                          f"for a batch of {num_rows} rows")
