@@ -23,6 +23,8 @@ from streambatch.connectors.lazy_pandas import import_without_pandas
 from streambatch.connectors.parquet_schema import (
     SchemaMismatchError,
     check_file_schema,
+    check_file_values,
+    column_origins,
     unify_schemas,
 )
 from streambatch.connectors.paths import arrow_filesystem
@@ -259,8 +261,7 @@ class ParquetSource(FileSource):
         schema = self.schema()
         fragment = self._fragment(arrow_fs, entry, values, row_groups)
         known = entry.path in self._fragments  # footer read while planning, pruned there
-        if self.user_schema is None:
-            self._check_schema(fragment.physical_schema, entry.path)
+        self._check_schema(fragment, entry.path)
         if pushdowns.filter is not None and (not known or row_groups is None):
             # drop row groups whose statistics rule them out (not yet done while planning)
             fragment = fragment.subset(filter=pushdowns.filter, schema=schema)
@@ -298,8 +299,8 @@ class ParquetSource(FileSource):
         checked = set()
         for tagged in scanner.scan_batches():
             path = by_path.get(tagged.fragment.path, tagged.fragment.path)
-            if path not in checked and self.user_schema is None:
-                self._check_schema(tagged.fragment.physical_schema, path)
+            if path not in checked:
+                self._check_schema(tagged.fragment, path)
                 checked.add(path)
             yield path, self._finish_batch(tagged.record_batch, cols, scan_cols, path)
 
@@ -347,12 +348,21 @@ class ParquetSource(FileSource):
     def _first_file(self) -> str:
         return next(iter(self.footers()), "")
 
-    def _check_schema(self, physical: pa.Schema, path: str) -> None:
-        """:func:`check_file_schema`, once per distinct file schema (files of one
-        dataset mostly share theirs; the check is Python work per column)."""
+    def _check_schema(self, fragment, path: str) -> None:
+        """:func:`check_file_schema` (the file's types read as the dataset's without a
+        value changing), once per distinct file schema (files of one dataset mostly
+        share theirs; the check is Python work per column); with ``schema=`` given,
+        :func:`check_file_values` (its statistics fit the given types)."""
+        physical = fragment.physical_schema
         if any(physical.equals(ok) for ok in self._schemas_ok):
             return
-        check_file_schema(physical, self.schema(), path, self._first_file())
+        if self.user_schema is not None:
+            if not check_file_values(fragment, self.schema(), path):  # nothing to check by value
+                self._schemas_ok.append(physical)
+            return
+        files = [(p, f.physical_schema) for p, f in self._fragments.items()]
+        check_file_schema(physical, self.schema(), path,
+                          column_origins(self.schema(), files) or self._first_file())
         self._schemas_ok.append(physical)
 
 
