@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+from streambatch.executor.store_owners import new_store_name, remove_orphan_stores, store_base
 
 
 @dataclass
@@ -96,10 +97,17 @@ def read_ref(ref: BlockRef) -> pa.Table:
 class SharedStore:
     """A directory of Arrow IPC files in /dev/shm shared by the driver and its workers.
 
+    Private to this user: the directory is 0700 and every block file 0600, set
+    explicitly whatever the umask (workers write through :meth:`put` too). The
+    directory's name records the owning process (``store_owners``), and creating
+    a store first removes the stores whose owner is gone.
+
     >>> store = SharedStore.create()
     >>> ref = store.put(pa.table({"a": [1, 2, 3]}))
     >>> read_ref(ref).num_rows
     3
+    >>> oct(os.stat(ref.path).st_mode & 0o777), oct(os.stat(store.root).st_mode & 0o777)
+    ('0o600', '0o700')
     >>> store.destroy()
     """
 
@@ -110,20 +118,23 @@ class SharedStore:
     @classmethod
     def create(cls) -> SharedStore:
         """A fresh store (tmpfs when the machine has one); its directory is made on first
-        use, so a job that never leaves the driver's process makes none."""
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-        return cls(os.path.join(base, f"streambatch-{os.getpid()}-{uuid.uuid4().hex[:8]}"))
+        use, so a job that never leaves the driver's process makes none. Stores left
+        by processes that are gone (a driver killed by SIGKILL) are removed first."""
+        base = store_base()
+        remove_orphan_stores(base)
+        return cls(os.path.join(base, new_store_name()))
 
     def ensure(self) -> str:
         """The store's directory, made now if it was not yet (before workers use it)."""
         if not self._made:
-            os.makedirs(self.root, exist_ok=True)
+            _private_dir(self.root)
             self._made = True
         return self.root
 
     def put(self, table: pa.Table) -> SharedRef:
-        """Write ``table`` as an IPC file and return its reference."""
+        """Write ``table`` as an IPC file (mode 0600) and return its reference."""
         path = os.path.join(self.ensure(), uuid.uuid4().hex + ".arrow")
+        _private_file(path)
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         return SharedRef(path)
@@ -138,5 +149,30 @@ class SharedStore:
 
     def destroy(self) -> None:
         """Remove the store and every block still in it."""
-        if self._made:
+        if self._made or os.path.isdir(self.root):
             shutil.rmtree(self.root, ignore_errors=True)
+            if os.path.isdir(self.root):  # a file created while it was being removed
+                shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _private_dir(path: str) -> None:
+    """Make ``path`` with mode 0700 (not left to the umask); refuse one that someone
+    else made or that is not a plain directory."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise PermissionError(
+                f"shared-memory store {path} exists and is not a directory of this user; "
+                f"remove it, or run as the user who owns it") from None
+    os.chmod(path, 0o700)
+
+
+def _private_file(path: str) -> None:
+    """Create ``path`` empty with mode 0600 (not left to the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

@@ -5,11 +5,18 @@ inheriting the plan, so closures need no pickling); blocks cross processes as
 Arrow IPC files in shared memory. Stages that release the GIL run on threads
 with no copy at all. Actor stages get dedicated long-lived processes, each
 with its own CUDA_VISIBLE_DEVICES.
+
+Stopping: :meth:`LocalBackend.cancel` (any thread; the consumer's when it goes
+away) kills every worker process at once (their tasks are re-runnable from
+lineage, and nobody wants their output now) and abandons thread tasks, whose
+late outputs are dropped. Until :meth:`~LocalBackend.shutdown`, an exit hook
+kills the workers and removes the store if the driver exits or gets SIGTERM.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -31,12 +38,35 @@ from streambatch.executor.backends.base import (
 )
 from streambatch.executor.backends.process_worker import worker_main
 from streambatch.executor.backends.task_runner import run_task, task_context
+from streambatch.executor.cancel import JobCancelled
+from streambatch.executor.errors import StreamBatchError
+from streambatch.executor.exit_cleanup import at_exit
 from streambatch.executor.partition import InMemoryRef, SharedStore
 from streambatch.executor.thread_pool import shared_pool
+
+_WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once
 
 
 class _Cancelled(Exception):
     pass
+
+
+class NestedWorkerError(StreamBatchError):
+    """A dataset ran inside a streambatch worker process and needed worker processes of
+    its own (a worker process cannot start children).
+
+    >>> print(NestedWorkerError(1234))  # doctest: +ELLIPSIS
+    a dataset was executed inside streambatch worker process 1234 ... releases_gil=True)).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self._init_args = (pid,)
+        super().__init__(
+            f"a dataset was executed inside streambatch worker process {pid} (from a UDF "
+            f"of another dataset), and its stages need worker processes, which a worker "
+            f"process cannot start. Run the inner dataset in the driver and pass its "
+            f"result in, or let the outer UDF run on a thread in the driver "
+            f"(map_batches(..., releases_gil=True)).")
 
 
 @dataclass(eq=False)
@@ -72,6 +102,9 @@ class LocalBackend(Backend):
         self._busy: dict = {}
         self._temp_refs: dict = {}
         self._listener: threading.Thread | None = None
+        self.store: SharedStore | None = None
+        self._stop_requested = False  # cancel(): poll raises JobCancelled from now on
+        self._forget_exit_hook = None
 
     @property
     def num_cpus(self) -> int:
@@ -79,15 +112,22 @@ class LocalBackend(Backend):
         return self._num_cpus
 
     def start(self, stages: list, target_bytes: int) -> None:
-        """Create the shared store; fork generic workers if a stage needs processes."""
-        self.store = SharedStore.create()
+        """Create the shared store; fork generic workers if a stage needs processes.
+
+        If this fails part-way, :meth:`shutdown` still stops what was started."""
         self._stages, self._target = stages, target_bytes
+        self.store = SharedStore.create()
+        self._forget_exit_hook = at_exit(self._kill_and_remove)
         generic = [s for s in stages if s.kind == "task" and s.worker == "process"
                    and not s.uses_actors]
         for _ in range(self._num_cpus if generic else 0):
             self._idle.append(self._spawn())
 
     def _spawn(self, env: dict | None = None, actor: tuple | None = None) -> _Worker:
+        if self._cancelled.is_set():
+            raise JobCancelled("the local backend was stopped; no new worker is started")
+        if multiprocessing.current_process().daemon:
+            raise NestedWorkerError(os.getpid())
         ctx = multiprocessing.get_context(self._start_method)
         parent, child = ctx.Pipe(duplex=True)
         inherited = [w.conn for w in self._workers if w.alive]
@@ -191,8 +231,17 @@ class LocalBackend(Backend):
             pass
 
     def poll(self, timeout: float) -> list:
-        """Events ready within ``timeout`` seconds (at least one unless it timed out)."""
-        return [e for event in drain(self.events, timeout) for e in self._track(event)]
+        """Events ready within ``timeout`` seconds (at least one unless it timed out).
+
+        Raises JobCancelled once :meth:`cancel` was called."""
+        self._check_stopped()
+        events = drain(self.events, timeout)
+        self._check_stopped()
+        return [e for event in events if event is not _WAKE for e in self._track(event)]
+
+    def _check_stopped(self) -> None:
+        if self._stop_requested:
+            raise JobCancelled("the job was cancelled: its consumer stopped iterating")
 
     def _track(self, event) -> list:
         if isinstance(event, tuple) and event[0] == "died":
@@ -208,7 +257,7 @@ class LocalBackend(Backend):
         else:
             worker.tasks = deque(t for t in worker.tasks if t.task_id != task_id)
         for ref in self._temp_refs.pop(task_id, []):
-            self.store.release(ref)
+            self.release(ref)
         if worker.actor_id is None and worker.alive:
             self._idle.append(worker)
             self._assign()
@@ -223,7 +272,7 @@ class LocalBackend(Backend):
         for task in worker.tasks:
             self._busy.pop(task.task_id, None)
             for ref in self._temp_refs.pop(task.task_id, []):
-                self.store.release(ref)
+                self.release(ref)
             info = FailureInfo("died", None, None, f"worker exited with code {code}", "", None,
                                code)
             failed.append(TaskFailed(task.task_id, info))
@@ -246,39 +295,85 @@ class LocalBackend(Backend):
         ctx = task_context(stage, task, state)
         try:
             for table in run_task(stage, task, self._target, ctx):
-                if self._cancelled.is_set():
-                    raise _Cancelled
-                self.events.put(TaskOutput(task.task_id, InMemoryRef(table),
-                                           table.num_rows, table.nbytes))
+                self._emit(TaskOutput(task.task_id, InMemoryRef(table),
+                                      table.num_rows, table.nbytes))
             if ctx.dead_letters:
-                self.events.put(TaskDeadLetters(task.task_id, ctx.dead_letters))
-            self.events.put(TaskDone(task.task_id, time.perf_counter() - start))
+                self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))
+            self._emit(TaskDone(task.task_id, time.perf_counter() - start))
         except _Cancelled:
             return
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the executor
-            self.events.put(TaskFailed(task.task_id, describe_failure(exc)))
+            if not self._cancelled.is_set():
+                self.events.put(TaskFailed(task.task_id, describe_failure(exc)))
+
+    def _emit(self, event) -> None:
+        """Hand a thread task's event to the executor; a task abandoned by cancel() or
+        shutdown() (a hung UDF that returned late) stops here, its output dropped."""
+        if self._cancelled.is_set():
+            raise _Cancelled
+        self.events.put(event)
 
     # ---- cleanup ------------------------------------------------------
     def release(self, ref) -> None:
         """Delete a shared-memory block."""
-        self.store.release(ref)
+        if self.store is not None:
+            self.store.release(ref)
+
+    def cancel(self) -> None:
+        """Stop the job now, from any thread: kill every worker process and actor (a
+        hung UDF too), abandon thread tasks, and make :meth:`poll` raise JobCancelled.
+        Nothing here waits; :meth:`shutdown` reaps the processes and removes the store."""
+        self._stop_requested = True
+        self._cancelled.set()
+        for worker in list(self._workers):
+            _kill(worker)
+        self.events.put(_WAKE)
 
     def shutdown(self) -> None:
-        """Stop workers (queued thread tasks see the cancel and skip) and delete the store."""
+        """Stop workers (queued thread tasks see the cancel and skip) and delete the store.
+        Safe after a start that failed part-way, and after :meth:`cancel`."""
         self._cancelled.set()
-        for worker in self._workers:
-            if worker.alive and (worker.tasks or worker.stopping):
-                worker.proc.kill()
+        try:
+            self._stop_workers()
+        finally:
+            if self.store is not None:
+                self.store.destroy()
+            if self._forget_exit_hook is not None:
+                self._forget_exit_hook()
+
+    def _stop_workers(self) -> None:
+        for worker in list(self._workers):
+            if self._stop_requested or (worker.alive and (worker.tasks or worker.stopping)):
+                _kill(worker)
             else:
                 self._send(worker, None)
         deadline = time.monotonic() + 2.0
-        for worker in self._workers:
+        for worker in list(self._workers):
             worker.proc.join(max(0.0, deadline - time.monotonic()))
             if worker.proc.is_alive():
                 worker.proc.kill()
                 worker.proc.join(1.0)
             worker.conn.close()
-        self.store.destroy()
+
+    def _kill_and_remove(self) -> None:
+        """The exit hook (normal exit or SIGTERM before shutdown ran): kill the workers,
+        wait briefly for them to be gone, remove the store."""
+        self._cancelled.set()
+        workers = list(self._workers)
+        for worker in workers:
+            _kill(worker)
+        deadline = time.monotonic() + 1.0
+        for worker in workers:
+            worker.proc.join(max(0.0, deadline - time.monotonic()))
+        if self.store is not None:
+            self.store.destroy()
+
+
+def _kill(worker: _Worker) -> None:
+    try:
+        worker.proc.kill()
+    except (OSError, ValueError, AttributeError):  # already reaped, or never started
+        pass
 
 
 __all__ = ["LocalBackend"]

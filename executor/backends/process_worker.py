@@ -7,6 +7,7 @@ stage whose classes it builds once, before its first task.
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import time
@@ -36,6 +37,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):  # pragma: no cover - non-Linux
         pass
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # it died before prctl took effect
+        os._exit(1)
 
 
 def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherited: list,
@@ -45,7 +49,8 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
     ``actor`` is ``(actor_id, stage_index)`` for an actor worker.
     """
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's cleaning handler
     for other in inherited:
         other.close()
     os.environ.update(env or {})
