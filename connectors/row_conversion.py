@@ -37,9 +37,12 @@ that fails or that may hold arrays is converted value by value.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import chain
+from operator import itemgetter, methodcaller
 
 import numpy as np
 import pyarrow as pa
@@ -296,9 +299,14 @@ def _fast_array(values: list):
     typ = array.type
     if _list_like(typ) and any(_is_array_type(t) for t in set(map(type, values))):
         return None  # a 1-d array among lists: the careful path makes tensors or names the row
-    if _has_binary(typ) and not (_is_binary(typ) and str not in set(map(type, values))):
-        return None  # str and bytes mixed would come out as bytes
+    if not _safe_inference(typ) and _misfit(values, typ) is not None:
+        return None  # Arrow's inference changed a value (True as 1.0, a datetime as a date...)
     return array
+
+
+def _safe_inference(typ: pa.DataType) -> bool:
+    """Types Arrow infers only from values it keeps as they are (no check needed)."""
+    return pa.types.is_string(typ) or pa.types.is_boolean(typ) or pa.types.is_null(typ)
 
 
 def _careful_array(values: list, key: str):
@@ -307,6 +315,8 @@ def _careful_array(values: list, key: str):
     if any(isinstance(v, np.ndarray) for v in values):
         return _tensor_column(values, key)
     typ, first_row, problems = _infer(values, key)
+    if not problems:
+        problems = _misfits(values, key, typ, first_row)
     if problems:
         return None, problems
     try:
@@ -336,6 +346,23 @@ def _infer(values: list, key: str) -> tuple[pa.DataType, int | None, list[Proble
             continue
         first_row = i if first_row is None else first_row
     return typ, first_row, problems
+
+
+def _misfits(values: list, key: str, typ: pa.DataType, first_row) -> list[Problem]:
+    """The rows holding (somewhere inside) a value ``typ`` would change, e.g. a bool
+    among floats inside a list."""
+    if _misfit(values, typ) is None:
+        return []
+    problems = []
+    for i, value in enumerate(values):
+        found = _misfit([value], typ)
+        if found is not None:
+            path, python_type, arrow_type = found
+            problems.append(Problem(i, f"{key}{path}", type_name(value), (
+                f"{short(value)} holds a {python_type.__name__} there, which {arrow_type} (the "
+                f"common type of this key, set from row {first_row} on) would change; "
+                f"{_SAME_TYPE_HINT}")))
+    return problems
 
 
 def _locate(values: list, key: str, typ: pa.DataType, first_row, exc) -> list[Problem]:
@@ -577,19 +604,81 @@ def _unify_structs(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     return pa.struct(list(fields.items()))
 
 
-def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+def _misfit(values, typ: pa.DataType, path: str = ""):
+    """``(path, python type, arrow type)`` of a value that storing ``values`` as ``typ``
+    would change (Arrow's inference turns True into 1.0 among floats, a datetime into
+    a date among dates, an int into a date, a float16 into an int...), else None.
+
+    Checks the set of Python types at each level, so a column costs one pass per level.
+
+    >>> _misfit([1.5, True], pa.float64())
+    ('', <class 'bool'>, DataType(double))
+    >>> _misfit([[1], [2, np.float16(1.5)]], pa.list_(pa.int64()))
+    ('[]', <class 'numpy.float16'>, DataType(int64))
+    """
+    if pa.types.is_timestamp(typ):
+        values = list(values)
+    types = set(map(type, values))
+    has_none = type(None) in types
+    types.discard(type(None))
+    bad = next((t for t in types if not _fits(t, typ)), None)
+    if bad is not None:
+        return path, bad, typ
+    if pa.types.is_timestamp(typ) and not _same_awareness(values, typ):
+        return path, dt.datetime, typ
+    nested = _list_like(typ) or pa.types.is_struct(typ)
+    if not types or not nested:
+        return None
+    present = [v for v in values if v is not None] if has_none else values
+    if _list_like(typ):
+        return _misfit(_maybe_list(chain.from_iterable(present), typ.value_type), typ.value_type,
+                       f"{path}[]")
+    for field in typ:
+        found = _misfit(_maybe_list(map(methodcaller("get", field.name), present), field.type),
+                        field.type, f"{path}.{field.name}")
+        if found is not None:
+            return found
+    return None
 
 
-def _has_binary(t: pa.DataType) -> bool:
-    """True when ``t`` is or contains a binary type."""
-    if _is_binary(t):
-        return True
-    if _list_like(t):
-        return _has_binary(t.value_type)
-    if pa.types.is_struct(t):
-        return any(_has_binary(f.type) for f in t)
-    return False
+def _maybe_list(values, typ: pa.DataType):
+    """``values`` as a list where ``_misfit`` walks them twice (nested types), else as they are."""
+    return list(values) if _list_like(typ) or pa.types.is_struct(typ) else values
+
+
+def _fits(python_type: type, typ: pa.DataType) -> bool:
+    """True when Arrow stores values of ``python_type`` as ``typ`` without changing them."""
+    for family, check in _FAMILIES:
+        if family(typ):
+            return check(python_type)
+    return True  # a type family Arrow infers without surprises
+
+
+def _integer_type(t: type) -> bool:
+    return (issubclass(t, int) and not issubclass(t, bool)) or issubclass(t, np.integer)
+
+
+def _same_awareness(values: list, typ: pa.DataType) -> bool:
+    """True when every datetime is naive (a naive column) or aware (a zoned one)."""
+    naive = typ.tz is None
+    return all((v.tzinfo is None) == naive for v in values if isinstance(v, dt.datetime))
+
+
+_FAMILIES = (
+    (pa.types.is_boolean, lambda t: issubclass(t, (bool, np.bool_))),
+    (pa.types.is_integer, _integer_type),
+    (pa.types.is_floating, lambda t: _integer_type(t) or issubclass(t, (float, np.floating))),
+    (pa.types.is_decimal, lambda t: _integer_type(t) or issubclass(t, decimal.Decimal)),
+    (lambda typ: pa.types.is_string(typ) or pa.types.is_large_string(typ), lambda t: issubclass(t, str)),
+    (lambda typ: pa.types.is_binary(typ) or pa.types.is_large_binary(typ),
+     lambda t: issubclass(t, (bytes, bytearray, memoryview))),
+    (pa.types.is_date, lambda t: t is dt.date),
+    (pa.types.is_timestamp, lambda t: issubclass(t, (dt.datetime, np.datetime64))),
+    (pa.types.is_time, lambda t: issubclass(t, dt.time)),
+    (pa.types.is_duration, lambda t: issubclass(t, (dt.timedelta, np.timedelta64))),
+    (_list_like, lambda t: issubclass(t, (list, tuple, set, frozenset, np.ndarray))),
+    (pa.types.is_struct, lambda t: issubclass(t, Mapping)),
+)
 
 
 def type_name(value) -> str:

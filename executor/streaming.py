@@ -106,17 +106,30 @@ class StreamingExecutor:
         return [p.to_json(ordinal) for p in pieces]
 
     def run(self) -> Iterator[Partition]:
-        """Execute, yielding output partitions as they are ready (blocks in memory)."""
+        """Execute, yielding output partitions as they are ready (blocks in memory).
+
+        Whatever ends the run early (an error, in the start too; ``close()``; Ctrl-C;
+        the consumer's :class:`~streambatch.executor.cancel.CancelScope` being
+        cancelled, which raises JobCancelled here) stops the backend's workers at once
+        and frees its processes and blocks."""
+        from streambatch.executor.cancel import on_cancel
+
         ok = False
-        self._start()
+        cancel = getattr(self.backend, "cancel", None)  # a backend without one stops at shutdown
+        forget = on_cancel(cancel) if cancel is not None else None
         try:
+            self._start()
             yield from self._loop()
             ok = True
         finally:
+            if forget is not None:
+                forget()
             self._finish(ok)
 
     def _start(self) -> None:
         self._t0 = time.perf_counter()
+        self._backend_started = self._observers_started = False  # what _finish undoes
+        self.states = []
         downstream = {up: i for i, s in enumerate(self.stages) for up in s.upstream}
         self.states = [StageState(i, s, downstream.get(i)) for i, s in enumerate(self.stages)]
         self.source_ordinal = {st.index: k for k, st in
@@ -129,9 +142,11 @@ class StreamingExecutor:
                 ordinal = self.source_ordinal[st.index]
                 st.pending_reads.extend(r for r in range(len(st.stage.read_tasks))
                                         if (ordinal, r) not in self.skip_reads)
+        self._backend_started = True  # set first: a start that fails part-way is undone too
         self.backend.start(self.stages, self.target_bytes)
         for obs in self.observers:
             obs.on_start([s.name for s in self.stages])
+        self._observers_started = True
         self.actors.start(self.states)
         self._last_progress = time.monotonic()
         self._last_tick = 0.0
@@ -145,11 +160,19 @@ class StreamingExecutor:
             raise UnplaceableError(stage.name, missing)
 
     def _finish(self, ok: bool) -> None:
-        self.backend.shutdown()
-        wall = time.perf_counter() - self._t0
-        self.stats.finish([st.stats for st in self.states], wall)
-        for obs in self.observers:
-            obs.on_finish(self._snapshots(), wall, ok)
+        """Stop the backend (at once, killing its workers, unless the run completed) and
+        record the stats; also after a start that failed part-way."""
+        try:
+            if self._backend_started:
+                if not ok and hasattr(self.backend, "cancel"):
+                    self.backend.cancel()
+                self.backend.shutdown()
+        finally:
+            wall = time.perf_counter() - self._t0
+            self.stats.finish([st.stats for st in self.states], wall)
+            if self._observers_started:
+                for obs in self.observers:
+                    obs.on_finish(self._snapshots(), wall, ok)
 
     def _loop(self) -> Iterator[Partition]:
         final = self.states[-1]
@@ -245,6 +268,7 @@ class StreamingExecutor:
         if not task.dead:
             return
         self.dead_letters.extend(task.dead)
+        self.lineage.on_dead_letters(task.dead, task.origins)
         st.stats.errored_rows += len(task.dead)
         limit = self.options.max_errored_rows
         if limit is not None and len(self.dead_letters) > limit:
@@ -268,7 +292,6 @@ class StreamingExecutor:
             self.pools[st.index].task_ended(task.actor_id)
         if not keep_inputs:
             for part in task.inputs:
-        self.lineage.on_dead_letters(task.dead, task.origins)
                 self.backend.release(part.ref)
         return task
 

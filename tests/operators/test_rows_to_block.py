@@ -5,6 +5,7 @@ what cannot be stored. Each engine test below failed on the code before it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -95,6 +96,24 @@ def test_int_beyond_2_53_with_floats_is_an_error_not_a_rounding():
     assert info.value.key == "v" and "its output 1" in info.value.where
     with pytest.raises(sb.UserCodeError, match="row 1, key 'v'"):
         sb.from_items([{"v": 0.5}, {"v": big}], override_num_blocks=1).take_all()
+
+
+@pytest.mark.parametrize("values", [
+    [1.5, True],  # Arrow's inference would store True as 1.0
+    [dt.date(2020, 1, 1), dt.datetime(2020, 1, 1, 12, 30)],  # ... the datetime as a date
+    [dt.date(2020, 1, 1), 3],  # ... the int as a date
+    [dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)],  # naive + aware
+    [[1.5], [2.5, True]],  # the same inside a list
+], ids=["float-bool", "date-datetime", "date-int", "naive-aware", "nested"])
+def test_mixes_arrow_would_silently_change_are_errors(values):
+    ds = sb.from_items([{"v": v} for v in values], override_num_blocks=1)
+    with pytest.raises(sb.UserCodeError, match=r"row 1, key 'v(\[\])?'"):
+        ds.take_all()
+
+
+def test_float16_among_ints_becomes_a_float_not_a_truncated_int():
+    got = sb.from_items([{"v": 1}, {"v": np.float16(1.5)}], override_num_blocks=1).take_all()
+    assert got == [{"v": 1.0}, {"v": 1.5}]
 
 
 def test_non_dict_map_output_names_the_row():
