@@ -6,8 +6,10 @@ namespace. A pid can be reused by a later process, a pid plus its start time
 cannot, so a store is an orphan when no process with that pid and start time
 exists. Stores made in another pid namespace (a container sharing /dev/shm) are
 never judged: their pids mean nothing here. Only directories owned by this user
-are touched. Names from older versions (``streambatch-<pid>-<random>``) are
-orphans when their pid no longer exists.
+are touched. Names from older versions (``streambatch-<pid>-<random>``) carry
+neither start time nor namespace: they are orphans when their pid no longer exists
+and nothing in them changed for ``OLD_NAME_IDLE_S`` (a live store changes with
+every block), so a live one from another namespace is not taken for one.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
 PREFIX = "streambatch-"
 _NAME = re.compile(r"streambatch-(\d+)-(\d+)-(\d+)-[0-9a-f]{8}")
 _OLD_NAME = re.compile(r"streambatch-(\d+)-[0-9a-f]{8}")
+OLD_NAME_IDLE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,13 @@ def remove_orphan_stores(base: str | None = None) -> list[str]:
     store only until the next streambatch job starts on the machine.
 
     >>> base = tempfile.mkdtemp()
-    >>> mine, gone = new_store_name(), "streambatch-999999999-0123abcd"  # no such pid
+    >>> mine = new_store_name()
+    >>> gone = mine.replace(f"-{os.getpid()}-", "-999999999-", 1)  # no such process
     >>> for name in (mine, gone): os.mkdir(os.path.join(base, name))
-    >>> [os.path.basename(p) for p in remove_orphan_stores(base)], os.listdir(base) == [mine]
-    (['streambatch-999999999-0123abcd'], True)
+    >>> [os.path.basename(p) for p in remove_orphan_stores(base)] == [gone]
+    True
+    >>> os.listdir(base) == [mine]
+    True
     >>> shutil.rmtree(base)
     """
     base = base or store_base()
@@ -102,17 +109,20 @@ def remove_orphan_stores(base: str | None = None) -> list[str]:
     for name in names:
         owner = parse_store_name(name)
         path = os.path.join(base, name)
-        if owner is not None and not owner_alive(owner) and _ours(path):
+        if owner is not None and not owner_alive(owner) and _ours(path, owner):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
 
 
-def _ours(path: str) -> bool:
-    """A real directory (not a link someone planted) owned by this user."""
+def _ours(path: str, owner: Owner) -> bool:
+    """A real directory (not a link someone planted) owned by this user (and, for an
+    old name, idle long enough)."""
     try:
         info = os.lstat(path)
     except OSError:
+        return False
+    if owner.start is None and time.time() - info.st_mtime < OLD_NAME_IDLE_S:
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 import signal
+import time
 
 import pyarrow as pa
 import pytest
@@ -80,14 +81,17 @@ def test_a_store_whose_owner_is_gone_is_removed_and_no_other(tmp_path):
         me: "this live process",
         f"streambatch-{pid}-{start}-{int(ns) + 1}-0123abcd": "another pid namespace",
         "streambatch-split-x": "not a store's name",
+        "streambatch-999999998-0123abcd": "old-style name, changed lately (maybe in use)",
     }
     removed = {
         f"streambatch-{pid}-{int(start) + 1}-{ns}-0123abcd": "pid reused by a later process",
         f"streambatch-999999999-{start}-{ns}-0123abcd": "no such process",
-        "streambatch-999999999-0123abcd": "old-style name, no such process",
+        "streambatch-999999999-0123abcd": "old-style name, no such process, idle",
     }
     for name in [*kept, *removed]:
         os.mkdir(os.path.join(base, name))
+    long_ago = time.time() - 3600
+    os.utime(os.path.join(base, "streambatch-999999999-0123abcd"), (long_ago, long_ago))
     assert sorted(os.path.basename(p) for p in remove_orphan_stores(base)) == sorted(removed)
     assert sorted(os.listdir(base)) == sorted(kept)
 
