@@ -238,12 +238,19 @@ def column_to_array(values, key: str = "column"):
     if module == "polars":
         return values.to_arrow()
     if module == "pandas":
-        return values_to_array(list(values), key) if values.dtype == object else pa.array(values)
+        if values.dtype != object:
+            return pa.array(values)
+        return values_to_array([None if _pandas_missing(v) else v for v in values], key)
     if isinstance(values, np.ndarray):
         return _numpy_column(values, key)
     if isinstance(values, (list, tuple)):
         return values_to_array(list(values), key)
     raise RowsToBlockError([Problem(None, key, type_name(values), f"a column must be {COLUMN_KINDS}")])
+
+
+def _pandas_missing(value) -> bool:
+    """True for pandas' markers of a missing value in an object column (NaN, NA, NaT)."""
+    return (isinstance(value, float) and value != value) or type(value).__name__ in ("NAType", "NaTType")
 
 
 def _numpy_column(values: np.ndarray, key: str):

@@ -55,10 +55,38 @@ def to_batch(table: pa.Table, batch_format: str):
         return table
     if batch_format == "pandas":
         require("pandas", "pandas")
-        return table.to_pandas()
+        return _to_pandas(table)
     if batch_format == "polars":
         return require("polars", "polars").from_arrow(table)
     return {name: column_to_numpy(table.column(name)) for name in table.column_names}
+
+
+def _to_pandas(table: pa.Table):
+    """A block as a pandas DataFrame; a tensor column holds one n-d array per row."""
+    tensors = {i: f.name for i, f in enumerate(table.schema) if is_tensor_type(f.type)}
+    if not tensors:
+        return table.to_pandas()
+    frame = table.drop_columns(list(tensors.values())).to_pandas()
+    for index, name in sorted(tensors.items()):
+        frame.insert(index, name, _object_array(tensor_rows(table.column(name))))
+    return frame
+
+
+def _object_array(values: list) -> np.ndarray:
+    """A 1-d object array holding ``values`` as they are (arrays are not broadcast)."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
+def _from_pandas(frame) -> pa.Table:
+    """A DataFrame as a block; object columns (arrays, dicts, lists) follow the row rules."""
+    names = list(frame.columns)
+    plain_names = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+    if plain_names and any(frame[n].dtype == object for n in names):
+        return columns_to_block({name: frame[name] for name in names})
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
@@ -74,11 +102,7 @@ def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     if is_tensor_type(column.type):
         if column.type.extension_name == FIXED and not column.null_count:
             return tensor_to_numpy(column)
-        rows = tensor_rows(column)
-        out = np.empty(len(rows), dtype=object)
-        for i, row in enumerate(rows):
-            out[i] = row
-        return out
+        return _object_array(tensor_rows(column))
     if column.num_chunks == 1:
         return column.chunk(0).to_numpy(zero_copy_only=False)
     return column.to_numpy()
@@ -110,7 +134,7 @@ def from_batch(value, stage: str) -> pa.Table:
         return rows_to_block(value)
     module = type(value).__module__.split(".")[0]
     if module == "pandas" and type(value).__name__ == "DataFrame":
-        return pa.Table.from_pandas(value, preserve_index=False)
+        return _from_pandas(value)
     if module == "polars" and type(value).__name__ == "DataFrame":
         return value.to_arrow()
     raise UDFReturnTypeError(stage, type(value).__name__, EXPECTED_RETURNS)

@@ -336,3 +336,23 @@ def test_concat_blocks_makes_tensors_of_differing_shapes_variable():
 
 def test_tensor_array_keeps_fixed_shape_when_asked_for_variable():
     assert tensor_array([np.zeros(2)], variable=True).type.extension_name == "arrow.variable_shape_tensor"
+
+
+def test_pandas_batches_keep_tensor_shapes_both_ways():
+    pytest.importorskip("pandas")
+    images = [{"img": np.arange(4.0).reshape(2, 2), "n": 1}, {"img": np.ones((2, 2)), "n": 2}]
+
+    def shapes(frame):
+        return frame.assign(shape=[str(a.shape) for a in frame["img"]])
+
+    ds = sb.from_items(images, override_num_blocks=1).map_batches(shapes, batch_format="pandas")
+    got = rows(ds)
+    assert [r["shape"] for r in got] == ["(2, 2)", "(2, 2)"]
+    assert [r["img"].tolist() for r in got] == [a["img"].tolist() for a in images]
+
+
+def test_pandas_object_column_missing_values_are_nulls():
+    pytest.importorskip("pandas")
+    ds = sb.from_items([{"s": "a"}, {"s": "b"}], override_num_blocks=1).map_batches(
+        lambda frame: frame.assign(t=[float("nan"), {"k": 1}]), batch_format="pandas")
+    assert [r["t"] for r in ds.take_all()] == [None, {"k": 1}]
