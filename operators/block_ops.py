@@ -116,10 +116,10 @@ class MapBatchesOp(OpBase):
         try:
             outputs = [self.to_block(out, where, ctx) for out in self._call(fn, batch, where)]
         except UDFFailure as failure:
-            self.dead_letter(ctx, where, failure.original, batch.to_pylist())
+            self.dead_letter(ctx, where, failure.original, block_to_rows(batch))
             return
         except UDFReturnTypeError as err:
-            self.dead_letter(ctx, where, err, batch.to_pylist())
+            self.dead_letter(ctx, where, err, block_to_rows(batch))
             return
         yield from outputs
 
