@@ -79,11 +79,11 @@ def prefetched(make: Callable[[], Iterator], depth: int) -> Iterator:
     try:
         while True:
             item = items.get()
-            if item is _DONE or isinstance(item, _Raised):
-                finished = True
             if item is _DONE:
+                finished = True
                 return
             if isinstance(item, _Raised):
+                finished = True
                 raise item.error
             yield item
     finally:
