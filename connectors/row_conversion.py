@@ -502,14 +502,18 @@ def _torch_to_numpy(value, row: int | None, key: str) -> np.ndarray:
         raise RowsToBlockError([Problem(row, key, "torch.Tensor", _unrepresentable(value, exc))]) from exc
 
 
+def _as_numpy(value):
+    """A torch tensor as numpy (left as it is when it has no numpy dtype: _infer reports it)."""
+    try:
+        return _torch_to_numpy(value, None, "") if is_torch(value) else value
+    except RowsToBlockError:
+        return value
+
+
 def _plain_top(value):
     """A row's value ready to convert: torch to numpy, 0-d arrays to numpy scalars,
     arrays nested in dicts or lists to lists."""
-    if is_torch(value):
-        try:
-            value = value.detach().cpu().resolve_conj().numpy()
-        except Exception:  # noqa: BLE001 - left as is; reported by _infer
-            return value
+    value = _as_numpy(value)
     if isinstance(value, np.ndarray):
         return value[()] if value.ndim == 0 else value
     return _plain_nested(value) if isinstance(value, (dict, list, tuple)) else value
@@ -520,11 +524,7 @@ def _plain_nested(value):
         return {k: _plain_nested(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain_nested(v) for v in value]
-    if is_torch(value):
-        try:
-            value = value.detach().cpu().resolve_conj().numpy()
-        except Exception:  # noqa: BLE001 - left as is; reported by _infer
-            return value
+    value = _as_numpy(value)
     if isinstance(value, np.ndarray):
         return value[()] if value.ndim == 0 else value if value.ndim == 1 else value.tolist()
     return value
