@@ -35,6 +35,10 @@ EAGER_FOOTERS = 16          # up to this many files, every footer is read before
 SPLIT_BYTES = 64 * 2**20    # files larger than this are split by row group
 FOOTER_THREADS = 8
 SCAN_BATCH_ROWS = 64 * 1024
+# Decoded batches a task's reader keeps ready ahead of its consumer. pyarrow's default,
+# 16, held ~40 MiB per task (uncounted reader memory); the I/O is prefetched anyway
+# (pre_buffer reads a row group's column chunks in one go).
+READAHEAD_BATCHES = 2
 SMALL_PIECE_BYTES = 8 * 2**20   # pieces smaller than this (decoded) are read together, as one scan
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -277,7 +281,7 @@ class ParquetSource(FileSource):
         cols, scan_cols = self._scan_columns(pushdowns, fragment)
         batches = fragment.to_batches(schema=self.schema(), columns=scan_cols,
                                       filter=pushdowns.filter, batch_size=SCAN_BATCH_ROWS,
-                                      use_threads=False)
+                                      use_threads=False, batch_readahead=READAHEAD_BATCHES)
         for batch in batches:
             yield self._finish_batch(batch, cols, scan_cols, entry.path)
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from streambatch.executor.stage_state import StageState
+from streambatch.executor.work import peek_bundle
 
 
 def used_bytes(states: list[StageState], tasks: dict) -> int:
-    """Buffered bytes plus what running tasks are still expected to make."""
+    """Buffered bytes, what running tasks are still expected to make, and the working
+    memory (reader buffers, a UDF's temporaries) measured for their stages."""
     buffered = sum(st.buffered_bytes() for st in states)
-    in_flight = sum(max(0, t.est_bytes - t.produced_bytes) for t in tasks.values())
+    in_flight = sum(max(0, t.est_bytes - t.produced_bytes) + t.working for t in tasks.values())
     return buffered + in_flight
 
 
@@ -42,3 +44,36 @@ def downstream_headroom(states: list[StageState], slots_of: Callable) -> int:
         per_task = st.avg_output_per_task() or 0
         room += max(0, int(slots_of(st)[0]) - len(st.running)) * per_task
     return room
+
+
+QUEUED_TASKS_PER_SLOT = 2  # input a stage may have waiting, in tasks per slot it can run
+
+
+def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Callable) -> bool:
+    """True when the task stage that ``st`` feeds has, per slot it can run, at least
+    :data:`QUEUED_TASKS_PER_SLOT` tasks' worth of input waiting (counting what ``st``'s
+    running tasks will still add), and enough for its next task: more would only wait
+    in memory, however large the budget, so ``st`` holds its next task (the slow
+    stage never starves: its queue stays at that depth).
+
+    >>> from collections import deque
+    >>> from types import SimpleNamespace
+    >>> from streambatch.executor.stage import PhysicalStage
+    >>> up = StageState(0, PhysicalStage("Read"), 1)
+    >>> down = StageState(1, PhysicalStage("Model", upstream=(0,)), None)
+    >>> down.next_seq, down.bytes_in = 4, 400  # 100 bytes per task
+    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=100) for _ in range(3))
+    >>> downstream_has_enough([up, down], up, lambda st: (1.0, "cpu"))
+    True
+    >>> downstream_has_enough([up, down], up, lambda st: (2.0, "cpu"))
+    False
+    """
+    if st.downstream is None:
+        return False
+    down = states[st.downstream]
+    per_task = down.avg_input_per_task()
+    if down.stage.kind != "task" or down.finished or not per_task or not peek_bundle(down):
+        return False  # (a stage whose queue makes no task yet must get more input)
+    coming = sum(max(0, t.est_bytes - t.produced_bytes) for t in st.running.values())
+    waiting = down.queued_bytes() + st.output_bytes() + coming
+    return waiting >= QUEUED_TASKS_PER_SLOT * slots_of(down)[0] * per_task

@@ -28,6 +28,7 @@ class MemoryView:
     budget_bytes: int
     anything_running: bool
     in_pipeline: int | None = None  # source output made and not yet consumed downstream
+    working_bytes: int = 0  # working memory the task needs while it runs (measured)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class BudgetAdmission:
     True
     >>> policy.admit(MemoryView(120, 100, True), growth_bytes=0)  # drains: always
     True
+    >>> policy.admit(MemoryView(90, 100, True, working_bytes=20), growth_bytes=-5)  # needs room
+    False
     >>> policy.admit_source(MemoryView(50, 100, True), 20, now=0.0)
     True
     """
@@ -84,9 +87,10 @@ class BudgetAdmission:
         pipeline until some other task happened to finish.
         """
         self.blocked_by = "memory budget"
-        if not view.anything_running or growth_bytes <= 0:
+        need = growth_bytes + view.working_bytes
+        if not view.anything_running or need <= 0:
             return True
-        return view.used_bytes + max(0, growth_bytes) <= view.budget_bytes
+        return view.used_bytes + need <= view.budget_bytes
 
     def admit_source(self, view: MemoryView, est_bytes: int, now: float) -> bool:
         """The same rule for source tasks."""

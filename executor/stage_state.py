@@ -10,6 +10,9 @@ from streambatch.executor.partition import Partition
 from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stats import StageStats
 
+WORKING_SAMPLES = 8  # a stage's working memory: the largest of its last 8 measured tasks
+UNMEASURED_FACTOR = 2  # working memory of a task before its stage's first measurement, x est
+
 
 @dataclass
 class RunningTask:
@@ -33,6 +36,7 @@ class RunningTask:
     attempt_outputs: int = 0
     dead: list = field(default_factory=list)
     submitted_at: float = field(default_factory=time.monotonic)
+    working: int = 0  # working memory charged to it while it runs (measured per stage)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class StageState:
     remaining: int | None = None
     stats: StageStats = None  # type: ignore[assignment]
     _bp_since: float | None = None
+    working: deque = field(default_factory=lambda: deque(maxlen=WORKING_SAMPLES))
 
     def __post_init__(self) -> None:
         self.stats = StageStats(self.stage.name)
@@ -77,7 +82,7 @@ class StageState:
 
     def buffered_bytes(self) -> int:
         """Bytes held in this stage's queues and reorder buffer."""
-        queued = sum(p.nbytes for q in self.inputs.values() for p in q)
+        queued = self.queued_bytes()
         held = sum(p.nbytes for t in self.running.values() for p in t.inputs)
         reordered = sum(p.nbytes for ps in self.reorder.values() for p in ps)
         return queued + held + reordered + sum(p.nbytes for p in self.outputs)
@@ -103,6 +108,24 @@ class StageState:
         if self.bytes_in <= 0 or self.stats.bytes_out <= 0:
             return 1.0
         return self.stats.bytes_out / self.bytes_in
+
+    def working_for(self, est_bytes: int) -> int:
+        """Working memory a task of this stage needs beside its input and output: the
+        largest measured over its last tasks; before any was measured, a guess of
+        ``UNMEASURED_FACTOR`` x its expected output (decoding, a UDF's copies and
+        the encoded output each hold about that much), so the first tasks of a
+        stage do not all start at once under a budget they cannot share."""
+        if self.working:
+            return max(self.working)
+        return UNMEASURED_FACTOR * max(0, est_bytes)
+
+    def avg_input_per_task(self) -> int | None:
+        """Mean input bytes of a started task, if any started."""
+        return int(self.bytes_in / self.next_seq) if self.next_seq and self.bytes_in else None
+
+    def queued_bytes(self) -> int:
+        """Bytes of input waiting for a task of this stage."""
+        return sum(p.nbytes for q in self.inputs.values() for p in q)
 
     def avg_output_per_task(self) -> int | None:
         """Mean output bytes of a finished task, if any finished."""

@@ -13,7 +13,12 @@ import itertools
 import time
 from collections.abc import Iterator
 
-from streambatch.executor.accounting import downstream_headroom, in_pipeline, used_bytes
+from streambatch.executor.accounting import (
+    downstream_has_enough,
+    downstream_headroom,
+    in_pipeline,
+    used_bytes,
+)
 from streambatch.executor.actor_stages import ActorStages
 from streambatch.executor.backends.base import (
     ActorFailed,
@@ -244,6 +249,8 @@ class StreamingExecutor:
         if task is None:
             return
         st = self.states[task.stage_index]
+        if event.peak_bytes:  # beside its input, which is charged as buffered
+            st.working.append(event.peak_bytes)
         for obs in self.observers:
             obs.on_task_end(st.index, task.task_id, event.seconds, task.rows_out, True)
         if event.task_id in self._orphans:
@@ -456,18 +463,24 @@ class StreamingExecutor:
         if work is None:
             return False
         read_index, inputs, est = work
+        if not st.retries and downstream_has_enough(self.states, st, self._slots_of):
+            st.start_backpressure("the next stage has enough input queued")
+            return False
         if not self._admitted(st, inputs, est):
             st.start_backpressure(self.policy.blocked_by)
             return False
         return self._place(st, read_index, inputs, est)
 
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
+        working = st.working_for(est)
         if st.stage.is_source:
             used = used_bytes(self.states, self._tasks) + \
                 downstream_headroom(self.states, self._slots_of)
-            view = MemoryView(used, self.budget, bool(self._tasks), in_pipeline(self.states))
+            view = MemoryView(used, self.budget, bool(self._tasks), in_pipeline(self.states),
+                              working)
             return self.policy.admit_source(view, est, time.monotonic())
-        view = MemoryView(used_bytes(self.states, self._tasks), self.budget, bool(self._tasks))
+        view = MemoryView(used_bytes(self.states, self._tasks), self.budget, bool(self._tasks),
+                          working_bytes=working)
         return self.policy.admit(view, est - sum(p.nbytes for p in inputs))
 
     def _place(self, st: StageState, read_index, inputs, est: int) -> bool:
@@ -519,7 +532,7 @@ class StreamingExecutor:
         key, origins = task_lineage(st, self.source_ordinal.get(st.index), read_index, inputs)
         self.origins.add(origins)
         task = RunningTask(0, st.index, st.next_seq, inputs, desc, est, read_index=read_index,
-                           key=key, origins=origins)
+                           key=key, origins=origins, working=st.working_for(est))
         st.next_seq += 1
         st.bytes_in += sum(p.nbytes for p in inputs)
         st.stats.rows_in += sum(p.rows for p in inputs)

@@ -54,10 +54,12 @@ class TaskDeadLetters:
 
 @dataclass
 class TaskDone:
-    """A task finished; ``seconds`` is its run time inside the worker."""
+    """A task finished; ``seconds`` is its run time inside the worker, ``peak_bytes``
+    how far its worker's resident memory rose while it ran (0: not measured)."""
 
     task_id: int
     seconds: float
+    peak_bytes: int = 0
 
 
 @dataclass

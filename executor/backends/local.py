@@ -36,7 +36,9 @@ from streambatch.executor.backends.base import (
     describe_failure,
     drain,
 )
+from streambatch.executor.backends.heap import BIG_TASK_BYTES, release_arrow_pool
 from streambatch.executor.backends.process_worker import worker_main
+from streambatch.executor.backends.task_memory import ArrowGrowth
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.cancel import JobCancelled
 from streambatch.executor.errors import StreamBatchError
@@ -45,6 +47,11 @@ from streambatch.executor.partition import InMemoryRef, SharedStore
 from streambatch.executor.thread_pool import shared_pool
 
 _WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once
+
+
+def _in_processes(stage) -> bool:
+    """True when the stage's tasks run in worker processes or actors."""
+    return stage.kind == "task" and (stage.worker == "process" or stage.uses_actors)
 
 
 class _Cancelled(Exception):
@@ -120,6 +127,7 @@ class LocalBackend(Backend):
         self._forget_exit_hook = at_exit(self._kill_and_remove)
         generic = [s for s in stages if s.kind == "task" and s.worker == "process"
                    and not s.uses_actors]
+        self._to_shared = {up for s in stages if _in_processes(s) for up in s.upstream}
         for _ in range(self._num_cpus if generic else 0):
             self._idle.append(self._spawn())
 
@@ -293,13 +301,21 @@ class LocalBackend(Backend):
         start = time.perf_counter()
         stage = self._stages[task.stage_index]
         ctx = task_context(stage, task, state)
+        arrow = ArrowGrowth()
         try:
-            for table in run_task(stage, task, self._target, ctx):
-                self._emit(TaskOutput(task.task_id, InMemoryRef(table),
-                                      table.num_rows, table.nbytes))
+            for table in run_task(stage, task, self._target, ctx, arrow.sample):
+                arrow.sample()
+                if self._cancelled.is_set():
+                    raise _Cancelled  # abandoned: nothing more goes to the store
+                ref = self.store.put(table) if task.stage_index in self._to_shared \
+                    else InMemoryRef(table)  # (a process reads it next: one copy, made now)
+                self._emit(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
             if ctx.dead_letters:
                 self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))
-            self._emit(TaskDone(task.task_id, time.perf_counter() - start))
+            working = arrow.sample()
+            self._emit(TaskDone(task.task_id, time.perf_counter() - start, working))
+            if working >= BIG_TASK_BYTES:
+                release_arrow_pool()  # what it freed goes back to the OS, not kept for later
         except _Cancelled:
             return
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the executor

@@ -28,6 +28,7 @@ from streambatch.executor.backends.heap import (
     return_freed_memory,
     return_heap_for_task_worker,
 )
+from streambatch.executor.backends.task_memory import PeakMeter, mapped_bytes
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.partition import SharedStore
 
@@ -55,7 +56,7 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
         other.close()
     os.environ.update(env or {})
     defer_pandas_probe()
-    store, state = SharedStore(store_root), {}
+    store, state, meter = SharedStore(store_root), {}, PeakMeter()
     if actor is None:
         return_heap_for_task_worker()
     else:
@@ -69,10 +70,10 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
             return
         if task is None:
             return
-        made = _serve(conn, stages[task.stage_index], task, store, target_bytes, state)
+        made = _serve(conn, stages[task.stage_index], task, store, target_bytes, state, meter)
         del task  # its input blocks, before trimming
         if actor is None:
-            return_freed_memory(state, made)
+            return_freed_memory(state, max(made, meter.peak_bytes()))
         else:
             release_arrow_pool()
 
@@ -86,9 +87,12 @@ def _setup_actor(conn, stage, actor_id: int, state: dict) -> bool:
         return False
 
 
-def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict) -> int:
-    """Run one task, sending its outputs and its end; returns the bytes it made.
-    Its tables are gone when this returns, so the caller may trim the heap."""
+def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict,
+           meter: PeakMeter) -> int:
+    """Run one task, sending its outputs and its end (with its measured working
+    memory); returns the bytes it made. Its tables are gone when this returns, so
+    the caller may trim the heap."""
+    meter.start()
     start, made = time.perf_counter(), 0
     ctx = task_context(stage, task, state)
     try:
@@ -99,7 +103,8 @@ def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict
             del table
         if ctx.dead_letters:
             conn.send(TaskDeadLetters(task.task_id, ctx.dead_letters))
-        conn.send(TaskDone(task.task_id, time.perf_counter() - start))
+        working = max(0, meter.peak_bytes() - mapped_bytes(task.input_refs))
+        conn.send(TaskDone(task.task_id, time.perf_counter() - start, working))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver
         conn.send(TaskFailed(task.task_id, portable(describe_failure(exc))))
     return made

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 from streambatch.executor.backends.base import Task
@@ -10,13 +10,16 @@ from streambatch.executor.partition import read_ref
 from streambatch.executor.stage import PhysicalStage, TaskContext
 
 
-def input_blocks(stage: PhysicalStage, task: Task) -> Iterator[pa.Table]:
-    """The tables a task consumes: a read task's output or its input partitions."""
-    if task.read_index is not None:
-        yield from stage.read_tasks[task.read_index]()
-        return
-    for ref in task.input_refs:
-        yield read_ref(ref)
+def input_blocks(stage: PhysicalStage, task: Task,
+                 each: Callable[[], object] | None = None) -> Iterator[pa.Table]:
+    """The tables a task consumes: a read task's output or its input partitions;
+    ``each`` is called as each one is taken (the task's last block is processed then)."""
+    tables = stage.read_tasks[task.read_index]() if task.read_index is not None else \
+        (read_ref(ref) for ref in task.input_refs)
+    for table in tables:
+        if each is not None:
+            each()
+        yield table
 
 
 def task_context(stage: PhysicalStage, task: Task, worker_state: dict) -> TaskContext:
@@ -26,12 +29,13 @@ def task_context(stage: PhysicalStage, task: Task, worker_state: dict) -> TaskCo
 
 
 def run_task(stage: PhysicalStage, task: Task, target_bytes: int,
-             ctx: TaskContext | dict) -> Iterator[pa.Table]:
+             ctx: TaskContext | dict, each_input: Callable[[], object] | None = None
+             ) -> Iterator[pa.Table]:
     """Yield the output blocks of ``task``, split to ``target_bytes``.
 
     ``ctx`` is a :func:`task_context` (or a worker-state dict, for callers that do
-    not collect dead letters).
+    not collect dead letters); ``each_input`` is called as each input block is taken.
     """
     if isinstance(ctx, dict):
         ctx = task_context(stage, task, ctx)
-    return stage.run(input_blocks(stage, task), ctx, target_bytes)
+    return stage.run(input_blocks(stage, task, each_input), ctx, target_bytes)

@@ -1,0 +1,116 @@
+"""A task's working memory, measured in the process that runs it.
+
+Linux keeps a process's peak resident memory (``VmHWM``) and resets it to the
+current value when ``5`` is written to ``/proc/self/clear_refs``. A worker resets
+it as a task starts and reads it as the task ends: the task's working memory is
+the rise of that peak above what the process held at the start (decoded reader
+buffers, a UDF's temporaries, output blocks before they leave), less the input
+blocks it mapped (the driver charges those as buffered partitions).
+"""
+
+from __future__ import annotations
+
+import os
+
+_STATUS = "/proc/self/status"
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open(_STATUS, "rb") as handle:
+            for line in handle:
+                if line.startswith(field.encode()):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class PeakMeter:
+    """Measures the rise of this process's peak resident memory over one task.
+
+    >>> meter = PeakMeter()
+    >>> meter.start()
+    >>> block = bytearray(32 << 20)  # 32 MiB, touched
+    >>> meter.peak_bytes() >= 30 << 20 or not meter.works
+    True
+    """
+
+    def __init__(self) -> None:
+        self.works = _reset_peak()
+        self._base = 0
+
+    def start(self) -> None:
+        """A task begins: the peak starts again from the memory held now."""
+        if self.works:
+            self.works = _reset_peak()
+            self._base = (_status_kib("VmRSS:") or 0) * 1024
+
+    def peak_bytes(self) -> int:
+        """How far the peak rose above the start (0 when the kernel does not tell)."""
+        if not self.works:
+            return 0
+        peak = _status_kib("VmHWM:")
+        return max(0, peak * 1024 - self._base) if peak is not None else 0
+
+
+def mapped_bytes(refs) -> int:
+    """Bytes of the shared-memory input blocks a task maps (files; other refs: 0).
+
+    >>> mapped_bytes([])
+    0
+    """
+    total = 0
+    for ref in refs:
+        path = getattr(ref, "path", None)
+        if path is not None:
+            try:
+                total += os.path.getsize(path)
+            except OSError:
+                pass
+    return total
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class ArrowGrowth:
+    """For a task on a thread of a shared process (whose peak resident memory other
+    tasks move too): how far the process's anonymous resident memory (``RssAnon``:
+    not the shared-memory blocks it maps) and Arrow's allocations rose above their
+    levels at the task's start, the larger of the two, sampled as it takes each
+    input block and as it hands out each output block (decoded reader buffers, a
+    writer's pages, the UDF's output, and what the allocator keeps of them). Tasks
+    running beside it count in it: it errs high.
+
+    >>> import pyarrow as pa
+    >>> growth = ArrowGrowth()
+    >>> block = pa.array(range(1 << 20))  # 8 MiB of int64
+    >>> growth.sample() >= 8 << 20
+    True
+    """
+
+    def __init__(self) -> None:
+        import pyarrow as pa
+
+        self._allocated = pa.total_allocated_bytes
+        self._base, self._anon, self._peak = self._allocated(), _anon_bytes(), 0
+
+    def sample(self) -> int:
+        """Note the memory now; return the largest rise seen."""
+        rise = self._allocated() - self._base
+        if self._anon is not None:
+            rise = max(rise, (_anon_bytes() or 0) - self._anon)
+        self._peak = max(self._peak, rise)
+        return self._peak
+
+
+def _anon_bytes() -> int | None:
+    kib = _status_kib("RssAnon:")
+    return None if kib is None else kib * 1024
