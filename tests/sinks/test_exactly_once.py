@@ -29,6 +29,7 @@ JOB = textwrap.dedent("""
     import streambatch as sb
 
     out, cpus, budget, shape, resume = sys.argv[1:6]
+    backend = sys.argv[6] if len(sys.argv) > 6 else "local"
 
     def slow(batch):
         time.sleep(0.03)
@@ -39,7 +40,7 @@ JOB = textwrap.dedent("""
             raise ValueError(f"bad row {row['id']}")
         return row
 
-    sb.init(num_cpus=int(cpus), memory_budget=int(budget) * 2**20)
+    sb.init(num_cpus=int(cpus), memory_budget=int(budget) * 2**20, backend=backend)
     ds = sb.range(%d).map_batches(slow, batch_size=100, batch_format="numpy")
     if shape == "dead":
         ds = ds.map(check, on_error="skip")
@@ -51,11 +52,13 @@ JOB = textwrap.dedent("""
 """ % ROWS)
 
 
-def run(tmp_path: Path, out: Path, cpus: int, budget: int, shape: str, resume: bool):
+def run(tmp_path: Path, out: Path, cpus: int, budget: int, shape: str, resume: bool,
+        backend: str = "local"):
     script = tmp_path / "job.py"
     script.write_text(JOB)
     return subprocess.Popen([sys.executable, str(script), str(out), str(cpus), str(budget),
-                             shape, "1" if resume else "0"], stdout=subprocess.PIPE, text=True)
+                             shape, "1" if resume else "0", backend], stdout=subprocess.PIPE,
+                            text=True)
 
 
 def settled_pieces(out: Path) -> int:
@@ -82,8 +85,9 @@ def kill_mid_job(tmp_path: Path, out: Path, cpus: int, budget: int, shape: str) 
     assert not (out / "_SUCCESS").exists()
 
 
-def resume(tmp_path: Path, out: Path, cpus: int, budget: int, shape: str) -> str:
-    job = run(tmp_path, out, cpus, budget, shape, resume=True)
+def resume(tmp_path: Path, out: Path, cpus: int, budget: int, shape: str,
+           backend: str = "local") -> str:
+    job = run(tmp_path, out, cpus, budget, shape, resume=True, backend=backend)
     stdout, _ = job.communicate(timeout=180)
     assert job.returncode == 0
     return stdout
@@ -112,6 +116,14 @@ def test_resume_with_other_cpus_and_budget_writes_each_row_once(tmp_path, shape)
     check_exact_output(out, list(range(ROWS)))
     if shape == "hive":
         assert {p.split("/")[0] for p in data_files(out)} == {"k=0", "k=1", "k=2"}
+
+
+def test_a_local_run_resumes_on_ray_writing_each_row_once(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    kill_mid_job(tmp_path, out, cpus=2, budget=256, shape="plain")
+    resume(tmp_path, out, cpus=3, budget=128, shape="plain", backend="ray")
+    check_exact_output(out, list(range(ROWS)))
 
 
 def test_dead_letters_survive_a_resume(tmp_path):
