@@ -14,7 +14,9 @@ class ParquetSink(Datasink):
     """Write parquet files; ``_SUCCESS`` lists them when all succeeded.
 
     ``mode``: "error" (the directory must hold no data files), "overwrite"
-    (delete existing data files first) or "append". ``partition_cols`` writes
+    (replace an earlier streambatch output: only the files its manifest records go;
+    a directory holding files no streambatch write recorded is refused, naming
+    them) or "append" (add files; the earlier ones stay listed). ``partition_cols`` writes
     hive directories ``col=value/`` (the columns leave the files);
     ``target_file_bytes`` starts a new file once a file reaches that size on disk.
 
