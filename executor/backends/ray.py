@@ -9,9 +9,13 @@ per execution and unpickled once per worker. Ray never retries anything
 (``max_retries=0``): the executor owns retries, a dead worker, actor or
 node is reported as ``FailureInfo("died")``, and a task whose input block was
 lost with its node as ``FailureInfo("lost")``: the executor recomputes the
-block from its lineage (executor/recovery.py) and runs the task again. Block inputs are passed as
-top-level task arguments, so Ray schedules a task next to its input partitions
-when it can (locality) and resolves them zero-copy from the object store.
+block from its lineage (executor/recovery.py) and runs the task again. A task's
+stream is read by ``ray_stream.task_records``, so every task ends in exactly one
+TaskDone or TaskFailed, also when Ray cuts the stream between an output's record
+and its block, and the driver never waits on an object no live node holds.
+Block inputs are passed as top-level task arguments, so Ray schedules a task next
+to its input partitions when it can (locality) and resolves them zero-copy from
+the object store.
 
 Use it with ``streambatch.init(backend="ray", address="auto")`` (or a
 ``ray://`` address); without an address an embedded Ray instance is started.
@@ -42,6 +46,12 @@ from streambatch.executor.backends.base import (
 )
 from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.heap import keep_heap_for_actor
+from streambatch.executor.backends.ray_stream import (
+    StreamCut,
+    UnreachableObjectError,
+    fetch,
+    task_records,
+)
 from streambatch.executor.backends.task_runner import run_task
 from streambatch.executor.errors import BlockLostError
 from streambatch.executor.partition import InMemoryRef
@@ -66,10 +76,14 @@ class RayRef:
 
     def read(self) -> pa.Table:
         """Fetch the block (zero-copy from the local object store); a block whose node
-        left raises :class:`BlockLostError` (the executor then recomputes it)."""
+        left raises :class:`BlockLostError` (the executor then recomputes it). The
+        driver waits only while a live node holds the block (``ray_stream.fetch``)."""
+        rex = ray.exceptions
         try:
-            return ray.get(self.ref)
-        except ray.exceptions.ObjectLostError as exc:
+            return fetch(self.ref)
+        except (rex.ObjectLostError, rex.NodeDiedError, rex.WorkerCrashedError,
+                rex.RayActorError, UnreachableObjectError) as exc:
+            # NodeDiedError & co: the block came from a task that then died with its node
             raise BlockLostError("(driver)", "a block fetched by the driver",
                                  f"{type(exc).__name__}") from exc
 
@@ -305,17 +319,18 @@ class RayBackend(Backend):
         return ray.put(ref.read())  # a block the driver made (limit, repartition)
 
     def _follow(self, task_id: int, gen, exit_key: str) -> None:
+        """Turn one task's records into events, ending with exactly one TaskDone or
+        TaskFailed (task_records raises where the stream ends without a final record)."""
         try:
-            for meta_ref in gen:
-                meta = ray.get(meta_ref)
-                if meta[0] == "out":
-                    self.events.put(TaskOutput(task_id, RayRef(next(gen)), meta[1], meta[2]))
-                elif meta[0] == "started":
+            for record in task_records(gen):
+                if record[0] == "out":
+                    self.events.put(TaskOutput(task_id, RayRef(record[3]), record[1], record[2]))
+                elif record[0] == "started":
                     self.events.put(TaskStarted(task_id))
-                elif meta[0] == "done":
-                    self.events.put(TaskDone(task_id, meta[1]))
+                elif record[0] == "done":
+                    self.events.put(TaskDone(task_id, record[1]))
                 else:
-                    self.events.put(TaskFailed(task_id, meta[1]))
+                    self.events.put(TaskFailed(task_id, record[1]))
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a dead worker, actor or node
             # (SystemExit: Ray raises it in this thread when the driver disconnects)
             if not self._cancelled.is_set():
@@ -332,7 +347,10 @@ class RayBackend(Backend):
             exc.cause, (rex.ObjectLostError, rex.NodeDiedError))
         if isinstance(exc, rex.ObjectLostError) or fetching:
             return FailureInfo("lost", None, None, f"{type(exc).__name__}: {exc}"[:500], "")
-        if isinstance(exc, (rex.WorkerCrashedError, rex.RayActorError, rex.NodeDiedError)):
+        if isinstance(exc, (rex.WorkerCrashedError, rex.RayActorError, rex.NodeDiedError,
+                            StreamCut, UnreachableObjectError)):
+            # StreamCut: Ray ended the stream early; UnreachableObjectError: a record
+            # whose node left. Either way the task's worker or node is gone.
             return _died(exc, self._exit_code(exit_key))
         return portable(describe_failure(exc))
 
