@@ -120,15 +120,13 @@ class StreamingExecutor:
         from streambatch.executor.cancel import on_cancel
 
         ok = False
-        cancel = getattr(self.backend, "cancel", None)  # a backend without one stops at shutdown
-        forget = on_cancel(cancel) if cancel is not None else None
+        forget = on_cancel(self.backend.cancel)
         try:
             self._start()
             yield from self._loop()
             ok = True
         finally:
-            if forget is not None:
-                forget()
+            forget()
             self._finish(ok)
 
     def _start(self) -> None:
@@ -169,7 +167,7 @@ class StreamingExecutor:
         record the stats; also after a start that failed part-way."""
         try:
             if self._backend_started:
-                if not ok and hasattr(self.backend, "cancel"):
+                if not ok:
                     self.backend.cancel()
                 self.backend.shutdown()
         finally:

@@ -171,6 +171,11 @@ class Backend(ABC):
     def release(self, ref: BlockRef) -> None:
         """Free a block no one needs any more."""
 
+    def cancel(self) -> None:
+        """Stop the job now, from any thread (its consumer went away): stop running
+        tasks, hung ones too; ``poll`` then raises JobCancelled. Default: nothing
+        until :meth:`shutdown`."""
+
     @abstractmethod
     def shutdown(self) -> None:
         """Stop workers and free every block."""

@@ -53,6 +53,7 @@ from streambatch.executor.backends.ray_stream import (
     task_records,
 )
 from streambatch.executor.backends.task_runner import run_task
+from streambatch.executor.cancel import JobCancelled
 from streambatch.executor.errors import BlockLostError
 from streambatch.executor.partition import InMemoryRef
 
@@ -189,14 +190,16 @@ class _StageActor:
 def connect(address: str | None = None, num_cpus=None, num_gpus=None,
             resources: dict | None = None) -> None:
     """Join the Ray cluster at ``address`` ("auto", "ray://host:10001"), or start an
-    embedded instance with the declared resources when there is none; no-op when
-    Ray is already initialized in this process."""
+    embedded instance with the declared resources when there is none (a new one:
+    ``address="local"``, never a cluster that happens to run on this machine, which
+    is what ``address="auto"`` asks for); no-op when Ray is already initialized in
+    this process."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    ray.init(num_cpus=None if num_cpus is None else max(1, int(num_cpus)),
+    ray.init(address="local", num_cpus=None if num_cpus is None else max(1, int(num_cpus)),
              num_gpus=None if num_gpus is None else int(-(-num_gpus // 1)),
              resources=resources or None, include_dashboard=False)
 
@@ -212,6 +215,9 @@ class _Actor:
     handle: object
     stage_index: int
     cpus: float
+
+
+_WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once
 
 
 class RayBackend(Backend):
@@ -235,6 +241,7 @@ class RayBackend(Backend):
         self._discover()
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
+        self._stop_requested = False  # cancel(): poll raises JobCancelled from now on
         self._running: dict[int, object] = {}  # task id -> generator
         self._task_cpus: dict[int, float] = {}
         self._actor_tasks: set[int] = set()
@@ -400,8 +407,12 @@ class RayBackend(Backend):
 
     # ---- events -------------------------------------------------------
     def poll(self, timeout: float) -> list:
-        """Events ready within ``timeout`` seconds (at least one unless it timed out)."""
-        out = drain(self.events, timeout)
+        """Events ready within ``timeout`` seconds (at least one unless it timed out).
+
+        Raises JobCancelled once :meth:`cancel` was called."""
+        self._check_stopped()
+        out = [e for e in drain(self.events, timeout) if e is not _WAKE]
+        self._check_stopped()
         for event in out:
             if isinstance(event, (TaskDone, TaskFailed)):
                 with self._lock:
@@ -414,8 +425,20 @@ class RayBackend(Backend):
     def release(self, ref) -> None:
         """Nothing to do: Ray frees a block when its last reference is dropped."""
 
-    def shutdown(self) -> None:
-        """Cancel tasks still running and kill this execution's actors."""
+    def _check_stopped(self) -> None:
+        if self._stop_requested:
+            raise JobCancelled("the job was cancelled: its consumer stopped iterating")
+
+    def cancel(self) -> None:
+        """Stop the job now, from any thread: force-cancel its running tasks (a hung
+        UDF too) and kill its actors; :meth:`poll` raises JobCancelled from now on."""
+        self._stop_requested = True
+        self.events.put(_WAKE)
+        self.shutdown(wait=False)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Cancel tasks still running and kill this execution's actors (``wait``: until
+        Ray has freed their resources, so the next job finds them)."""
         self._cancelled.set()
         with self._lock:
             running = list(self._running.items())
@@ -432,7 +455,7 @@ class RayBackend(Backend):
         self._actors.clear()
         self._stopping.clear()
         self._blob = None
-        if handles:  # wait until Ray has freed their CPUs/GPUs, so the next job finds them
+        if handles and wait:  # until Ray has freed their CPUs/GPUs, so the next job finds them
             ray.wait([h.ready.remote() for h in handles], num_returns=len(handles), timeout=5.0)
 
 

@@ -39,6 +39,15 @@ def fail_on_537(row: dict) -> dict:
     return row
 
 
+def hang_after_first(batch: pa.Table) -> pa.Table:
+    """The first batch passes; any later one hangs (for 60 s: a hung user function)."""
+    import time
+
+    if batch["id"][0].as_py() > 0:
+        time.sleep(60)
+    return batch
+
+
 def megabyte_rows(batch: pa.Table) -> pa.Table:
     """Each input row becomes a ~1 MiB string row."""
     return pa.table({"id": batch["id"], "blob": pa.array(["x" * MiB] * batch.num_rows)})
@@ -329,6 +338,18 @@ class HeterogeneousConformance:
                            batch_format="numpy"))
         expected = sorted((i, i * i + 7) for i in range(500) if i % 3 != 0)
         assert sorted((r["id"], r["out"]) for r in ds.take_all()) == expected
+
+    def test_closing_the_iterator_stops_a_hung_function_at_once(self):
+        import time
+
+        ds = sb.range(40, override_num_blocks=4).map_batches(hang_after_first, batch_size=10)
+        batches = iter(ds.iter_batches(batch_size=10))
+        assert next(batches).num_rows == 10
+        started = time.monotonic()
+        batches.close()  # the other tasks hang in the UDF
+        assert time.monotonic() - started < 5  # 60 s if it waited for them
+        assert sb.range(3).count() == 3  # their CPUs are free again: the next job runs
+        assert time.monotonic() - started < 10
 
 
 class BatchSizes:
