@@ -4,6 +4,7 @@ limit, union and repartition."""
 from __future__ import annotations
 
 import pyarrow as pa
+from streambatch.executor.iteration import join_blocks
 from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
 
@@ -58,7 +59,7 @@ def step_repartition(st: StageState, release, adopt=_keep) -> None:
     st.stats.rows_in += sum(t.num_rows for t in tables)
     if not tables:
         return
-    table = pa.concat_tables(tables, promote_options="permissive")
+    table = join_blocks(tables, f"stage '{st.stage.name}': the partitions it repartitions")
     for piece in _even_slices(table, st.stage.num_partitions):
         new = Partition.from_table(piece, st.index, tuple(p.pid for p in parts))
         st.outputs.append(adopt(new, parts))

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
+from streambatch.connectors.row_conversion import concat_blocks, table_of
 from streambatch.executor.cancel import CancelScope, cancel_scope, on_cancel
 from streambatch.executor.exit_cleanup import install_sigterm_handler
 from streambatch.executor.thread_pool import shared_pool
@@ -53,7 +54,35 @@ def exact_batches(tables: Iterator[pa.Table], batch_size: int | None,
 def _combine(tables: list[pa.Table]) -> pa.Table:
     if len(tables) == 1:
         return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+    return join_blocks(tables, "a batch spans blocks that").combine_chunks()
+
+
+def join_blocks(tables: list[pa.Table], what: str = "") -> pa.Table:
+    """The blocks as one table, zero-copy when their schemas agree; else unified by
+    ``concat_blocks`` (missing columns null, types promoted where no value changes,
+    tensor columns whose shapes differ made variable-shape). Blocks of rows with no
+    columns keep their rows. Columns with no common type raise a ValueError naming
+    the column and both types, prefixed by ``what`` (who joins: "... cannot be joined").
+
+    >>> a, b = pa.table({"x": [1]}), pa.table({"x": [2.5], "y": ["s"]})
+    >>> join_blocks([a, b]).to_pylist()
+    [{'x': 1.0, 'y': None}, {'x': 2.5, 'y': 's'}]
+    >>> join_blocks([a.select([]), b.select([])]).num_rows
+    2
+    >>> try:
+    ...     join_blocks([a, pa.table({"x": ["s"]})], "a batch spans blocks that")
+    ... except ValueError as err:
+    ...     print(err)  # doctest: +ELLIPSIS
+    a batch spans blocks that cannot be joined: column 'x' is int64 in block 0 and string in block 1: no common type; make the key hold one type in every row ...
+    """
+    if tables and not any(t.num_columns for t in tables):  # Arrow's concatenation drops their rows
+        return table_of({}, sum(t.num_rows for t in tables))
+    try:
+        return concat_blocks(tables)
+    except ValueError as err:
+        if not what:
+            raise
+        raise ValueError(f"{what} cannot be joined: {err}") from err
 
 
 def prefetched(make: Callable[[], Iterator], depth: int) -> Iterator:

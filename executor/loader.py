@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+from streambatch.executor.iteration import join_blocks
 from streambatch.executor.shuffle import ShuffleBuffer, epoch_rng, unpack_ids
 
 Chunk = tuple[pa.Table, np.ndarray]  # a table and the packed ids of its rows
@@ -68,7 +69,7 @@ def _shuffled(chunks, batch_size, drop_last, size, seed, epoch) -> Iterator[Chun
 def _combine(parts: list[Chunk]) -> Chunk:
     if len(parts) == 1:
         return parts[0]
-    table = pa.concat_tables([t for t, _ in parts], promote_options="permissive").combine_chunks()
+    table = join_blocks([t for t, _ in parts], "a training batch spans blocks that").combine_chunks()
     return table, np.concatenate([i for _, i in parts])
 
 

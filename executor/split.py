@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 from streambatch.executor.errors import StreamBatchError
+from streambatch.executor.iteration import join_blocks
 
 _END = object()
 
@@ -93,7 +94,8 @@ def final_round(held: list[pa.Table], leftover: list[pa.Table], n: int,
         return held
     if drop_last:
         return held
-    rows = pa.concat_tables(held + leftover, promote_options="permissive").combine_chunks()
+    rows = join_blocks(held + leftover, f"streaming_split(n={n}, equal=True): the epoch's last "
+                       "batches, cut again to give each rank the same number,").combine_chunks()
     pieces = 2 * n if held else n
     if rows.num_rows < pieces:
         raise ValueError(f"streaming_split(n={n}, equal=True): the epoch ends with "

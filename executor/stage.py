@@ -201,10 +201,30 @@ def _aligned_prefix(table: pa.Table, block_rows: int | None):
 
 
 def _concat(tables: list[pa.Table], block_rows: int | None = None) -> pa.Table:
+    """A task's output blocks as one: zero-copy when their schemas agree, else unified
+    by ``concat_blocks`` (e.g. tensor shapes that differ between blocks become one
+    variable-shape column); rows of blocks with no columns are kept.
+
+    >>> import numpy as np
+    >>> from streambatch.connectors.tensors import tensor_array
+    >>> a = pa.table({"v": tensor_array(np.zeros((2, 2)))})
+    >>> _concat([a, pa.table({"v": tensor_array(np.zeros((1, 3)))})]).schema.field("v").type.extension_name
+    'arrow.variable_shape_tensor'
+    >>> _concat([a.select([]), a.select([])]).num_rows
+    4
+    """
     non_empty = [t for t in tables if t.num_rows] or tables[:1]
     if len(non_empty) == 1:
         return non_empty[0]
-    joined = pa.concat_tables(non_empty, promote_options="permissive")
+    # (imported here: this module is the executor's contract and imports none of ours)
+    from streambatch.connectors.row_conversion import concat_blocks, table_of
+
+    if not any(t.num_columns for t in non_empty):  # Arrow's concatenation drops their rows
+        return table_of({}, sum(t.num_rows for t in non_empty))
+    try:
+        joined = concat_blocks(non_empty)
+    except ValueError as err:
+        raise ValueError(f"this task's output blocks cannot be joined: {err}") from err
     if block_rows and any(t.num_rows % block_rows for t in non_empty[:-1]):
         return joined.combine_chunks()  # a batch would span pieces: one copy here
     return joined

@@ -8,6 +8,10 @@
 from streambatch.context import DataContext, init
 from streambatch.dataset import Dataset
 from streambatch.executor.errors import (
+    BlockLostError,
+    NonDeterministicError,
+    ResumeMismatchError,
+    RowConversionError,
     StageStuckError,
     StreamBatchError,
     TooManyErrorsError,
@@ -41,6 +45,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
+    # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)
+    "BlockLostError", "NonDeterministicError", "ResumeMismatchError", "RowConversionError",
     "StageStuckError", "StreamBatchError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
     "WorkerDiedError", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
     "init", "range", "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from streambatch import validate as v
+from streambatch.connectors.row_conversion import block_to_rows
 from streambatch.context import DataContext
-from streambatch.executor.iteration import exact_batches, prefetched
+from streambatch.executor.iteration import exact_batches, join_blocks, prefetched
 from streambatch.executor.partition import Partition
 from streambatch.executor.stats import DatasetStats
 from streambatch.operators import logical as L
@@ -265,17 +266,19 @@ class Dataset:
         return streaming_split(self, n, equal, timeout_s)
 
     def iter_rows(self) -> Iterator[dict]:
-        """Rows as dicts.
+        """Rows as dicts; a tensor column's value is one n-d numpy array per row.
 
-        >>> import streambatch as sb
+        >>> import streambatch as sb, numpy as np
         >>> sorted(r["id"] for r in sb.range(3).iter_rows())
         [0, 1, 2]
+        >>> next(sb.from_numpy(np.zeros((2, 3, 4))).iter_rows())["data"].shape
+        (3, 4)
         """
         for batch in self.iter_batches(batch_size=None, prefetch_batches=1):
-            yield from batch.to_pylist()
+            yield from block_to_rows(batch)
 
     def take(self, limit: int = 20) -> list[dict]:
-        """Up to ``limit`` rows as dicts.
+        """Up to ``limit`` rows as dicts (tensor columns as n-d numpy arrays, as in take_all).
 
         >>> import streambatch as sb
         >>> len(sb.range(100).take(2))
@@ -308,13 +311,17 @@ class Dataset:
             print(row)
 
     def take_all(self) -> list[dict]:
-        """Every row as a dict.
+        """Every row as a dict, block by block (as ``iter_rows`` gives them): a tensor
+        column's value is one n-d numpy array per row (of its own shape when shapes
+        vary), and a row of no columns is ``{}``.
 
-        >>> import streambatch as sb
+        >>> import streambatch as sb, numpy as np
         >>> sb.from_items([1, 2], override_num_blocks=1).take_all()
         [{'item': 1}, {'item': 2}]
+        >>> sorted(r["data"].shape for r in sb.from_numpy([np.zeros((1, 2)), np.ones((1, 3))]).take_all())
+        [(2,), (3,)]
         """
-        return self.to_arrow().to_pylist()
+        return [row for part in self._partitions() for row in block_to_rows(part.get())]
 
     def count(self) -> int:
         """Number of rows.
@@ -359,17 +366,28 @@ class Dataset:
         return first.get().schema if first is not None else None
 
     def to_arrow(self) -> pa.Table:
-        """All rows as one pyarrow Table (zero-copy concatenation of blocks).
+        """All rows as one pyarrow Table: a zero-copy concatenation of the blocks when
+        their schemas agree; else missing columns are null, types promoted where no
+        value changes and tensor columns whose shapes differ between blocks made
+        variable-shape. Columns with no common type fail naming the partitions.
 
         >>> import streambatch as sb
         >>> sb.range(3).to_arrow().num_rows
         3
+        >>> sb.range(3).map(lambda r: {}).to_arrow().num_rows  # rows of no columns count
+        3
         """
-        tables = [p.get() for p in self._partitions()]
-        non_empty = [t for t in tables if t.num_rows] or tables[:1]
-        if not non_empty:
+        parts = list(self._partitions())
+        tables = [p.get() for p in parts]
+        keep = [i for i, t in enumerate(tables) if t.num_rows] or list(range(len(tables)))[:1]
+        if not keep:
             return pa.table({})
-        return pa.concat_tables(non_empty, promote_options="permissive")
+        tables, parts = [tables[i] for i in keep], [parts[i] for i in keep]
+        try:
+            return join_blocks(tables)
+        except ValueError as err:
+            raise ValueError(f"Dataset.to_arrow: the output partitions cannot be joined into "
+                             f"one table: {err}. {_where_types_differ(tables, parts)}") from err
 
     def to_pandas(self):
         """All rows as a pandas DataFrame.
@@ -546,3 +564,30 @@ class Dataset:
                 f"Physical plan:\n{render_stages(stages)}")
         print(text)
         return text
+
+
+def _where_types_differ(tables: list[pa.Table], parts: list[Partition]) -> str:
+    """Which output partition ("block i": the i-th one) first holds each type of every
+    column whose type varies.
+
+    >>> p = [Partition.from_table(pa.table({"a": [1]}), 0, (("read", f"partition {i} (ids {i})"),))
+    ...      for i in range(2)]
+    >>> _where_types_differ([pa.table({"a": [1]}), pa.table({"a": ["x"]})], p)
+    "Column 'a' is int64 first in block 0 = partition 0 (ids 0), string first in block 1 = partition 1 (ids 1)."
+    """
+    first: dict[str, dict] = {}
+    for index, table in enumerate(tables):
+        for field in table.schema:
+            first.setdefault(field.name, {}).setdefault(str(field.type), index)
+    return " ".join(f"Column {name!r} is " + ", ".join(
+        f"{typ} first in block {i} = {_describe_partition(parts[i])}" for typ, i in types.items())
+        + "." for name, types in first.items() if len(types) > 1)
+
+
+def _describe_partition(part: Partition) -> str:
+    """A read partition as the engine names it (``partition 2 (ids 4-5)``), else the
+    read partitions a later stage's output came from."""
+    if part.lineage and isinstance(part.lineage[0], tuple) and part.lineage[0][0] == "read":
+        return str(part.lineage[0][1])
+    reads = sorted(read for _, read in part.origins)
+    return f"an output of read partition{'s' if len(reads) > 1 else ''} " + ", ".join(map(str, reads))

@@ -251,10 +251,6 @@ def test_from_numpy_of_a_list_of_arrays_with_rows_of_one_shape():
     assert sorted(r["data"].tolist() for r in rows(ds)) == [[0.0, 0.0]] * 2 + [[1.0, 1.0]] * 3
 
 
-@pytest.mark.xfail(strict=True, raises=pa.ArrowTypeError,
-                   reason="each array is its own block of fixed-shape rows; Dataset.to_arrow "
-                          "(streambatch/dataset.py) concatenates blocks with pa.concat_tables, "
-                          "which cannot merge tensor shapes: it needs row_conversion.concat_blocks")
 def test_from_numpy_of_a_ragged_list_of_arrays():
     ds = sb.from_numpy([np.zeros((2, 2)), np.ones((3, 3))], override_num_blocks=1)
     assert sorted(r["data"].tolist() for r in rows(ds)) == [[0.0, 0.0]] * 2 + [[1.0, 1.0, 1.0]] * 3
