@@ -51,10 +51,11 @@ QUEUED_TASKS_PER_SLOT = 2  # input a stage may have waiting, in tasks per slot i
 
 def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Callable) -> bool:
     """True when the task stage that ``st`` feeds has, per slot it can run, at least
-    :data:`QUEUED_TASKS_PER_SLOT` tasks' worth of input waiting (counting what ``st``'s
-    running tasks will still add), and enough for its next task: more would only wait
-    in memory, however large the budget, so ``st`` holds its next task (the slow
-    stage never starves: its queue stays at that depth).
+    :data:`QUEUED_TASKS_PER_SLOT` tasks' worth of input waiting, and enough for its
+    next task: more would only wait in memory, however large the budget, so ``st``
+    holds its next task (its running tasks still finish: the queue stays between
+    that depth and that plus their output, whatever the size of the data, and the
+    slow stage never starves).
 
     >>> from collections import deque
     >>> from types import SimpleNamespace
@@ -74,6 +75,5 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
     per_task = down.avg_input_per_task()
     if down.stage.kind != "task" or down.finished or not per_task or not peek_bundle(down):
         return False  # (a stage whose queue makes no task yet must get more input)
-    coming = sum(max(0, t.est_bytes - t.produced_bytes) for t in st.running.values())
-    waiting = down.queued_bytes() + st.output_bytes() + coming
+    waiting = down.queued_bytes() + st.output_bytes()
     return waiting >= QUEUED_TASKS_PER_SLOT * slots_of(down)[0] * per_task
