@@ -21,7 +21,7 @@ import json
 import numpy as np
 import pyarrow as pa
 from streambatch.connectors.datasink import Datasink
-from streambatch.connectors.file_based import FileSource
+from streambatch.connectors.file_based import FileReadError, FileSource
 
 
 class JSONSource(FileSource):
@@ -35,7 +35,19 @@ class JSONSource(FileSource):
     error_hint = "expected JSON lines (one object per line) or a JSON array of objects"
 
     def read_file(self, fs, entry, pushdowns):
-        """Parse one file as JSON lines or a JSON array."""
+        """Parse one file as JSON lines or a JSON array. An array's objects become rows
+        as any rows do (``rows_to_block``): the union of their keys (a key an object
+        lacks is null), types unified across objects; a key whose values have no
+        common type (e.g. 1 and "x") fails naming the file, the object and the key.
+
+        >>> import fsspec, tempfile
+        >>> from streambatch.connectors.file_based import FileEntry
+        >>> path = tempfile.mkdtemp() + "/a.json"
+        >>> _ = open(path, "w").write('[{"a": 1}, {"a": 2.5, "b": "x"}]')
+        >>> src = JSONSource(path)
+        >>> [t.to_pylist() for t in src.read_file(fsspec.filesystem("file"), FileEntry(path, 0), None)]
+        [[{'a': 1.0, 'b': None}, {'a': 2.5, 'b': 'x'}]]
+        """
         import pyarrow.json as pajson
 
         with fs.open(entry.path, "rb", compression="infer") as handle:
@@ -47,10 +59,23 @@ class JSONSource(FileSource):
             value = json.loads(data)
             rows = value if isinstance(value, list) else [value]
             if rows and not all(isinstance(r, dict) for r in rows):
-                raise ValueError("a JSON array must hold objects (one per row)")
-            yield pa.Table.from_pylist(rows)
+                bad = next(i for i, r in enumerate(rows) if not isinstance(r, dict))
+                raise ValueError(f"a JSON array must hold objects (one per row); item {bad} is "
+                                 f"a {type(rows[bad]).__name__}")
+            yield _array_block(rows, entry.path, self.who)
             return
         yield pajson.read_json(io.BytesIO(data))
+
+
+def _array_block(rows: list[dict], path: str, who: str) -> pa.Table:
+    """A JSON array's objects as one block; an object that cannot join it fails
+    naming the file and the object's index in the array ("row" here)."""
+    from streambatch.connectors.row_conversion import RowsToBlockError, rows_to_block
+
+    try:
+        return rows_to_block(rows)
+    except RowsToBlockError as err:
+        raise FileReadError(who, path, err, "rows count the objects of the JSON array from 0") from err
 
 
 def _single_document(data: bytes) -> bool:

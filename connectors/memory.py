@@ -109,23 +109,98 @@ class ItemsSource(Datasource):
         tasks = []
         for group in row_groups_of("items", len(self.items), parallelism, pushdowns):
             chunk = [item for p in group for item in self.items[p.start:p.stop]]
-            tasks.append(ReadTask(_items_reader(chunk, pushdowns), len(chunk), 64 * len(chunk),
+            spans = [(p.start, p.stop) for p in group]
+            tasks.append(ReadTask(_items_reader(chunk, spans, pushdowns), len(chunk), 64 * len(chunk),
                                   describe_spans("items", group), tuple(group)))
         return tasks
 
 
-def _items_reader(items: list, pushdowns: Pushdowns):
-    """A read task over ``items``: converted like any rows (union of keys, unified types,
-    tensors for arrays); a value that cannot be stored fails naming its row and key."""
+def _items_reader(items: list, spans: list[tuple[int, int]], pushdowns: Pushdowns):
+    """A read task over ``items`` (those of ``spans`` of the whole list, in order):
+    converted like any rows (union of keys, unified types, tensors for arrays); a value
+    that cannot be stored fails naming the item's index in the list given to
+    from_items, and its key.
+
+    >>> read = _items_reader([{"a": 1}, {"a": "x"}], [(7, 9)], Pushdowns())
+    >>> try:
+    ...     read()
+    ... except ItemsToBlockError as err:
+    ...     print(err.problems[0].row, err.problems[0].detail.split(";")[0])
+    8 'x' has no common type with int64, the type of this key in item 7
+    """
 
     def read():
-        from streambatch.connectors.row_conversion import rows_to_block
-
         rows = [i if isinstance(i, dict) else {"item": i} for i in items]
-        table = rows_to_block(rows)
+        table = items_to_block(rows, spans, "from_items")
         return limit_tables(iter([apply_pushdowns(table, pushdowns)]), pushdowns.limit)
 
     return read
+
+
+def items_to_block(rows: list, spans: list[tuple[int, int]], who: str) -> pa.Table:
+    """``rows_to_block(rows)``, where ``rows`` are the items of ``spans`` (half-open index
+    ranges of a whole collection, in order): a row that cannot be stored raises
+    :class:`ItemsToBlockError` naming its index in the collection (``who`` is the
+    function the collection was given to).
+
+    >>> items_to_block([{"a": 1}], [(3, 4)], "from_items").num_rows
+    1
+    >>> try:
+    ...     items_to_block([{"a": 1}, {"a": 2}, {"a": "x"}], [(0, 1), (5, 7)], "from_items")
+    ... except ItemsToBlockError as err:
+    ...     print(err)  # doctest: +ELLIPSIS
+    from_items: item 6, key 'a': got str: 'x' has no common type with int64, the type of this key in item 0; ...
+    """
+    from streambatch.connectors.row_conversion import RowsToBlockError, rows_to_block
+
+    try:
+        return rows_to_block(rows)
+    except RowsToBlockError as err:
+        raise ItemsToBlockError(who, _relocated(err.problems, spans)) from None
+
+
+class ItemsToBlockError(ValueError):
+    """Items that cannot become a block; ``problems`` (``row_conversion.Problem``) name
+    each by its index in the collection given to ``who`` (from_items, from_torch...).
+
+    >>> from streambatch.connectors.row_conversion import Problem
+    >>> print(ItemsToBlockError("from_items", [Problem(12, "a", "str", "no")]))
+    from_items: item 12, key 'a': got str: no
+    """
+
+    def __init__(self, who: str, problems: list) -> None:
+        self.who, self.problems = who, problems
+        first = problems[0].describe()
+        first = first.replace("row ", "item ", 1) if problems[0].row is not None else first
+        more = len(problems) - 1
+        suffix = f" (and {more} more item{'s' if more > 1 else ''} in this read task)" if more else ""
+        super().__init__(f"{who}: {first}{suffix}")
+
+    def __reduce__(self):
+        return (type(self), (self.who, self.problems))
+
+
+def _relocated(problems: list, spans: list[tuple[int, int]]) -> list:
+    """The problems with their rows (and the rows their details name: ``in row 3``,
+    ``from row 3 on``, ``row 3 holds``) as indices in the whole collection."""
+    import dataclasses
+    import re
+
+    starts, offset = [], 0
+    for start, stop in spans:
+        starts.append((offset, start))
+        offset += stop - start
+
+    def index(row: int) -> int:
+        base, start = next((o, s) for o, s in reversed(starts) if o <= row)
+        return start + row - base
+
+    def detail(text: str) -> str:
+        return re.sub(r"(\b(?:in|from) |^)row (\d+)",
+                      lambda m: f"{m.group(1)}item {index(int(m.group(2)))}", text)
+
+    return [dataclasses.replace(p, row=None if p.row is None else index(p.row),
+                                detail=detail(p.detail)) for p in problems]
 
 
 class RangeSource(Datasource):

@@ -1,9 +1,11 @@
 """Python iterables and PyTorch datasets as sources (torch itself is never imported).
 
 Items become rows: a dict is a row, a tuple ``(a, b, ...)`` becomes columns
-``item_0, item_1, ...``, anything else goes in column ``item``. Tensors (anything
-with ``.numpy()``) and PIL images become numpy arrays; n-d values become tensor
-columns.
+``item_0, item_1, ...``, anything else goes in column ``item``. Rows become blocks
+as any rows do (``row_conversion.rows_to_block``: union of keys, unified types):
+tensors and PIL images become numpy arrays, and arrays (1-d included) tensor
+columns (variable-shape where shapes differ); 0-d tensors and numpy scalars become
+Python numbers. An item that cannot be stored fails naming its index.
 
 >>> from streambatch.connectors.datasource import Pushdowns
 >>> src = SequenceSource([{"x": i} for i in range(5)])
@@ -22,18 +24,22 @@ from streambatch.connectors.datasource import (
     apply_pushdowns,
     limit_tables,
 )
-from streambatch.connectors.memory import describe_spans, row_groups_of
-from streambatch.connectors.tensors import tensor_array
+from streambatch.connectors.memory import describe_spans, items_to_block, row_groups_of
+from streambatch.connectors.row_conversion import is_torch
 
 ROWS_PER_BLOCK = 1024
 
 
 def to_value(value):
-    """A tensor (``.detach().cpu().numpy()``), PIL image or numpy scalar as numpy/python.
+    """A 0-d tensor or numpy scalar as a Python number, a PIL image (or another object
+    with ``.detach()`` and ``.numpy()``) as numpy; an n-d torch tensor stays as it is
+    (``rows_to_block`` converts it, naming the item if it has no numpy dtype).
 
     >>> to_value(np.int64(3)), to_value([1, 2])
     (3, [1, 2])
     """
+    if is_torch(value):
+        return value.item() if value.ndim == 0 else value
     if hasattr(value, "detach") and hasattr(value, "numpy"):
         value = value.detach().cpu().numpy()
     elif type(value).__module__.startswith("PIL."):
@@ -58,25 +64,23 @@ def item_to_row(item) -> dict:
     return {"item": to_value(item)}
 
 
-def rows_to_table(rows: list[dict]) -> pa.Table:
-    """Rows to a table; columns of numpy arrays become tensor columns.
+WHO = "from_torch"  # how conversion errors name the dataset (from_huggingface reads iterables here too)
 
-    >>> t = rows_to_table([{"a": np.zeros((2, 2)), "b": 1}, {"a": np.ones((2, 2)), "b": 2}])
+
+def rows_table(rows: list[dict], start: int) -> pa.Table:
+    """The rows (``item_to_row``) of the dataset's items ``start, start + 1, ...`` as one
+    block (``rows_to_block``); an item that cannot be stored fails naming its index.
+
+    >>> t = rows_table([{"a": np.zeros((2, 2)), "b": 1}, {"a": np.ones((2, 2)), "b": 2}], 0)
     >>> t.schema.field("a").type.extension_name, t["b"].to_pylist()
     ('arrow.fixed_shape_tensor', [1, 2])
+    >>> try:
+    ...     rows_table([{"b": 1}, {"b": "x"}], 1024)
+    ... except ValueError as err:
+    ...     print(str(err)[:37])
+    from_torch: item 1025, key 'b': got s
     """
-    if not rows:
-        return pa.table({})
-    columns = {}
-    for name in dict.fromkeys(k for r in rows for k in r):
-        values = [r.get(name) for r in rows]
-        if all(isinstance(v, np.ndarray) for v in values):
-            columns[name] = (tensor_array(values) if values[0].ndim >= 1 and
-                             not (values[0].ndim == 1 and len({v.shape for v in values}) > 1)
-                             else pa.array(values))
-        else:
-            columns[name] = pa.array(values)
-    return pa.table(columns)
+    return items_to_block(rows, [(start, start + len(rows))], WHO)
 
 
 class SequenceSource(Datasource):
@@ -100,7 +104,7 @@ class SequenceSource(Datasource):
 
 
 def _row_bytes(item) -> int:
-    return max(8, rows_to_table([item_to_row(item)]).nbytes)
+    return max(8, rows_table([item_to_row(item)], 0).nbytes)
 
 
 def _seq_reader(dataset, spans: list[tuple[int, int]], pushdowns: Pushdowns):
@@ -109,7 +113,7 @@ def _seq_reader(dataset, spans: list[tuple[int, int]], pushdowns: Pushdowns):
             for start, stop in spans:
                 for s in range(start, stop, ROWS_PER_BLOCK):
                     rows = [item_to_row(dataset[i]) for i in range(s, min(s + ROWS_PER_BLOCK, stop))]
-                    yield apply_pushdowns(rows_to_table(rows), pushdowns)
+                    yield apply_pushdowns(rows_table(rows, s), pushdowns)
 
         return limit_tables(tables(), pushdowns.limit)
 
@@ -134,14 +138,14 @@ class IterableSource(Datasource):
 def _iter_reader(iterable, pushdowns: Pushdowns):
     def read():
         def tables():
-            rows = []
+            rows, start = [], 0
             for item in iterable:
                 rows.append(item_to_row(item))
                 if len(rows) == ROWS_PER_BLOCK:
-                    yield apply_pushdowns(rows_to_table(rows), pushdowns)
-                    rows = []
+                    yield apply_pushdowns(rows_table(rows, start), pushdowns)
+                    rows, start = [], start + ROWS_PER_BLOCK
             if rows:
-                yield apply_pushdowns(rows_to_table(rows), pushdowns)
+                yield apply_pushdowns(rows_table(rows, start), pushdowns)
 
         return limit_tables(tables(), pushdowns.limit)
 

@@ -94,7 +94,7 @@ def test_int_beyond_2_53_with_floats_is_an_error_not_a_rounding():
         sb.from_items([0], override_num_blocks=1).flat_map(
             lambda r: [{"v": 0.5}, {"v": big}]).take_all()
     assert info.value.key == "v" and "its output 1" in info.value.where
-    with pytest.raises(sb.UserCodeError, match="row 1, key 'v'"):
+    with pytest.raises(sb.UserCodeError, match="from_items: item 1, key 'v'"):
         sb.from_items([{"v": 0.5}, {"v": big}], override_num_blocks=1).take_all()
 
 
@@ -107,7 +107,7 @@ def test_int_beyond_2_53_with_floats_is_an_error_not_a_rounding():
 ], ids=["float-bool", "date-datetime", "date-int", "naive-aware", "nested"])
 def test_mixes_arrow_would_silently_change_are_errors(values):
     ds = sb.from_items([{"v": v} for v in values], override_num_blocks=1)
-    with pytest.raises(sb.UserCodeError, match=r"row 1, key 'v(\[\])?'"):
+    with pytest.raises(sb.UserCodeError, match=r"from_items: item 1, key 'v(\[\])?'"):
         ds.take_all()
 
 
