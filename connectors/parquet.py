@@ -318,6 +318,9 @@ class ParquetSource(FileSource):
             except (FileReadError, SchemaMismatchError):
                 raise
             except (OSError, pa.ArrowException) as exc:
+                mismatch = _cast_mismatch(self, arrow_fs, (entry, values, row_groups), pushdowns, exc)
+                if mismatch is not None:
+                    raise mismatch from exc
                 raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
         where = f"{pieces[0][0].path} (or one of {len(pieces) - 1} more files read with it)"
         raise FileReadError(self.who, where, error, self.error_hint) from error
@@ -391,6 +394,10 @@ class _ParquetRead:
             except SchemaMismatchError:
                 raise  # not bad data: schema= decides how the files are read
             except (OSError, pa.ArrowException) as exc:
+                mismatch = _cast_mismatch(self.source, arrow_fs, (entry, values, row_groups),
+                                          self.pushdowns, exc)
+                if mismatch is not None:
+                    raise mismatch from exc  # as above: a value schema= cannot hold
                 error = exc if isinstance(exc, FileReadError) else FileReadError(
                     self.source.who, entry.path, exc, self.source.error_hint)
                 if not skip:
@@ -407,6 +414,75 @@ class _ParquetRead:
             raise
         except (OSError, pa.ArrowException) as exc:
             self.source.find_bad_piece(arrow_fs, self.pieces, self.pushdowns, exc)
+
+
+def _cast_mismatch(source: ParquetSource, arrow_fs, piece: tuple, pushdowns: Pushdowns,
+                   error: Exception) -> SchemaMismatchError | None:
+    """When ``error`` (from reading ``piece``: entry, partition values, row groups) is a
+    cast that failed, of a column of the file to the type ``schema=`` (or the dataset
+    schema) reads it as (a value it cannot hold, e.g. 1.5 as int64, and statistics did
+    not show it), the SchemaMismatchError naming the file, the column, both types and
+    the value; else None (the file itself is bad)."""
+    if not isinstance(error, (pa.ArrowInvalid, pa.ArrowNotImplementedError)):
+        return None
+    entry, values, row_groups = piece
+    schema = source.schema()
+    try:
+        fragment = source._fragment(arrow_fs, entry, values, row_groups)
+        physical = fragment.physical_schema
+    except (OSError, pa.ArrowException):
+        return None
+    wanted = set(pushdowns.columns) if pushdowns.columns is not None else None
+    for field in physical:
+        if (field.name not in schema.names or (wanted is not None and field.name not in wanted)
+                or field.type == schema.field(field.name).type):
+            continue
+        want = schema.field(field.name).type
+        try:
+            column = fragment.to_table(columns=[field.name], schema=physical).column(0)
+        except (OSError, pa.ArrowException):
+            return None
+        value = _first_misfit(column, want)
+        if value is _FITS:
+            continue
+        given = "schema=" if source.user_schema is not None else "the dataset schema"
+        return SchemaMismatchError(
+            f"{source.who}: column {field.name!r} is {field.type} in {entry.path!r} and holds "
+            f"{value[0]!r}, which {given} reads as {want} and cannot hold ({value[1]}); pass "
+            f"schema= with {field.name!r} as a type that holds every value of the files "
+            f"({field.type} holds this file's; string holds any), or fix the file",
+            field.name, (entry.path, "schema="), (str(field.type), str(want)))
+    return None
+
+
+_FITS = object()
+
+
+def _first_misfit(column: pa.ChunkedArray, want: pa.DataType):
+    """``(value, why)`` of the first value that a safe cast to ``want`` refuses (found by
+    halving the failing chunk), else ``_FITS``.
+
+    >>> _first_misfit(pa.chunked_array([[1.0, 2.0], [3.0, 1.5, 4.0]]), pa.int64())[0]
+    1.5
+    >>> _first_misfit(pa.chunked_array([[1.0]]), pa.int64()) is _FITS
+    True
+    """
+    casting = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+    for chunk in column.chunks:
+        try:
+            chunk.cast(want)
+            continue
+        except casting as exc:
+            why, lo, hi = exc, 0, len(chunk)
+        while hi - lo > 1:  # chunk[lo:hi] holds a value the cast refuses
+            mid = (lo + hi) // 2
+            try:
+                chunk.slice(lo, mid - lo).cast(want)
+                lo = mid
+            except casting as exc:
+                why, hi = exc, mid
+        return chunk[lo].as_py(), why
+    return _FITS
 
 
 def _pieces_of(path: str, row_groups) -> list[Piece]:
