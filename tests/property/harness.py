@@ -543,8 +543,13 @@ def _sigint(spec: dict, case_dir: Path, outcome: Outcome, run: Run) -> None:
         outcome.injected = False
         if not run.wait(RUN_TIMEOUT_S):
             outcome.fail("hang", "the run did not end")
-        if run.poll() is not None and run.result() and run.result()["status"] != "ok":
-            outcome.fail("unexpected_error", run.result().get("error", "")[-300:])
+        result = run.result() if run.poll() is not None else None
+        if result and result["status"] != "ok":
+            message = error_line(result.get("error", ""))
+            outcome.fail("unexpected_error", f"{result.get('error_type')}: {message[:400]}",
+                         f"unexpected_error: {result.get('error_type')}: "
+                         f"{re.sub(r'[0-9]+', 'N', message)[:150]}")
+            outcome.notes.append("traceback:\n" + result.get("error", "")[-2500:])
         return
     time.sleep(0.05)
     run.record()
@@ -588,6 +593,7 @@ def _sigint(spec: dict, case_dir: Path, outcome: Outcome, run: Run) -> None:
 @dataclass
 class Report:
     outcomes: list[Outcome] = field(default_factory=list)
+    rerun: dict = field(default_factory=dict)  # seed -> did the failure show again on a rerun
 
     @property
     def failed(self) -> list[Outcome]:
@@ -604,6 +610,8 @@ class Report:
         signatures = Counter(s for o in self.outcomes for s in set(o.signatures))
         sigint = sorted(o.sigint_s for o in self.outcomes if o.sigint_s is not None)
         return {"cases": len(self.outcomes), "failed_cases": len(self.failed),
+                "failed_again_on_rerun": sum(self.rerun.values()),
+                "passed_on_rerun": sorted(seed for seed, again in self.rerun.items() if not again),
                 "by_fault": by_fault, "failures_by_kind": dict(kinds),
                 "signatures": signatures.most_common(),
                 "ctrl_c_exit_s": {"n": len(sigint), "max": sigint[-1] if sigint else None,
@@ -611,7 +619,8 @@ class Report:
 
     def text(self) -> str:
         c = self.counts()
-        lines = [f"cases: {c['cases']}, failed: {c['failed_cases']}"]
+        lines = [f"cases: {c['cases']}, failed: {c['failed_cases']} (rerun: failed again "
+                 f"{c['failed_again_on_rerun']}, passed {c['passed_on_rerun']})"]
         for fault, e in sorted(c["by_fault"].items()):
             lines.append(f"  {fault:12s} cases {e['cases']:4d}  fault injected {e['injected']:4d}"
                          f"  failed {e['failed']:4d}")
@@ -623,13 +632,17 @@ class Report:
         return "\n".join(lines)
 
 
-def run_many(seeds, base: Path, faults=None, log=None, keep: bool = False) -> Report:
+def run_many(seeds, base: Path, faults=None, log=None, keep: bool = False,
+             rerun: bool = True) -> Report:
     """Run ``seeds`` (fault kinds from ``faults``, cycled, when given) under ``base``;
-    passing cases' directories are removed unless ``keep``."""
+    passing cases' directories are removed unless ``keep``. With ``rerun`` each failed
+    case runs once more at the end (the engine's tree may have been mid-edit, or the
+    failure may be timing-dependent): the counts say which failed again."""
     report = Report()
+    specs = {}
     for n, seed in enumerate(seeds):
         fault = faults[n % len(faults)] if faults else None
-        spec = gen.make_spec(seed, fault)
+        spec = specs[seed] = gen.make_spec(seed, fault)
         case_dir = base / f"case-{seed}"
         outcome = run_case(spec, case_dir)
         report.outcomes.append(outcome)
@@ -639,4 +652,9 @@ def run_many(seeds, base: Path, faults=None, log=None, keep: bool = False) -> Re
             log(outcome.summary() if outcome.failures else
                 f"seed={seed} fault={outcome.fault} ok{'' if outcome.injected else ' (fault not injected)'}"
                 f" {outcome.seconds:.1f}s")
+    for outcome in list(report.failed) if rerun else []:
+        again = run_case(specs[outcome.seed], base / f"rerun-{outcome.seed}")
+        report.rerun[outcome.seed] = bool(again.failures)
+        if log is not None:
+            log(f"rerun seed={outcome.seed}: " + (again.summary() if again.failures else "passed"))
     return report
