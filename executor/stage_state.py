@@ -10,7 +10,7 @@ from streambatch.executor.partition import Partition
 from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stats import StageStats
 
-WORKING_SAMPLES = 8  # a stage's working memory: the largest of its last 8 measured tasks
+WORKING_SAMPLES = 4  # a stage's working memory: the largest of its last 4 measured tasks
 UNMEASURED_FACTOR = 2  # working memory of a task before its stage's first measurement, x est
 
 

@@ -307,8 +307,11 @@ class LocalBackend(Backend):
                 arrow.sample()
                 if self._cancelled.is_set():
                     raise _Cancelled  # abandoned: nothing more goes to the store
-                ref = self.store.put(table) if task.stage_index in self._to_shared \
-                    else InMemoryRef(table)  # (a process reads it next: one copy, made now)
+                if task.stage_index in self._to_shared:  # a process reads it next: one copy
+                    ref = self.store.put(table)
+                else:
+                    ref = InMemoryRef(table)
+                    arrow.handed_over(table.nbytes)  # charged as buffered from now on
                 self._emit(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
             if ctx.dead_letters:
                 self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))

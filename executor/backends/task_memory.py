@@ -101,13 +101,18 @@ class ArrowGrowth:
 
         self._allocated = pa.total_allocated_bytes
         self._base, self._anon, self._peak = self._allocated(), _anon_bytes(), 0
+        self._handed = 0
+
+    def handed_over(self, nbytes: int) -> None:
+        """An output block stays in this process, charged as buffered: not working memory."""
+        self._handed += nbytes
 
     def sample(self) -> int:
         """Note the memory now; return the largest rise seen."""
         rise = self._allocated() - self._base
         if self._anon is not None:
             rise = max(rise, (_anon_bytes() or 0) - self._anon)
-        self._peak = max(self._peak, rise)
+        self._peak = max(self._peak, rise - self._handed)
         return self._peak
 
 
