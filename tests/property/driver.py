@@ -1,4 +1,7 @@
-"""Run one case's pipeline: ``python -m tests.property.driver CASE_DIR first|resume``.
+"""Run one case's pipeline: ``python -m tests.property.driver CASE_DIR MODE``.
+
+MODE: ``first`` (the spec's ``run`` settings), ``resume`` (a write resumed with the
+spec's ``resume`` settings) or ``again`` (a second resume, with ``run``'s settings).
 
 Reads ``CASE_DIR/spec.json``, builds the dataset, runs the consumer and writes
 ``CASE_DIR/result-<mode>.json``: status (ok / error), the error, the output rows in
@@ -107,7 +110,7 @@ def main(case_dir: str, mode: str) -> int:
     import streambatch as sb
     from tests.property.canon import row_key, table_rows
 
-    run = spec["run"] if mode == "first" else spec["resume"]
+    run = spec["run"] if mode in ("first", "again") else spec["resume"]
     sb.init(num_cpus=run["num_cpus"], memory_budget=run["memory_budget"])
     consumer = spec["consumer"]
     result: dict = {"status": "ok", "pid": os.getpid(), "mode": mode}
@@ -135,7 +138,7 @@ def main(case_dir: str, mode: str) -> int:
                     print(f"BATCH {n}", flush=True)
             result["rows"], result["batch_sizes"] = rows, sizes
         elif kind == "write":
-            files = ds.write_parquet(os.path.join(case_dir, "out"), resume=mode == "resume",
+            files = ds.write_parquet(os.path.join(case_dir, "out"), resume=mode != "first",
                                      partition_cols=consumer.get("partition_cols"))
             result["files"] = files
         else:

@@ -196,7 +196,10 @@ def make_spec(seed: int, fault: str | None = None) -> dict:
               "memory_budget": rng.choice([b for b in (64, 128, 256, 512, 1024) if b != budget])
               * MiB}
     return {"seed": seed, "fault": fault, "data": data, "ops": ops, "consumer": consumer,
-            "run": {"num_cpus": cpus, "memory_budget": budget * MiB}, "resume": resume}
+            "run": {"num_cpus": cpus, "memory_budget": budget * MiB}, "resume": resume,
+            # driver_kill: 2 = the first resume is killed too, and a second one finishes
+            "driver_kills": 2 if fault == "driver_kill" and random.Random(seed).random() < 0.3
+            else 1}
 
 
 def actors_needed(ops: list[dict]) -> int:

@@ -416,6 +416,17 @@ def _drive(spec: dict, case_dir: Path, outcome: Outcome, runs: list[Run]) -> Non
                                  "finished job instead")
         final = Run(case_dir, "resume")
         runs.append(final)
+        if spec.get("driver_kills", 1) == 2 and outcome.injected:
+            before = settled_pieces(out)
+            if final.wait_until(lambda: settled_pieces(out) > before and final.poll() is None,
+                                RUN_TIMEOUT_S) and final.poll() is None:
+                final.kill()
+                leftovers = final.leftovers()
+                if leftovers:
+                    outcome.fail("process_leak", f"after the resume's SIGKILL: {leftovers}")
+                outcome.notes.append("the resume was killed too")
+                final = Run(case_dir, "again")
+                runs.append(final)
     elif fault in ("sigint", "sigint_hung"):
         _sigint(spec, case_dir, outcome, first)
         return
@@ -445,7 +456,7 @@ def _drive(spec: dict, case_dir: Path, outcome: Outcome, runs: list[Run]) -> Non
     if result.get("dead_error"):
         outcome.fail("dead_letters", f"ds.dead_letters() raised {result['dead_error']}")
     exp = oracle.evaluate(spec, observed_by_op(dead_counter(dead)[0]))
-    cpus = spec["run" if final.mode == "first" else "resume"]["num_cpus"]
+    cpus = spec["resume" if final.mode == "resume" else "run"]["num_cpus"]
     if gen.actors_needed(spec["ops"]) > cpus:
         _expect_unplaceable(outcome, result, consumer, out)
         return
