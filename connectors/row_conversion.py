@@ -46,7 +46,12 @@ from operator import itemgetter, methodcaller
 
 import numpy as np
 import pyarrow as pa
-from streambatch.connectors.tensors import is_tensor_type, tensor_array, tensor_rows
+from streambatch.connectors.tensors import (
+    is_tensor_type,
+    tensor_array,
+    tensor_rows,
+    tensor_value_type,
+)
 
 _ARROW_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError, KeyError, IndexError)
 _SAME_TYPE_HINT = "make the key hold one type in every row (cast it, e.g. float(x) or str(x))"
@@ -742,7 +747,11 @@ def concat_blocks(tables: list[pa.Table]) -> pa.Table:
     >>> t = concat_blocks([a, b])
     >>> t.schema.field("v").type.extension_name, [r.shape for r in tensor_rows(t["v"])]
     ('arrow.variable_shape_tensor', [(2, 2), (3, 1)])
+    >>> concat_blocks([table_of({}, 2), table_of({}, 3)]).num_rows  # rows of no columns stay
+    5
     """
+    if tables and not any(t.num_columns for t in tables):  # Arrow's concatenation drops their rows
+        return table_of({}, sum(t.num_rows for t in tables))
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -774,7 +783,7 @@ def unify_blocks(tables: list[pa.Table]) -> list[pa.Table]:
 def _common_dtype(types: set) -> np.dtype | None:
     """The numpy dtype that holds every tensor type's values (None: no common one)."""
     try:
-        found = [t.value_type for t in types]
+        found = [tensor_value_type(t) for t in types]
         common = found[0]
         for typ in found[1:]:
             common = unify(common, typ)

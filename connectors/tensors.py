@@ -42,6 +42,19 @@ def variable_shape_tensor_type(value_type: pa.DataType, ndim: int) -> pa.DataTyp
     return typ
 
 
+def tensor_value_type(typ: pa.DataType) -> pa.DataType:
+    """The element type of a fixed- or variable-shape tensor type.
+
+    >>> str(tensor_value_type(variable_shape_tensor_type(pa.uint8(), 2)))
+    'uint8'
+    >>> str(tensor_value_type(pa.fixed_shape_tensor(pa.float32(), [2])))
+    'float'
+    """
+    if hasattr(typ, "value_type"):
+        return typ.value_type
+    return typ.storage_type.field("data").type.value_type
+
+
 def tensor_array(arrays, variable: bool = False) -> pa.ExtensionArray:
     """A tensor column from a stacked n-d array or a list of arrays (one per row).
 

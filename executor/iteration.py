@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
-from streambatch.connectors.row_conversion import concat_blocks, table_of
+from streambatch.connectors.row_conversion import concat_blocks
 from streambatch.executor.cancel import CancelScope, cancel_scope, on_cancel
 from streambatch.executor.exit_cleanup import install_sigterm_handler
 from streambatch.executor.thread_pool import shared_pool
@@ -75,8 +75,6 @@ def join_blocks(tables: list[pa.Table], what: str = "") -> pa.Table:
     ...     print(err)  # doctest: +ELLIPSIS
     a batch spans blocks that cannot be joined: column 'x' is int64 in block 0 and string in block 1: no common type; make the key hold one type in every row ...
     """
-    if tables and not any(t.num_columns for t in tables):  # Arrow's concatenation drops their rows
-        return table_of({}, sum(t.num_rows for t in tables))
     try:
         return concat_blocks(tables)
     except ValueError as err:

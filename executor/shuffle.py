@@ -99,11 +99,14 @@ class _Block:
     __slots__ = ("table", "ids", "views", "left")
 
     def __init__(self, table: pa.Table, ids: np.ndarray) -> None:
+        self.ids, self.left = ids, table.num_rows
+        self.reset(table)
+
+    def reset(self, table: pa.Table) -> None:
+        """Hold ``table`` (the same rows, e.g. with a widened schema) and its column views."""
         self.table = table.combine_chunks() if any(
             c.num_chunks > 1 for c in table.columns) else table
-        self.ids = ids
         self.views = [numpy_view(c) for c in self.table.columns]
-        self.left = table.num_rows
 
 
 class ShuffleBuffer:
@@ -138,16 +141,33 @@ class ShuffleBuffer:
         return len(self._pool)
 
     def add(self, table: pa.Table, ids: np.ndarray) -> None:
-        """Buffer a block (kept as is) and its row ids."""
+        """Buffer a block (kept as is when its schema is the buffer's) and its row ids.
+
+        Columns are matched by name: a block whose columns come in another order,
+        lack one or hold a wider type is unified with the buffer first (and the
+        buffered blocks with it, when the schema widens), never taken by position.
+        """
         if not table.num_rows:
             return
         if self._schema is None:
             self._schema = table.schema
+        elif table.schema != self._schema:
+            table = self._unified(table)
         slot = self._next_slot
         self._next_slot += 1
         self._blocks[slot] = _Block(table, ids)
         new = (np.int64(slot) << OFFSET_BITS) + np.arange(table.num_rows, dtype=np.int64)
         self._pool = np.concatenate([self._pool, new])
+
+    def _unified(self, table: pa.Table) -> pa.Table:
+        from streambatch.connectors.row_conversion import concat_blocks
+
+        unified = concat_blocks([self._schema.empty_table(), table])
+        if unified.schema != self._schema:  # the buffer's schema widens: its blocks follow
+            self._schema = unified.schema
+            for block in self._blocks.values():
+                block.reset(concat_blocks([self._schema.empty_table(), block.table]))
+        return unified
 
     def ready(self, batch_size: int) -> bool:
         """True when a batch can be drawn while keeping ``buffer_size`` rows to mix with."""

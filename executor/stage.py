@@ -217,10 +217,8 @@ def _concat(tables: list[pa.Table], block_rows: int | None = None) -> pa.Table:
     if len(non_empty) == 1:
         return non_empty[0]
     # (imported here: this module is the executor's contract and imports none of ours)
-    from streambatch.connectors.row_conversion import concat_blocks, table_of
+    from streambatch.connectors.row_conversion import concat_blocks
 
-    if not any(t.num_columns for t in non_empty):  # Arrow's concatenation drops their rows
-        return table_of({}, sum(t.num_rows for t in non_empty))
     try:
         joined = concat_blocks(non_empty)
     except ValueError as err:

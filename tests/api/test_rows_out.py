@@ -186,13 +186,6 @@ def test_a_map_conversion_error_is_caught_as_sb_row_conversion_error():
     assert info.value.key == "a"
 
 
-# ------------------------------------------------------------- known defects, elsewhere
-
-
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="row_conversion._common_dtype reads .value_type, which a variable-shape "
-                          "tensor type (a BaseExtensionType read through IPC) lacks: concat_blocks "
-                          "of a fixed-shape and a variable-shape block fails")
 def test_to_arrow_of_a_fixed_shape_and_a_variable_shape_block():
     fixed = pa.table({"v": tensor_array(np.zeros((2, 2)))})
     variable = pa.table({"v": tensor_array([np.zeros(3), np.zeros(4)])})

@@ -107,3 +107,16 @@ def test_shuffle_buffer_handles_columns_without_a_numpy_view():
     expected = [{"s": "a", "x": 1}, {"s": "b", "x": 2}, {"s": None, "x": 3},
                 {"s": "d", "x": 4}, {"s": "e", "x": 5}]
     assert sorted(rows, key=lambda r: r["x"]) == expected
+
+
+def test_shuffle_buffer_matches_columns_by_name_not_position():
+    """Blocks whose columns come in another order, lack one or widen a type: every
+    value stays in its own column (taking by position swapped a and b)."""
+    buf = ShuffleBuffer(buffer_size=2, seed=0)
+    buf.add(pa.table({"a": [10, 20], "b": [1, 2]}), pack_ids(0, 0, 2))
+    buf.add(pa.table({"b": [3, 4], "a": [30, 40]}), pack_ids(1, 0, 2))
+    buf.add(pa.table({"a": [50.5], "c": ["x"]}), pack_ids(2, 0, 1))
+    rows = sorted((r for t, _ in buf.drain(2) for r in t.to_pylist()), key=lambda r: r["a"])
+    assert rows == [{"a": 10.0, "b": 1, "c": None}, {"a": 20.0, "b": 2, "c": None},
+                    {"a": 30.0, "b": 3, "c": None}, {"a": 40.0, "b": 4, "c": None},
+                    {"a": 50.5, "b": None, "c": "x"}]
