@@ -54,8 +54,28 @@ __all__ = [
 ]
 
 
+# Errors users can meet that live in modules ``import streambatch`` does not load.
+_LAZY_ERRORS = {
+    "SchemaMismatchError": "streambatch.connectors.parquet_schema",
+    "FileReadError": "streambatch.connectors.file_based",
+    "RankStuckError": "streambatch.executor.split",
+    "RankLostError": "streambatch.executor.split",
+    "NestedWorkerError": "streambatch.executor.backends.local",
+}
+
+
 def __getattr__(name: str):
-    """Lazy attributes: lookup tables, and ``sb.torch`` (PyTorch adapters; torch loads later)."""
+    """Lazy attributes: lookup tables, errors of optional modules, and ``sb.torch``
+    (PyTorch adapters; torch loads later).
+
+    >>> import streambatch as sb
+    >>> issubclass(sb.SchemaMismatchError, ValueError), issubclass(sb.RankLostError, sb.RankStuckError)
+    (True, True)
+    """
+    if name in _LAZY_ERRORS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_ERRORS[name]), name)
     if name in ("FreshCache", "SQLiteTable", "RedisTable", "PostgresTable"):
         from streambatch.connectors import lookup  # redis / psycopg load only on connect
 

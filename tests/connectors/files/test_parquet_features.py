@@ -236,9 +236,9 @@ def test_from_torch_map_style_and_iterable():
     assert sorted(r["x"] for r in sb.from_torch(Stream()).take_all()) == list(range(5))
 
 
-def test_registry_missing_extra_names_the_pip_command():
+def test_registry_missing_extra_names_the_pip_command(monkeypatch):
     from streambatch.connectors import registry
 
-    registry.register_source("needs-extra", "no_such_module_xyz:Thing", extra="images")
+    monkeypatch.setitem(registry._SOURCES, "needs-extra", ("no_such_module_xyz:Thing", "images"))
     with pytest.raises(ImportError, match=r"pip install 'streambatch\[images\]'"):
         registry.get_source("needs-extra")
