@@ -19,10 +19,24 @@ from streambatch.executor.work import peek_bundle
 
 def used_bytes(states: list[StageState], tasks: dict) -> int:
     """Buffered bytes, what running tasks are still expected to make, and the working
-    memory (reader buffers, a UDF's temporaries) measured for their stages."""
+    memory (reader buffers, a UDF's temporaries) measured for their stages: once per
+    actor, which runs one of the tasks queued on it at a time.
+
+    >>> from types import SimpleNamespace as T
+    >>> tasks = {1: T(est_bytes=10, produced_bytes=4, working=5, actor_id=None),
+    ...          2: T(est_bytes=0, produced_bytes=0, working=7, actor_id=3),
+    ...          3: T(est_bytes=0, produced_bytes=0, working=7, actor_id=3)}
+    >>> used_bytes([], tasks)
+    18
+    """
     buffered = sum(st.buffered_bytes() for st in states)
-    in_flight = sum(max(0, t.est_bytes - t.produced_bytes) + t.working for t in tasks.values())
-    return buffered + in_flight
+    in_flight = sum(max(0, t.est_bytes - t.produced_bytes) for t in tasks.values())
+    working = sum(t.working for t in tasks.values() if t.actor_id is None)
+    per_actor: dict[int, int] = {}
+    for t in tasks.values():
+        if t.actor_id is not None:
+            per_actor[t.actor_id] = max(per_actor.get(t.actor_id, 0), t.working)
+    return buffered + in_flight + working + sum(per_actor.values())
 
 
 def in_pipeline(states: list[StageState]) -> int:

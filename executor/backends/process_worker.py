@@ -93,18 +93,18 @@ def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict
     memory); returns the bytes it made. Its tables are gone when this returns, so
     the caller may trim the heap."""
     meter.start()
-    start, made, largest = time.perf_counter(), 0, 0
+    start, made = time.perf_counter(), 0
     ctx = task_context(stage, task, state)
     try:
         for table in run_task(stage, task, target_bytes, ctx):
             ref = store.put(table)
-            made, largest = made + table.nbytes, max(largest, table.nbytes)
+            made += table.nbytes
             conn.send(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
             del table
         if ctx.dead_letters:
             conn.send(TaskDeadLetters(task.task_id, ctx.dead_letters))
-        # the inputs are charged as buffered, an output block as the task's expected output
-        working = max(0, meter.peak_bytes() - mapped_bytes(task.input_refs) - largest)
+        # the inputs are charged as buffered, the outputs as the task's expected output
+        working = max(0, meter.peak_bytes() - mapped_bytes(task.input_refs) - made)
         conn.send(TaskDone(task.task_id, time.perf_counter() - start, working))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver
         conn.send(TaskFailed(task.task_id, portable(describe_failure(exc))))
