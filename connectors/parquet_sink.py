@@ -39,24 +39,10 @@ class ParquetSink(Datasink):
         self.partition_cols = list(partition_cols or [])
         self.target_file_bytes = target_file_bytes
 
-    def write_file(self, table_iter, path: str) -> tuple[int, int]:
-        """Stream the tables into one parquet file; return (rows, bytes)."""
-        writer, rows, size = None, 0, 0
-        try:
-            for table in table_iter:
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema, filesystem=self.arrow_fs)
-                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
-                rows, size = rows + table.num_rows, size + table.nbytes
-        finally:
-            if writer is not None:
-                writer.close()
-        return rows, size
-
     def write(self, blocks, ctx) -> pa.Table:
-        """One file per partition, unless partition columns or a target size ask for more."""
-        if not self.partition_cols and not self.target_file_bytes:
-            return super().write(blocks, ctx)
+        """The partition's rows in parquet files: one, or one per partition-column value,
+        rolled over at ``target_file_bytes`` and when a block's schema does not fit the
+        open file's (a column that was all nulls in the first block, a new column)."""
         self.use_in_this_process()
         prefix = self.file_prefix(ctx)
         writers: dict[tuple, _RollingWriter] = {}
@@ -72,6 +58,25 @@ class ParquetSink(Datasink):
                     writers[key] = _RollingWriter(self, directory, prefix)
                 writers[key].write(part.drop_columns(self.partition_cols))
         return written([row for w in writers.values() for row in w.close()])
+
+
+def fitted(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``table`` as ``schema`` when every value keeps its meaning (same columns, safe
+    casts), else None: it goes to a file of its own instead of being cast.
+
+    >>> fitted(pa.table({"b": [1], "a": ["x"]}), pa.schema([("a", pa.string()), ("b", pa.int64())])).column_names
+    ['a', 'b']
+    >>> fitted(pa.table({"x": [1.5]}), pa.schema([("x", pa.null())])) is None
+    True
+    """
+    if table.schema == schema:
+        return table
+    if sorted(table.column_names) != sorted(schema.names):
+        return None
+    try:
+        return table.select(schema.names).cast(schema, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
 
 
 def _hive_value(value) -> str:
@@ -102,14 +107,19 @@ class _RollingWriter:
         self.handle = self.writer = None
 
     def write(self, table: pa.Table) -> None:
+        if self.writer is not None:
+            fit = fitted(table, self.writer.schema)
+            if fit is None:
+                self._finish()  # a schema the open file cannot hold: the rest go to a new file
+            else:
+                table = fit
         if self.writer is None:
             self.sink.fs.makedirs(self.directory, exist_ok=True)
             name = f"{self.prefix}-{self.index:04d}{self.sink.suffix}"
             self.final, self.temp = f"{self.directory}/{name}", f"{self.directory}/.{name}.tmp"
             self.handle = self.sink.fs.open(self.temp, "wb")
             self.writer, self.rows = pq.ParquetWriter(self.handle, table.schema), 0
-        self.writer.write_table(table.cast(self.writer.schema)
-                                if table.schema != self.writer.schema else table)
+        self.writer.write_table(table)
         self.rows += table.num_rows
         target = self.sink.target_file_bytes
         if target and self.handle.tell() >= target:

@@ -42,10 +42,6 @@ XFAIL = {  # (seed, fault) -> the reported engine bug it shows
                     "map_batches UDF unchanged is a RowConversionError ('numpy array of object'); "
                     "repro: sb.from_items([{'l': [{'x': 1}]}]).map_batches(lambda b: b, "
                     "batch_format='numpy').take_all()",
-    (6097, "driver_kill"): "write_parquet casts every block of a file to the first block's "
-                           "schema: 'Unsupported cast from double to null'; repro: blocks "
-                           "[{'x': None}] then [{'x': 1}] of one partition "
-                           "(map_batches(batch_size=1)) -> write_parquet",
 }
 
 

@@ -1,0 +1,28 @@
+"""The parquet sink keeps every value when a partition's blocks differ in schema."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+import streambatch as sb
+
+
+def one_partition(rows):
+    return sb.from_items(rows, override_num_blocks=1).map_batches(lambda b: b, batch_size=1)
+
+
+def test_a_column_null_in_the_first_block_is_written_with_its_later_values(tmp_path):
+    out = tmp_path / "o"
+    files = one_partition([{"x": None}, {"x": 1.5}, {"x": 2.5}]).write_parquet(str(out))
+    assert sum(f["rows"] for f in files) == 3
+    assert sorted(sb.read_parquet(str(out)).take_all(), key=lambda r: (r["x"] is not None, r["x"])) \
+        == [{"x": None}, {"x": 1.5}, {"x": 2.5}]
+
+
+def test_blocks_with_other_columns_or_order_keep_their_values(tmp_path):
+    out = tmp_path / "o"
+    rows = [{"a": 1, "b": "p"}, {"b": "q", "a": 2}, {"a": 3, "c": True}]
+    one_partition(rows).write_parquet(str(out))
+    got = [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert sorted((r["a"], r.get("b"), r.get("c")) for r in got) == \
+        [(1, "p", None), (2, "q", None), (3, None, True)]
