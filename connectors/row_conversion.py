@@ -517,9 +517,16 @@ def _as_numpy(value):
 
 def _plain_top(value):
     """A row's value ready to convert: torch to numpy, 0-d arrays to numpy scalars,
-    arrays nested in dicts or lists to lists."""
+    arrays of Python objects (a list column in numpy or pandas form) and arrays nested
+    in dicts or lists to lists.
+
+    >>> _plain_top(np.array([{"x": 1}], dtype=object))
+    [{'x': 1}]
+    """
     value = _as_numpy(value)
     if isinstance(value, np.ndarray):
+        if value.dtype == object and value.ndim:
+            return [_plain_nested(v) for v in value]
         return value[()] if value.ndim == 0 else value
     return _plain_nested(value) if isinstance(value, (dict, list, tuple)) else value
 

@@ -194,3 +194,11 @@ def test_to_arrow_of_a_fixed_shape_and_a_variable_shape_block():
     table = ds.to_arrow()
     assert is_tensor_type(table.schema.field("v").type)
     assert sorted(r.shape for r in tensor_rows(table["v"])) == [(2,), (2,), (3,), (4,)]
+
+
+@pytest.mark.parametrize("batch_format", ["numpy", "pandas"])
+def test_a_list_of_structs_passes_through_a_numpy_or_pandas_batch_function(batch_format):
+    rows = [{"l": [{"x": 1}, {"x": 2}]}, {"l": []}, {"l": None}]
+    ds = sb.from_items(rows, override_num_blocks=1).map_batches(lambda b: b,
+                                                                batch_format=batch_format)
+    assert ds.take_all() == rows

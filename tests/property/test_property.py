@@ -38,10 +38,6 @@ CI_CASES = [
     (6097, "driver_kill"),
 ]
 XFAIL = {  # (seed, fault) -> the reported engine bug it shows
-    (6030, "none"): "numpy/pandas batch formats: a list<struct> column passed through a "
-                    "map_batches UDF unchanged is a RowConversionError ('numpy array of object'); "
-                    "repro: sb.from_items([{'l': [{'x': 1}]}]).map_batches(lambda b: b, "
-                    "batch_format='numpy').take_all()",
 }
 
 
