@@ -20,13 +20,13 @@ from streambatch.connectors.manifest import (
     MANIFEST,
     SUCCESS,
     ManifestWriter,
+    ResumeMismatchError,
     load,
     resumable,
     write_atomic,
 )
 from streambatch.connectors.output_dir import OutputDir
 from streambatch.connectors.paths import arrow_filesystem, usable_fs
-from streambatch.executor.errors import ResumeMismatchError
 
 MODES = ("error", "overwrite", "append")
 ERRORS_DIR = "_errors"

@@ -25,11 +25,28 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
-from fsspec.implementations.local import LocalFileSystem
 from streambatch.connectors.datasource import Piece, PieceSet
 
 MANIFEST = "_manifest.jsonl"
 SUCCESS = "_SUCCESS"
+
+
+class ResumeMismatchError(ValueError):
+    """A resumed write cannot continue the earlier run exactly (its plan or its reads
+    changed); nothing was written.
+
+    >>> print(ResumeMismatchError("Read[Range]", "the plan changed"))
+    resume: Read[Range] cannot continue the earlier run exactly: the plan changed; run the same pipeline as before, or write to a new path (or mode='overwrite' without resume)
+    """
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"resume: {where} cannot continue the earlier run exactly: {why}; "
+                         "run the same pipeline as before, or write to a new path (or "
+                         "mode='overwrite' without resume)")
+        self.where, self.why = where, why
+
+    def __reduce__(self):
+        return (type(self), (self.where, self.why))
 
 
 def load(fs, directory: str) -> list[dict]:
@@ -111,6 +128,8 @@ def is_local(fs) -> bool:
     >>> is_local(fsspec.filesystem("file")), is_local(fsspec.filesystem("memory"))
     (True, False)
     """
+    from fsspec.implementations.local import LocalFileSystem  # (import streambatch stays light)
+
     return isinstance(fs, LocalFileSystem)
 
 

@@ -168,22 +168,6 @@ class BlockLostError(StreamBatchError):
         self.stage = stage
 
 
-class ResumeMismatchError(StreamBatchError, ValueError):
-    """A resumed write cannot continue the earlier run exactly (its plan or its reads
-    changed); nothing was written.
-
-    >>> print(ResumeMismatchError("Read[Range]", "the plan changed"))
-    resume: Read[Range] cannot continue the earlier run exactly: the plan changed; run the same pipeline as before, or write to a new path (or mode='overwrite' without resume)
-    """
-
-    def __init__(self, where: str, why: str) -> None:
-        self._init_args = (where, why)
-        super().__init__(f"resume: {where} cannot continue the earlier run exactly: {why}; "
-                         "run the same pipeline as before, or write to a new path (or "
-                         "mode='overwrite' without resume)")
-        self.where, self.why = where, why
-
-
 class RowConversionError(UDFReturnTypeError):
     """Rows (or a batch) a stage produced cannot become an Arrow block.
 

@@ -7,7 +7,7 @@ from functools import partial
 
 from streambatch.connectors.datasource import Piece, PieceSet, Pushdowns, ReadTask
 from streambatch.connectors.memory import default_parallelism
-from streambatch.executor.errors import ResumeMismatchError
+from streambatch.connectors.manifest import ResumeMismatchError
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.stage import PhysicalStage
 from streambatch.operators import logical as L
@@ -106,7 +106,7 @@ def identified(op: L.Read, tasks: list, done: PieceSet | None) -> list:
     >>> identified(L.Read(None, "Mine"), tasks, PieceSet([Piece("read 0 of 3")]))
     Traceback (most recent call last):
     ...
-    streambatch.executor.errors.ResumeMismatchError: resume: Read[Mine] ...
+    streambatch.connectors.manifest.ResumeMismatchError: resume: Read[Mine] ...
     """
     named = []
     for index, task in enumerate(tasks):

@@ -10,7 +10,6 @@ from streambatch.dataset import Dataset
 from streambatch.executor.errors import (
     BlockLostError,
     NonDeterministicError,
-    ResumeMismatchError,
     RowConversionError,
     StageStuckError,
     StreamBatchError,
@@ -57,6 +56,7 @@ __all__ = [
 # Errors users can meet that live in modules ``import streambatch`` does not load.
 _LAZY_ERRORS = {
     "SchemaMismatchError": "streambatch.connectors.parquet_schema",
+    "ResumeMismatchError": "streambatch.connectors.manifest",
     "FileReadError": "streambatch.connectors.file_based",
     "RankStuckError": "streambatch.executor.split",
     "RankLostError": "streambatch.executor.split",

@@ -175,9 +175,12 @@ def test_every_user_facing_error_of_the_engine_is_exported():
     from streambatch.executor import errors
 
     for name in ("RowConversionError", "NonDeterministicError", "BlockLostError",
-                 "ResumeMismatchError", "UserCodeError", "UDFReturnTypeError"):
+                 "UserCodeError", "UDFReturnTypeError"):
         assert getattr(sb, name) is getattr(errors, name) and name in sb.__all__
     assert issubclass(sb.RowConversionError, sb.UDFReturnTypeError)
+    from streambatch.connectors.manifest import ResumeMismatchError
+
+    assert sb.ResumeMismatchError is ResumeMismatchError and "ResumeMismatchError" in sb.__all__
 
 
 def test_a_map_conversion_error_is_caught_as_sb_row_conversion_error():
