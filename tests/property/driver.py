@@ -73,6 +73,10 @@ def dead_letters(ds) -> list[dict]:
             for r in table.to_pylist()]
 
 
+class _UserStop(Exception):
+    """Raised by the consumer's own loop body (not by the engine)."""
+
+
 def leftovers(grace: float = 3.0) -> dict:
     """What the finished (or failed) job left running in this process: child processes
     and shared-memory stores named after this pid (given ``grace`` seconds to go).
@@ -137,6 +141,19 @@ def main(case_dir: str, mode: str) -> int:
                     partial.flush()
                     print(f"BATCH {n}", flush=True)
             result["rows"], result["batch_sizes"] = rows, sizes
+        elif kind == "iter_stop":  # the loop is left early: the job must stop and clean up
+            rows = []
+            try:
+                for n, batch in enumerate(ds.iter_batches(batch_size=consumer["batch_size"],
+                                                          batch_format="pyarrow")):
+                    rows += [row_key(r) for r in table_rows(batch)]
+                    if n + 1 >= consumer["after"]:
+                        if consumer["how"] == "break":
+                            break
+                        raise _UserStop
+            except _UserStop:
+                pass
+            result["rows"] = rows
         elif kind == "write":
             files = ds.write_parquet(os.path.join(case_dir, "out"), resume=mode != "first",
                                      partition_cols=consumer.get("partition_cols"))

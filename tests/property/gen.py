@@ -15,7 +15,8 @@ rows, replace the row), flat_map (0..3 children per row), filter, map_batches wi
 functions (numpy / pandas / pyarrow, several batch sizes; add a column, drop rows,
 sleep) and with classes (actor pools with constructor args and concurrency), each
 with ``on_error`` raise or skip and optional data-driven poison. Consumers:
-take_all, iter_rows, iter_batches, write_parquet (plain or hive-partitioned).
+take_all, iter_rows, iter_batches (run to the end, or left early by ``break`` or an
+exception in the loop), write_parquet (plain or hive-partitioned).
 Faults: worker SIGKILL, actor SIGKILL (in a call or while starting), driver SIGKILL
 then resume with other num_cpus and memory budget, Ctrl-C while iterating (and
 while a UDF hangs).
@@ -186,6 +187,11 @@ def make_spec(seed: int, fault: str | None = None) -> dict:
             "pieces": rng.randint(1, 6), "blocks": blocks,
             "row_group_size": rng.choice([16, 50, 200, 10**6])}
     consumer = _consumer(rng, fault)
+    side = random.Random(seed * 31 + 7)  # its draws leave the rest of the spec as it was
+    if fault == "none" and consumer["kind"] == "iter_batches" and side.random() < 0.4:
+        # the user stops iterating early (break, or an exception in the loop body)
+        consumer.update(kind="iter_stop", how=side.choice(["break", "raise"]),
+                        after=side.randint(1, 3))
     ops = _ops(rng, data, consumer, fault)
     cpus = rng.randint(1, 4)
     if slow:  # these faults need a job that runs: its actor pools must fit
