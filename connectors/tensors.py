@@ -155,6 +155,10 @@ def tensor_to_numpy(column):
 
     >>> tensor_to_numpy(tensor_array(np.zeros((4, 2, 2)))).shape
     (4, 2, 2)
+    >>> [None if a is None else a.shape for a in tensor_to_numpy(
+    ...     pa.concat_arrays([tensor_array([np.zeros(2), np.zeros(3)]),
+    ...                       pa.nulls(1, variable_shape_tensor_type(pa.float64(), 1))]))]
+    [(2,), (3,), None]
     """
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     if column.type.extension_name == FIXED:
@@ -165,15 +169,22 @@ def tensor_to_numpy(column):
     out = []
     for chunk in chunks:
         storage = chunk.storage
+        valid = chunk.is_valid().to_pylist() if chunk.null_count else [True] * len(chunk)
+        rows = storage.to_pylist() if chunk.null_count else None
+        if rows is not None:  # null rows: their slots in the children may be missing
+            out += [np.asarray(r["data"], _numpy_dtype(chunk.type)).reshape(r["shape"])
+                    if ok else None for r, ok in zip(rows, valid, strict=True)]
+            continue
         data, shape = storage.field("data"), storage.field("shape")
-        ndim = shape.type.list_size
-        shapes = shape.flatten().to_numpy().reshape(-1, ndim)
+        shapes = shape.flatten().to_numpy().reshape(-1, shape.type.list_size)
         offsets = data.offsets.to_numpy()
         values = data.values.to_numpy(zero_copy_only=False)
-        valid = chunk.is_valid().to_pylist() if chunk.null_count else [True] * len(chunk)
-        for i in range(len(chunk)):
-            out.append(values[offsets[i]:offsets[i + 1]].reshape(shapes[i]) if valid[i] else None)
+        out += [values[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(len(chunk))]
     return out
+
+
+def _numpy_dtype(typ) -> np.dtype:
+    return np.dtype(tensor_value_type(typ).to_pandas_dtype())
 
 
 

@@ -205,3 +205,17 @@ def test_a_list_of_structs_passes_through_a_numpy_or_pandas_batch_function(batch
     ds = sb.from_items(rows, override_num_blocks=1).map_batches(lambda b: b,
                                                                 batch_format=batch_format)
     assert ds.take_all() == rows
+
+
+def test_a_variable_shape_tensor_column_with_null_rows_reads_back():
+    """A block where the column was all null, joined to tensor blocks: Arrow makes null
+    rows whose child slots are missing (their shapes were read shifted)."""
+    rows = [{"t": None}, {"t": None}, {"t": np.zeros((1, 2))}, {"t": np.ones((2, 1))}]
+    options = sb.DataContext.get_current().execution_options
+    options.preserve_order = True  # the all-null block first
+    try:
+        [batch] = sb.from_items(rows, override_num_blocks=2).iter_batches(
+            batch_size=4, batch_format="numpy")
+    finally:
+        options.preserve_order = False
+    assert [None if v is None else v.shape for v in batch["t"]] == [None, None, (1, 2), (2, 1)]

@@ -39,13 +39,6 @@ CI_CASES = [
     (20193, "driver_kill"),
 ]
 XFAIL = {  # (seed, fault) -> the reported engine bug it shows
-    (20193, "driver_kill"): "connectors/tensors.tensor_to_numpy reads a variable-shape tensor's "
-                            "shapes with FixedSizeList.flatten(), which skips the null entries "
-                            "Arrow makes for null rows (a block where the column was all null, "
-                            "joined to tensor blocks): shapes shift, IndexError/'cannot reshape'. "
-                            "Repro: from_items([{'t': None}, {'t': None}, {'t': np.zeros((1, 2))}, "
-                            "{'t': np.zeros((2, 1))}], override_num_blocks=2).iter_batches("
-                            "batch_size=4, batch_format='numpy')",
 }
 
 
