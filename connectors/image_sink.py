@@ -16,7 +16,7 @@ from streambatch.connectors.datasink import Datasink, written
 from streambatch.connectors.images import require_pillow
 from streambatch.connectors.manifest import is_local
 from streambatch.connectors.output_dir import safe_relative
-from streambatch.connectors.tensors import is_tensor_type, tensor_array, tensor_to_numpy
+from streambatch.connectors.tensors import is_tensor_type, tensor_to_numpy
 
 
 class ImageSink(Datasink):
@@ -24,6 +24,7 @@ class ImageSink(Datasink):
     ``filename_column`` when given, else ``part-<job>-<task>-<row>.<format>``.
 
     >>> import tempfile
+    >>> from streambatch.connectors.tensors import tensor_array
     >>> sink = ImageSink(tempfile.mkdtemp() + "/out", column="image"); _ = sink.start()
     >>> class Ctx: task_index = 0
     >>> t = pa.table({"image": tensor_array(np.zeros((2, 4, 4, 3), np.uint8))})
@@ -155,6 +156,7 @@ def _pil_format(name: str, default: str) -> str:
 def column_images(column: pa.ChunkedArray) -> list[np.ndarray]:
     """Per-row uint8 arrays from a tensor column (or a column of nested lists).
 
+    >>> from streambatch.connectors.tensors import tensor_array
     >>> [a.shape for a in column_images(pa.chunked_array([tensor_array(np.zeros((2, 3, 3)))]))]
     [(3, 3), (3, 3)]
     """

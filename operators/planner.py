@@ -6,8 +6,8 @@ from dataclasses import replace
 from functools import partial
 
 from streambatch.connectors.datasource import Piece, PieceSet, Pushdowns, ReadTask
-from streambatch.connectors.memory import default_parallelism
 from streambatch.connectors.manifest import ResumeMismatchError
+from streambatch.connectors.memory import default_parallelism
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.stage import PhysicalStage
 from streambatch.operators import logical as L

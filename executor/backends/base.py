@@ -175,6 +175,7 @@ class Backend(ABC):
         """Stop the job now, from any thread (its consumer went away): stop running
         tasks, hung ones too; ``poll`` then raises JobCancelled. Default: nothing
         until :meth:`shutdown`."""
+        return None
 
     @abstractmethod
     def shutdown(self) -> None:

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-import streambatch as sb
 from streambatch.connectors.manifest import MANIFEST, ManifestWriter, load
 from streambatch.connectors.tensors import tensor_array
+
+import streambatch as sb
 
 ROWS = 8000
 
@@ -33,15 +33,15 @@ JOB = textwrap.dedent("""
 
     def slow(batch):
         time.sleep(0.03)
-        return {"id": batch["id"], "k": batch["id"] %% 3, "v": batch["id"] * 2}
+        return {"id": batch["id"], "k": batch["id"] % 3, "v": batch["id"] * 2}
 
     def check(row):
-        if row["id"] %% 97 == 0:
+        if row["id"] % 97 == 0:
             raise ValueError(f"bad row {row['id']}")
         return row
 
     sb.init(num_cpus=int(cpus), memory_budget=int(budget) * 2**20, backend=backend)
-    ds = sb.range(%d).map_batches(slow, batch_size=100, batch_format="numpy")
+    ds = sb.range(ROWS_N).map_batches(slow, batch_size=100, batch_format="numpy")
     if shape == "dead":
         ds = ds.map(check, on_error="skip")
     ds.write_parquet(out, resume=resume == "1",
@@ -49,7 +49,7 @@ JOB = textwrap.dedent("""
     if shape == "dead":
         print("DEAD", sorted(int(r.split()[-1].rstrip('"')) for r in
                              [e["error"] for e in ds.dead_letters().to_pylist()]))
-""" % ROWS)
+""".replace("ROWS_N", str(ROWS)))
 
 
 def run(tmp_path: Path, out: Path, cpus: int, budget: int, shape: str, resume: bool,
