@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
-from streambatch.connectors.row_conversion import concat_blocks
+from streambatch.connectors.block_joins import concat_blocks
 from streambatch.executor.cancel import CancelScope, cancel_scope, on_cancel
 from streambatch.executor.exit_cleanup import install_sigterm_handler
 from streambatch.executor.thread_pool import shared_pool

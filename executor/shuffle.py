@@ -160,7 +160,7 @@ class ShuffleBuffer:
         self._pool = np.concatenate([self._pool, new])
 
     def _unified(self, table: pa.Table) -> pa.Table:
-        from streambatch.connectors.row_conversion import concat_blocks
+        from streambatch.connectors.block_joins import concat_blocks
 
         unified = concat_blocks([self._schema.empty_table(), table])
         if unified.schema != self._schema:  # the buffer's schema widens: its blocks follow

@@ -217,7 +217,7 @@ def _concat(tables: list[pa.Table], block_rows: int | None = None) -> pa.Table:
     if len(non_empty) == 1:
         return non_empty[0]
     # (imported here: this module is the executor's contract and imports none of ours)
-    from streambatch.connectors.row_conversion import concat_blocks
+    from streambatch.connectors.block_joins import concat_blocks
 
     try:
         joined = concat_blocks(non_empty)

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+from streambatch.connectors.block_joins import block_to_rows
 from streambatch.connectors.row_conversion import (
     Problem,
     RowsToBlockError,
-    block_to_rows,
     rows_to_block,
     type_name,
 )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from streambatch import validate as v
-from streambatch.connectors.row_conversion import block_to_rows
+from streambatch.connectors.block_joins import block_to_rows
 from streambatch.context import DataContext
 from streambatch.executor.iteration import exact_batches, join_blocks, prefetched
 from streambatch.executor.partition import Partition

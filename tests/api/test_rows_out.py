@@ -2,7 +2,7 @@
 tensor column's value as one n-d numpy array per row (as Ray Data does), rows of
 no columns count everywhere, and every place that joins blocks (to_arrow, batches
 spanning blocks, repartition, the training loader, streaming_split's last round, a
-task's coalesced outputs) unifies them through row_conversion.concat_blocks:
+task's coalesced outputs) unifies them through block_joins.concat_blocks:
 tensor shapes that differ between blocks become one variable-shape column, and
 types with nothing in common are a ValueError naming the column, both types and
 where. Each test failed on the code before it (``pa.Table.to_pylist`` flattened

@@ -11,11 +11,10 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from streambatch.connectors.block_joins import block_to_rows, concat_blocks
 from streambatch.connectors.row_conversion import (
     RowsToBlockError,
-    block_to_rows,
     columns_to_block,
-    concat_blocks,
     rows_to_block,
     values_to_array,
 )

@@ -13,7 +13,8 @@ import os
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from streambatch.connectors.row_conversion import block_to_rows, rows_to_block
+from streambatch.connectors.block_joins import block_to_rows
+from streambatch.connectors.row_conversion import rows_to_block
 
 import streambatch as sb
 

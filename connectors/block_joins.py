@@ -1,0 +1,127 @@
+"""Blocks to rows and blocks to one block: the way back from Arrow, and joins of
+blocks whose schemas differ (missing columns, promoted types, tensor shapes).
+
+The conversion the other way, rows to a block, is in row_conversion.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from streambatch.connectors.row_conversion import NoCommonType, table_of, unify
+from streambatch.connectors.tensors import (
+    is_tensor_type,
+    tensor_array,
+    tensor_rows,
+    tensor_value_type,
+)
+
+# ------------------------------------------------------------------ block to rows
+
+
+def block_to_rows(table: pa.Table) -> list[dict]:
+    """The rows of a block as dicts; a tensor column gives one numpy array per row.
+
+    >>> from streambatch.connectors.row_conversion import rows_to_block
+    >>> rows = block_to_rows(rows_to_block([{"v": np.ones((2, 2)), "n": 1}]))
+    >>> rows[0]["v"].shape, rows[0]["n"]
+    ((2, 2), 1)
+    """
+    tensors = [f.name for f in table.schema if is_tensor_type(f.type)]
+    if not tensors:
+        return table.to_pylist()
+    rows = table.drop_columns(tensors).to_pylist() if len(tensors) < table.num_columns else (
+        [{} for _ in range(table.num_rows)])
+    values = {name: tensor_rows(table.column(name)) for name in tensors}
+    names = table.column_names
+    return [{n: values[n][i] if n in values else row[n] for n in names} for i, row in enumerate(rows)]
+
+
+# ------------------------------------------------------------------ across blocks
+
+
+def concat_blocks(tables: list[pa.Table]) -> pa.Table:
+    """Blocks as one table, their schemas unified: missing columns null, types promoted
+    (``promote_options="permissive"``), and tensor columns whose shapes or dtypes differ
+    between blocks made variable-shape. Columns with no common type fail naming them.
+
+    >>> from streambatch.connectors.row_conversion import rows_to_block
+    >>> a = rows_to_block([{"v": np.zeros((2, 2))}])
+    >>> b = rows_to_block([{"v": np.ones((3, 1)), "n": 1}])
+    >>> t = concat_blocks([a, b])
+    >>> t.schema.field("v").type.extension_name, [r.shape for r in tensor_rows(t["v"])]
+    ('arrow.variable_shape_tensor', [(2, 2), (3, 1)])
+    >>> concat_blocks([table_of({}, 2), table_of({}, 3)]).num_rows  # rows of no columns stay
+    5
+    """
+    if tables and not any(t.num_columns for t in tables):  # Arrow's concatenation drops their rows
+        return table_of({}, sum(t.num_rows for t in tables))
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        unified = unify_blocks(tables)
+        if unified is tables:
+            raise _schema_conflict(tables, exc) from exc
+        return pa.concat_tables(unified, promote_options="permissive")
+
+
+def unify_blocks(tables: list[pa.Table]) -> list[pa.Table]:
+    """The blocks with every tensor column of differing types made variable-shape
+    (the same list when nothing needed to change).
+
+    >>> from streambatch.connectors.row_conversion import rows_to_block
+    >>> a, b = rows_to_block([{"v": np.zeros(2)}]), rows_to_block([{"v": np.zeros(3)}])
+    >>> [t.schema.field("v").type.extension_name for t in unify_blocks([a, b])]
+    ['arrow.variable_shape_tensor', 'arrow.variable_shape_tensor']
+    """
+    types: dict[str, set] = {}
+    for table in tables:
+        for field in table.schema:
+            if is_tensor_type(field.type):
+                types.setdefault(field.name, set()).add(field.type)
+    mixed = {name: _common_dtype(found) for name, found in types.items() if len(found) > 1}
+    if not mixed:
+        return tables
+    return [_variable_tensors(table, mixed) for table in tables]
+
+
+def _common_dtype(types: set) -> np.dtype | None:
+    """The numpy dtype that holds every tensor type's values (None: no common one)."""
+    try:
+        found = [tensor_value_type(t) for t in types]
+        common = found[0]
+        for typ in found[1:]:
+            common = unify(common, typ)
+        return np.dtype(common.to_pandas_dtype())
+    except NoCommonType:
+        return None
+
+
+def _variable_tensors(table: pa.Table, dtypes: dict) -> pa.Table:
+    for i, field in enumerate(table.schema):
+        if field.name in dtypes and dtypes[field.name] is not None and is_tensor_type(field.type):
+            dtype = dtypes[field.name]
+            rows = [None if r is None else r.astype(dtype, copy=False)
+                    for r in tensor_rows(table.column(i))]
+            if any(r is not None for r in rows):
+                table = table.set_column(i, field.name, tensor_array(rows, variable=True))
+    return table
+
+
+def _schema_conflict(tables: list[pa.Table], exc: Exception) -> ValueError:
+    """An error naming the column whose types across blocks have nothing in common."""
+    seen: dict[str, tuple[int, pa.DataType]] = {}
+    for index, table in enumerate(tables):
+        for field in table.schema:
+            if field.name not in seen:
+                seen[field.name] = (index, field.type)
+                continue
+            first, typ = seen[field.name]
+            try:
+                unify(typ, field.type)
+            except NoCommonType:
+                return ValueError(
+                    f"column {field.name!r} is {typ} in block {first} and {field.type} in block "
+                    f"{index}: no common type; make the key hold one type in every row "
+                    f"(cast it, e.g. float(x) or str(x))")
+    return ValueError(f"blocks cannot be concatenated: {exc}")
