@@ -167,6 +167,9 @@ def main(case_dir: str, mode: str) -> int:
         result["status"] = "error"
         result["error"] = "".join(traceback.format_exception(exc))[-6000:]
         result["error_type"] = type(exc).__name__
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a late Ctrl-C must not cut the checks short
     result["left_after_job"] = leftovers()
     if ds is not None:
         try:
