@@ -14,6 +14,7 @@ from streambatch.connectors.tensors import (
     tensor_array,
     tensor_rows,
     tensor_value_type,
+    variable_shape_tensor_type,
 )
 
 # ------------------------------------------------------------------ block to rows
@@ -67,22 +68,46 @@ def concat_blocks(tables: list[pa.Table]) -> pa.Table:
 
 def unify_blocks(tables: list[pa.Table]) -> list[pa.Table]:
     """The blocks with every tensor column of differing types made variable-shape
-    (the same list when nothing needed to change).
+    (the same list when nothing needed to change). A column of flat lists of numbers
+    (or only empty and null lists) where another block holds 1-d tensors becomes
+    1-d tensors too: both are rows of numbers of any length.
 
     >>> from streambatch.connectors.row_conversion import rows_to_block
     >>> a, b = rows_to_block([{"v": np.zeros(2)}]), rows_to_block([{"v": np.zeros(3)}])
     >>> [t.schema.field("v").type.extension_name for t in unify_blocks([a, b])]
     ['arrow.variable_shape_tensor', 'arrow.variable_shape_tensor']
+    >>> c = pa.table({"v": pa.array([[], None], pa.list_(pa.null()))})
+    >>> [str(t.schema.field("v").type) for t in unify_blocks([a, c])][1]
+    'extension<arrow.variable_shape_tensor[value_type=double, ndim=1]>'
     """
     types: dict[str, set] = {}
     for table in tables:
         for field in table.schema:
-            if is_tensor_type(field.type):
-                types.setdefault(field.name, set()).add(field.type)
-    mixed = {name: _common_dtype(found) for name, found in types.items() if len(found) > 1}
+            types.setdefault(field.name, set()).add(field.type)
+    mixed = {}
+    for name, found in types.items():
+        tensors = {t for t in found if is_tensor_type(t)}
+        lists = {t for t in found - tensors if _flat_numbers(t)}
+        if lists and any(_ndim(t) != 1 for t in tensors):
+            lists = set()  # lists of numbers are 1-d: they join no other tensors
+        if len(tensors) > 1 or (tensors and lists):
+            mixed[name] = _common_dtype(tensors | {_as_tensor_type(t) for t in lists})
     if not mixed:
         return tables
     return [_variable_tensors(table, mixed) for table in tables]
+
+
+def _flat_numbers(typ: pa.DataType) -> bool:
+    """A list type whose items are numbers or nothing at all (``list<null>``)."""
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+        return False
+    item = typ.value_type
+    return pa.types.is_null(item) or pa.types.is_integer(item) or pa.types.is_floating(item)
+
+
+def _as_tensor_type(typ: pa.DataType) -> pa.DataType:
+    item = typ.value_type
+    return variable_shape_tensor_type(pa.float64() if pa.types.is_null(item) else item, 1)
 
 
 def _common_dtype(types: set) -> np.dtype | None:
@@ -99,13 +124,29 @@ def _common_dtype(types: set) -> np.dtype | None:
 
 def _variable_tensors(table: pa.Table, dtypes: dict) -> pa.Table:
     for i, field in enumerate(table.schema):
-        if field.name in dtypes and dtypes[field.name] is not None and is_tensor_type(field.type):
-            dtype = dtypes[field.name]
-            rows = [None if r is None else r.astype(dtype, copy=False)
-                    for r in tensor_rows(table.column(i))]
-            if any(r is not None for r in rows):
-                table = table.set_column(i, field.name, tensor_array(rows, variable=True))
+        dtype = dtypes.get(field.name)
+        if dtype is None:
+            continue
+        if is_tensor_type(field.type):
+            rows, ndim = tensor_rows(table.column(i)), _ndim(field.type)
+        elif _flat_numbers(field.type):
+            rows, ndim = table.column(i).to_pylist(), 1
+        else:
+            continue
+        rows = [None if r is None else np.asarray(r).astype(dtype, copy=False) for r in rows]
+        if any(r is not None for r in rows):
+            column = tensor_array(rows, variable=True)
+        else:  # only null rows: nothing to infer from, the type says it all
+            column = pa.nulls(len(rows), variable_shape_tensor_type(pa.from_numpy_dtype(dtype), ndim))
+        table = table.set_column(i, field.name, column)
     return table
+
+
+def _ndim(typ: pa.DataType) -> int:
+    """Dimensions of one row's tensor, for a fixed- or a variable-shape tensor type."""
+    if hasattr(typ, "shape"):
+        return len(typ.shape)
+    return typ.storage_type.field("shape").type.list_size
 
 
 def _schema_conflict(tables: list[pa.Table], exc: Exception) -> ValueError:

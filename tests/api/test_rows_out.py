@@ -219,3 +219,23 @@ def test_a_variable_shape_tensor_column_with_null_rows_reads_back():
     finally:
         options.preserve_order = False
     assert [None if v is None else v.shape for v in batch["t"]] == [None, None, (1, 2), (2, 1)]
+
+
+def test_a_fixed_shape_block_of_null_rows_joins_a_variable_shape_block():
+    fixed_nulls = pa.table({"t": pa.nulls(2, pa.table({"t": tensor_array(np.zeros((1, 2)))})
+                                          .schema.field("t").type)})
+    variable = pa.table({"t": tensor_array([np.zeros(1), np.zeros(3)])})
+    joined = sb.from_arrow([variable, fixed_nulls], override_num_blocks=2).repartition(1)
+    shapes = sorted(str(None if r["t"] is None else r["t"].shape) for r in joined.take_all())
+    assert shapes == ["(1,)", "(3,)", "None", "None"]
+
+
+def test_empty_lists_join_blocks_of_1d_tensors():
+    """One block's key held numpy arrays (a 1-d tensor column), another's only empty or
+    null lists (list<null>): the join makes both rows of numbers (was 'Unable to merge')."""
+    arrays = pa.table({"v": tensor_array([np.zeros(1), np.ones(3)])})
+    empties = pa.table({"v": pa.array([[], None], pa.list_(pa.null()))})
+    numbers = pa.table({"v": pa.array([[4, 5]], pa.list_(pa.int64()))})
+    ds = sb.from_arrow([arrays, empties, numbers], override_num_blocks=3).repartition(1)
+    got = sorted((None if r["v"] is None else list(r["v"])) or [] for r in ds.take_all())
+    assert got == [[], [], [0.0], [1.0, 1.0, 1.0], [4.0, 5.0]]

@@ -37,14 +37,8 @@ CI_CASES = [
     (6030, "none"),
     (6097, "driver_kill"),
     (20193, "driver_kill"),
-    (30001, "sigint"),
 ]
 XFAIL = {  # (seed, fault) -> the reported engine bug it shows
-    (30001, "sigint"): "connectors/block_joins.unify_blocks leaves a fixed-shape tensor block "
-                       "whose rows are all null as it is, so joining it to a variable-shape "
-                       "block fails ('Unable to merge'); repro: from_items([{'t': np.zeros(2)}, "
-                       "{'t': np.zeros(2)}, {'t': np.zeros(1)}, {'t': None}, {'t': np.zeros(2)}], "
-                       "override_num_blocks=2).iter_batches(batch_size=4)",
 }
 
 
@@ -156,11 +150,6 @@ print("done")
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "executor/backends/local.py forks a replacement worker (or actor) from the running "
-    "driver, whose other threads may hold an import lock: the child waits for it forever "
-    "(seed 30110 of the long run hangs 19 of 25 times; actor deaths, seeds 101/2020/4033). "
-    "DESIGN: workers start from a clean process, plain fork is an opt-in"))
 def test_a_worker_started_while_the_driver_imports_does_not_hang(tmp_path):
     import shutil
     import signal

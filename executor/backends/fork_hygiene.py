@@ -1,0 +1,37 @@
+"""What a forked worker must not inherit from its driver's other threads: imports in
+progress.
+
+A worker is forked from the driver while the driver's other threads run (the user's
+loop, Arrow's threads, a prefetch thread). A thread that was importing a module at
+that moment leaves, in the child, the module half-initialized in ``sys.modules``
+and its import lock held by a thread the child does not have: the child's first
+import of that module waits forever. The child forgets both, so it imports the
+module afresh.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+
+def forget_imports_in_progress() -> list[str]:
+    """Drop half-imported modules and the import locks of threads this process does
+    not have (call first thing in a forked child); returns the modules dropped.
+
+    >>> forget_imports_in_progress()  # nothing is being imported in this thread
+    []
+    """
+    import importlib._bootstrap as bootstrap
+
+    dropped = [name for name, module in list(sys.modules.items())
+               if getattr(getattr(module, "__spec__", None), "_initializing", False)]
+    for name in dropped:
+        del sys.modules[name]
+    me = threading.get_ident()
+    locks = getattr(bootstrap, "_module_locks", {})
+    for name, ref in list(locks.items()):
+        lock = ref() if callable(ref) else ref
+        if lock is None or getattr(lock, "owner", me) not in (me, 0, None):
+            locks.pop(name, None)  # the next import of ``name`` makes a fresh lock
+    return dropped
