@@ -151,23 +151,64 @@ print("done")
 
 
 def test_a_worker_started_while_the_driver_imports_does_not_hang(tmp_path):
+    (tmp_path / "slowmod.py").write_text("import time\ntime.sleep(1.5)\n")
+    run_job_or_fail_on_hang(tmp_path, FORK_DURING_IMPORT)
+
+
+FORK_DURING_PYARROW_PANDAS_PROBE = '''
+import os, signal, sys, tempfile, time
+import pyarrow as pa
+import streambatch as sb
+flag, driver = tempfile.mktemp(), os.getpid()
+
+class SlowPandas:  # pandas takes a second or more to import on a busy machine: 3 s here
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" and os.getpid() == driver:
+            time.sleep(3)
+
+sys.meta_path.insert(0, SlowPandas())
+
+def udf(row):
+    time.sleep(0.05)
+    if row["id"] == 20 and os.getpid() != driver and not os.path.exists(flag):
+        open(flag, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)  # a worker crash: a replacement is started
+    return row
+
+sb.init(num_cpus=1)
+for n, batch in enumerate(sb.range(40, override_num_blocks=4).map(udf).iter_batches(batch_size=10)):
+    if n == 0:
+        pa.array([[1.0]]).values.to_numpy(zero_copy_only=False)  # pyarrow imports pandas now
+print("done")
+'''
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a worker forked while a driver thread is inside pyarrow's lazy pandas import inherits "
+    "pyarrow's pandas-shim lock held: its first pyarrow call (fast_start.defer_pandas_probe) "
+    "waits forever. Long-run seed 40178 (driver_kill; the resume's actor pool scales up, no "
+    "fault needed) hangs on af917bc, which forgets only Python import locks"))
+def test_a_worker_started_while_pyarrow_imports_pandas_does_not_hang(tmp_path):
+    run_job_or_fail_on_hang(tmp_path, FORK_DURING_PYARROW_PANDAS_PROBE)
+
+
+def run_job_or_fail_on_hang(tmp_path, script: str, timeout: float = 8.0) -> None:
+    """Run ``script`` as a driver; a hang kills it and its workers, then fails."""
     import shutil
     import signal
     import subprocess
     import sys
 
-    (tmp_path / "slowmod.py").write_text("import time\ntime.sleep(1.5)\n")
-    (tmp_path / "job.py").write_text(FORK_DURING_IMPORT)
+    (tmp_path / "job.py").write_text(script)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(harness.REPO)]))
     job = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], env=env,
                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out, _ = job.communicate(timeout=8)
+        out, _ = job.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(job.pid, signal.SIGKILL)  # the driver and the workers it forked
         job.wait()
         for store in harness.stores_of({job.pid}):
             shutil.rmtree(store, ignore_errors=True)
-        raise AssertionError("the job hung: a worker forked during an import waits "
-                             "forever") from None
+        raise AssertionError("the job hung: a worker forked meanwhile waits forever") from None
     assert job.returncode == 0 and "done" in out
