@@ -103,6 +103,7 @@ def test_breaking_out_of_iter_torch_batches_kills_a_hung_process_udf_within_1_s(
 def test_closing_the_iterator_abandons_a_hung_thread_task_and_drops_its_late_output(
         monkeypatch):
     release, late_task_ended = threading.Event(), threading.Event()
+    hung = threading.Event()
     backends = []
     run_on_thread = LocalBackend._run_on_thread
 
@@ -116,6 +117,7 @@ def test_closing_the_iterator_abandons_a_hung_thread_task_and_drops_its_late_out
 
     def udf(batch: pa.Table) -> pa.Table:
         if batch["id"][0].as_py() != 0:
+            hung.set()
             release.wait(20)
         return batch
 
@@ -123,6 +125,7 @@ def test_closing_the_iterator_abandons_a_hung_thread_task_and_drops_its_late_out
     it = iter(sb.range(8, override_num_blocks=2).map_batches(udf, batch_size=4, releases_gil=True)
               .iter_batches(batch_size=4))
     assert next(it)["id"].to_pylist() == [0, 1, 2, 3]
+    assert hung.wait(10), "the second task never started"
     start = time.monotonic()
     it.close()
     assert time.monotonic() - start < 1.0
