@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 
 import pyarrow as pa
 
@@ -199,7 +200,10 @@ class Dataset:
         return self._with(lookup_op(self._plan, table, on, how, columns, cache))
 
     # ---- execution ------------------------------------------------------------------
-    def _partitions(self, lineage=None, done: dict | None = None) -> Iterator[Partition]:
+    def _partitions(self, lineage=None, done: dict | None = None) -> Generator[Partition]:
+        """The running job's output partitions. Consume inside ``with closing(...)``: an
+        error raised while consuming then stops the job and frees its workers and store
+        at once, not when the generator is garbage-collected."""
         ctx = DataContext.get_current()
         executor = build_executor(self._plan, ctx.execution_options, ctx.backend, lineage,
                                   done)
@@ -220,9 +224,10 @@ class Dataset:
         check_batch_format(batch_format)
 
         def batches():
-            tables = (p.get() for p in self._partitions())
-            for batch in exact_batches(tables, batch_size, drop_last):
-                yield to_batch(batch, batch_format)
+            with closing(self._partitions()) as parts:
+                tables = (p.get() for p in parts)
+                for batch in exact_batches(tables, batch_size, drop_last):
+                    yield to_batch(batch, batch_format)
 
         return prefetched(batches, prefetch_batches)
 
@@ -321,7 +326,8 @@ class Dataset:
         >>> sorted(r["data"].shape for r in sb.from_numpy([np.zeros((1, 2)), np.ones((1, 3))]).take_all())
         [(2,), (3,)]
         """
-        return [row for part in self._partitions() for row in block_to_rows(part.get())]
+        with closing(self._partitions()) as parts:
+            return [row for part in parts for row in block_to_rows(part.get())]
 
     def count(self) -> int:
         """Number of rows.
@@ -330,7 +336,8 @@ class Dataset:
         >>> sb.range(7).filter(lambda r: r["id"] > 2).count()
         4
         """
-        return sum(p.rows for p in self._partitions())
+        with closing(self._partitions()) as parts:
+            return sum(p.rows for p in parts)
 
     def num_partitions(self) -> int:
         """Number of output partitions (executes the plan).
@@ -339,7 +346,8 @@ class Dataset:
         >>> sb.from_items([1, 2, 3]).repartition(2).num_partitions()
         2
         """
-        return sum(1 for _ in self._partitions())
+        with closing(self._partitions()) as parts:
+            return sum(1 for _ in parts)
 
     def columns(self) -> list[str] | None:
         """The output column names (None for a dataset with no rows and no known schema).
@@ -362,8 +370,9 @@ class Dataset:
             known = self._plan.source.schema()
             if known is not None:
                 return known
-        first = next(iter(self.limit(1)._partitions()), None)
-        return first.get().schema if first is not None else None
+        with closing(self.limit(1)._partitions()) as parts:
+            first = next(parts, None)
+            return first.get().schema if first is not None else None
 
     def to_arrow(self) -> pa.Table:
         """All rows as one pyarrow Table: a zero-copy concatenation of the blocks when
@@ -377,8 +386,9 @@ class Dataset:
         >>> sb.range(3).map(lambda r: {}).to_arrow().num_rows  # rows of no columns count
         3
         """
-        parts = list(self._partitions())
-        tables = [p.get() for p in parts]
+        with closing(self._partitions()) as running:
+            parts = list(running)
+            tables = [p.get() for p in parts]
         keep = [i for i, t in enumerate(tables) if t.num_rows] or list(range(len(tables)))[:1]
         if not keep:
             return pa.table({})
@@ -502,7 +512,8 @@ class Dataset:
         done = sink.start(resume=resume, fingerprint=plan_fingerprint(self._plan))
         write = self._with(L.Write(self._plan, sink=sink))
         try:
-            results = [p.get() for p in write._partitions(lineage=sink, done=done)]
+            with closing(write._partitions(lineage=sink, done=done)) as parts:
+                results = [p.get() for p in parts]
         except Exception:
             sink.abort()
             raise
@@ -521,7 +532,8 @@ class Dataset:
         """
         from streambatch.connectors.memory import ArrowSource
 
-        tables = [p.get() for p in self._partitions()]
+        with closing(self._partitions()) as parts:
+            tables = [p.get() for p in parts]
         return Dataset(L.Read(ArrowSource(tables, split=False), name="Materialized"), self._stats)
 
     def dead_letters(self) -> pa.Table:

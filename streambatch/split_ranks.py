@@ -13,6 +13,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 
 from streambatch import validate as v
@@ -53,10 +54,11 @@ class _SplitGroup:
         ds = self.dataset
 
         def make():
-            chunks = epoch_chunks(ds, cfg, epoch, None)
             drop = cfg.drop_last and not self.equal
-            return (t for t, _ in batches(chunks, cfg.batch_size, drop, cfg.shuffle_buffer,
-                                          cfg.seed, epoch))
+            with closing(epoch_chunks(ds, cfg, epoch, None)) as chunks:  # errors stop the job
+                for table, _ in batches(chunks, cfg.batch_size, drop, cfg.shuffle_buffer,
+                                        cfg.seed, epoch):
+                    yield table
 
         co = SplitCoordinator(self.n, make, batch_size=cfg.batch_size, equal=self.equal,
                               drop_last=cfg.drop_last, queue_depth=self.queue_depth,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -197,16 +198,17 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
     if progress is not None:
         progress.mode, progress.order = mode, full_order
         progress.deterministic = options.preserve_order
-    if mode == "ordered":
-        yield from _ordered(executor.run())
-        return
     if mode == "keys":
         done = resume.skip_reads() if resume is not None else set()
         executor.skip_reads = {(0, i) for i, read in enumerate(full_order) if read in done}
-        yield from _by_key(executor.run(), full_order, progress, resume, listener)
-        return
-    yield from _by_read(executor.run(), wrappers[0].order, progress, resume,
-                        options.preserve_order)
+    with closing(executor.run()) as parts:  # an error downstream stops the job at once
+        if mode == "ordered":
+            yield from _ordered(parts)
+        elif mode == "keys":
+            yield from _by_key(parts, full_order, progress, resume, listener)
+        else:
+            yield from _by_read(parts, wrappers[0].order, progress, resume,
+                               options.preserve_order)
 
 
 def plan_mode(plan: L.LogicalOp, stages) -> str:
@@ -384,18 +386,18 @@ class LoaderIterable:
         cfg = self.cfg
 
         def produce():
-            chunks = prefetched(lambda: epoch_chunks(self.dataset, cfg, epoch, progress, resume),
-                                _EXECUTOR_AHEAD)
-            stream = batches(chunks, cfg.batch_size, cfg.drop_last, cfg.shuffle_buffer,
-                             cfg.seed, epoch)
-            skip = resume.rows if resume is not None and resume.mode == "ordered" else 0
-            for table, ids in stream:
-                if skip >= table.num_rows:
-                    skip -= table.num_rows
-                    continue
-                if skip:
-                    table, ids, skip = table.slice(skip), ids[skip:], 0
-                yield self.host(table), ids
+            with closing(prefetched(lambda: epoch_chunks(self.dataset, cfg, epoch, progress,
+                                                         resume), _EXECUTOR_AHEAD)) as chunks:
+                stream = batches(chunks, cfg.batch_size, cfg.drop_last, cfg.shuffle_buffer,
+                                 cfg.seed, epoch)
+                skip = resume.rows if resume is not None and resume.mode == "ordered" else 0
+                for table, ids in stream:
+                    if skip >= table.num_rows:
+                        skip -= table.num_rows
+                        continue
+                    if skip:
+                        table, ids, skip = table.slice(skip), ids[skip:], 0
+                    yield self.host(table), ids
 
         for value, ids in prefetched(produce, self.prefetch):
             progress.mark(ids)

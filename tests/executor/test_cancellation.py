@@ -165,3 +165,36 @@ def test_a_dataset_inside_a_process_udf_fails_clearly_and_leaks_nothing():
     assert stores_of(worker) == []  # the inner job's store, made in the worker
     assert _live_children() - before == set()
     assert set(stores_of(os.getpid())) == stores
+
+
+def _mixed_types():
+    """Blocks whose column ``x`` is int64 in some and string in others: a batch that
+    spans them fails in the consumer, after the job's workers have started."""
+    return sb.range(40, override_num_blocks=4).map(lambda r: {"x": 1 if r["id"] < 20 else "a"})
+
+
+def _iter_batches(ds, prefetch):
+    return list(ds.iter_batches(batch_size=8, prefetch_batches=prefetch))
+
+
+def _torch_batches(ds, prefetch):
+    pytest.importorskip("torch")
+    return list(ds.iter_torch_batches(batch_size=8, prefetch_batches=prefetch))
+
+
+def _split_batches(ds, prefetch):
+    (only,) = ds.streaming_split(1)
+    return list(only.iter_batches(batch_size=8, prefetch_batches=prefetch))
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+@pytest.mark.parametrize("consume", [_iter_batches, _torch_batches, _split_batches])
+def test_an_error_while_consuming_stops_the_job_at_once(consume, prefetch):
+    """The error is still referenced (its traceback holds the consumer's frames), so
+    only an explicit stop, not garbage collection, frees the workers and the store."""
+    before, stores = _live_children(), set(stores_of(os.getpid()))
+    with pytest.raises(ValueError, match="column 'x' is int64 in block 0 and string") as err:
+        consume(_mixed_types(), prefetch)
+    wait_until(lambda: _live_children() - before == set(), 5, "the job's workers to exit")
+    assert set(stores_of(os.getpid())) == stores
+    assert err.value.__traceback__ is not None
