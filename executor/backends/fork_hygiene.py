@@ -1,5 +1,5 @@
 """What a forked worker must not inherit from its driver's other threads: imports in
-progress.
+progress, and the lock pyarrow holds while it imports pandas lazily.
 
 A worker is forked from the driver while the driver's other threads run (the user's
 loop, Arrow's threads, a prefetch thread). A thread that was importing a module at
@@ -7,6 +7,12 @@ that moment leaves, in the child, the module half-initialized in ``sys.modules``
 and its import lock held by a thread the child does not have: the child's first
 import of that module waits forever. The child forgets both, so it imports the
 module afresh.
+
+pyarrow imports pandas lazily, the first time an Arrow call might involve it,
+under a plain lock of its own. A child forked while a driver thread is inside
+that import inherits the lock held, and its first such Arrow call waits forever.
+The child releases it (a plain lock may be released by any thread; the thread
+that held it does not exist in the child), so its own first call imports afresh.
 """
 
 from __future__ import annotations
@@ -35,3 +41,19 @@ def forget_imports_in_progress() -> list[str]:
         if lock is None or getattr(lock, "owner", me) not in (me, 0, None):
             locks.pop(name, None)  # the next import of ``name`` makes a fresh lock
     return dropped
+
+
+def release_pyarrow_pandas_lock() -> bool:
+    """Release pyarrow's lazy-pandas-import lock if a thread this process does not have
+    holds it (call in a forked child, after ``forget_imports_in_progress``); returns
+    whether it was held.
+
+    >>> release_pyarrow_pandas_lock()  # nobody is importing pandas through pyarrow here
+    False
+    """
+    lib = sys.modules.get("pyarrow.lib")
+    lock = getattr(getattr(lib, "_pandas_api", None), "_lock", None)
+    if lock is None or not lock.locked():
+        return False
+    lock.release()
+    return True

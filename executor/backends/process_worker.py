@@ -22,7 +22,10 @@ from streambatch.executor.backends.base import (
     portable,
 )
 from streambatch.executor.backends.fast_start import defer_pandas_probe
-from streambatch.executor.backends.fork_hygiene import forget_imports_in_progress
+from streambatch.executor.backends.fork_hygiene import (
+    forget_imports_in_progress,
+    release_pyarrow_pandas_lock,
+)
 from streambatch.executor.backends.heap import (
     keep_heap_for_actor,
     release_arrow_pool,
@@ -51,6 +54,7 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
     ``actor`` is ``(actor_id, stage_index)`` for an actor worker.
     """
     forget_imports_in_progress()  # (another driver thread may have been importing)
+    release_pyarrow_pandas_lock()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's cleaning handler

@@ -183,12 +183,9 @@ print("done")
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a worker forked while a driver thread is inside pyarrow's lazy pandas import inherits "
-    "pyarrow's pandas-shim lock held: its first pyarrow call (fast_start.defer_pandas_probe) "
-    "waits forever. Long-run seed 40178 (driver_kill; the resume's actor pool scales up, no "
-    "fault needed) hangs on af917bc, which forgets only Python import locks"))
 def test_a_worker_started_while_pyarrow_imports_pandas_does_not_hang(tmp_path):
+    """Long-run seed 40178 hung here (driver_kill; the resume's actor pool scales up):
+    the child inherited pyarrow's lazy-pandas-import lock held by a driver thread."""
     run_job_or_fail_on_hang(tmp_path, FORK_DURING_PYARROW_PANDAS_PROBE)
 
 
