@@ -103,6 +103,11 @@ def leftovers(grace: float = 3.0) -> dict:
 
 
 def main(case_dir: str, mode: str) -> int:
+    import signal
+
+    # A harness started in the background by a shell (``cmd &``) has SIGINT ignored,
+    # and so would this driver: the harness's Ctrl-C would then not reach the job.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ["SBPROP_DRIVER_PID"] = str(os.getpid())
     with open(os.path.join(case_dir, "spec.json")) as handle:
         spec = json.load(handle)
@@ -167,8 +172,6 @@ def main(case_dir: str, mode: str) -> int:
         result["status"] = "error"
         result["error"] = "".join(traceback.format_exception(exc))[-6000:]
         result["error_type"] = type(exc).__name__
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a late Ctrl-C must not cut the checks short
     result["left_after_job"] = leftovers()
     if ds is not None:
