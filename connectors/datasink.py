@@ -136,6 +136,7 @@ class Datasink:
         keep = {e["file"] for e in kept.files}
         drop = [e["file"] for e in entries if "file" in e and e["file"] not in keep]
         drop += [e["errors"] for e in entries if "errors" in e and e.get("job") in jobs]
+        drop += [dead_letters_file(j) for j in jobs]  # one torn by a kill, never recorded
         drop += [f for f in self.out.job_files(jobs) if f not in keep]
         self.out.remove(drop + [SUCCESS])
         earlier = [e for e in entries if "earlier" in e
@@ -241,9 +242,11 @@ class Datasink:
             return None
         import pyarrow.parquet as pq
 
-        rel = f"{ERRORS_DIR}/dead-letters-{self.job}.parquet"
+        rel = dead_letters_file(self.job)
+        temp = f"{ERRORS_DIR}/.part-{self.job}-dead-letters.tmp"  # a resume removes it
         self.fs.makedirs(self.out.full(ERRORS_DIR), exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows), self.out.full(rel), filesystem=self.arrow_fs)
+        pq.write_table(pa.Table.from_pylist(rows), self.out.full(temp), filesystem=self.arrow_fs)
+        self.fs.mv(self.out.full(temp), self.out.full(rel))  # never seen torn
         self.manifest.append({"errors": rel, "job": self.job})
         return rel
 
@@ -259,6 +262,15 @@ class Datasink:
             self.manifest.rewrite(entries)
         elif self.fs.exists(self.out.full(MANIFEST)):
             self.fs.rm(self.out.full(MANIFEST))
+
+
+def dead_letters_file(job: str) -> str:
+    """Where a run's dead letters go, relative to the output directory.
+
+    >>> dead_letters_file("1b32")
+    '_errors/dead-letters-1b32.parquet'
+    """
+    return f"{ERRORS_DIR}/dead-letters-{job}.parquet"
 
 
 def written(files: list[tuple[str, int, int]]) -> pa.Table:

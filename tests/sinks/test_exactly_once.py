@@ -126,9 +126,14 @@ def test_a_local_run_resumes_on_ray_writing_each_row_once(tmp_path):
     check_exact_output(out, list(range(ROWS)))
 
 
-def test_dead_letters_survive_a_resume(tmp_path):
+@pytest.mark.parametrize("torn", [False, True], ids=["killed_mid_job", "killed_writing_them"])
+def test_dead_letters_survive_a_resume(tmp_path, torn):
     out = tmp_path / "out"
     kill_mid_job(tmp_path, out, cpus=2, budget=256, shape="dead")
+    if torn:  # what a kill while the first run wrote its dead letters leaves (seed 50064)
+        (first_job,) = next(e for e in load_entries(out) if "plan" in e)["jobs"]
+        (out / "_errors").mkdir()
+        (out / "_errors" / f"dead-letters-{first_job}.parquet").write_bytes(b"PAR1\x15\x04")
     printed = resume(tmp_path, out, cpus=3, budget=128, shape="dead")
     bad = [i for i in range(ROWS) if i % 97 == 0]
     check_exact_output(out, [i for i in range(ROWS) if i % 97])
