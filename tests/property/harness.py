@@ -377,6 +377,9 @@ def run_case(spec: dict, case_dir: Path) -> Outcome:
     runs: list[Run] = []
     try:
         _drive(spec, case_dir, outcome, runs)
+    except Exception as exc:  # the output could not even be judged (e.g. a torn file)
+        outcome.fail("unjudgeable", f"{type(exc).__name__}: {str(exc)[:300]}",
+                     f"unjudgeable: {type(exc).__name__}")
     finally:
         for run in runs:
             if run.poll() is None:
