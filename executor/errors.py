@@ -191,3 +191,23 @@ class RowConversionError(UDFReturnTypeError):
             "ds.dead_letters()")
         self.stage, self.got, self.expected = stage, got, detail
         self.partition, self.where, self.key, self.detail = partition, where, key, detail
+
+
+class WorkerSetupError(StreamBatchError):
+    """A worker process could not load the job's stages (UDFs travel to workers by
+    cloudpickle: a function from a module is imported there by name).
+
+    >>> print(WorkerSetupError("ModuleNotFoundError: No module named 'mymod'", "Traceback..."))
+    ... # doctest: +ELLIPSIS
+    a worker process could not load the job's UDFs: ModuleNotFoundError: No module named 'mymod'. ...
+    """
+
+    def __init__(self, error: str, traceback_text: str) -> None:
+        self._init_args = (error, traceback_text)
+        super().__init__(
+            f"a worker process could not load the job's UDFs: {error}. Functions and classes "
+            f"defined in a module are imported by name in each worker: make that module "
+            f"importable there (installed, or on PYTHONPATH / sys.path before the job runs), "
+            f"or define the UDF in the script itself.\nTraceback (from the worker):\n"
+            f"{traceback_text}")
+        self.error = error

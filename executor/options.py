@@ -22,6 +22,30 @@ def detected_cpus() -> int:
         return os.cpu_count() or 1
 
 
+START_METHODS = ("forkserver", "spawn", "fork")
+
+
+def check_start_method(method: str) -> str:
+    """``method`` if it names how worker processes start, else a ValueError listing them.
+
+    "forkserver" (the default) forks workers from a clean zygote process, "spawn"
+    starts each in a fresh interpreter, "fork" forks them from the driver (fastest,
+    but unsafe once the driver runs threads: Polars, torch, CUDA).
+
+    >>> check_start_method("thread")
+    Traceback (most recent call last):
+    ...
+    ValueError: worker_start_method='thread' is not one of 'forkserver', 'spawn', 'fork' ...
+    """
+    if method not in START_METHODS:
+        raise ValueError(
+            f"worker_start_method={method!r} is not one of "
+            f"{', '.join(repr(m) for m in START_METHODS)} ('forkserver', the default, "
+            f"starts workers from a clean process; 'fork' is faster to start but unsafe "
+            f"once the driver runs threads)")
+    return method
+
+
 def default_memory_budget() -> int:
     """Half of the memory available now, at least 256 MiB.
 
@@ -47,7 +71,7 @@ class ExecutionOptions:
     resources: dict = field(default_factory=dict)
     target_partition_bytes: int = 128 * MiB
     no_progress_timeout_s: float = 1800.0
-    worker_start_method: str = "fork"
+    worker_start_method: str = "forkserver"  # or "spawn", "fork": see check_start_method
     scheduler: str = "adaptive"
     max_task_retries: int = 3
     max_errored_rows: int | None = None
@@ -57,6 +81,9 @@ class ExecutionOptions:
     address: str | None = None  # ray backend: "auto", "ray://host:10001"; None starts one
     progress: bool | None = False
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_start_method(self.worker_start_method)
 
     def resolved_memory_budget(self) -> int:
         """The memory budget in bytes (derived from RAM when unset)."""

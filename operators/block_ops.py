@@ -239,7 +239,7 @@ class MapRowsOp(RowOp):
     """``map``: one dict in, one dict out."""
 
     def __init__(self, op: L.MapRows) -> None:
-        super().__init__(op, holds_gil=True)
+        super().__init__(op, holds_gil=not op.releases_gil)
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of mapped rows per input block."""
@@ -253,7 +253,8 @@ class FilterOp(RowOp):
     """``filter``: by a row predicate or by an Arrow expression (no Python per row)."""
 
     def __init__(self, op: L.Filter) -> None:
-        super().__init__(op, holds_gil=op.fn is not None, changes_row_count=True)
+        super().__init__(op, holds_gil=op.fn is not None and not op.releases_gil,
+                         changes_row_count=True)
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield each block with the rows that pass."""
@@ -286,7 +287,7 @@ class FlatMapOp(RowOp):
     """``flat_map``: one dict in, a list of dicts out."""
 
     def __init__(self, op: L.FlatMap) -> None:
-        super().__init__(op, holds_gil=True, changes_row_count=True)
+        super().__init__(op, holds_gil=not op.releases_gil, changes_row_count=True)
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of all produced rows per input block."""

@@ -104,6 +104,7 @@ class MapRows(MapLike):
 
     fn: Callable | None = None
     on_error: str = "raise"
+    releases_gil: bool = False  # the UDF runs on threads in the driver
 
     @property
     def label(self) -> str:
@@ -121,6 +122,7 @@ class Filter(MapLike):
     fn: Callable | None = None
     expr: object = None
     on_error: str = "raise"
+    releases_gil: bool = False  # the UDF runs on threads in the driver
 
     @property
     def label(self) -> str:
@@ -133,6 +135,7 @@ class FlatMap(MapLike):
 
     fn: Callable | None = None
     on_error: str = "raise"
+    releases_gil: bool = False  # the UDF runs on threads in the driver
 
     @property
     def label(self) -> str:

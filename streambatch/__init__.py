@@ -61,6 +61,8 @@ _LAZY_ERRORS = {
     "RankStuckError": "streambatch.executor.split",
     "RankLostError": "streambatch.executor.split",
     "NestedWorkerError": "streambatch.executor.backends.local",
+    "UnpicklableUDFError": "streambatch.executor.backends.udf_pickle",
+    "WorkerSetupError": "streambatch.executor.errors",
 }
 
 

@@ -46,10 +46,12 @@ class Dataset:
 
     # ---- transforms -----------------------------------------------------------------
     def map(self, fn, *, num_cpus=None, num_gpus=None, concurrency=None,
-            on_error: str = "raise") -> Dataset:
+            releases_gil: bool = False, on_error: str = "raise") -> Dataset:
         """Apply ``fn`` to each row (a dict) and return a dict.
 
         ``on_error="skip"`` sends rows whose call raised to :meth:`dead_letters`.
+        ``releases_gil=True`` runs ``fn`` on threads in the driver instead of in
+        worker processes (it then need not be picklable).
 
         >>> import streambatch as sb
         >>> sorted(r["y"] for r in sb.range(3).map(lambda r: {"y": r["id"] + 1}).take_all())
@@ -57,6 +59,7 @@ class Dataset:
         """
         return self._with(L.MapRows(self._plan, v.resources(num_cpus, num_gpus),
                                     v.concurrency(concurrency), fn=v.callable_fn("map", fn),
+                                    releases_gil=bool(releases_gil),
                                     on_error=v.on_error(on_error)))
 
     def map_batches(self, fn, *, batch_size: int | None | str = "default",
@@ -91,8 +94,10 @@ class Dataset:
                           retry_exceptions=tuple(retry_exceptions) if retry_exceptions else None)
         return self._with(op)
 
-    def filter(self, fn=None, *, expr=None, on_error: str = "raise") -> Dataset:
+    def filter(self, fn=None, *, expr=None, releases_gil: bool = False,
+               on_error: str = "raise") -> Dataset:
         """Keep rows where ``fn(row)`` is true, or where the pyarrow expression ``expr`` holds.
+        ``releases_gil=True`` runs ``fn`` on threads in the driver.
 
         >>> import streambatch as sb, pyarrow.compute as pc
         >>> sb.range(6, override_num_blocks=1).filter(expr=pc.field("id") > 3).take_all()
@@ -102,16 +107,19 @@ class Dataset:
             raise ValueError("filter takes exactly one of fn (a row predicate) or expr "
                              "(a pyarrow.compute expression)")
         fn = v.callable_fn("filter", fn) if fn is not None else None
-        return self._with(L.Filter(self._plan, fn=fn, expr=expr, on_error=v.on_error(on_error)))
+        return self._with(L.Filter(self._plan, fn=fn, expr=expr, releases_gil=bool(releases_gil),
+                                   on_error=v.on_error(on_error)))
 
-    def flat_map(self, fn, *, on_error: str = "raise") -> Dataset:
-        """Apply ``fn`` to each row and return a list of rows.
+    def flat_map(self, fn, *, releases_gil: bool = False, on_error: str = "raise") -> Dataset:
+        """Apply ``fn`` to each row and return a list of rows (``releases_gil=True``: on
+        threads in the driver).
 
         >>> import streambatch as sb
         >>> sb.range(2).flat_map(lambda r: [r, r]).count()
         4
         """
         return self._with(L.FlatMap(self._plan, fn=v.callable_fn("flat_map", fn),
+                                    releases_gil=bool(releases_gil),
                                     on_error=v.on_error(on_error)))
 
     def select_columns(self, cols) -> Dataset:

@@ -123,6 +123,8 @@ class ReadOrderSource:
         self.num_reads = 0
 
     def __getattr__(self, name):
+        if name == "source":  # not set yet (unpickling in a worker): no recursion
+            raise AttributeError(name)
         return getattr(self.source, name)
 
     def read_tasks(self, parallelism, pushdowns) -> list:

@@ -91,6 +91,14 @@ class ActorFailed:
     failure: FailureInfo
 
 
+@dataclass
+class WorkerSetupFailed:
+    """A worker process could not load the job's stages (e.g. a module a UDF needs is not
+    importable there); the job fails with :class:`WorkerSetupError`."""
+
+    failure: FailureInfo
+
+
 def describe_failure(exc: BaseException) -> FailureInfo:
     """Classify an exception raised while running a task.
 

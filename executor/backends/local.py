@@ -1,7 +1,8 @@
-"""The embedded local backend: forked worker processes, actors and threads on this machine.
+"""The embedded local backend: worker processes, actors and threads on this machine.
 
-Stages whose ops hold the GIL run in worker processes (forked from the driver,
-inheriting the plan, so closures need no pickling); blocks cross processes as
+Stages whose ops hold the GIL run in worker processes, started from a clean
+zygote process by default (``worker_start.py``: none of the driver's threads,
+locks or CUDA state; the plan travels by cloudpickle); blocks cross processes as
 Arrow IPC files in shared memory. Stages that release the GIL run on threads
 with no copy at all. Actor stages get dedicated long-lived processes, each
 with its own CUDA_VISIBLE_DEVICES.
@@ -33,16 +34,18 @@ from streambatch.executor.backends.base import (
     TaskDone,
     TaskFailed,
     TaskOutput,
+    WorkerSetupFailed,
     describe_failure,
     drain,
 )
 from streambatch.executor.backends.heap import BIG_TASK_BYTES, release_arrow_pool
-from streambatch.executor.backends.process_worker import worker_main
+from streambatch.executor.backends.worker_start import ship_stages, start_worker
 from streambatch.executor.backends.task_memory import ArrowGrowth
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.cancel import JobCancelled
-from streambatch.executor.errors import StreamBatchError
+from streambatch.executor.errors import StreamBatchError, WorkerSetupError
 from streambatch.executor.exit_cleanup import at_exit
+from streambatch.executor.options import check_start_method
 from streambatch.executor.partition import InMemoryRef, SharedStore
 from streambatch.executor.thread_pool import shared_pool
 
@@ -59,11 +62,12 @@ class _Cancelled(Exception):
 
 
 class NestedWorkerError(StreamBatchError):
-    """A dataset ran inside a streambatch worker process and needed worker processes of
-    its own (a worker process cannot start children).
+    """A dataset ran inside a worker process forked from the driver
+    (``worker_start_method="fork"``) and needed worker processes of its own, which a
+    forked (daemonic) worker cannot start. With the default start method it works.
 
     >>> print(NestedWorkerError(1234))  # doctest: +ELLIPSIS
-    a dataset was executed inside streambatch worker process 1234 ... releases_gil=True)).
+    a dataset was executed inside streambatch worker process 1234 ... 'forkserver' ...
     """
 
     def __init__(self, pid: int) -> None:
@@ -71,9 +75,10 @@ class NestedWorkerError(StreamBatchError):
         super().__init__(
             f"a dataset was executed inside streambatch worker process {pid} (from a UDF "
             f"of another dataset), and its stages need worker processes, which a worker "
-            f"process cannot start. Run the inner dataset in the driver and pass its "
-            f"result in, or let the outer UDF run on a thread in the driver "
-            f"(map_batches(..., releases_gil=True)).")
+            f"forked from the driver (worker_start_method='fork') cannot start. Use the "
+            f"default worker_start_method='forkserver' (or 'spawn'), run the inner dataset "
+            f"in the driver and pass its result in, or let the outer UDF run on a thread in "
+            f"the driver (map_batches(..., releases_gil=True)).")
 
 
 @dataclass(eq=False)
@@ -94,11 +99,12 @@ class LocalBackend(Backend):
     """
 
     def __init__(self, num_cpus: int, num_gpus: float = 0.0, resources: dict | None = None,
-                 start_method: str = "fork") -> None:
+                 start_method: str = "forkserver") -> None:
         self._num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.custom_resources = dict(resources or {})
-        self._start_method = start_method
+        self._start_method = check_start_method(start_method)
+        self._shipped: bytes | None = None
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
         self._thread_state = threading.local()
@@ -128,23 +134,20 @@ class LocalBackend(Backend):
         generic = [s for s in stages if s.kind == "task" and s.worker == "process"
                    and not s.uses_actors]
         self._to_shared = {up for s in stages if _in_processes(s) for up in s.upstream}
+        if self._start_method != "fork" and any(_in_processes(s) for s in stages):
+            self._shipped = ship_stages(stages, self.store)
         for _ in range(self._num_cpus if generic else 0):
             self._idle.append(self._spawn())
 
     def _spawn(self, env: dict | None = None, actor: tuple | None = None) -> _Worker:
         if self._cancelled.is_set():
             raise JobCancelled("the local backend was stopped; no new worker is started")
-        if multiprocessing.current_process().daemon:
+        if self._start_method == "fork" and multiprocessing.current_process().daemon:
             raise NestedWorkerError(os.getpid())
-        ctx = multiprocessing.get_context(self._start_method)
-        parent, child = ctx.Pipe(duplex=True)
         inherited = [w.conn for w in self._workers if w.alive]
-        proc = ctx.Process(target=worker_main, daemon=True, name="streambatch-worker",
-                           args=(child, self._stages, self.store.ensure(), self._target, inherited,
-                                 env, actor))
-        proc.start()
-        child.close()
-        worker = _Worker(proc, parent, actor[0] if actor else None)
+        proc, conn = start_worker(self._start_method, self._stages, self._shipped,
+                                  self.store.ensure(), self._target, inherited, env, actor)
+        worker = _Worker(proc, conn, actor[0] if actor else None)
         self._workers.append(worker)
         self._ensure_listener()
         return worker
@@ -211,7 +214,8 @@ class LocalBackend(Backend):
     def _listen(self) -> None:
         while not self._cancelled.is_set():
             live = [w for w in self._workers if w.alive]
-            by_handle = {w.conn: w for w in live} | {w.proc.sentinel: w for w in live}
+            by_handle = {w.conn: w for w in live} | {w.proc.sentinel: w for w in live
+                                                     if w.proc.sentinel is not None}
             if not by_handle:
                 time.sleep(0.05)
                 continue
@@ -254,6 +258,9 @@ class LocalBackend(Backend):
     def _track(self, event) -> list:
         if isinstance(event, tuple) and event[0] == "died":
             return self._worker_died(event[1])
+        if isinstance(event, WorkerSetupFailed):
+            info = event.failure
+            raise WorkerSetupError(info.error, info.traceback_text)
         if isinstance(event, (TaskDone, TaskFailed)) and event.task_id in self._busy:
             self._free_worker(event.task_id)
         return [event]

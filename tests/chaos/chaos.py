@@ -15,6 +15,7 @@ import time
 import numpy as np
 import psutil
 import pyarrow as pa
+from streambatch.executor.backends.zygote import zygote_pid
 
 import streambatch as sb
 
@@ -67,7 +68,8 @@ class Killer:
         for _ in range(self.kills):
             if self._stop.wait(self.rng.uniform(*self.window)):
                 return
-            workers = psutil.Process().children()
+            workers = [c for c in psutil.Process().children(recursive=True)
+                       if c.pid != zygote_pid()]  # the job's workers and actors
             if workers:
                 victim = self.rng.choice(workers)
                 try:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from streambatch.executor.backends.base import TaskDone, TaskOutput
 from streambatch.executor.backends.local import LocalBackend
+from streambatch.executor.backends.zygote import zygote_pid
 
 import streambatch as sb
 from tests.executor.drivers import (
@@ -33,8 +34,9 @@ def two_cpus():
 
 
 def _live_children() -> set[int]:
+    """This process's live descendants but the zygote (kept between jobs)."""
     return {c.pid for c in psutil.Process().children(recursive=True)
-            if c.status() != psutil.STATUS_ZOMBIE}
+            if c.status() != psutil.STATUS_ZOMBIE and c.pid != zygote_pid()}
 
 
 def _gone(pids: set[int]) -> bool:
@@ -156,7 +158,33 @@ def _runs_a_dataset(batch: pa.Table) -> dict:
     return {"n": [inner] * batch.num_rows}
 
 
-def test_a_dataset_inside_a_process_udf_fails_clearly_and_leaks_nothing():
+class _RunsADataset:
+    def __init__(self):
+        self.inner = sb.range(5).map(lambda r: r).count()
+
+    def __call__(self, batch: pa.Table) -> dict:
+        return {"n": [self.inner] * batch.num_rows}
+
+
+@pytest.mark.parametrize("how", ["process", "actor", "thread"])
+def test_a_dataset_inside_a_udf_runs_and_leaves_nothing(how):
+    """A worker started from the zygote may start workers of its own (from a zygote of
+    its own, which exits with it): nested datasets work in process, actor and thread
+    UDFs, and the outer job's end leaves no process and no store."""
+    before, stores = _live_children(), set(stores_of(os.getpid()))
+    ds = sb.range(10, override_num_blocks=2)
+    if how == "actor":
+        ds = ds.map_batches(_RunsADataset, concurrency=1)
+    else:
+        ds = ds.map_batches(_runs_a_dataset, releases_gil=how == "thread")
+    rows = ds.take_all()
+    assert sorted(r["n"] for r in rows) == [5 if how == "actor" else 3] * 10
+    wait_until(lambda: _live_children() - before == set(), 5, "the inner jobs' processes to exit")
+    assert set(stores_of(os.getpid())) == stores
+
+
+def test_a_dataset_inside_a_forked_process_udf_fails_clearly_and_leaks_nothing():
+    sb.init(num_cpus=2, worker_start_method="fork")
     before, stores = _live_children(), set(stores_of(os.getpid()))
     with pytest.raises(sb.UserCodeError, match="cannot start") as info:
         sb.range(10).map_batches(_runs_a_dataset).take_all()

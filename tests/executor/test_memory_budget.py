@@ -44,12 +44,12 @@ JOB = textwrap.dedent("""
 """)
 
 BASELINE = textwrap.dedent("""
-    import os, sys, time
+    import sys, time
     import pyarrow.compute, pyarrow.dataset, pyarrow.parquet, streambatch  # what the job loads
-    for _ in range(int(sys.argv[1]) - 1):  # forked, as the job's workers are
-        if os.fork() == 0:
-            time.sleep(30)
-            os._exit(0)
+    import streambatch.connectors.parquet
+    from streambatch.executor.backends.zygote import zygote
+    # the job's process tree: this driver, the zygote, and workers forked from it
+    children = [zygote().fork() for _ in range(int(sys.argv[1]) - 2)]
     print("ready", flush=True)
     time.sleep(30)
 """)
@@ -93,8 +93,9 @@ def tree_peak(popen: subprocess.Popen) -> tuple[int, int]:
 
 
 def baseline_pss(procs: int) -> int:
-    """Summed PSS of ``procs`` idle interpreters that imported streambatch (forked from
-    one, as the job's are): what the tree holds before it holds any data."""
+    """Summed PSS of ``procs`` idle processes shaped as the job's (a driver that imported
+    streambatch, the zygote, workers forked from it): what the tree holds before it
+    holds any data."""
     proc = subprocess.Popen([sys.executable, "-c", BASELINE, str(procs)], stdout=subprocess.PIPE,
                             text=True)
     try:

@@ -51,10 +51,14 @@ def test_store_directory_and_files_are_private_whatever_the_umask(open_umask):
         store.destroy()
 
 
-def _modes_in_my_store(batch: pa.Table) -> dict:
-    """Runs in a worker process: the modes of the driver's store and of the block files
-    in it (written by the upstream stage's workers)."""
-    stores = glob.glob(f"/dev/shm/streambatch-{os.getppid()}-*")
+def _modes_in_the_store_of(driver: int):
+    """A UDF run in a worker process: the modes of the driver's store and of the block
+    files in it (written by the upstream stage's workers)."""
+    return lambda batch: _modes_in_store(driver, batch)
+
+
+def _modes_in_store(driver: int, batch: pa.Table) -> dict:
+    stores = glob.glob(f"/dev/shm/streambatch-{driver}-*")
     files = [f for s in stores for f in glob.glob(os.path.join(s, "*.arrow"))]
     modes = sorted({oct(_mode(p)) for p in stores + files})
     n = batch.num_rows
@@ -65,7 +69,7 @@ def test_blocks_written_by_worker_processes_are_private_too(open_umask):
     # two process stages (a resource change keeps them apart): the second one's inputs
     # are block files the first one's workers wrote
     ds = sb.range(40, override_num_blocks=4).map(lambda r: r) \
-        .map_batches(_modes_in_my_store, num_cpus=0.5)
+        .map_batches(_modes_in_the_store_of(os.getpid()), num_cpus=0.5)
     rows = ds.take_all()
     assert all(r["files"] >= 1 for r in rows)  # the check saw worker-written blocks
     assert {r["modes"] for r in rows} == {"0o600,0o700"}

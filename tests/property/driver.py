@@ -88,6 +88,7 @@ def leftovers(grace: float = 3.0) -> dict:
     import gc
 
     import psutil
+    from streambatch.executor.backends.zygote import zygote_pid
 
     from tests.property.harness import stores_of
 
@@ -95,7 +96,7 @@ def leftovers(grace: float = 3.0) -> dict:
     deadline = time.monotonic() + grace
     while True:
         children = [f"{c.pid} {c.name()}" for c in psutil.Process().children(recursive=True)
-                    if c.status() != psutil.STATUS_ZOMBIE]
+                    if c.status() != psutil.STATUS_ZOMBIE and c.pid != zygote_pid()]
         stores = [os.path.basename(p) for p in stores_of({os.getpid()})]
         if not children and not stores or time.monotonic() > deadline:
             return {"children": children, "stores": stores}

@@ -1,0 +1,93 @@
+"""How the local backend starts a worker process: from the zygote (the default), in a
+fresh interpreter ("spawn"), or forked from the driver ("fork", opt-in).
+
+"forkserver" and "spawn" workers never share the driver's threads, locks or CUDA
+state; they get the job's stages by cloudpickle (closures and lambdas included,
+as Ray ships them), with Arrow tables of 1 MiB or more put once in the job's
+shared-memory store instead of copied into every worker. "fork" inherits the
+plan for free and is safe only while the driver holds no threads (a driver that
+used Polars, torch or CUDA does).
+
+>>> import streambatch as sb
+>>> sb.init(num_cpus=1, worker_start_method="spawn").execution_options.worker_start_method
+'spawn'
+>>> sb.range(4).map(lambda r: {"y": r["id"] * 2}).take_all()
+[{'y': 0}, {'y': 2}, {'y': 4}, {'y': 6}]
+>>> _ = sb.init()
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import sys
+
+import pyarrow as pa
+
+SHARED_TABLE_BYTES = 1 << 20  # a table this big travels through the store, not the pickle
+
+
+def ship_stages(stages: list, store) -> bytes:
+    """The stages cloudpickled for workers; big Arrow tables go to ``store`` by reference.
+
+    A UDF that cannot be pickled raises ``UnpicklableUDFError`` naming the stage,
+    the UDF and the unpicklable object in it.
+    """
+    import cloudpickle
+
+    class Shipper(cloudpickle.Pickler):
+        def reducer_override(self, obj):
+            if type(obj) is pa.Table and obj.nbytes >= SHARED_TABLE_BYTES:
+                return _shared_table, (store.put(obj).path,)
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    try:
+        Shipper(buffer, protocol=5).dump(stages)
+    except Exception as exc:  # noqa: BLE001 - explained per UDF below
+        _raise_unpicklable(stages, exc)
+    return buffer.getvalue()
+
+
+def _shared_table(path: str) -> pa.Table:
+    """A table the driver put in the store for the workers (read zero-copy)."""
+    with pa.memory_map(path) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _raise_unpicklable(stages: list, exc: Exception) -> None:
+    from streambatch.executor.backends.udf_pickle import UnpicklableUDFError, dumps_udf
+
+    for stage in stages:
+        for op in stage.ops:
+            udf = getattr(getattr(op, "op", None), "fn", None)
+            if udf is not None:
+                dumps_udf(udf, stage.name)  # raises, naming what is wrong, if it is the UDF
+    raise UnpicklableUDFError("(plan)", "the plan", "a part of the plan that is not a UDF",
+                              type(exc).__name__, f"{type(exc).__name__}: {exc}") from exc
+
+
+def start_worker(method: str, stages: list, shipped: bytes | None, store_root: str,
+                 target_bytes: int, inherited: list, env: dict | None, actor: tuple | None):
+    """Start one worker; returns (its process handle, the driver's connection to it)."""
+    if method == "fork":
+        return _fork(stages, store_root, target_bytes, inherited, env, actor)
+    from streambatch.executor.backends.zygote import spawn, zygote
+
+    child = zygote().fork() if method == "forkserver" else spawn()
+    child.conn.send((dict(os.environ), os.getcwd(), [p for p in sys.path if p], shipped,
+                     store_root, target_bytes, env, actor))
+    return child, child.conn
+
+
+def _fork(stages, store_root, target_bytes, inherited, env, actor):
+    from streambatch.executor.backends.process_worker import worker_main
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=worker_main, daemon=True, name="streambatch-worker",
+                       args=(child, stages, store_root, target_bytes, inherited, env, actor))
+    proc.start()
+    child.close()
+    return proc, parent

@@ -1,0 +1,219 @@
+"""The driver's side of the zygote (``zygote_main``): start it once, ask it for children.
+
+One zygote per driver process, started on first use and kept for later jobs
+(a fresh interpreter importing pyarrow and numpy costs ~0.2 s once; a fork from
+it ~2 ms). A driver that forks (a user's multiprocessing child) starts its own.
+
+>>> z = zygote()
+>>> child = z.fork()  # a clean process waiting for its setup on child.conn
+>>> child.kill(); child.join(5)
+True
+>>> child.exitcode
+-9
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from streambatch.executor.errors import StreamBatchError
+
+_MAX_MESSAGE = 1 << 16
+
+
+class ZygoteError(StreamBatchError):
+    """The zygote process could not be started or went away.
+
+    >>> print(ZygoteError("it exited with code 1"))  # doctest: +ELLIPSIS
+    the process that starts streambatch's workers failed: it exited with code 1. ...
+    """
+
+    def __init__(self, why: str) -> None:
+        self._init_args = (why,)
+        super().__init__(
+            f"the process that starts streambatch's workers failed: {why}. Its error is "
+            f"printed above; worker_start_method='spawn' starts each worker on its own.")
+
+
+class Child:
+    """A worker process started from the zygote (or spawned): its pid, its connection,
+    and what :class:`multiprocessing.Process` offers the backend."""
+
+    sentinel = None  # its end of ``conn`` closes when it exits: the backend watches that
+
+    def __init__(self, pid: int, conn: Connection, exits) -> None:
+        self.pid, self.conn, self._exits = pid, conn, exits
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit code (negative: the signal that killed it), None while it runs."""
+        return self._exits(self.pid, 0.0)
+
+    def is_alive(self) -> bool:
+        """True until its exit is known."""
+        return self.exitcode is None
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for it to exit; True when it has."""
+        return self._exits(self.pid, 1e9 if timeout is None else timeout) is not None
+
+    def kill(self) -> None:
+        """SIGKILL it (nothing when it has exited already)."""
+        if self.exitcode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Zygote:
+    """A running zygote process and its control socket (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock, self._lock = ours, threading.Lock()
+        self._exited: dict[int, int] = {}
+        self._forked: dict[int, int] = {}
+        self._token = 0
+        try:
+            self.proc = subprocess.Popen(_command("main", theirs.fileno()),
+                                         pass_fds=[theirs.fileno()], close_fds=True)
+        finally:
+            theirs.close()
+
+    def fork(self) -> Child:
+        """A new child of the zygote, connected to this process."""
+        mine, its = socket.socketpair()
+        try:
+            with self._lock:
+                self._token += 1
+                token = self._token
+                request = pickle.dumps(("fork", token, _streambatch_modules()))
+                socket.send_fds(self._sock, [request], [its.fileno()])
+                pid = self._read_until(lambda: self._forked.pop(token, None), 60.0)
+        except OSError as err:
+            mine.close()
+            raise ZygoteError(f"{type(err).__name__}: {err}") from err
+        finally:
+            its.close()
+        if pid is None:
+            mine.close()
+            raise ZygoteError(self._why_gone())
+        return Child(pid, Connection(mine.detach()), self.exit_code)
+
+    def exit_code(self, pid: int, timeout: float) -> int | None:
+        """``pid``'s exit code once the zygote reported it, waiting up to ``timeout``
+        (the lock is taken in short slices: a fork meanwhile is not held up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if pid in self._exited:
+                    return self._exited[pid]
+                left = deadline - time.monotonic()
+                read = self._read_one(min(left, 0.05)) if left > 0 else self._read_one(0.0)
+            if not read and (left <= 0 or not self.alive()):
+                return self._exited.get(pid)
+
+    def alive(self) -> bool:
+        """True while the zygote runs."""
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        """Stop the zygote (its children get SIGKILL)."""
+        self._sock.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def _read_until(self, found, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = found()
+            if value is not None:
+                return value
+            left = deadline - time.monotonic()
+            if left < 0 or not self._read_one(min(left, 0.5)) and not self.alive():
+                return found()
+
+    def _read_one(self, timeout: float) -> bool:
+        self._sock.settimeout(timeout)
+        try:
+            data = self._sock.recv(_MAX_MESSAGE)
+        except OSError:  # a timeout, or the zygote is gone
+            return False
+        if not data:
+            return False
+        kind, key, value = pickle.loads(data)
+        (self._forked if kind == "forked" else self._exited)[key] = value
+        return True
+
+    def _why_gone(self) -> str:
+        code = self.proc.poll()
+        return "it did not answer in 60 s" if code is None else f"it exited with code {code}"
+
+
+def _streambatch_modules() -> list[str]:
+    """The streambatch modules loaded here: the zygote loads them too before forking."""
+    return sorted(name for name, module in list(sys.modules.items())
+                  if module is not None and name.startswith("streambatch."))
+
+
+_ZYGOTE: Zygote | None = None
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def zygote() -> Zygote:
+    """This process's zygote, started now if there is none (or it died, or it belongs
+    to the process this one was forked from)."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or _ZYGOTE.owner != os.getpid() or not _ZYGOTE.alive():
+            _ZYGOTE = Zygote()
+        return _ZYGOTE
+
+
+def spawn() -> Child:
+    """A worker in a fresh interpreter of its own (``worker_start_method="spawn"``)."""
+    mine, its = socket.socketpair()
+    try:
+        proc = subprocess.Popen(_command("run_worker", its.fileno()), pass_fds=[its.fileno()],
+                                close_fds=True)
+    finally:
+        its.close()
+
+    def exits(pid: int, timeout: float) -> int | None:
+        try:
+            return proc.wait(timeout) if timeout else proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    return Child(proc.pid, Connection(mine.detach()), exits)
+
+
+def _command(entry: str, fd: int) -> list[str]:
+    """``python -c`` running ``zygote_main.<entry>(fd)`` with this process's sys.path
+    (so streambatch, and the modules UDFs come from, import as they do here)."""
+    code = (f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+            f"from streambatch.executor.backends.zygote_main import {entry}; {entry}({fd})")
+    return [sys.executable, "-c", code]
+
+
+def zygote_pid() -> int | None:
+    """The pid of this process's zygote while it runs, else None. It outlives jobs (it
+    is kept for the next one): a check for a job's leftover processes leaves it out.
+
+    >>> zygote_pid() == zygote().proc.pid
+    True
+    """
+    z = _ZYGOTE
+    return z.proc.pid if z is not None and z.owner == os.getpid() and z.alive() else None
