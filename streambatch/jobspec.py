@@ -68,8 +68,7 @@ class JobSpec:
     @classmethod
     def from_toml(cls, path: str) -> JobSpec:
         """Read and check a TOML job file."""
-        import tomllib
-
+        tomllib = load_toml_module()
         try:
             with open(path, "rb") as handle:
                 data = tomllib.load(handle)
@@ -78,6 +77,27 @@ class JobSpec:
         except tomllib.TOMLDecodeError as exc:
             raise JobSpecError(f"job file {path!r} is not valid TOML: {exc}") from None
         return cls.from_dict(data)
+
+
+def load_toml_module():
+    """The TOML reader: the standard library's ``tomllib`` (Python 3.11+), else ``tomli``.
+
+    Imported here, when a job file is read, so ``import streambatch`` loads neither.
+    ``tomli`` is a dependency of streambatch on Python < 3.11 only.
+
+    >>> load_toml_module().loads('a = 1')
+    {'a': 1}
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                "reading a TOML job file on Python < 3.11 needs the 'tomli' package "
+                "(pip install 'tomli>=1.1')", name="tomli") from exc
+    return tomllib
 
 
 def _known(prefix: str, data: dict, allowed: set) -> None:
