@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 from streambatch.connectors.block_joins import block_to_rows
@@ -64,6 +64,14 @@ class OpBase:
     def name(self) -> str:
         """The op's label (as shown in plans)."""
         return self.op.label
+
+    def __getstate__(self) -> dict:
+        """Pickled for a worker without the plan above the op: its logical op's ``input``
+        chain reaches the source (a from_items list, say), which workers never need."""
+        state = dict(self.__dict__)
+        if getattr(state.get("op"), "input", None) is not None:
+            state["op"] = replace(state["op"], input=None)
+        return state
 
     @property
     def skips_errors(self) -> bool:

@@ -23,6 +23,8 @@ class Task:
     description: str = ""
     actor_id: int | None = None
     key: str = ""
+    read_payload: bytes | None = None  # the read task, cloudpickled, for a worker that
+    # did not inherit the stage's read tasks (a worker started from the zygote)
 
 
 @dataclass

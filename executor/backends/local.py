@@ -39,7 +39,7 @@ from streambatch.executor.backends.base import (
     drain,
 )
 from streambatch.executor.backends.heap import BIG_TASK_BYTES, release_arrow_pool
-from streambatch.executor.backends.worker_start import ship_stages, start_worker
+from streambatch.executor.backends.worker_start import ship_read, ship_stages, start_worker
 from streambatch.executor.backends.task_memory import ArrowGrowth
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.cancel import JobCancelled
@@ -186,6 +186,10 @@ class LocalBackend(Backend):
             shared_pool().run(self._run_on_thread, task, name="streambatch-thread")
 
     def _with_shared_inputs(self, task: Task) -> Task:
+        """The task as a worker process takes it: inputs in shared memory, and its read
+        task with it when the worker did not inherit the stages (not forked)."""
+        if self._start_method != "fork":
+            task = ship_read(task, self._stages[task.stage_index])
         return replace(task, input_refs=[self._shareable(task, r) for r in task.input_refs])
 
     def _shareable(self, task: Task, ref):

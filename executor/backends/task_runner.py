@@ -14,12 +14,22 @@ def input_blocks(stage: PhysicalStage, task: Task,
                  each: Callable[[], object] | None = None) -> Iterator[pa.Table]:
     """The tables a task consumes: a read task's output or its input partitions;
     ``each`` is called as each one is taken (the task's last block is processed then)."""
-    tables = stage.read_tasks[task.read_index]() if task.read_index is not None else \
+    tables = read_task_of(stage, task)() if task.read_index is not None else \
         (read_ref(ref) for ref in task.input_refs)
     for table in tables:
         if each is not None:
             each()
         yield table
+
+
+def read_task_of(stage: PhysicalStage, task: Task):
+    """The task's read task: the one it carries (shipped to a worker with the task), else
+    the stage's."""
+    if task.read_payload is not None:
+        import cloudpickle
+
+        return cloudpickle.loads(task.read_payload)
+    return stage.read_tasks[task.read_index]
 
 
 def task_context(stage: PhysicalStage, task: Task, worker_state: dict) -> TaskContext:

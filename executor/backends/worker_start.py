@@ -22,6 +22,7 @@ import io
 import multiprocessing
 import os
 import sys
+from dataclasses import replace
 
 import pyarrow as pa
 
@@ -43,11 +44,33 @@ def ship_stages(stages: list, store) -> bytes:
             return super().reducer_override(obj)
 
     buffer = io.BytesIO()
+    shipped = [_without_reads(s) for s in stages]  # read tasks travel with their tasks
     try:
-        Shipper(buffer, protocol=5).dump(stages)
+        Shipper(buffer, protocol=5).dump(shipped)
     except Exception as exc:  # noqa: BLE001 - explained per UDF below
         _raise_unpicklable(stages, exc)
     return buffer.getvalue()
+
+
+def _without_reads(stage):
+    """The stage as a worker needs it: its read tasks (a source's data, for in-memory
+    sources) are sent with each task instead (see :func:`ship_read`)."""
+    if not stage.is_source:
+        return stage
+    return replace(stage, read_tasks=None, read_tasks_fn=_read_tasks_travel_with_tasks)
+
+
+def _read_tasks_travel_with_tasks():  # pragma: no cover - never called in a worker
+    raise RuntimeError("a worker gets each read task with its task")
+
+
+def ship_read(task, stage):
+    """``task`` carrying its read task (cloudpickled), for a worker started clean."""
+    if task.read_index is None:
+        return task
+    import cloudpickle
+
+    return replace(task, read_payload=cloudpickle.dumps(stage.read_tasks[task.read_index]))
 
 
 def _shared_table(path: str) -> pa.Table:
