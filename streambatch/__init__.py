@@ -5,6 +5,7 @@
 [0, 10, 20, 30, 40]
 """
 
+from streambatch import _early_zygote  # noqa: F401 - first: it starts the workers' parent
 from streambatch.context import DataContext, init
 from streambatch.dataset import Dataset
 from streambatch.executor.errors import (

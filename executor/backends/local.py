@@ -39,9 +39,14 @@ from streambatch.executor.backends.base import (
     drain,
 )
 from streambatch.executor.backends.heap import BIG_TASK_BYTES, release_arrow_pool
-from streambatch.executor.backends.worker_start import ship_read, ship_stages, start_worker
 from streambatch.executor.backends.task_memory import ArrowGrowth
 from streambatch.executor.backends.task_runner import run_task, task_context
+from streambatch.executor.backends.worker_start import (
+    runs_in_processes,
+    ship_read,
+    ship_stages,
+    start_worker,
+)
 from streambatch.executor.cancel import JobCancelled
 from streambatch.executor.errors import StreamBatchError, WorkerSetupError
 from streambatch.executor.exit_cleanup import at_exit
@@ -50,11 +55,6 @@ from streambatch.executor.partition import InMemoryRef, SharedStore
 from streambatch.executor.thread_pool import shared_pool
 
 _WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once
-
-
-def _in_processes(stage) -> bool:
-    """True when the stage's tasks run in worker processes or actors."""
-    return stage.kind == "task" and (stage.worker == "process" or stage.uses_actors)
 
 
 class _Cancelled(Exception):
@@ -67,7 +67,7 @@ class NestedWorkerError(StreamBatchError):
     forked (daemonic) worker cannot start. With the default start method it works.
 
     >>> print(NestedWorkerError(1234))  # doctest: +ELLIPSIS
-    a dataset was executed inside streambatch worker process 1234 ... 'forkserver' ...
+    a dataset was executed inside streambatch worker process 1234 ...='forkserver' ...
     """
 
     def __init__(self, pid: int) -> None:
@@ -133,8 +133,8 @@ class LocalBackend(Backend):
         self._forget_exit_hook = at_exit(self._kill_and_remove)
         generic = [s for s in stages if s.kind == "task" and s.worker == "process"
                    and not s.uses_actors]
-        self._to_shared = {up for s in stages if _in_processes(s) for up in s.upstream}
-        if self._start_method != "fork" and any(_in_processes(s) for s in stages):
+        self._to_shared = {up for s in stages if runs_in_processes(s) for up in s.upstream}
+        if self._start_method != "fork" and any(runs_in_processes(s) for s in stages):
             self._shipped = ship_stages(stages, self.store)
         for _ in range(self._num_cpus if generic else 0):
             self._idle.append(self._spawn())

@@ -44,12 +44,19 @@ def ship_stages(stages: list, store) -> bytes:
             return super().reducer_override(obj)
 
     buffer = io.BytesIO()
-    shipped = [_without_reads(s) for s in stages]  # read tasks travel with their tasks
+    # only what runs in processes (a driver-side stage may hold what cannot travel: a
+    # lookup reporting to the user's cache); read tasks travel with their tasks
+    shipped = [_without_reads(s) if runs_in_processes(s) else None for s in stages]
     try:
         Shipper(buffer, protocol=5).dump(shipped)
     except Exception as exc:  # noqa: BLE001 - explained per UDF below
         _raise_unpicklable(stages, exc)
     return buffer.getvalue()
+
+
+def runs_in_processes(stage) -> bool:
+    """True when the stage's tasks run in worker processes or actors."""
+    return stage.kind == "task" and (stage.worker == "process" or stage.uses_actors)
 
 
 def _without_reads(stage):
@@ -82,7 +89,7 @@ def _shared_table(path: str) -> pa.Table:
 def _raise_unpicklable(stages: list, exc: Exception) -> None:
     from streambatch.executor.backends.udf_pickle import UnpicklableUDFError, dumps_udf
 
-    for stage in stages:
+    for stage in filter(runs_in_processes, stages):
         for op in stage.ops:
             udf = getattr(getattr(op, "op", None), "fn", None)
             if udf is not None:

@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from streambatch.executor.errors import StreamBatchError
 
 _MAX_MESSAGE = 1 << 16
+_ROLE = "STREAMBATCH_PROCESS_ROLE"  # set in the zygote and spawned workers: no early start
 
 
 class ZygoteError(StreamBatchError):
@@ -86,7 +87,8 @@ class Zygote:
         self._token = 0
         try:
             self.proc = subprocess.Popen(_command("main", theirs.fileno()),
-                                         pass_fds=[theirs.fileno()], close_fds=True)
+                                         pass_fds=[theirs.fileno()], close_fds=True,
+                                         env={**os.environ, _ROLE: "zygote"})
         finally:
             theirs.close()
 
@@ -172,6 +174,38 @@ _ZYGOTE: Zygote | None = None
 _ZYGOTE_LOCK = threading.Lock()
 
 
+def start_early() -> None:
+    """Start this process's zygote now, in the background (``import streambatch`` calls
+    it): it imports pyarrow and numpy while the driver imports its own, so the first
+    job's workers start at once. Not in a zygote or a spawned worker (they import
+    streambatch themselves), and not when ``STREAMBATCH_ZYGOTE=lazy`` (it then starts
+    when a job first needs a worker process)."""
+    global _ZYGOTE
+    if os.environ.get("STREAMBATCH_ZYGOTE") == "lazy" or not _looks_like_a_driver():
+        return
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None:
+            try:
+                _ZYGOTE = Zygote()
+            except OSError:  # pragma: no cover - it is started again when needed
+                pass
+
+
+def _looks_like_a_driver() -> bool:
+    """False in processes that import streambatch to run someone else's tasks: our zygote
+    and spawned workers, a multiprocessing child (a DataLoader worker), a Ray worker."""
+    import multiprocessing
+
+    if os.environ.get(_ROLE) or multiprocessing.parent_process() is not None:
+        return False
+    ray_worker = sys.modules.get("ray._private.worker")
+    if ray_worker is not None:
+        worker = getattr(ray_worker, "global_worker", None)
+        if getattr(worker, "mode", None) == getattr(ray_worker, "WORKER_MODE", object()):
+            return False
+    return True
+
+
 def zygote() -> Zygote:
     """This process's zygote, started now if there is none (or it died, or it belongs
     to the process this one was forked from)."""
@@ -187,7 +221,7 @@ def spawn() -> Child:
     mine, its = socket.socketpair()
     try:
         proc = subprocess.Popen(_command("run_worker", its.fileno()), pass_fds=[its.fileno()],
-                                close_fds=True)
+                                close_fds=True, env={**os.environ, _ROLE: "worker"})
     finally:
         its.close()
 
