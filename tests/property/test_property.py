@@ -28,7 +28,8 @@ CI_CASES = [
     (264, "none"),  # a poisoned map with on_error="raise": the job must fail naming it
     (198, "worker_kill"),
     (1, "worker_kill"),
-    (40, "actor_kill"),  # the actor dies in its constructor
+    (36, "actor_kill"),  # the actor dies in its constructor (seed 40 did on an empty
+    # dataset, where the job may end before its actor starts: injected only by timing)
     (337, "actor_kill"),
     (200, "driver_kill"),  # the resume is killed too
     (212, "driver_kill"),
