@@ -10,6 +10,8 @@ the peak of the summed RSS of the process and all its descendants (polled every
 Engines:
   plain        a Python list comprehension (the floor: interpreter start-up + the loop)
   streambatch  sb.from_items(rows).map(f).filter(g).take_all()
+  sb-fork      the same with sb.init(worker_start_method="fork") (workers forked from
+               the driver); sb-spawn: "spawn" (each worker a fresh interpreter)
   ray          ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False);
                ray.data.from_items(rows).map(f).filter(g).take_all(); ray.shutdown()
 
@@ -58,6 +60,20 @@ emit([r for r in map(f, ROWS) if g(r)])
     "streambatch": PRELUDE
     + """
 import streambatch as sb
+emit(sb.from_items(ROWS).map(f).filter(g).take_all())
+""",
+    # the same job with the other worker start methods (the default starts workers from
+    # a zygote; "fork" forks them from the driver, the default before issue 15)
+    "sb-fork": PRELUDE
+    + """
+import streambatch as sb
+sb.init(worker_start_method="fork")
+emit(sb.from_items(ROWS).map(f).filter(g).take_all())
+""",
+    "sb-spawn": PRELUDE
+    + """
+import streambatch as sb
+sb.init(worker_start_method="spawn")
 emit(sb.from_items(ROWS).map(f).filter(g).take_all())
 """,
     "ray": PRELUDE
