@@ -77,4 +77,8 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     ctx.execution_options = ExecutionOptions(
         num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}),
         memory_budget=memory_budget, trace_path=trace, progress=progress, **options)
+    if backend != "local" or ctx.execution_options.worker_start_method != "forkserver":
+        from streambatch.executor.backends.zygote import stop_unused_zygote
+
+        stop_unused_zygote()  # started at import; these settings start no worker from it
     return ctx

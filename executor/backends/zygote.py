@@ -85,6 +85,7 @@ class Zygote:
         self._exited: dict[int, int] = {}
         self._forked: dict[int, int] = {}
         self._token = 0
+        self.forked_any = False
         try:
             self.proc = subprocess.Popen(_command("main", theirs.fileno()),
                                          pass_fds=[theirs.fileno()], close_fds=True,
@@ -98,7 +99,7 @@ class Zygote:
         try:
             with self._lock:
                 self._token += 1
-                token = self._token
+                token, self.forked_any = self._token, True
                 request = pickle.dumps(("fork", token, _streambatch_modules()))
                 socket.send_fds(self._sock, [request], [its.fileno()])
                 pid = self._read_until(lambda: self._forked.pop(token, None), 60.0)
@@ -204,6 +205,19 @@ def _looks_like_a_driver() -> bool:
         if getattr(worker, "mode", None) == getattr(ray_worker, "WORKER_MODE", object()):
             return False
     return True
+
+
+def stop_unused_zygote() -> None:
+    """Stop this process's zygote if it never forked a worker (``init`` chose a backend
+    or start method that does not use it); a later job that needs it starts another."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        z = _ZYGOTE
+        if z is not None and z.owner == os.getpid() and not z.forked_any:
+            _ZYGOTE = None
+            z.proc.kill()  # it may be importing still: it would see the socket close late
+            z.proc.wait()
+            z._sock.close()
 
 
 def zygote() -> Zygote:

@@ -320,3 +320,17 @@ def test_a_driver_killed_mid_job_leaves_no_zygote_and_no_worker(tmp_path):
         os.kill(proc.pid, 9)
         proc.wait()
         wait_until(lambda: not session_processes(proc.pid), 5, "the zygote and workers to exit")
+
+
+def test_the_zygote_started_at_import_stops_when_init_chooses_not_to_use_it(tmp_path):
+    out = run_driver(tmp_path, """
+        import psutil
+        import streambatch as sb
+        from streambatch.executor.backends.zygote import zygote_pid
+
+        started = zygote_pid()
+        sb.init(worker_start_method="fork")
+        print(started is not None, psutil.pid_exists(started), zygote_pid())
+        print(sb.range(10, override_num_blocks=2).map(lambda r: r).count())
+    """)
+    assert out.split() == ["True", "False", "None", "10"]
