@@ -139,6 +139,19 @@ class SharedStore:
             writer.write_table(table)
         return SharedRef(path)
 
+    def put_array(self, array) -> str:
+        """Write a numpy array as a ``.npy`` file (mode 0600); its path. Workers map it
+        copy-on-write (``numpy.load(path, mmap_mode="c")``): one copy in memory however
+        many workers read it, and a worker that writes to it changes only its own pages,
+        as after a fork."""
+        import numpy as np
+
+        path = os.path.join(self.ensure(), uuid.uuid4().hex + ".npy")
+        _private_file(path)
+        with open(path, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        return path
+
     def release(self, ref: BlockRef) -> None:
         """Delete a shared block once no task needs it (open maps stay valid)."""
         if isinstance(ref, SharedRef):

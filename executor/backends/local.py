@@ -383,6 +383,9 @@ class LocalBackend(Backend):
             if worker.proc.is_alive():
                 worker.proc.kill()
                 worker.proc.join(1.0)
+        if self._listener is not None:  # it may be reading a connection: let it finish
+            self._listener.join(1.0)
+        for worker in list(self._workers):
             worker.conn.close()
 
     def _kill_and_remove(self) -> None:

@@ -3,7 +3,7 @@ fresh interpreter ("spawn"), or forked from the driver ("fork", opt-in).
 
 "forkserver" and "spawn" workers never share the driver's threads, locks or CUDA
 state; they get the job's stages by cloudpickle (closures and lambdas included,
-as Ray ships them), with Arrow tables of 1 MiB or more put once in the job's
+as Ray ships them), with Arrow tables and numpy arrays of 1 MiB or more put once in the job's
 shared-memory store instead of copied into every worker. "fork" inherits the
 plan for free and is safe only while the driver holds no threads (a driver that
 used Polars, torch or CUDA does).
@@ -21,12 +21,11 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-import sys
 from dataclasses import replace
 
 import pyarrow as pa
 
-SHARED_TABLE_BYTES = 1 << 20  # a table this big travels through the store, not the pickle
+SHARED_TABLE_BYTES = 1 << 20  # a table or array this big travels through the store
 
 
 def ship_stages(stages: list, store) -> bytes:
@@ -36,11 +35,15 @@ def ship_stages(stages: list, store) -> bytes:
     the UDF and the unpicklable object in it.
     """
     import cloudpickle
+    import numpy as np
 
     class Shipper(cloudpickle.Pickler):
         def reducer_override(self, obj):
             if type(obj) is pa.Table and obj.nbytes >= SHARED_TABLE_BYTES:
                 return _shared_table, (store.put(obj).path,)
+            if type(obj) is np.ndarray and obj.nbytes >= SHARED_TABLE_BYTES \
+                    and not obj.dtype.hasobject:
+                return _shared_array, (store.put_array(obj),)
             return super().reducer_override(obj)
 
     buffer = io.BytesIO()
@@ -80,6 +83,14 @@ def ship_read(task, stage):
     return replace(task, read_payload=cloudpickle.dumps(stage.read_tasks[task.read_index]))
 
 
+def _shared_array(path: str):
+    """A numpy array the driver put in the store, mapped copy-on-write (writable; writes
+    stay in this worker)."""
+    import numpy as np
+
+    return np.load(path, mmap_mode="c", allow_pickle=False)
+
+
 def _shared_table(path: str) -> pa.Table:
     """A table the driver put in the store for the workers (read zero-copy)."""
     with pa.memory_map(path) as source:
@@ -103,10 +114,10 @@ def start_worker(method: str, stages: list, shipped: bytes | None, store_root: s
     """Start one worker; returns (its process handle, the driver's connection to it)."""
     if method == "fork":
         return _fork(stages, store_root, target_bytes, inherited, env, actor)
-    from streambatch.executor.backends.zygote import spawn, zygote
+    from streambatch.executor.backends.zygote import driver_sys_path, fork_worker, spawn
 
-    child = zygote().fork() if method == "forkserver" else spawn()
-    child.conn.send((dict(os.environ), os.getcwd(), [p for p in sys.path if p], shipped,
+    child = fork_worker() if method == "forkserver" else spawn()
+    child.conn.send((dict(os.environ), os.getcwd(), driver_sys_path(), shipped,
                      store_root, target_bytes, env, actor))
     return child, child.conn
 

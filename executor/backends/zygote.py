@@ -50,13 +50,17 @@ class Child:
 
     sentinel = None  # its end of ``conn`` closes when it exits: the backend watches that
 
-    def __init__(self, pid: int, conn: Connection, exits) -> None:
+    def __init__(self, pid: int, conn: Connection, exits, key=None) -> None:
         self.pid, self.conn, self._exits = pid, conn, exits
+        self._key = pid if key is None else key  # what its exit is reported under
+        self._code: int | None = None
 
     @property
     def exitcode(self) -> int | None:
         """The exit code (negative: the signal that killed it), None while it runs."""
-        return self._exits(self.pid, 0.0)
+        if self._code is None:
+            self._code = self._exits(self._key, 0.0)
+        return self._code
 
     def is_alive(self) -> bool:
         """True until its exit is known."""
@@ -64,7 +68,9 @@ class Child:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for it to exit; True when it has."""
-        return self._exits(self.pid, 1e9 if timeout is None else timeout) is not None
+        if self._code is None:
+            self._code = self._exits(self._key, 1e9 if timeout is None else timeout)
+        return self._code is not None
 
     def kill(self) -> None:
         """SIGKILL it (nothing when it has exited already)."""
@@ -111,20 +117,21 @@ class Zygote:
         if pid is None:
             mine.close()
             raise ZygoteError(self._why_gone())
-        return Child(pid, Connection(mine.detach()), self.exit_code)
+        return Child(pid, Connection(mine.detach()), self.exit_code, token)
 
-    def exit_code(self, pid: int, timeout: float) -> int | None:
-        """``pid``'s exit code once the zygote reported it, waiting up to ``timeout``
-        (the lock is taken in short slices: a fork meanwhile is not held up)."""
+    def exit_code(self, token: int, timeout: float) -> int | None:
+        """The exit code of the child forked for ``token`` once the zygote reported it
+        (by token, not pid: a pid may be reused), waiting up to ``timeout`` (the lock
+        is taken in short slices: a fork meanwhile is not held up)."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                if pid in self._exited:
-                    return self._exited[pid]
+                if token in self._exited:
+                    return self._exited.pop(token)  # read once: it is cached by the Child
                 left = deadline - time.monotonic()
                 read = self._read_one(min(left, 0.05)) if left > 0 else self._read_one(0.0)
             if not read and (left <= 0 or not self.alive()):
-                return self._exited.get(pid)
+                return self._exited.pop(token, None)
 
     def alive(self) -> bool:
         """True while the zygote runs."""
@@ -175,6 +182,22 @@ _ZYGOTE: Zygote | None = None
 _ZYGOTE_LOCK = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A process forked from the driver (a user's helper, a DataLoader worker) lets go of
+    the driver's zygote: holding its socket would keep it alive after the driver died."""
+    global _ZYGOTE, _ZYGOTE_LOCK
+    _ZYGOTE_LOCK = threading.Lock()
+    if _ZYGOTE is not None:
+        try:
+            _ZYGOTE._sock.close()
+        except OSError:
+            pass
+        _ZYGOTE = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def start_early() -> None:
     """Start this process's zygote now, in the background (``import streambatch`` calls
     it): it imports pyarrow and numpy while the driver imports its own, so the first
@@ -220,6 +243,25 @@ def stop_unused_zygote() -> None:
             z._sock.close()
 
 
+def fork_worker() -> Child:
+    """A child of this process's zygote; a zygote that died (killed, or hit by a Ctrl-C
+    while it started) is replaced once, not reported."""
+    try:
+        return zygote().fork()
+    except ZygoteError:
+        _forget_dead_zygote()
+        return zygote().fork()
+
+
+def _forget_dead_zygote() -> None:
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is not None:
+            _ZYGOTE.proc.poll()
+            _ZYGOTE._sock.close()
+            _ZYGOTE = None
+
+
 def zygote() -> Zygote:
     """This process's zygote, started now if there is none (or it died, or it belongs
     to the process this one was forked from)."""
@@ -251,9 +293,21 @@ def spawn() -> Child:
 def _command(entry: str, fd: int) -> list[str]:
     """``python -c`` running ``zygote_main.<entry>(fd)`` with this process's sys.path
     (so streambatch, and the modules UDFs come from, import as they do here)."""
-    code = (f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; "
+    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "  # the driver's
+            f"import sys; sys.path[:0] = {driver_sys_path()!r}; "
             f"from streambatch.executor.backends.zygote_main import {entry}; {entry}({fd})")
     return [sys.executable, "-c", code]
+
+
+def driver_sys_path() -> list[str]:
+    """This process's ``sys.path`` with ``''`` (the working directory: ``python -c``, the
+    REPL, notebooks) and relative entries made absolute, for a worker to import by.
+
+    >>> import os
+    >>> driver_sys_path()[0] == os.getcwd() if sys.path[0] == "" else True
+    True
+    """
+    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
 
 
 def zygote_pid() -> int | None:

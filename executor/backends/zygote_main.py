@@ -80,6 +80,9 @@ def _import_like_the_driver(modules: list[str]) -> None:
                 pass
 
 
+_TOKENS: dict[int, int] = {}  # pid of a live child -> the driver's token for it
+
+
 def _fork_child(control: socket.socket, request: tuple, fds: list[int]) -> None:
     _, token, modules = request
     _import_like_the_driver(modules)
@@ -92,6 +95,7 @@ def _fork_child(control: socket.socket, request: tuple, fds: list[int]) -> None:
         _child(fds[0], zygote)
     for fd in fds:
         os.close(fd)
+    _TOKENS[pid] = token
     control.send(pickle.dumps(("forked", token, pid)))
 
 
@@ -104,8 +108,11 @@ def _report_exits(control: socket.socket) -> None:
         if pid == 0:
             return
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        token = _TOKENS.pop(pid, None)
+        if token is None:
+            continue
         try:
-            control.send(pickle.dumps(("exited", pid, code)))
+            control.send(pickle.dumps(("exited", token, code)))
         except OSError:
             return
 
@@ -117,6 +124,8 @@ def _child(fd: int, parent: int) -> None:
         _die_with(parent)
         run_worker(fd)
         code = 0
+    except SystemExit as exc:  # a UDF's sys.exit(n): the driver reports n, as with fork
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - the exit code tells the driver; the text goes to stderr
         traceback.print_exc()
     finally:
