@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import types
 from dataclasses import replace
 
 import pyarrow as pa
@@ -44,6 +45,8 @@ def ship_stages(stages: list, store) -> bytes:
             if type(obj) is np.ndarray and obj.nbytes >= SHARED_TABLE_BYTES \
                     and not obj.dtype.hasobject:
                 return _shared_array, (store.put_array(obj),)
+            if type(obj) is types.CodeType:
+                return _code_with_its_file(obj)
             return super().reducer_override(obj)
 
     buffer = io.BytesIO()
@@ -81,6 +84,18 @@ def ship_read(task, stage):
     import cloudpickle
 
     return replace(task, read_payload=cloudpickle.dumps(stage.read_tasks[task.read_index]))
+
+
+def _code_with_its_file(code: types.CodeType):
+    """cloudpickle's reduction of a function's code, keeping its file name (cloudpickle
+    writes "<dynamic-code>"): a worker's traceback then names the UDF's file and line."""
+    import cloudpickle
+
+    reduce = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
+    if reduce is None:  # pragma: no cover - another cloudpickle: its own reduction
+        return NotImplemented
+    make, args = reduce(code)
+    return make, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
 
 def _shared_array(path: str):

@@ -159,8 +159,6 @@ def test_a_worker_with_a_reused_pid_is_seen_alive_and_is_killed():
             os.kill(second.pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="cloudpickle 3.1 renames by-value code '<dynamic-code>': "
-                   "worker tracebacks of script/notebook UDFs lose their file and line")
 def test_a_udf_defined_in_the_driver_keeps_its_file_in_the_traceback():
     def parse(row):  # by value, as a UDF in a script's __main__ or a notebook cell
         raise ValueError(f"bad row {row['id']}")
@@ -168,6 +166,7 @@ def test_a_udf_defined_in_the_driver_keeps_its_file_in_the_traceback():
     with pytest.raises(sb.UserCodeError) as info:
         sb.range(2).map(parse).take_all()
     assert f"{os.path.basename(__file__)}\", line" in str(info.value)
+    assert "raise ValueError(f\"bad row {row['id']}\")" in str(info.value)  # its source
 
 
 def _exit_three(row):
