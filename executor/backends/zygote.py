@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from streambatch.executor.errors import StreamBatchError
 
 _MAX_MESSAGE = 1 << 16
+_KEEP_EXITS = 4096  # exit codes kept (a worker's handle caches its own once read)
 _ROLE = "STREAMBATCH_PROCESS_ROLE"  # set in the zygote and spawned workers: no early start
 
 
@@ -127,11 +128,11 @@ class Zygote:
         while True:
             with self._lock:
                 if token in self._exited:
-                    return self._exited.pop(token)  # read once: it is cached by the Child
+                    return self._exited[token]
                 left = deadline - time.monotonic()
                 read = self._read_one(min(left, 0.05)) if left > 0 else self._read_one(0.0)
             if not read and (left <= 0 or not self.alive()):
-                return self._exited.pop(token, None)
+                return self._exited.get(token)
 
     def alive(self) -> bool:
         """True while the zygote runs."""
@@ -165,6 +166,9 @@ class Zygote:
             return False
         kind, key, value = pickle.loads(data)
         (self._forked if kind == "forked" else self._exited)[key] = value
+        if len(self._exited) > _KEEP_EXITS:  # tokens grow: forget the oldest exits
+            for old in sorted(self._exited)[:len(self._exited) - _KEEP_EXITS // 2]:
+                del self._exited[old]
         return True
 
     def _why_gone(self) -> str:
