@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import psutil
-
 MiB = 2**20
 
 
@@ -52,6 +50,8 @@ def default_memory_budget() -> int:
     >>> default_memory_budget() >= 256 * 2**20
     True
     """
+    import psutil
+
     return max(256 * MiB, psutil.virtual_memory().available // 2)
 
 

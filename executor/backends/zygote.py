@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from multiprocessing.connection import Connection
 
 from streambatch.executor.errors import StreamBatchError
 
@@ -51,7 +50,7 @@ class Child:
 
     sentinel = None  # its end of ``conn`` closes when it exits: the backend watches that
 
-    def __init__(self, pid: int, conn: Connection, exits, key=None) -> None:
+    def __init__(self, pid: int, conn, exits, key=None) -> None:
         self.pid, self.conn, self._exits = pid, conn, exits
         self._key = pid if key is None else key  # what its exit is reported under
         self._code: int | None = None
@@ -118,6 +117,8 @@ class Zygote:
         if pid is None:
             mine.close()
             raise ZygoteError(self._why_gone())
+        from multiprocessing.connection import Connection
+
         return Child(pid, Connection(mine.detach()), self.exit_code, token)
 
     def exit_code(self, token: int, timeout: float) -> int | None:
@@ -290,6 +291,8 @@ def spawn() -> Child:
             return proc.wait(timeout) if timeout else proc.poll()
         except subprocess.TimeoutExpired:
             return None
+
+    from multiprocessing.connection import Connection
 
     return Child(proc.pid, Connection(mine.detach()), exits)
 

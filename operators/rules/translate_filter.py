@@ -31,8 +31,20 @@ import threading
 from dataclasses import replace
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from streambatch.operators import logical as L
+
+
+class _Compute:
+    """``pyarrow.compute``, imported on first use (~30 ms that ``import streambatch``
+    and the workers' zygote need not pay)."""
+
+    def __getattr__(self, name: str):
+        import pyarrow.compute
+
+        return getattr(pyarrow.compute, name)
+
+
+pc = _Compute()
 
 INT64 = (-(2**63), 2**63 - 1)
 
