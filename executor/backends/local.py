@@ -42,6 +42,7 @@ from streambatch.executor.backends.heap import BIG_TASK_BYTES, release_arrow_poo
 from streambatch.executor.backends.task_memory import ArrowGrowth
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.backends.worker_start import (
+    Shipped,
     runs_in_processes,
     ship_read,
     ship_stages,
@@ -104,7 +105,7 @@ class LocalBackend(Backend):
         self.num_gpus = num_gpus
         self.custom_resources = dict(resources or {})
         self._start_method = check_start_method(start_method)
-        self._shipped: bytes | None = None
+        self._shipped: Shipped | None = None
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
         self._thread_state = threading.local()

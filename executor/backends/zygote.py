@@ -99,14 +99,19 @@ class Zygote:
         finally:
             theirs.close()
 
-    def fork(self) -> Child:
-        """A new child of the zygote, connected to this process."""
+    def fork(self, preload: tuple[str, ...] = ()) -> Child:
+        """A new child of the zygote, connected to this process. The zygote first imports
+        the streambatch modules loaded here and the installed modules in ``preload``
+        (with this process's environment), unless one starts a thread: the zygote then
+        exits rather than fork, and that module is left to the workers from then on."""
         mine, its = socket.socketpair()
+        preload = tuple(m for m in preload if m not in _THREADED_IMPORTS)
         try:
             with self._lock:
                 self._token += 1
                 token, self.forked_any = self._token, True
-                request = pickle.dumps(("fork", token, _streambatch_modules()))
+                request = pickle.dumps(("fork", token, _streambatch_modules(), preload,
+                                        dict(os.environ), driver_sys_path()))
                 socket.send_fds(self._sock, [request], [its.fileno()])
                 pid = self._read_until(lambda: self._forked.pop(token, None), 60.0)
         except OSError as err:
@@ -166,6 +171,9 @@ class Zygote:
         if not data:
             return False
         kind, key, value = pickle.loads(data)
+        if kind == "threaded":  # importing ``value`` started a thread: the zygote exits
+            _THREADED_IMPORTS.add(value)
+            return True
         (self._forked if kind == "forked" else self._exited)[key] = value
         if len(self._exited) > _KEEP_EXITS:  # tokens grow: forget the oldest exits
             for old in sorted(self._exited)[:len(self._exited) - _KEEP_EXITS // 2]:
@@ -185,6 +193,7 @@ def _streambatch_modules() -> list[str]:
 
 _ZYGOTE: Zygote | None = None
 _ZYGOTE_LOCK = threading.Lock()
+_THREADED_IMPORTS: set[str] = set()  # modules whose import starts a thread: never preloaded
 
 
 def _after_fork_in_child() -> None:
@@ -248,14 +257,15 @@ def stop_unused_zygote() -> None:
             z._sock.close()
 
 
-def fork_worker() -> Child:
-    """A child of this process's zygote; a zygote that died (killed, or hit by a Ctrl-C
-    while it started) is replaced once, not reported."""
+def fork_worker(preload: tuple[str, ...] = ()) -> Child:
+    """A child of this process's zygote; a zygote that died (killed, hit by a Ctrl-C while
+    it started, or exited because a module to preload started a thread) is replaced
+    once, not reported."""
     try:
-        return zygote().fork()
+        return zygote().fork(preload)
     except ZygoteError:
         _forget_dead_zygote()
-        return zygote().fork()
+        return zygote().fork(preload)
 
 
 def _forget_dead_zygote() -> None:

@@ -83,9 +83,37 @@ def _import_like_the_driver(modules: list[str]) -> None:
 _TOKENS: dict[int, int] = {}  # pid of a live child -> the driver's token for it
 
 
+def _threads() -> int:
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("Threads:")))
+
+
+def _preload(control: socket.socket, modules: tuple[str, ...]) -> None:
+    """Import installed modules the job's UDFs use (torch...) once, for every child; an
+    import that starts a thread makes this zygote unsafe to fork from: say which, and
+    exit (the driver starts another and leaves that module to the workers)."""
+    import importlib
+
+    for name in modules:
+        if name in sys.modules:
+            continue
+        before = _threads()
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the child imports it, and reports a failure
+            continue
+        if _threads() > before:
+            control.send(pickle.dumps(("threaded", 0, name)))
+            os._exit(3)
+
+
 def _fork_child(control: socket.socket, request: tuple, fds: list[int]) -> None:
-    _, token, modules = request
+    _, token, modules, preload, environ, sys_path = request
+    os.environ.clear()
+    os.environ.update(environ)  # imports below see the driver's environment and path of now
+    sys.path[:] = sys_path
     _import_like_the_driver(modules)
+    _preload(control, preload)
     zygote = os.getpid()
     pid = os.fork()
     if pid == 0:

@@ -334,3 +334,47 @@ def test_the_zygote_started_at_import_stops_when_init_chooses_not_to_use_it(tmp_
         print(sb.range(10, override_num_blocks=2).map(lambda r: r).count())
     """)
     assert out.split() == ["True", "False", "None", "10"]
+
+
+def _uses_pil(batch: pa.Table) -> dict:
+    import PIL.Image  # noqa: F401 - the zygote imported it already: no cost here
+
+    return {"n": [batch.num_rows]}
+
+
+def test_installed_modules_the_udfs_use_are_imported_once_in_the_zygote():
+    """PIL (like torch, ~1 s to import) is loaded in the zygote before it forks: every
+    worker and actor has it for free."""
+    pytest.importorskip("PIL.Image")
+    import PIL.Image
+
+    def resize(batch: pa.Table) -> dict:  # by value: references the PIL.Image module
+        return {"w": [PIL.Image.new("RGB", (4, 2)).size[0]] * batch.num_rows}
+
+    assert [r["w"] for r in sb.range(4, override_num_blocks=1).map_batches(resize)
+            .take_all()] == [4] * 4
+    with open(f"/proc/{zygote_pid()}/maps") as maps:
+        assert "PIL/_imaging" in maps.read()
+
+
+def test_a_module_whose_import_starts_a_thread_is_left_to_the_workers(tmp_path):
+    site = tmp_path / "site-packages"  # looks installed: the zygote would preload it
+    site.mkdir()
+    (site / "starts_a_thread.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "def double(row):\n    return {'id': row['id'] * 2}\n")
+    sys.path.insert(0, str(site))
+    try:
+        import starts_a_thread
+
+        sb.range(2).map(lambda r: r).count()  # the zygote runs
+        before = zygote_pid()
+        ds = sb.range(6, override_num_blocks=2).map(lambda r: starts_a_thread.double(r))
+        assert sorted(r["id"] for r in ds.take_all()) == [0, 2, 4, 6, 8, 10]
+        assert zygote_pid() != before  # it exited instead of forking with a thread
+        from streambatch.executor.backends.zygote import _THREADED_IMPORTS
+        assert "starts_a_thread" in _THREADED_IMPORTS
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("starts_a_thread", None)
