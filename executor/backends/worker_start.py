@@ -32,19 +32,54 @@ SHARED_TABLE_BYTES = 1 << 20  # a table or array this big travels through the st
 
 @dataclass(frozen=True)
 class Shipped:
-    """A job's stages as workers get them, and the installed modules they use (imported
-    once in the zygote before it forks, so that each worker need not: torch takes ~1 s)."""
+    """A job's stages as workers get them (one pickle per stage; None for a stage that
+    runs in the driver), and per stage the installed modules its UDFs use: the zygote
+    imports them once before it forks, so that each worker need not (torch: ~1 s)."""
 
-    blob: bytes
-    preload: tuple[str, ...] = ()
+    blobs: tuple
+    modules: tuple
+
+    def served(self, actor_stage: int | None, stages: list) -> list[int]:
+        """The stages a worker runs: an actor its own, a task worker every task stage
+        that runs in processes (it never loads an actor stage's model code)."""
+        if actor_stage is not None:
+            return [actor_stage]
+        return [i for i, s in enumerate(stages) if runs_in_processes(s) and not s.uses_actors]
+
+    def preload(self, served: list[int]) -> tuple[str, ...]:
+        """The installed modules to import in the zygote before forking such a worker."""
+        return tuple(sorted({m for i in served for m in self.modules[i]}))
+
+    def blobs_for(self, served: list[int]) -> tuple:
+        """The stage pickles such a worker gets (None for the others)."""
+        return tuple(b if i in served else None for i, b in enumerate(self.blobs))
 
 
 def ship_stages(stages: list, store) -> Shipped:
-    """The stages cloudpickled for workers; big Arrow tables go to ``store`` by reference.
+    """The stages cloudpickled for workers; big Arrow tables and numpy arrays go to
+    ``store`` by reference; read tasks travel with their tasks; a stage that runs in
+    the driver is not shipped (it may hold what cannot travel: a lookup reporting to
+    the user's cache).
 
     A UDF that cannot be pickled raises ``UnpicklableUDFError`` naming the stage,
     the UDF and the unpicklable object in it.
     """
+    blobs, modules = [], []
+    for stage in stages:
+        if not runs_in_processes(stage):
+            blobs.append(None)
+            modules.append(())
+            continue
+        try:
+            blob, used = _ship_one(_without_reads(stage), store)
+        except Exception as exc:  # noqa: BLE001 - explained per UDF below
+            _raise_unpicklable(stages, exc)
+        blobs.append(blob)
+        modules.append(installed_modules(used))
+    return Shipped(tuple(blobs), tuple(modules))
+
+
+def _ship_one(stage, store) -> tuple[bytes, set[str]]:
     import cloudpickle
     import numpy as np
 
@@ -66,14 +101,8 @@ def ship_stages(stages: list, store) -> Shipped:
             return super().reducer_override(obj)
 
     buffer = io.BytesIO()
-    # only what runs in processes (a driver-side stage may hold what cannot travel: a
-    # lookup reporting to the user's cache); read tasks travel with their tasks
-    shipped = [_without_reads(s) if runs_in_processes(s) else None for s in stages]
-    try:
-        Shipper(buffer, protocol=5).dump(shipped)
-    except Exception as exc:  # noqa: BLE001 - explained per UDF below
-        _raise_unpicklable(stages, exc)
-    return Shipped(buffer.getvalue(), installed_modules(used))
+    Shipper(buffer, protocol=5).dump(stage)
+    return buffer.getvalue(), used
 
 
 def installed_modules(names) -> tuple[str, ...]:
@@ -167,9 +196,10 @@ def start_worker(method: str, stages: list, shipped: Shipped | None, store_root:
         return _fork(stages, store_root, target_bytes, inherited, env, actor)
     from streambatch.executor.backends.zygote import driver_sys_path, fork_worker, spawn
 
-    child = fork_worker(shipped.preload) if method == "forkserver" else spawn()
-    child.conn.send((dict(os.environ), os.getcwd(), driver_sys_path(), shipped.blob,
-                     store_root, target_bytes, env, actor))
+    served = shipped.served(actor[1] if actor else None, stages)
+    child = fork_worker(shipped.preload(served)) if method == "forkserver" else spawn()
+    child.conn.send((dict(os.environ), os.getcwd(), driver_sys_path(),
+                     shipped.blobs_for(served), store_root, target_bytes, env, actor))
     return child, child.conn
 
 

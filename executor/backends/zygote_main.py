@@ -174,9 +174,10 @@ def _die_with(parent: int) -> None:
 def run_worker(fd: int) -> None:
     """Take the job's setup from the driver on ``fd`` and run the worker loop.
 
-    The setup is ``(environ, cwd, sys_path, stages, store_root, target_bytes, env,
-    actor)``, cloudpickled; a setup that cannot be loaded (a module the UDF needs is
-    missing here) is reported as a :class:`WorkerSetupFailed` and the worker exits.
+    The setup is ``(environ, cwd, sys_path, stage pickles, store_root, target_bytes,
+    env, actor)`` (the pickles of the stages this worker runs; None for the others). A
+    setup that cannot be loaded (a module the UDF needs is missing here) is reported
+    as a :class:`WorkerSetupFailed` and the worker exits.
     """
     from multiprocessing.connection import Connection
 
@@ -188,7 +189,7 @@ def run_worker(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        environ, cwd, sys_path, blob, store_root, target_bytes, env, actor = conn.recv()
+        environ, cwd, sys_path, blobs, store_root, target_bytes, env, actor = conn.recv()
     except (EOFError, OSError):
         return  # the driver went away before sending the job
     os.environ.clear()
@@ -196,11 +197,11 @@ def run_worker(fd: int) -> None:
     sys.path[:] = sys_path
     try:
         os.chdir(cwd)
-        stages = cloudpickle.loads(blob)
+        stages = [None if blob is None else cloudpickle.loads(blob) for blob in blobs]
     except Exception as exc:  # noqa: BLE001 - reported to the driver
         conn.send(WorkerSetupFailed(portable(describe_failure(exc))))
         return
-    del blob
+    del blobs
     worker_main(conn, stages, store_root, target_bytes, [], env, actor)
 
 
