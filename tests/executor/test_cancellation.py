@@ -183,6 +183,7 @@ def test_a_dataset_inside_a_udf_runs_and_leaves_nothing(how):
     assert set(stores_of(os.getpid())) == stores
 
 
+@pytest.mark.filterwarnings("ignore:This process:DeprecationWarning")  # forks on purpose
 def test_a_dataset_inside_a_forked_process_udf_fails_clearly_and_leaks_nothing():
     sb.init(num_cpus=2, worker_start_method="fork")
     before, stores = _live_children(), set(stores_of(os.getpid()))

@@ -21,7 +21,9 @@ import streambatch as sb
 from tests.executor.drivers import session_processes, stores_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-METHODS = ["forkserver", "spawn", "fork"]
+# Forking a driver that runs threads warns on Python 3.12+; these tests fork on purpose.
+FORKS_ON_PURPOSE = pytest.mark.filterwarnings("ignore:This process:DeprecationWarning")
+METHODS = ["forkserver", "spawn", pytest.param("fork", marks=FORKS_ON_PURPOSE)]
 
 
 @pytest.fixture(autouse=True)

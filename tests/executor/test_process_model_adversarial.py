@@ -29,7 +29,10 @@ import streambatch as sb
 from tests.executor.drivers import session_processes, stores_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Forking a driver that runs threads warns on Python 3.12+; these tests fork on purpose.
+FORKS_ON_PURPOSE = pytest.mark.filterwarnings("ignore:This process:DeprecationWarning")
 METHODS = ["forkserver", "spawn", "fork"]
+pytestmark = FORKS_ON_PURPOSE  # the module compares the start methods, "fork" included
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
 from streambatch.executor.thread_pool import ThreadPool, shared_pool
 
 
@@ -50,6 +51,7 @@ def test_idle_threads_exit_and_new_jobs_still_run():
     assert pool.run(out.append, 1, name="t").wait(5) and out == [1]
 
 
+@pytest.mark.filterwarnings("ignore:This process:DeprecationWarning")  # forks on purpose
 def test_a_forked_child_gets_its_own_pool():
     parent = shared_pool()
     assert parent.run(lambda: None, name="t").wait(5)  # the parent has a kept thread
