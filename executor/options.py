@@ -44,6 +44,50 @@ def check_start_method(method: str) -> str:
     return method
 
 
+WORKER_MODES = ("auto", "threads", "processes")
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Options of the embedded local backend.
+
+    ``worker_start_method``: see :func:`check_start_method`. ``worker_mode``: where
+    UDF stages run: "auto" (processes for functions that hold the GIL, threads for
+    those that release it), or all on "threads", or all in "processes".
+
+    >>> LocalOptions(worker_mode="threads").worker_start_method
+    'forkserver'
+    >>> LocalOptions(worker_mode="gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: worker_mode='gpu'; expected one of: auto, threads, processes
+    """
+
+    worker_start_method: str = "forkserver"
+    worker_mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_start_method(self.worker_start_method)
+        if self.worker_mode not in WORKER_MODES:
+            raise ValueError(f"worker_mode={self.worker_mode!r}; expected one of: "
+                             f"{', '.join(WORKER_MODES)}")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Options of the Ray backend: the cluster to join (``address``: "auto" on a cluster
+    node, "ray://host:10001"; None starts a private local instance) and how often Ray
+    itself re-runs a task whose worker died (``max_retries``; 0: the executor recovers
+    from lineage instead).
+
+    >>> RayOptions(address="auto").max_retries
+    0
+    """
+
+    address: str | None = None
+    max_retries: int = 0
+
+
 def default_memory_budget() -> int:
     """Half of the memory available now, at least 256 MiB.
 
@@ -71,19 +115,15 @@ class ExecutionOptions:
     resources: dict = field(default_factory=dict)
     target_partition_bytes: int = 128 * MiB
     no_progress_timeout_s: float = 1800.0
-    worker_start_method: str = "forkserver"  # or "spawn", "fork": see check_start_method
     scheduler: str = "adaptive"
     max_task_retries: int = 3
     max_errored_rows: int | None = None
     actor_queue_depth: int = 2
     actor_idle_timeout_s: float = 1.0
     trace_path: str | None = None
-    address: str | None = None  # ray backend: "auto", "ray://host:10001"; None starts one
     progress: bool | None = False
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_start_method(self.worker_start_method)
+    local: LocalOptions = field(default_factory=LocalOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
 
     def resolved_memory_budget(self) -> int:
         """The memory budget in bytes (derived from RAM when unset)."""

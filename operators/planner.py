@@ -16,8 +16,6 @@ from streambatch.operators.read_errors import read_ops
 from streambatch.operators.rules.align_blocks import align_blocks
 from streambatch.operators.rules.fuse_stages import fuse_stages
 
-WORKER_MODES = ("auto", "threads", "processes")
-
 
 def plan_stages(plan: L.LogicalOp, options: ExecutionOptions,
                 done: dict[int, PieceSet] | None = None) -> list[PhysicalStage]:
@@ -77,9 +75,7 @@ def _stage_for(op: L.LogicalOp, ups: tuple[int, ...], options: ExecutionOptions,
 
 
 def _worker(bop, options: ExecutionOptions) -> str:
-    mode = options.extra.get("worker_mode", "auto")
-    if mode not in WORKER_MODES:
-        raise ValueError(f"worker_mode={mode!r}; expected one of: {', '.join(WORKER_MODES)}")
+    mode = options.local.worker_mode
     if mode == "auto":
         return "process" if bop.holds_gil else "thread"
     return "process" if mode == "processes" else "thread"

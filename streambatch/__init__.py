@@ -20,7 +20,7 @@ from streambatch.executor.errors import (
     UserCodeError,
     WorkerDiedError,
 )
-from streambatch.executor.options import ExecutionOptions
+from streambatch.executor.options import ExecutionOptions, LocalOptions, RayOptions
 from streambatch.executor.stage import Resources
 from streambatch.executor.stats import DatasetStats, StageStats
 from streambatch.read_api import (
@@ -48,7 +48,7 @@ __all__ = [
     # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)
     "BlockLostError", "NonDeterministicError", "ResumeMismatchError", "RowConversionError",
     "StageStuckError", "StreamBatchError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
-    "WorkerDiedError", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
+    "WorkerDiedError", "LocalOptions", "RayOptions", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
     "init", "range", "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",
     "read_numpy", "read_images", "from_torch", "from_huggingface",
 ]

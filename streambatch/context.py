@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from streambatch.executor.backends import backend_class
-from streambatch.executor.options import ExecutionOptions
+from streambatch.executor.options import ExecutionOptions, LocalOptions, RayOptions
+
+# init() keywords that belong to one backend's options object (typed, not a loose dict)
+_BACKEND_FIELDS = {"worker_start_method": ("local", LocalOptions),
+                   "worker_mode": ("local", LocalOptions),
+                   "address": ("ray", RayOptions)}
 
 
 @dataclass
@@ -50,7 +55,9 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     memory. Logical GPUs may be declared on a machine without one (GPU stages then
     run on the CPU). ``trace`` writes a Chrome/Perfetto timeline of every task;
     ``progress`` prints per-stage progress. ``options`` are further
-    :class:`ExecutionOptions` fields (``preserve_order``, ``scheduler``...).
+    :class:`ExecutionOptions` fields (``preserve_order``, ``scheduler``...), or
+    backend options: ``worker_start_method`` / ``worker_mode`` (or ``local=``
+    :class:`LocalOptions`) and ``address`` (or ``ray=`` :class:`RayOptions`).
     ``backend="ray", address="auto"`` (or ``"ray://host:10001"``) runs on an
     existing Ray cluster, whose resources then cap what is declared here.
 
@@ -65,10 +72,12 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     backend_class(backend)
     if options.get("address") and backend != "ray":
         raise ValueError(f"init(address={options['address']!r}) needs backend='ray'")
+    options = _backend_options(options)
     fields = ExecutionOptions.__dataclass_fields__
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise TypeError(f"init() got unknown option(s) {unknown}; expected any of: {sorted(fields)}")
+        raise TypeError(f"init() got unknown option(s) {unknown}; expected any of: "
+                        f"{sorted(set(fields) | set(_BACKEND_FIELDS))}")
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
         if value is not None and value < 0:
             raise ValueError(f"init({name}={value!r}): must be >= 0")
@@ -77,8 +86,25 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     ctx.execution_options = ExecutionOptions(
         num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}),
         memory_budget=memory_budget, trace_path=trace, progress=progress, **options)
-    if backend != "local" or ctx.execution_options.worker_start_method != "forkserver":
+    if backend != "local" or ctx.execution_options.local.worker_start_method != "forkserver":
         from streambatch.executor.backends.zygote import stop_unused_zygote
 
         stop_unused_zygote()  # started at import; these settings start no worker from it
     return ctx
+
+
+def _backend_options(options: dict) -> dict:
+    """``options`` with the backend-specific keywords (``worker_start_method``,
+    ``worker_mode``; ``address``) gathered into the typed ``local=`` / ``ray=`` option
+    objects (which may also be passed whole: ``init(ray=RayOptions(max_retries=2))``).
+
+    >>> _backend_options({"address": "auto", "preserve_order": True})
+    {'preserve_order': True, 'ray': RayOptions(address='auto', max_retries=0)}
+    """
+    out = {k: v for k, v in options.items() if k not in _BACKEND_FIELDS}
+    for group, cls in (("local", LocalOptions), ("ray", RayOptions)):
+        given = {k: v for k, v in options.items() if _BACKEND_FIELDS.get(k, ("",))[0] == group}
+        if given:
+            base = out.get(group) or cls()
+            out[group] = replace(base, **given)
+    return out

@@ -153,7 +153,7 @@ class Backend(ABC):
         """Build the backend from :class:`ExecutionOptions` (a backend may read more
         fields, e.g. the Ray backend's ``address``)."""
         return cls(num_cpus=options.resolved_num_cpus(), num_gpus=options.resolved_num_gpus(),
-                   resources=options.resources, start_method=options.worker_start_method)
+                   resources=options.resources, start_method=options.local.worker_start_method)
 
     @abstractmethod
     def start(self, stages: list, target_bytes: int) -> None:

@@ -253,8 +253,7 @@ class RayBackend(Backend):
     def from_options(cls, options) -> RayBackend:
         """Build from :class:`ExecutionOptions` (unset resources mean "the cluster's")."""
         return cls(options.num_cpus, options.num_gpus, options.resources,
-                   getattr(options, "address", None),
-                   int(options.extra.get("ray_max_retries", 0)))
+                   options.ray.address, options.ray.max_retries)
 
     @property
     def num_cpus(self) -> int:

@@ -9,7 +9,7 @@ plan for free and is safe only while the driver holds no threads (a driver that
 used Polars, torch or CUDA does).
 
 >>> import streambatch as sb
->>> sb.init(num_cpus=1, worker_start_method="spawn").execution_options.worker_start_method
+>>> sb.init(num_cpus=1, worker_start_method="spawn").execution_options.local.worker_start_method
 'spawn'
 >>> sb.range(4).map(lambda r: {"y": r["id"] * 2}).take_all()
 [{'y': 0}, {'y': 2}, {'y': 4}, {'y': 6}]

@@ -48,7 +48,7 @@ class CountingFS(LocalFileSystem):
 def threads():
     """Run every stage on threads so the counters see all reads."""
     ctx = sb.DataContext.get_current()
-    ctx.execution_options.extra["worker_mode"] = "threads"
+    ctx.execution_options.local = sb.LocalOptions(worker_mode="threads")
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def counting():
     threads()
     CountingFS.reset()
     yield CountingFS(skip_instance_cache=True)
-    sb.DataContext.get_current().execution_options.extra.pop("worker_mode", None)
+    sb.DataContext.get_current().execution_options.local = sb.LocalOptions()
 
 
 def read_bytes(path, fs, **kwargs) -> tuple[int, pa.Table]:
@@ -178,7 +178,7 @@ def test_numpy_tensor_column_is_zero_copy_both_ways():
     try:
         out = sb.from_numpy(arr, override_num_blocks=1).to_numpy("data")
     finally:
-        sb.DataContext.get_current().execution_options.extra.pop("worker_mode", None)
+        sb.DataContext.get_current().execution_options.local = sb.LocalOptions()
     assert out.shape == (4, 3, 2) and np.shares_memory(out, arr)
 
 
