@@ -39,6 +39,7 @@ from streambatch.executor.backends.base import (
     drain,
 )
 from streambatch.executor.backends.heap import BIG_TASK_BYTES, release_arrow_pool
+from streambatch.executor.backends.shared_store import SharedStore
 from streambatch.executor.backends.task_memory import ArrowGrowth
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.backends.worker_start import (
@@ -52,7 +53,7 @@ from streambatch.executor.cancel import JobCancelled
 from streambatch.executor.errors import StreamBatchError, WorkerSetupError
 from streambatch.executor.exit_cleanup import at_exit
 from streambatch.executor.options import check_start_method
-from streambatch.executor.partition import InMemoryRef, SharedStore
+from streambatch.executor.partition import InMemoryRef
 from streambatch.executor.thread_pool import shared_pool
 
 _WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once

@@ -32,9 +32,9 @@ from streambatch.executor.backends.heap import (
     return_freed_memory,
     return_heap_for_task_worker,
 )
+from streambatch.executor.backends.shared_store import SharedStore
 from streambatch.executor.backends.task_memory import PeakMeter, mapped_bytes
 from streambatch.executor.backends.task_runner import run_task, task_context
-from streambatch.executor.partition import SharedStore
 
 
 def _die_with_parent() -> None:

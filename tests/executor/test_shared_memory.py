@@ -11,7 +11,7 @@ import time
 
 import pyarrow as pa
 import pytest
-from streambatch.executor.partition import SharedStore
+from streambatch.executor.backends.shared_store import SharedStore
 
 import streambatch as sb
 from tests.executor.drivers import (
