@@ -26,6 +26,8 @@ import pyarrow as pa
 from streambatch.connectors.file_based import FileReadError, FileSource
 from streambatch.connectors.tensors import tensor_array
 
+from streambatch._dependencies import import_optional
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "CMYK": 4, "YCbCr": 3, "LA": 2, "I": 1, "F": 1}
 DECODED_SIZE_FACTOR = 20
@@ -33,12 +35,7 @@ DECODED_SIZE_FACTOR = 20
 
 def require_pillow():
     """Import Pillow or fail with the pip command that installs it."""
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise ImportError("read_images/write_images need Pillow: "
-                          "pip install 'streambatch[images]'") from exc
-    return Image
+    return import_optional("PIL.Image", extra="images", what="read_images/write_images")
 
 
 class ImageSource(FileSource):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 
+from streambatch._dependencies import import_optional
+
 # name -> ("module:Class", the pip extra that provides what it imports, or None)
 _SOURCES: dict[str, tuple[str, str | None]] = {
     "parquet": ("streambatch.connectors.parquet:ParquetSource", None),
@@ -101,8 +103,4 @@ def check_protocol(path) -> None:
     protocol = first.split("://", 1)[0]
     if protocol in PROTOCOL_EXTRAS:
         module, extra = PROTOCOL_EXTRAS[protocol]
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ImportError(f"{protocol}:// paths need {module}: "
-                              f"pip install 'streambatch[{extra}]'") from exc
+        import_optional(module, extra=extra, what=f"{protocol}:// paths")

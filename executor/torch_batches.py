@@ -10,12 +10,13 @@ device. For CUDA, tensors are pinned (on the loader's thread) and copied with
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import numpy as np
 import pyarrow as pa
 from streambatch.executor.shuffle import numpy_view
+
+from streambatch._dependencies import import_optional
 
 
 def torch_module():
@@ -24,11 +25,7 @@ def torch_module():
     >>> torch_module().__name__
     'torch'
     """
-    try:
-        return importlib.import_module("torch")
-    except ImportError as exc:
-        raise ImportError("iter_torch_batches needs 'torch': pip install 'streambatch[torch]'") \
-            from exc
+    return import_optional("torch", extra="torch", what="iter_torch_batches")
 
 
 def column_numpy(table: pa.Table, name: str):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pyarrow as pa
 from streambatch.connectors.row_conversion import columns_to_block, rows_to_block
 from streambatch.connectors.tensors import FIXED, is_tensor_type, tensor_rows, tensor_to_numpy
 from streambatch.executor.errors import UDFReturnTypeError
+
+from streambatch._dependencies import import_optional
 
 BATCH_FORMATS = ("pyarrow", "pandas", "numpy", "polars")
 EXPECTED_RETURNS = ("pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list, "
@@ -31,20 +31,6 @@ def check_batch_format(batch_format: str) -> str:
     return batch_format
 
 
-def require(module: str, extra: str):
-    """Import an optional dependency or fail with the pip command that fixes it.
-
-    >>> require("definitely_not_installed_pkg", "polars")
-    Traceback (most recent call last):
-    ...
-    ImportError: this needs 'definitely_not_installed_pkg': pip install 'streambatch[polars]'
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(f"this needs {module!r}: pip install 'streambatch[{extra}]'") from exc
-
-
 def to_batch(table: pa.Table, batch_format: str):
     """Convert a block to the batch format a UDF asked for (zero-copy where Arrow allows).
 
@@ -54,10 +40,10 @@ def to_batch(table: pa.Table, batch_format: str):
     if batch_format == "pyarrow":
         return table
     if batch_format == "pandas":
-        require("pandas", "pandas")
+        import_optional("pandas", extra="pandas", what="batch_format='pandas'")
         return _to_pandas(table)
     if batch_format == "polars":
-        return require("polars", "polars").from_arrow(table)
+        return import_optional("polars", extra="polars", what="batch_format='polars'").from_arrow(table)
     return {name: column_to_numpy(table.column(name)) for name in table.column_names}
 
 

@@ -8,13 +8,14 @@ from contextlib import closing
 import pyarrow as pa
 
 from streambatch import validate as v
+from streambatch._dependencies import import_optional
 from streambatch.connectors.block_joins import block_to_rows
 from streambatch.context import DataContext
 from streambatch.executor.iteration import exact_batches, join_blocks, prefetched
 from streambatch.executor.partition import Partition
 from streambatch.executor.stats import DatasetStats
 from streambatch.operators import logical as L
-from streambatch.operators.batch_format import check_batch_format, require, to_batch
+from streambatch.operators.batch_format import check_batch_format, to_batch
 from streambatch.operators.execute import build_executor, plan_fingerprint
 from streambatch.operators.optimizer import optimize
 from streambatch.operators.planner import plan_stages, render_stages
@@ -414,7 +415,7 @@ class Dataset:
         >>> sb.range(2, override_num_blocks=1).to_pandas()["id"].tolist()
         [0, 1]
         """
-        require("pandas", "pandas")
+        import_optional("pandas", extra="pandas", what="to_pandas()")
         return self.to_arrow().to_pandas()
 
     def to_polars(self):
@@ -424,7 +425,7 @@ class Dataset:
         >>> sb.range(2).to_polars().shape
         (2, 1)
         """
-        return require("polars", "polars").from_arrow(self.to_arrow())
+        return import_optional("polars", extra="polars", what="to_polars()").from_arrow(self.to_arrow())
 
     def write_parquet(self, path: str, *, filesystem=None, mode: str = "error",
                       resume: bool = False, partition_cols=None,

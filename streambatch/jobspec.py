@@ -91,12 +91,10 @@ def load_toml_module():
     if sys.version_info >= (3, 11):
         import tomllib
     else:
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError as exc:
-            raise ModuleNotFoundError(
-                "reading a TOML job file on Python < 3.11 needs the 'tomli' package "
-                "(pip install 'tomli>=1.1')", name="tomli") from exc
+        from streambatch._dependencies import import_optional
+
+        tomllib = import_optional("tomli", pip="pip install 'tomli>=1.1'",
+                                  what="reading a TOML job file on Python < 3.11")
     return tomllib
 
 

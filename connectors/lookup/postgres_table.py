@@ -27,8 +27,9 @@ from streambatch.connectors.lookup.identifiers import (
     derived_name,
     quote_ident,
 )
-from streambatch.connectors.lookup.redis_table import require_module
 from streambatch.connectors.lookup.tables import Change, FeedPoll, Fetched, LookupTable, TableClient
+
+from streambatch._dependencies import import_optional
 
 _JSON_SAFE = {"smallint", "integer", "bigint", "double precision", "real", "text",
               "character varying", "character", "boolean"}
@@ -92,7 +93,7 @@ class PostgresClient(TableClient):
     """One autocommit connection serving fetches and feed polls."""
 
     def __init__(self, spec: PostgresTable) -> None:
-        psycopg = require_module("psycopg", "'streambatch[postgres]'  (or: pip install 'psycopg[binary]')")
+        psycopg = import_optional("psycopg", extra="postgres", what="PostgresTable")
         _check_names(spec)
         self.spec = spec
         self.conn = psycopg.connect(spec.dsn, autocommit=True)

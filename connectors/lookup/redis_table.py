@@ -15,25 +15,14 @@ when a client connects.
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from dataclasses import dataclass
 
 from streambatch.connectors.lookup.tables import Change, FeedPoll, Fetched, LookupTable, TableClient
 
+from streambatch._dependencies import import_optional
+
 _NOTIFY_FLAGS = "Kgh$xe"  # keyspace events of generic, hash and string commands, expiry, eviction
-
-
-def require_module(name: str, pip: str):
-    """Import ``name`` or fail with the pip command that installs it.
-
-    >>> require_module("json", "json").__name__
-    'json'
-    """
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ImportError(f"this lookup table needs the {name!r} package: pip install {pip}") from exc
 
 
 @dataclass
@@ -72,7 +61,7 @@ class RedisClient(TableClient):
     """A Redis connection for fetches plus a subscriber connection for the feed."""
 
     def __init__(self, spec: RedisTable) -> None:
-        redis = require_module("redis", "'streambatch[redis]'  (or: pip install redis)")
+        redis = import_optional("redis", extra="redis", what="RedisTable")
         self.spec, self._errors = spec, redis.exceptions.RedisError
         self.r = redis.Redis.from_url(spec.url)
         self.has_feed = spec.feed

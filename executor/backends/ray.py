@@ -57,10 +57,9 @@ from streambatch.executor.cancel import JobCancelled
 from streambatch.executor.errors import BlockLostError
 from streambatch.executor.partition import InMemoryRef
 
-try:
-    import ray
-except ImportError as exc:  # pragma: no cover - the extra is missing
-    raise ImportError('the ray backend needs Ray: pip install "streambatch[ray]"') from exc
+from streambatch._dependencies import import_optional
+
+ray = import_optional("ray", extra="ray", what="the ray backend")
 
 _EXIT_KEY = "streambatch-exit-"
 

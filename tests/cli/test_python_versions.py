@@ -75,7 +75,7 @@ def test_python310_without_tomli_says_what_to_install(monkeypatch):
     monkeypatch.setattr(sys, "version_info", PY310)
     monkeypatch.setitem(sys.modules, "tomllib", None)
     monkeypatch.setitem(sys.modules, "tomli", None)
-    with pytest.raises(ModuleNotFoundError, match="needs the 'tomli' package"):
+    with pytest.raises(ImportError, match="needs 'tomli': pip install 'tomli>=1.1'"):
         load_toml_module()
 
 
