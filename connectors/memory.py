@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyarrow as pa
 from streambatch.connectors.datasource import (
@@ -238,12 +236,3 @@ def _range_reader(spans: list[tuple[int, int]], pushdowns: Pushdowns):
         return limit_tables((apply_pushdowns(t, pushdowns) for t in chunks), pushdowns.limit)
 
     return read
-
-
-def default_parallelism(num_cpus: int, estimated_bytes: int, target_bytes: int) -> int:
-    """Read tasks for an in-memory source: two per CPU, more when the data is large.
-
-    >>> default_parallelism(2, 10, 100)
-    4
-    """
-    return max(2 * num_cpus, math.ceil(estimated_bytes / max(1, target_bytes)))

@@ -26,7 +26,7 @@ _SOURCES: dict[str, tuple[str, str | None]] = {
     "json": ("streambatch.connectors.json:JSONSource", None),
     "text": ("streambatch.connectors.text:TextSource", None),
     "binary": ("streambatch.connectors.binary:BinarySource", None),
-    "numpy": ("streambatch.connectors.numpy_sink:NumpySource", None),
+    "numpy": ("streambatch.connectors.numpy_files:NumpySource", None),
     "images": ("streambatch.connectors.images:ImageSource", "images"),
     "torch": ("streambatch.connectors.torch_source:SequenceSource", None),
     "iterable": ("streambatch.connectors.torch_source:IterableSource", None),
@@ -35,7 +35,7 @@ _SINKS: dict[str, tuple[str, str | None]] = {
     "parquet": ("streambatch.connectors.parquet_sink:ParquetSink", None),
     "csv": ("streambatch.connectors.csv:CSVSink", None),
     "json": ("streambatch.connectors.json:JSONSink", None),
-    "numpy": ("streambatch.connectors.numpy_sink:NumpySink", None),
+    "numpy": ("streambatch.connectors.numpy_files:NumpySink", None),
     "images": ("streambatch.connectors.image_sink:ImageSink", "images"),
 }
 # URL protocols whose fsspec implementation lives in another package.

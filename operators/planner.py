@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from functools import partial
 
 from streambatch.connectors.datasource import Piece, PieceSet, Pushdowns, ReadTask
 from streambatch.connectors.manifest import ResumeMismatchError
-from streambatch.connectors.memory import default_parallelism
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.stage import PhysicalStage
 from streambatch.operators import logical as L
@@ -139,3 +139,12 @@ def render_stages(stages: list[PhysicalStage]) -> str:
         ups = f"; input from stage {', '.join(map(str, st.upstream))}" if st.upstream else ""
         lines.append(f"Stage {i}: {st.name} ({where}; {st.resources.describe()}{ups})")
     return "\n".join(lines)
+
+
+def default_parallelism(num_cpus: int, estimated_bytes: int, target_bytes: int) -> int:
+    """Read tasks for an in-memory source: two per CPU, more when the data is large.
+
+    >>> default_parallelism(2, 10, 100)
+    4
+    """
+    return max(2 * num_cpus, math.ceil(estimated_bytes / max(1, target_bytes)))
