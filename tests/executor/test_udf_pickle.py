@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import re
 import socket
 import threading
 
@@ -204,7 +205,7 @@ def test_file_handles_open_for_writing_or_in_binary(tmp_path):
         assert str(exc) == "Cannot pickle files that are not opened for reading: w"
         path, culprit, exc = find_unpicklable(lambda: raw.read())
         assert (path, culprit) == ("its closure variable 'raw'", raw)
-        assert str(exc).startswith("cannot pickle '_io.BufferedReader'")  # (3.12: instances)
+        assert re.match(r"cannot pickle '(_io\.)?BufferedReader' (object|instances)$", str(exc))
 
 
 def test_a_global_lock_used_by_a_function_sent_by_value():
