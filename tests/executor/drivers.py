@@ -48,11 +48,16 @@ def driver(code: str, tmp_path) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        for pid in [proc.pid, *session_processes(proc.pid)]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=10)
+        kill_session(proc)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL every process of ``proc``'s session (it started one) and reap ``proc``."""
+    for pid in [proc.pid, *session_processes(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=10)
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str):

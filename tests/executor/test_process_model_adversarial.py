@@ -26,7 +26,7 @@ import pytest
 from streambatch.executor.backends.zygote import ZygoteError, zygote, zygote_pid
 
 import streambatch as sb
-from tests.executor.drivers import session_processes, stores_of, wait_until
+from tests.executor.drivers import kill_session, session_processes, stores_of, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Forking a driver that runs threads warns on Python 3.12+; these tests fork on purpose.
@@ -58,11 +58,7 @@ def started(tmp_path, code: str, files: dict | None = None, argv: list | None = 
     try:
         yield proc
     finally:
-        for pid in [proc.pid, *session_processes(proc.pid)]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=10)
+        kill_session(proc)
 
 
 def run_driver(tmp_path, code: str, files: dict | None = None, argv: list | None = None,
