@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests.property import gen, harness, oracle
+from tests.property import gen, harness, judge, oracle
 from tests.property.canon import canon, row_key
 
 # (seed, fault): chosen so that each fault kind is injected and the pipelines cover
@@ -111,7 +111,7 @@ def test_diagnosis_names_missing_duplicated_and_changed_rows():
     expected = [row_key({"id": i, "t": np.zeros((1, 2))}) for i in range(4)]
     actual = [row_key({"id": 0, "t": [0, 0]}), row_key({"id": 1, "t": [[0, 0]]}),
               row_key({"id": 1, "t": [[0, 0]]})]
-    signature, message = harness.diagnose_rows(expected, actual, {"t": "data:t"})
+    signature, message = judge.diagnose_rows(expected, actual, {"t": "data:t"})
     assert "2 missing" in message and "1 duplicated" in message and "1 differ" in message
     assert signature == "rows: missing, duplicated, differ in ['data:t']"
 
