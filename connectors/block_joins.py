@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from streambatch.connectors.row_conversion import NoCommonType, table_of, unify
+from streambatch.connectors.arrow_types import NoCommonType, unify
+from streambatch.connectors.row_conversion import table_of
 from streambatch.connectors.tensors import (
     is_tensor_type,
     tensor_array,
