@@ -201,8 +201,24 @@ class Datasink:
         name = f"{self.file_prefix(ctx)}{self.suffix}"
         final, temp = f"{self.path}/{name}", f"{self.path}/.{name}.tmp"
         rows, size = self.write_file(chain([first], (b for b in blocks if b.num_rows)), temp)
-        self.fs.mv(temp, final)
+        self.commit(temp, final, ctx)
         return written([(final, rows, size)])
+
+    def commit(self, temp: str, final: str, ctx) -> None:
+        """Rename a finished temporary file to its final name, unless the job has stopped."""
+        self.stop_if_abandoned(temp, ctx)
+        self.fs.mv(temp, final)
+
+    def stop_if_abandoned(self, temp: str, ctx) -> None:
+        """Remove ``temp`` and raise when the task's job has stopped: a thread task, which
+        nothing can kill, must not commit a file after the job's cleanup ran."""
+        check = getattr(ctx, "check_running", None)
+        try:
+            if check is not None:
+                check()
+        except Exception:
+            self.fs.rm(temp)
+            raise
 
     def file_prefix(self, ctx) -> str:
         """``part-<job>-<lineage key>``: unique to this run and this task (not the attempt)."""

@@ -56,6 +56,7 @@ class ImageSink(Datasink):
                 named[rel] = row
                 temp = f"{self.path}/.{prefix}-{row:06d}.tmp"
                 self._encode(array, rel, temp)
+                self.stop_if_abandoned(temp, ctx)
                 record.add(rel)
                 try:
                     self._commit(temp, rel)

@@ -55,7 +55,7 @@ class ParquetSink(Datasink):
                 if key not in writers:
                     directory = "/".join([self.path] + [f"{c}={_hive_value(v)}" for c, v in
                                                         zip(self.partition_cols, key, strict=True)])
-                    writers[key] = _RollingWriter(self, directory, prefix)
+                    writers[key] = _RollingWriter(self, directory, prefix, ctx)
                 writers[key].write(part.drop_columns(self.partition_cols))
         return written([row for w in writers.values() for row in w.close()])
 
@@ -101,8 +101,8 @@ def _split_by(table: pa.Table, cols: list[str]):
 class _RollingWriter:
     """Parquet files in one directory, a new one each time ``target_file_bytes`` is reached."""
 
-    def __init__(self, sink: ParquetSink, directory: str, prefix: str) -> None:
-        self.sink, self.directory, self.prefix = sink, directory, prefix
+    def __init__(self, sink: ParquetSink, directory: str, prefix: str, ctx) -> None:
+        self.sink, self.directory, self.prefix, self.ctx = sink, directory, prefix, ctx
         self.index, self.done = 0, []
         self.handle = self.writer = None
 
@@ -129,7 +129,7 @@ class _RollingWriter:
         self.writer.close()
         size = self.handle.tell()
         self.handle.close()
-        self.sink.fs.mv(self.temp, self.final)
+        self.sink.commit(self.temp, self.final, self.ctx)
         self.done.append((self.final, self.rows, size))
         self.writer = self.handle = None
         self.index += 1

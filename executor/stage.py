@@ -36,6 +36,10 @@ class Resources:
         return ", ".join(parts)
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class TaskContext:
     """Where a task runs: used by operators for error messages and per-worker state.
@@ -50,6 +54,21 @@ class TaskContext:
     worker_state: dict = field(default_factory=dict)
     key: str = ""  # deterministic lineage key: the same for every attempt of the task
     dead_letters: list = field(default_factory=list)  # rows sent aside by on_error="skip"
+    cancelled: Callable[[], bool] = field(default=_never)  # the job stopped: a
+    # thread task (which nothing can kill) checks it before it commits anything lasting
+
+    def check_running(self) -> None:
+        """Raise TaskAbandoned when the job has stopped (a sink calls it before each
+        commit, so an abandoned thread task never adds a file after the job's cleanup).
+
+        >>> TaskContext("Write", 0, "partition 0").check_running()
+        """
+        if self.cancelled():
+            raise TaskAbandoned(f"{self.stage}: {self.partition} abandoned: the job stopped")
+
+
+class TaskAbandoned(RuntimeError):
+    """A task of a stopped job ends without committing anything."""
 
 
 class BlockOp(Protocol):

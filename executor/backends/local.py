@@ -54,6 +54,7 @@ from streambatch.executor.errors import StreamBatchError, WorkerSetupError
 from streambatch.executor.exit_cleanup import at_exit
 from streambatch.executor.options import check_start_method
 from streambatch.executor.partition import InMemoryRef
+from streambatch.executor.stage import TaskAbandoned
 from streambatch.executor.thread_pool import shared_pool
 
 _WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once
@@ -117,6 +118,7 @@ class LocalBackend(Backend):
         self._busy: dict = {}
         self._temp_refs: dict = {}
         self._listener: threading.Thread | None = None
+        self._threads: list[threading.Event] = []  # set when each thread task ends
         self.store: SharedStore | None = None
         self._stop_requested = False  # cancel(): poll raises JobCancelled from now on
         self._forget_exit_hook = None
@@ -185,7 +187,9 @@ class LocalBackend(Backend):
             self._pending.append(self._with_shared_inputs(task))
             self._assign()
         else:
-            shared_pool().run(self._run_on_thread, task, name="streambatch-thread")
+            self._threads = [t for t in self._threads if not t.is_set()]
+            self._threads.append(shared_pool().run(self._run_on_thread, task,
+                                                   name="streambatch-thread"))
 
     def _with_shared_inputs(self, task: Task) -> Task:
         """The task as a worker process takes it: inputs in shared memory, and its read
@@ -313,7 +317,7 @@ class LocalBackend(Backend):
         state = self._thread_state.__dict__
         start = time.perf_counter()
         stage = self._stages[task.stage_index]
-        ctx = task_context(stage, task, state)
+        ctx = task_context(stage, task, state, self._cancelled.is_set)
         arrow = ArrowGrowth()
         try:
             for table in run_task(stage, task, self._target, ctx, arrow.sample):
@@ -332,7 +336,7 @@ class LocalBackend(Backend):
             self._emit(TaskDone(task.task_id, time.perf_counter() - start, working))
             if working >= BIG_TASK_BYTES:
                 release_arrow_pool()  # what it freed goes back to the OS, not kept for later
-        except _Cancelled:
+        except (_Cancelled, TaskAbandoned):
             return
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the executor
             if not self._cancelled.is_set():
@@ -367,6 +371,7 @@ class LocalBackend(Backend):
         self._cancelled.set()
         try:
             self._stop_workers()
+            self._wait_for_threads(2.0)
         finally:
             if self.store is not None:
                 self.store.destroy()
@@ -389,6 +394,14 @@ class LocalBackend(Backend):
             self._listener.join(1.0)
         for worker in list(self._workers):
             worker.conn.close()
+
+    def _wait_for_threads(self, timeout: float) -> None:
+        """Let running thread tasks reach their next check of the cancel (a sink checks
+        before each commit), so nothing they write lands after the caller's cleanup; a
+        hung UDF is left behind after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        for done in self._threads:
+            done.wait(max(0.0, deadline - time.monotonic()))
 
     def _kill_and_remove(self) -> None:
         """The exit hook (normal exit or SIGTERM before shutdown ran): kill the workers,

@@ -32,10 +32,15 @@ def read_task_of(stage: PhysicalStage, task: Task):
     return stage.read_tasks[task.read_index]
 
 
-def task_context(stage: PhysicalStage, task: Task, worker_state: dict) -> TaskContext:
-    """The context a task's ops see (its dead letters collect in ``ctx.dead_letters``)."""
-    return TaskContext(stage.name, task.task_id, task.description, worker_state,
-                       task.key or str(task.task_id))
+def task_context(stage: PhysicalStage, task: Task, worker_state: dict,
+                 cancelled: Callable[[], bool] | None = None) -> TaskContext:
+    """The context a task's ops see (its dead letters collect in ``ctx.dead_letters``;
+    ``cancelled`` tells a thread task that its job has stopped)."""
+    ctx = TaskContext(stage.name, task.task_id, task.description, worker_state,
+                      task.key or str(task.task_id))
+    if cancelled is not None:
+        ctx.cancelled = cancelled
+    return ctx
 
 
 def run_task(stage: PhysicalStage, task: Task, target_bytes: int,
