@@ -2,9 +2,9 @@
 must leave free, and how much source output waits downstream. Pure functions of
 the stage states, so the admission policy sees the same numbers the stats report.
 
->>> from streambatch.executor.stage import PhysicalStage
+>>> from streambatch.executor.contract import TaskStage
 >>> from streambatch.executor.stage_state import StageState
->>> states = [StageState(0, PhysicalStage("Read"), None)]
+>>> states = [StageState(0, TaskStage("Read"), None)]
 >>> used_bytes(states, {}), in_pipeline(states), downstream_headroom(states, lambda st: (1.0, "cpu"))
 (0, 0, 0)
 """
@@ -53,7 +53,7 @@ def downstream_headroom(states: list[StageState], slots_of: Callable) -> int:
     always admitted (they drain the pipeline), so the source keeps it free."""
     room = 0
     for st in states:
-        if st.stage.is_source or st.stage.kind != "task" or st.finished:
+        if st.stage.is_source or not st.stage.runs_tasks or st.finished:
             continue
         per_task = st.avg_output_per_task() or 0
         room += max(0, int(slots_of(st)[0]) - len(st.running)) * per_task
@@ -73,9 +73,9 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
 
     >>> from collections import deque
     >>> from types import SimpleNamespace
-    >>> from streambatch.executor.stage import PhysicalStage
-    >>> up = StageState(0, PhysicalStage("Read"), 1)
-    >>> down = StageState(1, PhysicalStage("Model", upstream=(0,)), None)
+    >>> from streambatch.executor.contract import TaskStage
+    >>> up = StageState(0, TaskStage("Read"), 1)
+    >>> down = StageState(1, TaskStage("Model", upstream=(0,)), None)
     >>> down.next_seq, down.bytes_in = 4, 400  # 100 bytes per task
     >>> down.inputs[0] = deque(SimpleNamespace(nbytes=100) for _ in range(3))
     >>> downstream_has_enough([up, down], up, lambda st: (1.0, "cpu"))
@@ -87,7 +87,7 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
         return False
     down = states[st.downstream]
     per_task = down.avg_input_per_task()
-    if down.stage.kind != "task" or down.finished or not per_task or not peek_bundle(down):
+    if not down.stage.runs_tasks or down.finished or not per_task or not peek_bundle(down):
         return False  # (a stage whose queue makes no task yet must get more input)
     waiting = down.queued_bytes() + st.output_bytes()
     return waiting >= QUEUED_TASKS_PER_SLOT * slots_of(down)[0] * per_task

@@ -36,8 +36,8 @@ class ActorPool:
     """The actors of one stage (executor side; the backend runs the processes).
 
     >>> ledger = ResourceLedger(num_cpus=4)
-    >>> from streambatch.executor.stage import PhysicalStage
-    >>> pool = ActorPool(0, PhysicalStage("MapBatches(M)"), (1, 3), depth=2)
+    >>> from streambatch.executor.contract import TaskStage
+    >>> pool = ActorPool(0, TaskStage("MapBatches(M)"), (1, 3), depth=2)
     >>> started = []
     >>> pool.scale(ledger, backlog_tasks=6, start=lambda a: started.append(a.actor_id),
     ...            stop=lambda a: None)

@@ -6,8 +6,8 @@ pools, the backend's actors and the resource ledger in step."""
 from __future__ import annotations
 
 from streambatch.executor.actor_pool import ActorPool
+from streambatch.executor.contract import TaskStage
 from streambatch.executor.resources import ResourceLedger
-from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stage_state import StageState
 from streambatch.executor.work import queued_bundles
 
@@ -15,9 +15,9 @@ from streambatch.executor.work import queued_bundles
 class ActorStages:
     """Pools by stage index (``pools``), started on ``backend`` within ``ledger``.
 
-    >>> from streambatch.executor.stage import Resources
+    >>> from streambatch.executor.contract import Resources
     >>> stages = ActorStages(None, ResourceLedger(num_cpus=4, num_gpus=2), depth=2)
-    >>> stages.bounds(PhysicalStage("M", resources=Resources(num_cpus=1, num_gpus=1)))
+    >>> stages.bounds(TaskStage("M", resources=Resources(num_cpus=1, num_gpus=1)))
     (1, 2)
     >>> stages.count(0)
     0
@@ -38,7 +38,7 @@ class ActorStages:
                 self.pools[st.index] = pool
                 pool.start_minimum(self.ledger, self._starter(st))
 
-    def bounds(self, stage: PhysicalStage) -> tuple[int, int]:
+    def bounds(self, stage: TaskStage) -> tuple[int, int]:
         """(min, max) actors: the stage's ``concurrency``, else 1 up to what fits."""
         if stage.concurrency is not None:
             return stage.concurrency

@@ -1,9 +1,15 @@
 """Stages the driver runs itself, moving only metadata and zero-copy slices:
-limit, union and repartition."""
+limit, union and repartition. Each stage kind's step is registered in
+:data:`DRIVER_STEPS` under its contract type; the executor calls
+``driver_step(stage)(state, executor)`` each time partitions move.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
+from streambatch.executor.contract import LimitStage, RepartitionStage, Stage, UnionStage
 from streambatch.executor.iteration import join_blocks
 from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
@@ -16,14 +22,15 @@ def _keep(new: Partition, old: list) -> Partition:
 def step_limit(st: StageState, release, adopt=_keep) -> bool:
     """Pass partitions through until ``limit`` rows; True when the limit is reached.
 
-    >>> from streambatch.executor.stage import PhysicalStage
-    >>> st = StageState(1, PhysicalStage("Limit[3]", kind="limit", upstream=(0,), limit=3), None)
+    >>> st = StageState(1, LimitStage("Limit[3]", upstream=(0,), limit=3), None)
     >>> st.inputs[0].append(Partition.from_table(pa.table({"x": [1, 2]}), 0))
     >>> st.inputs[0].append(Partition.from_table(pa.table({"x": [3, 4]}), 0))
     >>> step_limit(st, release=lambda p: None), [p.get()["x"].to_pylist() for p in st.outputs]
     (True, [[1, 2], [3]])
     """
     queue = st.inputs[st.stage.upstream[0]]
+    if st.remaining is None:
+        st.remaining = st.stage.limit
     while queue and st.remaining > 0:
         part = queue.popleft()
         if part.rows <= st.remaining:
@@ -75,3 +82,36 @@ def _even_slices(table: pa.Table, n: int) -> list[pa.Table]:
         out.append(table.slice(start, size))
         start += size
     return out
+
+
+def _limit(st: StageState, executor) -> None:
+    if not st.finished and step_limit(st, executor.release, executor.adopt):
+        executor.cancel_upstream(st)
+
+
+def _union(st: StageState, executor) -> None:
+    step_union(st, executor.options.preserve_order)
+
+
+def _repartition(st: StageState, executor) -> None:
+    step_repartition(st, executor.release, executor.adopt)
+
+
+def _no_step(st: StageState, executor) -> None:
+    """Task stages: their work is tasks the executor dispatches, not a driver step."""
+
+
+DRIVER_STEPS: dict[type, Callable[[StageState, object], None]] = {
+    LimitStage: _limit,
+    UnionStage: _union,
+    RepartitionStage: _repartition,
+}
+
+
+def driver_step(stage: Stage) -> Callable[[StageState, object], None]:
+    """The driver's step for ``stage``'s kind (nothing for a stage of tasks).
+
+    >>> driver_step(LimitStage("Limit[1]", (0,), 1)).__name__
+    '_limit'
+    """
+    return DRIVER_STEPS.get(type(stage), _no_step)

@@ -1,39 +1,9 @@
-"""Errors raised by the engine: each names what failed, where, and what to do."""
+"""Errors the executor raises: each names what failed, where, and what to do. (The
+base class and the errors of user code inside a task are in the contract module.)"""
 
 from __future__ import annotations
 
-
-class StreamBatchError(Exception):
-    """Base class of every error streambatch raises on purpose.
-
-    Subclasses keep their constructor arguments in ``_init_args`` so they
-    survive pickling between worker processes and the driver.
-
-    >>> import pickle
-    >>> err = pickle.loads(pickle.dumps(UDFReturnTypeError("S", "int", "dict")))
-    >>> err.stage, err.got
-    ('S', 'int')
-    """
-
-    _init_args: tuple = ()
-
-    def __reduce__(self):
-        return (type(self), self._init_args)
-
-
-class UDFFailure(StreamBatchError):
-    """Raised inside a worker when user code fails; carries the location.
-
-    ``op`` names the operator, ``where`` the row or batch ("row 17: {...}").
-
-    >>> str(UDFFailure("Map(f)", "row 3", ValueError("bad")))
-    "Map(f) failed on row 3: ValueError('bad')"
-    """
-
-    def __init__(self, op: str, where: str, original: BaseException) -> None:
-        self._init_args = (op, where, original,)
-        super().__init__(f"{op} failed on {where}: {original!r}")
-        self.op, self.where, self.original = op, where, original
+from streambatch.executor.contract import StreamBatchError
 
 
 class UserCodeError(StreamBatchError):
@@ -54,19 +24,6 @@ class UserCodeError(StreamBatchError):
             f"Original traceback (from the worker):\n{traceback_text}"
         )
         self.stage, self.partition, self.row, self.error = stage, partition, row, error
-
-
-class UDFReturnTypeError(StreamBatchError, TypeError):
-    """A user function returned a value of the wrong type.
-
-    >>> print(UDFReturnTypeError("MapBatches(f)", "int", "pyarrow.Table, dict").args[0])
-    stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, dict
-    """
-
-    def __init__(self, stage: str, got: str, expected: str) -> None:
-        self._init_args = (stage, got, expected,)
-        super().__init__(f"stage '{stage}' returned {got}; expected one of: {expected}")
-        self.stage, self.got, self.expected = stage, got, expected
 
 
 class WorkerDiedError(StreamBatchError):
@@ -166,31 +123,6 @@ class BlockLostError(StreamBatchError):
             f"{why}. Raise ExecutionOptions.max_task_retries, or keep nodes in the cluster "
             "until the job ends")
         self.stage = stage
-
-
-class RowConversionError(UDFReturnTypeError):
-    """Rows (or a batch) a stage produced cannot become an Arrow block.
-
-    Names the stage, the partition, the row or batch (``where``), the key, the
-    value's type (``got``) and why (``detail``); ``on_error="skip"`` sends such
-    rows to the dead letters instead.
-
-    >>> err = RowConversionError("Map(f)", "partition 0", "row 1: {'id': 1}", "str", "a",
-    ...                          "'x' has no common type with int64")
-    >>> print(str(err).splitlines()[0])
-    stage 'Map(f)' returned str for key 'a'; 'x' has no common type with int64. At partition 0, row 1: {'id': 1}.
-    """
-
-    def __init__(self, stage: str, partition: str, where: str, got: str, key: str | None,
-                 detail: str) -> None:
-        self._init_args = (stage, partition, where, got, key, detail)
-        for_key = f" for key {key!r}" if key is not None else ""
-        TypeError.__init__(
-            self, f"stage '{stage}' returned {got}{for_key}; {detail}. At {partition}, {where}.\n"
-            "Fix the function's output, or pass on_error=\"skip\" to send such rows to "
-            "ds.dead_letters()")
-        self.stage, self.got, self.expected = stage, got, detail
-        self.partition, self.where, self.key, self.detail = partition, where, key, detail
 
 
 class WorkerSetupError(StreamBatchError):

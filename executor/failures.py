@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from streambatch.executor.backends.base import FailureInfo
-from streambatch.executor.errors import (
-    BlockLostError,
-    StreamBatchError,
-    UDFReturnTypeError,
-    UserCodeError,
-    WorkerDiedError,
-)
+from streambatch.executor.contract import StreamBatchError, UDFReturnTypeError
+from streambatch.executor.errors import BlockLostError, UserCodeError, WorkerDiedError
 
 
 def to_error(info: FailureInfo, stage: str, partition: str) -> BaseException:

@@ -1,4 +1,5 @@
-"""Which source partitions are fully processed ("settled"), for exactly-once sinks and resume.
+"""Which source partitions are fully processed ("settled"), for exactly-once sinks and resume
+(the executor tells its :class:`~streambatch.executor.contract.OutputListener`).
 
 Every partition and running task descending from a read task holds a token for
 it. When a read task has finished and no token is left, everything it fed has
@@ -8,31 +9,6 @@ reached the output: the read is settled and a resumed job may skip it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-
-
-class LineageListener:
-    """Told about final outputs, dead letters and settled reads (a sink's manifest listens).
-
-    Origins are ``(source ordinal, read index)`` pairs of this run; ``identify``
-    (given by :meth:`attach` before the run) names one by what it reads, as
-    ``[[source ordinal, item, start, stop], ...]``, which holds across runs of
-    other layouts.
-
-    >>> LineageListener().on_settled((0, 3))
-    """
-
-    def attach(self, identify: Callable[[tuple[int, int]], list]) -> None:
-        """Told how to name an origin by what it reads (called once, before the run)."""
-
-    def on_dead_letters(self, rows: list[dict], origins: frozenset) -> None:
-        """Rows that a task with these origins sent to the dead letters (``on_error="skip"``)."""
-
-    def on_final_output(self, part, origins: frozenset) -> None:
-        """A final-stage partition was produced from these (source, read) origins."""
-
-    def on_settled(self, origin: tuple[int, int]) -> None:
-        """Everything descending from read ``origin`` reached the output."""
 
 
 class OriginTracker:

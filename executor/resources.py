@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from streambatch.executor.stage import Resources
+from streambatch.executor.contract import Resources
 
 
 def detected_gpus() -> int:

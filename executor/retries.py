@@ -14,12 +14,12 @@ def should_retry(info: FailureInfo, attempts: int, stage, max_system_retries: in
     the stage allows it (``max_retries`` > 0 and, if given, the exception is one of
     ``retry_exceptions``).
 
-    >>> from streambatch.executor.stage import PhysicalStage
+    >>> from streambatch.executor.contract import TaskStage
     >>> died = FailureInfo("died", None, None, "exit -9", "")
-    >>> should_retry(died, 1, PhysicalStage("S"), 3), should_retry(died, 4, PhysicalStage("S"), 3)
+    >>> should_retry(died, 1, TaskStage("S"), 3), should_retry(died, 4, TaskStage("S"), 3)
     (True, False)
     >>> should_retry(FailureInfo("user", "Map(f)", "row 1", "ValueError: x", ""), 1,
-    ...              PhysicalStage("S"), 3)
+    ...              TaskStage("S"), 3)
     False
     """
     if info.kind in ("died", "lost"):

@@ -12,8 +12,8 @@ from streambatch.executor.stage_state import StageState
 def snapshot(st: StageState, actors: int) -> StageSnapshot:
     """A stage's counters now.
 
-    >>> from streambatch.executor.stage import PhysicalStage
-    >>> snapshot(StageState(0, PhysicalStage("Read"), None), 0).name
+    >>> from streambatch.executor.contract import TaskStage
+    >>> snapshot(StageState(0, TaskStage("Read"), None), 0).name
     'Read'
     """
     queued = [p for q in st.inputs.values() for p in q]
@@ -39,9 +39,9 @@ def source_rates(states: list[StageState], source: StageState, default_bytes: in
     waiting input: a lower bound of its task time that grows while it waits, so a
     slow stage slows the source from its start rather than after its first task ends.
 
-    >>> from streambatch.executor.stage import PhysicalStage
+    >>> from streambatch.executor.contract import TaskStage
     >>> from streambatch.executor.stage_state import RunningTask
-    >>> src, model = StageState(0, PhysicalStage("Read"), 1), StageState(1, PhysicalStage("Model"), None)
+    >>> src, model = StageState(0, TaskStage("Read"), 1), StageState(1, TaskStage("Model"), None)
     >>> model.running[7] = RunningTask(7, 1, 0, [], "partition 0", 0, submitted_at=10.0)
     >>> rates, _ = source_rates([src, model], src, 100, now=13.0)
     >>> [(r.task_time_s, r.tasks_per_source_task) for r in rates]
@@ -53,7 +53,7 @@ def source_rates(states: list[StageState], source: StageState, default_bytes: in
     rates = []
     for st in states:
         task_time = _mean_task_time(st, now)
-        if st.stage.kind != "task" or task_time is None:
+        if not st.stage.runs_tasks or task_time is None:
             continue
         slots, pool = slots_of(st) if slots_of else (max(1, len(st.running)), "cpu")
         share = 1.0 if st is source else _tasks_per_source_task(st, states, source, source_bytes)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
-from streambatch.executor.errors import StreamBatchError
+from streambatch.executor.contract import StreamBatchError
 from streambatch.executor.iteration import join_blocks
 
 _END = object()

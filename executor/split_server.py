@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 
 import pyarrow as pa
-from streambatch.executor.errors import StreamBatchError
+from streambatch.executor.contract import StreamBatchError
 
 OpenRank = Callable[[int, int, dict], Iterator[pa.Table]]
 

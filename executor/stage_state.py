@@ -6,8 +6,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from streambatch.executor.contract import Stage
 from streambatch.executor.partition import Partition
-from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stats import StageStats
 
 WORKING_SAMPLES = 4  # a stage's working memory: the largest of its last 4 measured tasks
@@ -48,7 +48,7 @@ class StageState:
     """Queues and counters of one stage while a plan runs."""
 
     index: int
-    stage: PhysicalStage
+    stage: Stage
     downstream: int | None
     inputs: dict[int, deque] = field(default_factory=dict)
     pending_reads: deque = field(default_factory=deque)
@@ -63,17 +63,21 @@ class StageState:
     reorder: dict[int, list] = field(default_factory=dict)
     done_seqs: set = field(default_factory=set)
     bytes_in: int = 0
-    remaining: int | None = None
+    remaining: int | None = None  # a limit stage's rows still to pass (None: no limit)
     stats: StageStats = None  # type: ignore[assignment]
     _bp_since: float | None = None
     working: deque = field(default_factory=lambda: deque(maxlen=WORKING_SAMPLES))
 
     def __post_init__(self) -> None:
         self.stats = StageStats(self.stage.name)
-        self.remaining = self.stage.limit
         for up in self.stage.upstream:
             self.inputs[up] = deque()
             self.upstream_finished[up] = False
+
+    @property
+    def limit_reached(self) -> bool:
+        """True once a limit stage has passed all the rows it keeps."""
+        return self.remaining is not None and self.remaining <= 0
 
     @property
     def all_upstream_finished(self) -> bool:

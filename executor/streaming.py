@@ -29,7 +29,8 @@ from streambatch.executor.backends.base import (
     TaskFailed,
     TaskOutput,
 )
-from streambatch.executor.driver_stages import step_limit, step_repartition, step_union
+from streambatch.executor.contract import OutputListener, Stage, TaskStage
+from streambatch.executor.driver_stages import driver_step
 from streambatch.executor.errors import (
     BlockLostError,
     NonDeterministicError,
@@ -38,7 +39,7 @@ from streambatch.executor.errors import (
     UnplaceableError,
 )
 from streambatch.executor.failures import to_error
-from streambatch.executor.lineage import LineageListener, OriginTracker
+from streambatch.executor.lineage import OriginTracker
 from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
@@ -48,7 +49,6 @@ from streambatch.executor.recovery import LostInputRecovery, recipe_of
 from streambatch.executor.resources import Allocation, ResourceLedger
 from streambatch.executor.retries import should_retry
 from streambatch.executor.snapshots import snapshot, source_rates
-from streambatch.executor.stage import PhysicalStage
 from streambatch.executor.stage_state import RunningTask, StageState
 from streambatch.executor.stats import DatasetStats
 from streambatch.executor.work import (
@@ -63,19 +63,19 @@ class StreamingExecutor:
     """Runs physical stages (in topological order, last one is the output) on a backend.
 
     >>> from streambatch.executor.backends.local import LocalBackend
-    >>> from streambatch.executor.stage import PhysicalStage
+    >>> from streambatch.executor.contract import OutputListener, Stage, TaskStage
     >>> import pyarrow as pa
-    >>> src = PhysicalStage("Read", read_tasks_fn=lambda: [lambda: iter([pa.table({"x": [1, 2]})])])
+    >>> src = TaskStage("Read", read_tasks_fn=lambda: [lambda: iter([pa.table({"x": [1, 2]})])])
     >>> ex = StreamingExecutor([src], LocalBackend(num_cpus=1), ExecutionOptions(num_cpus=1))
     >>> [p.get()["x"].to_pylist() for p in ex.run()]
     [[1, 2]]
     """
 
-    def __init__(self, stages: list[PhysicalStage], backend: Backend,
+    def __init__(self, stages: list[Stage], backend: Backend,
                  options: ExecutionOptions, observers: list[ExecutionObserver] = (),
-                 lineage: LineageListener | None = None, skip_reads: set | None = None) -> None:
+                 listener: OutputListener | None = None, skip_reads: set | None = None) -> None:
         self.stages, self.backend, self.options = stages, backend, options
-        self.lineage = lineage or LineageListener()
+        self.listener = listener or OutputListener()
         self.skip_reads = set(skip_reads or ())
         self.origins = OriginTracker()
         self._adopted = 0
@@ -98,7 +98,7 @@ class StreamingExecutor:
                                           lambda i, a: self.actors.actor_died(self.states[i], a),
                                           lambda i: self.states[i].finished)
         self.started = StartedTasks(getattr(backend, "reports_task_starts", False))
-        self.lineage.attach(self.identify)
+        self.listener.attach(self.identify)
 
     def identify(self, origin: tuple[int, int]) -> list[list]:
         """An origin named by what its read task reads: ``[[source, item, start, stop], ...]``
@@ -155,8 +155,8 @@ class StreamingExecutor:
         self._last_tick = 0.0
         self._last_resources = time.perf_counter()
 
-    def _check_placeable(self, stage: PhysicalStage) -> None:
-        if stage.kind != "task":
+    def _check_placeable(self, stage: Stage) -> None:
+        if not isinstance(stage, TaskStage):
             return
         missing = self.ledger.fits_ever(stage.resources)
         if missing:
@@ -231,7 +231,7 @@ class StreamingExecutor:
                          key=f"{task.key}o{task.outputs}", origins=task.origins,
                          recipe=recipe_of(task, task.outputs))
         if st.downstream is None:
-            self.lineage.on_final_output(part, task.origins)
+            self.listener.on_final_output(part, task.origins)
         else:
             self.origins.add(task.origins)
         task.produced_bytes += event.nbytes
@@ -273,7 +273,7 @@ class StreamingExecutor:
         if not task.dead:
             return
         self.dead_letters.extend(task.dead)
-        self.lineage.on_dead_letters(task.dead, task.origins)
+        self.listener.on_dead_letters(task.dead, task.origins)
         st.stats.errored_rows += len(task.dead)
         limit = self.options.max_errored_rows
         if limit is not None and len(self.dead_letters) > limit:
@@ -282,7 +282,7 @@ class StreamingExecutor:
 
     def _settle(self, origins: list) -> None:
         for origin in origins:
-            self.lineage.on_settled(origin)
+            self.listener.on_settled(origin)
 
     def _end_task(self, task_id: int, keep_inputs: bool = False) -> RunningTask | None:
         task = self._tasks.pop(task_id, None)
@@ -345,21 +345,15 @@ class StreamingExecutor:
             target.append(st.outputs.popleft())
 
     def _step_driver(self, st: StageState) -> None:
-        kind = st.stage.kind
-        if kind == "limit" and not st.finished and step_limit(st, self._release, self._adopt):
-            self._cancel_upstream(st)
-        elif kind == "union":
-            step_union(st, self.options.preserve_order)
-        elif kind == "repartition":
-            step_repartition(st, self._release, self._adopt)
+        driver_step(st.stage)(st, self)
 
-    def _adopt(self, new: Partition, parts: list[Partition]) -> Partition:
+    def adopt(self, new: Partition, parts: list[Partition]) -> Partition:
         """A driver stage made ``new`` out of ``parts``: it inherits their lineage."""
         new.origins = frozenset().union(*(p.origins for p in parts))
         self._adopted += 1
         new.key = f"{parts[0].key}d{new.stage}n{self._adopted}"
         if self.states[new.stage].downstream is None:
-            self.lineage.on_final_output(new, new.origins)
+            self.listener.on_final_output(new, new.origins)
         else:
             self.origins.add(new.origins)
         return new
@@ -370,7 +364,7 @@ class StreamingExecutor:
             return
         idle = not st.running and not st.pending_reads and not st.reorder and not st.retries \
             and not self.recovery.busy(st.index)
-        if st.stage.kind == "limit" and st.remaining <= 0:
+        if st.limit_reached:
             idle = True
         elif idle:
             idle = st.all_upstream_finished and st.queued_inputs() == 0
@@ -383,7 +377,7 @@ class StreamingExecutor:
         if st.downstream is not None and not st.outputs:
             self.states[st.downstream].upstream_finished[st.index] = True
 
-    def _cancel_upstream(self, st: StageState) -> None:
+    def cancel_upstream(self, st: StageState) -> None:
         st.finished = True
         for up in st.stage.upstream:
             self._cancel(self.states[up])
@@ -393,19 +387,19 @@ class StreamingExecutor:
         st.pending_reads.clear()
         for queue in st.inputs.values():
             while queue:
-                self._release(queue.popleft())
+                self.release(queue.popleft())
         for part in st.outputs:
-            self._release(part)
+            self.release(part)
         st.outputs.clear()
         for parts in st.reorder.values():
             for part in parts:
-                self._release(part)
+                self.release(part)
         st.reorder.clear()
         self._orphans.update(st.running)
         for up in st.stage.upstream:
             self._cancel(self.states[up])
 
-    def _release(self, part: Partition) -> None:
+    def release(self, part: Partition) -> None:
         self.backend.release(part.ref)
         self._settle(self.origins.remove(part.origins))
 
@@ -423,7 +417,7 @@ class StreamingExecutor:
     # ---- dispatch -----------------------------------------------------
     def _dispatch(self) -> bool:
         dispatched = False
-        order = sorted((st for st in self.states if st.stage.kind == "task" and not st.finished),
+        order = sorted((st for st in self.states if st.stage.runs_tasks and not st.finished),
                        key=lambda st: (st.output_bytes(), -st.index))
         self._observe_rates()
         for st in order:

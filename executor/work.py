@@ -12,8 +12,8 @@ def next_work(st: StageState, default_bytes: int):
     """``(read_index, input partitions, estimated output bytes)`` of the stage's next
     task (a retry first), or None when it has nothing ready.
 
-    >>> from streambatch.executor.stage import PhysicalStage
-    >>> next_work(StageState(0, PhysicalStage("Map", upstream=(1,)), None), 100) is None
+    >>> from streambatch.executor.contract import TaskStage
+    >>> next_work(StageState(0, TaskStage("Map", upstream=(1,)), None), 100) is None
     True
     """
     if st.retries:
@@ -46,12 +46,12 @@ def peek_bundle(st: StageState, whole_batches_within: int = 4) -> list[Partition
     whole number of batches is taken (blocks of 4 rows for batches of 10: 4+4+2,
     or 5 blocks, not 4+4+4, which ends the task with a short batch of 2).
 
-    >>> from streambatch.executor.stage import PhysicalStage
+    >>> from streambatch.executor.contract import TaskStage
     >>> from types import SimpleNamespace
     >>> from collections import deque
-    >>> def ready(*rows, want=10):
-    ...     op = SimpleNamespace(min_rows=want)
-    ...     st = StageState(1, PhysicalStage("M", upstream=(0,), ops=[op]), None)
+    >>> def ready(*rows, batch_rows=10):
+    ...     op = SimpleNamespace(batch_rows=batch_rows)
+    ...     st = StageState(1, TaskStage("M", upstream=(0,), ops=[op]), None)
     ...     st.inputs[0] = deque(SimpleNamespace(rows=r) for r in rows)
     ...     return [p.rows for p in peek_bundle(st)]
     >>> ready(4, 4, 4, 4, 4), ready(4, 4, 2, 4), ready(4, 4, 4, 3), ready(4, 4)
@@ -60,18 +60,18 @@ def peek_bundle(st: StageState, whole_batches_within: int = 4) -> list[Partition
     queue = st.inputs[st.stage.upstream[0]]
     if not queue:
         return []
-    want = st.stage.min_rows_per_task
-    if not want:
+    batch_rows = st.stage.batch_rows
+    if not batch_rows:
         return [queue[0]]
     bundle, rows, first_full = [], 0, 0
     for part in queue:
         bundle.append(part)
         rows += part.rows
-        if rows >= want:
-            if rows % want == 0:
+        if rows >= batch_rows:
+            if rows % batch_rows == 0:
                 return bundle
             first_full = first_full or len(bundle)
-            if rows >= whole_batches_within * want:
+            if rows >= whole_batches_within * batch_rows:
                 break
     if first_full:
         return bundle[:first_full]
@@ -81,11 +81,11 @@ def peek_bundle(st: StageState, whole_batches_within: int = 4) -> list[Partition
 def queued_bundles(st: StageState) -> int:
     """About how many tasks the queued input makes (for actor-pool scaling)."""
     queued = st.queued_inputs()
-    want = st.stage.min_rows_per_task
-    if not want or not queued:
+    batch_rows = st.stage.batch_rows
+    if not batch_rows or not queued:
         return queued
     rows = sum(p.rows for q in st.inputs.values() for p in q)
-    return max(1, rows // want)
+    return max(1, rows // batch_rows)
 
 
 def task_lineage(st: StageState, ordinal: int | None, read_index,

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 from streambatch.connectors.row_conversion import columns_to_block, rows_to_block
 from streambatch.connectors.tensors import FIXED, is_tensor_type, tensor_rows, tensor_to_numpy
-from streambatch.executor.errors import UDFReturnTypeError
+from streambatch.executor.contract import UDFReturnTypeError
 
 from streambatch._dependencies import import_optional
 
@@ -108,7 +108,7 @@ def from_batch(value, stage: str) -> pa.Table:
     >>> from_batch(3, "MapBatches(f)")
     Traceback (most recent call last):
     ...
-    streambatch.executor.errors.UDFReturnTypeError: stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list, list of dicts (rows)
+    streambatch.executor.contract.UDFReturnTypeError: stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list, list of dicts (rows)
     """
     if isinstance(value, pa.Table):
         return value

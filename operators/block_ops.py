@@ -20,9 +20,13 @@ from streambatch.connectors.row_conversion import (
     rows_to_block,
     type_name,
 )
-from streambatch.executor.errors import RowConversionError, UDFFailure, UDFReturnTypeError
+from streambatch.executor.contract import (
+    RowConversionError,
+    TaskContext,
+    UDFFailure,
+    UDFReturnTypeError,
+)
 from streambatch.executor.iteration import exact_batches
-from streambatch.executor.stage import TaskContext
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import from_batch, to_batch
 from streambatch.operators.columns import column_to_arrow, require_columns
@@ -55,7 +59,7 @@ class OpBase:
 
     op: L.LogicalOp
     holds_gil: bool = False
-    min_rows: int | None = None
+    batch_rows: int | None = None
     changes_row_count: bool = False
     is_actor: bool = False
     stays_in_driver: bool = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 from streambatch.connectors.row_conversion import COLUMN_KINDS, column_to_array
-from streambatch.executor.errors import UDFReturnTypeError
+from streambatch.executor.contract import UDFReturnTypeError
 
 
 def require_columns(table: pa.Table, columns: tuple[str, ...], stage: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from streambatch.executor.stage import Resources
+from streambatch.executor.contract import Resources
 
 
 def fn_name(fn) -> str:

@@ -8,7 +8,7 @@ Every block (micro-batch) makes at most one backend query, for all its missing
 keys, deduplicated.
 
 >>> from streambatch.connectors.lookup import DictTable, FreshCache
->>> from streambatch.executor.stage import TaskContext
+>>> from streambatch.executor.contract import TaskContext
 >>> import pyarrow as pa
 >>> op = Lookup(None, table=DictTable({1: {"name": "ada"}}, key="id"), on="id",
 ...             cache=FreshCache(5.0))
@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from streambatch.connectors.lookup.cache import FreshCache
-from streambatch.executor.errors import UDFFailure
-from streambatch.executor.stage import TaskContext
+from streambatch.executor.contract import TaskContext, UDFFailure
 from streambatch.operators.logical import MapLike
 
 HOWS = ("left", "inner")
@@ -58,7 +57,7 @@ class LookupOp:
 
     holds_gil = False  # backend I/O: thread workers, no block copies
     stays_in_driver = True  # its cache's copies report to the user's FreshCache.stats()
-    min_rows = None
+    batch_rows = None
     is_actor = False
 
     def __init__(self, op: Lookup) -> None:

@@ -3,22 +3,51 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from streambatch.connectors.datasource import Piece, PieceSet, Pushdowns, ReadTask
 from streambatch.connectors.manifest import ResumeMismatchError
-from streambatch.executor.options import ExecutionOptions
-from streambatch.executor.stage import PhysicalStage
+from streambatch.executor.contract import (
+    LimitStage,
+    RepartitionStage,
+    Stage,
+    TaskStage,
+    UnionStage,
+)
 from streambatch.operators import logical as L
 from streambatch.operators.block_ops import block_op
 from streambatch.operators.read_errors import read_ops
 from streambatch.operators.rules.align_blocks import align_blocks
 from streambatch.operators.rules.fuse_stages import fuse_stages
 
+MiB = 2**20
 
-def plan_stages(plan: L.LogicalOp, options: ExecutionOptions,
-                done: dict[int, PieceSet] | None = None) -> list[PhysicalStage]:
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What the planner needs to know of the run: the CPUs (read parallelism), the
+    partition size the executor aims for, and where GIL-holding UDFs run
+    (``worker_mode``: "auto" puts them in processes, others on threads; "processes" or
+    "threads" puts every stage there).
+
+    >>> PlanSettings(num_cpus=2).worker_for(holds_gil=True)
+    'process'
+    """
+
+    num_cpus: int = 1
+    partition_bytes: int = 128 * MiB
+    worker_mode: str = "auto"
+
+    def worker_for(self, holds_gil: bool) -> str:
+        """Where a stage whose UDF holds (or releases) the GIL runs."""
+        if self.worker_mode == "auto":
+            return "process" if holds_gil else "thread"
+        return "process" if self.worker_mode == "processes" else "thread"
+
+
+def plan_stages(plan: L.LogicalOp, settings: PlanSettings,
+                done: dict[int, PieceSet] | None = None) -> list[Stage]:
     """Physical stages in topological order; the last one produces the output.
 
     ``done`` maps a source's ordinal (its place among the plan's reads, in
@@ -27,11 +56,11 @@ def plan_stages(plan: L.LogicalOp, options: ExecutionOptions,
 
     >>> from streambatch.connectors.memory import RangeSource
     >>> p = L.Filter(L.MapRows(L.Read(RangeSource(4), "Range"), fn=dict), fn=bool)
-    >>> [(s.name, s.worker) for s in plan_stages(p, ExecutionOptions(num_cpus=1))]
+    >>> [(s.name, s.worker) for s in plan_stages(p, PlanSettings(num_cpus=1))]
     [('Read[Range]->Map(dict)->Filter(bool)', 'process')]
     """
-    stages: list[PhysicalStage] = []
-    _visit(plan, stages, options, _Sources(done or {}))
+    stages: list[Stage] = []
+    _visit(plan, stages, settings, _Sources(done or {}))
     return align_blocks(fuse_stages(stages))
 
 
@@ -46,45 +75,51 @@ class _Sources:
         return self.done.get(self.count - 1)
 
 
-def _visit(op: L.LogicalOp, stages: list[PhysicalStage], options: ExecutionOptions,
+def _visit(op: L.LogicalOp, stages: list[Stage], settings: PlanSettings,
            sources: _Sources) -> int:
-    ups = tuple(_visit(child, stages, options, sources) for child in op.inputs)
+    ups = tuple(_visit(child, stages, settings, sources) for child in op.inputs)
     done = sources.next() if isinstance(op, L.Read) else None
-    stages.append(_stage_for(op, ups, options, done))
+    stages.append(_builder(op)(op, ups, settings, done))
     return len(stages) - 1
 
 
-def _stage_for(op: L.LogicalOp, ups: tuple[int, ...], options: ExecutionOptions,
-               done: PieceSet | None = None) -> PhysicalStage:
-    if isinstance(op, L.Read):
-        stage = PhysicalStage(op.label, read_tasks_fn=partial(_read_tasks, op, options, done),
-                              ops=read_ops(op))
-        stage.read_tasks = stage.read_tasks_fn()
-        return stage
-    if isinstance(op, L.MapLike):
-        bop = block_op(op)
-        return PhysicalStage(op.label, upstream=ups, ops=[bop], resources=op.resources,
-                             concurrency=op.concurrency, worker=_worker(bop, options))
-    if isinstance(op, L.Limit):
-        return PhysicalStage(op.label, kind="limit", upstream=ups, limit=op.n)
-    if isinstance(op, L.Repartition):
-        return PhysicalStage(op.label, kind="repartition", upstream=ups, num_partitions=op.n)
-    if isinstance(op, L.Union):
-        return PhysicalStage(op.label, kind="union", upstream=ups)
+def _builder(op: L.LogicalOp):
+    """The stage builder registered for the op's type or its nearest base class."""
+    for cls in type(op).__mro__:
+        if cls in STAGE_BUILDERS:
+            return STAGE_BUILDERS[cls]
     raise TypeError(f"the planner has no physical stage for {type(op).__name__}")
 
 
-def _worker(bop, options: ExecutionOptions) -> str:
-    mode = options.local.worker_mode
-    if mode == "auto":
-        return "process" if bop.holds_gil else "thread"
-    return "process" if mode == "processes" else "thread"
+def _read_stage(op: L.Read, ups, settings: PlanSettings, done: PieceSet | None) -> Stage:
+    stage = TaskStage(op.label, read_tasks_fn=partial(_read_tasks, op, settings, done),
+                      ops=read_ops(op))
+    stage.read_tasks = stage.read_tasks_fn()
+    return stage
 
 
-def _read_tasks(op: L.Read, options: ExecutionOptions, done: PieceSet | None = None) -> list:
+def _map_stage(op: L.MapLike, ups, settings: PlanSettings, done) -> Stage:
+    bop = block_op(op)
+    return TaskStage(op.label, upstream=ups, ops=[bop], resources=op.resources,
+                     concurrency=op.concurrency, worker=settings.worker_for(bop.holds_gil))
+
+
+# One builder per logical operator type (found along the op's class hierarchy): a new
+# kind of operator registers its own here.
+STAGE_BUILDERS = {
+    L.Read: _read_stage,
+    L.MapLike: _map_stage,
+    L.Limit: lambda op, ups, settings, done: LimitStage(op.label, upstream=ups, limit=op.n),
+    L.Repartition: lambda op, ups, settings, done: RepartitionStage(
+        op.label, upstream=ups, num_partitions=op.n),
+    L.Union: lambda op, ups, settings, done: UnionStage(op.label, upstream=ups),
+}
+
+
+def _read_tasks(op: L.Read, settings: PlanSettings, done: PieceSet | None = None) -> list:
     pushdowns = Pushdowns(op.columns, op.filter, op.limit, done or None)
     parallelism = getattr(op.source, "parallelism", None) or default_parallelism(
-        options.resolved_num_cpus(), 0, options.partition_bytes())
+        settings.num_cpus, 0, settings.partition_bytes)
     return identified(op, op.source.read_tasks(parallelism, pushdowns), done)
 
 
@@ -127,17 +162,19 @@ def identified(op: L.Read, tasks: list, done: PieceSet | None) -> list:
     return named
 
 
-def render_stages(stages: list[PhysicalStage]) -> str:
-    """One line per physical stage: name, kind, worker, resources, inputs.
+def render_stages(stages: list[Stage]) -> str:
+    """One line per physical stage: name, where it runs, resources, inputs.
 
-    >>> print(render_stages([PhysicalStage("Read[Range]")]))
+    >>> print(render_stages([TaskStage("Read[Range]"), LimitStage("Limit[2]", (0,), 2)]))
     Stage 0: Read[Range] (tasks on thread workers; cpu=1)
+    Stage 1: Limit[2] (in the driver; input from stage 0)
     """
     lines = []
     for i, st in enumerate(stages):
-        where = f"tasks on {st.worker} workers" if st.kind == "task" else "in the driver"
+        where = f"tasks on {st.worker} workers; {st.resources.describe()}" \
+            if isinstance(st, TaskStage) else "in the driver"
         ups = f"; input from stage {', '.join(map(str, st.upstream))}" if st.upstream else ""
-        lines.append(f"Stage {i}: {st.name} ({where}; {st.resources.describe()}{ups})")
+        lines.append(f"Stage {i}: {st.name} ({where}{ups})")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from streambatch.connectors.datasource import SkippedInput
-from streambatch.executor.stage import TaskContext
+from streambatch.executor.contract import TaskContext
 from streambatch.operators import logical as L
 from streambatch.operators.block_ops import OpBase
 

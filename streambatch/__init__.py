@@ -8,20 +8,22 @@
 from streambatch import _early_zygote  # noqa: F401 - first: it starts the workers' parent
 from streambatch.context import DataContext, init
 from streambatch.dataset import Dataset
+from streambatch.executor.contract import (
+    Resources,
+    RowConversionError,
+    StreamBatchError,
+    UDFReturnTypeError,
+)
 from streambatch.executor.errors import (
     BlockLostError,
     NonDeterministicError,
-    RowConversionError,
     StageStuckError,
-    StreamBatchError,
     TooManyErrorsError,
-    UDFReturnTypeError,
     UnplaceableError,
     UserCodeError,
     WorkerDiedError,
 )
 from streambatch.executor.options import ExecutionOptions, LocalOptions, RayOptions
-from streambatch.executor.stage import Resources
 from streambatch.executor.stats import DatasetStats, StageStats
 from streambatch.read_api import (
     from_arrow,

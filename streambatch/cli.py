@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from streambatch.jobspec import JobSpec, JobSpecError, parse_bytes, parse_concurrency
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with our prefix, as argparse does
+    def error(self, message: str) -> NoReturn:  # exit 2 with our prefix, as argparse does
         self.print_usage(sys.stderr)
         raise JobSpecError(message)
 
@@ -78,7 +79,7 @@ def spec_from_infer(args) -> JobSpec:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    from streambatch.executor.errors import StreamBatchError
+    from streambatch.executor.contract import StreamBatchError
 
     try:
         args = parser().parse_args(argv)

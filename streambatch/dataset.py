@@ -10,15 +10,14 @@ import pyarrow as pa
 from streambatch import validate as v
 from streambatch._dependencies import import_optional
 from streambatch.connectors.block_joins import block_to_rows
-from streambatch.context import DataContext
 from streambatch.executor.iteration import exact_batches, join_blocks, prefetched
 from streambatch.executor.partition import Partition
 from streambatch.executor.stats import DatasetStats
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import check_batch_format, to_batch
-from streambatch.operators.execute import build_executor, plan_fingerprint
 from streambatch.operators.optimizer import optimize
-from streambatch.operators.planner import plan_stages, render_stages
+from streambatch.operators.planner import render_stages
+from streambatch.session import Session, plan_fingerprint
 from streambatch.type_report import where_types_differ
 
 
@@ -210,13 +209,11 @@ class Dataset:
         return self._with(lookup_op(self._plan, table, on, how, columns, cache))
 
     # ---- execution ------------------------------------------------------------------
-    def _partitions(self, lineage=None, done: dict | None = None) -> Generator[Partition]:
+    def _partitions(self, listener=None, done: dict | None = None) -> Generator[Partition]:
         """The running job's output partitions. Consume inside ``with closing(...)``: an
         error raised while consuming then stops the job and frees its workers and store
         at once, not when the generator is garbage-collected."""
-        ctx = DataContext.get_current()
-        executor = build_executor(self._plan, ctx.execution_options, ctx.backend, lineage,
-                                  done)
+        executor = Session.current().executor(self._plan, listener, done)
         executor.stats.parent = self._produced_by
         self._stats = executor.stats
         self._dead = executor.dead_letters
@@ -522,7 +519,7 @@ class Dataset:
         done = sink.start(resume=resume, fingerprint=plan_fingerprint(self._plan))
         write = self._with(L.Write(self._plan, sink=sink))
         try:
-            with closing(write._partitions(lineage=sink, done=done)) as parts:
+            with closing(write._partitions(listener=sink, done=done)) as parts:
                 results = [p.get() for p in parts]
         except Exception:
             sink.abort()
@@ -578,9 +575,8 @@ class Dataset:
         Logical plan:
         ...
         """
-        ctx = DataContext.get_current()
         optimized = optimize(self._plan)
-        stages = plan_stages(optimized, ctx.execution_options)
+        stages = Session.current().stages(self._plan)
         text = (f"Logical plan:\n{L.render(self._plan)}\n\n"
                 f"Optimized logical plan:\n{L.render(optimized)}\n\n"
                 f"Physical plan:\n{render_stages(stages)}")

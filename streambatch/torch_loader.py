@@ -39,13 +39,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from streambatch import validate as v
-from streambatch.context import DataContext
+from streambatch.executor.contract import OutputListener
 from streambatch.executor.iteration import prefetched
-from streambatch.executor.lineage import LineageListener
 from streambatch.executor.loader import Chunk, ReadProgress, batches
 from streambatch.executor.shuffle import block_order, pack_ids, unpack_ids
 from streambatch.operators import logical as L
-from streambatch.operators.execute import build_executor
+from streambatch.session import Session
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,6 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
     ``progress`` (when given) learns the epoch's read order, its mode and which
     read partitions have produced all their rows.
     """
-    ctx = DataContext.get_current()
     reads = [op for op in L.walk(dataset._plan) if isinstance(op, L.Read)]
     seed = cfg.seed if cfg.shuffle else None
     skip = resume.skip_reads() if resume is not None and resume.mode == "reads" else set()
@@ -185,10 +183,11 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
         return wrappers[-1]
 
     plan = _wrap_reads(dataset._plan, wrap)
-    options = ctx.execution_options
-    if cfg.reproducible and not options.preserve_order:
-        options = replace(options, preserve_order=True)
-    executor = build_executor(plan, options, ctx.backend, lineage=listener)
+    session = Session.current()
+    if cfg.reproducible and not session.options.preserve_order:
+        session = session.with_options(preserve_order=True)
+    options = session.options
+    executor = session.executor(plan, listener)
     executor.stats.parent = dataset._produced_by
     dataset._stats = executor.stats
     mode = plan_mode(dataset._plan, executor.stages)
@@ -219,10 +218,9 @@ def plan_mode(plan: L.LogicalOp, stages) -> str:
     pools) or "ordered" (a row count in output order, for limit/union/repartition).
 
     >>> import streambatch as sb
-    >>> from streambatch.operators.execute import build_executor
+    >>> from streambatch.session import Session
     >>> def mode(ds):
-    ...     opts = sb.DataContext.get_current().execution_options
-    ...     return plan_mode(ds._plan, build_executor(ds._plan, opts).stages)
+    ...     return plan_mode(ds._plan, Session.current().stages(ds._plan))
     >>> ds = sb.range(10)
     >>> mode(ds.map(lambda r: r)), mode(ds.map_batches(lambda b: b, num_cpus=0.5))
     ('reads', 'keys')
@@ -240,7 +238,7 @@ def plan_mode(plan: L.LogicalOp, stages) -> str:
     return "keys" if row_local else "ordered"
 
 
-class _SettledReads(LineageListener):
+class _SettledReads(OutputListener):
     """Counts final partitions per read and notes reads that will produce no more."""
 
     def __init__(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streambatch.executor.stage import Resources
+from streambatch.executor.contract import Resources
 
 
 def positive_int(name: str, value, allow_none: bool = False):

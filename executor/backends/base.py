@@ -8,7 +8,7 @@ import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from streambatch.executor.errors import UDFFailure, UDFReturnTypeError
+from streambatch.executor.contract import UDFFailure, UDFReturnTypeError
 from streambatch.executor.partition import BlockRef
 
 

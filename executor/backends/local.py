@@ -50,11 +50,11 @@ from streambatch.executor.backends.worker_start import (
     start_worker,
 )
 from streambatch.executor.cancel import JobCancelled
-from streambatch.executor.errors import StreamBatchError, WorkerSetupError
+from streambatch.executor.contract import StreamBatchError, TaskAbandoned, TaskStage
+from streambatch.executor.errors import WorkerSetupError
 from streambatch.executor.exit_cleanup import at_exit
 from streambatch.executor.options import check_start_method
 from streambatch.executor.partition import InMemoryRef
-from streambatch.executor.stage import TaskAbandoned
 from streambatch.executor.thread_pool import shared_pool
 
 _WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once
@@ -135,7 +135,7 @@ class LocalBackend(Backend):
         self._stages, self._target = stages, target_bytes
         self.store = SharedStore.create()
         self._forget_exit_hook = at_exit(self._kill_and_remove)
-        generic = [s for s in stages if s.kind == "task" and s.worker == "process"
+        generic = [s for s in stages if isinstance(s, TaskStage) and s.worker == "process"
                    and not s.uses_actors]
         self._to_shared = {up for s in stages if runs_in_processes(s) for up in s.upstream}
         if self._start_method != "fork" and any(runs_in_processes(s) for s in stages):

@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 from streambatch.executor.backends.base import Task
+from streambatch.executor.block_split import split_blocks
+from streambatch.executor.contract import TaskContext, TaskStage
 from streambatch.executor.partition import read_ref
-from streambatch.executor.stage import PhysicalStage, TaskContext
 
 
-def input_blocks(stage: PhysicalStage, task: Task,
+def input_blocks(stage: TaskStage, task: Task,
                  each: Callable[[], object] | None = None) -> Iterator[pa.Table]:
     """The tables a task consumes: a read task's output or its input partitions;
     ``each`` is called as each one is taken (the task's last block is processed then)."""
@@ -22,7 +23,7 @@ def input_blocks(stage: PhysicalStage, task: Task,
         yield table
 
 
-def read_task_of(stage: PhysicalStage, task: Task):
+def read_task_of(stage: TaskStage, task: Task):
     """The task's read task: the one it carries (shipped to a worker with the task), else
     the stage's."""
     if task.read_payload is not None:
@@ -32,7 +33,7 @@ def read_task_of(stage: PhysicalStage, task: Task):
     return stage.read_tasks[task.read_index]
 
 
-def task_context(stage: PhysicalStage, task: Task, worker_state: dict,
+def task_context(stage: TaskStage, task: Task, worker_state: dict,
                  cancelled: Callable[[], bool] | None = None) -> TaskContext:
     """The context a task's ops see (its dead letters collect in ``ctx.dead_letters``;
     ``cancelled`` tells a thread task that its job has stopped)."""
@@ -43,7 +44,7 @@ def task_context(stage: PhysicalStage, task: Task, worker_state: dict,
     return ctx
 
 
-def run_task(stage: PhysicalStage, task: Task, target_bytes: int,
+def run_task(stage: TaskStage, task: Task, target_bytes: int,
              ctx: TaskContext | dict, each_input: Callable[[], object] | None = None
              ) -> Iterator[pa.Table]:
     """Yield the output blocks of ``task``, split to ``target_bytes``.
@@ -53,4 +54,5 @@ def run_task(stage: PhysicalStage, task: Task, target_bytes: int,
     """
     if isinstance(ctx, dict):
         ctx = task_context(stage, task, ctx)
-    return stage.run(input_blocks(stage, task, each_input), ctx, target_bytes)
+    blocks = stage.apply(input_blocks(stage, task, each_input), ctx)
+    return split_blocks(blocks, target_bytes, stage.out_batch_rows)

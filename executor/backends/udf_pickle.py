@@ -17,7 +17,7 @@ import types
 from collections.abc import Callable, Iterator
 
 import cloudpickle
-from streambatch.executor.errors import StreamBatchError
+from streambatch.executor.contract import StreamBatchError
 
 MAX_DEPTH = 6  # how many links find_unpicklable follows below the UDF
 

@@ -26,6 +26,7 @@ import types
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
+from streambatch.executor.contract import TaskStage
 
 SHARED_TABLE_BYTES = 1 << 20  # a table or array this big travels through the store
 
@@ -127,7 +128,7 @@ def installed_modules(names) -> tuple[str, ...]:
 
 def runs_in_processes(stage) -> bool:
     """True when the stage's tasks run in worker processes or actors."""
-    return stage.kind == "task" and (stage.worker == "process" or stage.uses_actors)
+    return isinstance(stage, TaskStage) and (stage.worker == "process" or stage.uses_actors)
 
 
 def _without_reads(stage):

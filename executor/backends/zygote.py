@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from streambatch.executor.errors import StreamBatchError
+from streambatch.executor.contract import StreamBatchError
 
 _MAX_MESSAGE = 1 << 16
 _KEEP_EXITS = 4096  # exit codes kept (a worker's handle caches its own once read)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streambatch.executor.stage import PhysicalStage
+from streambatch.executor.contract import Stage, TaskStage
 
 
-def align_blocks(stages: list[PhysicalStage]) -> list[PhysicalStage]:
-    """Set ``block_rows`` on each task stage whose only consumer takes fixed batches,
-    or passes its blocks on whole (no batch size) to a stage that has ``block_rows``:
+def align_blocks(stages: list[Stage]) -> list[Stage]:
+    """Set ``out_batch_rows`` on each task stage whose only consumer takes fixed batches
+    (its ``batch_rows``), or passes its blocks on whole (no batch size) to a stage that
+    has ``out_batch_rows``:
     a read feeding a per-block transform feeding a model lines up with the model.
     (Blocks smaller than a batch are cut to a divisor of it, see aligned_step, so a
     tight budget keeps small blocks.)
@@ -26,9 +27,9 @@ def align_blocks(stages: list[PhysicalStage]) -> list[PhysicalStage]:
     >>> from streambatch.operators.block_ops import MapBatchesOp
     >>> from streambatch.operators import logical as L
     >>> def batches(n): return [MapBatchesOp(L.MapBatches(None, fn=dict, batch_size=n))]
-    >>> stages = [PhysicalStage("Read"), PhysicalStage("A", upstream=(0,), ops=batches(None)),
-    ...           PhysicalStage("B", upstream=(1,), ops=batches(8))]
-    >>> [s.block_rows for s in align_blocks(stages)]
+    >>> stages = [TaskStage("Read"), TaskStage("A", upstream=(0,), ops=batches(None)),
+    ...           TaskStage("B", upstream=(1,), ops=batches(8))]
+    >>> [s.out_batch_rows for s in align_blocks(stages)]
     [8, 8, None]
     """
     consumers: dict[int, list[int]] = {}
@@ -38,10 +39,11 @@ def align_blocks(stages: list[PhysicalStage]) -> list[PhysicalStage]:
     aligned = list(stages)
     for i in reversed(range(len(stages))):  # consumers come after their inputs
         users = consumers.get(i, [])
-        if aligned[i].kind != "task" or len(users) != 1 or aligned[users[0]].kind != "task":
+        stage = aligned[i]
+        user = aligned[users[0]] if len(users) == 1 else None
+        if not isinstance(stage, TaskStage) or not isinstance(user, TaskStage):
             continue
-        user = aligned[users[0]]
-        rows = user.min_rows_per_task or user.block_rows
+        rows = user.batch_rows or user.out_batch_rows
         if rows:
-            aligned[i] = replace(aligned[i], block_rows=rows)
+            aligned[i] = replace(stage, out_batch_rows=rows)
     return aligned

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streambatch.executor.stage import PhysicalStage
+from streambatch.executor.contract import Stage, TaskStage
 
 
-def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
+def can_fuse(up: Stage, down: Stage) -> bool:
     """True when ``down`` may run inside ``up``'s tasks.
 
-    >>> a, b = PhysicalStage("A"), PhysicalStage("B", upstream=(0,))
+    >>> a, b = TaskStage("A"), TaskStage("B", upstream=(0,))
     >>> can_fuse(a, b)
     True
-    >>> from streambatch.executor.stage import Resources
+    >>> from streambatch.executor.contract import Resources
     >>> can_fuse(a, replace(b, resources=Resources(num_gpus=1)))
     False
     """
-    if up.kind != "task" or down.kind != "task" or down.is_source:
+    if not isinstance(up, TaskStage) or not isinstance(down, TaskStage) or down.is_source:
         return False
     if up.resources != down.resources or up.concurrency != down.concurrency:
         return False
@@ -34,7 +34,7 @@ def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
     if "process" in (up.worker, down.worker) and any(
             op.stays_in_driver for op in up.ops + down.ops):
         return False
-    batch = down.ops[0].min_rows if down.ops else None
+    batch = down.batch_rows
     if not batch:
         return True
     if any(op.changes_row_count for op in up.ops):
@@ -42,7 +42,7 @@ def can_fuse(up: PhysicalStage, down: PhysicalStage) -> bool:
     return not up.is_source or _read_tasks_hold(up, batch)
 
 
-def _read_tasks_hold(source: PhysicalStage, batch: int) -> bool:
+def _read_tasks_hold(source: TaskStage, batch: int) -> bool:
     """True when a typical read task yields at least ``batch`` rows.
 
     As in Ray Data, the batch that ends a partition may then be short; a
@@ -52,25 +52,25 @@ def _read_tasks_hold(source: PhysicalStage, batch: int) -> bool:
     return not rows or rows[len(rows) // 2] >= batch
 
 
-def fuse(up: PhysicalStage, down: PhysicalStage) -> PhysicalStage:
+def fuse(up: TaskStage, down: TaskStage) -> TaskStage:
     """One stage running ``up``'s ops then ``down``'s."""
     worker = "process" if "process" in (up.worker, down.worker) else "thread"
     return replace(up, name=f"{up.name}->{down.name}", ops=up.ops + down.ops, worker=worker)
 
 
-def fuse_stages(stages: list[PhysicalStage]) -> list[PhysicalStage]:
+def fuse_stages(stages: list[Stage]) -> list[Stage]:
     """Fuse every fusable single-consumer chain; re-index ``upstream`` links."""
     consumers: dict[int, int] = {}
     for st in stages:
         for up in st.upstream:
             consumers[up] = consumers.get(up, 0) + 1
     merged: dict[int, int] = {}
-    out: list[PhysicalStage] = []
+    out: list[Stage] = []
     for i, st in enumerate(stages):
         ups = tuple(merged[u] for u in st.upstream)
         st = replace(st, upstream=ups)
         if len(ups) == 1 and consumers.get(_orig(merged, ups[0]), 0) == 1 and can_fuse(out[ups[0]], st):
-            out[ups[0]] = fuse(out[ups[0]], st)
+            out[ups[0]] = fuse(out[ups[0]], st)  # type: ignore[arg-type]
             merged[i] = ups[0]
         else:
             out.append(st)

@@ -172,11 +172,12 @@ def test_repartition_of_int_and_str_blocks_names_the_stage_and_column():
 
 
 def test_every_user_facing_error_of_the_engine_is_exported():
-    from streambatch.executor import errors
+    from streambatch.executor import contract, errors
 
-    for name in ("RowConversionError", "NonDeterministicError", "BlockLostError",
-                 "UserCodeError", "UDFReturnTypeError"):
-        assert getattr(sb, name) is getattr(errors, name) and name in sb.__all__
+    for module, name in ((contract, "RowConversionError"), (errors, "NonDeterministicError"),
+                         (errors, "BlockLostError"), (errors, "UserCodeError"),
+                         (contract, "UDFReturnTypeError")):
+        assert getattr(sb, name) is getattr(module, name) and name in sb.__all__
     assert issubclass(sb.RowConversionError, sb.UDFReturnTypeError)
     from streambatch.connectors.manifest import ResumeMismatchError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from streambatch.executor.actor_pool import wanted_actors
+from streambatch.executor.contract import Resources
 from streambatch.executor.policy import (
     AdaptiveAdmission,
     BudgetAdmission,
@@ -13,7 +14,6 @@ from streambatch.executor.policy import (
     pipeline_seconds_per_source_task,
 )
 from streambatch.executor.resources import ResourceLedger
-from streambatch.executor.stage import Resources
 
 ROOM = MemoryView(used_bytes=0, budget_bytes=10**12, anything_running=True)
 
@@ -86,13 +86,13 @@ def test_ledger_packs_fractional_gpus_and_refuses_the_impossible():
 
 
 def _stages_with_a_slow_model_still_on_its_first_task(model_age_s: float):
+    from streambatch.executor.contract import TaskStage
     from streambatch.executor.snapshots import source_rates
-    from streambatch.executor.stage import PhysicalStage
     from streambatch.executor.stage_state import RunningTask, StageState
 
-    read = StageState(0, PhysicalStage("Read"), 1)
+    read = StageState(0, TaskStage("Read"), 1)
     read.stats.tasks, read.stats.task_time_s, read.stats.bytes_out = 4, 1.0, 4000
-    model = StageState(1, PhysicalStage("Model", upstream=(0,)), None)
+    model = StageState(1, TaskStage("Model", upstream=(0,)), None)
     model.running[1] = RunningTask(1, 1, 0, [], "partition 0", 0, submitted_at=100.0)
     return source_rates([read, model], read, 1000, now=100.0 + model_age_s)
 
@@ -119,13 +119,13 @@ def test_refusals_name_the_rule_that_refused():
 
 
 def test_tasks_per_source_task_comes_from_bytes_not_from_finished_counts():
+    from streambatch.executor.contract import TaskStage
     from streambatch.executor.snapshots import source_rates
-    from streambatch.executor.stage import PhysicalStage
     from streambatch.executor.stage_state import StageState
 
-    read = StageState(0, PhysicalStage("Read"), 1)
+    read = StageState(0, TaskStage("Read"), 1)
     read.stats.tasks, read.stats.task_time_s, read.stats.bytes_out = 10, 10.0, 10_000
-    model = StageState(1, PhysicalStage("Model", upstream=(0,)), None)
+    model = StageState(1, TaskStage("Model", upstream=(0,)), None)
     # it lags: 6 tasks started of 500 bytes each, only 2 finished so far
     model.next_seq, model.bytes_in = 6, 3000
     model.stats.tasks, model.stats.task_time_s = 2, 4.0

@@ -8,9 +8,9 @@ from types import SimpleNamespace as NS
 
 from streambatch.executor.actor_pool import ActorInfo, ActorPool
 from streambatch.executor.backends.base import TaskDone, TaskOutput
+from streambatch.executor.contract import TaskStage
 from streambatch.executor.recovery import LostInputRecovery, Recipe
 from streambatch.executor.resources import ResourceLedger
-from streambatch.executor.stage import PhysicalStage
 
 
 class RecordingBackend:
@@ -27,7 +27,7 @@ class RecordingBackend:
 def _setup(stage_done: bool):
     backend = RecordingBackend()
     stages = [NS(name="ReadRange"), NS(name="MapBatches(Model)")]
-    pool = ActorPool(1, PhysicalStage("MapBatches(Model)"), (1, 1), depth=2)
+    pool = ActorPool(1, TaskStage("MapBatches(Model)"), (1, 1), depth=2)
     recovery = LostInputRecovery(backend, stages, {1: pool}, iter(range(100, 200)), 3,
                                  stage_done=lambda index: stage_done)
     read = Recipe(0, 3, (), 0, "partition 3")
@@ -47,7 +47,7 @@ def test_rerun_waits_for_the_replacement_actor_then_runs_on_it():
     recovery.submit_waiting()  # still no actor: still waiting, nothing submitted
     assert len(backend.submitted) == 1
 
-    alloc = ResourceLedger(num_cpus=1).acquire(PhysicalStage("m").resources)
+    alloc = ResourceLedger(num_cpus=1).acquire(TaskStage("m").resources)
     pool.actors[7] = ActorInfo(7, alloc)  # the pool's scaling placed the replacement
     recovery.submit_waiting()
     rerun = backend.submitted[-1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from streambatch.connectors.lookup import DictTable, FreshCache
 from streambatch.operators.optimizer import optimize
-from streambatch.operators.planner import plan_stages
+from streambatch.operators.planner import PlanSettings, plan_stages
 
 import streambatch as sb
 
@@ -30,11 +30,10 @@ def test_lookup_after_a_gil_holding_map_counts_in_the_users_cache():
 
 def test_the_lookup_is_not_fused_into_process_workers_but_row_ops_still_are():
     users = DictTable({1: {"name": "a"}}, key="id")
-    ctx = sb.DataContext.get_current()
     plan = sb.range(10).map_batches(add_ten, batch_format="numpy").lookup(users, on="id")._plan
-    stages = plan_stages(optimize(plan), ctx.execution_options)
+    stages = plan_stages(optimize(plan), PlanSettings(num_cpus=2))
     assert [(s.name, s.worker) for s in stages] == [
         ("Read[Range]", "thread"), ("MapBatches(add_ten)", "process"),
         ("Lookup[DictTable(key=id) on id, left]", "thread")]
     plan = sb.range(10).lookup(users, on="id")._plan  # thread stages still fuse
-    assert len(plan_stages(optimize(plan), ctx.execution_options)) == 1
+    assert len(plan_stages(optimize(plan), PlanSettings(num_cpus=2))) == 1

@@ -19,7 +19,7 @@ from streambatch.connectors.row_conversion import (
     values_to_array,
 )
 from streambatch.connectors.tensors import tensor_array, tensor_rows
-from streambatch.executor.errors import RowConversionError
+from streambatch.executor.contract import RowConversionError
 
 import streambatch as sb
 

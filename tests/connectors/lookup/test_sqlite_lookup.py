@@ -10,7 +10,7 @@ import time
 import pyarrow as pa
 import pytest
 from streambatch.connectors.lookup import FreshCache, SQLiteTable
-from streambatch.executor.stage import TaskContext
+from streambatch.executor.contract import TaskContext
 from streambatch.operators.lookup import Lookup, LookupOp
 
 import streambatch as sb
