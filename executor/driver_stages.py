@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pyarrow as pa
+from streambatch.connectors.block_joins import join_blocks
 from streambatch.executor.contract import LimitStage, RepartitionStage, Stage, UnionStage
-from streambatch.executor.iteration import join_blocks
 from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
 

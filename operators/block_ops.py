@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
-from streambatch.connectors.block_joins import block_to_rows
+from streambatch.connectors.block_joins import block_to_rows, exact_batches
 from streambatch.connectors.row_conversion import (
     Problem,
     RowsToBlockError,
@@ -26,7 +26,6 @@ from streambatch.executor.contract import (
     UDFFailure,
     UDFReturnTypeError,
 )
-from streambatch.executor.iteration import exact_batches
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import from_batch, to_batch
 from streambatch.operators.columns import column_to_arrow, require_columns

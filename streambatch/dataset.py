@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from streambatch import validate as v
 from streambatch._dependencies import import_optional
-from streambatch.connectors.block_joins import block_to_rows
-from streambatch.executor.iteration import exact_batches, join_blocks, prefetched
+from streambatch.connectors.block_joins import block_to_rows, exact_batches, join_blocks
+from streambatch.executor.iteration import prefetched
 from streambatch.executor.partition import Partition
 from streambatch.executor.stats import DatasetStats
 from streambatch.operators import logical as L
@@ -209,15 +209,43 @@ class Dataset:
         return self._with(lookup_op(self._plan, table, on, how, columns, cache))
 
     # ---- execution ------------------------------------------------------------------
+    @property
+    def logical_plan(self) -> L.LogicalOp:
+        """The dataset's logical plan (for consumers built on the engine; read-only).
+
+        >>> import streambatch as sb
+        >>> sb.range(3).limit(2).logical_plan.label
+        'Limit[2]'
+        """
+        return self._plan
+
+    def executor(self, *, plan: L.LogicalOp | None = None, listener=None,
+                 done: dict | None = None, preserve_order: bool | None = None):
+        """A streaming executor of this dataset (nothing runs until its ``run()`` is
+        iterated), for consumers built on the engine (the training loader). ``plan``
+        replaces the dataset's plan by a rewrite of it (wrapped reads, say); ``listener``
+        (an ``OutputListener``) hears of final outputs and settled reads; ``done`` leaves
+        out what a resumed write has; ``preserve_order`` overrides the context's.
+        This dataset's :meth:`stats` and :meth:`dead_letters` then report that run.
+
+        >>> import streambatch as sb
+        >>> sum(p.rows for p in sb.range(5).executor().run())
+        5
+        """
+        session = Session.current()
+        if preserve_order is not None:
+            session = session.with_options(preserve_order=preserve_order)
+        executor = session.executor(self._plan if plan is None else plan, listener, done)
+        executor.stats.parent = self._produced_by
+        self._stats = executor.stats
+        self._dead = executor.dead_letters
+        return executor
+
     def _partitions(self, listener=None, done: dict | None = None) -> Generator[Partition]:
         """The running job's output partitions. Consume inside ``with closing(...)``: an
         error raised while consuming then stops the job and frees its workers and store
         at once, not when the generator is garbage-collected."""
-        executor = Session.current().executor(self._plan, listener, done)
-        executor.stats.parent = self._produced_by
-        self._stats = executor.stats
-        self._dead = executor.dead_letters
-        return executor.run()
+        return self.executor(listener=listener, done=done).run()
 
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "pyarrow",
                      prefetch_batches: int = 1, drop_last: bool = False) -> Iterator:
@@ -247,13 +275,13 @@ class Dataset:
         Each ``iter()`` of the result is one epoch (the plan runs again); it has
         ``state_dict()`` / ``load_state_dict()`` to resume mid-epoch. A CUDA
         ``device`` gets pinned memory and non-blocking copies. See
-        ``streambatch.torch_loader`` for shuffling and resumption.
+        ``streambatch.loader.epochs`` for shuffling and resumption.
 
         >>> import streambatch as sb
         >>> [tuple(b["id"].shape) for b in sb.range(5).iter_torch_batches(batch_size=2)]
         [(2,), (2,), (1,)]
         """
-        from streambatch.torch_loader import torch_iterable
+        from streambatch.loader.epochs import torch_iterable
 
         return torch_iterable(self, batch_size=batch_size, dtypes=dtypes, device=device,
                               collate_fn=collate_fn, drop_last=drop_last,
@@ -273,7 +301,7 @@ class Dataset:
         >>> [s.rank for s in sb.range(10).streaming_split(3)]
         [0, 1, 2]
         """
-        from streambatch.split_ranks import streaming_split
+        from streambatch.loader.split_ranks import streaming_split
 
         return streaming_split(self, n, equal, timeout_s)
 

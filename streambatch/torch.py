@@ -20,7 +20,7 @@ _CLASS = None
 
 
 def _make_class():
-    from streambatch.executor.torch_batches import torch_module
+    from streambatch.loader.torch_batches import torch_module
 
     base = torch_module().utils.data.IterableDataset
 

@@ -123,9 +123,9 @@ def test_a_task_coalescing_outputs_of_different_tensor_shapes():
 
 
 def test_loader_and_split_joins_unify_tensor_shapes():
-    from streambatch.executor.loader import batches
-    from streambatch.executor.shuffle import pack_ids
-    from streambatch.executor.split import final_round
+    from streambatch.loader.batches import batches
+    from streambatch.loader.shuffle import pack_ids
+    from streambatch.loader.split import final_round
 
     a = pa.table({"v": tensor_array(np.zeros((2, 2)))})
     b = pa.table({"v": tensor_array(np.ones((2, 3)))})

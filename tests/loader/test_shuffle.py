@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from streambatch.executor.shuffle import ShuffleBuffer, block_order, pack_ids, unpack_ids
 
 import streambatch as sb
-from streambatch.torch_loader import epoch_chunks, make_config
+from streambatch.loader.epochs import epoch_chunks, make_config
+from streambatch.loader.shuffle import ShuffleBuffer, block_order, pack_ids, unpack_ids
 
 from .conftest import ids_of, image_table
 

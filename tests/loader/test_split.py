@@ -6,9 +6,9 @@ import threading
 
 import pytest
 import torch
-from streambatch.executor.split import RankStuckError
 
 import streambatch as sb
+from streambatch.loader.split import RankStuckError
 
 from .conftest import ids_of
 

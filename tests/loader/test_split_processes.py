@@ -8,9 +8,9 @@ import queue
 import time
 
 import pytest
-from streambatch.executor.split import RankStuckError
 
 import streambatch as sb
+from streambatch.loader.split import RankStuckError
 
 
 def _rank_main(split, results, kwargs, epochs=1, stall_after=None):

@@ -15,10 +15,10 @@ import threading
 
 import pyarrow as pa
 import pytest
-from streambatch.executor.split import RankLostError, RankStuckError
-from streambatch.executor.split_server import SplitServer, fetch_rank
 
 import streambatch as sb
+from streambatch.loader.split import RankLostError, RankStuckError
+from streambatch.loader.split_server import SplitServer, fetch_rank
 
 BOUND_S = 30.0  # generous: the real work takes well under a second
 

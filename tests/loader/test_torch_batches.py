@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from streambatch.executor.torch_batches import TorchConverter, to_tensors
 
 import streambatch as sb
+from streambatch.loader.torch_batches import TorchConverter, to_tensors
 
 from .conftest import ids_of, image_table
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-from streambatch.executor.iteration import join_blocks
-from streambatch.executor.shuffle import ShuffleBuffer, epoch_rng, unpack_ids
+
+from streambatch.connectors.block_joins import join_blocks
+from streambatch.loader.shuffle import ShuffleBuffer, epoch_rng, unpack_ids
 
 Chunk = tuple[pa.Table, np.ndarray]  # a table and the packed ids of its rows
 
@@ -26,7 +27,7 @@ def batches(chunks: Iterator[Chunk], batch_size: int | None, drop_last: bool = F
             epoch: int = 0) -> Iterator[Chunk]:
     """Batches of exactly ``batch_size`` rows, shuffled through a buffer when asked.
 
-    >>> from streambatch.executor.shuffle import pack_ids
+    >>> from streambatch.loader.shuffle import pack_ids
     >>> t = pa.table({"x": np.arange(5)})
     >>> src = [(t, pack_ids(0, 0, 5)), (t, pack_ids(1, 0, 5))]
     >>> [b.num_rows for b, _ in batches(iter(src), 4)]
@@ -81,7 +82,7 @@ class ReadProgress:
     ``state_dict`` stores, per read partition, the delivered offsets as ranges
     (a fully delivered partition is just listed as done).
 
-    >>> from streambatch.executor.shuffle import pack_ids
+    >>> from streambatch.loader.shuffle import pack_ids
     >>> p = ReadProgress(epoch=0, seed=None, order=[0, 1])
     >>> p.mark(pack_ids(0, 0, 3)); p.produced_all(0, 3); p.mark(pack_ids(1, 2, 2))
     >>> s = p.state_dict(); s["done"], s["partial"]

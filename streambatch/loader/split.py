@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
+
+from streambatch.connectors.block_joins import join_blocks
 from streambatch.executor.contract import StreamBatchError
-from streambatch.executor.iteration import join_blocks
 
 _END = object()
 

@@ -17,7 +17,7 @@ connection authenticates on its own thread under a deadline
 half-way) is dropped without delaying any rank. A rank that closes its
 iterator says so ("close"); a connection that drops mid-epoch without it is a
 lost rank, which fails the epoch for the others with a ``RankLostError``
-naming it (see ``streambatch.executor.split``) instead of silently dropping its
+naming it (see ``streambatch.loader.split``) instead of silently dropping its
 share.
 
 Nothing here knows about plans or torch: the server is given ``open_rank(rank,
@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 
 import pyarrow as pa
+
 from streambatch.executor.contract import StreamBatchError
 
 OpenRank = Callable[[int, int, dict], Iterator[pa.Table]]

@@ -14,9 +14,9 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
-from streambatch.executor.shuffle import numpy_view
 
 from streambatch._dependencies import import_optional
+from streambatch.loader.shuffle import numpy_view
 
 
 def torch_module():
