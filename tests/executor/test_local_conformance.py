@@ -6,7 +6,11 @@ import glob
 import os
 
 import streambatch as sb
-from tests.executor.conformance import ExecutorConformance, HeterogeneousConformance
+from tests.executor.conformance import (
+    ExecutorConformance,
+    HeterogeneousConformance,
+    RecoveryConformance,
+)
 
 
 class TestLocalBackend(ExecutorConformance):
@@ -34,4 +38,8 @@ class TestLocalBackend(ExecutorConformance):
 
 
 class TestLocalHeterogeneous(HeterogeneousConformance):
+    backend = "local"
+
+
+class TestLocalRecovery(RecoveryConformance):
     backend = "local"
