@@ -156,7 +156,7 @@ class Datasink:
             self.fs.rm(self.out.full(SUCCESS))  # the output is changing: not complete now
         self.manifest.rewrite(entries)
 
-    # ---- driver side: while the job runs (the executor's lineage listener) -------------
+    # ---- driver side: while the job runs (the executor's OutputListener) --------------
     def attach(self, identify) -> None:
         """How the executor names an origin by the pieces it read."""
         self._identify = identify

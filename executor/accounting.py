@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from streambatch.executor.next_task import peek_bundle
 from streambatch.executor.stage_state import StageState
-from streambatch.executor.work import peek_bundle
 
 
 def used_bytes(states: list[StageState], tasks: dict) -> int:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from streambatch.executor.actor_pool import ActorPool
 from streambatch.executor.contract import TaskStage
+from streambatch.executor.next_task import queued_bundles
 from streambatch.executor.resources import ResourceLedger
 from streambatch.executor.stage_state import StageState
-from streambatch.executor.work import queued_bundles
 
 
 class ActorStages:

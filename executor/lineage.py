@@ -1,5 +1,6 @@
 """Which source partitions are fully processed ("settled"), for exactly-once sinks and resume
-(the executor tells its :class:`~streambatch.executor.contract.OutputListener`).
+(the executor tells its :class:`~streambatch.executor.contract.OutputListener`), and the
+deterministic keys that name a task's output across attempts and runs.
 
 Every partition and running task descending from a read task holds a token for
 it. When a read task has finished and no token is left, everything it fed has
@@ -8,7 +9,11 @@ reached the output: the read is settled and a resumed job may skip it.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
+
+from streambatch.executor.partition import Partition
+from streambatch.executor.stage_state import StageState
 
 
 class OriginTracker:
@@ -50,3 +55,29 @@ class OriginTracker:
                 self.settled.add(origin)
                 out.append(origin)
         return sorted(out)
+
+
+def task_lineage(st: StageState, ordinal: int | None, read_index,
+                 inputs: list[Partition]) -> tuple[str, frozenset]:
+    """A task's deterministic key and the (source, read) origins it descends from."""
+    if st.stage.is_source:
+        key = read_key(ordinal, st.stage.read_tasks[read_index]) or f"s{ordinal}r{read_index}"
+        return key, frozenset({(ordinal, read_index)})
+    key = inputs[0].key + (f"b{len(inputs)}" if len(inputs) > 1 else "")
+    return f"{key}t{st.index}", frozenset().union(*(p.origins for p in inputs))
+
+
+def read_key(ordinal: int | None, read_task) -> str | None:
+    """A read task's lineage key, from what it reads (its pieces), not from its place in
+    this run's layout: the same rows give the same key (and sink file name) however
+    the source was split. None for a task that names no pieces.
+
+    >>> from streambatch.connectors.datasource import Piece, ReadTask
+    >>> read_key(0, ReadTask(None, pieces=(Piece("range", 0, 10),)))
+    's0-85591472498f'
+    """
+    pieces = getattr(read_task, "pieces", None)
+    if not pieces:
+        return None
+    text = ";".join(f"{p.item}|{p.start}|{p.stop}" for p in pieces)
+    return f"s{ordinal}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"

@@ -34,9 +34,15 @@ class BlockRef(Protocol):
 
 @dataclass
 class Partition:
-    """One block and what the executor knows about it.
+    """One block and what the executor knows about it. Where it came from, four ways:
 
-    ``lineage`` records the stage and the input partition ids that produced it.
+    - ``made_from``: the ids of the partitions it was made from, or
+      ``(("read", description),)`` for a read's output (for messages);
+    - ``key``: a deterministic name of the task output it is, the same across attempts
+      and runs (a sink names its file by it; the loader resumes by it);
+    - ``origins``: the ``(source ordinal, read index)`` reads it descends from (which
+      reads are settled, for exactly-once writes);
+    - ``recipe``: how to make it again if its block is lost (``recovery.py``).
 
     >>> p = Partition.from_table(pa.table({"x": [1, 2]}), stage=0)
     >>> p.rows, p.get().column("x").to_pylist()
@@ -47,7 +53,7 @@ class Partition:
     rows: int
     nbytes: int
     stage: int
-    lineage: tuple = ()
+    made_from: tuple = ()
     pid: int = field(default_factory=lambda: next(_IDS))
     key: str = ""
     origins: frozenset = frozenset()
@@ -55,9 +61,9 @@ class Partition:
     created_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     @classmethod
-    def from_table(cls, table: pa.Table, stage: int, lineage: tuple = ()) -> Partition:
+    def from_table(cls, table: pa.Table, stage: int, made_from: tuple = ()) -> Partition:
         """Wrap an in-process table."""
-        return cls(InMemoryRef(table), table.num_rows, table.nbytes, stage, lineage)
+        return cls(InMemoryRef(table), table.num_rows, table.nbytes, stage, made_from)
 
     def get(self) -> pa.Table:
         """The block as a table (zero-copy for shared-memory blocks)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from streambatch.executor.backends.base import Task, TaskDone, TaskFailed, TaskOutput
 from streambatch.executor.errors import BlockLostError, NonDeterministicError
-from streambatch.executor.failures import to_error
+from streambatch.executor.task_failures import to_error
 
 
 @dataclass(frozen=True, eq=False)

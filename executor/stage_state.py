@@ -139,3 +139,17 @@ class StageState:
         if not self.stats.tasks:
             return None
         return int(self.stats.bytes_out / self.stats.tasks)
+
+
+def release_ordered(st: StageState, preserve_order: bool) -> None:
+    """Move finished outputs to the stage's output queue (in task order when asked)."""
+    if not preserve_order:
+        for seq in list(st.reorder):
+            st.outputs.extend(st.reorder.pop(seq))
+        return
+    while True:
+        st.outputs.extend(st.reorder.pop(st.release_seq, []))
+        if st.release_seq not in st.done_seqs:
+            return
+        st.done_seqs.discard(st.release_seq)
+        st.release_seq += 1

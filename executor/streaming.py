@@ -38,25 +38,19 @@ from streambatch.executor.errors import (
     TooManyErrorsError,
     UnplaceableError,
 )
-from streambatch.executor.failures import to_error
-from streambatch.executor.lineage import OriginTracker
+from streambatch.executor.lineage import OriginTracker, task_lineage
 from streambatch.executor.liveness import StartedTasks
+from streambatch.executor.next_task import describe_read, next_work
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.partition import InMemoryRef, Partition
 from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.recovery import LostInputRecovery, recipe_of
 from streambatch.executor.resources import Allocation, ResourceLedger
-from streambatch.executor.retries import should_retry
 from streambatch.executor.snapshots import snapshot, source_rates
-from streambatch.executor.stage_state import RunningTask, StageState
+from streambatch.executor.stage_state import RunningTask, StageState, release_ordered
 from streambatch.executor.stats import DatasetStats
-from streambatch.executor.work import (
-    describe_read,
-    next_work,
-    release_ordered,
-    task_lineage,
-)
+from streambatch.executor.task_failures import should_retry, to_error
 
 
 class StreamingExecutor:
@@ -411,7 +405,7 @@ class StreamingExecutor:
             self.recovery.recover_partition(part, st.stage.name, st.outputs.append)
             return None
         self.backend.release(part.ref)
-        return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.lineage,
+        return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.made_from,
                          key=part.key, origins=part.origins)
 
     # ---- dispatch -----------------------------------------------------

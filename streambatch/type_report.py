@@ -29,7 +29,7 @@ def where_types_differ(tables: list[pa.Table], parts: list[Partition]) -> str:
 def _describe_partition(part: Partition) -> str:
     """A read partition as the engine names it (``partition 2 (ids 4-5)``), else the
     read partitions a later stage's output came from."""
-    if part.lineage and isinstance(part.lineage[0], tuple) and part.lineage[0][0] == "read":
-        return str(part.lineage[0][1])
+    if part.made_from and isinstance(part.made_from[0], tuple) and part.made_from[0][0] == "read":
+        return str(part.made_from[0][1])
     reads = sorted(read for _, read in part.origins)
     return f"an output of read partition{'s' if len(reads) > 1 else ''} " + ", ".join(map(str, reads))

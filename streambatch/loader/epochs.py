@@ -138,7 +138,7 @@ class ReadOrderSource:
 def read_index_of(part) -> int | None:
     """The executor's read index of a partition made directly by a read task, else None.
 
-    Uses ``part.read_index`` when the executor records it, else the read lineage.
+    Uses ``part.read_index`` when the executor records it, else what it was made from.
 
     >>> from streambatch.executor.partition import Partition
     >>> import pyarrow as pa
@@ -148,9 +148,9 @@ def read_index_of(part) -> int | None:
     index = getattr(part, "read_index", None)
     if index is not None:
         return index
-    lineage = part.lineage
-    if len(lineage) == 1 and isinstance(lineage[0], tuple) and lineage[0][:1] == ("read",):
-        match = re.match(r"partition (\d+)", str(lineage[0][1]))
+    made_from = part.made_from
+    if len(made_from) == 1 and isinstance(made_from[0], tuple) and made_from[0][:1] == ("read",):
+        match = re.match(r"partition (\d+)", str(made_from[0][1]))
         return int(match.group(1)) if match else None
     return None
 
@@ -321,7 +321,7 @@ def _by_read(partitions, order: list[int], progress: ReadProgress | None,
         index = read_index_of(part)
         if index is None:
             raise RuntimeError(f"internal: output partition {part.pid} has no read index "
-                               f"(lineage {part.lineage!r}); report this with the plan")
+                               f"(made from {part.made_from!r}); report this with the plan")
         read = order[index]
         if in_order and last is not None and read != last and progress is not None:
             progress.produced_all(last, produced.get(last, 0))

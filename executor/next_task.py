@@ -1,8 +1,8 @@
-"""What a stage can run next, read off its queues (pure functions of a StageState)."""
+"""The input of a stage's next task, read off its queues (pure functions of a
+StageState): a retry, a read, or a bundle of partitions lined up with the stage's
+batch size; and estimates of its output."""
 
 from __future__ import annotations
-
-import hashlib
 
 from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
@@ -86,46 +86,6 @@ def queued_bundles(st: StageState) -> int:
         return queued
     rows = sum(p.rows for q in st.inputs.values() for p in q)
     return max(1, rows // batch_rows)
-
-
-def task_lineage(st: StageState, ordinal: int | None, read_index,
-                 inputs: list[Partition]) -> tuple[str, frozenset]:
-    """A task's deterministic key and the (source, read) origins it descends from."""
-    if st.stage.is_source:
-        key = read_key(ordinal, st.stage.read_tasks[read_index]) or f"s{ordinal}r{read_index}"
-        return key, frozenset({(ordinal, read_index)})
-    key = inputs[0].key + (f"b{len(inputs)}" if len(inputs) > 1 else "")
-    return f"{key}t{st.index}", frozenset().union(*(p.origins for p in inputs))
-
-
-def read_key(ordinal: int | None, read_task) -> str | None:
-    """A read task's lineage key, from what it reads (its pieces), not from its place in
-    this run's layout: the same rows give the same key (and sink file name) however
-    the source was split. None for a task that names no pieces.
-
-    >>> from streambatch.connectors.datasource import Piece, ReadTask
-    >>> read_key(0, ReadTask(None, pieces=(Piece("range", 0, 10),)))
-    's0-85591472498f'
-    """
-    pieces = getattr(read_task, "pieces", None)
-    if not pieces:
-        return None
-    text = ";".join(f"{p.item}|{p.start}|{p.stop}" for p in pieces)
-    return f"s{ordinal}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
-
-
-def release_ordered(st: StageState, preserve_order: bool) -> None:
-    """Move finished outputs to the stage's output queue (in task order when asked)."""
-    if not preserve_order:
-        for seq in list(st.reorder):
-            st.outputs.extend(st.reorder.pop(seq))
-        return
-    while True:
-        st.outputs.extend(st.reorder.pop(st.release_seq, []))
-        if st.release_seq not in st.done_seqs:
-            return
-        st.done_seqs.discard(st.release_seq)
-        st.release_seq += 1
 
 
 def describe_read(read_task, index: int) -> str:
