@@ -1,5 +1,12 @@
-"""The datasink contract: ``start`` -> ``write`` (once per partition, in workers) ->
-``finalize`` (or ``abort`` on failure, which removes this job's files).
+"""The datasink: one object owns a write from start to end.
+
+- Driver side, before and after: :meth:`Datasink.run_job` runs the whole write:
+  ``start`` (check and claim the output, or pick up a resume), the job, then
+  ``finalize`` (dead letters, ``_SUCCESS``) or ``abort`` on failure (which removes
+  this job's files).
+- Worker side: ``write`` (once per partition, in a task) commits its files.
+- Driver side, while the job runs: the sink is the executor's ``OutputListener``
+  (``attach``, ``on_final_output``, ``on_dead_letters``, ``on_settled``).
 
 The driver side records, in the output's manifest (connectors/manifest.py), each
 committed file with the read pieces it holds, each settled piece and each dead
@@ -59,6 +66,36 @@ class Datasink:
         for name in ("_identify", "committed", "dead"):
             state.pop(name, None)
         return state
+
+    # ---- driver side: the whole write ----------------------------------------------------
+    def run_job(self, execute, fingerprint: str = "", resume: bool = False) -> list[dict]:
+        """Start, run the job, then finalize, or abort on failure; return the files.
+
+        ``execute(listener, done)`` runs the write and returns its write tasks' result
+        tables; this sink is the ``listener``, and ``done`` (from :meth:`start`) is what
+        a resumed write has already.
+
+        >>> import os, tempfile, pyarrow as pa
+        >>> from streambatch.connectors.parquet_sink import ParquetSink
+        >>> sink = ParquetSink(tempfile.mkdtemp() + "/out")
+        >>> class Ctx: task_index = 0; key = "k"
+        >>> def fails(listener, done):
+        ...     sink.write([pa.table({"x": [1]})], Ctx())  # a task commits a file...
+        ...     raise ValueError("a later task failed")
+        >>> sink.run_job(fails)
+        Traceback (most recent call last):
+        ...
+        ValueError: a later task failed
+        >>> os.listdir(sink.path)  # ...which the abort removed
+        []
+        """
+        done = self.start(resume=resume, fingerprint=fingerprint)
+        try:
+            results = execute(self, done)
+        except Exception:
+            self.abort()
+            raise
+        return self.finalize(results)
 
     # ---- driver side: start ----------------------------------------------------------
     def start(self, resume: bool = False, fingerprint: str = "") -> dict[int, PieceSet]:

@@ -544,18 +544,17 @@ class Dataset:
         return out if column is None else out[column]
 
     def _write(self, sink, resume: bool = False) -> list[dict]:
-        done = sink.start(resume=resume, fingerprint=plan_fingerprint(self._plan))
         write = self._with(L.Write(self._plan, sink=sink))
+
+        def execute(listener, done) -> list[pa.Table]:
+            with closing(write._partitions(listener=listener, done=done)) as parts:
+                return [p.get() for p in parts]
+
         try:
-            with closing(write._partitions(listener=sink, done=done)) as parts:
-                results = [p.get() for p in parts]
-        except Exception:
-            sink.abort()
-            raise
+            return sink.run_job(execute, plan_fingerprint(self._plan), resume)
         finally:
             self._stats = write._stats
             self._dead = sink.dead_letter_rows()
-        return sink.finalize(results)
 
     def materialize(self) -> Dataset:
         """Execute now and keep the blocks in memory; later consumers reuse them.
