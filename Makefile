@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test test-pythons bench lint clean servers
+.PHONY: demo test test-pythons bench lint typecheck clean servers
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # torch is pinned and installed first so nothing pulls a multi-GB CUDA build.
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
@@ -44,11 +44,25 @@ demo: $(DEMO_STAMP)
 	  --output $(DEMO_DIR)/predictions
 	$(BIN)/python examples/image_classification.py accuracy --output $(DEMO_DIR)
 
+# mypy over the whole package (streambatch/, operators/, executor/, connectors/) under its
+# installed module names (.ci/typecheck; options in pyproject.toml [tool.mypy]).
+# Extra mypy arguments: make typecheck MYPY_ARGS=...
+MYPY_ARGS ?=
+TYPECHECK = MYPY=$(BIN)/mypy PYTHON=$(BIN)/python .ci/typecheck $(MYPY_ARGS)
+
+typecheck: $(STAMP)
+	$(TYPECHECK)
+
+# mypy first, then the tests: pytest runs even when mypy finds errors, and either failing fails.
 test: $(STAMP) servers
-	$(BIN)/python -m pytest -q
+	@status=0; \
+	$(TYPECHECK) || { status=1; echo "make test: typecheck failed; running pytest anyway"; }; \
+	$(BIN)/python -m pytest -q || status=1; \
+	exit $$status
 
 # The test suite on every python3.X found on PATH, each in its own venv under .venvs/py3.X
-# (made when missing; the project and its dev extras reinstalled when pyproject.toml changes).
+# (made when missing; the project and its dev extras reinstalled when pyproject.toml or setup.py
+# changes).
 # torch is pinned and installed first, as for .venv. Its CPU wheel lies on this machine's disk
 # for 3.11 only: another version gets torch==2.13.0 from PyPI where it can reach it (the
 # multi-GB CUDA build; TORCH_PIP_ARGS=--no-index tries the local disk only, or point it at a
@@ -76,7 +90,7 @@ test-pythons: servers
 	    $$exe -m venv $$venv && $$venv/bin/pip install -q --upgrade pip \
 	      || { summary="$$summary$$py: FAILED: cannot create $$venv\n"; failed=1; continue; }; \
 	  fi; \
-	  if [ ! -f $$stamp ] || [ pyproject.toml -nt $$stamp ]; then \
+	  if [ ! -f $$stamp ] || [ pyproject.toml -nt $$stamp ] || [ setup.py -nt $$stamp ]; then \
 	    : > $$venv/.skipped; \
 	    $$venv/bin/pip install -q $(TORCH_PIP_ARGS) torch==2.13.0 \
 	      || { echo "$$py: torch==2.13.0 is not available: skipped"; echo torch==2.13.0 >> $$venv/.skipped; }; \
@@ -116,7 +130,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/lookup_cache.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check streambatch operators executor connectors tests examples benchmarks
+	$(BIN)/ruff check streambatch operators executor connectors tests examples benchmarks setup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

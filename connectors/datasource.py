@@ -30,6 +30,17 @@ class Piece:
     start: int = 0
     stop: int | None = None
 
+    @property
+    def end(self) -> int:
+        """``stop`` of a finite piece (a span of rows); an open one (``stop=None``) has none.
+
+        >>> Piece("range", 2, 5).end
+        5
+        """
+        if self.stop is None:
+            raise ValueError(f"{self} runs to its item's end: it has no row count")
+        return self.stop
+
     def to_json(self, source: int) -> list:
         """``[source ordinal, item, start, stop]`` as recorded in a sink's manifest."""
         return [source, self.item, self.start, self.stop]
@@ -77,13 +88,14 @@ class PieceSet:
 
     def remaining(self, piece: Piece) -> list[Piece]:
         """The spans of ``piece`` not done, in order (empty when all of it is)."""
-        start, stop = piece.start, _END if piece.stop is None else piece.stop
+        start: float = piece.start
+        stop = _END if piece.stop is None else piece.stop
         out = []
         for lo, hi in self._spans.get(piece.item, []):
             if hi <= start or lo >= stop:
                 continue
             if lo > start:
-                out.append(Piece(piece.item, start, int(lo)))
+                out.append(Piece(piece.item, int(start), int(lo)))
             start = max(start, hi)
         if start < stop:
             out.append(Piece(piece.item, int(start), None if stop == _END else int(stop)))
@@ -119,7 +131,7 @@ def split_spans(pieces: list[Piece], parts: int) -> list[list[Piece]]:
     >>> split_spans([], 4)
     []
     """
-    total = sum(p.stop - p.start for p in pieces)
+    total = sum(p.end - p.start for p in pieces)
     if not total:
         return []
     parts = max(1, min(parts, total))
@@ -129,11 +141,11 @@ def split_spans(pieces: list[Piece], parts: int) -> list[list[Piece]]:
     index, left = 0, sizes[0]
     for piece in pieces:
         start = piece.start
-        while start < piece.stop:
+        while start < piece.end:
             if left == 0:
                 index += 1
                 left = sizes[index]
-            take = min(left, piece.stop - start)
+            take = min(left, piece.end - start)
             groups[index].append(Piece(piece.item, start, start + take))
             start, left = start + take, left - take
     return groups
@@ -161,7 +173,9 @@ class ReadTask:
     memory budget uses before anything has been read. ``pieces`` name what it
     reads (see :class:`Piece`); a source that names them must leave out what
     ``Pushdowns.done`` covers. A task without pieces is named by its position,
-    so a write over such a source resumes only with the same layout.
+    so a write over such a source resumes only with the same layout. ``filtered``
+    is True when a filter runs in the read (``Pushdowns.filter``): ``estimated_rows``
+    then counts the rows before it, an upper bound.
 
     >>> task = ReadTask(lambda: iter([pa.table({"x": [1, 2]})]), 2, 16, "rows 0-1")
     >>> [t.num_rows for t in task()]
@@ -173,6 +187,7 @@ class ReadTask:
     estimated_bytes: int | None = None
     description: str = ""
     pieces: tuple[Piece, ...] | None = None
+    filtered: bool = False
 
     def __call__(self) -> Iterator[pa.Table]:
         return self.read_fn()
@@ -231,6 +246,8 @@ def limit_tables(tables: Iterator[pa.Table], limit: int | None) -> Iterator[pa.T
     >>> t = pa.table({"a": [1, 2, 3]})
     >>> [x.num_rows for x in limit_tables(iter([t, t]), 4)]
     [3, 1]
+    >>> [x.num_rows for x in limit_tables(iter([pa.table({})]), 1)]  # no columns, no rows
+    [0]
     """
     if limit is None:
         yield from tables
@@ -242,5 +259,8 @@ def limit_tables(tables: Iterator[pa.Table], limit: int | None) -> Iterator[pa.T
             continue
         if left <= 0:
             return
-        yield table.slice(0, left)
-        left -= min(left, table.num_rows)
+        # counted here, never read back from a slice: pyarrow does not clamp the slice
+        # of a table with no columns (it reports as many rows as asked)
+        rows = min(left, table.num_rows)
+        yield table if rows == table.num_rows else table.slice(0, rows)
+        left -= rows

@@ -148,7 +148,8 @@ class FileSource(Datasource):
 
     def _task(self, group: list, pushdowns: Pushdowns) -> ReadTask:
         ests = [self.estimate(entry) for entry, _ in group]
-        rows = None if any(r is None for r, _ in ests) else sum(r for r, _ in ests)
+        known = [r for r, _ in ests if r is not None]
+        rows = sum(known) if len(known) == len(ests) else None
         size = sum(b for _, b in ests)
         first = group[0][0].path
         desc = first if len(group) == 1 else f"{len(group)} files from {first}"
@@ -191,7 +192,8 @@ class FileSource(Datasource):
 
 def _done(entry: FileEntry, pushdowns: Pushdowns) -> bool:
     """True when a resumed write has this whole file's rows already."""
-    return bool(pushdowns.done) and pushdowns.done.covers(Piece(entry.path))
+    done = pushdowns.done
+    return done is not None and done.covers(Piece(entry.path))
 
 
 def skipped(path: str, error: BaseException) -> SkippedInput:
@@ -247,7 +249,9 @@ def group_files(items: list, sizes: list[int], parallelism: int,
     groups_wanted = min(len(items), groups_wanted)
     per_group = max(1, total / groups_wanted)
     max_files = math.ceil(len(items) / groups_wanted)
-    groups, current, current_bytes = [], [], 0
+    groups: list[list] = []
+    current: list = []
+    current_bytes = 0
     for item, size in zip(items, sizes, strict=True):
         if current and (current_bytes + size > per_group * 1.5 or len(current) >= max_files):
             groups.append(current)

@@ -48,7 +48,9 @@ class ImageSink(Datasink):
         prefix = self.file_prefix(ctx)
         record = _Record(self, f".{prefix}.written")
         record.undo_earlier_attempt()
-        files, named, row = [], {}, 0
+        files: list[tuple[str, int, int]] = []
+        named: dict[str, int] = {}  # file name -> the row written to it
+        row = 0
         for table in blocks:
             for array, rel in zip(column_images(self._column(table)),
                                   self._names(table, prefix, row), strict=True):
@@ -124,7 +126,8 @@ class _Record:
     paths), so a retry, an abort or a resume finds files named from the data."""
 
     def __init__(self, sink: ImageSink, name: str) -> None:
-        self.sink, self.path, self.names = sink, f"{sink.path}/{name}", []
+        self.sink, self.path = sink, f"{sink.path}/{name}"
+        self.names: list[str] = []
 
     def undo_earlier_attempt(self) -> None:
         """A retried task first removes what its failed attempt committed."""

@@ -59,8 +59,9 @@ class ImageSource(FileSource):
         super().__init__(paths, **kwargs)
         if size is not None and (len(size) != 2 or min(size) <= 0):
             raise ValueError(f"read_images: size must be (height, width) > 0, got {size!r}")
-        self.size, self.mode = (tuple(size) if size is not None else None), mode
-        self._shapes: dict[str, tuple] | None = None
+        self.size = (size[0], size[1]) if size is not None else None
+        self.mode = mode
+        self._shapes: dict[str, tuple | None] | None = None
         self.variable = False
 
     def _shape_for(self, height: int, width: int, mode: str) -> tuple:

@@ -39,7 +39,7 @@ def describe_spans(what: str, pieces: list[Piece]) -> str:
     >>> describe_spans("ids", [Piece("range", 0, 4), Piece("range", 8, 10)])
     'ids 0-3, 8-9'
     """
-    return f"{what} " + ", ".join(f"{p.start}-{p.stop - 1}" for p in pieces)
+    return f"{what} " + ", ".join(f"{p.start}-{p.end - 1}" for p in pieces)
 
 
 class ArrowSource(Datasource):
@@ -73,7 +73,7 @@ class ArrowSource(Datasource):
             if not self.split and len(groups) > 1:
                 groups = [[p for g in groups for p in g]]
             for group in groups:
-                slices = [table.slice(p.start, p.stop - p.start) for p in group]
+                slices = [table.slice(p.start, p.end - p.start) for p in group]
                 rows = sum(t.num_rows for t in slices)
                 tasks.append(ReadTask(_reader(slices, pushdowns), rows,
                                       sum(t.nbytes for t in slices),
@@ -107,7 +107,7 @@ class ItemsSource(Datasource):
         tasks = []
         for group in row_groups_of("items", len(self.items), parallelism, pushdowns):
             chunk = [item for p in group for item in self.items[p.start:p.stop]]
-            spans = [(p.start, p.stop) for p in group]
+            spans = [(p.start, p.end) for p in group]
             tasks.append(ReadTask(_items_reader(chunk, spans, pushdowns), len(chunk), 64 * len(chunk),
                                   describe_spans("items", group), tuple(group)))
         return tasks
@@ -222,8 +222,8 @@ class RangeSource(Datasource):
         """Contiguous ranges, about ``parallelism`` of them."""
         tasks = []
         for group in row_groups_of("range", self.n, parallelism, pushdowns):
-            rows = sum(p.stop - p.start for p in group)
-            tasks.append(ReadTask(_range_reader([(p.start, p.stop) for p in group], pushdowns),
+            rows = sum(p.end - p.start for p in group)
+            tasks.append(ReadTask(_range_reader([(p.start, p.end) for p in group], pushdowns),
                                   rows, 8 * rows, describe_spans("ids", group), tuple(group)))
         return tasks
 

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from streambatch.connectors.datasource import Piece, Pushdowns, ReadTask, limit_tables
 from streambatch.connectors.file_based import (
     ONE_PER_TASK,
+    FileEntry,
     FileReadError,
     FileSource,
     group_files,
@@ -169,10 +170,13 @@ class ParquetSource(FileSource):
         names = list(parts)
         ratio = None
         split_all = len(keep) < parallelism
-        pieces, sizes = [], []
+        # (file, partition values, row groups (None: all), rows (None: unknown), bytes)
+        pieces: list[tuple[FileEntry, dict, list[int] | None, int | None, int]] = []
+        sizes: list[int] = []
+        already = pushdowns.done
         for i in keep:
             entry, meta = files[i], footers.get(files[i].path)
-            done = pushdowns.done.remaining(Piece(entry.path)) if pushdowns.done else None
+            done = already.remaining(Piece(entry.path)) if already else None
             if done == []:
                 continue  # a resumed write has every row group of this file already
             if done and done != [Piece(entry.path)] and meta is None:
@@ -189,9 +193,8 @@ class ParquetSource(FileSource):
             if groups == []:
                 continue  # statistics rule out every row group: the file is never read again
             groups = list(groups if groups is not None else range(meta.num_row_groups))
-            if done is not None:
-                groups = [rg for rg in groups
-                          if not pushdowns.done.covers(Piece(entry.path, rg, rg + 1))]
+            if already and done is not None:
+                groups = [rg for rg in groups if not already.covers(Piece(entry.path, rg, rg + 1))]
                 if not groups:
                     continue
             pruned = len(groups) < meta.num_row_groups
@@ -211,8 +214,8 @@ class ParquetSource(FileSource):
             # (half the default two per CPU) keeps every core busy, and every extra scan
             # pays its own start-up and tail (~10% of a 2 GB pushed-down read).
             parallelism = max(1, parallelism // 2)
-        groups = group_files(pieces, sizes, parallelism, one_per_task=0 if small else ONE_PER_TASK)
-        return [self._parquet_task(group, pushdowns) for group in groups]
+        tasks = group_files(pieces, sizes, parallelism, one_per_task=0 if small else ONE_PER_TASK)
+        return [self._parquet_task(group, pushdowns) for group in tasks]
 
     def _check_columns(self, columns, schema: pa.Schema) -> None:
         """Refuse, before any task runs, a projection naming columns the files lack."""
@@ -256,7 +259,7 @@ class ParquetSource(FileSource):
         except Exception as exc:
             raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
         self._fragments[entry.path] = fragment
-        self._footers[entry.path] = fragment.metadata
+        self.footers()[entry.path] = fragment.metadata
         return fragment.metadata
 
     def piece_fragment(self, arrow_fs, entry, values: dict, row_groups, pushdowns: Pushdowns):

@@ -3,6 +3,8 @@ directories), rolled over at a target file size."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -103,8 +105,11 @@ class _RollingWriter:
 
     def __init__(self, sink: ParquetSink, directory: str, prefix: str, ctx) -> None:
         self.sink, self.directory, self.prefix, self.ctx = sink, directory, prefix, ctx
-        self.index, self.done = 0, []
-        self.handle = self.writer = None
+        self.index = 0
+        self.done: list[tuple[str, int, int]] = []  # (path, rows, bytes) of each file closed
+        # The open file and its pq.ParquetWriter (pyarrow is untyped); both None between files.
+        self.handle: Any = None
+        self.writer: Any = None
 
     def write(self, table: pa.Table) -> None:
         if self.writer is not None:

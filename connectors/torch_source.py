@@ -98,9 +98,9 @@ class SequenceSource(Datasource):
         n = len(self.dataset)
         per_row = _row_bytes(self.dataset[0]) if n else 0
         groups = row_groups_of("sequence", n, parallelism, pushdowns) if n else []
-        return [ReadTask(_seq_reader(self.dataset, [(p.start, p.stop) for p in group], pushdowns),
+        return [ReadTask(_seq_reader(self.dataset, [(p.start, p.end) for p in group], pushdowns),
                          rows, rows * per_row, describe_spans("items", group), tuple(group))
-                for group in groups for rows in [sum(p.stop - p.start for p in group)]]
+                for group in groups for rows in [sum(p.end - p.start for p in group)]]
 
 
 def _row_bytes(item) -> int:

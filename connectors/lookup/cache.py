@@ -137,7 +137,9 @@ class FreshCache:
         self._stats = dict.fromkeys(_COUNTERS, 0)
         self._max_served = 0.0
         self._epoch, self._epoch_trust = 0, {0: _NEVER}
-        self._cursor, self._pending, self._open_polls = 0, set(), deque()
+        self._cursor = 0
+        self._pending: set[int] = set()  # feed seqs applied above the cursor (holes below)
+        self._open_polls: deque[tuple[float, int]] = deque()  # (start, head) not yet applied
         self._last_poll = _NEVER
         self._miss = _Ema(1e-3, cost_alpha)
         self._refetch = _Ema(1e-3, cost_alpha)
@@ -180,6 +182,13 @@ class FreshCache:
     @property
     def client(self) -> TableClient | None:
         """The connected table client (None before :meth:`open`)."""
+        return self._client
+
+    @property
+    def _connected(self) -> TableClient:
+        """The table client, for the methods that run only once it is attached."""
+        if self._client is None:
+            raise RuntimeError("FreshCache: no table; call cache.open(table) first")
         return self._client
 
     @property
@@ -246,7 +255,7 @@ class FreshCache:
     def _fetch(self, keys: list, store: bool = True) -> dict:
         start, cursor, epoch = self.clock(), self._cursor, self._epoch
         t0 = time.perf_counter()
-        fetched = self._client.fetch(keys)
+        fetched = self._connected.fetch(keys)
         self._miss.add((time.perf_counter() - t0) / len(keys))
         self._stats["backend_reads"] += 1
         self._stats["backend_keys"] += len(keys)
@@ -254,7 +263,7 @@ class FreshCache:
         self._max_served = max(self._max_served, self.clock() - start)
         if not store:
             return fetched.rows
-        seq = fetched.seq if (self._client.seq_is_snapshot and fetched.seq is not None) else cursor
+        seq = fetched.seq if (self._connected.seq_is_snapshot and fetched.seq is not None) else cursor
         for key in keys:
             self._entries[key] = _Entry(fetched.rows.get(key), seq, start, epoch)
             self._entries.move_to_end(key)
@@ -272,7 +281,7 @@ class FreshCache:
 
     def _poll(self) -> None:
         start = self.clock()
-        poll: FeedPoll = self._client.poll(self._cursor)
+        poll: FeedPoll = self._connected.poll(self._cursor)
         self._last_poll = start
         self._stats["feed_polls"] += 1
         refetch = []
@@ -306,7 +315,7 @@ class FreshCache:
         entry = self._entries.get(change.key)
         if entry is None or not entry.valid or change.seq <= entry.seq:
             return False
-        carries = self._client.feed_carries_rows and (change.row is not None or change.deleted)
+        carries = self._connected.feed_carries_rows and (change.row is not None or change.deleted)
         c_update = self.costs()["update"] if carries else self.costs()["refetch"]
         costs = self.costs()
         expected = self._counters.expected_writes_between_reads(change.key)
@@ -374,7 +383,7 @@ class FreshCache:
         0
         """
         with self._lock:
-            total = dict(self._stats)
+            total: dict[str, float] = dict(self._stats)
             served = self._max_served
             entries = len(self._entries)
             for child in self._children:

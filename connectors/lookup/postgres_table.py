@@ -114,6 +114,7 @@ class PostgresClient(TableClient):
     def _resolve(self) -> tuple[str, int]:
         """The table's schema and oid: in ``spec.schema``, or as the search_path finds it."""
         spec = self.spec
+        args: tuple[str, ...]
         if spec.schema is None:
             where, args = "c.oid = to_regclass(%s)", (_q(spec.table),)
         else:

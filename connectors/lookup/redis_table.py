@@ -141,7 +141,8 @@ class RedisClient(TableClient):
     def _drain(self) -> list[Change]:
         token = uuid.uuid4().hex
         self.pubsub.ping(token)
-        changes, skip = [], len(self._channel) + len(self.spec.prefix)
+        changes: list[Change] = []
+        skip = len(self._channel) + len(self.spec.prefix)
         while True:
             msg = self.pubsub.get_message(timeout=self.spec.poll_timeout)
             if msg is None:

@@ -88,7 +88,9 @@ class SimulatedTable(LookupTable, TableClient):
 
     def poll(self, after: int) -> FeedPoll:
         """Messages whose delivery time has come, shuffled; head = the newest commit."""
-        now, ready, waiting = self.clock(), [], []
+        now = self.clock()
+        ready: list[tuple[float, int, Change]] = []
+        waiting: list[tuple[float, int, Change]] = []
         for item in self.inflight:
             (ready if item[0] <= now else waiting).append(item)
         self.inflight = waiting
