@@ -31,13 +31,18 @@ class WorkerDiedError(StreamBatchError):
 
     >>> print(WorkerDiedError("Read->Map", "partition 0", -9))
     worker running stage 'Read->Map' on partition 0 was killed by signal 9; if the machine ran out of memory, lower the memory budget or the batch size
+    >>> print(WorkerDiedError("Read->Map", "partition 0", None))  # Ray reports no code
+    worker running stage 'Read->Map' on partition 0 died without an exit code (killed by a signal, e.g. the out-of-memory killer's SIGKILL, or its node left); if the machine ran out of memory, lower the memory budget or the batch size
     """
 
     def __init__(self, stage: str, partition: str, exitcode: int | None) -> None:
         self._init_args = (stage, partition, exitcode,)
-        if exitcode is not None and exitcode < 0:
-            how = (f"was killed by signal {-exitcode}; if the machine ran out of memory, "
-                   "lower the memory budget or the batch size")
+        memory = "if the machine ran out of memory, lower the memory budget or the batch size"
+        if exitcode is None:
+            how = ("died without an exit code (killed by a signal, e.g. the out-of-memory "
+                   f"killer's SIGKILL, or its node left); {memory}")
+        elif exitcode < 0:
+            how = f"was killed by signal {-exitcode}; {memory}"
         else:
             how = (f"exited with exit code {exitcode}; the UDF (or a library it calls) ended "
                    "the process: see the worker's output above")

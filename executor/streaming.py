@@ -131,6 +131,7 @@ class StreamingExecutor:
         self.states = [StageState(i, s, downstream.get(i)) for i, s in enumerate(self.stages)]
         self.source_ordinal = {st.index: k for k, st in
                                enumerate(s for s in self.states if s.stage.is_source)}
+        self._source_stage = {k: index for index, k in self.source_ordinal.items()}
         for st in self.states:
             self._check_placeable(st.stage)
             if st.stage.is_source:
@@ -514,8 +515,9 @@ class StreamingExecutor:
             queue = st.inputs[st.stage.upstream[0]]
             for _ in inputs:
                 queue.popleft()
-            desc = f"partition {st.next_seq}"
         key, origins = task_lineage(st, self.source_ordinal.get(st.index), read_index, inputs)
+        if not st.stage.is_source:
+            desc = self._describe_origins(origins) or f"partition {st.next_seq}"
         self.origins.add(origins)
         task = RunningTask(0, st.index, st.next_seq, inputs, desc, est, read_index=read_index,
                            key=key, origins=origins, working=st.working_for(est))
@@ -525,6 +527,19 @@ class StreamingExecutor:
         st.stats.mark_start()
         st.end_backpressure()
         self._launch(st, task, alloc, actor_id, desc)
+
+    def _describe_origins(self, origins: frozenset) -> str:
+        """A downstream task named by the reads its rows come from (``partition 2 (ids
+        100-149)``), the same whatever order the reads finished in; "" for rows that
+        come from more than one source."""
+        reads = sorted(origins)
+        if not reads or len({ordinal for ordinal, _ in reads}) != 1:
+            return ""
+        stage = self.stages[self._source_stage[reads[0][0]]]
+        if len(reads) == 1:
+            return describe_read(stage.read_tasks[reads[0][1]], reads[0][1])
+        shown = ", ".join(str(index) for _, index in reads[:4])
+        return f"partitions {shown}{', ...' if len(reads) > 4 else ''} (rows bundled into one task)"
 
     def _resubmit(self, st: StageState, task: RunningTask, alloc, actor_id) -> None:
         task.attempt_outputs = 0

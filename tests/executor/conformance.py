@@ -670,11 +670,6 @@ class RecoveryConformance:
         assert "KeyError: 'no label for id 137'" in text, text
         assert _noted(calls) == ["called"]
 
-    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "a stage after the read stage names a partition by the order it arrived in "
-        "('partition {seq}'), not by what it reads, as the read stage does ('partition 2 "
-        "(ids 100-149)'): the same failing row is reported as another partition when the "
-        "reads finish in another order"))
     def test_error_after_the_read_stage_names_the_partition_it_reads(self, tmp_path):
         """Partition 2 reaches the actor stage last (it waits for the others to be there),
         so it is the actor stage's fourth task: the error still names partition 2."""
