@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from itertools import chain
 
 import pyarrow as pa
@@ -54,8 +55,9 @@ class Datasink:
     def __init__(self, path: str, filesystem=None, mode: str = "error") -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not supported; expected one of: {', '.join(MODES)}")
-        self.fs, self.path = (filesystem, path) if filesystem is not None else url_to_fs(path)
-        self.path = self.path.rstrip("/")
+        if filesystem is None:
+            filesystem, path = url_to_fs(path)
+        self.fs, self.path = filesystem, str(path).rstrip("/")
         self.mode = mode
         self.job = uuid.uuid4().hex[:8]
         self.arrow_fs = arrow_filesystem(self.fs)
@@ -107,13 +109,14 @@ class Datasink:
         self.fingerprint = fingerprint
         self.out = OutputDir(self.fs, self.path)
         self.manifest = ManifestWriter(self.fs, self.path)
-        self._identify = None
+        self._identify: Callable[[tuple[int, int]], list] | None = None
         self.committed: list[dict] = []   # this write's files (kept ones first)
         self.dead: list[dict] = []        # this write's dead-letter entries
         entries = load(self.fs, self.path)
         if resume:
             return self._resume(entries)
         header = {"plan": fingerprint, "jobs": [self.job]}
+        carried: list[dict]
         if self.mode == "error":
             self._refuse_data()
             carried = []
@@ -136,7 +139,7 @@ class Datasink:
     def _clear_own(self, entries: list[dict]) -> None:
         """mode="overwrite": remove the earlier output this sink recorded; refuse when the
         directory holds data files it did not write."""
-        own = {e.get("file") or e.get("earlier") for e in entries} - {None}
+        own = {name for e in entries if (name := e.get("file") or e.get("earlier"))}
         foreign = [f for f in self.out.data_files() if f not in own]
         if foreign:
             more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -198,7 +201,9 @@ class Datasink:
         """How the executor names an origin by the pieces it read."""
         self._identify = identify
 
-    def _pieces(self, origins) -> list[list]:
+    def _pieces(self, origins) -> list[tuple]:
+        if self._identify is None:
+            raise RuntimeError(f"{self.name} sink: attach() was not called before the job ran")
         return sorted({tuple(p) for o in origins for p in self._identify(o)},
                       key=lambda p: (p[0], p[1], p[2], -1 if p[3] is None else p[3]))
 

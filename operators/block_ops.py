@@ -103,6 +103,8 @@ def _jsonable(value):
 class MapBatchesOp(OpBase):
     """Run a batch UDF (function or class) over fixed-size batches."""
 
+    op: L.MapBatches
+
     def __init__(self, op: L.MapBatches) -> None:
         super().__init__(op, not op.releases_gil, op.batch_size, True, inspect.isclass(op.fn))
 
@@ -249,6 +251,8 @@ class RowOp(OpBase):
 class MapRowsOp(RowOp):
     """``map``: one dict in, one dict out."""
 
+    op: L.MapRows
+
     def __init__(self, op: L.MapRows) -> None:
         super().__init__(op, holds_gil=not op.releases_gil)
 
@@ -262,6 +266,8 @@ class MapRowsOp(RowOp):
 
 class FilterOp(RowOp):
     """``filter``: by a row predicate or by an Arrow expression (no Python per row)."""
+
+    op: L.Filter
 
     def __init__(self, op: L.Filter) -> None:
         super().__init__(op, holds_gil=op.fn is not None and not op.releases_gil,
@@ -296,6 +302,8 @@ def _filtered(table: pa.Table, keep: list[bool]) -> pa.Table:
 
 class FlatMapOp(RowOp):
     """``flat_map``: one dict in, a list of dicts out."""
+
+    op: L.FlatMap
 
     def __init__(self, op: L.FlatMap) -> None:
         super().__init__(op, holds_gil=not op.releases_gil, changes_row_count=True)
@@ -340,6 +348,8 @@ class _NotRows:
 class ProjectOp(OpBase):
     """``select_columns`` / ``drop_columns``."""
 
+    op: L.Project
+
     def apply(self, blocks, ctx: TaskContext):
         """Yield each block with only the kept columns."""
         for table in blocks:
@@ -351,6 +361,8 @@ class ProjectOp(OpBase):
 class RenameOp(OpBase):
     """``rename_columns``."""
 
+    op: L.RenameColumns
+
     def apply(self, blocks, ctx: TaskContext):
         """Yield each block with renamed columns."""
         mapping = dict(self.op.mapping)
@@ -361,6 +373,8 @@ class RenameOp(OpBase):
 
 class AddColumnOp(OpBase):
     """``add_column``: a column computed from the batch by a UDF."""
+
+    op: L.AddColumn
 
     def __init__(self, op: L.AddColumn) -> None:
         super().__init__(op, holds_gil=True)
@@ -394,6 +408,8 @@ class AddColumnOp(OpBase):
 
 class WriteOp(OpBase):
     """Write the task's blocks through the datasink as one file; yield a result row."""
+
+    op: L.Write
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield one small table describing what was written."""

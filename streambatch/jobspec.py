@@ -216,6 +216,8 @@ def _import(module_name: str):
     if module_name.endswith(".py"):
         path = Path(module_name).resolve()
         spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {module_name!r} as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)

@@ -14,9 +14,14 @@ file that cannot be read or decoded: its path and error go to
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from streambatch import validate as v
 from streambatch.dataset import Dataset
 from streambatch.operators import logical as L
+
+if TYPE_CHECKING:
+    from streambatch.connectors.datasource import Datasource
 
 
 def _read(kind: str, paths, name: str, override_num_blocks, **kwargs) -> Dataset:
@@ -158,7 +163,7 @@ def from_huggingface(dataset, *, override_num_blocks: int | None = None) -> Data
             table = dataset.flatten_indices().data.table
         from streambatch.connectors.memory import ArrowSource
 
-        source = ArrowSource([table])
+        source: Datasource = ArrowSource([table])
     else:
         from streambatch.connectors.torch_source import source_for
 

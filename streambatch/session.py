@@ -89,7 +89,7 @@ def observers_for(options: ExecutionOptions) -> list:
     >>> [type(o).__name__ for o in observers_for(ExecutionOptions(trace_path="t.json"))]
     ['TraceRecorder']
     """
-    observers = []
+    observers: list = []
     if options.trace_path:
         from streambatch.executor.trace import TraceRecorder
 

@@ -97,7 +97,7 @@ def make_config(batch_size, drop_last, buffer, seed) -> LoaderConfig:
         raise ValueError("local_shuffle_seed needs local_shuffle_buffer_size (a seed only "
                          "orders a shuffle)")
     if buffer and seed is None:
-        drawn = int(np.random.SeedSequence().entropy % (2**62))
+        drawn = int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] % (2**62))
         return LoaderConfig(batch_size, bool(drop_last), buffer, drawn, seed_given=False)
     return LoaderConfig(batch_size, bool(drop_last), buffer, seed)
 
@@ -362,7 +362,7 @@ class LoaderIterable:
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     """
 
-    def __init__(self, dataset, cfg: LoaderConfig, host: Callable, to_device: Callable = None,
+    def __init__(self, dataset, cfg: LoaderConfig, host: Callable, to_device: Callable | None = None,
                  prefetch_batches: int = 1) -> None:
         self.dataset, self.cfg, self.host = dataset, cfg, host
         self.to_device = to_device or (lambda value: value)

@@ -162,6 +162,7 @@ class ShuffleBuffer:
     def _unified(self, table: pa.Table) -> pa.Table:
         from streambatch.connectors.block_joins import concat_blocks
 
+        assert self._schema is not None  # set by the first block added
         unified = concat_blocks([self._schema.empty_table(), table])
         if unified.schema != self._schema:  # the buffer's schema widens: its blocks follow
             self._schema = unified.schema
@@ -195,6 +196,7 @@ class ShuffleBuffer:
         ids = np.empty(len(chosen), dtype=np.int64)
         for block, where, picked in groups:
             ids[where] = block.ids[picked]
+        assert self._schema is not None  # rows are drawn only after blocks were added
         columns = [self._gather_column(i, groups, len(chosen))
                    for i in range(len(self._schema.names))]
         for block, _, picked in groups:
@@ -216,7 +218,7 @@ class ShuffleBuffer:
         for block, where, picked in groups:
             pieces.append(block.table.column(i).take(pa.array(picked)))
             order.append(where)
-        merged = pa.concat_arrays([c for p in pieces for c in p.chunks]) if pieces else None
+        merged = pa.concat_arrays([c for p in pieces for c in p.chunks])  # groups: never empty
         inverse = np.empty(n, dtype=np.int64)
         inverse[np.concatenate(order)] = np.arange(n)
         return merged.take(pa.array(inverse))

@@ -121,7 +121,8 @@ class SplitCoordinator:
         self.n, self.make_batches, self.epoch = n, make_batches, epoch
         self.batch_size, self.equal, self.drop_last = batch_size, equal, drop_last
         self.timeout_s = timeout_s
-        self.queues = [queue.Queue(maxsize=max(1, queue_depth)) for _ in range(n)]
+        self.queues: list[queue.Queue] = [queue.Queue(maxsize=max(1, queue_depth))
+                                          for _ in range(n)]
         self.closed = [False] * n
         self.error: BaseException | None = None
         self.stop = threading.Event()
