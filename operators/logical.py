@@ -73,7 +73,9 @@ class MapLike(LogicalOp):
 
     @property
     def row_preserving(self) -> bool:
-        """True when output rows correspond one-to-one to input rows."""
+        """True when output rows correspond one-to-one to input rows (a limit may then be
+        pushed below the op); False for an op that can drop or add a row (a filter, a
+        flat_map, ``on_error="skip"``...)."""
         return False
 
 
@@ -112,7 +114,13 @@ class MapRows(MapLike):
 
     @property
     def row_preserving(self) -> bool:
-        return True
+        """One row out per row in, unless ``on_error="skip"`` drops the rows whose call
+        raised (to the dead letters).
+
+        >>> MapRows(None, fn=dict).row_preserving, MapRows(None, fn=dict, on_error="skip").row_preserving
+        (True, False)
+        """
+        return self.on_error != "skip"
 
 
 @dataclass(frozen=True, eq=False)

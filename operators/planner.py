@@ -29,18 +29,25 @@ class PlanSettings:
     """What the planner needs to know of the run: the CPUs (read parallelism), the
     partition size the executor aims for, and where GIL-holding UDFs run
     (``worker_mode``: "auto" puts them in processes, others on threads; "processes" or
-    "threads" puts every stage there).
+    "threads" puts every stage there, except an op whose state the user reads in the
+    driver, which always runs on threads there).
 
     >>> PlanSettings(num_cpus=2).worker_for(holds_gil=True)
     'process'
+    >>> PlanSettings(worker_mode="processes").worker_for(holds_gil=False, stays_in_driver=True)
+    'thread'
     """
 
     num_cpus: int = 1
     partition_bytes: int = 128 * MiB
     worker_mode: str = "auto"
 
-    def worker_for(self, holds_gil: bool) -> str:
-        """Where a stage whose UDF holds (or releases) the GIL runs."""
+    def worker_for(self, holds_gil: bool, stays_in_driver: bool = False) -> str:
+        """Where a stage whose UDF holds (or releases) the GIL runs; an op that
+        ``stays_in_driver`` (a lookup, whose FreshCache statistics the user reads) runs
+        on threads in the driver whatever ``worker_mode`` says."""
+        if stays_in_driver:
+            return "thread"
         if self.worker_mode == "auto":
             return "process" if holds_gil else "thread"
         return "process" if self.worker_mode == "processes" else "thread"
@@ -101,7 +108,8 @@ def _read_stage(op: L.Read, ups, settings: PlanSettings, done: PieceSet | None) 
 def _map_stage(op: L.MapLike, ups, settings: PlanSettings, done) -> Stage:
     bop = block_op(op)
     return TaskStage(op.label, upstream=ups, ops=[bop], resources=op.resources,
-                     concurrency=op.concurrency, worker=settings.worker_for(bop.holds_gil))
+                     concurrency=op.concurrency,
+                     worker=settings.worker_for(bop.holds_gil, bop.stays_in_driver))
 
 
 # One builder per logical operator type (found along the op's class hierarchy): a new
@@ -117,10 +125,13 @@ STAGE_BUILDERS = {
 
 
 def _read_tasks(op: L.Read, settings: PlanSettings, done: PieceSet | None = None) -> list:
+    """The read's tasks; under a pushed filter each is marked ``filtered`` (its
+    ``estimated_rows`` counts rows before the filter: an upper bound, see fuse_stages)."""
     pushdowns = Pushdowns(op.columns, op.filter, op.limit, done or None)
     parallelism = getattr(op.source, "parallelism", None) or default_parallelism(
         settings.num_cpus, 0, settings.partition_bytes)
-    return identified(op, op.source.read_tasks(parallelism, pushdowns), done)
+    tasks = identified(op, op.source.read_tasks(parallelism, pushdowns), done)
+    return tasks if op.filter is None else [replace(t, filtered=True) for t in tasks]
 
 
 def identified(op: L.Read, tasks: list, done: PieceSet | None) -> list:

@@ -6,6 +6,19 @@ op (its batches would be cut short at every partition boundary); a read fuses
 into a fixed-batch-size op only when its read tasks hold a full batch each.
 An op whose state the user reads in the driver (``stays_in_driver``: a lookup's
 FreshCache statistics) is never fused into a stage that runs in worker processes.
+
+An actor-pool stage is any stage that ``uses_actors``: a class UDF, and also a
+function UDF that asks for GPUs (it runs in a pool of GPU actors too), so a GPU
+stage is never the upstream side: the ops after it would run on its GPU actors,
+holding their GPUs, instead of in a pool sized for them.
+
+A row-count-changing op is one that says so (``changes_row_count``) or one that
+skips errors (``on_error="skip"``: a failed row goes to the dead letters, not on).
+A read with a pushed filter (its tasks ``filtered``) drops rows its
+``estimated_rows`` counted, so it is never fused into a fixed-batch-size op: its
+estimates do not tell whether a task holds a batch, and the op takes its batches
+whole from the blocks of several read tasks instead, as it does when the filter
+is not pushed.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ def can_fuse(up: Stage, down: Stage) -> bool:
         return False
     if up.resources != down.resources or up.concurrency != down.concurrency:
         return False
-    if any(op.is_actor for op in up.ops):
+    if up.uses_actors:  # a class UDF or a GPU function: an actor pool
         return False
     if "process" in (up.worker, down.worker) and any(
             op.stays_in_driver for op in up.ops + down.ops):
@@ -37,9 +50,21 @@ def can_fuse(up: Stage, down: Stage) -> bool:
     batch = down.batch_rows
     if not batch:
         return True
-    if any(op.changes_row_count for op in up.ops):
+    if any(_changes_row_count(op) for op in up.ops):
         return False
     return not up.is_source or _read_tasks_hold(up, batch)
+
+
+def _changes_row_count(op) -> bool:
+    """True when ``op`` may yield another number of rows than it takes: it says so, or
+    it sends failed rows to the dead letters (``on_error="skip"``).
+
+    >>> from streambatch.operators.block_ops import block_op
+    >>> from streambatch.operators import logical as L
+    >>> [_changes_row_count(block_op(L.MapRows(None, fn=dict, on_error=e))) for e in ("raise", "skip")]
+    [False, True]
+    """
+    return op.changes_row_count or getattr(op, "skips_errors", False)
 
 
 def _read_tasks_hold(source: TaskStage, batch: int) -> bool:
@@ -47,8 +72,13 @@ def _read_tasks_hold(source: TaskStage, batch: int) -> bool:
 
     As in Ray Data, the batch that ends a partition may then be short; a
     source of many tiny read tasks is not fused, so its rows are bundled.
+    A task with a pushed filter (``filtered``) yields an unknown part of its
+    ``estimated_rows``: such a read never holds a batch.
     """
-    rows = sorted(getattr(t, "estimated_rows", None) or batch for t in (source.read_tasks or []))
+    tasks = source.read_tasks or []
+    if any(getattr(t, "filtered", False) for t in tasks):
+        return False
+    rows = sorted(getattr(t, "estimated_rows", None) or batch for t in tasks)
     return not rows or rows[len(rows) // 2] >= batch
 
 

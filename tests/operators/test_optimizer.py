@@ -84,9 +84,6 @@ def test_the_input_plan_is_not_changed():
     assert L.render(plan) == before == "Limit[2]\n+- Select['id']\n   +- Read[Range]"
 
 
-@pytest.mark.xfail(strict=True, reason="push_limit rebuilds the Limit (and re-caps the read) "
-                   "on every pass, so optimize never sees 'nothing changed' for a plan with a "
-                   "limit and always runs its 10-pass cap")
 def test_a_plan_with_a_limit_reaches_its_fixed_point_in_a_few_passes(monkeypatch):
     calls = []
 
@@ -100,6 +97,18 @@ def test_a_plan_with_a_limit_reaches_its_fixed_point_in_a_few_passes(monkeypatch
     optimize(L.Limit(read(10), n=2))
     passes = len(calls) / (2 * len(optimizer.LOGICAL_RULES))  # two nodes per pass
     assert passes <= 3, passes
+
+
+def test_every_rule_returns_each_op_of_an_optimized_plan_itself():
+    ds = (sb.from_arrow(TABLE).filter(lambda r: r["a"] > 1).select_columns(["a", "b"])
+          .map(lambda r: r).limit(5).limit(3).select_columns(["a"]).limit(2))
+    once = optimize(ds._plan)
+    assert L.render(once) == ("Limit[2]\n+- Select['a']\n   +- Limit[3]\n      +- Map(<lambda>)\n"
+                              "         +- Read[Arrow; columns=['a', 'b'], filter=(a > 1), limit=3]")
+    for rule in optimizer.LOGICAL_RULES:
+        for op in L.walk(once):
+            assert rule(op) is op, (rule.__name__, op.label)
+    assert optimize(once) is once
 
 
 # ---- property: random chains against plain Python ------------------------------------
@@ -172,6 +181,8 @@ def test_random_chains_give_the_rows_plain_python_gives(data):
     cols = ["a", "b", "c"]
     for i in range(data.draw(st.integers(1, 6))):
         ds, want, cols = _step(data, ds, want, cols, i)
+    once = optimize(ds._plan)
+    assert optimize(once) is once  # a fixed point: every rule returns its op unchanged
     got = rows(ds)
     if got != want:  # say whether the optimizer or the engine is at fault
         raw = rows(ds, optimized=False)

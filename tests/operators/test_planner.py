@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from streambatch.connectors.datasource import Piece, PieceSet
-from streambatch.connectors.lookup import DictTable
+from streambatch.connectors.lookup import DictTable, FreshCache
 from streambatch.executor.contract import (
     LimitStage,
     RepartitionStage,
@@ -171,15 +171,9 @@ OPS = [  # (id, transform, worker in "auto" mode)
 def _case(mode):
     for name, transform, auto in OPS:
         want = {"auto": auto, "threads": "thread", "processes": "process"}[mode]
-        marks = ()
-        if name == "lookup":
+        if name == "lookup":  # stays_in_driver: on threads in the driver in every mode
             want = "thread"
-            if mode == "processes":
-                marks = pytest.mark.xfail(strict=True, reason=(
-                    "worker_mode='processes' plans a lookup (stays_in_driver) on process "
-                    "workers: the run fails to pickle its FreshCache, and its statistics "
-                    "could not reach the driver"))
-        yield pytest.param(mode, transform, want, id=f"{mode}-{name}", marks=marks)
+        yield pytest.param(mode, transform, want, id=f"{mode}-{name}")
 
 
 @pytest.mark.parametrize("mode, transform, want",
@@ -208,6 +202,33 @@ def test_a_lookup_after_a_process_stage_stays_on_threads_in_auto_mode():
     assert [(s.name, s.worker) for s in stages(ds)] == [
         ("Read[Range]->Map(ident)", "process"),
         ("Lookup[DictTable(key=id) on id, left]", "thread")]
+
+
+@pytest.mark.parametrize("mode", ["auto", "threads", "processes"])
+def test_an_op_that_stays_in_the_driver_runs_on_threads_whatever_the_mode(mode):
+    settings = PlanSettings(worker_mode=mode)
+    for holds_gil in (True, False):
+        assert settings.worker_for(holds_gil, stays_in_driver=True) == "thread"
+    assert settings.worker_for(True) == ("thread" if mode == "threads" else "process")
+
+
+def test_a_lookup_in_processes_mode_runs_in_the_driver_and_counts_in_the_users_cache():
+    ctx = sb.DataContext.get_current()
+    saved = (ctx.backend, ctx.execution_options)
+    sb.init(num_cpus=2, worker_mode="processes", preserve_order=True)
+    try:
+        users = DictTable({i: {"name": f"u{i}"} for i in range(0, 100, 2)}, key="id")
+        cache = FreshCache()
+        ds = sb.range(100, override_num_blocks=2).map(ident).lookup(users, on="id", cache=cache)
+        assert [(s.name, s.worker) for s in stages(ds, worker_mode="processes")] == [
+            ("Read[Range]->Map(ident)", "process"),
+            ("Lookup[DictTable(key=id) on id, left]", "thread")]
+        got = ds.take_all()
+    finally:
+        ctx.backend, ctx.execution_options = saved
+    assert got == [{"id": i, "name": None if i % 2 else f"u{i}"} for i in range(100)]
+    stats = cache.stats()
+    assert stats["hits"] + stats["cold_misses"] + stats["stale_misses"] == 100, stats
 
 
 # ---- read tasks -----------------------------------------------------------------------

@@ -52,15 +52,16 @@ def test_a_chain_of_plain_stages_becomes_one_named_after_all():
     assert out[0].is_source and out[0].upstream == ()
 
 
-@pytest.mark.parametrize("change", [
-    {"resources": Resources(num_cpus=2)},
-    {"resources": Resources(num_gpus=1)},
-    {"resources": Resources(memory=1)},
-    {"concurrency": (1, 2)},
+@pytest.mark.parametrize("change, after", [
+    ({"resources": Resources(num_cpus=2)}, ["B->C"]),
+    ({"resources": Resources(memory=1)}, ["B->C"]),
+    ({"concurrency": (1, 2)}, ["B->C"]),
+    # a GPU stage runs in an actor pool: never the upstream side, even of its equal
+    ({"resources": Resources(num_gpus=1)}, ["B", "C"]),
 ])
-def test_never_across_a_resource_or_concurrency_change(change):
+def test_never_across_a_resource_or_concurrency_change(change, after):
     out = fuse_stages([source(), stage("A", 0), stage("B", 1, **change), stage("C", 2, **change)])
-    assert names(out) == ["Read->A", "B->C"]  # the changed pair fuses with its equal
+    assert names(out) == ["Read->A"] + after  # the changed pair fuses with its equal
     assert out[1].upstream == (0,)
 
 
@@ -68,6 +69,20 @@ def test_an_actor_stage_is_never_the_upstream_side_but_may_be_the_downstream_sid
     out = fuse_stages([source(), stage("Model", 0, is_actor=True), stage("After", 1)])
     assert names(out) == ["Read->Model", "After"]
     assert out[1].upstream == (0,) and out[0].uses_actors and not out[1].uses_actors
+
+
+@pytest.mark.parametrize("gpus", [1, 0.5])
+def test_a_gpu_function_stage_is_an_actor_pool_so_never_the_upstream_side(gpus):
+    # DESIGN: never fuse an actor-pool stage as the upstream side. A function UDF that
+    # asks for GPUs has no is_actor op, but its stage uses_actors (a pool of GPU actors):
+    # what follows it, even on the same GPU resources, runs in its own stage.
+    gpu = Resources(num_gpus=gpus)
+    first, second = stage("Embed", 0, resources=gpu), stage("Score", 1, resources=gpu)
+    assert first.uses_actors and not any(op.is_actor for op in first.ops)
+    assert not can_fuse(first, second)
+    out = fuse_stages([source(), first, second])
+    assert names(out) == ["Read", "Embed", "Score"]
+    assert [s.upstream for s in out] == [(), (0,), (1,)]
 
 
 def test_a_row_count_changing_op_never_feeds_a_fixed_batch_op_in_the_same_task():
@@ -102,6 +117,37 @@ def test_a_read_fuses_into_a_fixed_batch_op_only_when_its_median_task_holds_a_ba
         task_rows, fuses):
     out = fuse_stages([source(task_rows=task_rows), stage("Batches", 0, batch_rows=100)])
     assert names(out) == (["Read->Batches"] if fuses else ["Read", "Batches"])
+
+
+@pytest.mark.parametrize("task_rows", [(1000, 1000), (None, None), ()])
+def test_a_read_with_a_pushed_filter_never_fuses_into_a_fixed_batch_op(task_rows):
+    # its estimated_rows count rows before the filter: an upper bound, not a batch
+    read = source(task_rows=task_rows)
+    if read.read_tasks:
+        read.read_tasks = [replace(t, filtered=True) for t in read.read_tasks]
+        assert not can_fuse(read, stage("Batches", 0, batch_rows=100))
+    assert can_fuse(read, stage("Whole", 0, batch_rows=None))  # whole blocks: fused
+
+
+def test_the_planner_marks_the_read_tasks_of_a_read_with_a_pushed_filter():
+    ds = sb.range(1000, override_num_blocks=2)
+    (plain,) = stages(ds)
+    (filtered,) = stages(ds.filter(expr=pc.field("id") < 10))
+    assert [t.filtered for t in plain.read_tasks] == [False, False]
+    assert [t.filtered for t in filtered.read_tasks] == [True, True]
+    assert [t.filtered for t in filtered.read_tasks_fn()] == [True, True]  # as run
+    assert names(stages(ds.filter(expr=pc.field("id") < 10).map_batches(_sizes, batch_size=100))) == [
+        "Read[Range; filter=(id < 10)]", "MapBatches(_sizes)"]
+
+
+def test_a_map_that_skips_failed_rows_never_fuses_into_a_fixed_batch_op():
+    from streambatch.operators import logical as L
+    from streambatch.operators.block_ops import block_op
+
+    for on_error, fuses in (("raise", True), ("skip", False)):
+        up = TaskStage("Map", upstream=(0,), ops=[block_op(L.MapRows(None, fn=dict, on_error=on_error))])
+        assert can_fuse(up, stage("Batches", 1, batch_rows=8)) is fuses, on_error
+        assert can_fuse(up, stage("Whole", 1, batch_rows=None))
 
 
 def test_a_read_with_a_row_count_changing_op_never_fuses_into_a_fixed_batch_op():
@@ -200,6 +246,7 @@ def test_random_chains_fuse_maximally_and_never_against_a_rule(specs, task_rows)
             if before or (j == 0 and st_.is_source):  # op was fused into what precedes it
                 assert (original.resources, original.concurrency) == (st_.resources, st_.concurrency)
                 assert not any(b.is_actor for b in before)
+                assert not (before and original.resources.num_gpus)  # GPU: an actor pool
                 if op.batch_rows:
                     assert not any(b.changes_row_count for b in before)
                     if st_.is_source and task_rows:
@@ -233,12 +280,24 @@ def test_a_read_of_big_tasks_fused_into_a_fixed_batch_op_cuts_batches_at_task_en
 
 
 @pytest.mark.usefixtures("engine")
-@pytest.mark.xfail(strict=True, reason="a filter pushed into the read leaves its tasks' "
-                   "estimated_rows at the unfiltered count, so the read (now dropping rows) "
-                   "fuses into the fixed-batch op and the UDF gets short batches [60, 60] "
-                   "where the un-optimized plan gives [100, 20]")
 def test_a_read_with_a_pushed_filter_is_not_fused_into_a_fixed_batch_op_by_its_unfiltered_size():
     keep = (pc.field("id") < 60) | ((pc.field("id") >= 500) & (pc.field("id") < 560))
     ds = sb.range(1000, override_num_blocks=2).filter(expr=keep).map_batches(_sizes, batch_size=100)
     assert [r["n"] for r in rows(ds, optimized=False)] == [100, 20]
     assert [r["n"] for r in rows(ds)] == [100, 20]
+
+
+def _first_60_of_each_half(row):
+    if row["id"] % 500 >= 60:
+        raise ValueError("dropped")
+    return row
+
+
+@pytest.mark.usefixtures("engine")
+def test_a_fixed_batch_op_after_a_map_that_skips_rows_gets_its_batches_across_read_tasks():
+    ds = sb.range(1000, override_num_blocks=2).map(_first_60_of_each_half, on_error="skip") \
+        .map_batches(_sizes, batch_size=100)
+    assert len(stages(ds)) == 2
+    assert [r["n"] for r in rows(ds, optimized=False)] == [100, 20]
+    assert [r["n"] for r in rows(ds)] == [100, 20]
+

@@ -76,23 +76,56 @@ def test_a_filter_before_a_select_runs_in_the_read_before_the_projection():
     assert rows(ds) == [{"a": 0}, {"a": 3}, {"a": 6}, {"a": 9}]
 
 
-@pytest.mark.xfail(strict=True, reason="push_filter folds a filter into a Read that already "
-                   "projected the filter's column away: the filter then reads a column the "
-                   "plan above the projection does not have")
 def test_a_filter_on_a_column_a_select_dropped_is_not_pushed_into_the_read():
     op = L.Filter(L.Read(ArrowSource([TABLE]), "Arrow", columns=("a",)), expr=pc.field("b") == 0)
     assert push_filter(op) is op
 
 
-@pytest.mark.xfail(strict=True, reason="select_columns(['a']).filter(expr=b == 0) fails "
-                   "un-optimized (no column b) but the optimized plan filters on b in the read "
-                   "and returns rows")
 def test_a_filter_on_a_column_a_select_dropped_fails_as_it_does_unoptimized():
     ds = sb.from_arrow(TABLE).select_columns(["a"]).filter(expr=pc.field("b") == 0)
     with pytest.raises(Exception, match="b"):
         rows(ds, optimized=False)
     with pytest.raises(Exception, match="b"):
         rows(ds)
+
+
+def test_a_filter_on_a_dropped_column_of_a_source_without_schema_fails_as_unoptimized():
+    # from_items knows no schema before reading: a filter above its pushed projection
+    # stays an op, and fails there naming the column, as it does un-optimized
+    ds = sb.from_items([{"a": 1, "b": 5}, {"a": 2, "b": 1}]).select_columns(["a"]).filter(
+        expr=pc.field("b") > 2)
+    assert rendered(ds) == "Filter((b > 2))\n+- Read[Items; columns=['a']]"
+    for optimized in (False, True):
+        with pytest.raises(Exception, match=r"No match for FieldRef.Name\(b\)"):
+            rows(ds, optimized=optimized)
+
+
+@pytest.mark.parametrize("expr", [
+    pytest.param(pc.field("a") > 9, id="kept-column"),
+    pytest.param((pc.field("a") > 9) | pc.field("a").is_null(), id="kept-column-twice"),
+])
+def test_a_filter_on_a_kept_column_still_goes_into_a_projected_read(expr):
+    ds = sb.from_arrow(TABLE).select_columns(["a"]).filter(expr=expr)
+    assert rendered(ds) == f"Read[Arrow; columns=['a'], filter={expr}]"
+    assert rows(ds) == rows(ds, optimized=False) == [{"a": 10}, {"a": 11}]
+
+
+def test_a_filter_on_a_kept_and_a_dropped_column_stays_above_the_projected_read():
+    op = L.Filter(L.Read(ArrowSource([TABLE]), "Arrow", columns=("a",)),
+                  expr=(pc.field("a") > 9) & (pc.field("b") == 0))
+    assert push_filter(op) is op
+
+
+def test_a_filter_above_a_projection_of_a_source_without_schema_is_not_pushed():
+    # its columns cannot be checked without reading: the filter stays an op, rows the same
+    items = [{"a": i, "b": i % 3} for i in range(6)]
+    ds = sb.from_items(items).select_columns(["a"]).filter(expr=pc.field("a") >= 4)
+    assert rendered(ds) == "Filter((a >= 4))\n+- Read[Items; columns=['a']]"
+    assert rows(ds) == rows(ds, optimized=False) == [{"a": 4}, {"a": 5}]
+    # a filter before the projection (no columns pushed yet) still goes in
+    ds = sb.from_items(items).filter(expr=pc.field("b") == 0).select_columns(["a"])
+    assert rendered(ds) == "Read[Items; columns=['a'], filter=(b == 0)]"
+    assert rows(ds) == [{"a": 0}, {"a": 3}]
 
 
 def test_a_source_without_filter_support_filters_in_an_op():

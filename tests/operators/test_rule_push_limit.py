@@ -58,9 +58,42 @@ def test_the_cap_crosses_row_preserving_ops(build):
     pytest.param(lambda r: L.Union(parts=(r, read(3))), id="union"),
     pytest.param(lambda r: L.MapRows(L.Filter(r, fn=bool), fn=dict), id="map-over-filter"),
     pytest.param(lambda r: L.Write(r, sink=None), id="write"),
+    # on_error="skip" sends the rows whose call raised to the dead letters
+    pytest.param(lambda r: L.MapRows(r, fn=dict, on_error="skip"), id="map-skip"),
+    pytest.param(lambda r: L.Project(L.MapRows(r, fn=dict, on_error="skip"), columns=("id",)),
+                 id="select-over-map-skip"),
+    pytest.param(lambda r: L.MapBatches(r, fn=dict, on_error="skip"), id="map_batches-skip"),
+    pytest.param(lambda r: L.Filter(r, fn=bool, on_error="skip"), id="filter-skip"),
+    pytest.param(lambda r: L.FlatMap(r, fn=list, on_error="skip"), id="flat_map-skip"),
 ])
 def test_the_cap_stops_at_ops_that_change_the_row_count(build):
     assert capped(push_limit(L.Limit(build(read(100)), n=7))) is None
+
+
+def test_every_map_like_op_that_can_drop_a_row_says_it_does_not_preserve_rows():
+    # the ops of Dataset that have on_error: only a map keeps its rows, and only when a
+    # failed call raises (add_column, rename, select/drop, a left lookup have no skip)
+    r = read(10)
+    assert L.MapRows(r, fn=dict).row_preserving
+    for on_error in ("raise", "skip"):
+        preserving = {type(op).__name__: op.row_preserving for op in (
+            L.MapRows(r, fn=dict, on_error=on_error), L.MapBatches(r, fn=dict, on_error=on_error),
+            L.Filter(r, fn=bool, on_error=on_error), L.FlatMap(r, fn=list, on_error=on_error))}
+        assert preserving == {"MapRows": on_error == "raise", "MapBatches": False,
+                              "Filter": False, "FlatMap": False}, on_error
+    for op_type in (L.AddColumn, L.RenameColumns, L.Project, Lookup):
+        assert not hasattr(op_type, "on_error"), op_type  # a new one must be listed above
+
+
+def test_push_limit_returns_the_plan_itself_when_nothing_is_left_to_push():
+    for plan in (L.Limit(read(100, limit=5), n=5), L.Limit(read(100, limit=2), n=5),
+                 L.Limit(L.MapRows(read(100, limit=5), fn=dict), n=7),
+                 L.Limit(L.MapRows(read(100), fn=dict, on_error="skip"), n=3),
+                 L.Limit(L.Read(PlainRange(50), "Plain"), n=4),
+                 L.Limit(L.Filter(read(100), fn=bool), n=4)):
+        assert push_limit(plan) is plan, L.render(plan)
+    once = push_limit(L.Limit(L.MapRows(read(100), fn=dict), n=7))
+    assert capped(once) == 7 and push_limit(once) is once
 
 
 def test_nested_limits_become_the_smaller_one():
@@ -135,20 +168,22 @@ def _odd_or_fail(row):
     return row
 
 
-@pytest.mark.xfail(strict=True, reason="MapRows.row_preserving is True even with "
-                   "on_error='skip', which drops the rows whose call raised: push_limit caps "
-                   "the read under it")
 def test_the_cap_does_not_cross_a_map_that_skips_failed_rows():
     plan = L.Limit(L.MapRows(read(10), fn=_odd_or_fail, on_error="skip"), n=3)
     assert capped(push_limit(plan)) is None
 
 
-@pytest.mark.xfail(strict=True, reason="limit(3) after map(on_error='skip') returns 1 row, "
-                   "not 3: each read task is capped at 3 rows before the map drops the evens")
 def test_a_limit_after_a_map_that_skips_failed_rows_still_gets_n_rows():
     ds = sb.range(10, override_num_blocks=1).map(_odd_or_fail, on_error="skip").limit(3)
     assert rows(ds, optimized=False) == [{"id": 1}, {"id": 3}, {"id": 5}]
     assert rows(ds) == [{"id": 1}, {"id": 3}, {"id": 5}]
+
+
+def test_a_limit_after_a_map_that_skips_gets_n_rows_through_row_preserving_ops_above_it():
+    ds = (sb.range(10, override_num_blocks=2).map(_odd_or_fail, on_error="skip")
+          .select_columns(["id"]).map(lambda r: r).limit(4))
+    assert rendered(ds).endswith("Read[Range]")  # not capped
+    assert rows(ds, optimized=False) == rows(ds) == [{"id": i} for i in (1, 3, 5, 7)]
 
 
 @settings(max_examples=40, deadline=None)
@@ -174,10 +209,28 @@ def test_limits_through_row_preserving_chains_give_the_first_rows(n, size, block
     assert rows(ds) == want[:n]
 
 
-@pytest.mark.xfail(strict=True, reason="a limit pushed into a read of from_items([]) slices its "
-                   "zero-column block, and pyarrow reports Table.slice(0, n) of a zero-column "
-                   "table as n rows: limit(1) returns [{}] (un-optimized: [])")
 def test_a_limit_on_an_empty_from_items_gives_no_rows():
     ds = sb.from_items([]).limit(1)
     assert rows(ds, optimized=False) == []
     assert rows(ds) == []
+
+
+@pytest.mark.parametrize("items, n, want", [
+    ([{}, {}], 5, 2),        # a cap above the rows: pyarrow's slice would report 5 rows
+    ([{}, {}, {}], 2, 2),
+    ([{}], 0, 0),
+])
+def test_a_limit_on_rows_without_columns_keeps_their_count(items, n, want):
+    ds = sb.from_items(items, override_num_blocks=1).limit(n)
+    assert rendered(ds).endswith(f"limit={n}]")
+    assert rows(ds, optimized=False) == rows(ds) == [{}] * want
+
+
+def test_limit_tables_counts_the_rows_of_a_table_without_columns():
+    import pyarrow as pa
+    from streambatch.connectors.datasource import limit_tables
+
+    no_columns = pa.table({"a": [1, 2, 3]}).select([])
+    assert [t.num_rows for t in limit_tables(iter([no_columns, no_columns]), 5)] == [3, 2]
+    assert [t.num_rows for t in limit_tables(iter([pa.table({}), no_columns]), 1)] == [0, 1]
+
