@@ -33,7 +33,7 @@ class ActorStages:
         """Place every actor stage's minimum of actors (or fail naming the stage)."""
         for st in states:
             if st.stage.uses_actors:
-                pool = ActorPool(st.index, st.stage, self.bounds(st.stage), self.depth,
+                pool = ActorPool(st.index, st.stage, self.bounds(st.task_stage), self.depth,
                                  self.idle_timeout_s)
                 self.pools[st.index] = pool
                 pool.start_minimum(self.ledger, self._starter(st))

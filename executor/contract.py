@@ -177,6 +177,35 @@ class TaskStage(Stage):
             blocks = op.apply(blocks, ctx)
         return blocks
 
+    def resolved_read_tasks(self) -> list:
+        """A source stage's read tasks, which the executor makes from ``read_tasks_fn``
+        when a run starts; a RuntimeError before that (or for a stage that reads none).
+
+        >>> TaskStage("Read", read_tasks=["r0", "r1"]).resolved_read_tasks()
+        ['r0', 'r1']
+        """
+        if self.read_tasks is None:
+            raise RuntimeError(f"stage {self.name!r} has no read tasks: a source stage's are "
+                               "made from its read_tasks_fn when a run starts")
+        return self.read_tasks
+
+
+def as_task_stage(stage: Stage) -> TaskStage:
+    """``stage`` as a :class:`TaskStage`, where only a stage of tasks can come (one whose
+    ``runs_tasks``, ``is_source`` or ``uses_actors`` is true: only TaskStage's are); any
+    other kind raises a TypeError naming it.
+
+    >>> as_task_stage(TaskStage("Map(f)")).name
+    'Map(f)'
+    >>> as_task_stage(LimitStage("Limit[3]", limit=3))
+    Traceback (most recent call last):
+    TypeError: stage 'Limit[3]' is a LimitStage, not a stage of tasks (TaskStage)
+    """
+    if not isinstance(stage, TaskStage):
+        raise TypeError(f"stage {stage.name!r} is a {type(stage).__name__}, not a stage of "
+                        "tasks (TaskStage)")
+    return stage
+
 
 @dataclass
 class LimitStage(Stage):

@@ -28,9 +28,12 @@ def step_limit(st: StageState, release, adopt=_keep) -> bool:
     >>> step_limit(st, release=lambda p: None), [p.get()["x"].to_pylist() for p in st.outputs]
     (True, [[1, 2], [3]])
     """
-    queue = st.inputs[st.stage.upstream[0]]
+    stage = st.stage
+    if not isinstance(stage, LimitStage):  # DRIVER_STEPS calls it for limit stages only
+        raise TypeError(f"step_limit runs a LimitStage, not a {type(stage).__name__}")
+    queue = st.inputs[stage.upstream[0]]
     if st.remaining is None:
-        st.remaining = st.stage.limit
+        st.remaining = stage.limit
     while queue and st.remaining > 0:
         part = queue.popleft()
         if part.rows <= st.remaining:
@@ -58,6 +61,10 @@ def step_union(st: StageState, preserve_order: bool) -> None:
 
 def step_repartition(st: StageState, release, adopt=_keep) -> None:
     """Once all input arrived, cut it into ``num_partitions`` equal row ranges."""
+    stage = st.stage
+    if not isinstance(stage, RepartitionStage):  # DRIVER_STEPS calls it for these only
+        raise TypeError(f"step_repartition runs a RepartitionStage, not a "
+                        f"{type(stage).__name__}")
     if not st.all_upstream_finished:
         return
     parts = list(st.inputs[st.stage.upstream[0]])
@@ -67,7 +74,7 @@ def step_repartition(st: StageState, release, adopt=_keep) -> None:
     if not tables:
         return
     table = join_blocks(tables, f"stage '{st.stage.name}': the partitions it repartitions")
-    for piece in _even_slices(table, st.stage.num_partitions):
+    for piece in _even_slices(table, stage.num_partitions):
         new = Partition.from_table(piece, st.index, tuple(p.pid for p in parts))
         st.outputs.append(adopt(new, parts))
     for part in parts:

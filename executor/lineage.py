@@ -61,7 +61,8 @@ def task_lineage(st: StageState, ordinal: int | None, read_index,
                  inputs: list[Partition]) -> tuple[str, frozenset]:
     """A task's deterministic key and the (source, read) origins it descends from."""
     if st.stage.is_source:
-        key = read_key(ordinal, st.stage.read_tasks[read_index]) or f"s{ordinal}r{read_index}"
+        read_task = st.task_stage.resolved_read_tasks()[read_index]
+        key = read_key(ordinal, read_task) or f"s{ordinal}r{read_index}"
         return key, frozenset({(ordinal, read_index)})
     key = inputs[0].key + (f"b{len(inputs)}" if len(inputs) > 1 else "")
     return f"{key}t{st.index}", frozenset().union(*(p.origins for p in inputs))

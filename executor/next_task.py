@@ -35,7 +35,7 @@ def read_estimate(st: StageState, index: int, default_bytes: int) -> int:
     avg = st.avg_output_per_task()
     if avg is not None:
         return avg
-    estimate = getattr(st.stage.read_tasks[index], "estimated_bytes", None)
+    estimate = getattr(st.task_stage.resolved_read_tasks()[index], "estimated_bytes", None)
     return int(estimate) if estimate else default_bytes
 
 

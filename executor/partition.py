@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,14 +71,14 @@ class Partition:
         return read_ref(self.ref)
 
 
-def _counter():
+def _counter() -> Iterator[int]:
     n = 0
     while True:
         yield n
         n += 1
 
 
-_IDS = _counter()
+_IDS: Iterator[int] = _counter()  # partition ids (Partition.pid)
 
 
 def read_ref(ref: BlockRef) -> pa.Table:

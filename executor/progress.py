@@ -17,7 +17,7 @@ import importlib.util
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from streambatch.executor.observe import ExecutionObserver, StageSnapshot
 
@@ -213,9 +213,10 @@ def _summary_line(snap: StageSnapshot, wall_s: float) -> str:
 
 def _example(**fields) -> StageSnapshot:
     """A snapshot with zero defaults, for examples and tests."""
-    base = dict(index=1, name="Map(f)", rows_in=0, rows_out=0, tasks_done=0, tasks_running=0,
-                queued_partitions=0, queued_bytes=0, actors=0, finished=False,
-                backpressure_time_s=0.0, task_time_s=0.0, estimated_total_rows=None)
+    base: dict[str, Any] = dict(
+        index=1, name="Map(f)", rows_in=0, rows_out=0, tasks_done=0, tasks_running=0,
+        queued_partitions=0, queued_bytes=0, actors=0, finished=False,
+        backpressure_time_s=0.0, task_time_s=0.0, estimated_total_rows=None)
     base.update(fields)
     return StageSnapshot(**base)
 
@@ -274,7 +275,7 @@ class ProgressReporter(ExecutionObserver):
         self.live = (is_tty(self.stream) and rich_available()) if live is None else live
         self._clock = clock
         self._last_report = clock()
-        self._display = None
+        self._display: _LiveDisplay | None = None
 
     def on_start(self, stage_names: list[str]) -> None:
         """Start the live display (live mode) and the report interval."""

@@ -13,7 +13,9 @@ blocks into the failed task's inputs and hands the task back for its retry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from streambatch.executor.backends.base import Task, TaskDone, TaskFailed, TaskOutput
 from streambatch.executor.errors import BlockLostError, NonDeterministicError
@@ -60,7 +62,7 @@ class _Job:
     """One re-run of the task a recipe names, waiting for its inputs first."""
 
     recipe: Recipe
-    done: object  # callback(ref)
+    done: Callable[[Any], None]  # callback(ref)
     refs: list = field(default_factory=list)
     pending: int = 0
     seen: int = 0
@@ -142,8 +144,8 @@ class LostInputRecovery:
     def recover_partition(self, part, stage_name: str, on_ready) -> None:
         """Recompute one lost partition (e.g. a final output lost before the driver
         fetched it); ``on_ready(part)`` once its new block is in place."""
-        recipe = getattr(part, "recipe", None)
-        self._check(recipe, stage_name, f"an output partition of {stage_name}")
+        recipe = self._check(getattr(part, "recipe", None), stage_name,
+                             f"an output partition of {stage_name}")
         self._waiting[part.stage] = self._waiting.get(part.stage, 0) + 1
 
         def done(ref) -> None:
@@ -156,6 +158,9 @@ class LostInputRecovery:
     def on_event(self, event) -> None:
         """Handle an event of a re-run; raises when a re-run cannot succeed."""
         job = self._jobs.get(event.task_id)
+        if job is None:
+            raise RuntimeError(f"LostInputRecovery.on_event: task {event.task_id} is not a "
+                               "re-run of this object (ask owns(event) first)")
         if isinstance(event, (TaskDone, TaskFailed)) and job.actor_id is not None:
             self.pools[job.recipe.stage].task_ended(job.actor_id)
         if isinstance(event, TaskOutput):
@@ -172,10 +177,12 @@ class LostInputRecovery:
             self._failed(job, event.failure)
 
     # ---- internals ------------------------------------------------------
-    def _check(self, recipe, stage_name: str, where: str) -> None:
+    def _check(self, recipe: Recipe | None, stage_name: str, where: str) -> Recipe:
+        """``recipe`` when it can be recomputed, else BlockLostError."""
         if recipe is None or not recipe.recomputable:
             raise BlockLostError(stage_name, where, "it was made on the driver (limit, "
                                  "repartition or union), so there is no lineage to recompute it")
+        return recipe
 
     def _compute(self, recipe: Recipe, done) -> None:
         job = _Job(recipe, done, [None] * len(recipe.inputs), len(recipe.inputs))

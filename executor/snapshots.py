@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from streambatch.executor.contract import TaskStage
 from streambatch.executor.observe import StageSnapshot
 from streambatch.executor.policy import StageRate
 from streambatch.executor.stage_state import StageState
@@ -18,9 +19,11 @@ def snapshot(st: StageState, actors: int) -> StageSnapshot:
     """
     queued = [p for q in st.inputs.values() for p in q]
     total = None
-    if st.stage.is_source and st.stage.read_tasks:
-        rows = [getattr(t, "estimated_rows", None) for t in st.stage.read_tasks]
-        total = sum(rows) if all(r is not None for r in rows) else None
+    stage = st.stage
+    if isinstance(stage, TaskStage) and stage.is_source and stage.read_tasks:
+        rows = [getattr(t, "estimated_rows", None) for t in stage.read_tasks]
+        known = [r for r in rows if r is not None]
+        total = sum(known) if len(known) == len(rows) else None
     return StageSnapshot(st.index, st.stage.name, st.stats.rows_in, st.stats.rows_out,
                          st.stats.tasks, len(st.running), len(queued),
                          sum(p.nbytes for p in queued), actors, st.finished,

@@ -6,8 +6,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from streambatch.executor.contract import Stage
+from streambatch.executor.contract import Stage, TaskStage, as_task_stage
 from streambatch.executor.partition import Partition
+from streambatch.executor.resources import Allocation
 from streambatch.executor.stats import StageStats
 
 WORKING_SAMPLES = 4  # a stage's working memory: the largest of its last 4 measured tasks
@@ -31,7 +32,7 @@ class RunningTask:
     produced_bytes: int = 0
     outputs: int = 0
     rows_out: int = 0
-    alloc: object = None
+    alloc: Allocation | None = None
     actor_id: int | None = None
     read_index: int | None = None
     key: str = ""
@@ -73,6 +74,17 @@ class StageState:
         for up in self.stage.upstream:
             self.inputs[up] = deque()
             self.upstream_finished[up] = False
+
+    @property
+    def task_stage(self) -> TaskStage:
+        """The stage as a :class:`TaskStage`, for code that runs only for a stage of tasks
+        (a source, an actor stage, one whose ``runs_tasks`` is true); a TypeError for any
+        other kind.
+
+        >>> StageState(0, TaskStage("Read"), None).task_stage.name
+        'Read'
+        """
+        return as_task_stage(self.stage)
 
     @property
     def limit_reached(self) -> bool:

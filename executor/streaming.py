@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from streambatch.executor.accounting import (
     downstream_has_enough,
@@ -29,7 +29,7 @@ from streambatch.executor.backends.base import (
     TaskFailed,
     TaskOutput,
 )
-from streambatch.executor.contract import OutputListener, Stage, TaskStage
+from streambatch.executor.contract import OutputListener, Stage, TaskStage, as_task_stage
 from streambatch.executor.driver_stages import driver_step
 from streambatch.executor.errors import (
     BlockLostError,
@@ -66,7 +66,7 @@ class StreamingExecutor:
     """
 
     def __init__(self, stages: list[Stage], backend: Backend,
-                 options: ExecutionOptions, observers: list[ExecutionObserver] = (),
+                 options: ExecutionOptions, observers: Sequence[ExecutionObserver] = (),
                  listener: OutputListener | None = None, skip_reads: set | None = None) -> None:
         self.stages, self.backend, self.options = stages, backend, options
         self.listener = listener or OutputListener()
@@ -98,10 +98,11 @@ class StreamingExecutor:
         """An origin named by what its read task reads: ``[[source, item, start, stop], ...]``
         (stable across layouts; see :class:`~streambatch.connectors.datasource.Piece`)."""
         ordinal, read_index = origin
-        stage = [s for s in self.stages if s.is_source][ordinal]
-        pieces = getattr(stage.read_tasks[read_index], "pieces", None)
+        read_tasks = as_task_stage([s for s in self.stages if s.is_source][ordinal]) \
+            .resolved_read_tasks()
+        pieces = getattr(read_tasks[read_index], "pieces", None)
         if not pieces:
-            return [[ordinal, f"read {read_index} of {len(stage.read_tasks)}", 0, None]]
+            return [[ordinal, f"read {read_index} of {len(read_tasks)}", 0, None]]
         return [p.to_json(ordinal) for p in pieces]
 
     def run(self) -> Iterator[Partition]:
@@ -134,11 +135,12 @@ class StreamingExecutor:
         self._source_stage = {k: index for index, k in self.source_ordinal.items()}
         for st in self.states:
             self._check_placeable(st.stage)
-            if st.stage.is_source:
-                if st.stage.read_tasks is None:
-                    st.stage.read_tasks = st.stage.read_tasks_fn()
+            stage = st.stage
+            if isinstance(stage, TaskStage) and stage.read_tasks_fn is not None:  # a source
+                if stage.read_tasks is None:
+                    stage.read_tasks = stage.read_tasks_fn()
                 ordinal = self.source_ordinal[st.index]
-                st.pending_reads.extend(r for r in range(len(st.stage.read_tasks))
+                st.pending_reads.extend(r for r in range(len(stage.read_tasks))
                                         if (ordinal, r) not in self.skip_reads)
         self._backend_started = True  # set first: a start that fails part-way is undone too
         self.backend.start(self.stages, self.target_bytes)
@@ -436,15 +438,16 @@ class StreamingExecutor:
         """Tasks a stage may run at once, and the resource pool it shares."""
         if st.index in self.pools:
             return float(max(1, self.pools[st.index].high)), f"actors-{st.index}"
-        cpus = st.stage.resources.num_cpus
+        stage = st.task_stage  # (asked only of stages that run tasks)
+        cpus = stage.resources.num_cpus
         slots = self.ledger.num_cpus / cpus if cpus > 0 else float(len(st.running) or 1)
-        if st.stage.concurrency:
-            slots = min(slots, st.stage.concurrency[1])
+        if stage.concurrency:
+            slots = min(slots, stage.concurrency[1])
         return max(1.0, slots), "cpu" if cpus > 0 else f"free-{st.index}"
 
     def _try_start(self, st: StageState) -> bool:
-        if st.stage.concurrency and st.index not in self.pools and \
-                len(st.running) >= st.stage.concurrency[1]:
+        concurrency = st.task_stage.concurrency  # (_dispatch starts stages of tasks only)
+        if concurrency and st.index not in self.pools and len(st.running) >= concurrency[1]:
             return False
         work = next_work(st, self.target_bytes)
         if work is None:
@@ -478,7 +481,8 @@ class StreamingExecutor:
             self._start_task(st, read_index, inputs, est, None, actor.actor_id)
             self.pools[st.index].task_started(actor.actor_id)
             return True
-        alloc = self.ledger.acquire(st.stage.resources) or self._borrow(st.stage.resources)
+        resources = st.task_stage.resources
+        alloc = self.ledger.acquire(resources) or self._borrow(resources)
         if alloc is None:
             st.start_backpressure("waiting for resources")
             return False
@@ -509,7 +513,7 @@ class StreamingExecutor:
             return
         if st.stage.is_source:
             st.pending_reads.popleft()
-            desc = describe_read(st.stage.read_tasks[read_index], read_index)
+            desc = describe_read(st.task_stage.resolved_read_tasks()[read_index], read_index)
             self.policy.source_started(est)
         else:
             queue = st.inputs[st.stage.upstream[0]]
@@ -535,9 +539,9 @@ class StreamingExecutor:
         reads = sorted(origins)
         if not reads or len({ordinal for ordinal, _ in reads}) != 1:
             return ""
-        stage = self.stages[self._source_stage[reads[0][0]]]
+        stage = as_task_stage(self.stages[self._source_stage[reads[0][0]]])
         if len(reads) == 1:
-            return describe_read(stage.read_tasks[reads[0][1]], reads[0][1])
+            return describe_read(stage.resolved_read_tasks()[reads[0][1]], reads[0][1])
         shown = ", ".join(str(index) for _, index in reads[:4])
         return f"partitions {shown}{', ...' if len(reads) > 4 else ''} (rows bundled into one task)"
 
@@ -550,7 +554,7 @@ class StreamingExecutor:
         task.task_id, task.alloc, task.actor_id = next(self._ids), alloc, actor_id
         st.running[task.task_id] = task
         self._tasks[task.task_id] = task
-        worker = f"actor {actor_id}" if actor_id is not None else st.stage.worker
+        worker = f"actor {actor_id}" if actor_id is not None else st.task_stage.worker
         for obs in self.observers:
             obs.on_task_start(st.index, st.stage.name, task.task_id, label, worker)
         self.backend.submit(Task(task.task_id, st.index, task.read_index,

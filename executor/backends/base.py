@@ -6,6 +6,7 @@ import pickle
 import queue
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streambatch.executor.contract import UDFFailure, UDFReturnTypeError
@@ -151,9 +152,13 @@ class Backend(ABC):
     @classmethod
     def from_options(cls, options) -> Backend:
         """Build the backend from :class:`ExecutionOptions` (a backend may read more
-        fields, e.g. the Ray backend's ``address``)."""
-        return cls(num_cpus=options.resolved_num_cpus(), num_gpus=options.resolved_num_gpus(),
-                   resources=options.resources, start_method=options.local.worker_start_method)
+        fields, e.g. the Ray backend's ``address``).
+
+        This default is for a backend whose constructor takes these four keywords, as
+        LocalBackend's does; a backend built otherwise overrides it (RayBackend)."""
+        make: Callable[..., Backend] = cls  # (Backend itself declares no constructor)
+        return make(num_cpus=options.resolved_num_cpus(), num_gpus=options.resolved_num_gpus(),
+                    resources=options.resources, start_method=options.local.worker_start_method)
 
     @abstractmethod
     def start(self, stages: list, target_bytes: int) -> None:

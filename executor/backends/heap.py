@@ -37,6 +37,7 @@ def return_freed_memory(state: dict, made_bytes: int = 0, every_s: float = 2.0) 
         _LIBC.malloc_trim(0)
 
 
+_LIBC: ctypes.CDLL | None
 try:
     _LIBC = ctypes.CDLL("libc.so.6")
 except OSError:  # pragma: no cover - non-Linux

@@ -22,8 +22,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
+from typing import Protocol, cast
 
 from streambatch.executor.backends.base import (
     ActorFailed,
@@ -54,7 +56,7 @@ from streambatch.executor.contract import StreamBatchError, TaskAbandoned, TaskS
 from streambatch.executor.errors import WorkerSetupError
 from streambatch.executor.exit_cleanup import at_exit
 from streambatch.executor.options import check_start_method
-from streambatch.executor.partition import InMemoryRef
+from streambatch.executor.partition import BlockRef, InMemoryRef
 from streambatch.executor.thread_pool import shared_pool
 
 _WAKE = object()  # put on the event queue so that a waiting poll() sees a cancel at once
@@ -84,10 +86,28 @@ class NestedWorkerError(StreamBatchError):
             f"the driver (map_batches(..., releases_gil=True)).")
 
 
+class _Process(Protocol):
+    """A worker process as the backend handles it: a :class:`multiprocessing.Process`
+    ("fork"), or a :class:`~streambatch.executor.backends.zygote.Child` (from the
+    zygote, or spawned)."""
+
+    @property
+    def sentinel(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> object: ...
+
+    def kill(self) -> None: ...
+
+
 @dataclass(eq=False)
 class _Worker:
-    proc: object
-    conn: object
+    proc: _Process
+    conn: Connection  # the driver's end of the worker's pipe (or socket)
     actor_id: int | None = None
     tasks: deque = field(default_factory=deque)
     alive: bool = True
@@ -121,7 +141,7 @@ class LocalBackend(Backend):
         self._threads: list[threading.Event] = []  # set when each thread task ends
         self.store: SharedStore | None = None
         self._stop_requested = False  # cancel(): poll raises JobCancelled from now on
-        self._forget_exit_hook = None
+        self._forget_exit_hook: Callable[[], None] | None = None
 
     @property
     def num_cpus(self) -> int:
@@ -150,11 +170,18 @@ class LocalBackend(Backend):
             raise NestedWorkerError(os.getpid())
         inherited = [w.conn for w in self._workers if w.alive]
         proc, conn = start_worker(self._start_method, self._stages, self._shipped,
-                                  self.store.ensure(), self._target, inherited, env, actor)
+                                  self._started_store().ensure(), self._target, inherited, env,
+                                  actor)
         worker = _Worker(proc, conn, actor[0] if actor else None)
         self._workers.append(worker)
         self._ensure_listener()
         return worker
+
+    def _started_store(self) -> SharedStore:
+        """The job's shared store, which :meth:`start` makes before any worker or task."""
+        if self.store is None:
+            raise RuntimeError("LocalBackend.start() was not called: there is no shared store")
+        return self.store
 
     def _ensure_listener(self) -> None:
         if self._listener is None:
@@ -201,7 +228,7 @@ class LocalBackend(Backend):
     def _shareable(self, task: Task, ref):
         if not isinstance(ref, InMemoryRef):
             return ref
-        shared = self.store.put(ref.table)
+        shared = self._started_store().put(ref.table)
         self._temp_refs.setdefault(task.task_id, []).append(shared)
         return shared
 
@@ -229,7 +256,9 @@ class LocalBackend(Backend):
             if not by_handle:
                 time.sleep(0.05)
                 continue
-            for handle in wait(list(by_handle), timeout=0.2):
+            # wait() returns some of the handles it was given (typeshed widens their type)
+            ready = cast("list[Connection | int]", wait(list(by_handle), timeout=0.2))
+            for handle in ready:
                 self._read_handle(handle, by_handle[handle])
 
     def _read_handle(self, handle, worker: _Worker) -> None:
@@ -293,7 +322,7 @@ class LocalBackend(Backend):
         if worker.stopping and not worker.tasks:
             return []
         code = worker.proc.exitcode
-        failed = []
+        failed: list[TaskFailed | ActorFailed] = []
         for task in worker.tasks:
             self._busy.pop(task.task_id, None)
             for ref in self._temp_refs.pop(task.task_id, []):
@@ -324,8 +353,9 @@ class LocalBackend(Backend):
                 arrow.sample()
                 if self._cancelled.is_set():
                     raise _Cancelled  # abandoned: nothing more goes to the store
+                ref: BlockRef
                 if task.stage_index in self._to_shared:  # a process reads it next: one copy
-                    ref = self.store.put(table)
+                    ref = self._started_store().put(table)
                 else:
                     ref = InMemoryRef(table)
                     arrow.handed_over(table.nbytes)  # charged as buffered from now on

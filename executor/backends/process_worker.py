@@ -62,7 +62,8 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
         other.close()
     os.environ.update(env or {})
     defer_pandas_probe()
-    store, state, meter = SharedStore(store_root), {}, PeakMeter()
+    state: dict = {}
+    store, meter = SharedStore(store_root), PeakMeter()
     if actor is None:
         return_heap_for_task_worker()
     else:

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import pyarrow as pa
 from streambatch.executor.backends.base import (
@@ -110,13 +111,13 @@ def _record_exit_code(exit_key: str):
     (``os._exit``) in Ray's KV store, where the driver looks for it."""
     real = os._exit
 
-    def _exit(code: int) -> None:
+    def _exit(status: int) -> NoReturn:  # os._exit's signature
         try:
             from ray.experimental import internal_kv
 
-            internal_kv._internal_kv_put(exit_key, str(int(code)), overwrite=True)
+            internal_kv._internal_kv_put(exit_key, str(int(status)), overwrite=True)
         finally:
-            real(code)
+            real(status)
 
     os._exit = _exit
     return real
@@ -211,7 +212,7 @@ def _died(exc: BaseException, code: int | None) -> FailureInfo:
 
 @dataclass(eq=False)
 class _Actor:
-    handle: object
+    handle: Any  # a Ray ActorHandle of _StageActor (ray has no type information)
     stage_index: int
     cpus: float
 
@@ -383,7 +384,10 @@ class RayBackend(Backend):
         if res.memory:
             opts["memory"] = res.memory
         env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
-        handle = _StageActor.options(**opts).remote(self._key, self._blob, stage_index, env)
+        # Ignored below: @ray.remote made _StageActor an ActorClass (with .options), but
+        # mypy keeps a decorated class's own type.
+        handle = _StageActor.options(**opts).remote(  # type: ignore[attr-defined]
+            self._key, self._blob, stage_index, env)
         self._actors[actor_id] = _Actor(handle, stage_index, res.num_cpus)
         threading.Thread(target=self._watch_actor, args=(actor_id, handle), daemon=True,
                          name="streambatch-ray-actor").start()

@@ -30,7 +30,10 @@ def read_task_of(stage: TaskStage, task: Task):
         import cloudpickle
 
         return cloudpickle.loads(task.read_payload)
-    return stage.read_tasks[task.read_index]
+    if task.read_index is None:
+        raise ValueError(f"task {task.task_id} of stage {stage.name!r} reads no read task "
+                         "(its read_index is None)")
+    return stage.resolved_read_tasks()[task.read_index]
 
 
 def task_context(stage: TaskStage, task: Task, worker_state: dict,

@@ -65,7 +65,8 @@ def ship_stages(stages: list, store) -> Shipped:
     A UDF that cannot be pickled raises ``UnpicklableUDFError`` naming the stage,
     the UDF and the unpicklable object in it.
     """
-    blobs, modules = [], []
+    blobs: list[bytes | None] = []
+    modules: list[tuple[str, ...]] = []
     for stage in stages:
         if not runs_in_processes(stage):
             blobs.append(None)
@@ -197,6 +198,9 @@ def start_worker(method: str, stages: list, shipped: Shipped | None, store_root:
         return _fork(stages, store_root, target_bytes, inherited, env, actor)
     from streambatch.executor.backends.zygote import driver_sys_path, fork_worker, spawn
 
+    if shipped is None:
+        raise ValueError(f"worker_start_method={method!r} starts workers that get the stages "
+                         "shipped: pass ship_stages()'s result")
     served = shipped.served(actor[1] if actor else None, stages)
     child = fork_worker(shipped.preload(served)) if method == "forkserver" else spawn()
     child.conn.send((dict(os.environ), os.getcwd(), driver_sys_path(),

@@ -53,7 +53,8 @@ def main(control_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     while True:
         _report_exits(control)
-        ready, _, _ = select.select([control, wake_r], [], [], 1.0)
+        watched: list[socket.socket | int] = [control, wake_r]
+        ready, _, _ = select.select(watched, [], [], 1.0)
         if wake_r in ready:
             os.read(wake_r, 4096)
         if control not in ready:
