@@ -81,7 +81,7 @@ class OpBase:
         """True when failed rows/batches go to the dead letters (``on_error="skip"``)."""
         return getattr(self.op, "on_error", "raise") == "skip"
 
-    def dead_letter(self, ctx: TaskContext, where: str, exc: Exception, rows: list) -> None:
+    def dead_letter(self, ctx: TaskContext, where: str, exc: BaseException, rows: list) -> None:
         """Record rows that failed, with the error, instead of raising."""
         error = f"{type(exc).__name__}: {exc}"
         for row in rows:

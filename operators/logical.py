@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from streambatch.executor.contract import Resources
+
+if TYPE_CHECKING:
+    import pyarrow.compute as pc
+    from streambatch.connectors.datasink import Datasink
+    from streambatch.connectors.datasource import Datasource
 
 
 def fn_name(fn) -> str:
@@ -38,17 +44,18 @@ class LogicalOp:
 
     def with_inputs(self, *inputs: LogicalOp) -> LogicalOp:
         """A copy of this operator over other inputs."""
-        return replace(self, input=inputs[0]) if inputs else self
+        # every op with inputs has an ``input`` field (Union, with several, overrides this)
+        return replace(self, input=inputs[0]) if inputs else self  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True, eq=False)
 class Read(LogicalOp):
     """Read from a datasource; pushdowns (columns, filter, limit) are fields."""
 
-    source: object
+    source: Datasource
     name: str = "Read"
     columns: tuple[str, ...] | None = None
-    filter: object = None
+    filter: pc.Expression | None = None
     limit: int | None = None
 
     @property
@@ -79,11 +86,11 @@ class MapLike(LogicalOp):
         return False
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class MapBatches(MapLike):
     """Apply ``fn`` to batches of ``batch_size`` rows in ``batch_format``."""
 
-    fn: Callable | None = None
+    fn: Callable
     batch_size: int | None = 1024
     batch_format: str = "pyarrow"
     fn_args: tuple = ()
@@ -181,12 +188,12 @@ class RenameColumns(MapLike):
         return True
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class AddColumn(MapLike):
     """Add (or replace) column ``name`` computed by ``fn(batch)``."""
 
-    name: str = ""
-    fn: Callable | None = None
+    name: str
+    fn: Callable
     batch_format: str = "pandas"
 
     @property
@@ -198,11 +205,11 @@ class AddColumn(MapLike):
         return True
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Write(MapLike):
     """Write each partition through a datasink (one file per partition)."""
 
-    sink: object = None
+    sink: Datasink
 
     @property
     def label(self) -> str:

@@ -23,20 +23,21 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from streambatch.connectors.lookup.cache import FreshCache
+from streambatch.connectors.lookup.tables import LookupTable
 from streambatch.executor.contract import TaskContext, UDFFailure
 from streambatch.operators.logical import MapLike
 
 HOWS = ("left", "inner")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Lookup(MapLike):
     """Add ``columns`` of ``table``'s row whose key equals column ``on``.
 
     ``how="left"`` keeps rows without a match (nulls), ``"inner"`` drops them.
     """
 
-    table: object = None
+    table: LookupTable
     on: str = ""
     how: str = "left"
     columns: tuple[str, ...] | None = None

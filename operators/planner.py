@@ -99,10 +99,8 @@ def _builder(op: L.LogicalOp):
 
 
 def _read_stage(op: L.Read, ups, settings: PlanSettings, done: PieceSet | None) -> Stage:
-    stage = TaskStage(op.label, read_tasks_fn=partial(_read_tasks, op, settings, done),
-                      ops=read_ops(op))
-    stage.read_tasks = stage.read_tasks_fn()
-    return stage
+    read_tasks = partial(_read_tasks, op, settings, done)
+    return TaskStage(op.label, read_tasks_fn=read_tasks, read_tasks=read_tasks(), ops=read_ops(op))
 
 
 def _map_stage(op: L.MapLike, ups, settings: PlanSettings, done) -> Stage:
@@ -150,23 +148,26 @@ def identified(op: L.Read, tasks: list, done: PieceSet | None) -> list:
     ...
     streambatch.connectors.manifest.ResumeMismatchError: resume: Read[Mine] ...
     """
-    named = []
+    named: list[ReadTask] = []
+    pieces: list[tuple[Piece, ...]] = []
     for index, task in enumerate(tasks):
         task = task if isinstance(task, ReadTask) else ReadTask(task)
         if task.pieces is None:
             task = replace(task, pieces=(Piece(f"read {index} of {len(tasks)}"),))
         named.append(task)
+        pieces.append(task.pieces or ())
     if not done:
         return named
     unnamed = any(getattr(t, "pieces", None) is None for t in tasks)
     if unnamed:
-        items = {p.item for t in named for p in t.pieces}
+        items = {p.item for ps in pieces for p in ps}
         unknown = sorted(done.items - items)
         if unknown:
             raise ResumeMismatchError(op.label, f"it was split into other reads before "
                                       f"({unknown[0]!r} is not one of this run's {len(named)})")
-        return [t for t in named if not all(done.covers(p) for p in t.pieces)]
-    overlap = next((p for t in named for p in t.pieces if done.overlaps(p)), None)
+        return [t for t, ps in zip(named, pieces, strict=True)
+                if not all(done.covers(p) for p in ps)]
+    overlap = next((p for ps in pieces for p in ps if done.overlaps(p)), None)
     if overlap is not None:
         raise ResumeMismatchError(op.label, f"its source read {overlap} again, which the "
                                   "earlier run wrote already (the source ignores Pushdowns.done)")

@@ -102,7 +102,7 @@ class Sym:
     """
 
     __slots__ = ("expr", "kind", "wide", "columns")
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # symbols compare into expressions: unhashable
 
     def __init__(self, expr, kind: str, wide: bool = True, columns: frozenset = frozenset()) -> None:
         self.expr, self.kind, self.wide, self.columns = expr, kind, wide, columns
@@ -292,7 +292,7 @@ def translate_filter(op: L.LogicalOp) -> L.LogicalOp:
         return op
     schema = _source_schema(read)
     found = translate_predicate(op.fn, schema) if schema is not None else None
-    if found is None:
+    if found is None or schema is None:
         return op
     expr, columns = found
     nullable = [c for c in sorted(columns) if schema.field(c).nullable]
