@@ -64,6 +64,7 @@ class LookupOp:
     def __init__(self, op: Lookup) -> None:
         self.op = op
         self.changes_row_count = op.how == "inner"
+        self._seen: dict[int, dict] = {}  # per cache: columns seen (undeclared tables)
 
     @property
     def name(self) -> str:
@@ -120,15 +121,18 @@ class LookupOp:
         return table
 
     def _columns(self, cache: FreshCache, found: dict) -> list[str]:
+        """The columns added: ``columns=``, else those the table declares, else (a table
+        that declares none, such as a Redis hash without ``columns=``) every column seen
+        so far in this worker, so a later batch with no match still gets them as nulls."""
         if self.op.columns is not None:
             return list(self.op.columns)
         declared = getattr(cache.client, "columns", None)
         if declared is not None:
             return list(declared)
-        names: dict = {}
+        seen = self._seen.setdefault(id(cache), {})
         for row in found.values():
-            names.update(dict.fromkeys(row))
-        return list(names)
+            seen.update(dict.fromkeys(row))
+        return list(seen)
 
 
 def lookup_op(plan, table, on, how: str = "left", columns=None, cache=None) -> Lookup:

@@ -133,6 +133,8 @@ class DictTable(LookupTable):
 class _DictClient(TableClient):
     def __init__(self, rows: dict) -> None:
         self.rows = rows
+        # every value column any row holds: a batch with no match still gets them (null)
+        self.columns = list({name: None for row in rows.values() for name in row})
 
     def fetch(self, keys: list) -> Fetched:
         return Fetched({k: dict(self.rows[k]) for k in keys if k in self.rows})
