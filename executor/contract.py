@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-import pyarrow as pa
+if TYPE_CHECKING:  # annotations only: importing the contract must not import pyarrow (the
+    import pyarrow as pa  # zygote starts at `import streambatch`, before pyarrow loads)
 
 
 @dataclass(frozen=True)
