@@ -10,7 +10,7 @@ run them).
 - Stage kinds, each a type: :class:`TaskStage` (a chain of block ops run as tasks,
   reading from a source or from upstream stages) and the stages the driver runs itself
   on partitions' metadata and slices: :class:`LimitStage`, :class:`UnionStage`,
-  :class:`RepartitionStage`.
+  :class:`RepartitionStage`, :class:`ExchangeStage` (the middle of an all-to-all).
 - :class:`OutputListener`: what the executor tells the consumer of a job's output.
 - The errors user code meets inside a task: :class:`UDFFailure`,
   :class:`UDFReturnTypeError`, :class:`RowConversionError`, all
@@ -150,6 +150,10 @@ class TaskStage(Stage):
     worker: str = "thread"  # "thread" (in the driver) or "process" (worker processes)
     out_batch_rows: int | None = None  # output blocks hold multiples of this many rows:
     # the next stage's batch_rows, so its batches are read in place
+    bucketed: bool = False  # the map side of an exchange: output i of a task is bucket i,
+    # passed on as the ops yield it (never cut or joined)
+    grouped: bool = False  # the reduce side of an exchange: a task takes one bucket's
+    # partitions (consecutive inputs with the same index)
 
     @property
     def is_source(self) -> bool:
@@ -206,6 +210,21 @@ def as_task_stage(stage: Stage) -> TaskStage:
         raise TypeError(f"stage {stage.name!r} is a {type(stage).__name__}, not a stage of "
                         "tasks (TaskStage)")
     return stage
+
+
+@dataclass
+class ExchangeStage(Stage):
+    """The driver's side of an all-to-all operator: once all of its upstream's (bucketed)
+    output is in, it passes the partitions on bucket by bucket, for a grouped stage of
+    reduce tasks. ``split`` (sort) cuts all the blocks into buckets instead, each as the
+    list of its slices; ``ordered``: the job keeps the buckets' order (preserve_order).
+
+    >>> ExchangeStage("Sort(x).exchange", upstream=(0,), ordered=True).runs_tasks
+    False
+    """
+
+    split: Callable[[list], list] | None = None
+    ordered: bool = False
 
 
 @dataclass

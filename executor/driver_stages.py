@@ -10,7 +10,13 @@ from collections.abc import Callable
 
 import pyarrow as pa
 from streambatch.connectors.block_joins import join_blocks
-from streambatch.executor.contract import LimitStage, RepartitionStage, Stage, UnionStage
+from streambatch.executor.contract import (
+    ExchangeStage,
+    LimitStage,
+    RepartitionStage,
+    Stage,
+    UnionStage,
+)
 from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
 
@@ -104,6 +110,29 @@ def _repartition(st: StageState, executor) -> None:
     step_repartition(st, executor.release, executor.adopt)
 
 
+def _exchange(st: StageState, executor) -> None:
+    """Once all the map side's output is in: its partitions bucket by bucket (bucket =
+    output number), or, with a ``split``, every block cut into the buckets' slices."""
+    if not st.all_upstream_finished:
+        return
+    queue = st.inputs[st.stage.upstream[0]]
+    parts = list(queue)
+    queue.clear()
+    st.stats.rows_in += sum(p.rows for p in parts)
+    split = getattr(st.stage, "split", None)
+    if split is None:
+        st.outputs.extend(sorted(parts, key=lambda p: (p.index, p.key)))
+        return
+    parts.sort(key=lambda p: p.key)
+    for bucket, slices in enumerate(split([p.get() for p in parts])):
+        for piece in slices:
+            new = Partition.from_table(piece, st.index, tuple(p.pid for p in parts))
+            new.index = bucket
+            st.outputs.append(executor.adopt(new, parts))
+    for part in parts:
+        executor.release(part)
+
+
 def _no_step(st: StageState, executor) -> None:
     """Task stages: their work is tasks the executor dispatches, not a driver step."""
 
@@ -112,6 +141,7 @@ DRIVER_STEPS: dict[type, Callable[[StageState, object], None]] = {
     LimitStage: _limit,
     UnionStage: _union,
     RepartitionStage: _repartition,
+    ExchangeStage: _exchange,
 }
 
 

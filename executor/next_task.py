@@ -60,6 +60,8 @@ def peek_bundle(st: StageState, whole_batches_within: int = 4) -> list[Partition
     queue = st.inputs[st.stage.upstream[0]]
     if not queue:
         return []
+    if getattr(st.stage, "grouped", False):  # one bucket's partitions (they come together)
+        return [p for p in _same_index_prefix(queue)]
     batch_rows = st.stage.batch_rows
     if not batch_rows:
         return [queue[0]]
@@ -92,3 +94,13 @@ def describe_read(read_task, index: int) -> str:
     """``partition N (what the read task reads)`` for messages."""
     detail = getattr(read_task, "description", "")
     return f"partition {index}" + (f" ({detail})" if detail else "")
+
+
+def _same_index_prefix(queue) -> list:
+    """The queue's first partitions that share the first one's index (one bucket)."""
+    first, out = queue[0].index, []
+    for part in queue:
+        if part.index != first:
+            break
+        out.append(part)
+    return out

@@ -59,6 +59,7 @@ class Partition:
     key: str = ""
     origins: frozenset = frozenset()
     recipe: object = None  # how to recompute it if its block is lost (executor/recovery.py)
+    index: int = 0  # its number among its task's outputs (an exchange's bucket)
     created_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     @classmethod

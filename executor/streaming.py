@@ -226,7 +226,7 @@ class StreamingExecutor:
         part = Partition(event.ref, event.rows, event.nbytes, st.index,
                          tuple(p.pid for p in task.inputs) or (("read", task.description),),
                          key=f"{task.key}o{task.outputs}", origins=task.origins,
-                         recipe=recipe_of(task, task.outputs))
+                         recipe=recipe_of(task, task.outputs), index=task.outputs)
         if st.downstream is None:
             self.listener.on_final_output(part, task.origins)
         else:

@@ -16,6 +16,7 @@ from streambatch.executor.contract import (
     UnionStage,
 )
 from streambatch.operators import logical as L
+from streambatch.operators.all_to_all import AllToAll, exchange_stages
 from streambatch.operators.block_ops import block_op
 from streambatch.operators.read_errors import read_ops
 from streambatch.operators.rules.align_blocks import align_blocks
@@ -86,7 +87,11 @@ def _visit(op: L.LogicalOp, stages: list[Stage], settings: PlanSettings,
            sources: _Sources) -> int:
     ups = tuple(_visit(child, stages, settings, sources) for child in op.inputs)
     done = sources.next() if isinstance(op, L.Read) else None
-    stages.append(_builder(op)(op, ups, settings, done))
+    built = _builder(op)(op, ups, settings, done)
+    for stage in built if isinstance(built, list) else [built]:  # a list: a chain
+        if stage.upstream == () and not getattr(stage, "is_source", False) and stages:
+            stage.upstream = (len(stages) - 1,)
+        stages.append(stage)
     return len(stages) - 1
 
 
@@ -119,6 +124,8 @@ STAGE_BUILDERS = {
     L.Repartition: lambda op, ups, settings, done: RepartitionStage(
         op.label, upstream=ups, num_partitions=op.n),
     L.Union: lambda op, ups, settings, done: UnionStage(op.label, upstream=ups),
+    AllToAll: lambda op, ups, settings, done: exchange_stages(
+        op, ups, settings.num_cpus, settings.worker_for),
 }
 
 

@@ -25,6 +25,7 @@ from streambatch.executor.errors import (
 )
 from streambatch.executor.options import ExecutionOptions, LocalOptions, RayOptions
 from streambatch.executor.stats import DatasetStats, StageStats
+from streambatch.operators.aggregates import AggregateFn, Count, Max, Mean, Min, Std, Sum
 from streambatch.read_api import (
     from_arrow,
     from_huggingface,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
+    "AggregateFn", "Count", "Sum", "Min", "Max", "Mean", "Std",
     # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)
     "BlockLostError", "NonDeterministicError", "ResumeMismatchError", "RowConversionError",
     "StageStuckError", "StreamBatchError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",

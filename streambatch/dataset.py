@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from streambatch import validate as v
 from streambatch._dependencies import import_optional
+from streambatch.all_to_all import AllToAllMethods
 from streambatch.connectors.block_joins import block_to_rows, exact_batches, join_blocks
 from streambatch.executor.iteration import prefetched
 from streambatch.executor.partition import Partition
@@ -21,7 +22,7 @@ from streambatch.session import Session, plan_fingerprint
 from streambatch.type_report import where_types_differ
 
 
-class Dataset:
+class Dataset(AllToAllMethods):
     """A lazy, immutable plan of read / transform operators.
 
     >>> import streambatch as sb
@@ -185,14 +186,23 @@ class Dataset:
                 raise TypeError(f"union expects Datasets, got {type(other).__name__}")
         return self._with(L.Union(parts=(self._plan, *(o._plan for o in others))))
 
-    def repartition(self, num_blocks: int) -> Dataset:
-        """Redistribute rows into ``num_blocks`` equal partitions.
+    def repartition(self, num_blocks: int, *, shuffle: bool = False,
+                    seed: int | None = None) -> Dataset:
+        """Redistribute rows into ``num_blocks`` equal partitions (in order), or with
+        ``shuffle=True`` into ``num_blocks`` partitions of rows chosen at random (an
+        all-to-all exchange; ``seed`` makes it repeatable).
 
         >>> import streambatch as sb
         >>> sb.range(10).repartition(3).num_partitions()
         3
         """
-        return self._with(L.Repartition(self._plan, n=v.positive_int("num_blocks", num_blocks)))
+        n = v.positive_int("num_blocks", num_blocks)
+        if shuffle:
+            from streambatch.operators.all_to_all import Shuffle
+
+            return self._with(Shuffle(input=self._plan, seed=seed, permute=False,
+                                      num_partitions=n))
+        return self._with(L.Repartition(self._plan, n=n))
 
     def lookup(self, table, *, on: str, how: str = "left", columns=None, cache=None) -> Dataset:
         """Add the ``columns`` of ``table``'s row whose key equals column ``on``, through a

@@ -64,6 +64,8 @@ class Session:
         # The budget is read from free RAM once per plan (planner and executor both use it)
         session = self.with_options(memory_budget=self.options.resolved_memory_budget())
         stages = session.stages(plan, done)
+        if any(getattr(s, "ordered", False) for s in stages):  # a sort: its order is the output
+            session = session.with_options(preserve_order=True)
         backend = backend_class(self.backend).from_options(session.options)
         return StreamingExecutor(stages, backend, session.options,
                                  observers_for(session.options), listener)

@@ -58,4 +58,6 @@ def run_task(stage: TaskStage, task: Task, target_bytes: int,
     if isinstance(ctx, dict):
         ctx = task_context(stage, task, ctx)
     blocks = stage.apply(input_blocks(stage, task, each_input), ctx)
+    if stage.bucketed:  # output i is bucket i: passed on as it is
+        return blocks
     return split_blocks(blocks, target_bytes, stage.out_batch_rows)

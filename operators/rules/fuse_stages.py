@@ -40,6 +40,8 @@ def can_fuse(up: Stage, down: Stage) -> bool:
     """
     if not isinstance(up, TaskStage) or not isinstance(down, TaskStage) or down.is_source:
         return False
+    if up.bucketed or down.grouped:  # an exchange's buckets are not blocks to stream on
+        return False
     if up.resources != down.resources or up.concurrency != down.concurrency:
         return False
     if up.uses_actors:  # a class UDF or a GPU function: an actor pool
@@ -85,7 +87,8 @@ def _read_tasks_hold(source: TaskStage, batch: int) -> bool:
 def fuse(up: TaskStage, down: TaskStage) -> TaskStage:
     """One stage running ``up``'s ops then ``down``'s."""
     worker = "process" if "process" in (up.worker, down.worker) else "thread"
-    return replace(up, name=f"{up.name}->{down.name}", ops=up.ops + down.ops, worker=worker)
+    return replace(up, name=f"{up.name}->{down.name}", ops=up.ops + down.ops, worker=worker,
+                   bucketed=down.bucketed)
 
 
 def fuse_stages(stages: list[Stage]) -> list[Stage]:

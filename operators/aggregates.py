@@ -1,0 +1,320 @@
+"""Aggregate functions: Ray Data's names (``Count``, ``Sum``, ``Min``, ``Max``, ``Mean``,
+``Std``, user-defined ``AggregateFn``), computed in three steps so an all-to-all
+groupby combines on the map side:
+
+- ``partial(table, keys)``: per group of one block, a small state table (the keys and
+  this aggregate's state columns), computed with ``pyarrow.Table.group_by``;
+- ``merge(states, keys)``: the states of several blocks for the same groups into one;
+- ``finalize(states)``: the output column.
+
+Nulls are skipped (``ignore_nulls=True``, as in Ray Data); a group whose values are all
+null gets null; ``Count()`` counts rows.
+
+>>> import pyarrow as pa
+>>> t = pa.table({"k": [1, 1, 2], "v": [1.0, 3.0, None]})
+>>> states = Mean("v").partial(t, ["k"])
+>>> Mean("v").finalize(Mean("v").merge(states, ["k"])).to_pylist()
+[2.0, None]
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class AggregateFn:
+    """An aggregation over groups of rows (subclassed by the built-ins; or built from
+    four functions, as Ray Data's ``AggregateFn``):
+
+    - ``init(key)`` -> the state of an empty group (``key``: the group's key value, a
+      tuple for several keys, None for a global aggregate);
+    - ``accumulate_block(state, batch)`` -> the state after a group's rows (a
+      ``pyarrow.Table`` holding only that group's rows);
+    - ``merge(a, b)`` -> one state of two;
+    - ``finalize(state)`` -> the output value (default: the state).
+
+    >>> import pyarrow as pa
+    >>> span = AggregateFn(init=lambda k: (None, None), name="span",
+    ...     accumulate_block=lambda s, b: _span(s, b["v"].to_pylist()),
+    ...     merge=lambda a, b: _span(a, [x for x in a + b if x is not None]),
+    ...     finalize=lambda s: s[1] - s[0])
+    >>> t = pa.table({"k": [1, 1, 2], "v": [5, 9, 4]})
+    >>> span.finalize(span.merge(span.partial(t, ["k"]), ["k"])).to_pylist()
+    [4, 0]
+    """
+
+    def __init__(self, init: Callable, merge: Callable, name: str,
+                 accumulate_block: Callable | None = None,
+                 finalize: Callable | None = None) -> None:
+        if accumulate_block is None:
+            raise ValueError(f"AggregateFn {name!r}: pass accumulate_block(state, batch)")
+        self._init, self._merge, self.name = init, merge, name
+        self._accumulate, self._finalize = accumulate_block, finalize or (lambda s: s)
+
+    # The state travels between tasks as one pickled binary value per group.
+    def partial(self, table: pa.Table, keys: list[str]) -> pa.Table:
+        """Per group of ``table``: the keys and this aggregate's state."""
+        groups, key_values = _group_rows(table, keys)
+        states = [self._accumulate(self._init(_key(k, keys)), table.take(pa.array(rows)))
+                  for k, rows in zip(key_values, groups, strict=True)]
+        return _with_keys(table, keys, key_values, {"state": _pickled(states)})
+
+    def merge(self, states: pa.Table, keys: list[str]) -> pa.Table:
+        """One state per group, merging the states of several blocks."""
+        groups, key_values = _group_rows(states, keys)
+        column = states["state"].to_pylist()
+        merged = []
+        for rows in groups:
+            values = [pickle.loads(column[i]) for i in rows]
+            state = values[0]
+            for other in values[1:]:
+                state = self._merge(state, other)
+            merged.append(state)
+        return _with_keys(states, keys, key_values, {"state": _pickled(merged)})
+
+    def finalize(self, states: pa.Table) -> pa.Array:
+        """The output column, one value per group (in the states' order)."""
+        values = [self._finalize(pickle.loads(s)) for s in states["state"].to_pylist()]
+        return pa.array(values)
+
+    def empty(self) -> object:
+        """The value over no rows at all (a global aggregate of an empty dataset)."""
+        return self._finalize(self._init(None))
+
+
+class _Builtin(AggregateFn):
+    """An aggregate computed by ``pyarrow.Table.group_by`` on state columns."""
+
+    label = ""
+
+    def __init__(self, on: str | None = None, alias_name: str | None = None,
+                 ignore_nulls: bool = True) -> None:
+        if not ignore_nulls:
+            raise ValueError(f"{type(self).__name__}: only ignore_nulls=True is supported")
+        self.on = on
+        self.name = alias_name or f"{self.label}({on or ''})"
+
+    def _states(self, table: pa.Table, keys: list[str], specs: list[tuple]) -> pa.Table:
+        """``table`` grouped by ``keys`` with ``specs`` ((column, function, out name))."""
+        if not keys:  # a global aggregate: one group
+            table = table.append_column("__g", pa.array([0] * table.num_rows, pa.int8()))
+            keys = ["__g"]
+        out = table.group_by(keys, use_threads=False).aggregate(
+            [(column, function) for column, function, _ in specs])
+        names = [f"{column}_{function}" for column, function, _ in specs]
+        renamed = out.rename_columns([{n: o for n, (_, _, o) in zip(names, specs, strict=True)}
+                                      .get(c, c) for c in out.column_names])
+        return renamed.drop_columns(["__g"]) if "__g" in renamed.column_names else renamed
+
+    def empty(self) -> object:
+        return None
+
+
+class Count(_Builtin):
+    """Rows per group (nulls included).
+
+    >>> Count().name
+    'count()'
+    """
+
+    label = "count"
+
+    def partial(self, table, keys):
+        counted = table.append_column("__one", pa.array([1] * table.num_rows, pa.int64()))
+        return self._states(counted, keys, [("__one", "sum", "n")])
+
+    def merge(self, states, keys):
+        return self._states(states, keys, [("n", "sum", "n")])
+
+    def finalize(self, states):
+        return pc.fill_null(states["n"], 0)
+
+    def empty(self) -> object:
+        return 0
+
+
+class Sum(_Builtin):
+    """Sum of the non-null values of ``on``."""
+
+    label = "sum"
+
+    def partial(self, table, keys):
+        return self._states(table, keys, [(self.on, "sum", "s")])
+
+    def merge(self, states, keys):
+        return self._states(states, keys, [("s", "sum", "s")])
+
+    def finalize(self, states):
+        return states["s"]
+
+
+class Min(_Builtin):
+    """Smallest non-null value of ``on``."""
+
+    label = "min"
+
+    def partial(self, table, keys):
+        return self._states(table, keys, [(self.on, "min", "m")])
+
+    def merge(self, states, keys):
+        return self._states(states, keys, [("m", "min", "m")])
+
+    def finalize(self, states):
+        return states["m"]
+
+
+class Max(_Builtin):
+    """Largest non-null value of ``on``."""
+
+    label = "max"
+
+    def partial(self, table, keys):
+        return self._states(table, keys, [(self.on, "max", "m")])
+
+    def merge(self, states, keys):
+        return self._states(states, keys, [("m", "max", "m")])
+
+    def finalize(self, states):
+        return states["m"]
+
+
+class Mean(_Builtin):
+    """Mean of the non-null values of ``on`` (float64)."""
+
+    label = "mean"
+
+    def partial(self, table, keys):
+        table = table.set_column(table.column_names.index(self.on), self.on,
+                                 pc.cast(table[self.on], pa.float64()))
+        return self._states(table, keys, [(self.on, "sum", "s"), (self.on, "count", "n")])
+
+    def merge(self, states, keys):
+        return self._states(states, keys, [("s", "sum", "s"), ("n", "sum", "n")])
+
+    def finalize(self, states):
+        n = pc.cast(states["n"], pa.float64())
+        return pc.if_else(pc.equal(n, 0), pa.scalar(None, pa.float64()), pc.divide(states["s"], n))
+
+
+class Std(_Builtin):
+    """Standard deviation of the non-null values of ``on`` (``ddof=1`` by default, as in
+    Ray Data); states are (count, mean, M2), merged with Chan's formula, which keeps
+    its precision when values are large.
+
+    >>> import pyarrow as pa
+    >>> t = pa.table({"v": [1e9 + 1, 1e9 + 2, 1e9 + 3]})
+    >>> s = Std("v"); s.finalize(s.merge(pa.concat_tables([s.partial(t.slice(0, 1), []),
+    ...     s.partial(t.slice(1), [])]), [])).to_pylist()
+    [1.0]
+    """
+
+    label = "std"
+
+    def __init__(self, on: str | None = None, ddof: int = 1, alias_name: str | None = None,
+                 ignore_nulls: bool = True) -> None:
+        super().__init__(on, alias_name, ignore_nulls)
+        self.ddof = ddof
+
+    def partial(self, table, keys):
+        values = pc.cast(table[self.on], pa.float64())
+        table = table.set_column(table.column_names.index(self.on), self.on, values)
+        sums = self._states(table, keys, [(self.on, "sum", "s"), (self.on, "count", "n"),
+                                          (self.on, "variance", "var")])
+        n = pc.cast(sums["n"], pa.float64())
+        mean = pc.if_else(pc.equal(n, 0), 0.0, pc.divide(sums["s"], n))
+        m2 = pc.fill_null(pc.multiply(sums["var"], n), 0.0)  # population variance x n
+        return sums.drop_columns(["s", "var"]).append_column("mean", mean).append_column("m2", m2)
+
+    def merge(self, states, keys):
+        n = pc.cast(states["n"], pa.float64())
+        states = states.set_column(states.column_names.index("n"), "n", n)
+        safe, codes, dictionaries = _encoded_keys(states, keys)  # join keys without nulls
+        weighted = safe.append_column("nm", pc.multiply(n, safe["mean"]))
+        totals = self._states(weighted, codes, [("n", "sum", "n"), ("nm", "sum", "nm"),
+                                                ("m2", "sum", "m2")])
+        mean = pc.if_else(pc.equal(totals["n"], 0), 0.0, pc.divide(totals["nm"], totals["n"]))
+        # M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2): each group's mean joined back
+        if codes:
+            joined = weighted.join(totals.select(codes).append_column("gmean", mean), codes)
+        else:
+            joined = weighted.append_column(
+                "gmean", pa.array([mean[0].as_py()] * weighted.num_rows, pa.float64()))
+        spread = pc.multiply(joined["n"], pc.power(pc.subtract(joined["mean"], joined["gmean"]), 2))
+        extra = self._states(joined.append_column("spread", spread), codes,
+                             [("spread", "sum", "spread")])
+        if codes:
+            totals = totals.join(extra, codes)
+            mean = pc.if_else(pc.equal(totals["n"], 0), 0.0, pc.divide(totals["nm"], totals["n"]))
+        else:
+            totals = totals.append_column("spread", extra["spread"])
+        m2 = pc.add(totals["m2"], totals["spread"])
+        out = totals.select(codes + ["n"]).append_column("mean", mean).append_column("m2", m2)
+        return _decoded_keys(out, keys, codes, dictionaries)
+
+    def finalize(self, states):
+        n = states["n"]
+        dof = pc.subtract(n, float(self.ddof))
+        var = pc.if_else(pc.greater(dof, 0), pc.divide(states["m2"], dof), pa.scalar(None, pa.float64()))
+        return pc.sqrt(var)
+
+
+def _group_rows(table: pa.Table, keys: list[str]) -> tuple[list[list[int]], list[tuple]]:
+    """Row indices per group, and each group's key values (first-seen order)."""
+    groups: dict[tuple, list[int]] = {}
+    columns = [table[k].to_pylist() for k in keys]
+    for i in range(table.num_rows):
+        groups.setdefault(tuple(c[i] for c in columns), []).append(i)
+    return list(groups.values()), list(groups)
+
+
+def _encoded_keys(table: pa.Table, keys: list[str]):
+    """``table`` with each key column also as non-null codes (``pyarrow`` joins never match
+    nulls, and a null key is a group of its own): (table, code columns, dictionaries)."""
+    codes: list[str] = []
+    dictionaries: list = []
+    for key in keys:
+        encoded = pc.dictionary_encode(table[key].combine_chunks())
+        name = f"__code_{len(codes)}"
+        table = table.append_column(name, pc.fill_null(encoded.indices, -1))
+        codes.append(name)
+        dictionaries.append(encoded.dictionary)
+    return table, codes, dictionaries
+
+
+def _decoded_keys(table: pa.Table, keys: list[str], codes: list[str], dictionaries) -> pa.Table:
+    """The key columns back from their codes (code -1: null), first."""
+    columns = {}
+    for key, code, dictionary in zip(keys, codes, dictionaries, strict=True):
+        indices = table[code].combine_chunks()
+        taken = pc.take(dictionary, pc.if_else(pc.equal(indices, -1), None, indices))
+        columns[key] = taken
+    rest = table.drop_columns(codes)
+    return pa.table({**columns, **{n: rest[n] for n in rest.column_names}})
+
+
+def _key(values: tuple, keys: list[str]):
+    return None if not keys else values[0] if len(keys) == 1 else values
+
+
+def _with_keys(table: pa.Table, keys: list[str], key_values: list[tuple],
+               columns: dict[str, pa.Array]) -> pa.Table:
+    arrays = {k: pa.array([v[i] for v in key_values], table.schema.field(k).type)
+              for i, k in enumerate(keys)}
+    return pa.table({**arrays, **columns})
+
+
+def _pickled(states: list) -> pa.Array:
+    return pa.array([pickle.dumps(s) for s in states], pa.binary())
+
+
+def _span(state, values):
+    """(min, max) of ``state`` widened by ``values`` (for the AggregateFn example)."""
+    values = [v for v in values if v is not None] + [v for v in state if v is not None]
+    return (min(values), max(values)) if values else (None, None)
+
+
+__all__ = ["AggregateFn", "Count", "Max", "Mean", "Min", "Std", "Sum"]

@@ -1,0 +1,156 @@
+"""All-to-all logical operators (groupby/aggregate, distinct, map_groups, sort, shuffle)
+and the stages each one plans to: a map side in the upstream's tasks, an exchange in
+the driver, a reduce side of one task per bucket (see ``exchange.py``). Keyed operators
+partition by key range, as a sort does (map side: each task's rows or partial
+aggregates sorted by key; the driver cuts them at boundaries sampled from them), so
+their output comes in key order; a shuffle partitions at random.
+
+>>> from streambatch.connectors.memory import RangeSource
+>>> from streambatch.operators import logical as L
+>>> op = Sort(input=L.Read(RangeSource(4), "Range"), keys=("id",), descending=(True,))
+>>> op.label
+'Sort(id desc)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streambatch.executor.contract import ExchangeStage, Stage, TaskStage
+from streambatch.operators import exchange as X
+from streambatch.operators.logical import LogicalOp
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AllToAll(LogicalOp):
+    """Base of the all-to-all operators: every output row may depend on every input row,
+    so rules push nothing through one. ``num_partitions``: the buckets (default: from
+    the CPUs)."""
+
+    input: LogicalOp
+    num_partitions: int | None = None
+    ordered = True  # the output comes in key order (Ray Data's groupby output is sorted)
+
+    def sides(self, n: int) -> tuple:
+        """(map-side op, the driver's split or None for buckets by output number,
+        reduce-side op) for ``n`` buckets."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Aggregate(AllToAll):
+    """``aggs`` per group of ``keys`` (no keys: one row over the whole dataset)."""
+
+    keys: tuple[str, ...]
+    aggs: tuple
+
+    @property
+    def label(self) -> str:
+        on = f"{', '.join(self.keys)}: " if self.keys else ""
+        return f"Aggregate({on}{', '.join(a.name for a in self.aggs)})"
+
+    def sides(self, n: int) -> tuple:
+        return (X.PartialAggregateOp(self.keys, self.aggs), _by_key(self.keys, n),
+                X.AggregateReduceOp(self.keys, self.aggs))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Distinct(AllToAll):
+    """Each combination of ``keys`` once (``unique``)."""
+
+    keys: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"Distinct({', '.join(self.keys)})"
+
+    def sides(self, n: int) -> tuple:
+        return X.DistinctMapOp(self.keys), _by_key(self.keys, n), X.DistinctReduceOp(self.keys)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class MapGroups(AllToAll):
+    """``fn`` over the rows of each group of ``keys``, as one batch in ``batch_format``."""
+
+    keys: tuple[str, ...]
+    fn: Callable
+    batch_format: str = "default"
+
+    @property
+    def label(self) -> str:
+        return f"MapGroups({getattr(self.fn, '__name__', type(self.fn).__name__)})"
+
+    def sides(self, n: int) -> tuple:
+        return (X.SortMapOp(self.keys, (False,) * len(self.keys)), _by_key(self.keys, n),
+                X.MapGroupsReduceOp(self.keys, self.fn, self.batch_format))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Sort(AllToAll):
+    """Rows in the order of ``keys`` (``descending`` per key; nulls last)."""
+
+    keys: tuple[str, ...]
+    descending: tuple[bool, ...]
+
+    @property
+    def label(self) -> str:
+        return "Sort(" + ", ".join(f"{k}{' desc' if d else ''}"
+                                   for k, d in zip(self.keys, self.descending, strict=True)) + ")"
+
+    def sides(self, n: int) -> tuple:
+        return (X.SortMapOp(self.keys, self.descending),
+                X.range_split(self.keys, self.descending, n),
+                X.SortReduceOp(self.keys, self.descending))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Shuffle(AllToAll):
+    """Rows to random buckets (seeded); ``permute``: each bucket's rows in random order too
+    (``random_shuffle``), else kept (``repartition(n, shuffle=True)``)."""
+
+    seed: int | None = None
+    permute: bool = True
+
+    @property
+    def ordered(self) -> bool:  # type: ignore[override]
+        """A seeded shuffle repeats itself: its buckets come out in their order."""
+        return self.seed is not None
+
+    @property
+    def label(self) -> str:
+        kind = "RandomShuffle" if self.permute else "Repartition"
+        return f"{kind}(seed={self.seed})" if self.permute else \
+            f"{kind}[{self.num_partitions}, shuffle]"
+
+    def sides(self, n: int) -> tuple:
+        return X.RandomPartitionOp(n, self.seed), None, X.ShuffleReduceOp(self.seed, self.permute)
+
+
+def _by_key(keys: tuple[str, ...], n: int):
+    """The driver's split of key-sorted blocks into ``n`` key ranges (a group never spans
+    two: rows equal to a boundary all go above it)."""
+    return X.range_split(keys, (False,) * len(keys), n)
+
+
+def default_buckets(num_cpus: int) -> int:
+    """Buckets of an exchange when the operator names none: two per CPU.
+
+    >>> default_buckets(2)
+    4
+    """
+    return max(1, 2 * num_cpus)
+
+
+def exchange_stages(op: AllToAll, ups: tuple[int, ...], num_cpus: int,
+                    worker_for: Callable[[bool], str]) -> list[Stage]:
+    """The three stages of an all-to-all operator: map side, exchange, reduce side."""
+    n = op.num_partitions or default_buckets(num_cpus)
+    map_op, split, reduce_op = op.sides(n)
+    return [
+        TaskStage(f"{op.label}.map", upstream=ups, ops=[map_op],
+                  worker=worker_for(map_op.holds_gil), bucketed=split is None),
+        ExchangeStage(f"{op.label}.exchange", split=split, ordered=op.ordered),
+        TaskStage(f"{op.label}.reduce", ops=[reduce_op], worker=worker_for(reduce_op.holds_gil),
+                  grouped=True),
+    ]

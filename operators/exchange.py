@@ -1,0 +1,425 @@
+"""The block ops of all-to-all operators, on both sides of an exchange.
+
+The map side runs in the upstream stage's tasks and cuts each task's rows into
+``n`` buckets: by a hash of the keys (groupby, unique), at random (shuffle,
+repartition), with partial aggregation per bucket where it applies; it emits exactly
+``n`` blocks, bucket ``i`` as the task's output ``i`` (empty ones too). Sort sorts
+each task's rows instead; the driver then cuts every sorted block into ranges
+(:func:`range_split`, boundaries from a sample). The reduce side runs one task per
+bucket over that bucket's blocks.
+
+>>> import pyarrow as pa
+>>> from streambatch.executor.contract import TaskContext
+>>> ctx = TaskContext("Exchange", 0, "partition 0", key="k0")
+>>> t = pa.table({"k": [1, 2, 1, 3], "v": [1, 2, 3, 4]})
+>>> out = list(HashPartitionOp(("k",), 2).apply(iter([t]), ctx))
+>>> len(out), sum(b.num_rows for b in out)
+(2, 4)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from streambatch.connectors.block_joins import concat_blocks
+from streambatch.executor.contract import TaskContext, UDFFailure
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _ExchangeOp:
+    """Defaults every exchange op shares (the BlockOp protocol)."""
+
+    holds_gil = False  # pyarrow/numpy kernels: thread workers, no block copies
+    batch_rows = None
+    changes_row_count = True
+    is_actor = False
+    stays_in_driver = False
+    name = "Exchange"
+
+
+def _concat(blocks: Iterator[pa.Table]) -> pa.Table | None:
+    tables = [b for b in blocks if b.num_columns]
+    return concat_blocks(tables) if tables else None
+
+
+# ---- map side ---------------------------------------------------------------------------
+class HashPartitionOp(_ExchangeOp):
+    """Rows to ``n`` buckets by a hash of ``keys`` (the same key, the same bucket, in every
+    task and process); with ``aggs``, each bucket's rows become partial aggregates."""
+
+    def __init__(self, keys: tuple[str, ...], n: int, aggs: tuple = ()) -> None:
+        self.keys, self.n, self.aggs = keys, n, aggs
+        self.name = f"HashPartition({', '.join(keys)})"
+
+    def apply(self, blocks: Iterator[pa.Table], ctx: TaskContext) -> Iterator[pa.Table]:
+        """Yield ``n`` blocks: bucket 0 first."""
+        table = _concat(blocks)
+        if table is None or table.num_rows == 0:
+            yield from (_empty(table) for _ in range(self.n))
+            return
+        buckets = bucket_of(table, self.keys, self.n)
+        for i in range(self.n):
+            part = table.filter(pa.array(buckets == i))
+            yield partial_states(part, self.keys, self.aggs) if self.aggs else part
+
+
+class DistinctPartitionOp(HashPartitionOp):
+    """Keys to ``n`` buckets, each bucket's keys once (unique, groupby without aggregates)."""
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is None or table.num_rows == 0:
+            yield from (_empty(table, self.keys) for _ in range(self.n))
+            return
+        table = table.select(list(self.keys))
+        buckets = bucket_of(table, self.keys, self.n)
+        for i in range(self.n):
+            part = table.filter(pa.array(buckets == i))
+            yield part.group_by(list(self.keys), use_threads=False).aggregate([])
+
+
+class PartialAggregateOp(_ExchangeOp):
+    """A task's rows as the partial aggregates of their groups, sorted by key (the driver
+    cuts them into key ranges; a reducer merges one range)."""
+
+    def __init__(self, keys: tuple[str, ...], aggs: tuple) -> None:
+        self.keys, self.aggs = keys, aggs
+        self.name = f"PartialAggregate({', '.join(keys)})"
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is not None and table.num_rows:
+            yield partial_states(table, self.keys, self.aggs)
+
+
+class DistinctMapOp(_ExchangeOp):
+    """A task's distinct keys, sorted."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.name = f"DistinctMap({', '.join(keys)})"
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is not None and table.num_rows:
+            distinct = table.select(list(self.keys)).group_by(
+                list(self.keys), use_threads=False).aggregate([])
+            yield sort_table(distinct, self.keys, (False,) * len(self.keys))
+
+
+class RandomPartitionOp(_ExchangeOp):
+    """Rows to ``n`` buckets at random, seeded by ``seed`` and the task's lineage key (the
+    same rows go to the same buckets in every run of the same layout)."""
+
+    def __init__(self, n: int, seed: int | None) -> None:
+        self.n, self.seed = n, seed
+        self.name = "RandomPartition"
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is None or table.num_rows == 0:
+            yield from (_empty(table) for _ in range(self.n))
+            return
+        rng = np.random.default_rng(_seed(self.seed, ctx.key))
+        buckets = rng.integers(0, self.n, table.num_rows)
+        for i in range(self.n):
+            yield table.filter(pa.array(buckets == i))
+
+
+class SortMapOp(_ExchangeOp):
+    """Each task's rows sorted (the driver then cuts the sorted blocks into ranges)."""
+
+    changes_row_count = False
+
+    def __init__(self, keys: tuple[str, ...], descending: tuple[bool, ...]) -> None:
+        self.keys, self.descending = keys, descending
+        self.name = f"SortMap({', '.join(keys)})"
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is not None and table.num_rows:
+            yield sort_table(table, self.keys, self.descending)
+
+
+# ---- reduce side ------------------------------------------------------------------------
+class AggregateReduceOp(_ExchangeOp):
+    """A bucket's partial aggregates merged and finalized: one row per group, sorted by
+    the keys (nulls last), columns named as Ray Data names them (``sum(v)``)."""
+
+    def __init__(self, keys: tuple[str, ...], aggs: tuple) -> None:
+        self.keys, self.aggs = keys, aggs
+        self.name = f"Aggregate({', '.join(keys)})"
+
+    def apply(self, blocks, ctx):
+        states = _concat(blocks)
+        if states is None or states.num_rows == 0:
+            return
+        yield final_aggregates(states, self.keys, self.aggs)
+
+
+class DistinctReduceOp(_ExchangeOp):
+    """A bucket's keys once each, sorted."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.name = f"Distinct({', '.join(keys)})"
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is None or table.num_rows == 0:
+            return
+        distinct = table.group_by(list(self.keys), use_threads=False).aggregate([])
+        yield sort_table(distinct, self.keys, (False,) * len(self.keys))
+
+
+class MapGroupsReduceOp(_ExchangeOp):
+    """``fn`` over each group of a bucket's rows (groups in key order)."""
+
+    def __init__(self, keys: tuple[str, ...], fn: Callable, batch_format: str) -> None:
+        self.keys, self.fn, self.batch_format = keys, fn, batch_format
+        self.name = f"MapGroups({getattr(fn, '__name__', type(fn).__name__)})"
+
+    def apply(self, blocks, ctx):
+        from streambatch.operators.batch_format import from_batch, to_batch
+
+        table = _concat(blocks)
+        if table is None or table.num_rows == 0:
+            return
+        table = sort_table(table, self.keys, (False,) * len(self.keys))
+        for start, stop in group_spans(table, self.keys):
+            group = table.slice(start, stop - start)
+            try:
+                out = self.fn(to_batch(group, self.batch_format))
+            except Exception as exc:
+                key = tuple(group[k][0].as_py() for k in self.keys)
+                raise UDFFailure(self.name, f"group {key if len(key) > 1 else key[0]!r}",
+                                 exc) from exc
+            yield from_batch(out, self.name)
+
+
+class ShuffleReduceOp(_ExchangeOp):
+    """A bucket's rows in a random order, seeded by ``seed`` and the bucket."""
+
+    changes_row_count = False
+
+    def __init__(self, seed: int | None, permute: bool = True) -> None:
+        self.seed, self.permute = seed, permute
+        self.name = "Shuffle" if permute else "Repartition"
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is None or table.num_rows == 0:
+            return
+        if self.permute:
+            rng = np.random.default_rng(_seed(self.seed, ctx.key))
+            table = table.take(pa.array(rng.permutation(table.num_rows)))
+        yield table
+
+
+class SortReduceOp(SortMapOp):
+    """A bucket's sorted ranges merged into one sorted block."""
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def bucket_of(table: pa.Table, keys: tuple[str, ...], n: int) -> np.ndarray:
+    """The bucket of each row: a hash of its key values that is the same in every process
+    (Python's ``hash`` of a string is not), modulo ``n``.
+
+    >>> b = bucket_of(pa.table({"k": ["a", "b", "a", None]}), ("k",), 4)
+    >>> bool(b[0] == b[2]), bool(((0 <= b) & (b < 4)).all())
+    (True, True)
+    """
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    for key in keys:
+        h = _mix(h * np.uint64(31) + column_hash(table[key]))
+    return (h % np.uint64(n)).astype(np.int64)
+
+
+def column_hash(column) -> np.ndarray:
+    """A deterministic 64-bit hash per value (nulls hash to 0).
+
+    >>> column_hash(pa.chunked_array([[1, None]])).tolist()[1]
+    0
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    typ = array.type
+    if pa.types.is_integer(typ) or pa.types.is_boolean(typ) or pa.types.is_temporal(typ):
+        values = pc.fill_null(array.cast(pa.int64()) if not pa.types.is_temporal(typ)
+                              else array.view(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        h = _mix(values.astype(np.int64).view(np.uint64) ^ _MIX)
+    elif pa.types.is_floating(typ):
+        values = pc.fill_null(array.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+        values = np.where(values == 0.0, 0.0, values)  # -0.0 and 0.0: one key
+        h = _mix(values.view(np.uint64) ^ _MIX)
+    else:
+        h = _bytes_hash(array)
+    valid = array.is_valid().to_numpy(zero_copy_only=False)
+    return np.where(valid, h, np.uint64(0))
+
+
+def _bytes_hash(array: pa.Array) -> np.ndarray:
+    """Strings and binaries by their bytes; other types by their text (slow path)."""
+    if not (pa.types.is_string(array.type) or pa.types.is_binary(array.type)
+            or pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)):
+        return np.array([int.from_bytes(hashlib.blake2b(repr(v).encode(), digest_size=8)
+                                        .digest(), "little") for v in array.to_pylist()],
+                        dtype=np.uint64)
+    values = [v if v is not None else b"" for v in array.cast(pa.large_binary()).to_pylist()]
+    return np.array([int.from_bytes(hashlib.blake2b(v, digest_size=8).digest(), "little")
+                     for v in values], dtype=np.uint64)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+def _seed(seed: int | None, key: str) -> list[int]:
+    digest = hashlib.sha256(f"{seed}|{key}".encode()).digest()
+    return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)] + \
+        ([] if seed is not None else list(np.random.SeedSequence().generate_state(2)))
+
+
+def _empty(table: pa.Table | None, keys: tuple[str, ...] | None = None) -> pa.Table:
+    if table is None:
+        return pa.table({})
+    return (table.select(list(keys)) if keys else table).slice(0, 0)
+
+
+def sort_table(table: pa.Table, keys: tuple[str, ...], descending: tuple[bool, ...]) -> pa.Table:
+    """``table`` sorted by ``keys`` (nulls last, whatever the direction).
+
+    >>> sort_table(pa.table({"a": [2, None, 1]}), ("a",), (True,))["a"].to_pylist()
+    [2, 1, None]
+    """
+    if not keys or not table.num_rows:
+        return table
+    order = [(k, "descending" if d else "ascending") for k, d in zip(keys, descending, strict=True)]
+    return table.take(pc.sort_indices(table, sort_keys=order))  # nulls at the end by default
+
+
+def group_spans(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal keys in a table sorted by them."""
+    columns = [table[k].to_pylist() for k in keys]
+    spans, start = [], 0
+    for i in range(1, table.num_rows + 1):
+        if i == table.num_rows or any(c[i] != c[start] for c in columns):
+            spans.append((start, i))
+            start = i
+    return spans
+
+
+def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Table:
+    """Every aggregate's partial state of ``table``'s groups, side by side (groups sorted by
+    key, so every aggregate's rows line up), columns prefixed ``a<i>.``."""
+    out: pa.Table | None = None
+    for i, agg in enumerate(aggs):
+        states = sort_table(agg.partial(table, list(keys)), keys, (False,) * len(keys))
+        if out is None:
+            out = states.select(list(keys))
+        for name in states.column_names:
+            if name not in keys:
+                out = out.append_column(f"a{i}.{name}", states[name])
+    return out if out is not None else table.select(list(keys))
+
+
+def final_aggregates(states: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Table:
+    """Merge the partial states of one bucket and finalize them: keys, then one column per
+    aggregate named by it."""
+    out: pa.Table | None = None
+    for i, agg in enumerate(aggs):
+        prefix = f"a{i}."
+        mine = [c for c in states.column_names if c.startswith(prefix)]
+        own = states.select(list(keys) + mine).rename_columns(
+            list(keys) + [c[len(prefix):] for c in mine])
+        merged = sort_table(agg.merge(own, list(keys)), keys, (False,) * len(keys))
+        if out is None:
+            out = merged.select(list(keys))
+        out = out.append_column(agg.name, agg.finalize(merged))
+    return out if out is not None else states.select(list(keys))
+
+
+def range_split(keys: tuple[str, ...], descending: tuple[bool, ...], n: int
+                ) -> Callable[[list[pa.Table]], list[list[pa.Table]]]:
+    """The driver's cut of sorted blocks into ``n`` key ranges: boundaries from an evenly
+    spaced sample of every block, each block cut at them by binary search (slices, no
+    copy). Bucket ``i``'s slices, merged, are the ``i``-th part of the sorted output.
+
+    >>> cut = range_split(("x",), (False,), 2)
+    >>> [[t["x"].to_pylist() for t in b] for b in cut([pa.table({"x": [1, 3, 5, 7]}),
+    ...                                                 pa.table({"x": [2, 4, 6, 8]})])]
+    [[[1, 3], [2, 4]], [[5, 7], [6, 8]]]
+    """
+    def split(tables: list[pa.Table]) -> list[list[pa.Table]]:
+        tables = [t for t in tables if t.num_rows]
+        bounds = _boundaries(tables, keys, descending, n)
+        out: list[list[pa.Table]] = [[] for _ in range(len(bounds) + 1)]
+        for table in tables:
+            cuts = [0] + [_bisect(table, b, keys, descending) for b in bounds] + [table.num_rows]
+            for i in range(len(bounds) + 1):
+                if cuts[i + 1] > cuts[i]:
+                    out[i].append(table.slice(cuts[i], cuts[i + 1] - cuts[i]))
+        return out
+
+    return split
+
+
+def _row(table: pa.Table, keys: tuple[str, ...], i: int) -> tuple:
+    return tuple(table[k][i].as_py() for k in keys)
+
+
+def _before(a: tuple, b: tuple, descending: tuple[bool, ...]) -> bool:
+    """True when row key ``a`` sorts strictly before ``b`` (nulls last)."""
+    for x, y, desc in zip(a, b, descending, strict=True):
+        if x == y:
+            continue
+        if x is None:
+            return False
+        if y is None:
+            return True
+        return x > y if desc else x < y
+    return False
+
+
+def _bisect(table: pa.Table, bound: tuple, keys, descending) -> int:
+    """The first row of a sorted ``table`` that does not sort before ``bound``."""
+    lo, hi = 0, table.num_rows
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _before(_row(table, keys, mid), bound, descending):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _boundaries(tables: list[pa.Table], keys, descending, n: int) -> list[tuple]:
+    sample = []
+    for table in tables:
+        count = min(table.num_rows, 64)
+        for i in np.linspace(0, table.num_rows - 1, count).astype(int):
+            sample.append(_row(table, keys, int(i)))
+    if not sample or n <= 1:
+        return []
+    import functools
+
+    def compare(a, b):
+        return -1 if _before(a, b, descending) else 1 if _before(b, a, descending) else 0
+
+    sample.sort(key=functools.cmp_to_key(compare))
+    picks = [sample[len(sample) * i // n] for i in range(1, n)]
+    bounds: list[tuple] = []
+    for b in picks:  # equal boundaries would make empty buckets
+        if not bounds or compare(bounds[-1], b) < 0:
+            bounds.append(b)
+    return bounds

@@ -1,0 +1,197 @@
+"""The all-to-all methods of ``Dataset`` (groupby, aggregates, unique, sort, shuffle),
+with Ray Data's names and semantics, and ``GroupedData``.
+
+Aggregate columns are named as Ray Data names them (``count()``, ``sum(v)``,
+``mean(v)``...); nulls are skipped; groups come out sorted by key (nulls last).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streambatch import validate as v
+from streambatch.operators import all_to_all as A
+from streambatch.operators.aggregates import AggregateFn, Count, Max, Mean, Min, Std, Sum
+from streambatch.operators.batch_format import check_batch_format
+
+if TYPE_CHECKING:
+    from streambatch.dataset import Dataset
+
+
+def _names(what: str, value) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value or ())
+    if not all(isinstance(n, str) and n for n in names):
+        raise TypeError(f"{what}: expected a column name or a list of them, got {value!r}")
+    return names
+
+
+class AllToAllMethods:
+    """Mixed into ``Dataset``: the operators whose output rows depend on all input rows."""
+
+    _plan: Any  # the dataset's logical plan (Dataset sets it)
+
+    def _with(self, op) -> Dataset:  # provided by Dataset
+        raise NotImplementedError
+
+    def groupby(self, key: str | list[str] | None) -> GroupedData:
+        """Group rows by ``key`` (a column, a list of columns, or None for one group).
+
+        >>> import streambatch as sb
+        >>> ds = sb.from_items([{"k": i % 2, "v": i} for i in range(6)])
+        >>> ds.groupby("k").sum("v").take_all()
+        [{'k': 0, 'sum(v)': 6}, {'k': 1, 'sum(v)': 9}]
+        """
+        return GroupedData(self, _names("groupby", key) if key is not None else ())
+
+    def aggregate(self, *aggs: AggregateFn) -> dict[str, Any]:
+        """The aggregates over all rows, as ``{name: value}``.
+
+        >>> import streambatch as sb
+        >>> sb.range(5).aggregate(sb.Count(), sb.Max("id"))
+        {'count()': 5, 'max(id)': 4}
+        """
+        rows = GroupedData(self, ()).aggregate(*aggs).take_all()
+        return rows[0] if rows else {a.name: a.empty() for a in aggs}
+
+    def sum(self, on: str | list[str]) -> Any:
+        """Sum of column ``on`` (a dict for several columns; None when empty).
+
+        >>> import streambatch as sb
+        >>> sb.range(5).sum("id")
+        10
+        """
+        return self._global(Sum, on)
+
+    def min(self, on: str | list[str]) -> Any:
+        """Smallest value of ``on``."""
+        return self._global(Min, on)
+
+    def max(self, on: str | list[str]) -> Any:
+        """Largest value of ``on``."""
+        return self._global(Max, on)
+
+    def mean(self, on: str | list[str]) -> Any:
+        """Mean of ``on``.
+
+        >>> import streambatch as sb
+        >>> sb.range(5).mean("id")
+        2.0
+        """
+        return self._global(Mean, on)
+
+    def std(self, on: str | list[str], ddof: int = 1) -> Any:
+        """Standard deviation of ``on`` (``ddof=1``: the sample's, as Ray Data)."""
+        names = _names("std", on)
+        result = self.aggregate(*(Std(n, ddof=ddof) for n in names))
+        return result[f"std({names[0]})"] if isinstance(on, str) else result
+
+    def _global(self, cls, on) -> Any:
+        names = _names(cls.label, on)
+        result = self.aggregate(*(cls(n) for n in names))
+        return result[f"{cls.label}({names[0]})"] if isinstance(on, str) else result
+
+    def unique(self, column: str) -> list:
+        """The distinct values of ``column`` (sorted, None last).
+
+        >>> import streambatch as sb
+        >>> sb.from_items([{"a": 2}, {"a": 1}, {"a": 2}]).unique("a")
+        [1, 2]
+        """
+        (name,) = _names("unique", column)
+        ds = self._with(A.Distinct(input=self._plan, keys=(name,)))
+        values = [row[name] for row in ds.take_all()]
+        return sorted(values, key=lambda x: (x is None, x if x is not None else 0))
+
+    def sort(self, key: str | list[str], descending: bool | list[bool] = False) -> Dataset:
+        """Rows sorted by ``key`` (one or more columns; ``descending`` for all, or per key);
+        nulls last.
+
+        >>> import streambatch as sb
+        >>> [r["id"] for r in sb.range(5).sort("id", descending=True).take_all()]
+        [4, 3, 2, 1, 0]
+        """
+        keys = _names("sort", key)
+        order = tuple(descending) if isinstance(descending, (list, tuple)) \
+            else (bool(descending),) * len(keys)
+        if len(order) != len(keys):
+            raise ValueError(f"sort: {len(keys)} keys but {len(order)} descending flags")
+        return self._with(A.Sort(input=self._plan, keys=keys, descending=order))
+
+    def random_shuffle(self, *, seed: int | None = None,
+                       num_blocks: int | None = None) -> Dataset:
+        """All rows in a random order (the same order for the same ``seed`` and layout).
+
+        >>> import streambatch as sb
+        >>> sorted(r["id"] for r in sb.range(5).random_shuffle(seed=1).take_all())
+        [0, 1, 2, 3, 4]
+        """
+        return self._with(A.Shuffle(input=self._plan, seed=seed, num_partitions=num_blocks))
+
+
+class GroupedData:
+    """A dataset grouped by key columns (``Dataset.groupby``).
+
+    >>> import streambatch as sb
+    >>> ds = sb.from_items([{"k": "a", "v": 1}, {"k": "b", "v": 2}, {"k": "a", "v": 3}])
+    >>> ds.groupby("k").count().take_all()
+    [{'k': 'a', 'count()': 2}, {'k': 'b', 'count()': 1}]
+    """
+
+    def __init__(self, dataset, keys: tuple[str, ...]) -> None:
+        self._dataset, self._keys = dataset, keys
+
+    def aggregate(self, *aggs: AggregateFn) -> Dataset:
+        """One row per group: the keys, then one column per aggregate."""
+        if not aggs:
+            raise ValueError("aggregate: pass at least one aggregate (sb.Count(), sb.Sum(col)...)")
+        for agg in aggs:
+            if not isinstance(agg, AggregateFn):
+                raise TypeError(f"aggregate: {agg!r} is not an AggregateFn (sb.Count(), "
+                                "sb.Sum(col), ... or sb.AggregateFn(...))")
+        op = A.Aggregate(input=self._dataset._plan, keys=self._keys, aggs=tuple(aggs),
+                         num_partitions=None if self._keys else 1)
+        return self._dataset._with(op)
+
+    def count(self) -> Dataset:
+        """Rows per group, in column ``count()``."""
+        return self.aggregate(Count())
+
+    def sum(self, on: str | list[str]) -> Dataset:
+        """Sum per group of each column in ``on``."""
+        return self.aggregate(*(Sum(n) for n in _names("sum", on)))
+
+    def min(self, on: str | list[str]) -> Dataset:
+        """Smallest value per group."""
+        return self.aggregate(*(Min(n) for n in _names("min", on)))
+
+    def max(self, on: str | list[str]) -> Dataset:
+        """Largest value per group."""
+        return self.aggregate(*(Max(n) for n in _names("max", on)))
+
+    def mean(self, on: str | list[str]) -> Dataset:
+        """Mean per group."""
+        return self.aggregate(*(Mean(n) for n in _names("mean", on)))
+
+    def std(self, on: str | list[str], ddof: int = 1) -> Dataset:
+        """Standard deviation per group (``ddof=1``)."""
+        return self.aggregate(*(Std(n, ddof=ddof) for n in _names("std", on)))
+
+    def map_groups(self, fn, *, batch_format: str = "pyarrow") -> Dataset:
+        """``fn`` over each group's rows as one batch; its outputs are the rows.
+
+        >>> import streambatch as sb
+        >>> ds = sb.from_items([{"k": 1, "v": 2}, {"k": 1, "v": 4}, {"k": 2, "v": 1}])
+        >>> ds.groupby("k").map_groups(lambda b: {"k": b["k"][:1], "n": [len(b["v"])]},
+        ...                            batch_format="numpy").take_all()
+        [{'k': 1, 'n': 2}, {'k': 2, 'n': 1}]
+        """
+        if not self._keys:
+            raise ValueError("map_groups needs a groupby key")
+        op = A.MapGroups(input=self._dataset._plan, keys=self._keys,
+                         fn=v.callable_fn("map_groups", fn),
+                         batch_format=check_batch_format(batch_format))
+        return self._dataset._with(op)
+
+
+__all__ = ["AllToAllMethods", "AggregateFn", "Count", "GroupedData", "Max", "Mean", "Min",
+           "Std", "Sum"]
