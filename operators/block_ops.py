@@ -416,6 +416,29 @@ class WriteOp(OpBase):
         yield self.op.sink.write(blocks, ctx)
 
 
+class SampleOp(OpBase):
+    """``random_sample``: each row kept with probability ``fraction``, drawn from a
+    generator seeded by the seed and the task's lineage key (repeatable per layout)."""
+
+    op: L.Sample
+
+    def __init__(self, op: L.Sample) -> None:
+        super().__init__(op, changes_row_count=True)
+
+    def apply(self, blocks, ctx: TaskContext):
+        """Yield each block's kept rows."""
+        import hashlib
+
+        import numpy as np
+
+        digest = hashlib.sha256(f"{self.op.seed}|{ctx.key}".encode()).digest()
+        entropy = int.from_bytes(digest[:8], "little") if self.op.seed is not None else None
+        rng = np.random.default_rng(entropy)
+        for table in blocks:
+            if table.num_rows:
+                yield table.filter(pa.array(rng.random(table.num_rows) < self.op.fraction))
+
+
 OP_TYPES = {
     L.MapBatches: MapBatchesOp,
     L.MapRows: MapRowsOp,
@@ -425,6 +448,7 @@ OP_TYPES = {
     L.RenameColumns: RenameOp,
     L.AddColumn: AddColumnOp,
     L.Write: WriteOp,
+    L.Sample: SampleOp,
     Lookup: LookupOp,
 }
 

@@ -216,6 +216,18 @@ class Write(MapLike):
         return f"Write[{getattr(self.sink, 'name', type(self.sink).__name__)}]"
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Sample(MapLike):
+    """Keep each row with probability ``fraction`` (seeded per task by ``seed``)."""
+
+    fraction: float
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"RandomSample({self.fraction:g})"
+
+
 @dataclass(frozen=True, eq=False)
 class Limit(LogicalOp):
     """Keep the first ``n`` rows produced."""

@@ -19,10 +19,11 @@ from streambatch.operators.batch_format import check_batch_format, to_batch
 from streambatch.operators.optimizer import optimize
 from streambatch.operators.planner import render_stages
 from streambatch.session import Session, plan_fingerprint
+from streambatch.splits import SplitMethods
 from streambatch.type_report import where_types_differ
 
 
-class Dataset(AllToAllMethods):
+class Dataset(AllToAllMethods, SplitMethods):
     """A lazy, immutable plan of read / transform operators.
 
     >>> import streambatch as sb
