@@ -115,9 +115,9 @@ def _exchange(st: StageState, executor) -> None:
     output number), or, with a ``split``, every block cut into the buckets' slices."""
     if not st.all_upstream_finished:
         return
-    queue = st.inputs[st.stage.upstream[0]]
-    parts = list(queue)
-    queue.clear()
+    parts = [p for up in st.stage.upstream for p in st.inputs[up]]  # a join has two
+    for up in st.stage.upstream:
+        st.inputs[up].clear()
     st.stats.rows_in += sum(p.rows for p in parts)
     split = getattr(st.stage, "split", None)
     if split is None:

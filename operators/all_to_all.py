@@ -15,7 +15,7 @@ their output comes in key order; a shuffle partitions at random.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from streambatch.executor.contract import ExchangeStage, Stage, TaskStage
 from streambatch.operators import exchange as X
@@ -36,6 +36,20 @@ class AllToAll(LogicalOp):
         """(map-side op, the driver's split or None for buckets by output number,
         reduce-side op) for ``n`` buckets."""
         raise NotImplementedError
+
+    def stages(self, ups: tuple[int, ...], n: int, worker_for: Callable[[bool], str]
+               ) -> list[Stage]:
+        """Map side, exchange, reduce side (upstream -k: the k-th stage of this list; the
+        planner turns it into a stage index)."""
+        map_op, split, reduce_op = self.sides(n)
+        return [
+            TaskStage(f"{self.label}.map", upstream=ups, ops=[map_op],
+                      worker=worker_for(map_op.holds_gil), bucketed=split is None),
+            ExchangeStage(f"{self.label}.exchange", upstream=(-1,), split=split,
+                          ordered=self.ordered),
+            TaskStage(f"{self.label}.reduce", upstream=(-2,), ops=[reduce_op],
+                      worker=worker_for(reduce_op.holds_gil), grouped=True),
+        ]
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -127,6 +141,33 @@ class Shuffle(AllToAll):
         return X.RandomPartitionOp(n, self.seed), None, X.ShuffleReduceOp(self.seed, self.permute)
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Join(AllToAll):
+    """Rows of ``input`` and ``right`` whose ``keys`` / ``right_keys`` are equal, as SQL's
+    joins (``how``: inner, left, right, outer, semi, anti; a null key matches nothing)."""
+
+    right: LogicalOp
+    keys: tuple[str, ...]
+    right_keys: tuple[str, ...]
+    how: str = "inner"
+    suffixes: tuple[str, str] = ("", "_1")
+    ordered = False
+
+    @property
+    def inputs(self) -> tuple[LogicalOp, ...]:
+        return (self.input, self.right)
+
+    def with_inputs(self, *inputs: LogicalOp) -> LogicalOp:
+        return replace(self, input=inputs[0], right=inputs[1])
+
+    @property
+    def label(self) -> str:
+        return f"Join({self.how} on {', '.join(self.keys)})"
+
+    def stages(self, ups, n, worker_for) -> list[Stage]:
+        return _join_stages(self, ups, n)
+
+
 def _by_key(keys: tuple[str, ...], n: int):
     """The driver's split of key-sorted blocks into ``n`` key ranges (a group never spans
     two: rows equal to a boundary all go above it)."""
@@ -144,13 +185,19 @@ def default_buckets(num_cpus: int) -> int:
 
 def exchange_stages(op: AllToAll, ups: tuple[int, ...], num_cpus: int,
                     worker_for: Callable[[bool], str]) -> list[Stage]:
-    """The three stages of an all-to-all operator: map side, exchange, reduce side."""
-    n = op.num_partitions or default_buckets(num_cpus)
-    map_op, split, reduce_op = op.sides(n)
+    """The stages of an all-to-all operator: map side(s), exchange, reduce side."""
+    return op.stages(ups, op.num_partitions or default_buckets(num_cpus), worker_for)
+
+
+def _join_stages(op: Join, ups: tuple[int, ...], n: int) -> list[Stage]:
+    """Each side sorted by its keys in its own tasks, cut into key ranges in the driver,
+    each range joined in one task (upstream -k: the k-th stage of this list)."""
     return [
-        TaskStage(f"{op.label}.map", upstream=ups, ops=[map_op],
-                  worker=worker_for(map_op.holds_gil), bucketed=split is None),
-        ExchangeStage(f"{op.label}.exchange", split=split, ordered=op.ordered),
-        TaskStage(f"{op.label}.reduce", ops=[reduce_op], worker=worker_for(reduce_op.holds_gil),
-                  grouped=True),
+        TaskStage(f"{op.label}.map left", upstream=(ups[0],), ops=[X.JoinMapOp(op.keys, 0)]),
+        TaskStage(f"{op.label}.map right", upstream=(ups[1],),
+                  ops=[X.JoinMapOp(op.right_keys, 1)]),
+        ExchangeStage(f"{op.label}.exchange", upstream=(-1, -2),
+                      split=X.join_split(op.keys, op.right_keys, n)),
+        TaskStage(f"{op.label}.reduce", upstream=(-3,), grouped=True,
+                  ops=[X.JoinReduceOp(op.keys, op.right_keys, op.how, op.suffixes)]),
     ]

@@ -225,6 +225,58 @@ class SortReduceOp(SortMapOp):
     """A bucket's sorted ranges merged into one sorted block."""
 
 
+SIDE = b"streambatch.side"  # schema metadata: which input of a join a block comes from
+
+JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer",
+              "outer": "full outer", "semi": "left semi", "anti": "left anti"}
+
+
+class JoinMapOp(SortMapOp):
+    """One side of a join: each task's rows sorted by that side's keys, marked with the
+    side (schema metadata, which slices and shared memory keep)."""
+
+    def __init__(self, keys: tuple[str, ...], side: int) -> None:
+        super().__init__(keys, (False,) * len(keys))
+        self.side = side
+        self.name = f"JoinMap({', '.join(keys)})"
+
+    def apply(self, blocks, ctx):
+        table = _concat(blocks)
+        if table is not None:  # an empty side still tells the reducers its columns
+            table = sort_table(table, self.keys, self.descending)
+            yield table.replace_schema_metadata({SIDE: str(self.side).encode()})
+
+
+class JoinReduceOp(_ExchangeOp):
+    """One key range of both sides joined (pyarrow's hash join: a null key matches
+    nothing, as in SQL)."""
+
+    def __init__(self, keys: tuple[str, ...], right_keys: tuple[str, ...], how: str,
+                 suffixes: tuple[str, str]) -> None:
+        self.keys, self.right_keys, self.how, self.suffixes = keys, right_keys, how, suffixes
+        self.name = f"Join({how} on {', '.join(keys)})"
+
+    def apply(self, blocks, ctx):
+        sides: dict[int, list[pa.Table]] = {0: [], 1: []}
+        for block in blocks:
+            side = int((block.schema.metadata or {}).get(SIDE, b"0"))
+            sides[side].append(block.replace_schema_metadata(None))
+        if not sides[0] or not sides[1]:  # a side with no block at all: no columns known
+            kept = {"left": 0, "anti": 0, "right": 1, "outer": None}.get(self.how, -1)
+            rows = [t for side in (0, 1) if kept in (side, None) for t in sides[side]]
+            if rows:
+                yield concat_blocks(rows)
+            return
+        left, right = concat_blocks(sides[0]), concat_blocks(sides[1])
+        if not left.num_rows and not right.num_rows:
+            return
+        joined = left.join(right, list(self.keys), list(self.right_keys),
+                           join_type=JOIN_TYPES[self.how], left_suffix=self.suffixes[0] or None,
+                           right_suffix=self.suffixes[1] or None, use_threads=False)
+        if joined.num_rows:
+            yield joined
+
+
 # ---- helpers ------------------------------------------------------------------------------
 def bucket_of(table: pa.Table, keys: tuple[str, ...], n: int) -> np.ndarray:
     """The bucket of each row: a hash of its key values that is the same in every process
@@ -374,6 +426,34 @@ def range_split(keys: tuple[str, ...], descending: tuple[bool, ...], n: int
     return split
 
 
+def join_split(keys: tuple[str, ...], right_keys: tuple[str, ...], n: int
+               ) -> Callable[[list[pa.Table]], list[list[pa.Table]]]:
+    """The driver's cut of both sides' sorted blocks into ``n`` key ranges (boundaries from
+    both); every bucket also gets an empty slice of each side, so a reducer knows both
+    sides' columns even when its range holds rows of one side only."""
+    def split(tables: list[pa.Table]) -> list[list[pa.Table]]:
+        by_side: dict[int, list[pa.Table]] = {0: [], 1: []}
+        for t in tables:
+            by_side[int((t.schema.metadata or {}).get(SIDE, b"0"))].append(t)
+        names = {0: keys, 1: right_keys}
+        sample = [(t, names[side]) for side, ts in by_side.items() for t in ts if t.num_rows]
+        bounds = _boundaries_of(sample, (False,) * len(keys), n)
+        out: list[list[pa.Table]] = [[] for _ in range(len(bounds) + 1)]
+        for side, ts in by_side.items():
+            if ts:  # the side's columns, in every bucket
+                for bucket in out:
+                    bucket.append(ts[0].slice(0, 0))
+            for table in ts:
+                cuts = [0] + [_bisect(table, b, names[side], (False,) * len(keys))
+                              for b in bounds] + [table.num_rows]
+                for i in range(len(bounds) + 1):
+                    if cuts[i + 1] > cuts[i]:
+                        out[i].append(table.slice(cuts[i], cuts[i + 1] - cuts[i]))
+        return out
+
+    return split
+
+
 def _row(table: pa.Table, keys: tuple[str, ...], i: int) -> tuple:
     return tuple(table[k][i].as_py() for k in keys)
 
@@ -404,8 +484,14 @@ def _bisect(table: pa.Table, bound: tuple, keys, descending) -> int:
 
 
 def _boundaries(tables: list[pa.Table], keys, descending, n: int) -> list[tuple]:
+    return _boundaries_of([(t, keys) for t in tables], descending, n)
+
+
+def _boundaries_of(tables: list[tuple[pa.Table, tuple]], descending, n: int) -> list[tuple]:
+    """Boundaries of ``n`` key ranges from an evenly spaced sample of each sorted table
+    (each with its own key columns)."""
     sample = []
-    for table in tables:
+    for table, keys in tables:
         count = min(table.num_rows, 64)
         for i in np.linspace(0, table.num_rows - 1, count).astype(int):
             sample.append(_row(table, keys, int(i)))

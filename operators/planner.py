@@ -88,9 +88,9 @@ def _visit(op: L.LogicalOp, stages: list[Stage], settings: PlanSettings,
     ups = tuple(_visit(child, stages, settings, sources) for child in op.inputs)
     done = sources.next() if isinstance(op, L.Read) else None
     built = _builder(op)(op, ups, settings, done)
-    for stage in built if isinstance(built, list) else [built]:  # a list: a chain
-        if stage.upstream == () and not getattr(stage, "is_source", False) and stages:
-            stage.upstream = (len(stages) - 1,)
+    base = len(stages)  # a builder's list names its own stages as upstream -1, -2, ...
+    for stage in built if isinstance(built, list) else [built]:
+        stage.upstream = tuple(base - u - 1 if u < 0 else u for u in stage.upstream)
         stages.append(stage)
     return len(stages) - 1
 

@@ -117,6 +117,34 @@ class AllToAllMethods:
             raise ValueError(f"sort: {len(keys)} keys but {len(order)} descending flags")
         return self._with(A.Sort(input=self._plan, keys=keys, descending=order))
 
+    def join(self, other: Dataset, on: str | list[str], how: str = "inner", *,
+             right_on: str | list[str] | None = None, left_suffix: str = "",
+             right_suffix: str = "_1", num_partitions: int | None = None) -> Dataset:
+        """Rows of this dataset and ``other`` whose ``on`` columns (``right_on`` on the other
+        side) are equal, as SQL's joins: ``how`` is inner, left, right, outer, semi (this
+        side's rows that have a match) or anti (those that have none); a null key matches
+        nothing. A non-key column both sides have gets ``right_suffix`` on ``other``'s.
+
+        >>> import streambatch as sb
+        >>> users = sb.from_items([{"id": 1, "name": "ada"}, {"id": 2, "name": "bob"}])
+        >>> orders = sb.from_items([{"id": 1, "total": 5}, {"id": 1, "total": 7}])
+        >>> sorted(r["total"] for r in users.join(orders, on="id").take_all())
+        [5, 7]
+        """
+        from streambatch.operators.exchange import JOIN_TYPES
+
+        kind = _JOIN_NAMES.get(how, how)
+        if kind not in JOIN_TYPES:
+            raise ValueError(f"join: how={how!r}; expected one of: {', '.join(JOIN_TYPES)}")
+        keys = _names("join", on)
+        right_keys = _names("join", right_on) if right_on is not None else keys
+        if len(keys) != len(right_keys):
+            raise ValueError(f"join: {len(keys)} keys on the left, {len(right_keys)} on the right")
+        return self._with(A.Join(input=self._plan, right=other._plan, keys=keys,
+                                 right_keys=right_keys, how=kind,
+                                 suffixes=(left_suffix, right_suffix),
+                                 num_partitions=num_partitions))
+
     def random_shuffle(self, *, seed: int | None = None,
                        num_blocks: int | None = None) -> Dataset:
         """All rows in a random order (the same order for the same ``seed`` and layout).
@@ -126,6 +154,11 @@ class AllToAllMethods:
         [0, 1, 2, 3, 4]
         """
         return self._with(A.Shuffle(input=self._plan, seed=seed, num_partitions=num_blocks))
+
+
+# Ray Data's join_type names, beside SQL's short ones
+_JOIN_NAMES = {"left_outer": "left", "right_outer": "right", "full_outer": "outer",
+               "left_semi": "semi", "left_anti": "anti"}
 
 
 class GroupedData:
