@@ -77,7 +77,7 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
     >>> up = StageState(0, TaskStage("Read"), 1)
     >>> down = StageState(1, TaskStage("Model", upstream=(0,)), None)
     >>> down.next_seq, down.bytes_in = 4, 400  # 100 bytes per task
-    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=100) for _ in range(3))
+    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=100, memory_bytes=100) for _ in range(3))
     >>> downstream_has_enough([up, down], up, lambda st: (1.0, "cpu"))
     True
     >>> downstream_has_enough([up, down], up, lambda st: (2.0, "cpu"))

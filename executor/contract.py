@@ -216,14 +216,15 @@ def as_task_stage(stage: Stage) -> TaskStage:
 class ExchangeStage(Stage):
     """The driver's side of an all-to-all operator: once all of its upstream's (bucketed)
     output is in, it passes the partitions on bucket by bucket, for a grouped stage of
-    reduce tasks. ``split`` (sort) cuts all the blocks into buckets instead, each as the
-    list of its slices; ``ordered``: the job keeps the buckets' order (preserve_order).
+    reduce tasks. ``split(tables, at_least)`` (key ranges) cuts all the blocks into at
+    least that many buckets instead, each a list of spans ``(block, first row, rows)``;
+    ``ordered``: the job keeps the buckets' order (preserve_order).
 
     >>> ExchangeStage("Sort(x).exchange", upstream=(0,), ordered=True).runs_tasks
     False
     """
 
-    split: Callable[[list], list] | None = None
+    split: Callable[[list, int], list] | None = None
     ordered: bool = False
 
 

@@ -17,7 +17,8 @@ from streambatch.executor.contract import (
     Stage,
     UnionStage,
 )
-from streambatch.executor.partition import Partition
+from streambatch.executor.partition import InMemoryRef, Partition
+from streambatch.executor.spill import SpilledRef
 from streambatch.executor.stage_state import StageState
 
 
@@ -112,8 +113,11 @@ def _repartition(st: StageState, executor) -> None:
 
 def _exchange(st: StageState, executor) -> None:
     """Once all the map side's output is in: its partitions bucket by bucket (bucket =
-    output number), or, with a ``split``, every block cut into the buckets' slices."""
+    output number), or, with a ``split``, every block cut into the buckets' spans (more
+    buckets when the input is large for the memory budget). Until then, what it holds
+    beyond its share of the budget is spilled to disk."""
     if not st.all_upstream_finished:
+        executor.spill_excess(st)
         return
     parts = [p for up in st.stage.upstream for p in st.inputs[up]]  # a join has two
     for up in st.stage.upstream:
@@ -124,13 +128,18 @@ def _exchange(st: StageState, executor) -> None:
         st.outputs.extend(sorted(parts, key=lambda p: (p.index, p.key)))
         return
     parts.sort(key=lambda p: p.key)
-    for bucket, slices in enumerate(split([p.get() for p in parts])):
-        for piece in slices:
-            new = Partition.from_table(piece, st.index, tuple(p.pid for p in parts))
-            new.index = bucket
-            st.outputs.append(executor.adopt(new, parts))
-    for part in parts:
-        executor.release(part)
+    tables = [p.get() for p in parts]
+    at_least = executor.buckets_for(sum(p.nbytes for p in parts))
+    for bucket, spans in enumerate(split(tables, at_least)):
+        for i, start, length in spans:
+            piece = tables[i].slice(start, length)
+            ref = parts[i].ref
+            new = Partition(ref.slice(start, length) if isinstance(ref, SpilledRef)
+                            else InMemoryRef(piece), length, piece.nbytes, st.index,
+                            (parts[i].pid,), index=bucket)
+            st.outputs.append(executor.adopt(new, [parts[i]]))
+    for part in parts:  # a spilled block's file stays for its slices (removed at the end)
+        executor.release(part, keep_block=isinstance(part.ref, SpilledRef))
 
 
 def _no_step(st: StageState, executor) -> None:

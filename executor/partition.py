@@ -71,6 +71,13 @@ class Partition:
         """The block as a table (zero-copy for shared-memory blocks)."""
         return read_ref(self.ref)
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes it holds in memory: none once spilled to disk."""
+        from streambatch.executor.spill import SpilledRef
+
+        return 0 if isinstance(self.ref, SpilledRef) else self.nbytes
+
 
 def _counter() -> Iterator[int]:
     n = 0

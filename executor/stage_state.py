@@ -103,9 +103,9 @@ class StageState:
     def buffered_bytes(self) -> int:
         """Bytes held in this stage's queues and reorder buffer."""
         queued = self.queued_bytes()
-        held = sum(p.nbytes for t in self.running.values() for p in t.inputs)
-        reordered = sum(p.nbytes for ps in self.reorder.values() for p in ps)
-        return queued + held + reordered + sum(p.nbytes for p in self.outputs)
+        held = sum(p.memory_bytes for t in self.running.values() for p in t.inputs)
+        reordered = sum(p.memory_bytes for ps in self.reorder.values() for p in ps)
+        return queued + held + reordered + sum(p.memory_bytes for p in self.outputs)
 
     def output_bytes(self) -> int:
         """Bytes this stage produced that wait for its consumer."""
@@ -143,8 +143,8 @@ class StageState:
         return int(self.bytes_in / self.next_seq) if self.next_seq and self.bytes_in else None
 
     def queued_bytes(self) -> int:
-        """Bytes of input waiting for a task of this stage."""
-        return sum(p.nbytes for q in self.inputs.values() for p in q)
+        """Bytes of input waiting for a task of this stage (in memory: not spilled)."""
+        return sum(p.memory_bytes for q in self.inputs.values() for p in q)
 
     def avg_output_per_task(self) -> int | None:
         """Mean output bytes of a finished task, if any finished."""

@@ -29,6 +29,7 @@ class StageStats:
     errored_rows: int = 0
     actor_restarts: int = 0
     recomputed: int = 0  # tasks re-run to remake lost blocks (executor/recovery.py)
+    spilled_bytes: int = 0  # input an exchange moved to disk while it waited (spill.py)
     first_start: float | None = None
     last_end: float | None = None
 
@@ -83,6 +84,8 @@ class DatasetStats:
                 + (f", {s.errored_rows} errored row(s) skipped" if s.errored_rows else "")
                 + (f", {s.actor_restarts} actor restart(s)" if s.actor_restarts else "")
                 + (f", {s.recomputed} lost block(s) recomputed" if s.recomputed else "")
+                + (f", {s.spilled_bytes / 2**20:.1f} MiB spilled to disk" if s.spilled_bytes
+                   else "")
             )
         return "\n".join(lines)
 

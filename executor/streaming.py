@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from streambatch.executor.accounting import (
     downstream_has_enough,
@@ -48,6 +49,7 @@ from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.recovery import LostInputRecovery, recipe_of
 from streambatch.executor.resources import Allocation, ResourceLedger
 from streambatch.executor.snapshots import snapshot, source_rates
+from streambatch.executor.spill import SpilledRef, Spiller
 from streambatch.executor.stage_state import RunningTask, StageState, release_ordered
 from streambatch.executor.stats import DatasetStats
 from streambatch.executor.task_failures import should_retry, to_error
@@ -86,6 +88,7 @@ class StreamingExecutor:
         self.actors = ActorStages(backend, self.ledger, options.actor_queue_depth,
                                   options.actor_idle_timeout_s, self.observers)
         self.pools = self.actors.pools
+        self.spiller = Spiller()
         self.recovery = LostInputRecovery(backend, stages, self.pools, self._ids,
                                           options.max_task_retries,
                                           lambda i: self.states[i].stats,
@@ -168,6 +171,7 @@ class StreamingExecutor:
                     self.backend.cancel()
                 self.backend.shutdown()
         finally:
+            self.spiller.close()
             wall = time.perf_counter() - self._t0
             self.stats.finish([st.stats for st in self.states], wall)
             if self._observers_started:
@@ -294,7 +298,7 @@ class StreamingExecutor:
             self.pools[st.index].task_ended(task.actor_id)
         if not keep_inputs:
             for part in task.inputs:
-                self.backend.release(part.ref)
+                self._free(part.ref)
         return task
 
     def _on_failed(self, event: TaskFailed) -> None:
@@ -396,9 +400,41 @@ class StreamingExecutor:
         for up in st.stage.upstream:
             self._cancel(self.states[up])
 
-    def release(self, part: Partition) -> None:
-        self.backend.release(part.ref)
+    def release(self, part: Partition, keep_block: bool = False) -> None:
+        """The partition is consumed; ``keep_block``: its block stays (slices of it live on)."""
+        if not keep_block:
+            self._free(part.ref)
         self._settle(self.origins.remove(part.origins))
+
+    def _free(self, ref) -> None:
+        """Give a block's memory (or its spill file) back."""
+        if isinstance(ref, SpilledRef):
+            ref.delete()
+        else:
+            self.backend.release(ref)
+
+    def buckets_for(self, nbytes: int, share: float = 0.25) -> int:
+        """Buckets an exchange of ``nbytes`` needs for each reduce task's input to hold at
+        most ``share`` of the memory budget."""
+        return -(-nbytes // max(1, int(self.options.resolved_memory_budget() * share)))
+
+    def spill_excess(self, st: StageState, share: float = 0.25) -> None:
+        """Spill the oldest in-memory partitions waiting in ``st`` (an exchange, which holds
+        its whole input) to disk while they hold more than ``share`` of the budget; only
+        where every worker reads this machine's disk (the local backend)."""
+        if not self.backend.can_spill:
+            return
+        limit = int(self.options.resolved_memory_budget() * share)
+        for queue in st.inputs.values():
+            for i, part in enumerate(queue):
+                if st.queued_bytes() <= limit:
+                    return
+                if isinstance(part.ref, SpilledRef) or not part.rows:
+                    continue
+                ref = self.spiller.spill(part.get())
+                self.backend.release(part.ref)
+                queue[i] = replace(part, ref=ref)
+                st.stats.spilled_bytes += part.nbytes
 
     def _hand_out(self, part: Partition) -> Partition | None:
         try:
@@ -407,7 +443,7 @@ class StreamingExecutor:
             st = self.states[part.stage]
             self.recovery.recover_partition(part, st.stage.name, st.outputs.append)
             return None
-        self.backend.release(part.ref)
+        self._free(part.ref)
         return Partition(InMemoryRef(table), part.rows, part.nbytes, part.stage, part.made_from,
                          key=part.key, origins=part.origins)
 
@@ -471,7 +507,8 @@ class StreamingExecutor:
             return self.policy.admit_source(view, est, time.monotonic())
         view = MemoryView(used_bytes(self.states, self._tasks), self.budget, bool(self._tasks),
                           working_bytes=working)
-        return self.policy.admit(view, est - sum(p.nbytes for p in inputs))
+        # inputs read from disk (spilled) free no memory when the task consumes them
+        return self.policy.admit(view, est - sum(p.memory_bytes for p in inputs))
 
     def _place(self, st: StageState, read_index, inputs, est: int) -> bool:
         if st.index in self.pools:

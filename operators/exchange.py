@@ -401,57 +401,59 @@ def final_aggregates(states: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa
     return out if out is not None else states.select(list(keys))
 
 
+Span = tuple  # (index of a block in the split's input, first row, rows): a slice of it
+
+
 def range_split(keys: tuple[str, ...], descending: tuple[bool, ...], n: int
-                ) -> Callable[[list[pa.Table]], list[list[pa.Table]]]:
-    """The driver's cut of sorted blocks into ``n`` key ranges: boundaries from an evenly
-    spaced sample of every block, each block cut at them by binary search (slices, no
-    copy). Bucket ``i``'s slices, merged, are the ``i``-th part of the sorted output.
+                ) -> Callable[[list[pa.Table], int], list[list[Span]]]:
+    """The driver's cut of sorted blocks into at least ``n`` key ranges: boundaries from
+    an evenly spaced sample of every block, each block cut at them by binary search.
+    Bucket ``i``'s spans (slices of the blocks, no copy), merged, are the ``i``-th part
+    of the sorted output. ``at_least`` raises the number of ranges (the exchange asks
+    for more when its input is large for the memory budget).
 
     >>> cut = range_split(("x",), (False,), 2)
-    >>> [[t["x"].to_pylist() for t in b] for b in cut([pa.table({"x": [1, 3, 5, 7]}),
-    ...                                                 pa.table({"x": [2, 4, 6, 8]})])]
-    [[[1, 3], [2, 4]], [[5, 7], [6, 8]]]
+    >>> cut([pa.table({"x": [1, 3, 5, 7]}), pa.table({"x": [2, 4, 6, 8]})], 0)
+    [[(0, 0, 2), (1, 0, 2)], [(0, 2, 2), (1, 2, 2)]]
     """
-    def split(tables: list[pa.Table]) -> list[list[pa.Table]]:
-        tables = [t for t in tables if t.num_rows]
-        bounds = _boundaries(tables, keys, descending, n)
-        out: list[list[pa.Table]] = [[] for _ in range(len(bounds) + 1)]
-        for table in tables:
-            cuts = [0] + [_bisect(table, b, keys, descending) for b in bounds] + [table.num_rows]
-            for i in range(len(bounds) + 1):
-                if cuts[i + 1] > cuts[i]:
-                    out[i].append(table.slice(cuts[i], cuts[i + 1] - cuts[i]))
-        return out
+    def split(tables: list[pa.Table], at_least: int = 0) -> list[list[Span]]:
+        named = [(i, t, keys) for i, t in enumerate(tables)]
+        return _cut(named, descending, max(n, at_least))
 
     return split
 
 
 def join_split(keys: tuple[str, ...], right_keys: tuple[str, ...], n: int
-               ) -> Callable[[list[pa.Table]], list[list[pa.Table]]]:
-    """The driver's cut of both sides' sorted blocks into ``n`` key ranges (boundaries from
-    both); every bucket also gets an empty slice of each side, so a reducer knows both
-    sides' columns even when its range holds rows of one side only."""
-    def split(tables: list[pa.Table]) -> list[list[pa.Table]]:
-        by_side: dict[int, list[pa.Table]] = {0: [], 1: []}
-        for t in tables:
-            by_side[int((t.schema.metadata or {}).get(SIDE, b"0"))].append(t)
-        names = {0: keys, 1: right_keys}
-        sample = [(t, names[side]) for side, ts in by_side.items() for t in ts if t.num_rows]
-        bounds = _boundaries_of(sample, (False,) * len(keys), n)
-        out: list[list[pa.Table]] = [[] for _ in range(len(bounds) + 1)]
-        for side, ts in by_side.items():
-            if ts:  # the side's columns, in every bucket
+               ) -> Callable[[list[pa.Table], int], list[list[Span]]]:
+    """The driver's cut of both sides' sorted blocks into the same key ranges (boundaries
+    from both sides); every bucket also gets an empty span of each side, so a reducer
+    knows both sides' columns even when its range holds rows of one side only."""
+    def split(tables: list[pa.Table], at_least: int = 0) -> list[list[Span]]:
+        sides = [int((t.schema.metadata or {}).get(SIDE, b"0")) for t in tables]
+        named = [(i, t, right_keys if side else keys) for i, (t, side) in
+                 enumerate(zip(tables, sides, strict=True))]
+        out = _cut(named, (False,) * len(keys), max(n, at_least))
+        for side in (0, 1):
+            first = next((i for i, s in enumerate(sides) if s == side), None)
+            if first is not None:
                 for bucket in out:
-                    bucket.append(ts[0].slice(0, 0))
-            for table in ts:
-                cuts = [0] + [_bisect(table, b, names[side], (False,) * len(keys))
-                              for b in bounds] + [table.num_rows]
-                for i in range(len(bounds) + 1):
-                    if cuts[i + 1] > cuts[i]:
-                        out[i].append(table.slice(cuts[i], cuts[i + 1] - cuts[i]))
+                    bucket.insert(0, (first, 0, 0))
         return out
 
     return split
+
+
+def _cut(named: list[tuple[int, pa.Table, tuple]], descending, n: int) -> list[list[Span]]:
+    """Spans per key range of sorted blocks (each with its own key columns)."""
+    filled = [(i, t, k) for i, t, k in named if t.num_rows]
+    bounds = _boundaries_of([(t, k) for _, t, k in filled], descending, n)
+    out: list[list[Span]] = [[] for _ in range(len(bounds) + 1)]
+    for index, table, keys in filled:
+        cuts = [0] + [_bisect(table, b, keys, descending) for b in bounds] + [table.num_rows]
+        for i in range(len(bounds) + 1):
+            if cuts[i + 1] > cuts[i]:
+                out[i].append((index, cuts[i], cuts[i + 1] - cuts[i]))
+    return out
 
 
 def _row(table: pa.Table, keys: tuple[str, ...], i: int) -> tuple:

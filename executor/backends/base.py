@@ -149,6 +149,8 @@ def drain(events: queue.Queue, timeout: float) -> list:
 class Backend(ABC):
     """Where tasks run. The streaming executor owns every scheduling decision."""
 
+    can_spill = False  # True: every worker reads this machine's disk (spilled blocks)
+
     @classmethod
     def from_options(cls, options) -> Backend:
         """Build the backend from :class:`ExecutionOptions` (a backend may read more

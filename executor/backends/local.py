@@ -121,6 +121,8 @@ class LocalBackend(Backend):
     2
     """
 
+    can_spill = True  # workers are processes and threads of this machine
+
     def __init__(self, num_cpus: int, num_gpus: float = 0.0, resources: dict | None = None,
                  start_method: str = "forkserver") -> None:
         self._num_cpus = num_cpus

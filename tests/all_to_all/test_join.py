@@ -19,19 +19,19 @@ def _side(seed: int, rows: int, name: str) -> list[dict]:
 def _oracle(left, right, how):
     out = []
     matched_right = set()
-    for l in left:
-        hits = [(j, r) for j, r in enumerate(right) if l["k"] is not None and r["k"] == l["k"]]
+    for lrow in left:
+        hits = [(j, r) for j, r in enumerate(right) if lrow["k"] is not None and r["k"] == lrow["k"]]
         if how == "semi":
-            out += [l] if hits else []
+            out += [lrow] if hits else []
             continue
         if how == "anti":
-            out += [] if hits else [l]
+            out += [] if hits else [lrow]
             continue
         for j, r in hits:
             matched_right.add(j)
-            out.append({"k": l["k"], "a": l["a"], "same": l["same"], "b": r["b"], "same_1": r["same"]})
+            out.append({"k": lrow["k"], "a": lrow["a"], "same": lrow["same"], "b": r["b"], "same_1": r["same"]})
         if not hits and how in ("left", "outer"):
-            out.append({"k": l["k"], "a": l["a"], "same": l["same"], "b": None, "same_1": None})
+            out.append({"k": lrow["k"], "a": lrow["a"], "same": lrow["same"], "b": None, "same_1": None})
     if how in ("right", "outer"):
         for j, r in enumerate(right):
             if j not in matched_right:

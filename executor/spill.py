@@ -1,0 +1,84 @@
+"""Spilling: blocks an exchange holds while it waits for its whole input, moved to Arrow
+IPC files on disk so they stop counting against the memory budget. A spilled block is
+read back memory-mapped (zero-copy: the OS pages it in as a reducer reads its slice),
+by the driver or any worker process on this machine.
+
+>>> import pyarrow as pa
+>>> spiller = Spiller()
+>>> ref = spiller.spill(pa.table({"x": [1, 2]}))
+>>> ref.read()["x"].to_pylist()
+[1, 2]
+>>> spiller.close(); import os; os.path.exists(ref.path)
+False
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class SpilledRef:
+    """A block in an Arrow IPC file, or rows ``start:start+length`` of it (a block
+    reference: ``read()``)."""
+
+    path: str
+    start: int | None = None
+    length: int | None = None
+
+    def read(self) -> pa.Table:
+        """The block (or its slice), memory-mapped."""
+        import pyarrow.ipc as ipc
+
+        with pa.memory_map(self.path) as source:
+            table = ipc.open_file(source).read_all()
+        return table if self.start is None else table.slice(self.start, self.length)
+
+    def slice(self, start: int, length: int) -> SpilledRef:
+        """Rows ``start:start+length`` of this block, in the same file."""
+        return SpilledRef(self.path, (self.start or 0) + start, length)
+
+    def delete(self) -> None:
+        """Remove the file of a whole block (its readers keep their mapping); a slice
+        leaves it, for the other slices: the spiller removes it at the job's end."""
+        if self.start is not None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class Spiller:
+    """Writes spilled blocks into a private directory (0700) that :meth:`close` removes."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self._root = root
+        self._dir: str | None = None
+        self._ids = itertools.count()
+        self.spilled_bytes = 0
+
+    def spill(self, table: pa.Table) -> SpilledRef:
+        """Write ``table`` to a new file; its reference."""
+        import pyarrow.ipc as ipc
+
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="streambatch-spill-", dir=self._root)
+        path = os.path.join(self._dir, f"{next(self._ids)}.arrow")
+        with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.chmod(path, 0o600)
+        self.spilled_bytes += table.nbytes
+        return SpilledRef(path)
+
+    def close(self) -> None:
+        """Remove every spilled file."""
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
