@@ -69,7 +69,9 @@ class Spiller:
         import pyarrow.ipc as ipc
 
         if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="streambatch-spill-", dir=self._root)
+            remove_orphans(self._root)
+            self._dir = tempfile.mkdtemp(prefix=f"streambatch-spill-{os.getpid()}-",
+                                         dir=self._root)
         path = os.path.join(self._dir, f"{next(self._ids)}.arrow")
         with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
@@ -82,3 +84,34 @@ class Spiller:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def remove_orphans(root: str | None = None) -> list[str]:
+    """Remove the spill directories of drivers that died without cleaning up (killed):
+    each is named after its driver's pid. Returns the ones removed.
+
+    >>> import tempfile, os
+    >>> root = tempfile.mkdtemp()
+    >>> os.mkdir(os.path.join(root, "streambatch-spill-999999999-x"))
+    >>> [os.path.basename(p) for p in remove_orphans(root)]
+    ['streambatch-spill-999999999-x']
+    """
+    import glob
+
+    removed = []
+    for path in glob.glob(os.path.join(root or tempfile.gettempdir(), "streambatch-spill-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's driver
+        return True
+    return True
