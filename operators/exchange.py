@@ -361,14 +361,29 @@ def sort_table(table: pa.Table, keys: tuple[str, ...], descending: tuple[bool, .
 
 
 def group_spans(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(start, stop) of each run of equal keys in a table sorted by them."""
-    columns = [table[k].to_pylist() for k in keys]
-    spans, start = [], 0
-    for i in range(1, table.num_rows + 1):
-        if i == table.num_rows or any(c[i] != c[start] for c in columns):
-            spans.append((start, i))
-            start = i
-    return spans
+    """(start, stop) of each run of equal keys in a table sorted by them (vectorized; a
+    null key is a group of its own, as in a groupby).
+
+    >>> group_spans(pa.table({"k": [1, 1, 2, None, None]}), ("k",))
+    [(0, 2), (2, 3), (3, 5)]
+    """
+    n = table.num_rows
+    if n == 0:
+        return []
+    change = np.zeros(n - 1, dtype=bool)
+    for key in keys:
+        column = table[key].combine_chunks()
+        before, after = column.slice(0, n - 1), column.slice(1)
+        try:
+            differs = pc.fill_null(pc.not_equal(before, after), False)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # nested keys: by value
+            values = column.to_pylist()
+            differs = pa.array([values[i] != values[i + 1] for i in range(n - 1)], pa.bool_())
+        nulls = pc.not_equal(before.is_null(), after.is_null())
+        change |= pc.or_(differs, nulls).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.nonzero(change)[0] + 1])
+    stops = np.append(starts[1:], n)
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Table:
