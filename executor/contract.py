@@ -342,3 +342,34 @@ class RowConversionError(UDFReturnTypeError):
             "ds.dead_letters()")
         self.stage, self.got, self.expected = stage, got, detail
         self.partition, self.where, self.key, self.detail = partition, where, key, detail
+
+
+class ColumnNotFoundError(StreamBatchError, KeyError):
+    """An operator names a column its input does not have.
+
+    >>> print(ColumnNotFoundError("Sort(x).map", "x", ["a", "b"]))
+    stage 'Sort(x).map': column 'x' not found; the columns are ['a', 'b']
+    """
+
+    def __init__(self, stage: str, column: str, columns: list) -> None:
+        self._init_args = (stage, column, columns)
+        Exception.__init__(self, f"stage '{stage}': column {column!r} not found; the columns "
+                                 f"are {columns}")
+        self.stage, self.column, self.columns = stage, column, columns
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ColumnTypeError(StreamBatchError, TypeError):
+    """An operator needs another type in a column (a sum of strings).
+
+    >>> print(ColumnTypeError("sum(s)", "s", "string", "numbers"))
+    sum(s): column 's' holds string; it needs numbers: cast the column first
+    """
+
+    def __init__(self, what: str, column: str, kind: str, needs: str) -> None:
+        self._init_args = (what, column, kind, needs)
+        super().__init__(f"{what}: column {column!r} holds {kind}; it needs {needs}: cast "
+                         "the column first")
+        self.column, self.kind = column, kind

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from streambatch.executor.contract import ColumnTypeError
 
 
 class AggregateFn:
@@ -55,18 +56,20 @@ class AggregateFn:
         self._init, self._merge, self.name = init, merge, name
         self._accumulate, self._finalize = accumulate_block, finalize or (lambda s: s)
 
+    runs_python = True  # user code: runs in worker processes, as map_batches does
+
     # The state travels between tasks as one pickled binary value per group.
     def partial(self, table: pa.Table, keys: list[str]) -> pa.Table:
         """Per group of ``table``: the keys and this aggregate's state."""
         groups, key_values = _group_rows(table, keys)
         states = [self._accumulate(self._init(_key(k, keys)), table.take(pa.array(rows)))
                   for k, rows in zip(key_values, groups, strict=True)]
-        return _with_keys(table, keys, key_values, {"state": _pickled(states)})
+        return _with_keys(table, keys, key_values, {"__sb_state": _pickled(states)})
 
     def merge(self, states: pa.Table, keys: list[str]) -> pa.Table:
         """One state per group, merging the states of several blocks."""
         groups, key_values = _group_rows(states, keys)
-        column = states["state"].to_pylist()
+        column = states["__sb_state"].to_pylist()
         merged = []
         for rows in groups:
             values = [pickle.loads(column[i]) for i in rows]
@@ -74,11 +77,11 @@ class AggregateFn:
             for other in values[1:]:
                 state = self._merge(state, other)
             merged.append(state)
-        return _with_keys(states, keys, key_values, {"state": _pickled(merged)})
+        return _with_keys(states, keys, key_values, {"__sb_state": _pickled(merged)})
 
     def finalize(self, states: pa.Table) -> pa.Array:
         """The output column, one value per group (in the states' order)."""
-        values = [self._finalize(pickle.loads(s)) for s in states["state"].to_pylist()]
+        values = [self._finalize(pickle.loads(s)) for s in states["__sb_state"].to_pylist()]
         return pa.array(values)
 
     def empty(self) -> object:
@@ -90,6 +93,8 @@ class _Builtin(AggregateFn):
     """An aggregate computed by ``pyarrow.Table.group_by`` on state columns."""
 
     label = ""
+    runs_python = False  # pyarrow kernels
+    numeric = False  # True: ``on`` must hold numbers
 
     def __init__(self, on: str | None = None, alias_name: str | None = None,
                  ignore_nulls: bool = True) -> None:
@@ -101,14 +106,36 @@ class _Builtin(AggregateFn):
     def _states(self, table: pa.Table, keys: list[str], specs: list[tuple]) -> pa.Table:
         """``table`` grouped by ``keys`` with ``specs`` ((column, function, out name))."""
         if not keys:  # a global aggregate: one group
-            table = table.append_column("__g", pa.array([0] * table.num_rows, pa.int8()))
-            keys = ["__g"]
+            table = table.append_column("__sb_g", pa.array([0] * table.num_rows, pa.int8()))
+            keys = ["__sb_g"]
         out = table.group_by(keys, use_threads=False).aggregate(
             [(column, function) for column, function, _ in specs])
         names = [f"{column}_{function}" for column, function, _ in specs]
         renamed = out.rename_columns([{n: o for n, (_, _, o) in zip(names, specs, strict=True)}
                                       .get(c, c) for c in out.column_names])
-        return renamed.drop_columns(["__g"]) if "__g" in renamed.column_names else renamed
+        return renamed.drop_columns(["__sb_g"]) if "__sb_g" in renamed.column_names else renamed
+
+    def values(self, table: pa.Table) -> pa.ChunkedArray:
+        """Column ``on`` (null where the block lacks it), checked to hold numbers for the
+        aggregates that add them."""
+        if self.on not in table.column_names:
+            return pa.chunked_array([pa.nulls(table.num_rows, pa.int64())])
+        column = table[self.on]
+        kind = column.type
+        if self.numeric and not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                                 or pa.types.is_decimal(kind) or pa.types.is_boolean(kind)
+                                 or pa.types.is_null(kind)):
+            raise ColumnTypeError(self.name, str(self.on), str(kind), "numbers")
+        return column
+
+    def _with_values(self, table: pa.Table, cast: pa.DataType | None = None) -> pa.Table:
+        """``table`` with its ``on`` column checked (and cast), or added as nulls."""
+        values = self.values(table)
+        if cast is not None:
+            values = pc.cast(values, cast)
+        if self.on in table.column_names:
+            return table.set_column(table.column_names.index(self.on), self.on, values)
+        return table.append_column(self.on, values)
 
     def empty(self) -> object:
         return None
@@ -124,8 +151,8 @@ class Count(_Builtin):
     label = "count"
 
     def partial(self, table, keys):
-        counted = table.append_column("__one", pa.array([1] * table.num_rows, pa.int64()))
-        return self._states(counted, keys, [("__one", "sum", "n")])
+        counted = table.append_column("__sb_one", pa.array([1] * table.num_rows, pa.int64()))
+        return self._states(counted, keys, [("__sb_one", "sum", "n")])
 
     def merge(self, states, keys):
         return self._states(states, keys, [("n", "sum", "n")])
@@ -141,9 +168,10 @@ class Sum(_Builtin):
     """Sum of the non-null values of ``on``."""
 
     label = "sum"
+    numeric = True
 
     def partial(self, table, keys):
-        return self._states(table, keys, [(self.on, "sum", "s")])
+        return self._states(self._with_values(table), keys, [(self.on, "sum", "s")])
 
     def merge(self, states, keys):
         return self._states(states, keys, [("s", "sum", "s")])
@@ -158,7 +186,7 @@ class Min(_Builtin):
     label = "min"
 
     def partial(self, table, keys):
-        return self._states(table, keys, [(self.on, "min", "m")])
+        return self._states(self._with_values(table), keys, [(self.on, "min", "m")])
 
     def merge(self, states, keys):
         return self._states(states, keys, [("m", "min", "m")])
@@ -173,7 +201,7 @@ class Max(_Builtin):
     label = "max"
 
     def partial(self, table, keys):
-        return self._states(table, keys, [(self.on, "max", "m")])
+        return self._states(self._with_values(table), keys, [(self.on, "max", "m")])
 
     def merge(self, states, keys):
         return self._states(states, keys, [("m", "max", "m")])
@@ -186,10 +214,10 @@ class Mean(_Builtin):
     """Mean of the non-null values of ``on`` (float64)."""
 
     label = "mean"
+    numeric = True
 
     def partial(self, table, keys):
-        table = table.set_column(table.column_names.index(self.on), self.on,
-                                 pc.cast(table[self.on], pa.float64()))
+        table = self._with_values(table, pa.float64())
         return self._states(table, keys, [(self.on, "sum", "s"), (self.on, "count", "n")])
 
     def merge(self, states, keys):
@@ -213,6 +241,7 @@ class Std(_Builtin):
     """
 
     label = "std"
+    numeric = True
 
     def __init__(self, on: str | None = None, ddof: int = 1, alias_name: str | None = None,
                  ignore_nulls: bool = True) -> None:
@@ -220,8 +249,7 @@ class Std(_Builtin):
         self.ddof = ddof
 
     def partial(self, table, keys):
-        values = pc.cast(table[self.on], pa.float64())
-        table = table.set_column(table.column_names.index(self.on), self.on, values)
+        table = self._with_values(table, pa.float64())
         sums = self._states(table, keys, [(self.on, "sum", "s"), (self.on, "count", "n"),
                                           (self.on, "variance", "var")])
         n = pc.cast(sums["n"], pa.float64())

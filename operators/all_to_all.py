@@ -31,6 +31,7 @@ class AllToAll(LogicalOp):
     input: LogicalOp
     num_partitions: int | None = None
     ordered = True  # the output comes in key order (Ray Data's groupby output is sorted)
+    whole_buckets = False  # True: one output partition per bucket, never cut
 
     def sides(self, n: int) -> tuple:
         """(map-side op, the driver's split or None for buckets by output number,
@@ -48,7 +49,8 @@ class AllToAll(LogicalOp):
             ExchangeStage(f"{self.label}.exchange", upstream=(-1,), split=split,
                           ordered=self.ordered),
             TaskStage(f"{self.label}.reduce", upstream=(-2,), ops=[reduce_op],
-                      worker=worker_for(reduce_op.holds_gil), grouped=True),
+                      worker=worker_for(reduce_op.holds_gil), grouped=True,
+                      bucketed=self.whole_buckets),
         ]
 
 
@@ -65,7 +67,7 @@ class Aggregate(AllToAll):
         return f"Aggregate({on}{', '.join(a.name for a in self.aggs)})"
 
     def sides(self, n: int) -> tuple:
-        return (X.PartialAggregateOp(self.keys, self.aggs), _by_key(self.keys, n),
+        return (X.PartialAggregateOp(self.keys, self.aggs), _by_key(X.internal_keys(self.keys), n),
                 X.AggregateReduceOp(self.keys, self.aggs))
 
 
@@ -130,6 +132,11 @@ class Shuffle(AllToAll):
     def ordered(self) -> bool:  # type: ignore[override]
         """A seeded shuffle repeats itself: its buckets come out in their order."""
         return self.seed is not None
+
+    @property
+    def whole_buckets(self) -> bool:  # type: ignore[override]
+        """``repartition(n, shuffle=True)`` makes exactly ``n`` partitions."""
+        return not self.permute
 
     @property
     def label(self) -> str:

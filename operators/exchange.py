@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from streambatch.connectors.block_joins import concat_blocks
-from streambatch.executor.contract import TaskContext, UDFFailure
+from streambatch.executor.contract import ColumnNotFoundError, TaskContext, UDFFailure
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -45,6 +45,32 @@ class _ExchangeOp:
 def _concat(blocks: Iterator[pa.Table]) -> pa.Table | None:
     tables = [b for b in blocks if b.num_columns]
     return concat_blocks(tables) if tables else None
+
+
+def _keyed(blocks: Iterator[pa.Table], keys: tuple[str, ...], ctx: TaskContext
+           ) -> pa.Table | None:
+    """A task's rows, its key columns checked and dictionary-decoded (sortable)."""
+    table = _concat(blocks)
+    if table is None:
+        return None
+    missing = [k for k in keys if k not in table.column_names]
+    if missing:
+        raise ColumnNotFoundError(ctx.stage, missing[0], table.column_names)
+    for key in keys:
+        kind = table.schema.field(key).type
+        if pa.types.is_dictionary(kind):
+            table = table.set_column(table.column_names.index(key), key,
+                                     table[key].cast(kind.value_type))
+    return table
+
+
+def internal_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The names an aggregate's keys travel under (they never meet a state column).
+
+    >>> internal_keys(("n", "state"))
+    ('__sb_k0', '__sb_k1')
+    """
+    return tuple(f"__sb_k{i}" for i in range(len(keys)))
 
 
 # ---- map side ---------------------------------------------------------------------------
@@ -84,15 +110,17 @@ class DistinctPartitionOp(HashPartitionOp):
 
 
 class PartialAggregateOp(_ExchangeOp):
-    """A task's rows as the partial aggregates of their groups, sorted by key (the driver
-    cuts them into key ranges; a reducer merges one range)."""
+    """A task's rows as the partial aggregates of their groups, sorted by key, the keys
+    under internal names (the driver cuts them into key ranges; a reducer merges one
+    range). A user's AggregateFn runs Python: in worker processes."""
 
     def __init__(self, keys: tuple[str, ...], aggs: tuple) -> None:
         self.keys, self.aggs = keys, aggs
         self.name = f"PartialAggregate({', '.join(keys)})"
+        self.holds_gil = any(a.runs_python for a in aggs)
 
     def apply(self, blocks, ctx):
-        table = _concat(blocks)
+        table = _keyed(blocks, self.keys, ctx)
         if table is not None and table.num_rows:
             yield partial_states(table, self.keys, self.aggs)
 
@@ -105,7 +133,7 @@ class DistinctMapOp(_ExchangeOp):
         self.name = f"DistinctMap({', '.join(keys)})"
 
     def apply(self, blocks, ctx):
-        table = _concat(blocks)
+        table = _keyed(blocks, self.keys, ctx)
         if table is not None and table.num_rows:
             distinct = table.select(list(self.keys)).group_by(
                 list(self.keys), use_threads=False).aggregate([])
@@ -141,7 +169,7 @@ class SortMapOp(_ExchangeOp):
         self.name = f"SortMap({', '.join(keys)})"
 
     def apply(self, blocks, ctx):
-        table = _concat(blocks)
+        table = _keyed(blocks, self.keys, ctx)
         if table is not None and table.num_rows:
             yield sort_table(table, self.keys, self.descending)
 
@@ -154,6 +182,7 @@ class AggregateReduceOp(_ExchangeOp):
     def __init__(self, keys: tuple[str, ...], aggs: tuple) -> None:
         self.keys, self.aggs = keys, aggs
         self.name = f"Aggregate({', '.join(keys)})"
+        self.holds_gil = any(a.runs_python for a in aggs)
 
     def apply(self, blocks, ctx):
         states = _concat(blocks)
@@ -179,6 +208,8 @@ class DistinctReduceOp(_ExchangeOp):
 
 class MapGroupsReduceOp(_ExchangeOp):
     """``fn`` over each group of a bucket's rows (groups in key order)."""
+
+    holds_gil = True  # a user function: in worker processes, as map_batches
 
     def __init__(self, keys: tuple[str, ...], fn: Callable, batch_format: str) -> None:
         self.keys, self.fn, self.batch_format = keys, fn, batch_format
@@ -214,6 +245,8 @@ class ShuffleReduceOp(_ExchangeOp):
     def apply(self, blocks, ctx):
         table = _concat(blocks)
         if table is None or table.num_rows == 0:
+            if not self.permute:  # repartition(n): n partitions, empty ones too
+                yield table if table is not None else pa.table({})
             return
         if self.permute:
             rng = np.random.default_rng(_seed(self.seed, ctx.key))
@@ -241,7 +274,7 @@ class JoinMapOp(SortMapOp):
         self.name = f"JoinMap({', '.join(keys)})"
 
     def apply(self, blocks, ctx):
-        table = _concat(blocks)
+        table = _keyed(blocks, self.keys, ctx)
         if table is not None:  # an empty side still tells the reducers its columns
             table = sort_table(table, self.keys, self.descending)
             yield table.replace_schema_metadata({SIDE: str(self.side).encode()})
@@ -388,7 +421,12 @@ def group_spans(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[int, int]]
 
 def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Table:
     """Every aggregate's partial state of ``table``'s groups, side by side (groups sorted by
-    key, so every aggregate's rows line up), columns prefixed ``a<i>.``."""
+    key, so every aggregate's rows line up), state columns prefixed ``a<i>.``, the keys
+    under :func:`internal_keys` names."""
+    inner = internal_keys(keys)
+    table = table.rename_columns([inner[keys.index(c)] if c in keys else c
+                                  for c in table.column_names])
+    keys = inner
     out: pa.Table | None = None
     for i, agg in enumerate(aggs):
         states = sort_table(agg.partial(table, list(keys)), keys, (False,) * len(keys))
@@ -400,9 +438,10 @@ def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Ta
     return out if out is not None else table.select(list(keys))
 
 
-def final_aggregates(states: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Table:
-    """Merge the partial states of one bucket and finalize them: keys, then one column per
-    aggregate named by it."""
+def final_aggregates(states: pa.Table, user_keys: tuple[str, ...], aggs: tuple) -> pa.Table:
+    """Merge the partial states of one bucket and finalize them: keys (their names back),
+    then one column per aggregate named by it."""
+    keys = internal_keys(user_keys)
     out: pa.Table | None = None
     for i, agg in enumerate(aggs):
         prefix = f"a{i}."
@@ -413,7 +452,9 @@ def final_aggregates(states: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa
         if out is None:
             out = merged.select(list(keys))
         out = out.append_column(agg.name, agg.finalize(merged))
-    return out if out is not None else states.select(list(keys))
+    out = out if out is not None else states.select(list(keys))
+    return out.rename_columns([user_keys[keys.index(c)] if c in keys else c
+                               for c in out.column_names])
 
 
 Span = tuple  # (index of a block in the split's input, first row, rows): a slice of it

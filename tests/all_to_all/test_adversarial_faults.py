@@ -95,12 +95,6 @@ def test_a_map_groups_worker_that_dies_once_in_process_mode_leaves_the_output_ex
     assert os.path.exists(marker)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "map_groups' UDF runs on a thread in the driver process (MapGroupsReduceOp inherits "
-    "holds_gil=False from _ExchangeOp, so the planner puts the reduce stage on threads): "
-    "a pure-Python UDF holds the driver's GIL, and a worker death there (here refused "
-    "by _die, which never kills the test process) would end the driver; DESIGN.md: "
-    "'Processes are for UDFs that hold the GIL'"))
 @pytest.mark.parametrize("how", ["exit"])
 def test_a_map_groups_worker_that_dies_once_leaves_the_output_exact(tmp_path, how):
     marker = str(tmp_path / "died")
@@ -115,10 +109,6 @@ def _pid_of(batch: pa.Table) -> dict:
     return {"k": batch["k"].slice(0, 1), "pid": [os.getpid()]}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "map_groups' pure-Python UDF runs in the driver process (reduce stage on driver "
-    "threads): DESIGN.md puts UDFs that hold the GIL in worker processes, and "
-    "map_batches does so by default"))
 def test_a_map_groups_udf_runs_in_a_worker_process_as_map_batches_does():
     driver = os.getpid()
     ds = sb.from_items([{"k": i % 3} for i in range(30)], override_num_blocks=3)
@@ -128,10 +118,6 @@ def test_a_map_groups_udf_runs_in_a_worker_process_as_map_batches_does():
     assert driver not in pids
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a user AggregateFn's merge and finalize run in the driver process (the reduce "
-    "stage of an aggregate is on driver threads), and so does accumulate_block when the "
-    "map side is fused into a read: user Python code on the driver's GIL"))
 def test_a_user_aggregate_runs_in_worker_processes():
     driver = os.getpid()
     pids = sb.AggregateFn(
