@@ -17,8 +17,12 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Then benchmarks/all_to_all.py's optional engines, DuckDB and Daft. Daft without its dependencies:
+# it pins pyarrow<26 and pip would downgrade ours; it runs with pyarrow 26 (tqdm is its only other need).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q duckdb tqdm
+	$(BIN)/pip install -q --no-deps daft
 	touch $(BENCH_STAMP)
 
 # Redis and PostgreSQL servers for the lookup tests (Debian packages; installed only when missing).
