@@ -22,6 +22,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from streambatch.executor.contract import ColumnTypeError
@@ -106,7 +107,7 @@ class _Builtin(AggregateFn):
     def _states(self, table: pa.Table, keys: list[str], specs: list[tuple]) -> pa.Table:
         """``table`` grouped by ``keys`` with ``specs`` ((column, function, out name))."""
         if not keys:  # a global aggregate: one group
-            table = table.append_column("__sb_g", pa.array([0] * table.num_rows, pa.int8()))
+            table = table.append_column("__sb_g", pa.array(np.zeros(table.num_rows, np.int8)))
             keys = ["__sb_g"]
         out = table.group_by(keys, use_threads=False).aggregate(
             [(column, function) for column, function, _ in specs])
@@ -151,7 +152,7 @@ class Count(_Builtin):
     label = "count"
 
     def partial(self, table, keys):
-        counted = table.append_column("__sb_one", pa.array([1] * table.num_rows, pa.int64()))
+        counted = table.append_column("__sb_one", pa.array(np.ones(table.num_rows, np.int64)))
         return self._states(counted, keys, [("__sb_one", "sum", "n")])
 
     def merge(self, states, keys):
