@@ -329,3 +329,20 @@ def machine_summary():
     if psutil is not None:
         parts.append(f"{psutil.virtual_memory().total / GiB:.0f} GiB RAM")
     return ", ".join(parts)
+
+
+def cached_input(d, seed, version):
+    """The manifest of the input cached in directory ``d`` when it was made with this
+    ``seed`` and data ``version``; else None, with ``d`` emptied for a new one."""
+    import json
+
+    man_p = os.path.join(d, "_manifest.json")
+    if os.path.exists(man_p):
+        with open(man_p) as f:
+            man = json.load(f)
+        if man.get("seed") == seed and man.get("version") == version:
+            return man
+    if os.path.exists(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    return None

@@ -81,6 +81,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 from _util import (  # noqa: E402
     MiB,
+    cached_input,
     clean_env,
     fmt_mb,
     fmt_s,
@@ -137,16 +138,10 @@ def ensure_data(data_dir, rows):
     import pyarrow.parquet as pq
 
     d = os.path.join(data_dir, f"all_to_all_{rows}_v{DATA_VERSION}")
-    man_p = os.path.join(d, "_manifest.json")
-    if os.path.exists(man_p):
-        with open(man_p) as f:
-            man = json.load(f)
-        if man.get("seed") == SEED and man.get("version") == DATA_VERSION:
-            return d, man
+    man = cached_input(d, SEED, DATA_VERSION)
+    if man is not None:
+        return d, man
     t0 = time.perf_counter()
-    if os.path.exists(d):
-        shutil.rmtree(d)
-    os.makedirs(d)
     p = 1.0 / np.arange(1, N_KEYS + 1) ** ZIPF_A
     p /= p.sum()
     key_of_rank = np.random.default_rng([SEED, 999]).permutation(N_KEYS).astype(np.int64)
@@ -178,7 +173,7 @@ def ensure_data(data_dir, rows):
         "disk_bytes": sum(os.path.getsize(q) for q in glob.glob(os.path.join(d, "*.parquet"))),
         "mem_bytes": pq.read_table(d).nbytes,
     }
-    with open(man_p, "w") as f:
+    with open(os.path.join(d, "_manifest.json"), "w") as f:
         json.dump(man, f)
     print(f"generated {d} in {time.perf_counter() - t0:.1f} s", flush=True)
     return d, man

@@ -52,6 +52,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _util import (  # noqa: E402
     GiB,
     MiB,
+    cached_input,
     fmt_mb,
     fmt_s,
     machine_summary,
@@ -98,16 +99,10 @@ def ensure_data(data_dir, size_bytes):
     import pyarrow.parquet as pq
 
     d = os.path.join(data_dir, f"parquet_{size_bytes // MiB}MiB_v{DATA_VERSION}")
-    man_p = os.path.join(d, "_manifest.json")
-    if os.path.exists(man_p):
-        with open(man_p) as f:
-            man = json.load(f)
-        if man.get("seed") == SEED and man.get("version") == DATA_VERSION:
-            return d, man
+    man = cached_input(d, SEED, DATA_VERSION)
+    if man is not None:
+        return d, man
     t0 = time.perf_counter()
-    if os.path.exists(d):
-        shutil.rmtree(d)
-    os.makedirs(d)
     rng0 = np.random.default_rng(SEED)
     # 4096 words of 4..28 letters (avg ~16): dictionary-friendly strings.
     lens = rng0.integers(4, 29, 4096)
@@ -136,7 +131,7 @@ def ensure_data(data_dir, size_bytes):
         "sum_a": sum_a, "sum_b": sum_b,
         "disk_bytes": sum(os.path.getsize(p) for p in glob.glob(os.path.join(d, "*.parquet"))),
     }
-    with open(man_p, "w") as f:
+    with open(os.path.join(d, "_manifest.json"), "w") as f:
         json.dump(man, f, indent=2)
     print(f"generated {d} in {time.perf_counter() - t0:.1f} s", flush=True)
     return d, man

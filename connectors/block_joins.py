@@ -230,3 +230,18 @@ def join_blocks(tables: list[pa.Table], what: str = "") -> pa.Table:
         if not what:
             raise
         raise ValueError(f"{what} cannot be joined: {err}") from err
+
+
+def even_cut(batch: pa.Table, pieces: int) -> list[pa.Table]:
+    """Cut ``batch`` into ``pieces`` zero-copy slices whose sizes differ by at most one.
+
+    >>> [t.num_rows for t in even_cut(pa.table({"x": list(range(7))}), 3)]
+    [3, 2, 2]
+    """
+    base, extra = divmod(batch.num_rows, pieces)
+    out, start = [], 0
+    for i in range(pieces):
+        size = base + (1 if i < extra else 0)
+        out.append(batch.slice(start, size))
+        start += size
+    return out

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pyarrow as pa
-from streambatch.connectors.block_joins import join_blocks
+from streambatch.connectors.block_joins import even_cut, join_blocks
 from streambatch.executor.contract import (
     ExchangeStage,
     LimitStage,
@@ -29,6 +28,7 @@ def _keep(new: Partition, old: list) -> Partition:
 def step_limit(st: StageState, release, adopt=_keep) -> bool:
     """Pass partitions through until ``limit`` rows; True when the limit is reached.
 
+    >>> import pyarrow as pa
     >>> st = StageState(1, LimitStage("Limit[3]", upstream=(0,), limit=3), None)
     >>> st.inputs[0].append(Partition.from_table(pa.table({"x": [1, 2]}), 0))
     >>> st.inputs[0].append(Partition.from_table(pa.table({"x": [3, 4]}), 0))
@@ -81,21 +81,11 @@ def step_repartition(st: StageState, release, adopt=_keep) -> None:
     if not tables:
         return
     table = join_blocks(tables, f"stage '{st.stage.name}': the partitions it repartitions")
-    for piece in _even_slices(table, stage.num_partitions):
+    for piece in even_cut(table, stage.num_partitions):
         new = Partition.from_table(piece, st.index, tuple(p.pid for p in parts))
         st.outputs.append(adopt(new, parts))
     for part in parts:
         release(part)
-
-
-def _even_slices(table: pa.Table, n: int) -> list[pa.Table]:
-    base, extra = divmod(table.num_rows, n)
-    out, start = [], 0
-    for i in range(n):
-        size = base + (1 if i < extra else 0)
-        out.append(table.slice(start, size))
-        start += size
-    return out
 
 
 def _limit(st: StageState, executor) -> None:

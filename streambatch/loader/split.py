@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from streambatch.connectors.block_joins import join_blocks
+from streambatch.connectors.block_joins import even_cut, join_blocks
 from streambatch.executor.contract import StreamBatchError
 
 _END = object()
@@ -61,21 +61,6 @@ class RankLostError(RankStuckError):
 class _Failed:
     def __init__(self, error: BaseException) -> None:
         self.error = error
-
-
-def even_cut(batch: pa.Table, pieces: int) -> list[pa.Table]:
-    """Cut ``batch`` into ``pieces`` zero-copy slices whose sizes differ by at most one.
-
-    >>> [t.num_rows for t in even_cut(pa.table({"x": list(range(7))}), 3)]
-    [3, 2, 2]
-    """
-    base, extra = divmod(batch.num_rows, pieces)
-    out, start = [], 0
-    for i in range(pieces):
-        size = base + (1 if i < extra else 0)
-        out.append(batch.slice(start, size))
-        start += size
-    return out
 
 
 def final_round(held: list[pa.Table], leftover: list[pa.Table], n: int,
