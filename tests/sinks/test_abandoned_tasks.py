@@ -16,6 +16,7 @@ class _Watched(ImageSink):
     task has ended (the sink is shared with the thread tasks: they run in the driver)."""
 
     aborting = threading.Event()
+    late_started = threading.Event()  # the late task is running: the failure may come
     ended = threading.Semaphore(0)  # released as each write task ends
 
     def abort(self) -> None:
@@ -30,8 +31,13 @@ class _Watched(ImageSink):
 
 
 def _wait_for_cleanup(batch):
+    """The late task waits (running) for the driver's cleanup; the failing one waits for
+    the late one to be running, so the failure always finds it in flight."""
     if "late.png" in list(batch["name"]):
+        _Watched.late_started.set()
         assert _Watched.aborting.wait(20), "the job's cleanup never ran"
+    else:
+        assert _Watched.late_started.wait(20), "the late task never started"
     return batch
 
 
