@@ -17,7 +17,7 @@ from streambatch.executor.contract import (
     UnionStage,
 )
 from streambatch.executor.partition import InMemoryRef, Partition
-from streambatch.executor.spill import SpilledRef
+from streambatch.executor.spill import SpilledRef, buckets_for, spill_excess
 from streambatch.executor.stage_state import StageState
 
 
@@ -107,7 +107,8 @@ def _exchange(st: StageState, executor) -> None:
     buckets when the input is large for the memory budget). Until then, what it holds
     beyond its share of the budget is spilled to disk."""
     if not st.all_upstream_finished:
-        executor.spill_excess(st)
+        spill_excess(st, executor.backend, executor.spiller,
+                     executor.options.resolved_memory_budget())
         return
     parts = [p for up in st.stage.upstream for p in st.inputs[up]]  # a join has two
     for up in st.stage.upstream:
@@ -119,7 +120,7 @@ def _exchange(st: StageState, executor) -> None:
         return
     parts.sort(key=lambda p: p.key)
     tables = [p.get() for p in parts]
-    at_least = executor.buckets_for(sum(p.nbytes for p in parts))
+    at_least = buckets_for(sum(p.nbytes for p in parts), executor.options.resolved_memory_budget())
     for bucket, spans in enumerate(split(tables, at_least)):
         for i, start, length in spans:
             piece = tables[i].slice(start, length)

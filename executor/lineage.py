@@ -82,3 +82,20 @@ def read_key(ordinal: int | None, read_task) -> str | None:
         return None
     text = ";".join(f"{p.item}|{p.start}|{p.stop}" for p in pieces)
     return f"s{ordinal}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def describe_origins(origins: frozenset, stages: list, source_stage: dict) -> str:
+    """A downstream task named by the reads its rows come from (``partition 2 (ids
+    100-149)``), the same whatever order the reads finished in; "" for rows that come
+    from more than one source. ``source_stage`` maps a source ordinal to its stage."""
+    from streambatch.executor.contract import as_task_stage
+    from streambatch.executor.next_task import describe_read
+
+    reads = sorted(origins)
+    if not reads or len({ordinal for ordinal, _ in reads}) != 1:
+        return ""
+    stage = as_task_stage(stages[source_stage[reads[0][0]]])
+    if len(reads) == 1:
+        return describe_read(stage.resolved_read_tasks()[reads[0][1]], reads[0][1])
+    shown = ", ".join(str(index) for _, index in reads[:4])
+    return f"partitions {shown}{', ...' if len(reads) > 4 else ''} (rows bundled into one task)"

@@ -88,3 +88,16 @@ def _tasks_per_source_task(st: StageState, states: list[StageState], source: Sta
         flow *= states[up].growth()
         up = states[up].stage.upstream[0] if states[up].stage.upstream else None
     return source_bytes * flow / (st.bytes_in / st.next_seq)
+
+
+def observe_sources(states: list, policy, target_bytes: int, slots_of) -> None:
+    """Tell the admission policy the pipeline's rates as seen from its first source."""
+    import time
+
+    sources = [st for st in states if st.stage.is_source]
+    if not sources:
+        return
+    rates, source_bytes = source_rates(states, sources[0], target_bytes, slots_of)
+    burst = slots_of(sources[0])[0]
+    measured = any(st.stats.tasks for st in sources)  # read_estimate's mean needs one
+    policy.observe(rates, source_bytes, time.monotonic(), burst_tasks=burst, measured=measured)

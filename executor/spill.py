@@ -115,3 +115,35 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's driver
         return True
     return True
+
+
+def buckets_for(nbytes: int, budget: int, share: float = 0.25) -> int:
+    """Buckets an exchange of ``nbytes`` needs for each reduce task's input to hold at
+    most ``share`` of the memory budget.
+
+    >>> buckets_for(100, budget=40)
+    10
+    """
+    return -(-nbytes // max(1, int(budget * share)))
+
+
+def spill_excess(st, backend, spiller: Spiller, budget: int, share: float = 0.25) -> None:
+    """Spill the oldest in-memory partitions waiting in stage state ``st`` (an exchange,
+    which holds its whole input) to disk while they hold more than ``share`` of the
+    budget; only where every worker reads this machine's disk (the local backend)."""
+    from dataclasses import replace
+
+    if not backend.can_spill:
+        return
+    held, limit = st.queued_bytes(), int(budget * share)
+    for queue in st.inputs.values():
+        for i, part in enumerate(queue):
+            if held <= limit:
+                return
+            if isinstance(part.ref, SpilledRef) or not part.rows:
+                continue
+            ref = spiller.spill(part.get())
+            backend.release(part.ref)
+            queue[i] = replace(part, ref=ref)
+            held -= part.nbytes
+            st.stats.spilled_bytes += part.nbytes

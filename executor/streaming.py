@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 from streambatch.executor.accounting import (
     downstream_has_enough,
@@ -39,7 +38,7 @@ from streambatch.executor.errors import (
     TooManyErrorsError,
     UnplaceableError,
 )
-from streambatch.executor.lineage import OriginTracker, task_lineage
+from streambatch.executor.lineage import OriginTracker, describe_origins, task_lineage
 from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.next_task import describe_read, next_work
 from streambatch.executor.observe import ExecutionObserver
@@ -48,7 +47,7 @@ from streambatch.executor.partition import InMemoryRef, Partition
 from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.recovery import LostInputRecovery, recipe_of
 from streambatch.executor.resources import Allocation, ResourceLedger
-from streambatch.executor.snapshots import snapshot, source_rates
+from streambatch.executor.snapshots import observe_sources, snapshot
 from streambatch.executor.spill import SpilledRef, Spiller
 from streambatch.executor.stage_state import RunningTask, StageState, release_ordered
 from streambatch.executor.stats import DatasetStats
@@ -413,29 +412,6 @@ class StreamingExecutor:
         else:
             self.backend.release(ref)
 
-    def buckets_for(self, nbytes: int, share: float = 0.25) -> int:
-        """Buckets an exchange of ``nbytes`` needs for each reduce task's input to hold at
-        most ``share`` of the memory budget."""
-        return -(-nbytes // max(1, int(self.options.resolved_memory_budget() * share)))
-
-    def spill_excess(self, st: StageState, share: float = 0.25) -> None:
-        """Spill the oldest in-memory partitions waiting in ``st`` (an exchange, which holds
-        its whole input) to disk while they hold more than ``share`` of the budget; only
-        where every worker reads this machine's disk (the local backend)."""
-        if not self.backend.can_spill:
-            return
-        limit = int(self.options.resolved_memory_budget() * share)
-        for queue in st.inputs.values():
-            for i, part in enumerate(queue):
-                if st.queued_bytes() <= limit:
-                    return
-                if isinstance(part.ref, SpilledRef) or not part.rows:
-                    continue
-                ref = self.spiller.spill(part.get())
-                self.backend.release(part.ref)
-                queue[i] = replace(part, ref=ref)
-                st.stats.spilled_bytes += part.nbytes
-
     def _hand_out(self, part: Partition) -> Partition | None:
         try:
             table = part.get()
@@ -452,23 +428,12 @@ class StreamingExecutor:
         dispatched = False
         order = sorted((st for st in self.states if st.stage.runs_tasks and not st.finished),
                        key=lambda st: (st.output_bytes(), -st.index))
-        self._observe_rates()
+        observe_sources(self.states, self.policy, self.target_bytes, self._slots_of)
         for st in order:
             while self._try_start(st):
                 dispatched = True
         self._note_peak()
         return dispatched
-
-    def _observe_rates(self) -> None:
-        sources = [st for st in self.states if st.stage.is_source]
-        if not sources:
-            return
-        rates, source_bytes = source_rates(self.states, sources[0], self.target_bytes,
-                                           self._slots_of)
-        burst = self._slots_of(sources[0])[0]
-        measured = any(st.stats.tasks for st in sources)  # read_estimate's mean needs one
-        self.policy.observe(rates, source_bytes, time.monotonic(), burst_tasks=burst,
-                            measured=measured)
 
     def _slots_of(self, st: StageState) -> tuple[float, str]:
         """Tasks a stage may run at once, and the resource pool it shares."""
@@ -558,7 +523,8 @@ class StreamingExecutor:
                 queue.popleft()
         key, origins = task_lineage(st, self.source_ordinal.get(st.index), read_index, inputs)
         if not st.stage.is_source:
-            desc = self._describe_origins(origins) or f"partition {st.next_seq}"
+            desc = describe_origins(origins, self.stages, self._source_stage) \
+                or f"partition {st.next_seq}"
         self.origins.add(origins)
         task = RunningTask(0, st.index, st.next_seq, inputs, desc, est, read_index=read_index,
                            key=key, origins=origins, working=st.working_for(est))
@@ -568,19 +534,6 @@ class StreamingExecutor:
         st.stats.mark_start()
         st.end_backpressure()
         self._launch(st, task, alloc, actor_id, desc)
-
-    def _describe_origins(self, origins: frozenset) -> str:
-        """A downstream task named by the reads its rows come from (``partition 2 (ids
-        100-149)``), the same whatever order the reads finished in; "" for rows that
-        come from more than one source."""
-        reads = sorted(origins)
-        if not reads or len({ordinal for ordinal, _ in reads}) != 1:
-            return ""
-        stage = as_task_stage(self.stages[self._source_stage[reads[0][0]]])
-        if len(reads) == 1:
-            return describe_read(stage.resolved_read_tasks()[reads[0][1]], reads[0][1])
-        shown = ", ".join(str(index) for _, index in reads[:4])
-        return f"partitions {shown}{', ...' if len(reads) > 4 else ''} (rows bundled into one task)"
 
     def _resubmit(self, st: StageState, task: RunningTask, alloc, actor_id) -> None:
         task.attempt_outputs = 0

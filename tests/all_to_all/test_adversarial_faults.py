@@ -15,7 +15,7 @@ import pytest
 from streambatch.executor.errors import UserCodeError
 
 import streambatch as sb
-from tests.executor.conformance import _die, _first_to_claim
+from tests.executor.recovery_conformance import _die, _first_to_claim
 
 ROWS = 600
 

@@ -9,8 +9,8 @@ import streambatch as sb
 from tests.executor.conformance import (
     ExecutorConformance,
     HeterogeneousConformance,
-    RecoveryConformance,
 )
+from tests.executor.recovery_conformance import RecoveryConformance
 
 
 class TestLocalBackend(ExecutorConformance):

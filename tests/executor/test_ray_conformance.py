@@ -15,8 +15,8 @@ import streambatch as sb
 from tests.executor.conformance import (
     ExecutorConformance,
     HeterogeneousConformance,
-    RecoveryConformance,
 )
+from tests.executor.recovery_conformance import RecoveryConformance
 
 ray = pytest.importorskip("ray")
 
