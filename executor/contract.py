@@ -373,3 +373,17 @@ class ColumnTypeError(StreamBatchError, TypeError):
         super().__init__(f"{what}: column {column!r} holds {kind}; it needs {needs}: cast "
                          "the column first")
         self.column, self.kind = column, kind
+
+
+class SumOverflowError(StreamBatchError, OverflowError):
+    """An integer sum past the range of its type (pyarrow's sum would wrap around).
+
+    >>> print(SumOverflowError("sum(x)", "x", "int64"))
+    sum(x): the sum of column 'x' (int64) overflows int64; cast the column to float64 (or a decimal) first
+    """
+
+    def __init__(self, what: str, column: str, kind: str) -> None:
+        self._init_args = (what, column, kind)
+        super().__init__(f"{what}: the sum of column {column!r} ({kind}) overflows int64; "
+                         "cast the column to float64 (or a decimal) first")
+        self.column, self.kind = column, kind

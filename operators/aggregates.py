@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from streambatch.executor.contract import ColumnTypeError
+from streambatch.executor.contract import ColumnTypeError, SumOverflowError
 
 
 class AggregateFn:
@@ -166,19 +166,46 @@ class Count(_Builtin):
 
 
 class Sum(_Builtin):
-    """Sum of the non-null values of ``on``."""
+    """Sum of the non-null values of ``on``. An integer sum that leaves the int64 range
+    raises :class:`SumOverflowError` (each state also sums in float64, and a wrapped
+    sum is 2**64 away from it).
+
+    >>> import pyarrow as pa
+    >>> s = Sum("x"); s.finalize(s.merge(s.partial(pa.table({"x": [2**62] * 4}), []), []))
+    Traceback (most recent call last):
+    ...
+    streambatch.executor.contract.SumOverflowError: sum(x): the sum of column 'x' (int64) overflows int64; cast the column to float64 (or a decimal) first
+    """
 
     label = "sum"
     numeric = True
 
     def partial(self, table, keys):
-        return self._states(self._with_values(table), keys, [(self.on, "sum", "s")])
+        table = self._with_values(table)
+        if not _is_int(table[self.on].type):
+            return self._states(table, keys, [(self.on, "sum", "s")])
+        table = table.append_column("__sb_f", pc.cast(table[self.on], pa.float64(), safe=False))
+        return self._checked(self._states(table, keys, [(self.on, "sum", "s"),
+                                                        ("__sb_f", "sum", "f")]))
 
     def merge(self, states, keys):
-        return self._states(states, keys, [("s", "sum", "s")])
+        if "f" not in states.column_names:
+            return self._states(states, keys, [("s", "sum", "s")])
+        return self._checked(self._states(states, keys, [("s", "sum", "s"), ("f", "sum", "f")]))
+
+    def _checked(self, states: pa.Table) -> pa.Table:
+        wrapped = pc.greater(pc.abs(pc.subtract(pc.cast(states["s"], pa.float64(), safe=False), states["f"])),
+                             2.0 ** 62)
+        if pc.any(wrapped).as_py():
+            raise SumOverflowError(self.name, str(self.on), str(states["s"].type))
+        return states
 
     def finalize(self, states):
         return states["s"]
+
+
+def _is_int(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_boolean(kind)
 
 
 class Min(_Builtin):
@@ -262,6 +289,7 @@ class Std(_Builtin):
         n = pc.cast(states["n"], pa.float64())
         states = states.set_column(states.column_names.index("n"), "n", n)
         safe, codes, dictionaries = _encoded_keys(states, keys)  # join keys without nulls
+        safe = safe.drop_columns(keys)  # only the codes join (a null-typed key cannot)
         weighted = safe.append_column("nm", pc.multiply(n, safe["mean"]))
         totals = self._states(weighted, codes, [("n", "sum", "n"), ("nm", "sum", "nm"),
                                                 ("m2", "sum", "m2")])
@@ -292,12 +320,37 @@ class Std(_Builtin):
 
 
 def _group_rows(table: pa.Table, keys: list[str]) -> tuple[list[list[int]], list[tuple]]:
-    """Row indices per group, and each group's key values (first-seen order)."""
+    """Row indices per group, and each group's key values (first-seen order), grouped as
+    ``pyarrow.Table.group_by`` groups (so a user's aggregate and a built-in agree: one
+    group for all NaN keys); keys pyarrow cannot group (nested values) by Python value."""
+    if not keys:  # a global aggregate: all rows, one group
+        return ([list(range(table.num_rows))], [()]) if table.num_rows else ([], [])
+    rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    try:
+        grouped = table.select(keys).append_column("__sb_rows", rows).group_by(
+            keys, use_threads=False).aggregate([("__sb_rows", "list")])
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return _group_rows_by_value(table, keys)
+    key_columns = [grouped[k].to_pylist() for k in keys]
+    return (grouped["__sb_rows_list"].to_pylist(),
+            [tuple(c[i] for c in key_columns) for i in range(grouped.num_rows)])
+
+
+def _group_rows_by_value(table: pa.Table, keys: list[str]):
     groups: dict[tuple, list[int]] = {}
     columns = [table[k].to_pylist() for k in keys]
     for i in range(table.num_rows):
-        groups.setdefault(tuple(c[i] for c in columns), []).append(i)
-    return list(groups.values()), list(groups)
+        groups.setdefault(tuple(_hashable(c[i]) for c in columns), []).append(i)
+    return list(groups.values()), [tuple(columns[j][g[0]] for j in range(len(keys)))
+                                   for g in groups.values()]
+
+
+def _hashable(value):
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in value.items())
+    return value
 
 
 def _encoded_keys(table: pa.Table, keys: list[str]):

@@ -67,8 +67,9 @@ class Aggregate(AllToAll):
         return f"Aggregate({on}{', '.join(a.name for a in self.aggs)})"
 
     def sides(self, n: int) -> tuple:
-        return (X.PartialAggregateOp(self.keys, self.aggs), _by_key(X.internal_keys(self.keys), n),
-                X.AggregateReduceOp(self.keys, self.aggs))
+        split = X.columns_checked(_by_key(X.internal_keys(self.keys), n), self.label)
+        return X.PartialAggregateOp(self.keys, self.aggs), split, \
+            X.AggregateReduceOp(self.keys, self.aggs)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -1,25 +1,26 @@
 """The block ops of all-to-all operators, on both sides of an exchange.
 
-The map side runs in the upstream stage's tasks and cuts each task's rows into
-``n`` buckets: by a hash of the keys (groupby, unique), at random (shuffle,
-repartition), with partial aggregation per bucket where it applies; it emits exactly
-``n`` blocks, bucket ``i`` as the task's output ``i`` (empty ones too). Sort sorts
-each task's rows instead; the driver then cuts every sorted block into ranges
-(:func:`range_split`, boundaries from a sample). The reduce side runs one task per
-bucket over that bucket's blocks.
+Keyed operators (groupby, unique, map_groups, sort, join) sort each map task's rows,
+or its partial aggregates, by key; the driver cuts every sorted block into key ranges
+(:func:`range_split`, boundaries from a sample) and a reduce task merges one range.
+A shuffle sends each row to a random bucket instead (:class:`RandomPartitionOp`).
+Grouping treats float keys as pyarrow's ``group_by`` does, everywhere: every NaN is
+one key, ``-0.0`` and ``0.0`` are one key (:func:`canonical_keys`).
 
 >>> import pyarrow as pa
 >>> from streambatch.executor.contract import TaskContext
 >>> ctx = TaskContext("Exchange", 0, "partition 0", key="k0")
->>> t = pa.table({"k": [1, 2, 1, 3], "v": [1, 2, 3, 4]})
->>> out = list(HashPartitionOp(("k",), 2).apply(iter([t]), ctx))
->>> len(out), sum(b.num_rows for b in out)
-(2, 4)
+>>> t = pa.table({"k": [1, 2, 1, 3], "v": [1.0, 2.0, 3.0, 4.0]})
+>>> from streambatch.operators.aggregates import Sum
+>>> [b.to_pylist() for b in PartialAggregateOp(("k",), (Sum("v"),)).apply(iter([t]), ctx)]
+[[{'__sb_k0': 1, 'a0.s': 4.0}, {'__sb_k0': 2, 'a0.s': 2.0}, {'__sb_k0': 3, 'a0.s': 4.0}]]
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -27,9 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from streambatch.connectors.block_joins import concat_blocks
 from streambatch.executor.contract import ColumnNotFoundError, TaskContext, UDFFailure
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
 
 class _ExchangeOp:
     """Defaults every exchange op shares (the BlockOp protocol)."""
@@ -64,6 +62,26 @@ def _keyed(blocks: Iterator[pa.Table], keys: tuple[str, ...], ctx: TaskContext
     return table
 
 
+def canonical_keys(table: pa.Table, keys) -> pa.Table:
+    """``table`` with its float key columns canonical: every NaN the same NaN, ``-0.0``
+    as ``0.0`` (pyarrow's ``group_by`` hashes bits; SQL and Python call them equal).
+
+    >>> t = canonical_keys(pa.table({"k": [-0.0, float("nan"), None]}), ["k"])
+    >>> [str(v) for v in t["k"].to_pylist()]
+    ['0.0', 'nan', 'None']
+    """
+    for key in keys:
+        column = table[key]
+        if not pa.types.is_floating(column.type):
+            continue
+        kind = column.type
+        zero, nan = pa.scalar(0.0, kind), pa.scalar(math.nan, kind)
+        fixed = pc.if_else(pc.equal(column, zero), zero, column)
+        fixed = pc.if_else(pc.is_nan(fixed), nan, fixed)
+        table = table.set_column(table.column_names.index(key), key, fixed)
+    return table
+
+
 def internal_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
     """The names an aggregate's keys travel under (they never meet a state column).
 
@@ -74,41 +92,6 @@ def internal_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 # ---- map side ---------------------------------------------------------------------------
-class HashPartitionOp(_ExchangeOp):
-    """Rows to ``n`` buckets by a hash of ``keys`` (the same key, the same bucket, in every
-    task and process); with ``aggs``, each bucket's rows become partial aggregates."""
-
-    def __init__(self, keys: tuple[str, ...], n: int, aggs: tuple = ()) -> None:
-        self.keys, self.n, self.aggs = keys, n, aggs
-        self.name = f"HashPartition({', '.join(keys)})"
-
-    def apply(self, blocks: Iterator[pa.Table], ctx: TaskContext) -> Iterator[pa.Table]:
-        """Yield ``n`` blocks: bucket 0 first."""
-        table = _concat(blocks)
-        if table is None or table.num_rows == 0:
-            yield from (_empty(table) for _ in range(self.n))
-            return
-        buckets = bucket_of(table, self.keys, self.n)
-        for i in range(self.n):
-            part = table.filter(pa.array(buckets == i))
-            yield partial_states(part, self.keys, self.aggs) if self.aggs else part
-
-
-class DistinctPartitionOp(HashPartitionOp):
-    """Keys to ``n`` buckets, each bucket's keys once (unique, groupby without aggregates)."""
-
-    def apply(self, blocks, ctx):
-        table = _concat(blocks)
-        if table is None or table.num_rows == 0:
-            yield from (_empty(table, self.keys) for _ in range(self.n))
-            return
-        table = table.select(list(self.keys))
-        buckets = bucket_of(table, self.keys, self.n)
-        for i in range(self.n):
-            part = table.filter(pa.array(buckets == i))
-            yield part.group_by(list(self.keys), use_threads=False).aggregate([])
-
-
 class PartialAggregateOp(_ExchangeOp):
     """A task's rows as the partial aggregates of their groups, sorted by key, the keys
     under internal names (the driver cuts them into key ranges; a reducer merges one
@@ -135,7 +118,7 @@ class DistinctMapOp(_ExchangeOp):
     def apply(self, blocks, ctx):
         table = _keyed(blocks, self.keys, ctx)
         if table is not None and table.num_rows:
-            distinct = table.select(list(self.keys)).group_by(
+            distinct = canonical_keys(table.select(list(self.keys)), self.keys).group_by(
                 list(self.keys), use_threads=False).aggregate([])
             yield sort_table(distinct, self.keys, (False,) * len(self.keys))
 
@@ -311,64 +294,6 @@ class JoinReduceOp(_ExchangeOp):
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def bucket_of(table: pa.Table, keys: tuple[str, ...], n: int) -> np.ndarray:
-    """The bucket of each row: a hash of its key values that is the same in every process
-    (Python's ``hash`` of a string is not), modulo ``n``.
-
-    >>> b = bucket_of(pa.table({"k": ["a", "b", "a", None]}), ("k",), 4)
-    >>> bool(b[0] == b[2]), bool(((0 <= b) & (b < 4)).all())
-    (True, True)
-    """
-    h = np.zeros(table.num_rows, dtype=np.uint64)
-    for key in keys:
-        h = _mix(h * np.uint64(31) + column_hash(table[key]))
-    return (h % np.uint64(n)).astype(np.int64)
-
-
-def column_hash(column) -> np.ndarray:
-    """A deterministic 64-bit hash per value (nulls hash to 0).
-
-    >>> column_hash(pa.chunked_array([[1, None]])).tolist()[1]
-    0
-    """
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_dictionary(array.type):
-        array = array.cast(array.type.value_type)
-    typ = array.type
-    if pa.types.is_integer(typ) or pa.types.is_boolean(typ) or pa.types.is_temporal(typ):
-        values = pc.fill_null(array.cast(pa.int64()) if not pa.types.is_temporal(typ)
-                              else array.view(pa.int64()), 0).to_numpy(zero_copy_only=False)
-        h = _mix(values.astype(np.int64).view(np.uint64) ^ _MIX)
-    elif pa.types.is_floating(typ):
-        values = pc.fill_null(array.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
-        values = np.where(values == 0.0, 0.0, values)  # -0.0 and 0.0: one key
-        h = _mix(values.view(np.uint64) ^ _MIX)
-    else:
-        h = _bytes_hash(array)
-    valid = array.is_valid().to_numpy(zero_copy_only=False)
-    return np.where(valid, h, np.uint64(0))
-
-
-def _bytes_hash(array: pa.Array) -> np.ndarray:
-    """Strings and binaries by their bytes; other types by their text (slow path)."""
-    if not (pa.types.is_string(array.type) or pa.types.is_binary(array.type)
-            or pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)):
-        return np.array([int.from_bytes(hashlib.blake2b(repr(v).encode(), digest_size=8)
-                                        .digest(), "little") for v in array.to_pylist()],
-                        dtype=np.uint64)
-    values = [v if v is not None else b"" for v in array.cast(pa.large_binary()).to_pylist()]
-    return np.array([int.from_bytes(hashlib.blake2b(v, digest_size=8).digest(), "little")
-                     for v in values], dtype=np.uint64)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: every input bit moves every output bit."""
-    with np.errstate(over="ignore"):
-        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
-
-
 def _seed(seed: int | None, key: str) -> list[int]:
     digest = hashlib.sha256(f"{seed}|{key}".encode()).digest()
     return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)] + \
@@ -399,6 +324,8 @@ def group_spans(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[int, int]]
 
     >>> group_spans(pa.table({"k": [1, 1, 2, None, None]}), ("k",))
     [(0, 2), (2, 3), (3, 5)]
+    >>> group_spans(pa.table({"k": [0.0, -0.0, float("nan"), float("nan")]}), ("k",))
+    [(0, 2), (2, 4)]
     """
     n = table.num_rows
     if n == 0:
@@ -412,6 +339,9 @@ def group_spans(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[int, int]]
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # nested keys: by value
             values = column.to_pylist()
             differs = pa.array([values[i] != values[i + 1] for i in range(n - 1)], pa.bool_())
+        if pa.types.is_floating(column.type):  # NaN next to NaN: the same group
+            differs = pc.and_(differs, pc.invert(pc.and_(pc.is_nan(before), pc.is_nan(after))))
+            differs = pc.fill_null(differs, False)
         nulls = pc.not_equal(before.is_null(), after.is_null())
         change |= pc.or_(differs, nulls).to_numpy(zero_copy_only=False)
     starts = np.concatenate([[0], np.nonzero(change)[0] + 1])
@@ -424,9 +354,13 @@ def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Ta
     key, so every aggregate's rows line up), state columns prefixed ``a<i>.``, the keys
     under :func:`internal_keys` names."""
     inner = internal_keys(keys)
+    missing = sorted({a.on for a in aggs if getattr(a, "on", None) is not None
+                      and a.on not in table.column_names})
+    note = {MISSING: json.dumps({"missing": missing, "columns": table.column_names})}
     table = table.rename_columns([inner[keys.index(c)] if c in keys else c
                                   for c in table.column_names])
     keys = inner
+    table = canonical_keys(table, keys)
     out: pa.Table | None = None
     for i, agg in enumerate(aggs):
         states = sort_table(agg.partial(table, list(keys)), keys, (False,) * len(keys))
@@ -435,7 +369,35 @@ def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Ta
         for name in states.column_names:
             if name not in keys:
                 out = out.append_column(f"a{i}.{name}", states[name])
-    return out if out is not None else table.select(list(keys))
+    out = out if out is not None else table.select(list(keys))
+    return out.replace_schema_metadata(note) if missing else out
+
+
+MISSING = b"streambatch.missing"  # schema metadata of partial states: the aggregates'
+# columns the block lacked (null there), and the columns it had
+
+
+def columns_checked(split: Callable, stage: str) -> Callable:
+    """``split`` that first checks the partial states' notes: a column that every block
+    lacked is a mistake (ColumnNotFoundError), not a column of nulls.
+
+    >>> t = pa.table({"k": [1]}).replace_schema_metadata(
+    ...     {MISSING: '{"missing": ["v"], "columns": ["k"]}'})
+    >>> columns_checked(lambda tables, at_least: [], "Aggregate(sum(v))")([t], 0)
+    Traceback (most recent call last):
+    ...
+    streambatch.executor.contract.ColumnNotFoundError: stage 'Aggregate(sum(v))': column 'v' not found; the columns are ['k']
+    """
+    def checked(tables: list[pa.Table], at_least: int = 0) -> list:
+        notes = [json.loads((t.schema.metadata or {}).get(MISSING, b"null"))
+                 for t in tables if t.num_rows]
+        if notes and all(notes):
+            never = set.intersection(*(set(n["missing"]) for n in notes))
+            if never:
+                raise ColumnNotFoundError(stage, sorted(never)[0], notes[0]["columns"])
+        return split(tables, at_least)
+
+    return checked
 
 
 def final_aggregates(states: pa.Table, user_keys: tuple[str, ...], aggs: tuple) -> pa.Table:
@@ -517,16 +479,30 @@ def _row(table: pa.Table, keys: tuple[str, ...], i: int) -> tuple:
 
 
 def _before(a: tuple, b: tuple, descending: tuple[bool, ...]) -> bool:
-    """True when row key ``a`` sorts strictly before ``b`` (nulls last)."""
+    """True when row key ``a`` sorts strictly before ``b``, as pyarrow sorts: numbers in
+    the key's direction, then NaN, then null (whatever the direction).
+
+    >>> nan = float("nan")
+    >>> _before((1.0,), (nan,), (True,)), _before((nan,), (None,), (False,))
+    (True, True)
+    >>> _before((nan,), (nan,), (False,)), _before((nan,), (2.0,), (False,))
+    (False, False)
+    """
     for x, y, desc in zip(a, b, descending, strict=True):
-        if x == y:
+        rx, ry = _rank(x), _rank(y)
+        if rx != ry:
+            return rx < ry
+        if rx or x == y:  # both NaN, both null, or equal
             continue
-        if x is None:
-            return False
-        if y is None:
-            return True
         return x > y if desc else x < y
     return False
+
+
+def _rank(value) -> int:
+    """0 for a value, 1 for NaN, 2 for null: where it sorts among the values."""
+    if value is None:
+        return 2
+    return 1 if isinstance(value, float) and value != value else 0
 
 
 def _bisect(table: pa.Table, bound: tuple, keys, descending) -> int:

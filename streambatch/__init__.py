@@ -11,6 +11,7 @@ from streambatch.dataset import Dataset
 from streambatch.executor.contract import (
     ColumnNotFoundError,
     ColumnTypeError,
+    SumOverflowError,
     Resources,
     RowConversionError,
     StreamBatchError,
@@ -52,7 +53,7 @@ __all__ = [
     "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
     "AggregateFn", "Count", "Sum", "Min", "Max", "Mean", "Std",
     # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)
-    "BlockLostError", "ColumnNotFoundError", "ColumnTypeError", "NonDeterministicError", "ResumeMismatchError", "RowConversionError",
+    "BlockLostError", "ColumnNotFoundError", "ColumnTypeError", "NonDeterministicError", "ResumeMismatchError", "RowConversionError", "SumOverflowError",
     "StageStuckError", "StreamBatchError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
     "WorkerDiedError", "LocalOptions", "RayOptions", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
     "init", "range", "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",

@@ -63,10 +63,6 @@ def test_nan_keys_are_one_group_and_sort_after_numbers(blocks, descending):
     assert all(k is None for k in keys[100 + len(numbers):])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "map_groups calls fn once per NaN row (group_spans cuts a sorted bucket wherever "
-    "adjacent keys are not_equal, and NaN != NaN), while groupby().count() (pyarrow "
-    "group_by) and Ray Data's map_groups give all NaN keys one group"))
 @pytest.mark.parametrize("blocks", [1, 3])
 def test_map_groups_gives_all_nan_keys_one_call(blocks):
     rows = [{"k": NAN if i % 2 else 1.0, "v": i} for i in range(10)]
@@ -75,10 +71,6 @@ def test_map_groups_gives_all_nan_keys_one_call(blocks):
     assert got == {1.0: 5, "nan": 5}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "-0.0 and 0.0 keys: groupby().count() (pyarrow group_by) makes two groups, but "
-    "map_groups (group_spans: -0.0 == 0.0) and a user AggregateFn (a Python dict of "
-    "keys) make one; the three ways to group the same column must agree"))
 def test_negative_and_positive_zero_keys_group_the_same_way_everywhere():
     rows = [{"k": -0.0 if i % 2 else 0.0, "v": i} for i in range(10)]
     ds = sb.from_items(rows, override_num_blocks=3)
@@ -88,12 +80,6 @@ def test_negative_and_positive_zero_keys_group_the_same_way_everywhere():
     assert counted == called == user
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a built-in aggregate next to a user AggregateFn, grouped by a float key holding NaN "
-    "or both -0.0 and 0.0, fails with ArrowInvalid 'Added column's length must match "
-    "table's length' (reported as the user's error): the built-ins group with pyarrow, "
-    "AggregateFn with a Python dict (each NaN its own group, -0.0 == 0.0), and "
-    "partial_states/final_aggregates put their columns side by side by position"))
 @pytest.mark.parametrize("keys", [[NAN, 1.0], [-0.0, 0.0]], ids=["nan", "signed-zero"])
 def test_a_builtin_and_a_user_aggregate_together_by_a_float_key(keys):
     rows = [{"k": keys[i % 2], "v": 1} for i in range(10)]
@@ -136,10 +122,6 @@ def test_a_group_whose_values_are_all_null_gets_none_and_counts_its_rows():
          "mean(v)": None, "std(v)": None}]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Std per group fails with ArrowInvalid 'Data type null is not supported in join "
-    "non-key field k' (reported as the user's error) when a block's key column is all "
-    "null (Arrow type null): Std.merge joins on the keys with pyarrow"))
 @pytest.mark.parametrize("rows,blocks", [
     ([{"k": None, "v": 1.0}], 1),
     ([{"k": None, "v": 1.0}, {"k": None, "v": 3.0}, {"k": 3, "v": 1.0}, {"k": 3, "v": 5.0}], 2),
@@ -199,18 +181,14 @@ def test_sum_of_a_string_column_names_the_column_and_its_type():
         assert "hash_sum" not in msg and "Fix the function" not in msg, msg
 
 
-@pytest.mark.parametrize("op", ["groupby", pytest.param("groupby-sum", marks=pytest.mark.xfail(
-    strict=True, reason=(
-        "an aggregate's column that no block has gives nulls, not an error: a column that "
-        "some blocks lack counts as null there (test_an_aggregate_of_a_column_some_blocks_"
-        "lack_treats_it_as_null), and a map task cannot tell 'no block' from 'not mine'"))),
-    "sort", "unique", "map_groups"])
+@pytest.mark.parametrize("op", ["groupby", "groupby-sum", "sum", "sort", "unique", "map_groups"])
 def test_a_missing_column_is_named_with_the_columns_there_are(op):
     ds = sb.from_items([{"a": i % 3, "payload": f"row-{i}"} for i in range(20)],
                        override_num_blocks=2)
     calls = {
         "groupby": lambda: ds.groupby("nope").count().take_all(),
         "groupby-sum": lambda: ds.groupby("a").sum("nope").take_all(),
+        "sum": lambda: ds.aggregate(sb.Count(), sb.Mean("nope")),
         "sort": lambda: ds.sort("nope").take_all(),
         "unique": lambda: ds.unique("nope"),
         "map_groups": lambda: ds.groupby("nope").map_groups(lambda b: b).take_all(),
@@ -297,10 +275,6 @@ def test_map_groups_may_return_no_rows_or_many_and_other_columns():
 
 
 # ---- numbers -----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "a sum of int64 values past 2**63 wraps around silently (4 x 2**62 sums to 0): "
-    "pyarrow's unchecked sum (pandas and Ray Data do the same); expected an overflow "
-    "error or the exact value"))
 def test_an_int_sum_that_overflows_is_not_silently_wrong():
     ds = sb.from_items([{"k": 1, "x": 2**62}] * 4, override_num_blocks=2)
     for call in (lambda: ds.sum("x"), lambda: ds.groupby("k").sum("x").take_all()[0]["sum(x)"]):
@@ -386,3 +360,29 @@ def test_an_aggregate_of_a_column_some_blocks_lack_treats_it_as_null():
     ds = sb.from_items([{"a": 1}, {"b": 2}, {"a": 3}], override_num_blocks=3)
     assert ds.aggregate(sb.Count(), sb.Sum("a"), sb.Sum("b")) == \
         {"count()": 3, "sum(a)": 4, "sum(b)": 2}
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("blocks", [3, 8])
+def test_keys_mostly_nan_cut_into_ranges_keep_every_row_once(blocks, descending):
+    """Half the keys NaN, a quarter null: the driver's range boundaries land on NaN and on
+    null, and every block must be cut at them in the order pyarrow sorts (numbers, NaN,
+    null), or rows are lost or doubled."""
+    rows = [{"k": NAN if i % 4 < 2 else None if i % 4 == 2 else float(i % 17), "i": i}
+            for i in range(4000)]
+    ds = sb.from_items(rows, override_num_blocks=blocks)
+    got = ds.sort(["k", "i"], descending=[descending, False]).take_all()
+    assert sorted(r["i"] for r in got) == list(range(4000))
+    numbers = sorted({float(i % 17) for i in range(4000) if i % 4 == 3}, reverse=descending)
+    keys = [r["k"] for r in got]
+    distinct = [k for j, k in enumerate(keys) if j == 0 or not _same(k, keys[j - 1])]
+    assert distinct[:-2] == numbers and math.isnan(distinct[-2]) and distinct[-1] is None
+    counts = {("nan" if isinstance(r["k"], float) and math.isnan(r["k"]) else r["k"]): r["count()"]
+              for r in ds.groupby("k").count().take_all()}
+    assert counts["nan"] == 2000 and counts[None] == 1000 and sum(counts.values()) == 4000
+    assert len(ds.unique("k")) == 17 + 2
+
+
+def _same(a, b) -> bool:
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return both_nan or a == b
