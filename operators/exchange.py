@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from streambatch.connectors.block_joins import concat_blocks
 from streambatch.executor.contract import ColumnNotFoundError, TaskContext, UDFFailure
 
+
 class _ExchangeOp:
     """Defaults every exchange op shares (the BlockOp protocol)."""
 

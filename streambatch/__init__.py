@@ -11,10 +11,10 @@ from streambatch.dataset import Dataset
 from streambatch.executor.contract import (
     ColumnNotFoundError,
     ColumnTypeError,
-    SumOverflowError,
     Resources,
     RowConversionError,
     StreamBatchError,
+    SumOverflowError,
     UDFReturnTypeError,
 )
 from streambatch.executor.errors import (
