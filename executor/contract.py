@@ -70,6 +70,8 @@ class TaskContext:
     partition: str
     worker_state: dict = field(default_factory=dict)
     key: str = ""  # deterministic lineage key: the same for every attempt of the task
+    first_row: int | None = None  # in a numbered stage: how many of the stage's input
+    # rows came before this task's (a global row number for a shuffle's map side)
     dead_letters: list = field(default_factory=list)  # rows sent aside by on_error="skip"
     cancelled: Callable[[], bool] = field(default=_never)  # the job stopped: a
     # thread task (which nothing can kill) checks it before it commits anything lasting
@@ -154,6 +156,8 @@ class TaskStage(Stage):
     # passed on as the ops yield it (never cut or joined)
     grouped: bool = False  # the reduce side of an exchange: a task takes one bucket's
     # partitions (consecutive inputs with the same index)
+    numbered: bool = False  # the driver numbers the rows it hands the stage, in the
+    # order it hands them (TaskContext.first_row); never fused into its upstream
 
     @property
     def is_source(self) -> bool:

@@ -115,10 +115,11 @@ def _exchange(st: StageState, executor) -> None:
         st.inputs[up].clear()
     st.stats.rows_in += sum(p.rows for p in parts)
     split = getattr(st.stage, "split", None)
+    if not getattr(st.stage, "ordered", False):  # arrival order is not the input order
+        parts.sort(key=lambda p: p.key)
     if split is None:
-        st.outputs.extend(sorted(parts, key=lambda p: (p.index, p.key)))
+        st.outputs.extend(sorted(parts, key=lambda p: p.index))  # stable: arrival order
         return
-    parts.sort(key=lambda p: p.key)
     tables = [p.get() for p in parts]
     at_least = buckets_for(sum(p.nbytes for p in parts), executor.options.resolved_memory_budget())
     for bucket, spans in enumerate(split(tables, at_least)):

@@ -60,6 +60,7 @@ class Partition:
     origins: frozenset = frozenset()
     recipe: object = None  # how to recompute it if its block is lost (executor/recovery.py)
     index: int = 0  # its number among its task's outputs (an exchange's bucket)
+    first_row: int | None = None  # rows handed to a numbered stage before this one
     created_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     @classmethod
@@ -96,3 +97,12 @@ def read_ref(ref: BlockRef) -> pa.Table:
     1
     """
     return ref.read()
+
+
+def first_row_of(inputs: list) -> int | None:
+    """The first row number of a task's inputs (a numbered stage's), else None.
+
+    >>> first_row_of([]), first_row_of([Partition.from_table(pa.table({"x": [1]}), 0)])
+    (None, None)
+    """
+    return inputs[0].first_row if inputs else None

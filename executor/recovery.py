@@ -19,6 +19,7 @@ from typing import Any
 
 from streambatch.executor.backends.base import Task, TaskDone, TaskFailed, TaskOutput
 from streambatch.executor.errors import BlockLostError, NonDeterministicError
+from streambatch.executor.partition import first_row_of
 from streambatch.executor.task_failures import to_error
 
 
@@ -38,6 +39,8 @@ class Recipe:
     inputs: tuple
     ordinal: int
     description: str
+    key: str = ""  # the task's lineage key and first row: a re-run sees what the
+    first_row: int | None = None  # first run saw (a shuffle's buckets come from them)
 
     @property
     def recomputable(self) -> bool:
@@ -54,7 +57,7 @@ def recipe_of(task, ordinal: int) -> Recipe:
     """
     return Recipe(task.stage_index, task.read_index,
                   tuple(getattr(p, "recipe", None) for p in task.inputs), ordinal,
-                  task.description)
+                  task.description, getattr(task, "key", ""), first_row_of(task.inputs))
 
 
 @dataclass(eq=False)
@@ -220,7 +223,8 @@ class LostInputRecovery:
         if self.stats_of is not None:
             self.stats_of(recipe.stage).recomputed += 1
         self.backend.submit(Task(task_id, recipe.stage, recipe.read_index, list(job.refs),
-                                 f"{recipe.description} (recomputing a lost output)", actor_id))
+                                 f"{recipe.description} (recomputing a lost output)", actor_id,
+                                 recipe.key, recipe.first_row))
 
     def _finish(self, job: _Job) -> None:
         for ref in job.refs:

@@ -61,6 +61,7 @@ class StageState:
     cancelled: bool = False
     next_seq: int = 0
     release_seq: int = 0
+    rows_numbered: int = 0  # a numbered stage: rows handed to it so far
     reorder: dict[int, list] = field(default_factory=dict)
     done_seqs: set = field(default_factory=set)
     bytes_in: int = 0

@@ -43,7 +43,7 @@ from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.next_task import describe_read, next_work
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
-from streambatch.executor.partition import InMemoryRef, Partition
+from streambatch.executor.partition import InMemoryRef, Partition, first_row_of
 from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.recovery import LostInputRecovery, recipe_of
 from streambatch.executor.resources import Allocation, ResourceLedger
@@ -340,9 +340,14 @@ class StreamingExecutor:
     def _route(self, st: StageState) -> None:
         if st.downstream is None:
             return
-        target = self.states[st.downstream].inputs[st.index]
+        down = self.states[st.downstream]
+        target = down.inputs[st.index]
+        numbered = getattr(down.stage, "numbered", False)
         while st.outputs:
-            target.append(st.outputs.popleft())
+            part = st.outputs.popleft()
+            if numbered:
+                part.first_row, down.rows_numbered = down.rows_numbered, down.rows_numbered + part.rows
+            target.append(part)
 
     def _step_driver(self, st: StageState) -> None:
         driver_step(st.stage)(st, self)
@@ -549,7 +554,7 @@ class StreamingExecutor:
             obs.on_task_start(st.index, st.stage.name, task.task_id, label, worker)
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
-                                 task.key))
+                                 task.key, first_row_of(task.inputs)))
 
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)

@@ -58,6 +58,7 @@ class AggregateFn:
         self._accumulate, self._finalize = accumulate_block, finalize or (lambda s: s)
 
     runs_python = True  # user code: runs in worker processes, as map_batches does
+    batchable = False  # True: a simple built-in, sharing one group_by with the others
 
     # The state travels between tasks as one pickled binary value per group.
     def partial(self, table: pa.Table, keys: list[str]) -> pa.Table:
@@ -142,7 +143,32 @@ class _Builtin(AggregateFn):
         return None
 
 
-class Count(_Builtin):
+class _Simple(_Builtin):
+    """A built-in whose states are plain sums, counts, mins or maxes: several of them run
+    in one ``group_by`` (:func:`partial_together`, :func:`merge_together`)."""
+
+    batchable = True
+
+    def partial_plan(self, table: pa.Table) -> list[tuple[object, str, str]]:
+        """(input column, function, state name) for each state column."""
+        raise NotImplementedError
+
+    def merge_plan(self, states: pa.Table, prefix: str) -> list[tuple[str, str]]:
+        """(state name, function merging it) for each state column."""
+        raise NotImplementedError
+
+    def check(self, states: pa.Table, prefix: str) -> None:
+        """Raise if the states (columns named ``prefix`` + state) are wrong."""
+
+    def partial(self, table, keys):
+        return unprefixed(partial_together(table, keys, [("a.", self)]), keys, "a.")
+
+    def merge(self, states, keys):
+        prefixed = states.rename_columns([c if c in keys else f"a.{c}" for c in states.column_names])
+        return unprefixed(merge_together(prefixed, keys, [("a.", self)]), keys, "a.")
+
+
+class Count(_Simple):
     """Rows per group (nulls included).
 
     >>> Count().name
@@ -151,12 +177,11 @@ class Count(_Builtin):
 
     label = "count"
 
-    def partial(self, table, keys):
-        counted = table.append_column("__sb_one", pa.array(np.ones(table.num_rows, np.int64)))
-        return self._states(counted, keys, [("__sb_one", "sum", "n")])
+    def partial_plan(self, table):
+        return [(pa.array(np.ones(table.num_rows, np.int64)), "sum", "n")]
 
-    def merge(self, states, keys):
-        return self._states(states, keys, [("n", "sum", "n")])
+    def merge_plan(self, states, prefix):
+        return [("n", "sum")]
 
     def finalize(self, states):
         return pc.fill_null(states["n"], 0)
@@ -165,7 +190,7 @@ class Count(_Builtin):
         return 0
 
 
-class Sum(_Builtin):
+class Sum(_Simple):
     """Sum of the non-null values of ``on``. An integer sum that leaves the int64 range
     raises :class:`SumOverflowError` (each state also sums in float64, and a wrapped
     sum is 2**64 away from it).
@@ -180,25 +205,22 @@ class Sum(_Builtin):
     label = "sum"
     numeric = True
 
-    def partial(self, table, keys):
-        table = self._with_values(table)
-        if not _is_int(table[self.on].type):
-            return self._states(table, keys, [(self.on, "sum", "s")])
-        table = table.append_column("__sb_f", pc.cast(table[self.on], pa.float64(), safe=False))
-        return self._checked(self._states(table, keys, [(self.on, "sum", "s"),
-                                                        ("__sb_f", "sum", "f")]))
+    def partial_plan(self, table):
+        values = self.values(table)
+        plan = [(values, "sum", "s")]
+        if _is_int(values.type):
+            plan.append((pc.cast(values, pa.float64(), safe=False), "sum", "f"))
+        return plan
 
-    def merge(self, states, keys):
-        if "f" not in states.column_names:
-            return self._states(states, keys, [("s", "sum", "s")])
-        return self._checked(self._states(states, keys, [("s", "sum", "s"), ("f", "sum", "f")]))
+    def merge_plan(self, states, prefix):
+        return [("s", "sum")] + ([("f", "sum")] if f"{prefix}f" in states.column_names else [])
 
-    def _checked(self, states: pa.Table) -> pa.Table:
-        wrapped = pc.greater(pc.abs(pc.subtract(pc.cast(states["s"], pa.float64(), safe=False), states["f"])),
-                             2.0 ** 62)
-        if pc.any(wrapped).as_py():
-            raise SumOverflowError(self.name, str(self.on), str(states["s"].type))
-        return states
+    def check(self, states, prefix):
+        if f"{prefix}f" not in states.column_names:
+            return
+        total = pc.cast(states[f"{prefix}s"], pa.float64(), safe=False)
+        if pc.any(pc.greater(pc.abs(pc.subtract(total, states[f"{prefix}f"])), 2.0 ** 62)).as_py():
+            raise SumOverflowError(self.name, str(self.on), str(states[f"{prefix}s"].type))
 
     def finalize(self, states):
         return states["s"]
@@ -208,52 +230,104 @@ def _is_int(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_boolean(kind)
 
 
-class Min(_Builtin):
+class Min(_Simple):
     """Smallest non-null value of ``on``."""
 
     label = "min"
 
-    def partial(self, table, keys):
-        return self._states(self._with_values(table), keys, [(self.on, "min", "m")])
+    def partial_plan(self, table):
+        return [(self.values(table), "min", "m")]
 
-    def merge(self, states, keys):
-        return self._states(states, keys, [("m", "min", "m")])
+    def merge_plan(self, states, prefix):
+        return [("m", "min")]
 
     def finalize(self, states):
         return states["m"]
 
 
-class Max(_Builtin):
+class Max(_Simple):
     """Largest non-null value of ``on``."""
 
     label = "max"
 
-    def partial(self, table, keys):
-        return self._states(self._with_values(table), keys, [(self.on, "max", "m")])
+    def partial_plan(self, table):
+        return [(self.values(table), "max", "m")]
 
-    def merge(self, states, keys):
-        return self._states(states, keys, [("m", "max", "m")])
+    def merge_plan(self, states, prefix):
+        return [("m", "max")]
 
     def finalize(self, states):
         return states["m"]
 
 
-class Mean(_Builtin):
+class Mean(_Simple):
     """Mean of the non-null values of ``on`` (float64)."""
 
     label = "mean"
     numeric = True
 
-    def partial(self, table, keys):
-        table = self._with_values(table, pa.float64())
-        return self._states(table, keys, [(self.on, "sum", "s"), (self.on, "count", "n")])
+    def partial_plan(self, table):
+        values = pc.cast(self.values(table), pa.float64())
+        return [(values, "sum", "s"), (values, "count", "n")]
 
-    def merge(self, states, keys):
-        return self._states(states, keys, [("s", "sum", "s"), ("n", "sum", "n")])
+    def merge_plan(self, states, prefix):
+        return [("s", "sum"), ("n", "sum")]
 
     def finalize(self, states):
         n = pc.cast(states["n"], pa.float64())
         return pc.if_else(pc.equal(n, 0), pa.scalar(None, pa.float64()), pc.divide(states["s"], n))
+
+
+def partial_together(table: pa.Table, keys: list[str], aggs: list[tuple[str, _Simple]]
+                     ) -> pa.Table:
+    """The partial states of several simple aggregates (``(prefix, aggregate)``) in one
+    ``group_by``: the keys, then each one's state columns named ``prefix`` + state.
+
+    >>> t = pa.table({"k": [1, 1, 2], "v": [1.0, 3.0, None]})
+    >>> partial_together(t, ["k"], [("a0.", Count()), ("a1.", Mean("v"))]).to_pylist()[0]
+    {'k': 1, 'a0.n': 2, 'a1.s': 4.0, 'a1.n': 2}
+    """
+    columns: dict[str, object] = {k: table[k] for k in keys}
+    specs = []
+    for prefix, agg in aggs:
+        for values, function, state in agg.partial_plan(table):
+            columns[prefix + state] = values
+            specs.append((prefix + state, function, prefix + state))
+    out = _grouped(pa.table(columns) if columns else pa.table({"__sb_g": []}), keys, specs,
+                   table.num_rows)
+    for prefix, agg in aggs:
+        agg.check(out, prefix)
+    return out
+
+
+def merge_together(states: pa.Table, keys: list[str], aggs: list[tuple[str, _Simple]]
+                   ) -> pa.Table:
+    """The states :func:`partial_together` made, of several blocks, merged per group."""
+    specs = [(prefix + state, function, prefix + state) for prefix, agg in aggs
+             for state, function in agg.merge_plan(states, prefix)]
+    out = _grouped(states.select(keys + [c for c, _, _ in specs]), keys, specs, states.num_rows)
+    for prefix, agg in aggs:
+        agg.check(out, prefix)
+    return out
+
+
+def _grouped(table: pa.Table, keys: list[str], specs: list[tuple], rows: int) -> pa.Table:
+    """``table`` grouped by ``keys`` (none: one group) with ``specs`` ((column, function,
+    output name))."""
+    if not keys:
+        table = pa.table({**{c: table[c] for c in table.column_names if c != "__sb_g"},
+                          "__sb_g": pa.array(np.zeros(rows, np.int8))})
+    out = table.group_by(keys or ["__sb_g"], use_threads=False).aggregate(
+        [(column, function) for column, function, _ in specs])
+    names = {f"{column}_{function}": name for column, function, name in specs}
+    out = out.rename_columns([names.get(c, c) for c in out.column_names])
+    return out.drop_columns(["__sb_g"]) if not keys else out
+
+
+def unprefixed(table: pa.Table, keys: list[str], prefix: str) -> pa.Table:
+    """The keys and the columns named ``prefix`` + something, as that something."""
+    mine = [c for c in table.column_names if c.startswith(prefix)]
+    return table.select(keys + mine).rename_columns(keys + [c[len(prefix):] for c in mine])
 
 
 class Std(_Builtin):

@@ -32,6 +32,7 @@ class AllToAll(LogicalOp):
     num_partitions: int | None = None
     ordered = True  # the output comes in key order (Ray Data's groupby output is sorted)
     whole_buckets = False  # True: one output partition per bucket, never cut
+    numbered = False  # True: the map side is a numbered stage of its own (row numbers)
 
     def sides(self, n: int) -> tuple:
         """(map-side op, the driver's split or None for buckets by output number,
@@ -45,7 +46,8 @@ class AllToAll(LogicalOp):
         map_op, split, reduce_op = self.sides(n)
         return [
             TaskStage(f"{self.label}.map", upstream=ups, ops=[map_op],
-                      worker=worker_for(map_op.holds_gil), bucketed=split is None),
+                      worker=worker_for(map_op.holds_gil), bucketed=split is None,
+                      numbered=self.numbered),
             ExchangeStage(f"{self.label}.exchange", upstream=(-1,), split=split,
                           ordered=self.ordered),
             TaskStage(f"{self.label}.reduce", upstream=(-2,), ops=[reduce_op],
@@ -124,10 +126,13 @@ class Sort(AllToAll):
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Shuffle(AllToAll):
     """Rows to random buckets (seeded); ``permute``: each bucket's rows in random order too
-    (``random_shuffle``), else kept (``repartition(n, shuffle=True)``)."""
+    (``random_shuffle``), else kept (``repartition(n, shuffle=True)``). The map side
+    draws each row's random number from the seed and the row's number in the input,
+    so a seeded shuffle gives the same order on any layout, CPUs or bucket count."""
 
     seed: int | None = None
     permute: bool = True
+    numbered = True
 
     @property
     def ordered(self) -> bool:  # type: ignore[override]
@@ -146,7 +151,7 @@ class Shuffle(AllToAll):
             f"{kind}[{self.num_partitions}, shuffle]"
 
     def sides(self, n: int) -> tuple:
-        return X.RandomPartitionOp(n, self.seed), None, X.ShuffleReduceOp(self.seed, self.permute)
+        return X.RandomPartitionOp(n, self.seed), None, X.ShuffleReduceOp(self.permute)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from streambatch.connectors.block_joins import concat_blocks
 from streambatch.executor.contract import ColumnNotFoundError, TaskContext, UDFFailure
+from streambatch.operators.aggregates import unprefixed, merge_together, partial_together
 
 
 class _ExchangeOp:
@@ -125,11 +127,25 @@ class DistinctMapOp(_ExchangeOp):
 
 
 class RandomPartitionOp(_ExchangeOp):
-    """Rows to ``n`` buckets at random, seeded by ``seed`` and the task's lineage key (the
-    same rows go to the same buckets in every run of the same layout)."""
+    """Rows to ``n`` buckets by a random number per row (kept as a column for the reduce
+    side), drawn from the seed and the row's number in the map side's input
+    (``ctx.first_row`` + its place): the same rows in the same order get the same
+    numbers however they were partitioned, on any number of CPUs. Bucket ``i`` holds
+    the ``i``-th range of the numbers, so the buckets' rows sorted by them, bucket
+    after bucket, are one order of all rows that does not depend on ``n`` either.
+
+    >>> from streambatch.executor.contract import TaskContext
+    >>> op = RandomPartitionOp(2, seed=7)
+    >>> def numbers(first, rows):
+    ...     ctx = TaskContext("Shuffle.map", 0, "p", first_row=first)
+    ...     blocks = op.apply(iter([pa.table({"x": list(range(rows))})]), ctx)
+    ...     return {n for b in blocks for n in b[RANDOM].to_pylist()}
+    >>> numbers(2, 2) < numbers(0, 4)  # rows 2 and 3 get the same numbers
+    True
+    """
 
     def __init__(self, n: int, seed: int | None) -> None:
-        self.n, self.seed = n, seed
+        self.n, self.base = n, _base(seed)
         self.name = "RandomPartition"
 
     def apply(self, blocks, ctx):
@@ -137,10 +153,46 @@ class RandomPartitionOp(_ExchangeOp):
         if table is None or table.num_rows == 0:
             yield from (_empty(table) for _ in range(self.n))
             return
-        rng = np.random.default_rng(_seed(self.seed, ctx.key))
-        buckets = rng.integers(0, self.n, table.num_rows)
+        if ctx.first_row is None:
+            raise RuntimeError(f"{ctx.stage}: a shuffle's map side runs in a numbered stage")
+        numbers = row_randoms(self.base, ctx.first_row, table.num_rows)
+        buckets = ((numbers >> np.uint64(32)) * np.uint64(self.n)) >> np.uint64(32)
+        order = np.argsort(buckets, kind="stable")
+        table = table.append_column(RANDOM, pa.array(numbers)).take(pa.array(order))
+        ends = np.cumsum(np.bincount(buckets.astype(np.int64), minlength=self.n))
         for i in range(self.n):
-            yield table.filter(pa.array(buckets == i))
+            start = int(ends[i - 1]) if i else 0
+            yield table.slice(start, int(ends[i]) - start)
+
+
+RANDOM = "__sb_random"  # a shuffled row's random number, between the two sides
+
+
+def row_randoms(base: int, first: int, rows: int) -> np.ndarray:
+    """splitmix64's numbers ``first`` to ``first + rows`` of the stream that starts at
+    ``base``: uniform 64-bit values, each a function of its row number alone.
+
+    >>> bool((row_randoms(1, 3, 2) == row_randoms(1, 0, 5)[3:]).all())
+    True
+    """
+    with np.errstate(over="ignore"):
+        index = np.arange(first + 1, first + rows + 1, dtype=np.uint64)
+        return _mix(np.uint64(base) + index * np.uint64(0x9E3779B97F4A7C15))
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+def _base(seed: int | None) -> int:
+    """The start of a shuffle's random stream: from the seed, or fresh for no seed."""
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little")
+    return int.from_bytes(hashlib.sha256(f"shuffle|{seed}".encode()).digest()[:8], "little")
 
 
 class SortMapOp(_ExchangeOp):
@@ -218,24 +270,24 @@ class MapGroupsReduceOp(_ExchangeOp):
 
 
 class ShuffleReduceOp(_ExchangeOp):
-    """A bucket's rows in a random order, seeded by ``seed`` and the bucket."""
+    """A bucket's rows in the order of their random numbers (``permute``), or as they came
+    (``repartition(n, shuffle=True)``); the numbers' column dropped."""
 
     changes_row_count = False
 
-    def __init__(self, seed: int | None, permute: bool = True) -> None:
-        self.seed, self.permute = seed, permute
+    def __init__(self, permute: bool = True) -> None:
+        self.permute = permute
         self.name = "Shuffle" if permute else "Repartition"
 
     def apply(self, blocks, ctx):
         table = _concat(blocks)
-        if table is None or table.num_rows == 0:
-            if not self.permute:  # repartition(n): n partitions, empty ones too
-                yield table if table is not None else pa.table({})
-            return
-        if self.permute:
-            rng = np.random.default_rng(_seed(self.seed, ctx.key))
-            table = table.take(pa.array(rng.permutation(table.num_rows)))
-        yield table
+        if table is None:
+            table = pa.table({})
+        elif self.permute and table.num_rows:
+            order = np.argsort(table[RANDOM].to_numpy(), kind="stable")
+            table = table.take(pa.array(order))
+        if table.num_rows or not self.permute:  # repartition(n): n partitions, empty too
+            yield table.drop_columns([c for c in table.column_names if c == RANDOM])
 
 
 class SortReduceOp(SortMapOp):
@@ -295,12 +347,6 @@ class JoinReduceOp(_ExchangeOp):
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _seed(seed: int | None, key: str) -> list[int]:
-    digest = hashlib.sha256(f"{seed}|{key}".encode()).digest()
-    return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)] + \
-        ([] if seed is not None else list(np.random.SeedSequence().generate_state(2)))
-
-
 def _empty(table: pa.Table | None, keys: tuple[str, ...] | None = None) -> pa.Table:
     if table is None:
         return pa.table({})
@@ -353,7 +399,7 @@ def group_spans(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[int, int]]
 def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Table:
     """Every aggregate's partial state of ``table``'s groups, side by side (groups sorted by
     key, so every aggregate's rows line up), state columns prefixed ``a<i>.``, the keys
-    under :func:`internal_keys` names."""
+    under :func:`internal_keys` names. The simple built-ins share one ``group_by``."""
     inner = internal_keys(keys)
     missing = sorted({a.on for a in aggs if getattr(a, "on", None) is not None
                       and a.on not in table.column_names})
@@ -362,16 +408,26 @@ def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Ta
                                   for c in table.column_names])
     keys = inner
     table = canonical_keys(table, keys)
-    out: pa.Table | None = None
+    order = (False,) * len(keys)
+    simple = [(f"a{i}.", a) for i, a in enumerate(aggs) if a.batchable]
+    parts = [sort_table(partial_together(table, list(keys), simple), keys, order)] if simple else []
     for i, agg in enumerate(aggs):
-        states = sort_table(agg.partial(table, list(keys)), keys, (False,) * len(keys))
-        if out is None:
-            out = states.select(list(keys))
-        for name in states.column_names:
-            if name not in keys:
-                out = out.append_column(f"a{i}.{name}", states[name])
-    out = out if out is not None else table.select(list(keys))
+        if not agg.batchable:
+            states = sort_table(agg.partial(table, list(keys)), keys, order)
+            parts.append(states.rename_columns([c if c in keys else f"a{i}.{c}"
+                                                for c in states.column_names]))
+    out = _side_by_side(parts, keys) if parts else table.select(list(keys))
     return out.replace_schema_metadata(note) if missing else out
+
+
+def _side_by_side(parts: list[pa.Table], keys: tuple[str, ...]) -> pa.Table:
+    """The keys of the first table, then every table's other columns (the rows line up)."""
+    out = parts[0]
+    for part in parts[1:]:
+        for name in part.column_names:
+            if name not in keys:
+                out = out.append_column(name, part[name])
+    return out
 
 
 MISSING = b"streambatch.missing"  # schema metadata of partial states: the aggregates'
@@ -405,17 +461,20 @@ def final_aggregates(states: pa.Table, user_keys: tuple[str, ...], aggs: tuple) 
     """Merge the partial states of one bucket and finalize them: keys (their names back),
     then one column per aggregate named by it."""
     keys = internal_keys(user_keys)
-    out: pa.Table | None = None
+    order = (False,) * len(keys)
+    merged: dict[int, pa.Table] = {}
+    simple = [(f"a{i}.", a) for i, a in enumerate(aggs) if a.batchable]
+    if simple:
+        together = sort_table(merge_together(states, list(keys), simple), keys, order)
+        merged.update({i: unprefixed(together, list(keys), f"a{i}.")
+                       for i, a in enumerate(aggs) if a.batchable})
     for i, agg in enumerate(aggs):
-        prefix = f"a{i}."
-        mine = [c for c in states.column_names if c.startswith(prefix)]
-        own = states.select(list(keys) + mine).rename_columns(
-            list(keys) + [c[len(prefix):] for c in mine])
-        merged = sort_table(agg.merge(own, list(keys)), keys, (False,) * len(keys))
-        if out is None:
-            out = merged.select(list(keys))
-        out = out.append_column(agg.name, agg.finalize(merged))
-    out = out if out is not None else states.select(list(keys))
+        if not agg.batchable:
+            own = unprefixed(states, list(keys), f"a{i}.")
+            merged[i] = sort_table(agg.merge(own, list(keys)), keys, order)
+    out = merged[0].select(list(keys)) if merged else states.select(list(keys))
+    for i, agg in enumerate(aggs):
+        out = out.append_column(agg.name, agg.finalize(merged[i]))
     return out.rename_columns([user_keys[keys.index(c)] if c in keys else c
                                for c in out.column_names])
 

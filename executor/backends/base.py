@@ -24,6 +24,7 @@ class Task:
     description: str = ""
     actor_id: int | None = None
     key: str = ""
+    first_row: int | None = None  # TaskContext.first_row
     read_payload: bytes | None = None  # the read task, cloudpickled, for a worker that
     # did not inherit the stage's read tasks (a worker started from the zygote)
 

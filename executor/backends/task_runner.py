@@ -41,7 +41,7 @@ def task_context(stage: TaskStage, task: Task, worker_state: dict,
     """The context a task's ops see (its dead letters collect in ``ctx.dead_letters``;
     ``cancelled`` tells a thread task that its job has stopped)."""
     ctx = TaskContext(stage.name, task.task_id, task.description, worker_state,
-                      task.key or str(task.task_id))
+                      task.key or str(task.task_id), first_row=task.first_row)
     if cancelled is not None:
         ctx.cancelled = cancelled
     return ctx

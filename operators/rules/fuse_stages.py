@@ -40,8 +40,8 @@ def can_fuse(up: Stage, down: Stage) -> bool:
     """
     if not isinstance(up, TaskStage) or not isinstance(down, TaskStage) or down.is_source:
         return False
-    if up.bucketed or down.grouped:  # an exchange's buckets are not blocks to stream on
-        return False
+    if up.bucketed or down.grouped or down.numbered:  # an exchange's buckets are not
+        return False  # blocks to stream on; the driver numbers a numbered stage's rows
     if up.resources != down.resources or up.concurrency != down.concurrency:
         return False
     if up.uses_actors:  # a class UDF or a GPU function: an actor pool

@@ -77,3 +77,13 @@ def test_a_user_exception_in_map_groups_names_the_group_on_ray():
     with pytest.raises(UserCodeError, match="group 4") as info:
         ds.groupby("k").map_groups(fails_on_4).take_all()
     assert "no such thing" in str(info.value)
+
+
+@pytest.mark.parametrize("steps", [[], ["flat_map", "filter"]])
+def test_a_seeded_shuffle_on_ray_gives_the_local_order(steps):
+    from tests.all_to_all.test_shuffle_reproducible import shuffled
+
+    rows = [{"i": j % 7, "s": str(j)} for j in range(3000)]
+    local = shuffled(rows, steps, (5, 2, None, "threads", None), 4)
+    assert shuffled(rows, steps, (3, 2, 3, "threads", None), 4, backend="ray") == local
+    assert shuffled(rows, steps, (3, 2, 3, "threads", None), 5, backend="ray") != local
