@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from streambatch.connectors.block_joins import concat_blocks
 from streambatch.executor.contract import ColumnNotFoundError, TaskContext, UDFFailure
-from streambatch.operators.aggregates import unprefixed, merge_together, partial_together
+from streambatch.operators.aggregates import merge_together, partial_together, unprefixed
 
 
 class _ExchangeOp:
