@@ -157,6 +157,8 @@ class RandomPartitionOp(_ExchangeOp):
             raise RuntimeError(f"{ctx.stage}: a shuffle's map side runs in a numbered stage")
         numbers = row_randoms(self.base, ctx.first_row, table.num_rows)
         buckets = ((numbers >> np.uint64(32)) * np.uint64(self.n)) >> np.uint64(32)
+        if self.n <= 2**16:  # numpy's stable sort of 16-bit values is a radix sort
+            buckets = buckets.astype(np.uint16)
         order = np.argsort(buckets, kind="stable")
         table = table.append_column(RANDOM, pa.array(numbers)).take(pa.array(order))
         ends = np.cumsum(np.bincount(buckets.astype(np.int64), minlength=self.n))
@@ -178,6 +180,20 @@ def row_randoms(base: int, first: int, rows: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         index = np.arange(first + 1, first + rows + 1, dtype=np.uint64)
         return _mix(np.uint64(base) + index * np.uint64(0x9E3779B97F4A7C15))
+
+
+def random_order(numbers: np.ndarray) -> np.ndarray:
+    """The order of ``numbers`` by their top 32 bits, ties in the order they come: two
+    stable radix passes of 16 bits (a third of the time of a sort of the 64-bit
+    values; a tie is two rows of a bucket in 4 billion values).
+
+    >>> random_order(np.array([3 << 48, 1 << 48, 2 << 48, 1 << 48], np.uint64)).tolist()
+    [1, 3, 2, 0]
+    """
+    low = ((numbers >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.uint16)
+    high = (numbers >> np.uint64(48)).astype(np.uint16)
+    first = np.argsort(low, kind="stable")
+    return first[np.argsort(high[first], kind="stable")]
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -285,8 +301,8 @@ class ShuffleReduceOp(_ExchangeOp):
         if table is None:
             table = pa.table({})
         elif self.permute and table.num_rows:
-            order = np.argsort(table[RANDOM].to_numpy(), kind="stable")
-            table = table.take(pa.array(order))
+            order = random_order(table[RANDOM].to_numpy())
+            table = table.combine_chunks().take(pa.array(order))  # one chunk: a faster take
         if table.num_rows or not self.permute:  # repartition(n): n partitions, empty too
             yield table.drop_columns([c for c in table.column_names if c == RANDOM])
 
