@@ -119,7 +119,7 @@ class Sort(AllToAll):
 
     def sides(self, n: int) -> tuple:
         return (X.SortMapOp(self.keys, self.descending),
-                X.range_split(self.keys, self.descending, n),
+                X.range_split(self.keys, self.descending, n, ties=True),
                 X.SortReduceOp(self.keys, self.descending))
 
 

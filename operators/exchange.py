@@ -526,21 +526,26 @@ def final_aggregates(states: pa.Table, user_keys: tuple[str, ...], aggs: tuple) 
 Span = tuple  # (index of a block in the split's input, first row, rows): a slice of it
 
 
-def range_split(keys: tuple[str, ...], descending: tuple[bool, ...], n: int
-                ) -> Callable[[list[pa.Table], int], list[list[Span]]]:
+def range_split(keys: tuple[str, ...], descending: tuple[bool, ...], n: int,
+                ties: bool = False) -> Callable[[list[pa.Table], int], list[list[Span]]]:
     """The driver's cut of sorted blocks into at least ``n`` key ranges: boundaries from
     an evenly spaced sample of every block, each block cut at them by binary search.
     Bucket ``i``'s spans (slices of the blocks, no copy), merged, are the ``i``-th part
     of the sorted output. ``at_least`` raises the number of ranges (the exchange asks
-    for more when its input is large for the memory budget).
+    for more when its input is large for the memory budget). ``ties``: rows with equal
+    keys may go to different buckets (a sort; not a group): a key the sample finds in
+    several ranges has its rows shared among them, so a hot key is no one reducer's.
 
     >>> cut = range_split(("x",), (False,), 2)
     >>> cut([pa.table({"x": [1, 3, 5, 7]}), pa.table({"x": [2, 4, 6, 8]})], 0)
     [[(0, 0, 2), (1, 0, 2)], [(0, 2, 2), (1, 2, 2)]]
+    >>> hot = pa.table({"x": [1] + [5] * 8 + [9]})
+    >>> [[r for _, _, r in b] for b in range_split(("x",), (False,), 4, ties=True)([hot], 0)]
+    [[1], [2], [3], [4]]
     """
     def split(tables: list[pa.Table], at_least: int = 0) -> list[list[Span]]:
         named = [(i, t, keys) for i, t in enumerate(tables)]
-        return _cut(named, descending, max(n, at_least))
+        return _cut(named, descending, max(n, at_least), ties)
 
     return split
 
@@ -565,17 +570,34 @@ def join_split(keys: tuple[str, ...], right_keys: tuple[str, ...], n: int
     return split
 
 
-def _cut(named: list[tuple[int, pa.Table, tuple]], descending, n: int) -> list[list[Span]]:
+def _cut(named: list[tuple[int, pa.Table, tuple]], descending, n: int,
+         ties: bool = False) -> list[list[Span]]:
     """Spans per key range of sorted blocks (each with its own key columns)."""
     filled = [(i, t, k) for i, t, k in named if t.num_rows]
-    bounds = _boundaries_of([(t, k) for _, t, k in filled], descending, n)
+    bounds = _boundaries_of([(t, k) for _, t, k in filled], descending, n, ties)
     out: list[list[Span]] = [[] for _ in range(len(bounds) + 1)]
     for index, table, keys in filled:
-        cuts = [0] + [_bisect(table, b, keys, descending) for b in bounds] + [table.num_rows]
+        cuts = [0] + _cuts(table, bounds, keys, descending) + [table.num_rows]
         for i in range(len(bounds) + 1):
             if cuts[i + 1] > cuts[i]:
                 out[i].append((index, cuts[i], cuts[i + 1] - cuts[i]))
     return out
+
+
+def _cuts(table: pa.Table, bounds: list[tuple], keys, descending) -> list[int]:
+    """Where ``table`` is cut at each boundary; the rows equal to a boundary that comes
+    ``d`` times in a row are shared evenly among those ``d`` ranges."""
+    cuts: list[int] = []
+    i = 0
+    while i < len(bounds):
+        d = 1
+        while i + d < len(bounds) and not _before(bounds[i], bounds[i + d], descending):
+            d += 1
+        lo = _bisect(table, bounds[i], keys, descending)
+        hi = _bisect(table, bounds[i], keys, descending, right=True) if d > 1 else lo
+        cuts += [lo + (hi - lo) * t // d for t in range(d)]
+        i += d
+    return cuts
 
 
 def _row(table: pa.Table, keys: tuple[str, ...], i: int) -> tuple:
@@ -609,25 +631,24 @@ def _rank(value) -> int:
     return 1 if isinstance(value, float) and value != value else 0
 
 
-def _bisect(table: pa.Table, bound: tuple, keys, descending) -> int:
-    """The first row of a sorted ``table`` that does not sort before ``bound``."""
+def _bisect(table: pa.Table, bound: tuple, keys, descending, right: bool = False) -> int:
+    """The first row of a sorted ``table`` that does not sort before ``bound`` (``right``:
+    the first that sorts after it)."""
     lo, hi = 0, table.num_rows
     while lo < hi:
         mid = (lo + hi) // 2
-        if _before(_row(table, keys, mid), bound, descending):
+        row = _row(table, keys, mid)
+        if (not _before(bound, row, descending)) if right else _before(row, bound, descending):
             lo = mid + 1
         else:
             hi = mid
     return lo
 
 
-def _boundaries(tables: list[pa.Table], keys, descending, n: int) -> list[tuple]:
-    return _boundaries_of([(t, keys) for t in tables], descending, n)
-
-
-def _boundaries_of(tables: list[tuple[pa.Table, tuple]], descending, n: int) -> list[tuple]:
+def _boundaries_of(tables: list[tuple[pa.Table, tuple]], descending, n: int,
+                   ties: bool = False) -> list[tuple]:
     """Boundaries of ``n`` key ranges from an evenly spaced sample of each sorted table
-    (each with its own key columns)."""
+    (each with its own key columns); equal ones once, unless ``ties``."""
     sample = []
     for table, keys in tables:
         count = min(table.num_rows, 64)
@@ -642,6 +663,8 @@ def _boundaries_of(tables: list[tuple[pa.Table, tuple]], descending, n: int) -> 
 
     sample.sort(key=functools.cmp_to_key(compare))
     picks = [sample[len(sample) * i // n] for i in range(1, n)]
+    if ties:
+        return picks
     bounds: list[tuple] = []
     for b in picks:  # equal boundaries would make empty buckets
         if not bounds or compare(bounds[-1], b) < 0:

@@ -386,3 +386,24 @@ def test_keys_mostly_nan_cut_into_ranges_keep_every_row_once(blocks, descending)
 def _same(a, b) -> bool:
     both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
     return both_nan or a == b
+
+
+@pytest.mark.parametrize("hot", [7, None, NAN])
+@pytest.mark.parametrize("descending", [False, True])
+def test_a_hot_key_in_a_sort_is_shared_among_reducers(hot, descending):
+    """60% of the rows hold one key: a sort may put equal keys in different ranges, so no
+    reducer gets them all (each reducer's output is one block here)."""
+    rows = [{"k": hot if i % 5 < 3 else (i * 7919) % 101, "i": i} for i in range(6000)]
+    ds = sb.from_items(rows, override_num_blocks=8)
+    blocks = [b.num_rows for b in ds.sort("k", descending=descending)
+              .iter_batches(batch_size=None, batch_format="pyarrow")]
+    assert sum(blocks) == 6000 and max(blocks) < 0.45 * 6000, blocks
+    got = ds.sort("k", descending=descending).take_all()
+    assert sorted(r["i"] for r in got) == list(range(6000))
+    numbers = sorted({(i * 7919) % 101 for i in range(6000) if i % 5 >= 3}, reverse=descending)
+    keys = [r["k"] for r in got]
+    distinct = [k for j, k in enumerate(keys) if j == 0 or not _same(k, keys[j - 1])]
+    if hot == 7:
+        assert distinct == sorted(set(numbers) | {7}, reverse=descending)
+    else:
+        assert distinct[:-1] == numbers and _same(distinct[-1], hot)
