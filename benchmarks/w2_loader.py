@@ -228,10 +228,15 @@ def main():
 
 
 def run_job(engine, in_dir, n, **knobs):
-    r = run_python(job_code(engine, in_dir, n, **knobs), as_file=True, interval=0.05).check(engine)
+    return run_result(engine, job_code(engine, in_dir, n, **knobs))
+
+
+def run_result(what, code):
+    """Run a job's code in a fresh process; its result line, with the process's wall time."""
+    r = run_python(code, as_file=True, interval=0.05).check(what)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith(RESULT_MARK)]
     if not lines:
-        raise SystemExit(f"FAILED: {engine}: no result line\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        raise SystemExit(f"FAILED: {what}: no result line\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     res = json.loads(lines[-1][len(RESULT_MARK):])
     res["process_s"] = r.wall_s
     return res

@@ -51,7 +51,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _util import fmt_s, machine_summary, median, print_table, run_python  # noqa: E402
+from _util import fmt_s, machine_summary, median, print_table  # noqa: E402
 from w1_inference import SEED, ensure_data, warm_page_cache  # noqa: E402
 from w2_loader import (  # noqa: E402
     BATCH,
@@ -65,6 +65,7 @@ from w2_loader import (  # noqa: E402
 )
 from w2_loader import check as check_pixels  # noqa: E402
 from w2_loader import job_code as w2_job_code  # noqa: E402
+from w2_loader import run_result as run_job  # noqa: E402
 
 LOADERS = ("global", "local", "noshuffle", "dataloader")
 BUFFER = 1000
@@ -151,16 +152,6 @@ def main():
     res = train(recorded({SB_EPOCH[loader]}), t0, N)
     res["order"] = ORDER
 {REPORT}''' + MAIN
-
-
-def run_job(what, code):
-    r = run_python(code, as_file=True, interval=0.05).check(what)
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(RESULT_MARK)]
-    if not lines:
-        raise SystemExit(f"FAILED: {what}: no result line\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    res = json.loads(lines[-1][len(RESULT_MARK):])
-    res["process_s"] = r.wall_s
-    return res
 
 
 def check_order(what, order, n):

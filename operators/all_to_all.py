@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from streambatch.executor.contract import ExchangeStage, Stage, TaskStage
 from streambatch.operators import exchange as X
+from streambatch.operators import key_ranges as K
 from streambatch.operators.logical import LogicalOp
 
 
@@ -119,7 +120,7 @@ class Sort(AllToAll):
 
     def sides(self, n: int) -> tuple:
         return (X.SortMapOp(self.keys, self.descending),
-                X.range_split(self.keys, self.descending, n, ties=True),
+                K.range_split(self.keys, self.descending, n, ties=True),
                 X.SortReduceOp(self.keys, self.descending))
 
 
@@ -184,7 +185,7 @@ class Join(AllToAll):
 def _by_key(keys: tuple[str, ...], n: int):
     """The driver's split of key-sorted blocks into ``n`` key ranges (a group never spans
     two: rows equal to a boundary all go above it)."""
-    return X.range_split(keys, (False,) * len(keys), n)
+    return K.range_split(keys, (False,) * len(keys), n)
 
 
 def default_buckets(num_cpus: int) -> int:
@@ -210,7 +211,7 @@ def _join_stages(op: Join, ups: tuple[int, ...], n: int) -> list[Stage]:
         TaskStage(f"{op.label}.map right", upstream=(ups[1],),
                   ops=[X.JoinMapOp(op.right_keys, 1)]),
         ExchangeStage(f"{op.label}.exchange", upstream=(-1, -2),
-                      split=X.join_split(op.keys, op.right_keys, n)),
+                      split=K.join_split(op.keys, op.right_keys, n)),
         TaskStage(f"{op.label}.reduce", upstream=(-3,), grouped=True,
                   ops=[X.JoinReduceOp(op.keys, op.right_keys, op.how, op.suffixes)]),
     ]
