@@ -63,7 +63,7 @@ __all__ = [
 
 # Errors users can meet that live in modules ``import streambatch`` does not load.
 _LAZY_ERRORS = {
-    "SchemaMismatchError": "streambatch.connectors.parquet_schema",
+    "Datasink": "streambatch.connectors.sink_contract", "WriteResult": "streambatch.connectors.sink_contract", "SchemaMismatchError": "streambatch.connectors.parquet_schema",
     "ResumeMismatchError": "streambatch.connectors.manifest",
     "FileReadError": "streambatch.connectors.file_based",
     "RankStuckError": "streambatch.loader.split",
