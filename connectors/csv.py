@@ -11,7 +11,7 @@ writing one CSV file per partition.
 from __future__ import annotations
 
 import pyarrow as pa
-from streambatch.connectors.datasink import Datasink
+from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileSource
 from streambatch.connectors.tensors import is_tensor_type
 
@@ -49,7 +49,7 @@ class CSVSource(FileSource):
                 yield pa.Table.from_batches([batch])
 
 
-class CSVSink(Datasink):
+class CSVSink(FileDatasink):
     """One CSV file (with a header) per partition.
 
     >>> import tempfile, fsspec

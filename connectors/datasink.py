@@ -35,12 +35,26 @@ from streambatch.connectors.manifest import (
 )
 from streambatch.connectors.output_dir import OutputDir
 from streambatch.connectors.paths import arrow_filesystem, usable_fs
+from streambatch.connectors.sink_contract import Datasink
 
-MODES = ("error", "overwrite", "append")
+# What a write does to a directory that already holds data files (Ray Data's SaveMode):
+# append (Ray's default) adds files; error refuses; ignore skips the write; overwrite
+# replaces an earlier streambatch output.
+MODES = ("append", "error", "ignore", "overwrite")
 ERRORS_DIR = "_errors"
 
 
-class Datasink:
+class OutputExistsError(FileExistsError, ValueError):
+    """The output directory holds data files this write may not add to (``mode="error"``,
+    or an interrupted write that only ``resume=True`` or ``mode="overwrite"`` may touch).
+    A ``ValueError`` too, as Ray Data raises.
+
+    >>> issubclass(OutputExistsError, ValueError), issubclass(OutputExistsError, FileExistsError)
+    (True, True)
+    """
+
+
+class FileDatasink(Datasink):
     """A directory of files written one per partition, committed by rename.
 
     Subclasses implement :meth:`write_file`. Files are first written under a
@@ -52,13 +66,23 @@ class Datasink:
     name = "Datasink"
     suffix = ""
 
-    def __init__(self, path: str, filesystem=None, mode: str = "error") -> None:
+    def __init__(self, path: str, filesystem=None, mode: str = "append",
+                 num_rows_per_file: int | None = None) -> None:
+        mode = str(getattr(mode, "value", mode)).lower()  # Ray's SaveMode enum works too
         if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not supported; expected one of: {', '.join(MODES)}")
+            raise ValueError(f"write_{self.name.lower()}: mode={mode!r} is not supported; "
+                             f"expected one of: {', '.join(map(repr, MODES))}")
+        if num_rows_per_file is not None and (isinstance(num_rows_per_file, bool) or not
+                                              isinstance(num_rows_per_file, int)
+                                              or num_rows_per_file < 1):
+            raise ValueError(f"write_{self.name.lower()}: num_rows_per_file="
+                             f"{num_rows_per_file!r}; expected a positive int, or None for "
+                             "one file per partition")
         if filesystem is None:
-            filesystem, path = url_to_fs(path)
+            filesystem, path = url_to_fs(str(path))
         self.fs, self.path = filesystem, str(path).rstrip("/")
         self.mode = mode
+        self.num_rows_per_file = num_rows_per_file
         self.job = uuid.uuid4().hex[:8]
         self.arrow_fs = arrow_filesystem(self.fs)
 
@@ -68,6 +92,14 @@ class Datasink:
         for name in ("_identify", "committed", "dead"):
             state.pop(name, None)
         return state
+
+    def engine_sink(self) -> FileDatasink:
+        """A file sink is driven by the executor as it is."""
+        return self
+
+    def get_name(self) -> str:
+        """The format's name (``Write[Parquet]``)."""
+        return self.name
 
     # ---- driver side: the whole write ----------------------------------------------------
     def run_job(self, execute, fingerprint: str = "", resume: bool = False) -> list[dict]:
@@ -91,6 +123,8 @@ class Datasink:
         >>> os.listdir(sink.path)  # ...which the abort removed
         []
         """
+        if self.mode == "ignore" and not resume and OutputDir(self.fs, self.path).data_files():
+            return []  # mode="ignore": the output exists, nothing runs (as Ray)
         done = self.start(resume=resume, fingerprint=fingerprint)
         try:
             results = execute(self, done)
@@ -117,24 +151,37 @@ class Datasink:
             return self._resume(entries)
         header = {"plan": fingerprint, "jobs": [self.job]}
         carried: list[dict]
-        if self.mode == "error":
+        if self.mode in ("error", "ignore"):  # ignore: run_job found no data files
             self._refuse_data()
             carried = []
         elif self.mode == "overwrite":
             self._clear_own(entries)
             carried = []
         else:
+            self._refuse_interrupted(entries)
             carried = self._earlier(entries)
         self._claim([header] + carried)
         return {}
 
+    def _refuse_interrupted(self, entries: list[dict]) -> None:
+        """mode="append": an interrupted write's committed files (recorded, no
+        ``_SUCCESS``) hold part of some rows; adding a full run to them would duplicate
+        those rows, so only ``resume=True`` (finish it) or ``mode="overwrite"`` go on."""
+        if any("file" in e for e in entries) and not self.fs.exists(self.out.full(SUCCESS)):
+            raise OutputExistsError(
+                f"write_{self.name.lower()}: {self.path!r} holds the files of an interrupted "
+                f"write (its {MANIFEST} has no {SUCCESS}); appending would write its rows "
+                "twice. Pass resume=True to finish it, mode='overwrite' to replace it, or "
+                "write to another path")
+
     def _refuse_data(self) -> None:
         existing = self.out.data_files()
         if existing:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"write_{self.name.lower()}: {self.path!r} already holds {len(existing)} data "
-                f"file(s), e.g. {existing[0]!r}; pass mode='overwrite' to replace them, "
-                "mode='append' to add to them, or resume=True to finish an interrupted job")
+                f"file(s), e.g. {existing[0]!r}, and mode='error' refuses them; pass "
+                "mode='append' (the default) to add to them, mode='overwrite' to replace them, "
+                "mode='ignore' to skip this write, or resume=True to finish an interrupted job")
 
     def _clear_own(self, entries: list[dict]) -> None:
         """mode="overwrite": remove the earlier output this sink recorded; refuse when the
@@ -143,7 +190,7 @@ class Datasink:
         foreign = [f for f in self.out.data_files() if f not in own]
         if foreign:
             more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"write_{self.name.lower()}(mode='overwrite'): {self.path!r} holds files that no "
                 f"streambatch write recorded: {', '.join(map(repr, foreign[:3]))}{more}; "
                 "overwrite replaces only an earlier streambatch output. Move or delete those "
@@ -236,15 +283,24 @@ class Datasink:
         task overwrites its own file instead of adding a second one.
         """
         self.use_in_this_process()
+        if self.num_rows_per_file:
+            files = []
+            for i, group in enumerate(row_groups(blocks, self.num_rows_per_file)):
+                name = f"{self.file_prefix(ctx)}-{i:04d}{self.suffix}"
+                files.append(self._write_one(iter(group), name, ctx))
+            return written(files)
         blocks = iter(blocks)
         first = next((b for b in blocks if b.num_rows), None)
         if first is None:
             return written([])
         name = f"{self.file_prefix(ctx)}{self.suffix}"
+        return written([self._write_one(chain([first], blocks), name, ctx)])
+
+    def _write_one(self, blocks, name: str, ctx) -> tuple[str, int, int]:
         final, temp = f"{self.path}/{name}", f"{self.path}/.{name}.tmp"
-        rows, size = self.write_file(chain([first], (b for b in blocks if b.num_rows)), temp)
+        rows, size = self.write_file((b for b in blocks if b.num_rows), temp)
         self.commit(temp, final, ctx)
-        return written([(final, rows, size)])
+        return final, rows, size
 
     def commit(self, temp: str, final: str, ctx) -> None:
         """Rename a finished temporary file to its final name, unless the job has stopped."""
@@ -340,3 +396,26 @@ def written(files: list[tuple[str, int, int]]) -> pa.Table:
     return pa.table({"path": pa.array([f[0] for f in files], pa.string()),
                      "rows": pa.array([f[1] for f in files], pa.int64()),
                      "bytes": pa.array([f[2] for f in files], pa.int64())})
+
+
+def row_groups(blocks, n: int):
+    """The blocks' rows in groups of exactly ``n`` rows (lists of zero-copy slices); the
+    last group may be shorter. Streams: a group is yielded as soon as it is full.
+
+    >>> t = pa.table({"x": list(range(5))})
+    >>> [sum(b.num_rows for b in g) for g in row_groups([t, t], 4)]
+    [4, 4, 2]
+    """
+    group: list[pa.Table] = []
+    have = 0
+    for block in blocks:
+        start = 0
+        while start < block.num_rows:
+            take = min(n - have, block.num_rows - start)
+            group.append(block.slice(start, take))
+            have, start = have + take, start + take
+            if have == n:
+                yield group
+                group, have = [], 0
+    if have:
+        yield group

@@ -12,14 +12,14 @@ import os
 
 import numpy as np
 import pyarrow as pa
-from streambatch.connectors.datasink import Datasink, written
+from streambatch.connectors.datasink import FileDatasink, written
 from streambatch.connectors.images import require_pillow
 from streambatch.connectors.manifest import is_local
 from streambatch.connectors.output_dir import safe_relative
 from streambatch.connectors.tensors import is_tensor_type, tensor_to_numpy
 
 
-class ImageSink(Datasink):
+class ImageSink(FileDatasink):
     """One image file per row from tensor column ``column``; files are named from
     ``filename_column`` when given, else ``part-<job>-<task>-<row>.<format>``.
 

@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
-from streambatch.connectors.datasink import Datasink
+from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileReadError, FileSource
 
 
@@ -110,8 +110,9 @@ def json_default(value):
     raise TypeError(f"write_json: values of type {type(value).__name__} have no JSON form")
 
 
-class JSONSink(Datasink):
-    """One JSON-lines file per partition (``.jsonl``).
+class JSONSink(FileDatasink):
+    """One JSON-lines file per partition, named ``.json`` as Ray Data names them (one
+    object per line; ``read_json`` reads both).
 
     >>> import tempfile
     >>> sink = JSONSink(tempfile.mkdtemp() + "/out"); _ = sink.start()
@@ -121,7 +122,7 @@ class JSONSink(Datasink):
     """
 
     name = "JSON"
-    suffix = ".jsonl"
+    suffix = ".json"
 
     def write_file(self, tables, path: str) -> tuple[int, int]:
         """Write every row as one JSON object per line; return (rows, bytes)."""

@@ -14,7 +14,7 @@ import io
 
 import numpy as np
 import pyarrow as pa
-from streambatch.connectors.datasink import Datasink
+from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileSource
 from streambatch.connectors.tensors import (
     FIXED,
@@ -43,7 +43,7 @@ class NumpySource(FileSource):
         yield pa.table({"data": column})
 
 
-class NumpySink(Datasink):
+class NumpySink(FileDatasink):
     """One ``.npy`` file per partition holding ``column`` (a tensor column becomes an
     n-d array, rows along the first axis).
 

@@ -8,19 +8,22 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from streambatch.connectors.datasink import Datasink, written
+from streambatch.connectors.datasink import FileDatasink, written
 from streambatch.connectors.paths import HIVE_NULL
 
 
-class ParquetSink(Datasink):
+class ParquetSink(FileDatasink):
     """Write parquet files; ``_SUCCESS`` lists them when all succeeded.
 
-    ``mode``: "error" (the directory must hold no data files), "overwrite"
+    ``mode``: "append" (the default, as Ray's: add files; the earlier ones stay
+    listed), "error" (the directory must hold no data files), "ignore" (skip the write
+    when it holds data files), "overwrite"
     (replace an earlier streambatch output: only the files its manifest records go;
     a directory holding files no streambatch write recorded is refused, naming
-    them) or "append" (add files; the earlier ones stay listed). ``partition_cols`` writes
+    them). ``partition_cols`` writes
     hive directories ``col=value/`` (the columns leave the files);
-    ``target_file_bytes`` starts a new file once a file reaches that size on disk.
+    ``target_file_bytes`` starts a new file once a file reaches that size on disk;
+    ``num_rows_per_file`` cuts each partition's rows into files of that many rows.
 
     >>> import tempfile, streambatch as sb
     >>> out = tempfile.mkdtemp() + "/out"
@@ -112,6 +115,17 @@ class _RollingWriter:
         self.writer: Any = None
 
     def write(self, table: pa.Table) -> None:
+        """Add ``table``'s rows, cut into files of ``num_rows_per_file`` rows when set."""
+        limit = self.sink.num_rows_per_file
+        if not limit:
+            self._add(table)
+            return
+        while table.num_rows:
+            room = limit - (self.rows if self.writer is not None else 0)
+            self._add(table.slice(0, room))
+            table = table.slice(room)
+
+    def _add(self, table: pa.Table) -> None:
         if self.writer is not None:
             fit = fitted(table, self.writer.schema)
             if fit is None:
@@ -126,8 +140,8 @@ class _RollingWriter:
             self.writer, self.rows = pq.ParquetWriter(self.handle, table.schema), 0
         self.writer.write_table(table)
         self.rows += table.num_rows
-        target = self.sink.target_file_bytes
-        if target and self.handle.tell() >= target:
+        target, limit = self.sink.target_file_bytes, self.sink.num_rows_per_file
+        if (target and self.handle.tell() >= target) or (limit and self.rows >= limit):
             self._finish()
 
     def _finish(self) -> None:

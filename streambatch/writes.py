@@ -22,9 +22,10 @@ class WriteMethods:
     def _with(self, op) -> Any:  # provided by Dataset
         raise NotImplementedError
 
-    def write_parquet(self, path: str, *, filesystem=None, mode: str = "error",
+    def write_parquet(self, path: str, *, filesystem=None, mode: str = "append",
                       resume: bool = False, partition_cols=None,
-                      target_file_bytes: int | None = None) -> list[dict]:
+                      target_file_bytes: int | None = None,
+                      num_rows_per_file: int | None = None) -> list[dict]:
         """Write one parquet file per partition under ``path``; ``_SUCCESS`` marks completion.
 
         Returns the committed files (path, rows, bytes). Files are committed
@@ -32,59 +33,72 @@ class WriteMethods:
         second file. ``resume=True`` finishes a job whose driver was killed: its
         committed files are kept and the reads they cover are skipped. On an error
         the files of this job are removed and no ``_SUCCESS`` is written.
+
+        ``mode`` (Ray Data's SaveMode, as a string or the enum) says what to do when
+        ``path`` already holds data files: ``"append"`` (default) adds this write's
+        files, ``"error"`` refuses, ``"ignore"`` skips the write (nothing runs), and
+        ``"overwrite"`` replaces an earlier streambatch output. An interrupted write
+        (no ``_SUCCESS``) is only finished by ``resume=True`` or replaced by overwrite.
         ``partition_cols`` writes hive ``col=value/`` directories; ``target_file_bytes``
-        starts a new file when one reaches that size.
+        starts a new file when one reaches that size; ``num_rows_per_file`` cuts each
+        partition's rows into files of that many rows (a partition's last file may be
+        shorter).
 
         >>> import streambatch as sb, tempfile
         >>> out = tempfile.mkdtemp() + "/out"
         >>> sum(f["rows"] for f in sb.range(10).write_parquet(out))
         10
+        >>> sorted(f["rows"] for f in sb.range(10, override_num_blocks=1).write_parquet(
+        ...     out, mode="overwrite", num_rows_per_file=4))
+        [2, 4, 4]
         """
         from streambatch.connectors.parquet_sink import ParquetSink
 
         return self._write(ParquetSink(path, filesystem=filesystem, mode=mode,
                                        partition_cols=partition_cols,
-                                       target_file_bytes=target_file_bytes), resume)
+                                       target_file_bytes=target_file_bytes,
+                                       num_rows_per_file=num_rows_per_file), resume)
 
-    def write_csv(self, path: str, *, filesystem=None, mode: str = "error") -> list[dict]:
-        """Write one CSV file (with a header) per partition; see ``write_parquet``.
+    def write_csv(self, path: str, *, filesystem=None, mode: str = "append",
+                  num_rows_per_file: int | None = None) -> list[dict]:
+        """Write one CSV file (with a header) per partition; ``mode`` and
+        ``num_rows_per_file`` as in ``write_parquet``.
 
         >>> import streambatch as sb, tempfile
         >>> sum(f["rows"] for f in sb.range(4).write_csv(tempfile.mkdtemp() + "/o"))
         4
         """
-        from streambatch.connectors.registry import get_sink
+        return self._write(self._sink("csv", path, filesystem, mode, num_rows_per_file))
 
-        return self._write(get_sink("csv")(path, filesystem=filesystem, mode=mode))
-
-    def write_json(self, path: str, *, filesystem=None, mode: str = "error") -> list[dict]:
-        """Write one JSON-lines file per partition; see ``write_parquet``.
+    def write_json(self, path: str, *, filesystem=None, mode: str = "append",
+                   num_rows_per_file: int | None = None) -> list[dict]:
+        """Write one JSON-lines file (``.json``, one object per line, as Ray Data) per
+        partition; ``mode`` and ``num_rows_per_file`` as in ``write_parquet``.
 
         >>> import streambatch as sb, tempfile
         >>> sum(f["rows"] for f in sb.range(4).write_json(tempfile.mkdtemp() + "/o"))
         4
         """
-        from streambatch.connectors.registry import get_sink
-
-        return self._write(get_sink("json")(path, filesystem=filesystem, mode=mode))
+        return self._write(self._sink("json", path, filesystem, mode, num_rows_per_file))
 
     def write_numpy(self, path: str, *, column: str, filesystem=None,
-                    mode: str = "error") -> list[dict]:
-        """Write ``column`` of each partition to one ``.npy`` file (tensor columns as n-d arrays).
+                    mode: str = "append", num_rows_per_file: int | None = None) -> list[dict]:
+        """Write ``column`` of each partition to one ``.npy`` file (tensor columns as n-d
+        arrays); ``mode`` and ``num_rows_per_file`` as in ``write_parquet``.
 
         >>> import streambatch as sb, tempfile
         >>> sum(f["rows"] for f in sb.range(4).write_numpy(tempfile.mkdtemp() + "/o", column="id"))
         4
         """
-        from streambatch.connectors.registry import get_sink
-
-        return self._write(get_sink("numpy")(path, column=column, filesystem=filesystem, mode=mode))
+        return self._write(self._sink("numpy", path, filesystem, mode, num_rows_per_file,
+                                      column=column))
 
     def write_images(self, path: str, *, column: str, file_format: str = "png",
                      filename_column: str | None = None, filesystem=None,
-                     mode: str = "error") -> list[dict]:
+                     mode: str = "append") -> list[dict]:
         """Write one image file per row from tensor column ``column``, named from
-        ``filename_column`` when given. Needs ``pip install 'streambatch[images]'``.
+        ``filename_column`` when given; ``mode`` as in ``write_parquet``. Needs
+        ``pip install 'streambatch[images]'``.
 
         >>> import streambatch as sb, tempfile, numpy as np
         >>> ds = sb.from_numpy(np.zeros((2, 4, 4, 3), np.uint8))
@@ -97,7 +111,39 @@ class WriteMethods:
                                               filename_column=filename_column,
                                               filesystem=filesystem, mode=mode))
 
-    def _write(self, sink, resume: bool = False) -> list[dict]:
+    def write_datasink(self, datasink, *, ray_remote_args: dict | None = None,
+                       concurrency: int | None = None) -> None:
+        """Write through a user ``sb.Datasink`` (Ray Data's ``write_datasink``): its
+        ``on_write_start()``, then ``write(blocks, ctx)`` once per partition in a task,
+        then ``on_write_complete(write_result)``, or ``on_write_failed(error)`` and the
+        error raised. ``ray_remote_args`` and ``concurrency`` are accepted for Ray
+        compatibility and ignored (``init(num_cpus=...)`` sets the parallelism).
+
+        >>> import streambatch as sb
+        >>> class Collect(sb.Datasink):
+        ...     def write(self, blocks, ctx):
+        ...         return [i for b in blocks for i in b["id"].to_pylist()]
+        ...     def on_write_complete(self, write_result):
+        ...         self.ids = sorted(i for ids in write_result.write_returns for i in ids)
+        >>> sink = Collect()
+        >>> sb.range(5).write_datasink(sink)
+        >>> sink.ids
+        [0, 1, 2, 3, 4]
+        """
+        from streambatch.connectors.sink_contract import Datasink
+
+        if not isinstance(datasink, Datasink):
+            raise TypeError(f"write_datasink: expected an sb.Datasink (subclass it and "
+                            f"implement write(blocks, ctx)), got {type(datasink).__name__}")
+        self._write(datasink.engine_sink())
+
+    def _sink(self, fmt: str, path, filesystem, mode, num_rows_per_file, **options) -> Any:
+        from streambatch.connectors.registry import get_sink
+
+        return get_sink(fmt)(path, filesystem=filesystem, mode=mode,
+                             num_rows_per_file=num_rows_per_file, **options)
+
+    def _write(self, sink, resume: bool = False) -> Any:
         write = self._with(L.Write(self._plan, sink=sink))
 
         def execute(listener, done) -> list[pa.Table]:
