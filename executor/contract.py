@@ -310,8 +310,9 @@ class UDFFailure(StreamBatchError):
         self.op, self.where, self.original = op, where, original
 
 
-class UDFReturnTypeError(StreamBatchError, TypeError):
-    """A user function returned a value of the wrong type.
+class UDFReturnTypeError(StreamBatchError, TypeError, ValueError):
+    """A user function returned a value of the wrong type (a ValueError too, as Ray Data
+    raises one; a TypeError, as it is one).
 
     >>> print(UDFReturnTypeError("MapBatches(f)", "int", "pyarrow.Table, dict").args[0])
     stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, dict

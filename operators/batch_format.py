@@ -15,16 +15,18 @@ EXPECTED_RETURNS = ("pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of 
                     "list of dicts (rows)")
 
 
-def check_batch_format(batch_format: str) -> str:
-    """Validate a batch format name.
+def check_batch_format(batch_format: str | None) -> str:
+    """Validate a batch format name (None: the blocks' own, pyarrow, as Ray Data's None).
 
-    >>> check_batch_format("numpy")
-    'numpy'
+    >>> check_batch_format("numpy"), check_batch_format(None)
+    ('numpy', 'pyarrow')
     >>> check_batch_format("arrow")
     Traceback (most recent call last):
     ...
     ValueError: batch_format='arrow' is not supported; expected one of: pyarrow, pandas, numpy, polars
     """
+    if batch_format is None:
+        return "pyarrow"
     if batch_format not in BATCH_FORMATS:
         raise ValueError(f"batch_format={batch_format!r} is not supported; "
                          f"expected one of: {', '.join(BATCH_FORMATS)}")

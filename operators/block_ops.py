@@ -76,6 +76,27 @@ class OpBase:
             state["op"] = replace(state["op"], input=None)
         return state
 
+    def udf(self, ctx: TaskContext):
+        """The user function to call: the op's function, or its callable class's object
+        in this worker (constructed on first use, as an actor's), with ``fn_args`` and
+        ``fn_kwargs`` bound."""
+        fn = self.instance(ctx.worker_state) if self.is_actor else self.op.fn
+        args, kwargs = getattr(self.op, "fn_args", ()), getattr(self.op, "fn_kwargs", {})
+        if not args and not kwargs:
+            return fn
+        return lambda value: fn(value, *args, **kwargs)
+
+    def instance(self, worker_state: dict):
+        """The class UDF's object in this worker, constructed on first use."""
+        key = ("actor", id(self.op))
+        if key not in worker_state:
+            try:
+                worker_state[key] = self.op.fn(*self.op.fn_constructor_args,
+                                               **self.op.fn_constructor_kwargs)
+            except Exception as exc:
+                raise UDFFailure(self.name, "the constructor", exc) from exc
+        return worker_state[key]
+
     @property
     def skips_errors(self) -> bool:
         """True when failed rows/batches go to the dead letters (``on_error="skip"``)."""
@@ -106,7 +127,7 @@ class MapBatchesOp(OpBase):
     op: L.MapBatches
 
     def __init__(self, op: L.MapBatches) -> None:
-        super().__init__(op, not op.releases_gil, op.batch_size, True, inspect.isclass(op.fn))
+        super().__init__(op, not op.releases_gil, op.batch_size, True, L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield the UDF's output blocks for each batch.
@@ -115,7 +136,7 @@ class MapBatchesOp(OpBase):
         become a block, goes to the dead letters whole; its outputs are held until
         the batch is done, so none of its rows is both output and dead letter.
         """
-        fn = self._callable(ctx)
+        fn = self.udf(ctx)
         start = 0
         for batch in rebatch(blocks, self.op.batch_size):
             where = f"batch of rows {start}-{start + batch.num_rows - 1} of the partition"
@@ -150,24 +171,10 @@ class MapBatchesOp(OpBase):
             raise self.conversion_error(ctx, where, Problem(None, None, err.got, (
                 f"expected one of: {err.expected}"))) from err
 
-    def _callable(self, ctx: TaskContext):
-        return self.instance(ctx.worker_state) if self.is_actor else self.op.fn
-
-    def instance(self, worker_state: dict):
-        """The class UDF's object in this worker, constructed on first use."""
-        key = ("actor", id(self.op))
-        if key not in worker_state:
-            try:
-                worker_state[key] = self.op.fn(*self.op.fn_constructor_args,
-                                               **self.op.fn_constructor_kwargs)
-            except Exception as exc:
-                raise UDFFailure(self.name, "the constructor", exc) from exc
-        return worker_state[key]
-
     def _call(self, fn, batch: pa.Table, where: str):
         """Yield what ``fn`` returns (each item, for a generator), wrapping its failures."""
         try:
-            out = fn(to_batch(batch, self.op.batch_format), *self.op.fn_args, **self.op.fn_kwargs)
+            out = fn(to_batch(batch, self.op.batch_format))
             if not inspect.isgenerator(out):
                 yield out
                 return
@@ -254,12 +261,13 @@ class MapRowsOp(RowOp):
     op: L.MapRows
 
     def __init__(self, op: L.MapRows) -> None:
-        super().__init__(op, holds_gil=not op.releases_gil)
+        super().__init__(op, holds_gil=not op.releases_gil, is_actor=L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of mapped rows per input block."""
+        fn = self.udf(ctx)
         for _, rows in self.rows_of(blocks):
-            results = self.call_each(rows, self.op.fn, ctx)
+            results = self.call_each(rows, fn, ctx)
             sources = [i for i, r in enumerate(results) if r is not _FAILED]
             yield self.to_block(ctx, rows, [results[i] for i in sources], sources)
 
@@ -271,15 +279,16 @@ class FilterOp(RowOp):
 
     def __init__(self, op: L.Filter) -> None:
         super().__init__(op, holds_gil=op.fn is not None and not op.releases_gil,
-                         changes_row_count=True)
+                         changes_row_count=True, is_actor=L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield each block with the rows that pass."""
         if self.op.expr is not None:
             yield from (t.filter(self.op.expr) for t in blocks)
             return
+        fn = self.udf(ctx)
         for table, rows in self.rows_of(blocks):
-            keep = self.call_each(rows, self.op.fn, ctx)
+            keep = self.call_each(rows, fn, ctx)
             yield _filtered(table, [k is not _FAILED and bool(k) for k in keep])
 
 
@@ -306,13 +315,16 @@ class FlatMapOp(RowOp):
     op: L.FlatMap
 
     def __init__(self, op: L.FlatMap) -> None:
-        super().__init__(op, holds_gil=not op.releases_gil, changes_row_count=True)
+        super().__init__(op, holds_gil=not op.releases_gil, changes_row_count=True,
+                         is_actor=L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of all produced rows per input block."""
+        fn = self.udf(ctx)
         for _, rows in self.rows_of(blocks):
             outputs, sources = [], []
-            for i, produced in enumerate(self.call_each(rows, self._produce, ctx)):
+            produce = lambda row: self._produce(fn, row)  # noqa: E731
+            for i, produced in enumerate(self.call_each(rows, produce, ctx)):
                 if isinstance(produced, _NotRows):
                     self._not_rows(ctx, rows, i, produced.value)
                 elif produced is not _FAILED:
@@ -321,10 +333,11 @@ class FlatMapOp(RowOp):
             if outputs:
                 yield self.to_block(ctx, rows, outputs, sources)
 
-    def _produce(self, row):
+    @staticmethod
+    def _produce(fn, row):
         """The UDF's rows for ``row`` as a list (a generator runs here, inside the row's
         error handling), or ``_NotRows`` when it returned something else."""
-        produced = self.op.fn(row)
+        produced = fn(row)
         if isinstance(produced, (dict, str, bytes)) or not hasattr(produced, "__iter__"):
             return _NotRows(produced)
         return list(produced)
@@ -398,12 +411,28 @@ class AddColumnOp(OpBase):
 
 
     def _column(self, values, num_rows: int, where: str, ctx: TaskContext):
+        if _is_scalar(values):  # one value for every row, as pandas assigns it
+            values = pa.repeat(values if isinstance(values, pa.Scalar) else pa.scalar(
+                values.item() if hasattr(values, "item") else values), num_rows)
         try:
             return column_to_arrow(values, num_rows, ctx.stage, self.op.name)
         except RowsToBlockError as err:
             problem = err.problems[0]
             at = f"{where}, row {problem.row}" if problem.row is not None else where
             raise self.conversion_error(ctx, at, problem) from err
+
+
+def _is_scalar(value) -> bool:
+    """True for one value (a number, string, bool, None, a numpy or Arrow scalar).
+
+    >>> import numpy as np
+    >>> [_is_scalar(v) for v in (1, "a", None, np.float32(2), [1], np.zeros(2))]
+    [True, True, True, True, False, False]
+    """
+    import numpy as np
+
+    return value is None or isinstance(value, (int, float, str, bytes, bool, np.generic,
+                                               pa.Scalar))
 
 
 class WriteOp(OpBase):

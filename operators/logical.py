@@ -28,6 +28,18 @@ def fn_name(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+def is_callable_class(fn) -> bool:
+    """True for a user's class UDF (constructed once per worker, then called); a built-in
+    type (``dict``, ``bool``) is called as a function.
+
+    >>> class Model:
+    ...     def __call__(self, row): return row
+    >>> is_callable_class(Model), is_callable_class(bool), is_callable_class(len)
+    (True, False, False)
+    """
+    return isinstance(fn, type) and fn.__module__ != "builtins"
+
+
 @dataclass(frozen=True, eq=False)
 class LogicalOp:
     """Base class: ``inputs`` are the upstream operators."""
@@ -87,16 +99,24 @@ class MapLike(LogicalOp):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class MapBatches(MapLike):
+class UDFArgs:
+    """What a user function is called with besides its row or batch, and what a callable
+    class is constructed with (once per worker), as Ray Data's ``fn_args`` ...
+    ``fn_constructor_kwargs``."""
+
+    fn_args: tuple = ()
+    fn_kwargs: dict = field(default_factory=dict)
+    fn_constructor_args: tuple = ()
+    fn_constructor_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class MapBatches(MapLike, UDFArgs):
     """Apply ``fn`` to batches of ``batch_size`` rows in ``batch_format``."""
 
     fn: Callable
     batch_size: int | None = 1024
     batch_format: str = "pyarrow"
-    fn_args: tuple = ()
-    fn_kwargs: dict = field(default_factory=dict)
-    fn_constructor_args: tuple = ()
-    fn_constructor_kwargs: dict = field(default_factory=dict)
     releases_gil: bool = False
     on_error: str = "raise"
     max_retries: int = 0
@@ -108,7 +128,7 @@ class MapBatches(MapLike):
 
 
 @dataclass(frozen=True, eq=False)
-class MapRows(MapLike):
+class MapRows(MapLike, UDFArgs):
     """Apply ``fn`` to each row (a dict), returning a dict."""
 
     fn: Callable | None = None
@@ -131,7 +151,7 @@ class MapRows(MapLike):
 
 
 @dataclass(frozen=True, eq=False)
-class Filter(MapLike):
+class Filter(MapLike, UDFArgs):
     """Keep rows where ``fn(row)`` is true, or where the Arrow expression ``expr`` holds."""
 
     fn: Callable | None = None
@@ -145,7 +165,7 @@ class Filter(MapLike):
 
 
 @dataclass(frozen=True, eq=False)
-class FlatMap(MapLike):
+class FlatMap(MapLike, UDFArgs):
     """Apply ``fn`` to each row, returning a list of rows."""
 
     fn: Callable | None = None

@@ -49,9 +49,11 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         return f"Dataset(plan={self._plan.label})"
 
     # ---- transforms -----------------------------------------------------------------
-    def map(self, fn, *, num_cpus=None, num_gpus=None, concurrency=None,
+    def map(self, fn, *, fn_args=(), fn_kwargs=None, fn_constructor_args=(),
+            fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, concurrency=None,
             releases_gil: bool = False, on_error: str = "raise") -> Dataset:
-        """Apply ``fn`` to each row (a dict) and return a dict.
+        """Apply ``fn`` to each row (a dict) and return a dict. ``fn`` may be a class:
+        constructed once per worker (with ``fn_constructor_args``), then called per row.
 
         ``on_error="skip"`` sends rows whose call raised to :meth:`dead_letters`.
         ``releases_gil=True`` runs ``fn`` on threads in the driver instead of in
@@ -64,7 +66,9 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         return self._with(L.MapRows(self._plan, v.resources(num_cpus, num_gpus),
                                     v.concurrency(concurrency), fn=v.callable_fn("map", fn),
                                     releases_gil=bool(releases_gil),
-                                    on_error=v.on_error(on_error)))
+                                    on_error=v.on_error(on_error),
+                                    **udf_args("map", fn, fn_args, fn_kwargs, fn_constructor_args,
+                                               fn_constructor_kwargs)))
 
     def map_batches(self, fn, *, batch_size: int | None | str = "default",
                     batch_format: str = "pyarrow", fn_args=(), fn_kwargs=None,
@@ -86,22 +90,24 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         ...                         batch_format="numpy").take_all()
         [{'n': 2}, {'n': 2}]
         """
-        size = 1024 if batch_size == "default" else v.positive_int("batch_size", batch_size, True)
+        size = 1024 if isinstance(batch_size, str) and batch_size == "default" else \
+            v.positive_int("batch_size", _integer(batch_size), True)
         op = L.MapBatches(self._plan, v.resources(num_cpus, num_gpus, memory, resources),
                           v.concurrency(concurrency), fn=v.callable_fn("map_batches", fn),
                           batch_size=size, batch_format=check_batch_format(batch_format),
-                          fn_args=tuple(fn_args), fn_kwargs=dict(fn_kwargs or {}),
-                          fn_constructor_args=tuple(fn_constructor_args),
-                          fn_constructor_kwargs=dict(fn_constructor_kwargs or {}),
+                          **udf_args("map_batches", fn, fn_args, fn_kwargs, fn_constructor_args,
+                                     fn_constructor_kwargs),
                           releases_gil=releases_gil, on_error=v.on_error(on_error),
                           max_retries=v.non_negative_int("max_retries", max_retries),
                           retry_exceptions=tuple(retry_exceptions) if retry_exceptions else None)
         return self._with(op)
 
-    def filter(self, fn=None, *, expr=None, releases_gil: bool = False,
+    def filter(self, fn=None, *, expr=None, fn_args=(), fn_kwargs=None, fn_constructor_args=(),
+               fn_constructor_kwargs=None, concurrency=None, releases_gil: bool = False,
                on_error: str = "raise") -> Dataset:
         """Keep rows where ``fn(row)`` is true, or where the pyarrow expression ``expr`` holds.
-        ``releases_gil=True`` runs ``fn`` on threads in the driver.
+        ``fn`` may be a class (constructed once per worker). ``releases_gil=True`` runs
+        ``fn`` on threads in the driver.
 
         >>> import streambatch as sb, pyarrow.compute as pc
         >>> sb.range(6, override_num_blocks=1).filter(expr=pc.field("id") > 3).take_all()
@@ -111,20 +117,28 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
             raise ValueError("filter takes exactly one of fn (a row predicate) or expr "
                              "(a pyarrow.compute expression)")
         fn = v.callable_fn("filter", fn) if fn is not None else None
-        return self._with(L.Filter(self._plan, fn=fn, expr=expr, releases_gil=bool(releases_gil),
-                                   on_error=v.on_error(on_error)))
+        return self._with(L.Filter(self._plan, concurrency=v.concurrency(concurrency), fn=fn,
+                                   expr=expr, releases_gil=bool(releases_gil),
+                                   on_error=v.on_error(on_error),
+                                   **udf_args("filter", fn, fn_args, fn_kwargs,
+                                              fn_constructor_args, fn_constructor_kwargs)))
 
-    def flat_map(self, fn, *, releases_gil: bool = False, on_error: str = "raise") -> Dataset:
-        """Apply ``fn`` to each row and return a list of rows (``releases_gil=True``: on
-        threads in the driver).
+    def flat_map(self, fn, *, fn_args=(), fn_kwargs=None, fn_constructor_args=(),
+                 fn_constructor_kwargs=None, concurrency=None, releases_gil: bool = False,
+                 on_error: str = "raise") -> Dataset:
+        """Apply ``fn`` to each row and return a list of rows. ``fn`` may be a class
+        (constructed once per worker); ``releases_gil=True``: on threads in the driver.
 
         >>> import streambatch as sb
         >>> sb.range(2).flat_map(lambda r: [r, r]).count()
         4
         """
-        return self._with(L.FlatMap(self._plan, fn=v.callable_fn("flat_map", fn),
+        return self._with(L.FlatMap(self._plan, concurrency=v.concurrency(concurrency),
+                                    fn=v.callable_fn("flat_map", fn),
                                     releases_gil=bool(releases_gil),
-                                    on_error=v.on_error(on_error)))
+                                    on_error=v.on_error(on_error),
+                                    **udf_args("flat_map", fn, fn_args, fn_kwargs,
+                                               fn_constructor_args, fn_constructor_kwargs)))
 
     def select_columns(self, cols) -> Dataset:
         """Keep only ``cols`` (pushed into parquet reads).
@@ -362,10 +376,11 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         for row in self.take(limit):
             print(row)
 
-    def take_all(self) -> list[dict]:
+    def take_all(self, limit: int | None = None) -> list[dict]:
         """Every row as a dict, block by block (as ``iter_rows`` gives them): a tensor
         column's value is one n-d numpy array per row (of its own shape when shapes
-        vary), and a row of no columns is ``{}``.
+        vary), and a row of no columns is ``{}``. ``limit``: raise ValueError when the
+        dataset has more rows than that (as Ray Data's), before holding them all.
 
         >>> import streambatch as sb, numpy as np
         >>> sb.from_items([1, 2], override_num_blocks=1).take_all()
@@ -373,8 +388,15 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         >>> sorted(r["data"].shape for r in sb.from_numpy([np.zeros((1, 2)), np.ones((1, 3))]).take_all())
         [(2,), (3,)]
         """
+        limit = None if limit is None else v.non_negative_int("limit", _integer(limit))
+        rows: list[dict] = []
         with closing(self._partitions()) as parts:
-            return [row for part in parts for row in block_to_rows(part.get())]
+            for part in parts:
+                rows += block_to_rows(part.get())
+                if limit is not None and len(rows) > limit:
+                    raise ValueError(f"take_all(limit={limit}): the dataset has more than "
+                                     f"{limit} rows; raise the limit or use take({limit})")
+        return rows
 
     def count(self) -> int:
         """Number of rows.
@@ -533,3 +555,36 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
                 f"Physical plan:\n{render_stages(stages)}")
         print(text)
         return text
+
+
+def udf_args(method: str, fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs
+             ) -> dict:
+    """The user function's extra arguments as the logical op's fields; constructor
+    arguments for a function (not a class) are a mistake, as in Ray Data.
+
+    >>> udf_args("map", len, (), None, (1,), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: map: fn_constructor_args and fn_constructor_kwargs are for a callable class; fn is len, which is not a class (pass its arguments with fn_args / fn_kwargs)
+    """
+    if (fn_constructor_args or fn_constructor_kwargs) and not L.is_callable_class(fn):
+        raise ValueError(f"{method}: fn_constructor_args and fn_constructor_kwargs are for a "
+                         f"callable class; fn is {getattr(fn, '__name__', type(fn).__name__)}, "
+                         "which is not a class (pass its arguments with fn_args / fn_kwargs)")
+    return {"fn_args": tuple(fn_args or ()), "fn_kwargs": dict(fn_kwargs or {}),
+            "fn_constructor_args": tuple(fn_constructor_args or ()),
+            "fn_constructor_kwargs": dict(fn_constructor_kwargs or {})}
+
+
+def _integer(value):
+    """A numpy integer as an int (``batch_size=np.int64(8)``); anything else unchanged.
+
+    >>> import numpy as np
+    >>> type(_integer(np.int64(8))).__name__, _integer("x")
+    ('int', 'x')
+    """
+    import numbers
+
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
