@@ -48,6 +48,7 @@ from streambatch.read_api import (
 )
 
 __version__ = "0.1.0"
+from streambatch.read_api import BlockMetadata, Datasource, FileShuffleConfig, Partitioning, ReadTask, from_blocks, range_tensor, read_datasource  # noqa: E402, F401, I001 - issue 18 (reads): Ray Data names
 
 __all__ = [
     "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
