@@ -83,6 +83,8 @@ class FileDatasink(Datasink):
         self.fs, self.path = filesystem, str(path).rstrip("/")
         self.mode = mode
         self.num_rows_per_file = num_rows_per_file
+        self.committed: list[dict] = []   # this write's files (kept ones first)
+        self.dead: list[dict] = []        # this write's dead-letter entries
         self.job = uuid.uuid4().hex[:8]
         self.arrow_fs = arrow_filesystem(self.fs)
 
@@ -144,8 +146,7 @@ class FileDatasink(Datasink):
         self.out = OutputDir(self.fs, self.path)
         self.manifest = ManifestWriter(self.fs, self.path)
         self._identify: Callable[[tuple[int, int]], list] | None = None
-        self.committed: list[dict] = []   # this write's files (kept ones first)
-        self.dead: list[dict] = []        # this write's dead-letter entries
+        self.committed, self.dead = [], []
         entries = load(self.fs, self.path)
         if resume:
             return self._resume(entries)
