@@ -14,6 +14,7 @@ so ``write`` should be idempotent (keyed on ``ctx.key``, the same for every atte
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -143,7 +144,7 @@ class ContractJob:
         if resume:
             raise ValueError("write_datasink: resume=True is only for file outputs "
                              "(write_parquet); a user Datasink makes its own writes idempotent")
-        self.sink.on_write_start()
+        _call_start(self.sink)
         try:
             tables = execute(self, {})
             self.sink.on_write_complete(result_of(tables))
@@ -179,6 +180,19 @@ class ContractJob:
     def dead_letter_rows(self) -> list[dict]:
         """Every dead letter of this write."""
         return [row for entry in self.dead for row in entry["dead"]]
+
+
+def _call_start(sink: Datasink) -> None:
+    """``on_write_start()``; newer Ray declares ``on_write_start(self, schema)``: such a
+    hook gets ``None`` (the schema is not known before the job runs here)."""
+    try:
+        wants_schema = bool(inspect.signature(sink.on_write_start).parameters)
+    except (TypeError, ValueError):
+        wants_schema = False
+    if wants_schema:
+        sink.on_write_start(None)  # type: ignore[call-arg]
+    else:
+        sink.on_write_start()
 
 
 def result_of(tables: list[pa.Table]) -> WriteResult:

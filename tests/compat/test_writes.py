@@ -302,3 +302,16 @@ def test_datasink_name_shows_in_stats():
     ds = sb.range(3)
     ds.write_datasink(KafkaDatasink())
     assert "Write[Kafka]" in str(ds.stats())
+
+
+def test_on_write_start_with_a_schema_parameter_is_called():
+    """Newer Ray declares on_write_start(self, schema); such a sink still runs."""
+
+    class WithSchema(CollectIds):
+        def on_write_start(self, schema) -> None:
+            self.events.append(f"start {schema}")
+
+    sink = WithSchema()
+    sb.range(3).write_datasink(sink)
+    assert sink.events == ["start None", "complete"]
+    assert sorted(i for r in sink.result.write_returns for i in r["ids"]) == [0, 1, 2]
