@@ -8,16 +8,16 @@ Exit codes: 0 done, 1 the job failed (the message names stage, partition, row),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
-from streambatch.jobspec import JobSpec, JobSpecError, parse_bytes, parse_concurrency
+from streambatch.jobspec import JobSpec, JobSpecError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # exit 2 with our prefix, as argparse does
-        self.print_usage(sys.stderr)
-        raise JobSpecError(message)
+        raise JobSpecError(f"{message}; see '{self.prog} --help'")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,7 +39,12 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--num-cpus", type=int, default=None)
     infer.add_argument("--backend", default="local", choices=["local", "ray"])
     infer.add_argument("--address", default=None)
-    infer.add_argument("--resume", action="store_true")
+    infer.add_argument("--mode", default=None,
+                       choices=["error", "overwrite", "append", "ignore"],
+                       help="when --output already holds files: refuse (the default), "
+                            "replace them, add to them or skip the job")
+    infer.add_argument("--resume", action="store_true",
+                       help="finish an interrupted job, keeping its committed output")
     infer.add_argument("--on-error", default="raise", choices=["raise", "skip"])
     infer.add_argument("--trace", default=None, help="write a Chrome trace of every task")
     infer.add_argument("--no-progress", action="store_true")
@@ -49,36 +54,59 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def spec_from_infer(args) -> JobSpec:
-    """The job the ``infer`` flags describe."""
+def spec_from_infer(args: argparse.Namespace) -> JobSpec:
+    """The job the ``infer`` flags describe; its errors name the flags.
+
+    >>> args = parser().parse_args(["infer", "--input", "in", "--model", "m:M",
+    ...                             "--output", "out", "--num-gpus", "-1"])
+    >>> spec_from_infer(args)
+    Traceback (most recent call last):
+    ...
+    streambatch.jobspec.JobSpecError: --num-gpus = -1.0 is not valid: expected a number >= 0
+    """
     stages = []
+    flags = dict(INFER_FLAGS)
     if args.preprocess:
-        stages.append({"fn": args.preprocess, "batch_format": "numpy", "batch_size": None,
-                       "on_error": args.on_error})
+        stages.append({"fn": args.preprocess, "batch_format": "numpy", "on_error": args.on_error})
+        flags["stages[0].fn"] = "--preprocess"
+    at = f"stages[{len(stages)}]."
+    flags.update({at + "fn": "--model", at + "num_gpus": "--num-gpus",
+                  at + "concurrency": "--concurrency", at + "batch_size": "--batch-size"})
     model = {"fn": args.model, "num_gpus": args.num_gpus, "on_error": args.on_error,
-             "batch_format": "numpy",
-             "concurrency": parse_concurrency(args.concurrency or "1,1", "--concurrency")}
+             "batch_format": "numpy", "concurrency": args.concurrency or "1,1"}
     if args.batch_size is not None:
-        if args.batch_size <= 0:
-            raise JobSpecError(f"--batch-size = {args.batch_size} must be a positive integer")
         model["batch_size"] = args.batch_size
     stages.append(model)
     execution = {"backend": args.backend, "progress": not args.no_progress}
-    for key in ("num_cpus", "trace", "address"):
-        if getattr(args, key):
+    for key in ("num_cpus", "trace", "address", "memory_budget"):
+        if getattr(args, key) is not None:
             execution[key] = getattr(args, key)
-    if args.memory_budget:
-        execution["memory_budget"] = parse_bytes(args.memory_budget, "--memory-budget")
     source = {"path": args.input, "format": args.input_format}
-    if args.columns:
+    if args.columns is not None:
         source["columns"] = [c.strip() for c in args.columns.split(",") if c.strip()]
     sink = {"path": args.output, "format": args.format, "resume": args.resume}
+    if args.mode:
+        sink["mode"] = args.mode
     return JobSpec.from_dict({"source": source, "stages": stages, "sink": sink,
-                              "execution": execution})
+                              "execution": execution}, flags=flags)
+
+
+# job fields -> the infer flags that set them (error messages name the flag)
+INFER_FLAGS = {"source.path": "--input", "source.format": "--input-format",
+               "source.columns": "--columns", "sink.path": "--output", "sink.format": "--format",
+               "sink.mode": "--mode", "sink.resume": "--resume", "execution.trace": "--trace",
+               "execution.memory_budget": "--memory-budget", "execution.num_cpus": "--num-cpus",
+               "execution.backend": "--backend", "execution.address": "--address"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code (0 done, 1 job failed, 2 bad argument, 130
+    interrupted). Every error is one line on stderr; set ``STREAMBATCH_TRACEBACK=1`` to
+    see the traceback of an unexpected one.
+
+    >>> main(["infer", "--input", "in", "--output", "o"])
+    2
+    """
     from streambatch.executor.contract import StreamBatchError
 
     try:
@@ -94,8 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         print("streambatch: interrupted; committed output is kept: rerun with --resume "
               "(or sink.resume = true) to finish", file=sys.stderr)
         return 130
-    except (StreamBatchError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except StreamBatchError as exc:
         print(f"streambatch: job failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback, for any failure
+        if os.environ.get("STREAMBATCH_TRACEBACK"):
+            raise
+        detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        text = " ".join(str(detail).split()) or "(no message)"
+        print(f"streambatch: job failed: {type(exc).__name__}: {text} "
+              "(set STREAMBATCH_TRACEBACK=1 for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from streambatch.executor.backends import backend_class
 from streambatch.executor.options import ExecutionOptions, LocalOptions, RayOptions
+from streambatch.validate import byte_size
 
 # init() keywords that belong to one backend's options object (typed, not a loose dict)
 _BACKEND_FIELDS = {"worker_start_method": ("local", LocalOptions),
@@ -45,14 +46,15 @@ class DataContext:
 
 
 def init(num_cpus: int | None = None, num_gpus: float | None = None,
-         resources: dict | None = None, memory_budget: int | None = None,
+         resources: dict | None = None, memory_budget: int | str | None = None,
          backend: str = "local", trace: str | None = None, progress: bool | None = False,
          **options) -> DataContext:
     """Declare the backend's logical resources and how datasets run. Calling it again
     reconfigures.
 
     Defaults: every detected core, every detected CUDA device, half the available
-    memory. Logical GPUs may be declared on a machine without one (GPU stages then
+    memory. ``memory_budget`` is bytes or a size such as ``"2GB"`` / ``"512MiB"`` (the
+    strings ``--memory-budget`` takes). Logical GPUs may be declared on a machine without one (GPU stages then
     run on the CPU). ``trace`` writes a Chrome/Perfetto timeline of every task;
     ``progress`` prints per-stage progress. ``options`` are further
     :class:`ExecutionOptions` fields (``preserve_order``, ``scheduler``...), or
@@ -64,6 +66,12 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     >>> ctx = init(num_cpus=2, num_gpus=1, memory_budget=512 * 2**20)
     >>> ctx.execution_options.num_cpus, ctx.execution_options.num_gpus, ctx.backend
     (2, 1, 'local')
+    >>> init(memory_budget="1GB").execution_options.memory_budget
+    1000000000
+    >>> init(memory_budget="1 gigabyte")
+    Traceback (most recent call last):
+    ...
+    ValueError: init(memory_budget='1 gigabyte') is not a size; expected e.g. 2GB, 512MiB or a positive number of bytes
     >>> init(backend="spark")
     Traceback (most recent call last):
     ...
@@ -81,6 +89,8 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
         if value is not None and value < 0:
             raise ValueError(f"init({name}={value!r}): must be >= 0")
+    if memory_budget is not None:
+        memory_budget = byte_size(memory_budget, f"init(memory_budget={memory_budget!r})")
     ctx = DataContext.get_current()
     ctx.backend = backend
     ctx.execution_options = ExecutionOptions(

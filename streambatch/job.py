@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 import time
+from pathlib import Path
 
 import streambatch as sb
 from streambatch.jobspec import JobSpec, JobSpecError, load_object
@@ -21,50 +25,136 @@ def configure(spec: JobSpec) -> None:
 def build(spec: JobSpec) -> sb.Dataset:
     """The Dataset a job describes (nothing runs yet).
 
+    A source path that does not exist or a column the files lack is a
+    :class:`JobSpecError` naming the field (or the CLI flag).
+
     >>> spec = JobSpec.from_dict({"source": {"path": "/no/such/dir"}, "sink": {"path": "o"}})
     >>> build(spec)
     Traceback (most recent call last):
     ...
-    FileNotFoundError: read_parquet: no such file or directory: '/no/such/dir'
+    streambatch.jobspec.JobSpecError: source.path = '/no/such/dir': read_parquet: no such file or directory: '/no/such/dir'; pass an existing file, directory or glob
     """
-    reader = getattr(sb, f"read_{spec.source['format']}", None)
+    source = spec.source
+    reader = getattr(sb, f"read_{source['format']}", None)
     if reader is None:
-        raise JobSpecError(f"source.format = {spec.source['format']!r} needs a newer streambatch")
-    kwargs = {"columns": spec.source["columns"]} if spec.source.get("columns") else {}
-    ds = reader(spec.source["path"], **kwargs)
+        raise JobSpecError(f"source.format = {source['format']!r} needs a newer streambatch")
+    columns = source.get("columns")
+    pushdown = columns and source["format"] == "parquet"
+    try:
+        ds = reader(source["path"], **({"columns": columns} if pushdown else {}))
+        if pushdown:
+            ds.schema()  # plans the read: a column the files lack is refused here
+    except FileNotFoundError as exc:
+        raise JobSpecError(f"{spec.label('source.path')} = {source['path']!r}: {exc}; pass an "
+                           "existing file, directory or glob") from None
+    except KeyError as exc:
+        detail = str(exc.args[0] if exc.args else exc).split(": ", 1)[-1]
+        raise JobSpecError(f"{spec.label('source.columns')} = {columns!r}: {detail}") from None
+    if columns and not pushdown:
+        ds = ds.select_columns(columns)
     for index, stage in enumerate(spec.stages):
-        ds = _apply(ds, stage, f"stages[{index}].fn")
+        ds = _apply(ds, stage, spec.label(f"stages[{index}].fn"))
     return ds
 
 
 def _apply(ds: sb.Dataset, stage: dict, name: str) -> sb.Dataset:
     fn = load_object(stage["fn"], name)
     kind = stage["kind"]
+    common = {k: stage[k] for k in ("on_error", "releases_gil") if k in stage}
     if kind != "map_batches":
-        return getattr(ds, kind)(fn, on_error=stage.get("on_error", "raise"))
+        return getattr(ds, kind)(fn, **common)
     options = {k: stage[k] for k in ("batch_size", "batch_format", "num_cpus", "num_gpus",
-                                     "concurrency", "on_error") if k in stage}
+                                     "concurrency", "max_retries") if k in stage}
     if "constructor_args" in stage:
         options["fn_constructor_args"] = tuple(stage["constructor_args"])
     if "constructor_kwargs" in stage:
         options["fn_constructor_kwargs"] = dict(stage["constructor_kwargs"])
-    return ds.map_batches(fn, **options)
+    return ds.map_batches(fn, **common, **options)
+
+
+def check_paths(spec: JobSpec) -> None:
+    """Refuse, before anything runs, a local output or trace path that cannot be written
+    (a file where a directory must be, no permission, a read-only file system).
+
+    >>> check_paths(JobSpec.from_dict({"source": {"path": "i"}, "sink": {"path": "/proc/version/o"}}))
+    Traceback (most recent call last):
+    ...
+    streambatch.jobspec.JobSpecError: sink.path = '/proc/version/o': '/proc/version' is a file, not a directory; choose another path
+    """
+    _check_writable(spec.sink["path"], spec.label("sink.path"), directory=True)
+    if spec.execution.get("trace"):
+        _check_writable(spec.execution["trace"], spec.label("execution.trace"), directory=False)
+
+
+def _check_writable(path: str, label: str, directory: bool) -> None:
+    if "://" in path and not path.startswith("file://"):
+        return  # a remote file system: its own errors name the path
+    target = Path(path.removeprefix("file://")).absolute()
+    if directory and target.exists() and not target.is_dir():
+        raise JobSpecError(f"{label} = {path!r} is a file; expected a directory to write into")
+    if not directory and target.is_dir():
+        raise JobSpecError(f"{label} = {path!r} is a directory; expected a file path")
+    folder = target if directory else target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise JobSpecError(f"{label} = {path!r}: {str(folder)!r} is a file, not a directory; "
+                           "choose another path")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".streambatch-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise JobSpecError(f"{label} = {path!r}: cannot write in {str(folder)!r} "
+                           f"({exc.strerror or exc}); choose a writable path") from None
 
 
 def run(spec: JobSpec) -> dict:
     """Run the job to its sink; return a summary (rows, seconds, files, per-stage stats)."""
+    check_paths(spec)
     configure(spec)
     ds = build(spec)
     writer = getattr(ds, f"write_{spec.sink['format']}")
-    options = {"mode": spec.sink["mode"]} if "mode" in spec.sink else {}
+    options = {"mode": spec.sink.get("mode", "error")}  # a job refuses existing output
     if spec.sink.get("resume") and spec.sink["format"] == "parquet":
         options["resume"] = True
     start = time.perf_counter()
-    files = writer(spec.sink["path"], **options)
+    try:
+        files = writer(spec.sink["path"], **options)
+    except FileExistsError as exc:
+        raise JobSpecError(_exists_message(spec, str(exc))) from None
     seconds = time.perf_counter() - start
     return {"rows": sum(f["rows"] or 0 for f in files), "seconds": seconds, "files": files,
             "stats": ds.stats(), "errored_rows": len(ds.dead_letters()),
             "output": spec.sink["path"]}
+
+
+def _exists_message(spec: JobSpec, message: str) -> str:
+    """The sink's refusal of an existing output, with the CLI's or the job file's switches.
+
+    >>> spec = JobSpec.from_dict({"source": {"path": "i"}, "sink": {"path": "o"}},
+    ...                          flags={"sink.path": "--output", "sink.mode": "--mode",
+    ...                                 "sink.resume": "--resume"})
+    >>> _exists_message(spec, "write_parquet: 'o' already holds 1 data file(s), e.g. 'a'; "
+    ...                 "pass mode='overwrite'")
+    "--output = 'o' already holds 1 data file(s), e.g. 'a'; pass --mode overwrite to replace them, --mode append to add to them, --resume to finish an interrupted job, or choose another --output"
+    """
+    label = spec.label("sink.path")
+    text = re.sub(r"^'[^']*' ", "", message.split(": ", 1)[-1])
+    switch = re.search(r"[;.] [Pp]ass ", text)
+    if switch is None:
+        return f"{label} = {spec.sink['path']!r}: {text}"
+    if label == "sink.path":
+        hint = ('set sink.mode = "overwrite" to replace them, sink.mode = "append" to add to '
+                "them, sink.resume = true to finish an interrupted job, or change sink.path")
+    else:
+        hint = (f"pass {spec.label('sink.mode')} overwrite to replace them, "
+                f"{spec.label('sink.mode')} append to add to them, {spec.label('sink.resume')} "
+                f"to finish an interrupted job, or choose another {label}")
+    mode = spec.label("sink.mode")
+    head = re.sub(r"mode='(\w+)'", (r'sink.mode = "\1"' if mode == "sink.mode" else
+                                     mode + r" \1"), text[:switch.start()])
+    return f"{label} = {spec.sink['path']!r} {head}; {hint}"
 
 
 def summary_lines(summary: dict) -> list[str]:

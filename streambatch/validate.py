@@ -102,3 +102,38 @@ def on_error(value: str) -> str:
     if value not in ("raise", "skip"):
         raise ValueError(f"on_error={value!r} is not supported; expected 'raise' or 'skip'")
     return value
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def byte_size(value: int | float | str, where: str) -> int:
+    """A size in bytes from ``"2GB"``, ``"512MiB"``, ``"1.5 GB"`` or a positive number.
+
+    The one parser behind ``sb.init(memory_budget=)``, ``--memory-budget`` and a job
+    file's ``execution.memory_budget``. ``where`` names the argument and value for
+    the error (``"init(memory_budget='lots')"``).
+
+    >>> byte_size("2GB", "x"), byte_size("512MiB", "x"), byte_size(10, "x")
+    (2000000000, 536870912, 10)
+    >>> byte_size("lots", "init(memory_budget='lots')")
+    Traceback (most recent call last):
+    ...
+    ValueError: init(memory_budget='lots') is not a size; expected e.g. 2GB, 512MiB or a positive number of bytes
+    """
+    amount: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        amount = float(value)
+        unit = 1
+    elif isinstance(value, str):
+        text = value.strip().upper()
+        number = text.rstrip("KMGTIB").strip()
+        try:
+            amount, unit = float(number), _SIZE_UNITS[text[len(number):].strip()]
+        except (ValueError, KeyError):
+            amount = None
+    if amount is None or not amount * unit >= 1 or amount != amount or amount == float("inf"):
+        raise ValueError(f"{where} is not a size; expected e.g. 2GB, 512MiB or a positive "
+                         "number of bytes")
+    return int(amount * unit)

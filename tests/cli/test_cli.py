@@ -105,7 +105,7 @@ def test_killed_cli_resumes_to_the_same_output(workspace, sig, code):
     (["infer", "--input", "in", "--output", "o", "--model", "mymodels:Doubler",
       "--memory-budget", "lots"], "--memory-budget = 'lots' is not a size"),
     (["infer", "--input", "in", "--output", "o", "--model", "mymodels:Doubler",
-      "--format", "xml"], "sink.format = 'xml' is not supported"),
+      "--format", "xml"], "--format = 'xml' is not supported"),
     (["infer", "--input", "in", "--output", "o", "--model", "mymodels:Doubler",
       "--backend", "spark"], "invalid choice: 'spark'"),
     (["run", "missing.toml"], "job file 'missing.toml' does not exist"),
