@@ -1,6 +1,11 @@
-"""The datasink: one object owns a write from start to end.
+"""The file datasink: one object owns a write from start to end.
 
-- Driver side, before and after: :meth:`Datasink.run_job` runs the whole write:
+:class:`FileDatasink` is a :class:`~streambatch.connectors.sink_contract.Datasink`
+(the public, Ray-shaped contract a user connector subclasses) that the executor
+drives as it is; a user sink is driven through ``ContractJob``, with the same
+``run_job`` / ``write`` / listener interface below.
+
+- Driver side, before and after: :meth:`FileDatasink.run_job` runs the whole write:
   ``start`` (check and claim the output, or pick up a resume), the job, then
   ``finalize`` (dead letters, ``_SUCCESS``) or ``abort`` on failure (which removes
   this job's files).
