@@ -7,12 +7,16 @@ A format subclasses :class:`FileSource` and implements ``read_file``.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 from functools import partial
 
 import pyarrow as pa
 from streambatch.connectors.datasource import (
+    PARTITION_TYPES,
     Datasource,
+    FileShuffleConfig,
+    Partitioning,
     Piece,
     Pushdowns,
     ReadTask,
@@ -22,9 +26,11 @@ from streambatch.connectors.datasource import (
 )
 from streambatch.connectors.paths import (
     FileEntry,
+    as_fsspec,
     check_first_path,
     check_paths,
     expand_files,
+    has_extension,
     in_background,
     infer_partition_value,
     usable_fs,
@@ -32,7 +38,6 @@ from streambatch.connectors.paths import (
 
 TARGET_TASK_BYTES = 128 * 2**20
 MAX_FILES_PER_TASK = 64
-PARTITIONINGS = ("hive", None)
 
 
 class FileReadError(OSError):
@@ -75,20 +80,39 @@ class FileSource(Datasource):
     supports_projection = supports_filter = supports_limit = True
 
     def __init__(self, paths, *, filesystem=None, include_paths: bool = False,
-                 partitioning: str | None = "hive", on_error: str = "raise") -> None:
-        if partitioning not in PARTITIONINGS:
-            raise ValueError(f"{self.who}: partitioning={partitioning!r}; expected 'hive' or None")
+                 partitioning: str | Partitioning | None = "hive", on_error: str = "raise",
+                 ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+                 shuffle: str | FileShuffleConfig | None = None) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"{self.who}: on_error={on_error!r}; expected 'raise' or 'skip'")
         self.on_error = on_error
-        self._paths, self._filesystem = check_paths(paths, self.who), filesystem
-        self.include_paths, self.partitioning = include_paths, partitioning
+        self.partitioning = _partitioning(partitioning, self.who)
+        self.shuffle = _shuffle(shuffle, self.who)
+        self._runs = 0  # read_tasks calls so far: a reseeding shuffle's execution index
+        self.file_extensions = _extensions(file_extensions, self.who)
+        self._paths = check_paths(paths, self.who)
+        self._filesystem = as_fsspec(filesystem, self.who)
+        self.include_paths, self.ignore_missing_paths = include_paths, bool(ignore_missing_paths)
         self._listing: tuple | None = None
-        check_first_path(self._paths, filesystem, self.who)
+        if not self.ignore_missing_paths:
+            check_first_path(self._paths, self._filesystem, self.who)
         # Listed in the background from here on, while the pipeline is being built;
         # the first use waits for it (a missing path raises there, naming itself).
-        self._pending = in_background(expand_files, self._paths, self.suffixes,
-                                      self._filesystem, self.who)
+        self._pending = in_background(self._list)
+
+    def _list(self) -> tuple:
+        """``(fs, files)``: the paths expanded, then kept by ``file_extensions`` (which,
+        as Ray Data's, applies to files named explicitly too)."""
+        exts = self.file_extensions
+        fs, files = expand_files(self._paths, tuple("." + e for e in exts) if exts else self.suffixes,
+                                 self._filesystem, self.who, self.ignore_missing_paths)
+        if exts:
+            files = [f for f in files if has_extension(f.path, exts)]
+            if not files:
+                raise ValueError(f"{self.who}: no files under {self._paths!r} end with "
+                                 f"file_extensions={list(exts)}; check the extensions (without "
+                                 f"the dot: 'csv'), or leave file_extensions out")
+        return fs, files
 
     # ---- listing ------------------------------------------------------------------
     def listing(self) -> tuple:
@@ -99,7 +123,7 @@ class FileSource(Datasource):
             if pending is not None:
                 fs, files = pending.result()
             else:  # another thread took the background result: list again
-                fs, files = expand_files(self._paths, self.suffixes, self._filesystem, self.who)
+                fs, files = self._list()
             self._listing = (fs, files, self._partition_columns(files))
         return self._listing
 
@@ -117,11 +141,17 @@ class FileSource(Datasource):
         return fs
 
     def _partition_columns(self, files: list[FileEntry]) -> dict[str, pa.Array]:
-        if self.partitioning != "hive":
+        if self.partitioning is None:
             return {}
-        values = [f.partition_values() for f in files]
+        try:
+            values = [f.partition_values(self.partitioning) for f in files]
+        except ValueError as exc:
+            raise ValueError(f"{self.who}: {exc}; pass partitioning= to match the paths, or "
+                             f"partitioning=None") from None
         keys = list(dict.fromkeys(k for v in values for k in v))
-        return {k: infer_partition_value([v.get(k) for v in values]) for k in keys}
+        types = self.partitioning.field_types or {}
+        return {k: _typed_partition(k, [v.get(k) for v in values], types.get(k), self.who)
+                for k in keys}
 
     # ---- tasks ----------------------------------------------------------------------
     def estimate(self, entry: FileEntry) -> tuple[int | None, int]:
@@ -134,8 +164,19 @@ class FileSource(Datasource):
         rows = [{k: col[i].as_py() for k, col in parts.items()} for i in range(len(files))]
         keep = self._prune(parts, len(files), pushdowns.filter)
         items = [(files[i], rows[i]) for i in keep if not _done(files[i], pushdowns)]
+        items = self._shuffled(items)
         sizes = [self.estimate(entry)[1] for entry, _ in items]
         return [self._task(group, pushdowns) for group in group_files(items, sizes, parallelism)]
+
+    def _shuffled(self, items: list) -> list:
+        """The files in the order ``shuffle=`` asks for (each call is a new run)."""
+        self._runs += 1
+        if self.shuffle is None:
+            return items
+        seed = None if self.shuffle == "files" else self.shuffle.get_seed(self._runs - 1)
+        items = list(items)
+        random.Random(seed).shuffle(items)
+        return items
 
     def _prune(self, parts: dict, n: int, expr) -> list[int]:
         if expr is None or not parts:
@@ -188,6 +229,75 @@ class FileSource(Datasource):
     def read_file(self, fs, entry: FileEntry, pushdowns: Pushdowns) -> Iterator[pa.Table]:
         """Yield the tables of one file (pushdowns are applied afterwards)."""
         raise NotImplementedError
+
+
+def _partitioning(partitioning, who: str) -> Partitioning | None:
+    """``partitioning=`` as a :class:`Partitioning` or None (``"hive"`` stands for
+    ``Partitioning("hive")``; Ray's own ``Partitioning`` is converted).
+
+    >>> _partitioning("hive", "read_csv").style, _partitioning(None, "read_csv")
+    ('hive', None)
+    >>> _partitioning("dirs", "read_csv")
+    Traceback (most recent call last):
+    ...
+    ValueError: read_csv: partitioning='dirs'; expected 'hive', None or streambatch.Partitioning(style, base_dir=, field_names=, field_types=)
+    """
+    if partitioning is None or isinstance(partitioning, Partitioning):
+        return partitioning
+    if partitioning == "hive":
+        return Partitioning("hive")
+    if type(partitioning).__name__ == "Partitioning":  # Ray's own: same fields
+        return Partitioning(str(getattr(partitioning.style, "value", partitioning.style)),
+                            partitioning.base_dir or None, partitioning.field_names,
+                            partitioning.field_types or None)
+    raise ValueError(f"{who}: partitioning={partitioning!r}; expected 'hive', None or "
+                     f"streambatch.Partitioning(style, base_dir=, field_names=, field_types=)")
+
+
+def _shuffle(shuffle, who: str) -> str | FileShuffleConfig | None:
+    if shuffle is None or shuffle == "files" or isinstance(shuffle, FileShuffleConfig):
+        return shuffle
+    raise ValueError(f"{who}: shuffle={shuffle!r}; expected None, 'files' or "
+                     f"streambatch.FileShuffleConfig(seed=...)")
+
+
+def _extensions(exts, who: str) -> tuple[str, ...] | None:
+    if exts is None:
+        return None
+    exts = [exts] if isinstance(exts, str) else exts
+    if not isinstance(exts, (list, tuple)) or not exts or not all(isinstance(e, str) and e.strip(".")
+                                                                   for e in exts):
+        raise ValueError(f"{who}: file_extensions={exts!r}; expected a non-empty list of "
+                         f"extensions such as ['csv', 'csv.gz']")
+    return tuple(e.lstrip(".") for e in exts)
+
+
+def _typed_partition(key: str, values: list, typ, who: str) -> pa.Array:
+    """A partition column: of ``typ`` (a field_types entry), else inferred.
+
+    >>> _typed_partition("k", ["1", "2"], str, "read_csv").to_pylist()
+    ['1', '2']
+    >>> _typed_partition("ok", ["true", None], bool, "read_csv").to_pylist()
+    [True, None]
+    """
+    if typ is None:
+        return infer_partition_value(values)
+    if typ is bool:
+        values = [None if v is None else v.lower() in ("true", "1") for v in values]
+    try:
+        return pa.array([None if v is None else typ(v) for v in values], PARTITION_TYPES[typ])
+    except (ValueError, TypeError):
+        bad = next(v for v in values if v is not None and _fails(typ, v))
+        raise ValueError(f"{who}: partition value {bad!r} of {key!r} is not a "
+                         f"{typ.__name__} (Partitioning field_types)") from None
+
+
+def _fails(typ, value) -> bool:
+    try:
+        typ(value)
+        return False
+    except (ValueError, TypeError):
+        return True
 
 
 def _done(entry: FileEntry, pushdowns: Pushdowns) -> bool:

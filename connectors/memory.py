@@ -202,37 +202,58 @@ def _relocated(problems: list, spans: list[tuple[int, int]]) -> list:
 
 
 class RangeSource(Datasource):
-    """Integers ``0..n-1`` in column ``id`` (int64), generated in the task.
+    """Integers ``0..n-1`` in column ``id`` (int64), generated in the task; with
+    ``tensor_shape``, column ``data`` holds row ``i`` as ``np.full(tensor_shape, i)``
+    (a fixed-shape tensor column, as Ray Data's ``range_tensor``).
 
     >>> [t["id"].to_pylist() for task in RangeSource(5).read_tasks(2, Pushdowns()) for t in task()]
     [[0, 1, 2], [3, 4]]
+    >>> from streambatch.connectors.tensors import tensor_to_numpy
+    >>> [tensor_to_numpy(t["data"]).tolist() for t in RangeSource(2, (2,)).read_tasks(1, Pushdowns())[0]()]
+    [[[0, 0], [1, 1]]]
     """
 
     name = "Range"
     supports_projection = supports_filter = supports_limit = True
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, tensor_shape: tuple[int, ...] | None = None) -> None:
         self.n = n
+        self.tensor_shape = tensor_shape
 
     def schema(self) -> pa.Schema:
-        """``id: int64``."""
-        return pa.schema([("id", pa.int64())])
+        """``id: int64``, or ``data``: an int64 tensor of ``tensor_shape``."""
+        if self.tensor_shape is None:
+            return pa.schema([("id", pa.int64())])
+        return pa.schema([("data", pa.fixed_shape_tensor(pa.int64(), list(self.tensor_shape)))])
 
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
         """Contiguous ranges, about ``parallelism`` of them."""
         tasks = []
+        width = int(np.prod(self.tensor_shape)) if self.tensor_shape is not None else 1
         for group in row_groups_of("range", self.n, parallelism, pushdowns):
             rows = sum(p.end - p.start for p in group)
-            tasks.append(ReadTask(_range_reader([(p.start, p.end) for p in group], pushdowns),
-                                  rows, 8 * rows, describe_spans("ids", group), tuple(group)))
+            tasks.append(ReadTask(_range_reader([(p.start, p.end) for p in group], pushdowns,
+                                                self.tensor_shape),
+                                  rows, 8 * rows * width, describe_spans("ids", group), tuple(group)))
         return tasks
 
 
-def _range_reader(spans: list[tuple[int, int]], pushdowns: Pushdowns):
+def _range_reader(spans: list[tuple[int, int]], pushdowns: Pushdowns,
+                  shape: tuple[int, ...] | None = None):
     def read():
-        step = 1 << 20
-        chunks = (pa.table({"id": np.arange(s, min(s + step, stop), dtype=np.int64)})
+        step = 1 << 20 if shape is None else max(1, (1 << 20) // int(np.prod(shape)))
+        chunks = (_range_block(s, min(s + step, stop), shape)
                   for start, stop in spans for s in range(start, max(stop, start + 1), step))
         return limit_tables((apply_pushdowns(t, pushdowns) for t in chunks), pushdowns.limit)
 
     return read
+
+
+def _range_block(start: int, stop: int, shape: tuple[int, ...] | None) -> pa.Table:
+    ids = np.arange(start, stop, dtype=np.int64)
+    if shape is None:
+        return pa.table({"id": ids})
+    from streambatch.connectors.tensors import tensor_array
+
+    values = np.broadcast_to(ids.reshape((-1,) + (1,) * len(shape)), (len(ids), *shape))
+    return pa.table({"data": tensor_array(np.ascontiguousarray(values))})

@@ -6,14 +6,13 @@ import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 import fsspec
 import fsspec.implementations.local
 import pyarrow.fs as pafs
 from fsspec.core import url_to_fs
+from streambatch.connectors.datasource import HIVE_NULL, Partitioning  # noqa: F401 - HIVE_NULL: re-exported
 
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 PARALLEL_LISTING = 16
 _BACKGROUND: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -32,28 +31,80 @@ def in_background(fn, *args):
 
 
 def check_paths(paths, who: str = "read") -> list[str]:
-    """The user's paths as a list of strings (what ``expand_files`` accepts).
+    """The user's paths (a string, a ``pathlib.Path``, or a list of them) as a list of
+    strings (what ``expand_files`` accepts).
 
-    >>> check_paths("a.csv")
-    ['a.csv']
+    >>> import pathlib
+    >>> check_paths("a.csv"), check_paths([pathlib.PurePosixPath("/d/b.csv")])
+    (['a.csv'], ['/d/b.csv'])
     >>> check_paths([], "read_csv")
     Traceback (most recent call last):
     ...
     ValueError: read_csv: no paths given
+    >>> check_paths(["a.csv", 3], "read_csv")
+    Traceback (most recent call last):
+    ...
+    TypeError: read_csv: paths must be strings or pathlib.Path (files, directories, globs or URLs); paths[1] is an int
     """
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    if not paths:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    elif not isinstance(paths, (list, tuple)):
+        raise TypeError(f"{who}: paths must be a string, a pathlib.Path or a list of them, "
+                        f"got {type(paths).__name__}")
+    out = []
+    for index, path in enumerate(paths):
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        if not isinstance(path, str):
+            raise TypeError(f"{who}: paths must be strings or pathlib.Path (files, directories, "
+                            f"globs or URLs); paths[{index}] is an {type(path).__name__}")
+        out.append(path)
+    if not out:
         raise ValueError(f"{who}: no paths given")
-    if any(not isinstance(p, str) for p in paths):
-        raise TypeError(f"{who}: paths must be strings (files, directories, globs or URLs), "
-                        f"got {[type(p).__name__ for p in paths if not isinstance(p, str)][0]}")
-    return paths
+    return out
+
+
+def as_fsspec(filesystem, who: str = "read"):
+    """The fsspec filesystem for ``filesystem=``: an fsspec one as it is, a
+    ``pyarrow.fs.FileSystem`` wrapped (a local one becomes fsspec's local filesystem),
+    None stays None (the paths' protocol decides).
+
+    >>> import pyarrow.fs as pafs
+    >>> type(as_fsspec(pafs.LocalFileSystem())).__name__
+    'LocalFileSystem'
+    >>> as_fsspec("s3", "read_csv")
+    Traceback (most recent call last):
+    ...
+    TypeError: read_csv: filesystem= must be a pyarrow.fs.FileSystem or an fsspec filesystem, got str; leave it out to choose by the paths' protocol (s3://...)
+    """
+    if filesystem is None or isinstance(filesystem, fsspec.AbstractFileSystem):
+        return filesystem
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return fsspec.filesystem("file")
+    if isinstance(filesystem, pafs.FileSystem):
+        from fsspec.implementations.arrow import ArrowFSWrapper
+
+        return ArrowFSWrapper(filesystem)
+    raise TypeError(f"{who}: filesystem= must be a pyarrow.fs.FileSystem or an fsspec filesystem, "
+                    f"got {type(filesystem).__name__}; leave it out to choose by the paths' "
+                    f"protocol (s3://...)")
+
+
+def has_extension(path: str, extensions) -> bool:
+    """True when ``path`` ends with one of ``extensions`` (``"csv"`` or ``".csv"``, any case),
+    as Ray Data's ``file_extensions`` filter.
+
+    >>> has_extension("/d/A.CSV", ["csv"]), has_extension("/d/a.csv.gz", [".csv"])
+    (True, False)
+    """
+    lower = path.lower()
+    return any(lower.endswith("." + e.lower().lstrip(".")) for e in extensions)
 
 
 @dataclass(frozen=True, order=True)
 class FileEntry:
     """One file to read: its path on the filesystem, its size, and the directory
-    the user named (partition keys are read from the path below it).
+    the user named.
 
     >>> FileEntry("/d/year=2020/a.csv", 10, "/d").partition_values()
     {'year': '2020'}
@@ -63,13 +114,13 @@ class FileEntry:
     size: int
     base: str = ""
 
-    def partition_values(self) -> dict[str, str | None]:
-        """``key=value`` directory names between ``base`` and the file (hive style)."""
-        if not self.base or not self.path.startswith(self.base.rstrip("/") + "/"):
-            return {}
-        parts = self.path[len(self.base.rstrip("/")) + 1:].split("/")[:-1]
-        pairs = (p.split("=", 1) for p in parts if "=" in p)
-        return {k: None if v == HIVE_NULL else unquote(v) for k, v in pairs}
+    def partition_values(self, partitioning: Partitioning | None = None) -> dict[str, str | None]:
+        """The values the file's whole path holds (hive ``key=value`` directories by
+        default, as Ray Data: not only those below the path the user named)."""
+        return (partitioning or _HIVE).parse(self.path)
+
+
+_HIVE = Partitioning("hive")
 
 
 def _hidden(path: str) -> bool:
@@ -91,6 +142,7 @@ def check_first_path(paths: list[str], filesystem=None, who: str = "read") -> No
     FileNotFoundError: read_parquet: no such file or directory: '/no/such/dir'
     """
     if filesystem is not None:
+        filesystem = as_fsspec(filesystem, who)
         fs, first = filesystem, filesystem._strip_protocol(paths[0])
     else:
         fs, first = url_to_fs(paths[0])
@@ -100,12 +152,15 @@ def check_first_path(paths: list[str], filesystem=None, who: str = "read") -> No
         raise FileNotFoundError(f"{who}: no such file or directory: {paths[0]!r}")
 
 
-def expand_files(paths, suffixes, filesystem=None, who: str = "read") -> tuple:
+def expand_files(paths, suffixes, filesystem=None, who: str = "read",
+                 ignore_missing: bool = False) -> tuple:
     """Return ``(filesystem, [FileEntry, ...])`` for user paths, listed in parallel.
 
     ``suffixes`` (a string, a tuple, or None for any file) selects the files
     found in directories; files named explicitly or matched by a glob are kept
-    whatever their suffix. Hidden files (``.x``, ``_SUCCESS``) are skipped.
+    whatever their suffix. Hidden files (``.x``, ``_SUCCESS``) are skipped. With
+    ``ignore_missing``, paths that do not exist (and globs matching nothing) are left
+    out; it fails only when nothing at all is found.
 
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp(); os.makedirs(f"{d}/k=1"); open(f"{d}/k=1/a.csv", "w").close()
@@ -115,12 +170,14 @@ def expand_files(paths, suffixes, filesystem=None, who: str = "read") -> tuple:
     >>> expand_files(["/no/such/file.csv"], ".csv", who="read_csv")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: read_csv: no such file or directory: '/no/such/file.csv'
+    FileNotFoundError: read_csv: no such file or directory: '/no/such/file.csv'; pass ignore_missing_paths=True to read the paths that exist
+    >>> [f.path == f"{d}/k=1/a.csv" for f in expand_files([d, "/no/such"], ".csv", ignore_missing=True)[1]]
+    [True]
     """
     paths = check_paths(paths, who)
     suffixes = (suffixes,) if isinstance(suffixes, str) else suffixes
     if filesystem is not None:
-        fs = filesystem
+        fs = as_fsspec(filesystem, who)
         resolved = [fs._strip_protocol(p) for p in paths]
     else:
         fs, first = url_to_fs(paths[0])
@@ -128,10 +185,15 @@ def expand_files(paths, suffixes, filesystem=None, who: str = "read") -> tuple:
     jobs = list(zip(resolved, paths, strict=True))
     if len(jobs) > 4:
         with ThreadPoolExecutor(min(PARALLEL_LISTING, len(jobs))) as pool:
-            found = list(pool.map(lambda j: _expand_one(fs, j[0], j[1], suffixes, who), jobs))
+            found = list(pool.map(
+                lambda j: _expand_one(fs, j[0], j[1], suffixes, who, ignore_missing), jobs))
     else:
-        found = [_expand_one(fs, r, o, suffixes, who) for r, o in jobs]
-    return fs, [entry for group in found for entry in group]
+        found = [_expand_one(fs, r, o, suffixes, who, ignore_missing) for r, o in jobs]
+    entries = [entry for group in found for entry in group]
+    if not entries:
+        raise FileNotFoundError(f"{who}: none of the paths {paths!r} exists or holds files "
+                                f"(ignore_missing_paths=True left out the missing ones)")
+    return fs, entries
 
 
 def expand_paths(paths, suffix: str, filesystem=None, who: str = "read") -> tuple:
@@ -140,7 +202,7 @@ def expand_paths(paths, suffix: str, filesystem=None, who: str = "read") -> tupl
     >>> expand_paths(["/no/such/file.parquet"], ".parquet", who="read_parquet")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: read_parquet: no such file or directory: '/no/such/file.parquet'
+    FileNotFoundError: read_parquet: no such file or directory: '/no/such/file.parquet'; pass ignore_missing_paths=True to read the paths that exist
     """
     fs, entries = expand_files(paths, suffix, filesystem, who)
     return fs, [e.path for e in entries]
@@ -151,19 +213,22 @@ def _size(info: dict) -> int:
 
 
 def _expand_one(fs: fsspec.AbstractFileSystem, path: str, original: str, suffixes,
-                who: str) -> list[FileEntry]:
+                who: str, ignore_missing: bool = False) -> list[FileEntry]:
     if fsspec.core.has_magic(path):
         found = fs.glob(path, detail=True)
         base = _glob_base(path)
         entries = sorted(FileEntry(p, _size(i), base) for p, i in found.items()
                          if i.get("type") == "file" and not _hidden(p))
-        if not entries:
+        if not entries and not ignore_missing:
             raise FileNotFoundError(f"{who}: no files match the pattern {original!r}")
         return entries
     try:
         info = fs.info(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{who}: no such file or directory: {original!r}") from None
+        if ignore_missing:
+            return []
+        raise FileNotFoundError(f"{who}: no such file or directory: {original!r}; pass "
+                                f"ignore_missing_paths=True to read the paths that exist") from None
     if info.get("type") == "directory":
         base = path.rstrip("/")
         entries = sorted(FileEntry(p, size, base) for p, size in find_sizes(fs, path).items()
@@ -259,6 +324,8 @@ def arrow_filesystem(fs):
     >>> type(arrow_filesystem(fsspec.filesystem("file"))).__name__
     'LocalFileSystem'
     """
+    if isinstance(getattr(fs, "fs", None), pafs.FileSystem):  # an ArrowFSWrapper: its own
+        return fs.fs
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if ("file" in protocols or "local" in protocols) and type(fs).__name__ == "LocalFileSystem":
         return pafs.LocalFileSystem()

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 
 from streambatch import validate as v
+from streambatch.connectors.datasource import (
+    BlockMetadata,
+    Datasource,
+    FileShuffleConfig,
+    Partitioning,
+    ReadTask,
+)
 from streambatch.connectors.memory import ArrowSource, ItemsSource, RangeSource
 from streambatch.dataset import Dataset
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import table_from_columns
+
+if TYPE_CHECKING:
+    import pandas
+
+    from streambatch.read_files import FileSystem, Paths
 
 
 def _source(source, name: str, override_num_blocks: int | None) -> Dataset:
@@ -55,16 +69,94 @@ def from_arrow(tables, *, override_num_blocks: int | None = None) -> Dataset:
     return _source(ArrowSource(tables), "Arrow", override_num_blocks)
 
 
-def from_pandas(dfs, *, override_num_blocks: int | None = None) -> Dataset:
-    """Rows of one or more pandas DataFrames (the index is dropped).
+def from_pandas(dfs: pandas.DataFrame | list[pandas.DataFrame], *,
+                override_num_blocks: int | None = None) -> Dataset:
+    """Rows of one or more pandas DataFrames (the index is dropped), as Ray Data's: one
+    block per DataFrame; with ``override_num_blocks=n`` the frames are joined and cut
+    into ``n`` blocks of about equal rows.
 
     >>> import streambatch as sb, pandas as pd
-    >>> sb.from_pandas(pd.DataFrame({"x": [1, 2]})).count()
-    2
+    >>> ds = sb.from_pandas([pd.DataFrame({"x": [1, 2]}), pd.DataFrame({"x": [3]})])
+    >>> sorted(r["x"] for r in ds.take_all())
+    [1, 2, 3]
     """
-    dfs = dfs if isinstance(dfs, (list, tuple)) else [dfs]
+    dfs = list(dfs) if isinstance(dfs, (list, tuple)) else [dfs]
+    for index, df in enumerate(dfs):
+        if not (type(df).__module__.startswith("pandas") and hasattr(df, "columns")):
+            raise TypeError(f"from_pandas: dfs[{index}] is a {type(df).__name__}; expected a "
+                            f"pandas.DataFrame (use from_arrow for Arrow tables, from_items for rows)")
     tables = [pa.Table.from_pandas(df, preserve_index=False) for df in dfs]
-    return _source(ArrowSource(tables), "Pandas", override_num_blocks)
+    if override_num_blocks is None:
+        return Dataset(L.Read(ArrowSource(tables, split=False), name="Pandas"))
+    joined = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    return _source(ArrowSource([joined]), "Pandas", override_num_blocks)
+
+
+def from_blocks(blocks: list[pa.Table | pandas.DataFrame]) -> Dataset:
+    """A dataset of exactly these blocks (pyarrow Tables or pandas DataFrames), one
+    partition each, in order, never re-cut (Ray Data's ``from_blocks``).
+
+    >>> import streambatch as sb, pyarrow as pa
+    >>> sorted(r["x"] for r in sb.from_blocks([pa.table({"x": [1, 2]}), pa.table({"x": [3]})]).take_all())
+    [1, 2, 3]
+    """
+    if not isinstance(blocks, (list, tuple)):
+        raise TypeError(f"from_blocks expects a list of blocks, got {type(blocks).__name__}")
+    tables = []
+    for index, block in enumerate(blocks):
+        if isinstance(block, pa.RecordBatch):
+            block = pa.Table.from_batches([block])
+        elif type(block).__module__.startswith("pandas") and hasattr(block, "columns"):
+            block = pa.Table.from_pandas(block, preserve_index=False)
+        if not isinstance(block, pa.Table):
+            raise TypeError(f"from_blocks: blocks[{index}] is a {type(block).__name__}; a block "
+                            f"is a pyarrow.Table or a pandas.DataFrame")
+        tables.append(block)
+    return Dataset(L.Read(ArrowSource(tables, split=False), name="FromBlocks"))
+
+
+def range_tensor(n: int, *, shape: tuple[int, ...] = (1,),
+                 override_num_blocks: int | None = None) -> Dataset:
+    """Rows ``0..n-1`` as tensors in column ``data``: row ``i`` is ``np.full(shape, i)``
+    (int64), as Ray Data's ``range_tensor``.
+
+    >>> import streambatch as sb
+    >>> sorted(r["data"].tolist() for r in sb.range_tensor(2, shape=(2, 2)).take_all())
+    [[[0, 0], [0, 0]], [[1, 1], [1, 1]]]
+    """
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
+                        for d in shape):
+        raise ValueError(f"range_tensor: shape={shape!r}; expected a tuple of positive ints "
+                         f"such as (2, 2)")
+    source = RangeSource(v.non_negative_int("n", n), tuple(int(d) for d in shape))
+    return _source(source, "RangeTensor", override_num_blocks)
+
+
+def read_datasource(datasource: Datasource, *, override_num_blocks: int | None = None) -> Dataset:
+    """Rows of a custom :class:`~streambatch.Datasource` (Ray Data's ``read_datasource``):
+    its ``get_read_tasks(parallelism)`` is asked for read tasks when a run starts, and
+    each :class:`~streambatch.ReadTask` runs in a worker. ``override_num_blocks`` is the
+    ``parallelism`` it is asked for.
+
+    >>> import streambatch as sb, pyarrow as pa
+    >>> class Letters(sb.Datasource):
+    ...     def get_read_tasks(self, parallelism):
+    ...         return [sb.ReadTask(lambda c=c: [pa.table({"c": [c]})], sb.BlockMetadata(1, 8))
+    ...                 for c in "abc"]
+    >>> ds = sb.read_datasource(Letters())
+    >>> sorted(r["c"] for r in ds.take_all())
+    ['a', 'b', 'c']
+    """
+    if not isinstance(datasource, Datasource):
+        raise TypeError(f"read_datasource: datasource is a {type(datasource).__name__}; "
+                        f"expected a subclass of streambatch.Datasource implementing "
+                        f"get_read_tasks(parallelism)")
+    if (type(datasource).read_tasks is Datasource.read_tasks
+            and type(datasource).get_read_tasks is Datasource.get_read_tasks):
+        raise TypeError(f"read_datasource: {type(datasource).__name__} does not implement "
+                        f"get_read_tasks(parallelism) -> list[ReadTask]")
+    return _source(datasource, datasource.get_name(), override_num_blocks)
 
 
 def from_polars(dfs, *, override_num_blocks: int | None = None) -> Dataset:
@@ -93,15 +185,20 @@ def from_numpy(arrays, *, override_num_blocks: int | None = None) -> Dataset:
     return _source(ArrowSource(tables), "Numpy", override_num_blocks)
 
 
-def read_parquet(paths, *, columns: list[str] | None = None, filter=None, filesystem=None,
-                 schema=None, partitioning="hive", include_paths: bool = False,
-                 override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
+def read_parquet(paths: Paths, *, columns: list[str] | None = None, filter=None,
+                 filesystem: FileSystem | None = None, schema: pa.Schema | None = None,
+                 partitioning: str | Partitioning | None = "hive", include_paths: bool = False,
+                 override_num_blocks: int | None = None, on_error: str = "raise",
+                 ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+                 shuffle: str | FileShuffleConfig | None = None) -> Dataset:
     """Parquet files (a file, directory, glob, list, or any fsspec URL), split by row group.
 
     ``columns`` and ``filter`` (a pyarrow.compute expression) are pushed into the scan;
     ``key=value`` directories become columns; files' schemas are unified (``schema=``
     overrides). Footers of large datasets are read lazily, by the read tasks.
     ``on_error="skip"`` reads past unreadable files, recording each in ``ds.dead_letters()``.
+    ``filesystem``, ``partitioning``, ``ignore_missing_paths``, ``file_extensions`` and
+    ``shuffle`` are as for every file reader (see :mod:`streambatch.read_files`).
 
     >>> import streambatch as sb, tempfile
     >>> out = tempfile.mkdtemp() + "/t"
@@ -110,12 +207,14 @@ def read_parquet(paths, *, columns: list[str] | None = None, filter=None, filesy
     5
     """
     from streambatch.connectors.parquet import ParquetSource
+    from streambatch.connectors.paths import check_paths
     from streambatch.connectors.registry import check_protocol
 
-    check_protocol(paths)
+    check_protocol(check_paths(paths, "read_parquet"))
     source = ParquetSource(paths, filesystem=filesystem, schema=schema,
                            partitioning=partitioning, include_paths=include_paths,
-                           on_error=v.on_error(on_error))
+                           on_error=v.on_error(on_error), ignore_missing_paths=ignore_missing_paths,
+                           file_extensions=file_extensions, shuffle=shuffle)
     if override_num_blocks is not None:
         source.parallelism = v.positive_int("override_num_blocks", override_num_blocks)
     plan = L.Read(source, name="Parquet",
@@ -135,6 +234,8 @@ from streambatch.read_files import (  # noqa: E402 - file sources live in their 
     read_text,
 )
 
-__all__ = ["range", "from_items", "from_arrow", "from_pandas", "from_polars", "from_numpy",
+__all__ = ["range", "range_tensor", "from_items", "from_arrow", "from_pandas", "from_polars",
+           "from_numpy", "from_blocks", "read_datasource", "Datasource", "ReadTask",
+           "BlockMetadata", "Partitioning", "FileShuffleConfig",
            "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",
            "read_numpy", "read_images", "from_torch", "from_huggingface"]

@@ -2,14 +2,24 @@
 ``read_binary_files``, ``read_numpy``, ``read_images``, ``from_torch``,
 ``from_huggingface`` (re-exported by :mod:`streambatch.read_api`).
 
-Paths may be a file, a directory (searched recursively), a glob, a list, or any
-fsspec URL (``memory://``, ``s3://`` with ``pip install 'streambatch[s3]'`` ...);
-``filesystem=`` passes a configured fsspec filesystem instead. ``key=value``
-directories become columns (``partitioning=None`` turns that off), and
-``include_paths=True`` adds a ``path`` column. ``on_error="skip"`` reads past a
-file that cannot be read or decoded: its path and error go to
-``ds.dead_letters()`` (rows it yielded before the error are kept); the default
-``"raise"`` stops with an error naming the file.
+Every file reader takes the same options, as Ray Data's:
+
+- ``paths``: a file, a directory (searched recursively), a glob, a ``pathlib.Path``,
+  a list of them, or any fsspec URL (``memory://``, ``s3://`` with
+  ``pip install 'streambatch[s3]'`` ...); ``filesystem=`` passes a configured
+  ``pyarrow.fs.FileSystem`` or fsspec filesystem instead.
+- ``partitioning``: ``key=value`` directories anywhere in a file's path become columns
+  (``"hive"``, the default; ``None`` turns that off; a :class:`streambatch.Partitioning`
+  chooses the style, ``base_dir``, ``field_names`` and ``field_types``).
+- ``include_paths=True`` adds a ``path`` column.
+- ``ignore_missing_paths=True`` leaves out paths that do not exist.
+- ``file_extensions=["csv", ...]`` keeps only files with those extensions (explicit ones
+  too) and replaces the format's default choice of files in directories.
+- ``shuffle="files"`` (or a :class:`streambatch.FileShuffleConfig` with a seed) reads the
+  files in a random order.
+- ``on_error="skip"`` reads past a file that cannot be read or decoded: its path and
+  error go to ``ds.dead_letters()`` (rows it yielded before the error are kept); the
+  default ``"raise"`` stops with an error naming the file.
 """
 
 from __future__ import annotations
@@ -21,22 +31,34 @@ from streambatch.dataset import Dataset
 from streambatch.operators import logical as L
 
 if TYPE_CHECKING:
-    from streambatch.connectors.datasource import Datasource
+    import os
+
+    import fsspec
+    import pyarrow.fs
+
+    from streambatch.connectors.datasource import Datasource, FileShuffleConfig, Partitioning
+
+    Paths = str | os.PathLike | list[str | os.PathLike]
+    FileSystem = pyarrow.fs.FileSystem | fsspec.AbstractFileSystem
 
 
 def _read(kind: str, paths, name: str, override_num_blocks, **kwargs) -> Dataset:
+    from streambatch.connectors.paths import check_paths
     from streambatch.connectors.registry import check_protocol, get_source
 
-    check_protocol(paths)
+    check_protocol(check_paths(paths, f"read_{kind}"))
     source = get_source(kind)(paths, **kwargs)
     if override_num_blocks is not None:
         source.parallelism = v.positive_int("override_num_blocks", override_num_blocks)
     return Dataset(L.Read(source, name=name))
 
 
-def read_csv(paths, *, filesystem=None, include_paths: bool = False, partitioning="hive",
+def read_csv(paths: Paths, *, filesystem: FileSystem | None = None,
+             include_paths: bool = False, partitioning: str | Partitioning | None = "hive",
              parse_options=None, convert_options=None, read_options=None,
-             override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
+             override_num_blocks: int | None = None, on_error: str = "raise",
+             ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+             shuffle: str | FileShuffleConfig | None = None) -> Dataset:
     """CSV files with a header row (types inferred by pyarrow; options are pyarrow.csv's).
 
     >>> import streambatch as sb, tempfile
@@ -47,11 +69,16 @@ def read_csv(paths, *, filesystem=None, include_paths: bool = False, partitionin
     return _read("csv", paths, "CSV", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning,
                  parse_options=parse_options, convert_options=convert_options,
-                 read_options=read_options, on_error=v.on_error(on_error))
+                 read_options=read_options, on_error=v.on_error(on_error),
+                 ignore_missing_paths=ignore_missing_paths,
+                 file_extensions=file_extensions, shuffle=shuffle)
 
 
-def read_json(paths, *, filesystem=None, include_paths: bool = False, partitioning="hive",
-              override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
+def read_json(paths: Paths, *, filesystem: FileSystem | None = None,
+              include_paths: bool = False, partitioning: str | Partitioning | None = "hive",
+              override_num_blocks: int | None = None, on_error: str = "raise",
+              ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+              shuffle: str | FileShuffleConfig | None = None) -> Dataset:
     """JSON lines files or files holding a JSON array of objects (detected per file).
 
     >>> import streambatch as sb, tempfile
@@ -61,12 +88,17 @@ def read_json(paths, *, filesystem=None, include_paths: bool = False, partitioni
     """
     return _read("json", paths, "JSON", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning,
-                 on_error=v.on_error(on_error))
+                 on_error=v.on_error(on_error),
+                 ignore_missing_paths=ignore_missing_paths,
+                 file_extensions=file_extensions, shuffle=shuffle)
 
 
-def read_text(paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
-              filesystem=None, include_paths: bool = False, partitioning="hive",
-              override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
+def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
+              filesystem: FileSystem | None = None, include_paths: bool = False,
+              partitioning: str | Partitioning | None = "hive",
+              override_num_blocks: int | None = None, on_error: str = "raise",
+              ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+              shuffle: str | FileShuffleConfig | None = None) -> Dataset:
     """A row per line of text files, in column ``text``.
 
     >>> import streambatch as sb, tempfile
@@ -76,12 +108,18 @@ def read_text(paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
     """
     return _read("text", paths, "Text", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning, encoding=encoding,
-                 drop_empty_lines=drop_empty_lines, on_error=v.on_error(on_error))
+                 drop_empty_lines=drop_empty_lines, on_error=v.on_error(on_error),
+                 ignore_missing_paths=ignore_missing_paths,
+                 file_extensions=file_extensions, shuffle=shuffle)
 
 
-def read_binary_files(paths, *, include_paths: bool = True, filesystem=None,
-                      partitioning="hive", override_num_blocks: int | None = None,
-                      on_error: str = "raise") -> Dataset:
+def read_binary_files(paths: Paths, *, include_paths: bool = True,
+                      filesystem: FileSystem | None = None,
+                      partitioning: str | Partitioning | None = "hive",
+                      override_num_blocks: int | None = None,
+                      on_error: str = "raise",
+                      ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+                      shuffle: str | FileShuffleConfig | None = None) -> Dataset:
     """One row per file: its ``bytes`` and (by default) its ``path``.
 
     >>> import streambatch as sb, tempfile
@@ -91,11 +129,17 @@ def read_binary_files(paths, *, include_paths: bool = True, filesystem=None,
     """
     return _read("binary", paths, "BinaryFiles", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning,
-                 on_error=v.on_error(on_error))
+                 on_error=v.on_error(on_error),
+                 ignore_missing_paths=ignore_missing_paths,
+                 file_extensions=file_extensions, shuffle=shuffle)
 
 
-def read_numpy(paths, *, filesystem=None, include_paths: bool = False, partitioning="hive",
-               override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
+def read_numpy(paths: Paths, *, filesystem: FileSystem | None = None,
+               include_paths: bool = False,
+               partitioning: str | Partitioning | None = "hive",
+               override_num_blocks: int | None = None, on_error: str = "raise",
+               ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+               shuffle: str | FileShuffleConfig | None = None) -> Dataset:
     """``.npy`` files: rows along the first axis in column ``data`` (n-d: a tensor column).
 
     >>> import streambatch as sb, tempfile, numpy as np
@@ -105,12 +149,17 @@ def read_numpy(paths, *, filesystem=None, include_paths: bool = False, partition
     """
     return _read("numpy", paths, "Numpy", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning,
-                 on_error=v.on_error(on_error))
+                 on_error=v.on_error(on_error),
+                 ignore_missing_paths=ignore_missing_paths,
+                 file_extensions=file_extensions, shuffle=shuffle)
 
 
-def read_images(paths, *, size: tuple[int, int] | None = None, mode: str | None = "RGB",
-                include_paths: bool = False, filesystem=None, partitioning="hive",
-                override_num_blocks: int | None = None, on_error: str = "raise") -> Dataset:
+def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str | None = "RGB",
+                include_paths: bool = False, filesystem: FileSystem | None = None,
+                partitioning: str | Partitioning | None = "hive",
+                override_num_blocks: int | None = None, on_error: str = "raise",
+                ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
+                shuffle: str | FileShuffleConfig | None = None) -> Dataset:
     """Images decoded by Pillow into column ``image``: a fixed-shape tensor column when
     every image has the same shape (always with ``size=(height, width)``), a
     variable-shape one otherwise. A file that does not decode raises an error
@@ -124,7 +173,9 @@ def read_images(paths, *, size: tuple[int, int] | None = None, mode: str | None 
     """
     return _read("images", paths, "Images", override_num_blocks, filesystem=filesystem,
                  include_paths=include_paths, partitioning=partitioning, size=size, mode=mode,
-                 on_error=v.on_error(on_error))
+                 on_error=v.on_error(on_error),
+                 ignore_missing_paths=ignore_missing_paths,
+                 file_extensions=file_extensions, shuffle=shuffle)
 
 
 def from_torch(dataset, *, override_num_blocks: int | None = None) -> Dataset:
