@@ -25,7 +25,10 @@ class WriteMethods:
     def write_parquet(self, path: str, *, filesystem=None, mode: str = "append",
                       resume: bool = False, partition_cols=None,
                       target_file_bytes: int | None = None,
-                      num_rows_per_file: int | None = None) -> list[dict]:
+                      num_rows_per_file: int | None = None,
+                      max_rows_per_file: int | None = None,
+                      ray_remote_args: dict | None = None,
+                      concurrency: int | None = None) -> list[dict]:
         """Write one parquet file per partition under ``path``; ``_SUCCESS`` marks completion.
 
         Returns the committed files (path, rows, bytes). Files are committed
@@ -42,7 +45,9 @@ class WriteMethods:
         ``partition_cols`` writes hive ``col=value/`` directories; ``target_file_bytes``
         starts a new file when one reaches that size; ``num_rows_per_file`` cuts each
         partition's rows into files of that many rows (a partition's last file may be
-        shorter).
+        shorter); ``max_rows_per_file`` (Ray's name for at most that many) is the same
+        cut. ``ray_remote_args`` and ``concurrency`` are accepted for Ray compatibility
+        and ignored (``init(num_cpus=...)`` sets the parallelism), on every ``write_*``.
 
         >>> import streambatch as sb, tempfile
         >>> out = tempfile.mkdtemp() + "/out"
@@ -54,13 +59,21 @@ class WriteMethods:
         """
         from streambatch.connectors.parquet_sink import ParquetSink
 
+        if num_rows_per_file is not None and max_rows_per_file is not None \
+                and num_rows_per_file != max_rows_per_file:
+            raise ValueError(f"write_parquet: num_rows_per_file={num_rows_per_file} and "
+                             f"max_rows_per_file={max_rows_per_file} both cut files here; "
+                             "pass one of them")
+        if num_rows_per_file is None:
+            num_rows_per_file = max_rows_per_file
         return self._write(ParquetSink(path, filesystem=filesystem, mode=mode,
                                        partition_cols=partition_cols,
                                        target_file_bytes=target_file_bytes,
                                        num_rows_per_file=num_rows_per_file), resume)
 
     def write_csv(self, path: str, *, filesystem=None, mode: str = "append",
-                  num_rows_per_file: int | None = None) -> list[dict]:
+                  num_rows_per_file: int | None = None, ray_remote_args: dict | None = None,
+                  concurrency: int | None = None) -> list[dict]:
         """Write one CSV file (with a header) per partition; ``mode`` and
         ``num_rows_per_file`` as in ``write_parquet``.
 
@@ -71,7 +84,8 @@ class WriteMethods:
         return self._write(self._sink("csv", path, filesystem, mode, num_rows_per_file))
 
     def write_json(self, path: str, *, filesystem=None, mode: str = "append",
-                   num_rows_per_file: int | None = None) -> list[dict]:
+                   num_rows_per_file: int | None = None, ray_remote_args: dict | None = None,
+                   concurrency: int | None = None) -> list[dict]:
         """Write one JSON-lines file (``.json``, one object per line, as Ray Data) per
         partition; ``mode`` and ``num_rows_per_file`` as in ``write_parquet``.
 
@@ -82,7 +96,9 @@ class WriteMethods:
         return self._write(self._sink("json", path, filesystem, mode, num_rows_per_file))
 
     def write_numpy(self, path: str, *, column: str, filesystem=None,
-                    mode: str = "append", num_rows_per_file: int | None = None) -> list[dict]:
+                    mode: str = "append", num_rows_per_file: int | None = None,
+                    ray_remote_args: dict | None = None,
+                    concurrency: int | None = None) -> list[dict]:
         """Write ``column`` of each partition to one ``.npy`` file (tensor columns as n-d
         arrays); ``mode`` and ``num_rows_per_file`` as in ``write_parquet``.
 
@@ -95,7 +111,8 @@ class WriteMethods:
 
     def write_images(self, path: str, *, column: str, file_format: str = "png",
                      filename_column: str | None = None, filesystem=None,
-                     mode: str = "append") -> list[dict]:
+                     mode: str = "append", ray_remote_args: dict | None = None,
+                     concurrency: int | None = None) -> list[dict]:
         """Write one image file per row from tensor column ``column``, named from
         ``filename_column`` when given; ``mode`` as in ``write_parquet``. Needs
         ``pip install 'streambatch[images]'``.

@@ -84,6 +84,19 @@ def test_num_rows_per_file_numpy(tmp_path):
     assert sorted(np.concatenate(arrays).tolist()) == list(range(7))
 
 
+def test_max_rows_per_file_and_ray_only_arguments(tmp_path):
+    """Ray's write_parquet(max_rows_per_file=...) caps file sizes; ray_remote_args and
+    concurrency are accepted (Ray code runs unchanged) without changing the output."""
+    out = tmp_path / "out"
+    sb.range(9, override_num_blocks=1).write_parquet(
+        str(out), max_rows_per_file=4, ray_remote_args={"num_cpus": 1}, concurrency=2)
+    assert sorted(pq.read_metadata(f).num_rows for f in data_files(out, ".parquet")) == [1, 4, 4]
+    assert parquet_ids(out) == list(range(9))
+    with pytest.raises(ValueError, match="pass one of them"):
+        sb.range(9).write_parquet(str(tmp_path / "o2"), max_rows_per_file=4,
+                                  num_rows_per_file=5)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "10", True])
 def test_num_rows_per_file_rejects_non_positive_ints(tmp_path, bad):
     with pytest.raises(ValueError, match=r"write_parquet: num_rows_per_file=.*positive int"):
