@@ -104,7 +104,7 @@ class FileSource(Datasource):
         """``(fs, files)``: the paths expanded, then kept by ``file_extensions`` (which,
         as Ray Data's, applies to files named explicitly too)."""
         exts = self.file_extensions
-        fs, files = expand_files(self._paths, tuple("." + e for e in exts) if exts else self.suffixes,
+        fs, files = expand_files(self._paths, None if exts else self.suffixes,
                                  self._filesystem, self.who, self.ignore_missing_paths)
         if exts:
             files = [f for f in files if has_extension(f.path, exts)]
@@ -288,7 +288,7 @@ def _typed_partition(key: str, values: list, typ, who: str) -> pa.Array:
         return pa.array([None if v is None else typ(v) for v in values], PARTITION_TYPES[typ])
     except (ValueError, TypeError):
         bad = next(v for v in values if v is not None and _fails(typ, v))
-        raise ValueError(f"{who}: partition value {bad!r} of {key!r} is not a "
+        raise ValueError(f"{who}: partition value {bad!r} of {key!r} is not of type "
                          f"{typ.__name__} (Partitioning field_types)") from None
 
 
