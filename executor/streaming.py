@@ -51,7 +51,7 @@ from streambatch.executor.snapshots import observe_sources, snapshot
 from streambatch.executor.spill import SpilledRef, Spiller
 from streambatch.executor.stage_state import RunningTask, StageState, release_ordered
 from streambatch.executor.stats import DatasetStats
-from streambatch.executor.task_failures import should_retry, to_error
+from streambatch.executor.task_failures import RetryBackoff, should_retry, to_error
 
 
 class StreamingExecutor:
@@ -87,7 +87,7 @@ class StreamingExecutor:
         self.actors = ActorStages(backend, self.ledger, options.actor_queue_depth,
                                   options.actor_idle_timeout_s, self.observers)
         self.pools = self.actors.pools
-        self.spiller = Spiller()
+        self.spiller, self.backoff = Spiller(), RetryBackoff()
         self.recovery = LostInputRecovery(backend, stages, self.pools, self._ids,
                                           options.max_task_retries,
                                           lambda i: self.states[i].stats,
@@ -317,8 +317,8 @@ class StreamingExecutor:
         st.stats.retries += 1
         if event.failure.kind == "lost":  # recompute its inputs from lineage first
             self.recovery.recover_inputs(task, st.stage.name, st.retries.append)
-        else:
-            st.retries.append(task)
+        else:  # a user error's retry waits out its backoff; the loop goes on meanwhile
+            self.backoff.later(st, task, event.failure.kind)
 
     def _on_actor_failed(self, event: ActorFailed) -> None:
         for index, pool in self.pools.items():
@@ -368,7 +368,7 @@ class StreamingExecutor:
             self._propagate_finished(st)
             return
         idle = not st.running and not st.pending_reads and not st.reorder and not st.retries \
-            and not self.recovery.busy(st.index)
+            and not self.recovery.busy(st.index) and not self.backoff.holds(st.index)
         if st.limit_reached:
             idle = True
         elif idle:
@@ -430,7 +430,7 @@ class StreamingExecutor:
 
     # ---- dispatch -----------------------------------------------------
     def _dispatch(self) -> bool:
-        dispatched = False
+        dispatched = self.backoff.release() > 0  # retries whose backoff is over
         order = sorted((st for st in self.states if st.stage.runs_tasks and not st.finished),
                        key=lambda st: (st.output_bytes(), -st.index))
         observe_sources(self.states, self.policy, self.target_bytes, self._slots_of)

@@ -1,8 +1,15 @@
 """What happens to a failed task: run again (:func:`should_retry`: system failures by
-default, user errors on request), or turned into the error the user sees
+default, user errors on request; a user error's retry waits out an exponential backoff
+with jitter, :class:`RetryBackoff`), or turned into the error the user sees
 (:func:`to_error`). The error classes are in ``errors.py`` and ``contract.py``."""
 
 from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import time
+from collections.abc import Callable
 
 from streambatch.executor.backends.base import FailureInfo
 from streambatch.executor.contract import StreamBatchError, UDFReturnTypeError
@@ -64,3 +71,76 @@ def _matches(info: FailureInfo, allowed) -> bool:
     if info.original is not None:
         return isinstance(info.original, tuple(allowed))
     return any(info.error.startswith(f"{cls.__name__}:") for cls in allowed)
+
+
+RETRY_BASE_S = 0.1  # the first user retry waits 0.05-0.1 s, then 2x per retry...
+RETRY_CAP_S = 5.0   # ...up to 2.5-5 s
+
+
+def retry_delay(failures: int, rng: Callable[[], float] = random.random,
+                base_s: float = RETRY_BASE_S, cap_s: float = RETRY_CAP_S) -> float:
+    """Seconds a task waits before its next try after ``failures`` failed tries:
+    exponential backoff (``base_s * 2 ** (failures - 1)``, at most ``cap_s``) with
+    "equal jitter" (a random point in the upper half), so retries of tasks that failed
+    together spread out and a retry never follows its failure at once.
+
+    >>> [retry_delay(n, rng=lambda: 1.0) for n in (1, 2, 3, 7, 8)]
+    [0.1, 0.2, 0.4, 5.0, 5.0]
+    >>> [retry_delay(n, rng=lambda: 0.0) for n in (1, 2, 3)]
+    [0.05, 0.1, 0.2]
+    """
+    ceiling = min(cap_s, base_s * 2 ** max(0, failures - 1))
+    return ceiling * (0.5 + 0.5 * rng())
+
+
+class RetryBackoff:
+    """Failed tasks waiting out their backoff before they rejoin their stage's retry
+    queue. Nothing sleeps: the driver loop calls :meth:`release` on each turn and goes
+    on with other work meanwhile. A user error's retry waits :func:`retry_delay`; a
+    system failure (a worker died) is retried at once, on a fresh worker.
+
+    >>> from types import SimpleNamespace
+    >>> from collections import deque
+    >>> now = [0.0]
+    >>> backoff = RetryBackoff(clock=lambda: now[0], rng=lambda: 1.0)
+    >>> st, task = SimpleNamespace(index=1, retries=deque()), SimpleNamespace(attempts=2)
+    >>> backoff.later(st, task, "user")
+    0.1
+    >>> backoff.release(), list(st.retries), backoff.holds(1)
+    (0, [], True)
+    >>> now[0] = 0.1
+    >>> backoff.release(), len(st.retries), backoff.holds(1)
+    (1, 1, False)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.clock, self.rng = clock, rng
+        self._waiting: list[tuple[float, int, object, object]] = []  # a heap by due time
+        self._order = itertools.count()
+        self._held: dict[int, int] = {}  # stage index -> tasks waiting
+
+    def later(self, st, task, kind: str) -> float:
+        """Queue ``task`` (its ``attempts`` already counts the coming try) for a retry on
+        stage ``st``; returns the seconds it waits."""
+        if kind != "user":
+            st.retries.append(task)
+            return 0.0
+        delay = retry_delay(task.attempts - 1, self.rng, RETRY_BASE_S, RETRY_CAP_S)
+        heapq.heappush(self._waiting, (self.clock() + delay, next(self._order), st, task))
+        self._held[st.index] = self._held.get(st.index, 0) + 1
+        return delay
+
+    def release(self) -> int:
+        """Move the tasks whose wait is over onto their stages' retry queues."""
+        now, moved = self.clock(), 0
+        while self._waiting and self._waiting[0][0] <= now:
+            _, _, st, task = heapq.heappop(self._waiting)
+            self._held[st.index] -= 1
+            st.retries.append(task)
+            moved += 1
+        return moved
+
+    def holds(self, stage_index: int) -> bool:
+        """Whether a task of the stage still waits (the stage is not finished)."""
+        return self._held.get(stage_index, 0) > 0
