@@ -252,7 +252,7 @@ class ReadTask:
             raise ValueError(f"ReadTask: per_task_row_limit={per_task_row_limit!r}; expected "
                              f"a non-negative int or None")
         self.read_fn, self.estimated_rows = read_fn, estimated_rows  # type: ignore[assignment]
-        self.estimated_bytes, self.description = estimated_bytes, description  # type: ignore[assignment]
+        self.estimated_bytes, self.description = estimated_bytes, description
         self.pieces, self.filtered, self.schema = pieces, filtered, schema
         self.per_task_row_limit, self.input_files = per_task_row_limit, input_files
 

@@ -173,7 +173,8 @@ class FileSource(Datasource):
         self._runs += 1
         if self.shuffle is None:
             return items
-        seed = None if self.shuffle == "files" else self.shuffle.get_seed(self._runs - 1)
+        shuffle = self.shuffle
+        seed = shuffle.get_seed(self._runs - 1) if isinstance(shuffle, FileShuffleConfig) else None
         items = list(items)
         random.Random(seed).shuffle(items)
         return items

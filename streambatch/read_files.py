@@ -32,21 +32,23 @@ from streambatch.operators import logical as L
 
 if TYPE_CHECKING:
     import os
+    from typing import TypeAlias
 
     import fsspec
     import pyarrow.fs
 
     from streambatch.connectors.datasource import Datasource, FileShuffleConfig, Partitioning
 
-    Paths = str | os.PathLike | list[str | os.PathLike]
-    FileSystem = pyarrow.fs.FileSystem | fsspec.AbstractFileSystem
+    Paths: TypeAlias = str | os.PathLike | list[str | os.PathLike]
+    FileSystem: TypeAlias = pyarrow.fs.FileSystem | fsspec.AbstractFileSystem
 
 
 def _read(kind: str, paths, name: str, override_num_blocks, **kwargs) -> Dataset:
     from streambatch.connectors.paths import check_paths
     from streambatch.connectors.registry import check_protocol, get_source
 
-    check_protocol(check_paths(paths, f"read_{kind}"))
+    who = {"binary": "read_binary_files"}.get(kind, f"read_{kind}")
+    check_protocol(check_paths(paths, who))
     source = get_source(kind)(paths, **kwargs)
     if override_num_blocks is not None:
         source.parallelism = v.positive_int("override_num_blocks", override_num_blocks)
