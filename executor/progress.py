@@ -52,13 +52,35 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def is_write(snap: StageSnapshot) -> bool:
+    """Whether the stage ends in a write (``...->Write[Parquet]``): its output is one
+    record per file written, so its rows are the rows it took in, and its files are
+    counted apart.
+
+    >>> is_write(_example(name="Read[Range]->Write[JSON]")), is_write(_example(name="Map(f)"))
+    (True, False)
+    """
+    return snap.name.rsplit("->", 1)[-1].startswith("Write[")
+
+
+def rows_done(snap: StageSnapshot) -> int:
+    """Rows the stage has produced (a write stage: the rows it has written, known when
+    the write is a stage of its own; fused after a read, 0).
+
+    >>> rows_done(_example(rows_out=7)), rows_done(_example(name="Write[Parquet]", rows_in=3000,
+    ...                                                     rows_out=4))
+    (7, 3000)
+    """
+    return snap.rows_in if is_write(snap) else snap.rows_out
+
+
 def rows_per_second(snap: StageSnapshot, wall_s: float) -> float:
-    """Output rows per second of the run so far.
+    """Output rows per second of the run so far (a write stage: rows written).
 
     >>> rows_per_second(_example(rows_out=300), 1.5)
     200.0
     """
-    return snap.rows_out / wall_s if wall_s > 0 else 0.0
+    return rows_done(snap) / wall_s if wall_s > 0 else 0.0
 
 
 def eta_seconds(snap: StageSnapshot, wall_s: float) -> float | None:
@@ -74,7 +96,7 @@ def eta_seconds(snap: StageSnapshot, wall_s: float) -> float | None:
     rate = rows_per_second(snap, wall_s)
     if snap.finished or not snap.estimated_total_rows or rate <= 0:
         return None
-    return max(0, snap.estimated_total_rows - snap.rows_out) / rate
+    return max(0, snap.estimated_total_rows - rows_done(snap)) / rate
 
 
 def stage_line(snap: StageSnapshot, wall_s: float) -> str:
@@ -84,7 +106,9 @@ def stage_line(snap: StageSnapshot, wall_s: float) -> str:
     ...                     queued_bytes=3 * 2**20), 5.0)
     'Stage 1 Map(f): 250/1,000 rows (25%), 50 rows/s, ETA 15s, 2 running, queued 3.0 MiB'
     """
-    parts = [_rows_part(snap), f"{rows_per_second(snap, wall_s):,.0f} rows/s"]
+    parts = [*_rows_parts(snap), f"{rows_per_second(snap, wall_s):,.0f} rows/s"]
+    if is_write(snap) and not snap.rows_in:
+        parts.pop()  # fused after a read: its rows are not counted apart
     if snap.finished:
         parts.append("done")
     else:
@@ -98,12 +122,23 @@ def stage_line(snap: StageSnapshot, wall_s: float) -> str:
     return f"Stage {snap.index} {snap.name}: " + ", ".join(parts)
 
 
-def _rows_part(snap: StageSnapshot) -> str:
-    total = snap.estimated_total_rows
+def _rows_parts(snap: StageSnapshot) -> list[str]:
+    """Rows (of the estimate); for a write stage, the rows written and the files.
+
+    >>> _rows_parts(_example(name="Write[Parquet]", rows_in=3000, rows_out=4))
+    ['3,000 rows', '4 files']
+    >>> _rows_parts(_example(name="Read[Range]->Write[JSON]", rows_out=1))
+    ['1 file']
+    """
+    files = [f"{snap.rows_out:,} file" + ("" if snap.rows_out == 1 else "s")] \
+        if is_write(snap) else []
+    rows, total = rows_done(snap), snap.estimated_total_rows
+    if is_write(snap) and not rows:
+        return files
     if not total:
-        return f"{snap.rows_out:,} rows"
-    percent = min(100, 100 * snap.rows_out // total)
-    return f"{snap.rows_out:,}/{total:,} rows ({percent}%)"
+        return [f"{rows:,} rows", *files]
+    percent = min(100, 100 * rows // total)
+    return [f"{rows:,}/{total:,} rows ({percent}%)", *files]
 
 
 def bottleneck(snapshots: list[StageSnapshot]) -> str | None:
@@ -193,9 +228,12 @@ def summary_lines(snapshots: list[StageSnapshot], wall_s: float, ok: bool) -> li
 
     >>> snap = _example(index=0, name="Read", rows_out=1000, tasks_done=4, task_time_s=2.5,
     ...                 finished=True)
-    >>> for line in summary_lines([snap], 4.0, ok=True): print(line)
+    >>> write = _example(index=1, name="Write[Parquet]", rows_in=1000, rows_out=4, tasks_done=4,
+    ...                  task_time_s=0.1, finished=True)
+    >>> for line in summary_lines([snap, write], 4.0, ok=True): print(line)
     finished in 4s
     Stage 0 Read: done, 1,000 rows, 250 rows/s, 4 tasks, task time 2.5s
+    Stage 1 Write[Parquet]: done, 1,000 rows, 4 files, 250 rows/s, 4 tasks, task time 0.1s
     """
     head = f"finished in {format_duration(wall_s)}" if ok else \
         f"stopped after {format_duration(wall_s)} (error or early stop)"
@@ -203,9 +241,11 @@ def summary_lines(snapshots: list[StageSnapshot], wall_s: float, ok: bool) -> li
 
 
 def _summary_line(snap: StageSnapshot, wall_s: float) -> str:
-    parts = ["done" if snap.finished else "not finished", f"{snap.rows_out:,} rows",
-             f"{rows_per_second(snap, wall_s):,.0f} rows/s", f"{snap.tasks_done} tasks",
-             f"task time {snap.task_time_s:.1f}s"]
+    rate = [] if is_write(snap) and not snap.rows_in else \
+        [f"{rows_per_second(snap, wall_s):,.0f} rows/s"]
+    parts = ["done" if snap.finished else "not finished",
+             *(p.split("/")[0] + " rows" if "/" in p else p for p in _rows_parts(snap)),
+             *rate, f"{snap.tasks_done} tasks", f"task time {snap.task_time_s:.1f}s"]
     if snap.backpressure_time_s > 0:
         parts.append(f"backpressure {snap.backpressure_time_s:.1f}s")
     return f"Stage {snap.index} {snap.name}: " + ", ".join(parts)

@@ -158,11 +158,33 @@ def _exists_message(spec: JobSpec, message: str) -> str:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """The end-of-job table: per stage rows, rows/s, retries, errored rows; then totals."""
+    """The end-of-job table: per stage rows, rows/s, retries, errored rows; then totals.
+
+    A write stage's output is one record per file: its row shows the rows written (the
+    job's total) and the files.
+
+    >>> from streambatch.executor.stats import DatasetStats, StageStats
+    >>> stats = DatasetStats([StageStats("Read[Parquet]", rows_out=3000, tasks=4, wall_time_s=2.0),
+    ...                       StageStats("Write[Parquet]", rows_in=3000, rows_out=4, tasks=4,
+    ...                                  wall_time_s=2.0)], 2.0, 0, 0)
+    >>> lines = summary_lines({"stats": stats, "rows": 3000, "seconds": 2.0, "files": [{}] * 4,
+    ...                        "errored_rows": 0, "output": "out"})
+    >>> print("\\n".join(lines))
+    stage                                              rows out     rows/s  tasks retries errored
+    Read[Parquet]                                         3,000      1,500      4       0       0
+    Write[Parquet] (4 files)                              3,000      1,500      4       0       0
+    done: 3,000 rows in 2.00s (1,500 rows/s), 4 output files in out, 0 errored rows
+    """
     lines = [f"{'stage':<48} {'rows out':>10} {'rows/s':>10} {'tasks':>6} {'retries':>7} "
              f"{'errored':>7}"]
     for st in summary["stats"].stages:
-        lines.append(f"{st.name[:48]:<48} {st.rows_out:>10,} {st.rows_per_s:>10,.0f} "
+        name, rows, rate = st.name, st.rows_out, st.rows_per_s
+        if name.rsplit("->", 1)[-1].startswith("Write["):
+            rows = summary["rows"]
+            rate = rows / st.wall_time_s if st.wall_time_s else 0.0
+            files = f" ({st.rows_out:,} file{'' if st.rows_out == 1 else 's'})"
+            name = name[:48 - len(files)] + files
+        lines.append(f"{name[:48]:<48} {rows:>10,} {rate:>10,.0f} "
                      f"{st.tasks:>6} {st.retries:>7} {st.errored_rows:>7}")
     lines.append(f"done: {summary['rows']:,} rows in {summary['seconds']:.2f}s "
                  f"({summary['rows'] / max(summary['seconds'], 1e-9):,.0f} rows/s), "

@@ -162,3 +162,16 @@ def test_a_failing_model_exits_1_naming_the_stage(workspace):
                  "--output", str(workspace / "o"), "--num-cpus", "2", "--no-progress")
     assert result.returncode == 1
     assert "MapBatches(fail)" in result.stderr and "ValueError: bad batch" in result.stderr
+
+
+def test_the_write_stage_reports_rows_written_and_files(workspace):
+    args = [a for a in infer_args(workspace) if a != "--no-progress"]
+    result = cli(workspace, *args)
+    assert result.returncode == 0, result.stderr
+    report = result.stdout + result.stderr
+    files = len(list((workspace / "out").glob("part-*")))
+    plural = "" if files == 1 else "s"
+    assert f"Write[Parquet]: done, 1,000 rows, {files} file{plural}, " in report
+    table_row = next(line for line in result.stdout.splitlines()
+                     if line.startswith("Write[Parquet]"))
+    assert table_row.split()[:4] == ["Write[Parquet]", f"({files}", f"file{plural})", "1,000"]
