@@ -319,19 +319,40 @@ def skipped(path: str, error: BaseException) -> SkippedInput:
 
 def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,
                          include_paths: bool) -> pa.Table:
-    """Append hive partition columns (typed as across all files) and ``path``.
+    """Append hive partition columns (typed as across all files) and ``path``. A
+    partition key the file's data holds too must hold the path's value in every row
+    (as Ray Data checks); the data's column is kept.
 
     >>> t = add_constant_columns(pa.table({"x": [1, 2]}), {"k": 3}, {"k": pa.array([3])}, "/a", True)
     >>> t.to_pylist()
     [{'x': 1, 'k': 3, 'path': '/a'}, {'x': 2, 'k': 3, 'path': '/a'}]
+    >>> add_constant_columns(pa.table({"k": [3, 4]}), {"k": 3}, {"k": pa.array([3])}, "/d/k=3/a", False)
+    Traceback (most recent call last):
+    ...
+    ValueError: '/d/k=3/a': column 'k' of the data holds [3, 4] where the path says k=3; rename the column, or read with partitioning=None
     """
     n = table.num_rows
     for key, value in values.items():
         if key not in table.column_names:
             table = table.append_column(key, pa.array([value] * n, parts[key].type))
+        elif value is not None and n:
+            _check_partition_column(table.column(key), key, value, path)
     if include_paths and "path" not in table.column_names:
         table = table.append_column("path", pa.array([path] * n, pa.string()))
     return table
+
+
+def _check_partition_column(column, key: str, value, path: str) -> None:
+    import pyarrow.compute as pc
+
+    try:
+        same = pc.all(pc.equal(column, pa.scalar(value).cast(column.type))).as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        same = False
+    if not same:
+        held = pc.unique(column).to_pylist()[:5]
+        raise ValueError(f"{path!r}: column {key!r} of the data holds {held} where the path "
+                         f"says {key}={value}; rename the column, or read with partitioning=None")
 
 
 ONE_PER_TASK = 256  # up to this many files, each is its own read task

@@ -338,3 +338,14 @@ def test_read_datasource_bad_input_is_named():
         sb.read_datasource(BadBlocks()).take_all()
     with pytest.raises(TypeError, match="metadata must be a BlockMetadata"):
         sb.ReadTask(lambda: [], metadata={"num_rows": 1})
+
+
+def test_partition_key_also_in_the_data_must_agree(tmp_path):
+    """As Ray's: a partition key the file holds as a column keeps the data's column when
+    the values agree, and fails naming the file when they do not."""
+    write_csv(tmp_path / "k=1" / "a.csv", [{"k": 1, "x": 1}])
+    assert sb.read_csv(str(tmp_path)).take_all() == [{"k": 1, "x": 1}]
+    write_csv(tmp_path / "k=2" / "b.csv", [{"k": 5, "x": 2}])
+    with pytest.raises(Exception, match=r"b.csv': column 'k' of the data holds \[5\] where the path says k=2"):
+        sb.read_csv(str(tmp_path)).take_all()
+    assert len(sb.read_csv(str(tmp_path), partitioning=None).take_all()) == 2
