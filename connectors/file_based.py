@@ -321,7 +321,8 @@ def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,
                          include_paths: bool) -> pa.Table:
     """Append hive partition columns (typed as across all files) and ``path``. A
     partition key the file's data holds too must hold the path's value in every row
-    (as Ray Data checks); the data's column is kept.
+    where it is not null (as Ray Data checks); the column then holds the path's value
+    (nulls filled), in the data's type.
 
     >>> t = add_constant_columns(pa.table({"x": [1, 2]}), {"k": 3}, {"k": pa.array([3])}, "/a", True)
     >>> t.to_pylist()
@@ -336,23 +337,27 @@ def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,
         if key not in table.column_names:
             table = table.append_column(key, pa.array([value] * n, parts[key].type))
         elif value is not None and n:
-            _check_partition_column(table.column(key), key, value, path)
+            column = _check_partition_column(table.column(key), key, value, path)
+            table = table.set_column(table.column_names.index(key), key, column)
     if include_paths and "path" not in table.column_names:
         table = table.append_column("path", pa.array([path] * n, pa.string()))
     return table
 
 
-def _check_partition_column(column, key: str, value, path: str) -> None:
+def _check_partition_column(column, key: str, value, path: str) -> pa.Array:
+    """The column of the path's value in the data's type, when the data agrees with it."""
     import pyarrow.compute as pc
 
     try:
-        same = pc.all(pc.equal(column, pa.scalar(value).cast(column.type))).as_py()
+        scalar = pa.scalar(value).cast(column.type)
+        same = pc.all(pc.equal(column, scalar)).as_py() is not False
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         same = False
-    if not same:
-        held = pc.unique(column).to_pylist()[:5]
-        raise ValueError(f"{path!r}: column {key!r} of the data holds {held} where the path "
-                         f"says {key}={value}; rename the column, or read with partitioning=None")
+    if same:
+        return pa.array([scalar.as_py()] * len(column), column.type)
+    held = pc.unique(column).to_pylist()[:5]
+    raise ValueError(f"{path!r}: column {key!r} of the data holds {held} where the path "
+                     f"says {key}={value}; rename the column, or read with partitioning=None")
 
 
 ONE_PER_TASK = 256  # up to this many files, each is its own read task

@@ -341,11 +341,12 @@ def test_read_datasource_bad_input_is_named():
 
 
 def test_partition_key_also_in_the_data_must_agree(tmp_path):
-    """As Ray's: a partition key the file holds as a column keeps the data's column when
-    the values agree, and fails naming the file when they do not."""
-    write_csv(tmp_path / "k=1" / "a.csv", [{"k": 1, "x": 1}])
-    assert sb.read_csv(str(tmp_path)).take_all() == [{"k": 1, "x": 1}]
+    """As Ray's: a partition key the file holds as a column takes the path's value when
+    the data agrees with it (nulls aside), and fails naming the file when it does not."""
+    write_csv(tmp_path / "k=1" / "a.csv", [{"k": 1, "x": 1}, {"k": "", "x": 2}])  # "" reads as null
+    assert sorted(sb.read_csv(str(tmp_path)).take_all(), key=lambda r: r["x"]) == [
+        {"k": 1, "x": 1}, {"k": 1, "x": 2}]  # the null takes the path's value, as Ray's
     write_csv(tmp_path / "k=2" / "b.csv", [{"k": 5, "x": 2}])
     with pytest.raises(Exception, match=r"b.csv': column 'k' of the data holds \[5\] where the path says k=2"):
         sb.read_csv(str(tmp_path)).take_all()
-    assert len(sb.read_csv(str(tmp_path), partitioning=None).take_all()) == 2
+    assert len(sb.read_csv(str(tmp_path), partitioning=None).take_all()) == 3
