@@ -6,8 +6,9 @@
 """
 
 from streambatch import _early_zygote  # noqa: F401 - first: it starts the workers' parent
+from streambatch.compute import ActorPoolStrategy, TaskPoolStrategy
 from streambatch.context import DataContext, init
-from streambatch.dataset import Dataset
+from streambatch.dataset import Dataset, MaterializedDataset
 from streambatch.executor.contract import (
     ColumnNotFoundError,
     ColumnTypeError,
@@ -51,7 +52,8 @@ __version__ = "0.1.0"
 from streambatch.read_api import BlockMetadata, Datasource, FileShuffleConfig, Partitioning, ReadTask, from_blocks, range_tensor, read_datasource  # noqa: E402, F401, I001 - issue 18 (reads): Ray Data names
 
 __all__ = [
-    "DataContext", "Dataset", "DatasetStats", "ExecutionOptions", "Resources", "StageStats",
+    "ActorPoolStrategy", "DataContext", "Dataset", "DatasetStats", "ExecutionOptions",
+    "MaterializedDataset", "Resources", "StageStats", "TaskPoolStrategy",
     "AggregateFn", "Count", "Sum", "Min", "Max", "Mean", "Std",
     # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)
     "BlockLostError", "ColumnNotFoundError", "ColumnTypeError", "NonDeterministicError", "ResumeMismatchError", "RowConversionError", "SumOverflowError",

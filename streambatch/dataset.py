@@ -10,6 +10,7 @@ import pyarrow as pa
 from streambatch import validate as v
 from streambatch._dependencies import import_optional
 from streambatch.all_to_all import AllToAllMethods
+from streambatch.compute import resolved_concurrency
 from streambatch.connectors.block_joins import block_to_rows, exact_batches, join_blocks
 from streambatch.executor.iteration import prefetched
 from streambatch.executor.partition import Partition
@@ -20,11 +21,12 @@ from streambatch.operators.optimizer import optimize
 from streambatch.operators.planner import render_stages
 from streambatch.session import Session
 from streambatch.splits import SplitMethods
+from streambatch.summaries import SummaryMethods
 from streambatch.type_report import where_types_differ
 from streambatch.writes import WriteMethods
 
 
-class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
+class Dataset(AllToAllMethods, SplitMethods, SummaryMethods, WriteMethods):
     """A lazy, immutable plan of read / transform operators.
 
     >>> import streambatch as sb
@@ -51,7 +53,7 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
     # ---- transforms -----------------------------------------------------------------
     def map(self, fn, *, fn_args=(), fn_kwargs=None, fn_constructor_args=(),
             fn_constructor_kwargs=None, num_cpus=None, num_gpus=None, concurrency=None,
-            releases_gil: bool = False, on_error: str = "raise") -> Dataset:
+            compute=None, releases_gil: bool = False, on_error: str = "raise") -> Dataset:
         """Apply ``fn`` to each row (a dict) and return a dict. ``fn`` may be a class:
         constructed once per worker (with ``fn_constructor_args``), then called per row.
 
@@ -64,7 +66,8 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         [1, 2, 3]
         """
         return self._with(L.MapRows(self._plan, v.resources(num_cpus, num_gpus),
-                                    v.concurrency(concurrency), fn=v.callable_fn("map", fn),
+                                    v.concurrency(resolved_concurrency(compute, concurrency)),
+                                    fn=v.callable_fn("map", fn),
                                     releases_gil=bool(releases_gil),
                                     on_error=v.on_error(on_error),
                                     **udf_args("map", fn, fn_args, fn_kwargs, fn_constructor_args,
@@ -73,7 +76,7 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
     def map_batches(self, fn, *, batch_size: int | None | str = "default",
                     batch_format: str = "pyarrow", fn_args=(), fn_kwargs=None,
                     fn_constructor_args=(), fn_constructor_kwargs=None, num_cpus=None,
-                    num_gpus=None, memory=None, resources=None, concurrency=None,
+                    num_gpus=None, memory=None, resources=None, concurrency=None, compute=None,
                     releases_gil: bool = False, on_error: str = "raise", max_retries: int = 0,
                     retry_exceptions=None) -> Dataset:
         """Apply ``fn`` to batches (default 1024 rows; ``None`` = whole partitions).
@@ -93,7 +96,8 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         size = 1024 if isinstance(batch_size, str) and batch_size == "default" else \
             v.positive_int("batch_size", _integer(batch_size), True)
         op = L.MapBatches(self._plan, v.resources(num_cpus, num_gpus, memory, resources),
-                          v.concurrency(concurrency), fn=v.callable_fn("map_batches", fn),
+                          v.concurrency(resolved_concurrency(compute, concurrency)),
+                          fn=v.callable_fn("map_batches", fn),
                           batch_size=size, batch_format=check_batch_format(batch_format),
                           **udf_args("map_batches", fn, fn_args, fn_kwargs, fn_constructor_args,
                                      fn_constructor_kwargs),
@@ -103,8 +107,8 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         return self._with(op)
 
     def filter(self, fn=None, *, expr=None, fn_args=(), fn_kwargs=None, fn_constructor_args=(),
-               fn_constructor_kwargs=None, concurrency=None, releases_gil: bool = False,
-               on_error: str = "raise") -> Dataset:
+               fn_constructor_kwargs=None, concurrency=None, compute=None,
+               releases_gil: bool = False, on_error: str = "raise") -> Dataset:
         """Keep rows where ``fn(row)`` is true, or where the pyarrow expression ``expr`` holds.
         ``fn`` may be a class (constructed once per worker). ``releases_gil=True`` runs
         ``fn`` on threads in the driver.
@@ -117,15 +121,16 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
             raise ValueError("filter takes exactly one of fn (a row predicate) or expr "
                              "(a pyarrow.compute expression)")
         fn = v.callable_fn("filter", fn) if fn is not None else None
-        return self._with(L.Filter(self._plan, concurrency=v.concurrency(concurrency), fn=fn,
+        return self._with(L.Filter(self._plan, concurrency=v.concurrency(
+                                       resolved_concurrency(compute, concurrency)), fn=fn,
                                    expr=expr, releases_gil=bool(releases_gil),
                                    on_error=v.on_error(on_error),
                                    **udf_args("filter", fn, fn_args, fn_kwargs,
                                               fn_constructor_args, fn_constructor_kwargs)))
 
     def flat_map(self, fn, *, fn_args=(), fn_kwargs=None, fn_constructor_args=(),
-                 fn_constructor_kwargs=None, concurrency=None, releases_gil: bool = False,
-                 on_error: str = "raise") -> Dataset:
+                 fn_constructor_kwargs=None, concurrency=None, compute=None,
+                 releases_gil: bool = False, on_error: str = "raise") -> Dataset:
         """Apply ``fn`` to each row and return a list of rows. ``fn`` may be a class
         (constructed once per worker); ``releases_gil=True``: on threads in the driver.
 
@@ -133,7 +138,8 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         >>> sb.range(2).flat_map(lambda r: [r, r]).count()
         4
         """
-        return self._with(L.FlatMap(self._plan, concurrency=v.concurrency(concurrency),
+        return self._with(L.FlatMap(self._plan, concurrency=v.concurrency(
+                                        resolved_concurrency(compute, concurrency)),
                                     fn=v.callable_fn("flat_map", fn),
                                     releases_gil=bool(releases_gil),
                                     on_error=v.on_error(on_error),
@@ -180,6 +186,20 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
         """
         return self._with(L.AddColumn(self._plan, name=col, fn=v.callable_fn("add_column", fn),
                                       batch_format=check_batch_format(batch_format)))
+
+    def with_column(self, col: str, expr) -> Dataset:
+        """Add (or replace) column ``col`` computed by a ``pyarrow.compute`` expression.
+
+        >>> import streambatch as sb, pyarrow.compute as pc
+        >>> sb.range(2, override_num_blocks=1).with_column("d", pc.field("id") * 2).take_all()
+        [{'id': 0, 'd': 0}, {'id': 1, 'd': 2}]
+        """
+        import pyarrow.compute as pc
+
+        if not isinstance(expr, pc.Expression):
+            raise TypeError(f"with_column expects a pyarrow.compute expression (e.g. "
+                            f"pc.field('a') * 2), got {type(expr).__name__}")
+        return self.add_column(col, lambda t: _evaluated(expr, t), batch_format="pyarrow")
 
     def limit(self, n: int) -> Dataset:
         """The first ``n`` rows produced (reads stop early).
@@ -398,51 +418,6 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
                                      f"{limit} rows; raise the limit or use take({limit})")
         return rows
 
-    def count(self) -> int:
-        """Number of rows.
-
-        >>> import streambatch as sb
-        >>> sb.range(7).filter(lambda r: r["id"] > 2).count()
-        4
-        """
-        with closing(self._partitions()) as parts:
-            return sum(p.rows for p in parts)
-
-    def num_partitions(self) -> int:
-        """Number of output partitions (executes the plan).
-
-        >>> import streambatch as sb
-        >>> sb.from_items([1, 2, 3]).repartition(2).num_partitions()
-        2
-        """
-        with closing(self._partitions()) as parts:
-            return sum(1 for _ in parts)
-
-    def columns(self) -> list[str] | None:
-        """The output column names (None for a dataset with no rows and no known schema).
-
-        >>> import streambatch as sb
-        >>> sb.from_items([{"a": 1, "b": 2}]).select_columns(["b"]).columns()
-        ['b']
-        """
-        schema = self.schema()
-        return None if schema is None else schema.names
-
-    def schema(self) -> pa.Schema | None:
-        """The output schema (from metadata when possible, else from the first block).
-
-        >>> import streambatch as sb
-        >>> sb.range(3).schema()
-        id: int64
-        """
-        if isinstance(self._plan, L.Read) and self._plan.columns is None:
-            known = self._plan.source.schema()
-            if known is not None:
-                return known
-        with closing(self.limit(1)._partitions()) as parts:
-            first = next(parts, None)
-            return first.get().schema if first is not None else None
-
     def to_arrow(self) -> pa.Table:
         """All rows as one pyarrow Table: a zero-copy concatenation of the blocks when
         their schemas agree; else missing columns are null, types promoted where no
@@ -502,19 +477,20 @@ class Dataset(AllToAllMethods, SplitMethods, WriteMethods):
                for name, col in zip(table.column_names, table.columns, strict=True)}
         return out if column is None else out[column]
 
-    def materialize(self) -> Dataset:
+    def materialize(self) -> MaterializedDataset:
         """Execute now and keep the blocks in memory; later consumers reuse them.
 
         >>> import streambatch as sb
         >>> m = sb.range(5).map(lambda r: {"x": r["id"]}).materialize()
-        >>> m.count(), m.count()
-        (5, 5)
+        >>> m.count(), m.count(), type(m).__name__
+        (5, 5, 'MaterializedDataset')
         """
         from streambatch.connectors.memory import ArrowSource
 
         with closing(self._partitions()) as parts:
             tables = [p.get() for p in parts]
-        return Dataset(L.Read(ArrowSource(tables, split=False), name="Materialized"), self._stats)
+        return MaterializedDataset(L.Read(ArrowSource(tables, split=False), name="Materialized"),
+                                   self._stats, tables)
 
     def dead_letters(self) -> pa.Table:
         """Rows that failed in ``on_error="skip"`` operators during the last run, with
@@ -588,3 +564,35 @@ def _integer(value):
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     return value
+
+
+class MaterializedDataset(Dataset):
+    """A dataset whose blocks are computed and held in memory (``Dataset.materialize``):
+    consumers read the blocks, nothing runs again; ``num_blocks`` and ``size_bytes``
+    answer without running anything.
+
+    >>> import streambatch as sb
+    >>> m = sb.range(6, override_num_blocks=3).materialize()
+    >>> m.num_blocks(), m.size_bytes()
+    (3, 48)
+    """
+
+    def __init__(self, plan: L.LogicalOp, produced_by: DatasetStats | None,
+                 tables: list[pa.Table]) -> None:
+        super().__init__(plan, produced_by)
+        self._tables = tables
+
+    def num_blocks(self) -> int:
+        """The number of blocks held."""
+        return len(self._tables)
+
+    def size_bytes(self) -> int:
+        """The bytes of the blocks held."""
+        return sum(t.nbytes for t in self._tables)
+
+
+def _evaluated(expr, table: pa.Table) -> pa.ChunkedArray:
+    """``expr`` evaluated on ``table``'s rows."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(table).to_table(columns={"__sb_value": expr})["__sb_value"]
