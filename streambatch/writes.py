@@ -128,6 +128,55 @@ class WriteMethods:
                                               filename_column=filename_column,
                                               filesystem=filesystem, mode=mode))
 
+    def write_webdataset(self, path: str, *, encoder=True, filesystem=None,
+                         mode: str = "append", num_rows_per_file: int | None = None,
+                         ray_remote_args: dict | None = None,
+                         concurrency: int | None = None) -> list[dict]:
+        """Write WebDataset shards (``.tar``), one per partition (or per
+        ``num_rows_per_file`` rows), as Ray Data's: each row is a sample whose non-null
+        columns become members ``<__key__>.<column>``. ``encoder=True`` encodes by the
+        column's extension (``txt``, ``cls``, ``json``, ``npy``, images from arrays,
+        ``mp``, ``pt``, ``pickle``); bytes and str columns are written as they are; a
+        function (or list of them) maps each sample dict to one of bytes; ``None`` does
+        not encode. A row without ``__key__`` gets a key from its shard and row number.
+        Shards are committed as the other file writes (``mode``, ``_SUCCESS``, a retried
+        task rewrites its own shard).
+
+        >>> import streambatch as sb, tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> ds = sb.from_items([{"__key__": f"k{i}", "cls": i, "bin": bytes([i])} for i in range(3)])
+        >>> sum(f["rows"] for f in ds.write_webdataset(out))
+        3
+        >>> sorted((r["cls"], r["bin"]) for r in sb.read_webdataset(out).take_all())
+        [(0, b'\\x00'), (1, b'\\x01'), (2, b'\\x02')]
+        """
+        from streambatch.connectors.webdataset import WebDatasetSink
+
+        return self._write(WebDatasetSink(path, filesystem=filesystem, mode=mode,
+                                          num_rows_per_file=num_rows_per_file,
+                                          encoder=encoder))
+
+    def write_sql(self, sql: str, connection_factory, *,
+                  ray_remote_args: dict | None = None, concurrency: int | None = None) -> None:
+        """Insert every row with ``sql``, a parameterised statement in the driver's style
+        (``?`` for sqlite3, ``%s`` for psycopg) taking the row's values in column order,
+        on DB-API 2 connections from ``connection_factory`` (as Ray Data's). Each write
+        task inserts its partition in one transaction: a failed task leaves none of its
+        rows and its retry inserts them once (see ``connectors/sql.py`` for the window
+        where a retry repeats a committed task). ``ray_remote_args`` and ``concurrency``
+        are accepted and ignored.
+
+        >>> import functools, sqlite3, tempfile, streambatch as sb
+        >>> db = tempfile.mkdtemp() + "/a.db"
+        >>> with sqlite3.connect(db) as c: _ = c.execute("CREATE TABLE t (id INTEGER)")
+        >>> sb.range(5).write_sql("INSERT INTO t VALUES (?)", functools.partial(sqlite3.connect, db))
+        >>> sqlite3.connect(db).execute("SELECT COUNT(*), SUM(id) FROM t").fetchone()
+        (5, 10)
+        """
+        from streambatch.connectors.sql import SQLSink
+
+        self._write(SQLSink(sql, connection_factory).engine_sink())
+
     def write_datasink(self, datasink, *, ray_remote_args: dict | None = None,
                        concurrency: int | None = None) -> None:
         """Write through a user ``sb.Datasink`` (Ray Data's ``write_datasink``): its
