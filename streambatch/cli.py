@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import NoReturn
 
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
               "(or sink.resume = true) to finish", file=sys.stderr)
         return 130
     except StreamBatchError as exc:
-        print(f"streambatch: job failed: {exc}", file=sys.stderr)
+        print(f"streambatch: job failed: {exc}" if os.environ.get("STREAMBATCH_TRACEBACK")
+              else failure_line(exc), file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, for any failure
         if os.environ.get("STREAMBATCH_TRACEBACK"):
@@ -133,6 +135,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streambatch: job failed: {type(exc).__name__}: {text} "
               "(set STREAMBATCH_TRACEBACK=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def failure_line(exc: BaseException) -> str:
+    """A failed job in one line: the error's first line, where the user's code raised
+    (the worker traceback's last frame), and how to see the whole traceback.
+
+    >>> from streambatch.executor.errors import UserCodeError
+    >>> tb = 'Traceback...\\n  File "/m/model.py", line 7, in predict\\n    x = 1 / 0\\n'
+    >>> failure_line(UserCodeError("Map(f)", "partition 2", None, "ZeroDivisionError: boom", tb))
+    "streambatch: job failed: stage 'Map(f)' failed on partition 2: ZeroDivisionError: boom (raised at /m/model.py:7 in predict); fix the function or its input and run again (STREAMBATCH_TRACEBACK=1 prints the worker's traceback)"
+    """
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+    if not frames:
+        return f"streambatch: job failed: {first}"
+    path, line, function = frames[-1]
+    return (f"streambatch: job failed: {first} (raised at {path}:{line} in {function}); fix the "
+            "function or its input and run again (STREAMBATCH_TRACEBACK=1 prints the worker's "
+            "traceback)")
 
 
 def _explain(spec: JobSpec) -> int:

@@ -45,8 +45,7 @@ def build(spec: JobSpec) -> sb.Dataset:
         if pushdown:
             ds.schema()  # plans the read: a column the files lack is refused here
     except FileNotFoundError as exc:
-        raise JobSpecError(f"{spec.label('source.path')} = {source['path']!r}: {exc}; pass an "
-                           "existing file, directory or glob") from None
+        raise _missing_input(spec, exc) from None
     except KeyError as exc:
         detail = str(exc.args[0] if exc.args else exc).split(": ", 1)[-1]
         raise JobSpecError(f"{spec.label('source.columns')} = {columns!r}: {detail}") from None
@@ -123,10 +122,19 @@ def run(spec: JobSpec) -> dict:
         files = writer(spec.sink["path"], **options)
     except FileExistsError as exc:
         raise JobSpecError(_exists_message(spec, str(exc))) from None
+    except FileNotFoundError as exc:  # the read found no files when it planned its tasks
+        if not str(exc).startswith("read_"):
+            raise
+        raise _missing_input(spec, exc) from None
     seconds = time.perf_counter() - start
     return {"rows": sum(f["rows"] or 0 for f in files), "seconds": seconds, "files": files,
             "stats": ds.stats(), "errored_rows": len(ds.dead_letters()),
             "output": spec.sink["path"]}
+
+
+def _missing_input(spec: JobSpec, exc: FileNotFoundError) -> JobSpecError:
+    return JobSpecError(f"{spec.label('source.path')} = {spec.source['path']!r}: {exc}; pass an "
+                        "existing file, directory or glob")
 
 
 def _exists_message(spec: JobSpec, message: str) -> str:

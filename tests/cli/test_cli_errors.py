@@ -127,11 +127,21 @@ def test_bad_flags_exit_2_in_one_line(ws):
                     "--memory-budget = '2 gigs' is not a size; expected e.g. 2GB, 512MiB")
 
 
-def test_a_failing_model_exits_1(ws):
+def test_a_failing_model_exits_1_in_one_line_naming_where_it_raised(ws):
     result = cli(ws, *infer(ws, "--model", "errmodels:explode"))
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.startswith("streambatch: job failed: ")
-    assert "RuntimeError: model exploded" in result.stderr
+    assert_one_line(result, 1, "streambatch: job failed: stage 'MapBatches(explode)' failed on",
+                    "RuntimeError: model exploded (raised at ", "errmodels.py:7 in explode); "
+                    "fix the function or its input and run again (STREAMBATCH_TRACEBACK=1 "
+                    "prints the worker's traceback)")
+    full = cli(ws, *infer(ws, "--model", "errmodels:explode"), env={"STREAMBATCH_TRACEBACK": "1"})
+    assert full.returncode == 1 and "Original traceback (from the worker)" in full.stderr
+
+
+def test_an_input_directory_without_files_exits_2(ws):
+    (ws / "empty").mkdir()
+    result = cli(ws, *infer(ws, "--input", str(ws / "empty")))
+    assert_one_line(result, 2, f"--input = '{ws / 'empty'}': read_parquet: directory",
+                    "holds no *.parquet", "pass an existing file, directory or glob")
 
 
 def job_file(ws: Path, stage: str = "", sink: str = "", execution: str = "") -> Path:
