@@ -491,6 +491,62 @@ class Partitioning:
         return {k: None if v == HIVE_NULL else unquote(v) for k, v in pairs}
 
 
+class PathPartitionFilter:
+    """``partition_filter=`` of file reads (Ray Data's): keeps the files for which
+    ``filter_fn(values)`` is true, ``values`` being what the file's path holds under
+    the partitioning (strings, or ``field_types``' types; ``{}`` for a file outside any
+    partition). Made with :meth:`of`; files are left out before anything is read.
+
+    >>> keep = PathPartitionFilter.of(lambda d: d.get("year") == "2024")
+    >>> keep(["/d/year=2023/a.csv", "/d/year=2024/b.csv", "/d/c.csv"])
+    ['/d/year=2024/b.csv']
+    >>> PathPartitionFilter.of(lambda d: d["y"] > 1, field_types={"y": int})(["/y=1/a", "/y=2/b"])
+    ['/y=2/b']
+    """
+
+    def __init__(self, partitioning: Partitioning, filter_fn: Callable[[dict], bool] | None) -> None:
+        if filter_fn is not None and not callable(filter_fn):
+            raise TypeError(f"PathPartitionFilter: filter_fn must be a function of the "
+                            f"partition values, got {type(filter_fn).__name__}")
+        self.partitioning, self.filter_fn = partitioning, filter_fn
+
+    @staticmethod
+    def of(filter_fn: Callable[[dict], bool] | None = None, style: str = "hive",
+           base_dir: str | None = None, field_names: list[str] | None = None,
+           field_types: dict[str, type] | None = None,
+           filesystem: object = None) -> PathPartitionFilter:
+        """A filter of paths partitioned as ``Partitioning(style, base_dir, ...)``."""
+        return PathPartitionFilter(Partitioning(style, base_dir, field_names, field_types,
+                                                filesystem), filter_fn)
+
+    def apply(self, path: str) -> bool:
+        """True when the file at ``path`` is to be read."""
+        if self.filter_fn is None:
+            return True
+        values: dict = self.partitioning.parse(path)
+        for key, typ in (self.partitioning.field_types or {}).items():
+            value = values.get(key)
+            if value is not None:
+                values[key] = cast_partition_value(value, typ)
+        return bool(self.filter_fn(values))
+
+    def __call__(self, paths: list[str]) -> list[str]:
+        """The paths to read, in order."""
+        return [path for path in paths if self.apply(path)]
+
+
+def cast_partition_value(value: str, typ: type):
+    """A partition value (a string from a path) as ``typ`` (int, float, str or bool:
+    "true"/"1" are True).
+
+    >>> cast_partition_value("7", int), cast_partition_value("True", bool)
+    (7, True)
+    """
+    if typ is bool:
+        return value.lower() in ("true", "1")
+    return typ(value)
+
+
 def _strip(path: str) -> str:
     """A local path or URL as the filesystem names it (no protocol)."""
     if not path or "://" not in path:

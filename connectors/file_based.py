@@ -17,11 +17,13 @@ from streambatch.connectors.datasource import (
     Datasource,
     FileShuffleConfig,
     Partitioning,
+    PathPartitionFilter,
     Piece,
     Pushdowns,
     ReadTask,
     SkippedInput,
     apply_pushdowns,
+    cast_partition_value,
     limit_tables,
 )
 from streambatch.connectors.paths import (
@@ -82,7 +84,8 @@ class FileSource(Datasource):
     def __init__(self, paths, *, filesystem=None, include_paths: bool = False,
                  partitioning: str | Partitioning | None = "hive", on_error: str = "raise",
                  ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-                 shuffle: str | FileShuffleConfig | None = None) -> None:
+                 shuffle: str | FileShuffleConfig | None = None,
+                 partition_filter: PathPartitionFilter | None = None) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"{self.who}: on_error={on_error!r}; expected 'raise' or 'skip'")
         self.on_error = on_error
@@ -90,6 +93,11 @@ class FileSource(Datasource):
         self.shuffle = _shuffle(shuffle, self.who)
         self._runs = 0  # read_tasks calls so far: a reseeding shuffle's execution index
         self.file_extensions = _extensions(file_extensions, self.who)
+        if partition_filter is not None and not isinstance(partition_filter, PathPartitionFilter):
+            raise TypeError(f"{self.who}: partition_filter must be a streambatch.PathPartitionFilter"
+                            f" (PathPartitionFilter.of(lambda values: ...)), got "
+                            f"{type(partition_filter).__name__}")
+        self.partition_filter = partition_filter
         self._paths = check_paths(paths, self.who)
         self._filesystem = as_fsspec(filesystem, self.who)
         self.include_paths, self.ignore_missing_paths = include_paths, bool(ignore_missing_paths)
@@ -101,11 +109,16 @@ class FileSource(Datasource):
         self._pending = in_background(self._list)
 
     def _list(self) -> tuple:
-        """``(fs, files)``: the paths expanded, then kept by ``file_extensions`` (which,
-        as Ray Data's, applies to files named explicitly too)."""
+        """``(fs, files)``: the paths expanded, then kept by ``partition_filter`` and
+        ``file_extensions`` (which, as Ray Data's, apply to files named explicitly too)."""
         exts = self.file_extensions
         fs, files = expand_files(self._paths, None if exts else self.suffixes,
                                  self._filesystem, self.who, self.ignore_missing_paths)
+        if self.partition_filter is not None:
+            files = [f for f in files if self.partition_filter.apply(f.path)]
+            if not files:
+                raise ValueError(f"{self.who}: partition_filter kept none of the files under "
+                                 f"{self._paths!r}; check its function and the partition keys")
         if exts:
             files = [f for f in files if has_extension(f.path, exts)]
             if not files:
@@ -129,8 +142,8 @@ class FileSource(Datasource):
 
     def __getstate__(self) -> dict:
         """Picklable (for the Ray backend): the listing is done first."""
-        self.listing()
-        return {**self.__dict__, "_pending": None}
+        self.listing()  # partition_filter has done its work (its function may not pickle)
+        return {**self.__dict__, "_pending": None, "partition_filter": None}
 
     @property
     def fs(self):
@@ -283,10 +296,9 @@ def _typed_partition(key: str, values: list, typ, who: str) -> pa.Array:
     """
     if typ is None:
         return infer_partition_value(values)
-    if typ is bool:
-        values = [None if v is None else v.lower() in ("true", "1") for v in values]
     try:
-        return pa.array([None if v is None else typ(v) for v in values], PARTITION_TYPES[typ])
+        return pa.array([None if v is None else cast_partition_value(v, typ) for v in values],
+                        PARTITION_TYPES[typ])
     except (ValueError, TypeError):
         bad = next(v for v in values if v is not None and _fails(typ, v))
         raise ValueError(f"{who}: partition value {bad!r} of {key!r} is not of type "

@@ -13,6 +13,7 @@ from streambatch.connectors.datasource import (
     Datasource,
     FileShuffleConfig,
     Partitioning,
+    PathPartitionFilter,
     ReadTask,
 )
 from streambatch.connectors.memory import ArrowSource, ItemsSource, RangeSource
@@ -190,15 +191,17 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None, filter=None,
                  partitioning: str | Partitioning | None = "hive", include_paths: bool = False,
                  override_num_blocks: int | None = None, on_error: str = "raise",
                  ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-                 shuffle: str | FileShuffleConfig | None = None) -> Dataset:
+                 shuffle: str | FileShuffleConfig | None = None,
+                 partition_filter: PathPartitionFilter | None = None) -> Dataset:
     """Parquet files (a file, directory, glob, list, or any fsspec URL), split by row group.
 
     ``columns`` and ``filter`` (a pyarrow.compute expression) are pushed into the scan;
     ``key=value`` directories become columns; files' schemas are unified (``schema=``
     overrides). Footers of large datasets are read lazily, by the read tasks.
     ``on_error="skip"`` reads past unreadable files, recording each in ``ds.dead_letters()``.
-    ``filesystem``, ``partitioning``, ``ignore_missing_paths``, ``file_extensions`` and
-    ``shuffle`` are as for every file reader (see :mod:`streambatch.read_files`).
+    ``filesystem``, ``partitioning``, ``ignore_missing_paths``, ``file_extensions``,
+    ``shuffle`` and ``partition_filter`` are as for every file reader (see
+    :mod:`streambatch.read_files`).
 
     >>> import streambatch as sb, tempfile
     >>> out = tempfile.mkdtemp() + "/t"
@@ -214,7 +217,8 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None, filter=None,
     source = ParquetSource(paths, filesystem=filesystem, schema=schema,
                            partitioning=partitioning, include_paths=include_paths,
                            on_error=v.on_error(on_error), ignore_missing_paths=ignore_missing_paths,
-                           file_extensions=file_extensions, shuffle=shuffle)
+                           file_extensions=file_extensions, shuffle=shuffle,
+                           partition_filter=partition_filter)
     if override_num_blocks is not None:
         source.parallelism = v.positive_int("override_num_blocks", override_num_blocks)
     plan = L.Read(source, name="Parquet",
@@ -236,6 +240,6 @@ from streambatch.read_files import (  # noqa: E402 - file sources live in their 
 
 __all__ = ["range", "range_tensor", "from_items", "from_arrow", "from_pandas", "from_polars",
            "from_numpy", "from_blocks", "read_datasource", "Datasource", "ReadTask",
-           "BlockMetadata", "Partitioning", "FileShuffleConfig",
+           "BlockMetadata", "Partitioning", "FileShuffleConfig", "PathPartitionFilter",
            "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",
            "read_numpy", "read_images", "from_torch", "from_huggingface"]

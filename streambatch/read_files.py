@@ -17,6 +17,8 @@ Every file reader takes the same options, as Ray Data's:
   too) and replaces the format's default choice of files in directories.
 - ``shuffle="files"`` (or a :class:`streambatch.FileShuffleConfig` with a seed) reads the
   files in a random order.
+- ``partition_filter=streambatch.PathPartitionFilter.of(lambda values: ...)`` reads only
+  the files whose partition values (strings, unless typed) pass the function.
 - ``on_error="skip"`` reads past a file that cannot be read or decoded: its path and
   error go to ``ds.dead_letters()`` (rows it yielded before the error are kept); the
   default ``"raise"`` stops with an error naming the file.
@@ -37,7 +39,12 @@ if TYPE_CHECKING:
     import fsspec
     import pyarrow.fs
 
-    from streambatch.connectors.datasource import Datasource, FileShuffleConfig, Partitioning
+    from streambatch.connectors.datasource import (
+        Datasource,
+        FileShuffleConfig,
+        Partitioning,
+        PathPartitionFilter,
+    )
 
     Paths: TypeAlias = str | os.PathLike | list[str | os.PathLike]
     FileSystem: TypeAlias = pyarrow.fs.FileSystem | fsspec.AbstractFileSystem
@@ -60,7 +67,8 @@ def read_csv(paths: Paths, *, filesystem: FileSystem | None = None,
              parse_options=None, convert_options=None, read_options=None,
              override_num_blocks: int | None = None, on_error: str = "raise",
              ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-             shuffle: str | FileShuffleConfig | None = None) -> Dataset:
+             shuffle: str | FileShuffleConfig | None = None,
+             partition_filter: PathPartitionFilter | None = None) -> Dataset:
     """CSV files with a header row (types inferred by pyarrow; options are pyarrow.csv's).
 
     >>> import streambatch as sb, tempfile
@@ -73,14 +81,16 @@ def read_csv(paths: Paths, *, filesystem: FileSystem | None = None,
                  parse_options=parse_options, convert_options=convert_options,
                  read_options=read_options, on_error=v.on_error(on_error),
                  ignore_missing_paths=ignore_missing_paths,
-                 file_extensions=file_extensions, shuffle=shuffle)
+                 file_extensions=file_extensions, shuffle=shuffle,
+                 partition_filter=partition_filter)
 
 
 def read_json(paths: Paths, *, filesystem: FileSystem | None = None,
               include_paths: bool = False, partitioning: str | Partitioning | None = "hive",
               override_num_blocks: int | None = None, on_error: str = "raise",
               ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-              shuffle: str | FileShuffleConfig | None = None) -> Dataset:
+              shuffle: str | FileShuffleConfig | None = None,
+              partition_filter: PathPartitionFilter | None = None) -> Dataset:
     """JSON lines files or files holding a JSON array of objects (detected per file).
 
     >>> import streambatch as sb, tempfile
@@ -92,7 +102,8 @@ def read_json(paths: Paths, *, filesystem: FileSystem | None = None,
                  include_paths=include_paths, partitioning=partitioning,
                  on_error=v.on_error(on_error),
                  ignore_missing_paths=ignore_missing_paths,
-                 file_extensions=file_extensions, shuffle=shuffle)
+                 file_extensions=file_extensions, shuffle=shuffle,
+                 partition_filter=partition_filter)
 
 
 def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
@@ -100,7 +111,8 @@ def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool =
               partitioning: str | Partitioning | None = "hive",
               override_num_blocks: int | None = None, on_error: str = "raise",
               ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-              shuffle: str | FileShuffleConfig | None = None) -> Dataset:
+              shuffle: str | FileShuffleConfig | None = None,
+              partition_filter: PathPartitionFilter | None = None) -> Dataset:
     """A row per line of text files, in column ``text``.
 
     >>> import streambatch as sb, tempfile
@@ -112,7 +124,8 @@ def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool =
                  include_paths=include_paths, partitioning=partitioning, encoding=encoding,
                  drop_empty_lines=drop_empty_lines, on_error=v.on_error(on_error),
                  ignore_missing_paths=ignore_missing_paths,
-                 file_extensions=file_extensions, shuffle=shuffle)
+                 file_extensions=file_extensions, shuffle=shuffle,
+                 partition_filter=partition_filter)
 
 
 def read_binary_files(paths: Paths, *, include_paths: bool = True,
@@ -121,7 +134,8 @@ def read_binary_files(paths: Paths, *, include_paths: bool = True,
                       override_num_blocks: int | None = None,
                       on_error: str = "raise",
                       ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-                      shuffle: str | FileShuffleConfig | None = None) -> Dataset:
+                      shuffle: str | FileShuffleConfig | None = None,
+                      partition_filter: PathPartitionFilter | None = None) -> Dataset:
     """One row per file: its ``bytes`` and (by default) its ``path``.
 
     >>> import streambatch as sb, tempfile
@@ -133,7 +147,8 @@ def read_binary_files(paths: Paths, *, include_paths: bool = True,
                  include_paths=include_paths, partitioning=partitioning,
                  on_error=v.on_error(on_error),
                  ignore_missing_paths=ignore_missing_paths,
-                 file_extensions=file_extensions, shuffle=shuffle)
+                 file_extensions=file_extensions, shuffle=shuffle,
+                 partition_filter=partition_filter)
 
 
 def read_numpy(paths: Paths, *, filesystem: FileSystem | None = None,
@@ -141,7 +156,8 @@ def read_numpy(paths: Paths, *, filesystem: FileSystem | None = None,
                partitioning: str | Partitioning | None = "hive",
                override_num_blocks: int | None = None, on_error: str = "raise",
                ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-               shuffle: str | FileShuffleConfig | None = None) -> Dataset:
+               shuffle: str | FileShuffleConfig | None = None,
+               partition_filter: PathPartitionFilter | None = None) -> Dataset:
     """``.npy`` files: rows along the first axis in column ``data`` (n-d: a tensor column).
 
     >>> import streambatch as sb, tempfile, numpy as np
@@ -153,7 +169,8 @@ def read_numpy(paths: Paths, *, filesystem: FileSystem | None = None,
                  include_paths=include_paths, partitioning=partitioning,
                  on_error=v.on_error(on_error),
                  ignore_missing_paths=ignore_missing_paths,
-                 file_extensions=file_extensions, shuffle=shuffle)
+                 file_extensions=file_extensions, shuffle=shuffle,
+                 partition_filter=partition_filter)
 
 
 def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str | None = "RGB",
@@ -161,7 +178,8 @@ def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str 
                 partitioning: str | Partitioning | None = "hive",
                 override_num_blocks: int | None = None, on_error: str = "raise",
                 ignore_missing_paths: bool = False, file_extensions: list[str] | None = None,
-                shuffle: str | FileShuffleConfig | None = None) -> Dataset:
+                shuffle: str | FileShuffleConfig | None = None,
+                partition_filter: PathPartitionFilter | None = None) -> Dataset:
     """Images decoded by Pillow into column ``image``: a fixed-shape tensor column when
     every image has the same shape (always with ``size=(height, width)``), a
     variable-shape one otherwise. A file that does not decode raises an error
@@ -177,7 +195,8 @@ def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str 
                  include_paths=include_paths, partitioning=partitioning, size=size, mode=mode,
                  on_error=v.on_error(on_error),
                  ignore_missing_paths=ignore_missing_paths,
-                 file_extensions=file_extensions, shuffle=shuffle)
+                 file_extensions=file_extensions, shuffle=shuffle,
+                 partition_filter=partition_filter)
 
 
 def from_torch(dataset, *, override_num_blocks: int | None = None) -> Dataset:

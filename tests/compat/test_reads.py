@@ -350,3 +350,23 @@ def test_partition_key_also_in_the_data_must_agree(tmp_path):
     with pytest.raises(Exception, match=r"b.csv': column 'k' of the data holds \[5\] where the path says k=2"):
         sb.read_csv(str(tmp_path)).take_all()
     assert len(sb.read_csv(str(tmp_path), partitioning=None).take_all()) == 3
+
+
+def test_partition_filter(hive, tmp_path):
+    """Ray's PathPartitionFilter: the function sees the path's values (strings unless
+    typed) and only the files it keeps are read; none kept is an error naming it."""
+    from streambatch.read_api import PathPartitionFilter
+
+    keep = PathPartitionFilter.of(lambda d: d["country"] == "us" and d["year"] == "2024")
+    assert sb.read_csv(str(hive), partition_filter=keep).take_all() == [
+        {"x": "us2024", "country": "us", "year": 2024}]
+    typed = PathPartitionFilter.of(lambda d: d["year"] < 2024, field_types={"year": int})
+    assert rows_of(sb.read_csv(str(hive), partition_filter=typed), "x") == [("fr2023",), ("us2023",)]
+    pq.write_table(pa.table({"v": [1]}), tmp_path / "d" / "country=fr" / "p.parquet")
+    only_fr = PathPartitionFilter.of(lambda d: d.get("country") == "fr")
+    assert sb.read_parquet(str(tmp_path / "d"), partition_filter=only_fr).take_all() == [
+        {"v": 1, "country": "fr"}]
+    with pytest.raises(ValueError, match="partition_filter kept none of the files"):
+        sb.read_csv(str(hive), partition_filter=PathPartitionFilter.of(lambda d: False)).take_all()
+    with pytest.raises(TypeError, match="partition_filter must be a streambatch.PathPartitionFilter"):
+        sb.read_csv(str(hive), partition_filter=lambda d: True)
