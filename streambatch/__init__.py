@@ -49,7 +49,7 @@ from streambatch.read_api import (
 )
 
 __version__ = "0.1.0"
-from streambatch.read_api import BlockMetadata, Datasource, FileShuffleConfig, Partitioning, ReadTask, from_blocks, range_tensor, read_datasource  # noqa: E402, F401, I001 - issue 18 (reads): Ray Data names
+from streambatch.read_api import BlockMetadata, Datasource, FileShuffleConfig, Partitioning, PathPartitionFilter, ReadTask, from_blocks, range_tensor, read_datasource  # noqa: E402, F401, I001 - issue 18 (reads): Ray Data names
 from streambatch.read_formats import read_sql, read_webdataset  # noqa: E402, F401, I001 - issue 18 (formats)
 
 __all__ = [
