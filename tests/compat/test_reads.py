@@ -355,8 +355,7 @@ def test_partition_key_also_in_the_data_must_agree(tmp_path):
 def test_partition_filter(hive, tmp_path):
     """Ray's PathPartitionFilter: the function sees the path's values (strings unless
     typed) and only the files it keeps are read; none kept is an error naming it."""
-    from streambatch.read_api import PathPartitionFilter
-
+    PathPartitionFilter = sb.PathPartitionFilter
     keep = PathPartitionFilter.of(lambda d: d["country"] == "us" and d["year"] == "2024")
     assert sb.read_csv(str(hive), partition_filter=keep).take_all() == [
         {"x": "us2024", "country": "us", "year": 2024}]
