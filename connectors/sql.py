@@ -138,8 +138,12 @@ class SQLSource(Datasource):
     def _count(self) -> int:
         sql = f"SELECT COUNT(*) FROM ({self.sql}) AS T"
         with connect(self.connection_factory, self.who) as cursor:
-            _execute(cursor, sql, self.who, "counting the query's rows",)
-            return int(cursor.fetchone()[0])
+            try:
+                cursor.execute(sql)
+                return int(cursor.fetchone()[0])
+            except Exception as exc:
+                raise SQLError(self.who, self.sql, exc, f"counting its rows with {sql!r}",
+                               "check the query runs in your database client") from exc
 
     def _shardable(self, parallelism: int) -> bool:
         if parallelism <= 1 or self.shard_expr is None:
