@@ -107,6 +107,16 @@ def _one_of(allowed: tuple):
     return check
 
 
+def _batch_format(name: str, value) -> str:
+    from streambatch.operators.batch_format import check_batch_format
+
+    try:
+        return check_batch_format(_string(name, value))
+    except ValueError as exc:
+        raise JobSpecError(f"{name} = {value!r} is not supported; "
+                           f"{str(exc).split('; ', 1)[-1]}") from None
+
+
 def _size(name: str, value) -> int:
     return parse_bytes(value, name)
 
@@ -118,7 +128,7 @@ def _concurrency(name: str, value) -> tuple[int, int]:
 FIELD_TYPES = {
     "source": {"format": _one_of(FORMATS), "path": _paths, "columns": _strings},
     "stage": {"fn": _string, "kind": _one_of(STAGE_KINDS), "batch_size": _count(1),
-              "batch_format": _string, "num_cpus": _amount, "num_gpus": _amount,
+              "batch_format": _batch_format, "num_cpus": _amount, "num_gpus": _amount,
               "concurrency": _concurrency, "on_error": _one_of(ON_ERROR),
               "constructor_args": _array, "constructor_kwargs": _mapping,
               "releases_gil": _boolean, "max_retries": _count(0)},
@@ -147,8 +157,8 @@ class JobSpec:
 
     >>> spec = JobSpec.from_dict({"source": {"path": "in"}, "stages": [{"fn": "math:sqrt"}],
     ...                           "sink": {"path": "out"}})
-    >>> spec.source["format"], spec.stages[0]["kind"], spec.sink["format"]
-    ('parquet', 'map_batches', 'parquet')
+    >>> spec.source["format"], spec.stages[0]["kind"], spec.stages[0]["batch_format"]
+    ('parquet', 'map_batches', 'numpy')
     >>> JobSpec.from_dict({"source": {"path": "in", "colums": ["a"]}, "sink": {"path": "o"}})
     Traceback (most recent call last):
     ...
@@ -260,6 +270,8 @@ def _stage(index: int, stage: dict, flags: dict[str, str]) -> dict:
         raise JobSpecError(f"missing field 'stages[{index}].fn' (a 'package.module:name')")
     stage = _typed(prefix, stage, "stage", flags)
     stage.setdefault("kind", "map_batches")
+    if stage["kind"] == "map_batches":  # as `streambatch infer` hands the model its batches
+        stage.setdefault("batch_format", "numpy")
     only_batches = sorted(k for k in stage if k in ("batch_size", "batch_format", "concurrency",
                                                     "num_cpus", "num_gpus", "max_retries",
                                                     "constructor_args", "constructor_kwargs"))

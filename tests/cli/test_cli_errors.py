@@ -152,7 +152,6 @@ def job_file(ws: Path, stage: str = "", sink: str = "", execution: str = "") -> 
 
         [[stages]]
         fn = "errmodels:Doubler"
-        batch_format = "numpy"
         {stage}
 
         [sink]
@@ -180,7 +179,10 @@ def job_file(ws: Path, stage: str = "", sink: str = "", execution: str = "") -> 
     ("stage", 'constructor_kwargs = "k=3"',
      "stages[0].constructor_kwargs = 'k=3' is not valid: expected a table, got a string"),
     ("stage", 'kind = "map"\nmax_retries = 2',
-     'stages[0].batch_format is only for kind = "map_batches"'),
+     'stages[0].max_retries is only for kind = "map_batches"'),
+    ("stage", 'batch_format = "arrow"',
+     "stages[0].batch_format = 'arrow' is not supported; expected one of: pyarrow, pandas, "
+     "numpy"),
     ("sink", "resume = 1",
      "sink.resume = 1 is not valid: expected a boolean (true or false), got an integer"),
     ("sink", 'mode = "replace"',
@@ -205,6 +207,12 @@ def test_a_job_file_sets_releases_gil_and_max_retries(ws):
     explained = cli(ws, "explain", str(job))
     assert explained.returncode == 0, explained.stderr
     assert "MapBatches(Doubler) (tasks on thread workers" in explained.stdout
+
+
+def test_a_job_file_stage_gets_numpy_batches_as_infer_does(ws):
+    result = cli(ws, "run", str(job_file(ws)))  # no batch_format; the model does batch["x"] * 2
+    assert result.returncode == 0, result.stderr
+    assert sorted(pq.read_table(ws / "job-out")["pred"].to_pylist()) == [2.0, 4.0, 6.0]
 
 
 def test_a_job_files_existing_output_names_the_job_fields(ws):
