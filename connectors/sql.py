@@ -21,7 +21,10 @@ runs in one transaction (see :class:`SQLSink`).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -35,6 +38,7 @@ ROWS_PER_FETCH = 4096      # rows fetched (and made into one block) at a time
 ROWS_PER_EXECUTEMANY = 128  # rows per executemany call (Ray's _MAX_ROWS_PER_WRITE)
 MIN_ROWS_PER_READ_TASK = 50  # Ray's: fewer rows than this per shard is not worth a task
 PEP249 = "https://peps.python.org/pep-0249/"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 class SQLError(RuntimeError):
@@ -240,9 +244,12 @@ class SQLSink(Datasink):
     task's last row is sent: a task that fails is rolled back and leaves no row, so its
     retry inserts each row once. A task whose commit succeeded and which then died
     before reporting it (a worker killed in that instant) is rerun and inserts its rows
-    again: writes are exactly-once per task except in that window (at-least-once), as
-    no DB-API 2 database offers a commit the engine can tie to the task's result. When
-    the job fails, tasks that committed stay committed (as in Ray Data).
+    again: without a ledger, writes are exactly-once per task except in that window
+    (at-least-once there). With ``ledger_table`` (a table name; created if missing),
+    each task also records ``<job>:<task key>`` in that table in the same transaction,
+    and an attempt that finds its task recorded inserts nothing: exactly-once,
+    including that window. The job's ledger rows are deleted when the write completes.
+    When the job fails, tasks that committed stay committed (as in Ray Data).
 
     >>> import functools, sqlite3, tempfile
     >>> db = tempfile.mkdtemp() + "/a.db"
@@ -254,7 +261,8 @@ class SQLSink(Datasink):
     (6,)
     """
 
-    def __init__(self, sql: str, connection_factory: Callable[[], Any]) -> None:
+    def __init__(self, sql: str, connection_factory: Callable[[], Any],
+                 ledger_table: str | None = None) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"write_sql: sql={sql!r}; expected a parameterised INSERT, e.g. "
                              "'INSERT INTO t VALUES (?, ?)' (sqlite3) or '... (%s, %s)' "
@@ -262,7 +270,27 @@ class SQLSink(Datasink):
         if not callable(connection_factory):
             raise TypeError(f"write_sql: connection_factory must be a function returning a "
                             f"DB-API 2 connection, got {type(connection_factory).__name__}")
+        if ledger_table is not None and not _IDENTIFIER.match(str(ledger_table)):
+            raise ValueError(f"write_sql: ledger_table={ledger_table!r}; expected a table name "
+                             "(letters, digits, _ and at most one schema dot), e.g. "
+                             "'streambatch_ledger'")
         self.sql, self.connection_factory = sql, connection_factory
+        self.ledger, self.job = ledger_table, uuid.uuid4().hex[:12]
+
+    def on_write_start(self) -> None:
+        """Create the ledger table when one is asked for (its own transaction)."""
+        if self.ledger:
+            with connect(self.connection_factory, "write_sql") as cursor:
+                _execute(cursor, f"CREATE TABLE IF NOT EXISTS {self.ledger} "
+                         f"(task VARCHAR(255) PRIMARY KEY, num_rows INTEGER NOT NULL)",
+                         "write_sql", "creating the ledger table")
+
+    def on_write_complete(self, write_result: Any) -> None:
+        """Forget this job's tasks in the ledger: no attempt of them can run any more."""
+        if self.ledger:
+            with connect(self.connection_factory, "write_sql") as cursor:
+                _execute(cursor, f"DELETE FROM {self.ledger} WHERE task LIKE "
+                         f"'{self.job}:%'", "write_sql", "cleaning the ledger")
 
     def get_name(self) -> str:
         """``Write[SQL]``."""
@@ -273,7 +301,15 @@ class SQLSink(Datasink):
         task = getattr(ctx, "task_index", None)
         where = f"write task {task}" if task is not None else "write task"
         done = 0
+        key = str(getattr(ctx, "key", "") or task)
+        token = f"{self.job}:{hashlib.sha1(key.encode()).hexdigest()[:24]}"  # literal-safe
         with connect(self.connection_factory, "write_sql") as cursor:
+            if self.ledger:
+                _execute(cursor, f"SELECT num_rows FROM {self.ledger} WHERE task = '{token}'",
+                         "write_sql", f"{where}, reading the ledger")
+                found = cursor.fetchall()
+                if found:  # an earlier attempt committed: its rows are in
+                    return int(found[0][0])
             for block in blocks:
                 for start in range(0, block.num_rows, ROWS_PER_EXECUTEMANY):
                     chunk = block.slice(start, ROWS_PER_EXECUTEMANY)
@@ -289,6 +325,10 @@ class SQLSink(Datasink):
                             "row's values in column order, in the driver's parameter style "
                             "(? for sqlite3, %s for psycopg)") from exc
                     done += len(values)
+            if self.ledger:
+                _execute(cursor, f"INSERT INTO {self.ledger} (task, num_rows) VALUES "
+                         f"('{token}', {done})", "write_sql", f"{where}, recording it in the "
+                         "ledger")
         return done
 
 

@@ -33,6 +33,8 @@ import pyarrow as pa
 from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileReadError, FileSource
 
+from streambatch._dependencies import import_optional
+
 SAMPLES_PER_BLOCK = 256  # rows gathered into one block while a shard streams
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "ppm", "pgm", "pbm", "pnm")
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
@@ -116,8 +118,7 @@ def default_decoder(sample: dict[str, Any], format: bool | str = True) -> dict[s
 
             out[column] = np.load(io.BytesIO(value))
         elif ext == "mp":
-            import msgpack
-
+            msgpack = import_optional("msgpack", what="decoding a .mp column")
             out[column] = msgpack.unpackb(value, raw=False)
         elif ext in ("pt", "pth"):
             import torch
@@ -165,8 +166,7 @@ def default_encoder(sample: dict[str, Any], format: bool | str = True) -> dict[s
             np.save(stream, value)
             out[column] = stream.getvalue()
         elif ext == "mp":
-            import msgpack
-
+            msgpack = import_optional("msgpack", what="encoding a .mp column")
             out[column] = msgpack.dumps(value)
         elif ext in ("pt", "pth"):
             import torch

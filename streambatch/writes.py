@@ -156,15 +156,17 @@ class WriteMethods:
                                           num_rows_per_file=num_rows_per_file,
                                           encoder=encoder))
 
-    def write_sql(self, sql: str, connection_factory, *,
+    def write_sql(self, sql: str, connection_factory, *, ledger_table: str | None = None,
                   ray_remote_args: dict | None = None, concurrency: int | None = None) -> None:
         """Insert every row with ``sql``, a parameterised statement in the driver's style
         (``?`` for sqlite3, ``%s`` for psycopg) taking the row's values in column order,
         on DB-API 2 connections from ``connection_factory`` (as Ray Data's). Each write
         task inserts its partition in one transaction: a failed task leaves none of its
-        rows and its retry inserts them once (see ``connectors/sql.py`` for the window
-        where a retry repeats a committed task). ``ray_remote_args`` and ``concurrency``
-        are accepted and ignored.
+        rows and its retry inserts them once. A task that committed, then died before
+        reporting it, is retried and inserts again, unless ``ledger_table`` names a table
+        (created if missing) where each task records itself in its transaction: then a
+        retry of a committed task inserts nothing (exactly-once). ``ray_remote_args`` and
+        ``concurrency`` are accepted and ignored.
 
         >>> import functools, sqlite3, tempfile, streambatch as sb
         >>> db = tempfile.mkdtemp() + "/a.db"
@@ -175,7 +177,7 @@ class WriteMethods:
         """
         from streambatch.connectors.sql import SQLSink
 
-        self._write(SQLSink(sql, connection_factory).engine_sink())
+        self._write(SQLSink(sql, connection_factory, ledger_table=ledger_table).engine_sink())
 
     def write_datasink(self, datasink, *, ray_remote_args: dict | None = None,
                        concurrency: int | None = None) -> None:

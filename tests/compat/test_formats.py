@@ -244,6 +244,28 @@ def test_write_sql_failed_task_commits_nothing_and_its_retry_inserts_once(tmp_pa
     assert ids == list(range(200))
 
 
+def test_write_sql_ledger_makes_a_retry_of_a_committed_task_insert_nothing(tmp_path):
+    factory = sqlite_db(tmp_path)
+    sink = SQLSink("INSERT INTO items VALUES (?, ?, ?, ?)", factory, ledger_table="sb_ledger")
+    sink.on_write_start()
+
+    class Ctx:
+        task_index, key = 0, "task-0"
+    block = pa.Table.from_pylist(sql_rows(150))
+    assert sink.write([block], Ctx()) == 150  # committed, then (say) the worker died
+    assert sink.write([block], Ctx()) == 150  # the retry finds its task in the ledger
+    assert factory().execute("SELECT COUNT(*), SUM(id) FROM items").fetchone() == (150, 11175)
+    sink.on_write_complete(None)
+    assert factory().execute("SELECT COUNT(*) FROM sb_ledger").fetchone() == (0,)
+    sb.from_items(sql_rows(40), override_num_blocks=3).write_sql(
+        "INSERT INTO items VALUES (?, ?, ?, ?)", factory, ledger_table="sb_ledger")
+    assert factory().execute("SELECT COUNT(*) FROM items").fetchone() == (190,)
+    assert factory().execute("SELECT COUNT(*) FROM sb_ledger").fetchone() == (0,)
+    with pytest.raises(ValueError, match="ledger_table='x; DROP TABLE items'"):
+        sb.range(1).write_sql("INSERT INTO items (id) VALUES (?)", factory,
+                              ledger_table="x; DROP TABLE items")
+
+
 def test_read_sql_errors_name_the_sql_and_the_row(tmp_path):
     factory = sqlite_db(tmp_path)
     with pytest.raises(SQLError, match=r"read_sql: SQL 'SELECT nope FROM items'.*failed"):
