@@ -11,6 +11,7 @@ import inspect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pyarrow as pa
 from streambatch.connectors.block_joins import block_to_rows, exact_batches
@@ -80,8 +81,9 @@ class OpBase:
         """The user function to call: the op's function, or its callable class's object
         in this worker (constructed on first use, as an actor's), with ``fn_args`` and
         ``fn_kwargs`` bound."""
-        fn = self.instance(ctx.worker_state) if self.is_actor else self.op.fn
-        args, kwargs = getattr(self.op, "fn_args", ()), getattr(self.op, "fn_kwargs", {})
+        op: Any = self.op  # an op that calls a user function
+        fn = self.instance(ctx.worker_state) if self.is_actor else op.fn
+        args, kwargs = getattr(op, "fn_args", ()), getattr(op, "fn_kwargs", {})
         if not args and not kwargs:
             return fn
         return lambda value: fn(value, *args, **kwargs)
@@ -89,10 +91,10 @@ class OpBase:
     def instance(self, worker_state: dict):
         """The class UDF's object in this worker, constructed on first use."""
         key = ("actor", id(self.op))
+        op: Any = self.op  # an op that calls a user function
         if key not in worker_state:
             try:
-                worker_state[key] = self.op.fn(*self.op.fn_constructor_args,
-                                               **self.op.fn_constructor_kwargs)
+                worker_state[key] = op.fn(*op.fn_constructor_args, **op.fn_constructor_kwargs)
             except Exception as exc:
                 raise UDFFailure(self.name, "the constructor", exc) from exc
         return worker_state[key]

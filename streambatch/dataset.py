@@ -8,10 +8,10 @@ from contextlib import closing
 import pyarrow as pa
 
 from streambatch import validate as v
-from streambatch._dependencies import import_optional
 from streambatch.all_to_all import AllToAllMethods
 from streambatch.compute import resolved_concurrency
-from streambatch.connectors.block_joins import block_to_rows, exact_batches, join_blocks
+from streambatch.connectors.block_joins import block_to_rows, exact_batches
+from streambatch.conversions import ConversionMethods
 from streambatch.executor.iteration import prefetched
 from streambatch.executor.partition import Partition
 from streambatch.executor.stats import DatasetStats
@@ -22,11 +22,10 @@ from streambatch.operators.planner import render_stages
 from streambatch.session import Session
 from streambatch.splits import SplitMethods
 from streambatch.summaries import SummaryMethods
-from streambatch.type_report import where_types_differ
 from streambatch.writes import WriteMethods
 
 
-class Dataset(AllToAllMethods, SplitMethods, SummaryMethods, WriteMethods):
+class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, WriteMethods):
     """A lazy, immutable plan of read / transform operators.
 
     >>> import streambatch as sb
@@ -417,65 +416,6 @@ class Dataset(AllToAllMethods, SplitMethods, SummaryMethods, WriteMethods):
                     raise ValueError(f"take_all(limit={limit}): the dataset has more than "
                                      f"{limit} rows; raise the limit or use take({limit})")
         return rows
-
-    def to_arrow(self) -> pa.Table:
-        """All rows as one pyarrow Table: a zero-copy concatenation of the blocks when
-        their schemas agree; else missing columns are null, types promoted where no
-        value changes and tensor columns whose shapes differ between blocks made
-        variable-shape. Columns with no common type fail naming the partitions.
-
-        >>> import streambatch as sb
-        >>> sb.range(3).to_arrow().num_rows
-        3
-        >>> sb.range(3).map(lambda r: {}).to_arrow().num_rows  # rows of no columns count
-        3
-        """
-        with closing(self._partitions()) as running:
-            parts = list(running)
-            tables = [p.get() for p in parts]
-        keep = [i for i, t in enumerate(tables) if t.num_rows] or list(range(len(tables)))[:1]
-        if not keep:
-            return pa.table({})
-        tables, parts = [tables[i] for i in keep], [parts[i] for i in keep]
-        try:
-            return join_blocks(tables)
-        except ValueError as err:
-            raise ValueError(f"Dataset.to_arrow: the output partitions cannot be joined into "
-                             f"one table: {err}. {where_types_differ(tables, parts)}") from err
-
-    def to_pandas(self):
-        """All rows as a pandas DataFrame.
-
-        >>> import streambatch as sb
-        >>> sb.range(2, override_num_blocks=1).to_pandas()["id"].tolist()
-        [0, 1]
-        """
-        import_optional("pandas", extra="pandas", what="to_pandas()")
-        return self.to_arrow().to_pandas()
-
-    def to_polars(self):
-        """All rows as a polars DataFrame.
-
-        >>> import streambatch as sb
-        >>> sb.range(2).to_polars().shape
-        (2, 1)
-        """
-        return import_optional("polars", extra="polars", what="to_polars()").from_arrow(self.to_arrow())
-
-    def to_numpy(self, column: str | None = None):
-        """All rows as numpy: one array for ``column`` (tensor columns as n-d arrays,
-        zero-copy when the rows are in one block), else a dict of column -> array.
-
-        >>> import streambatch as sb, numpy as np
-        >>> sb.from_numpy(np.ones((3, 2, 2))).to_numpy("data").shape
-        (3, 2, 2)
-        """
-        from streambatch.connectors.tensors import is_tensor_type, tensor_to_numpy
-
-        table = self.to_arrow() if column is None else self.select_columns([column]).to_arrow()
-        out = {name: tensor_to_numpy(col) if is_tensor_type(col.type) else col.to_numpy()
-               for name, col in zip(table.column_names, table.columns, strict=True)}
-        return out if column is None else out[column]
 
     def materialize(self) -> MaterializedDataset:
         """Execute now and keep the blocks in memory; later consumers reuse them.

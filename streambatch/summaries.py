@@ -9,13 +9,13 @@ from contextlib import closing
 
 import pyarrow as pa
 
-from streambatch.operators import logical as L
+from streambatch.operators.logical import LogicalOp, Read, walk
 
 
 class SummaryMethods:
     """The summaries of a dataset (``self`` is a Dataset)."""
 
-    _plan: L.LogicalOp
+    _plan: LogicalOp
 
     def count(self) -> int:
         """Number of rows.
@@ -54,9 +54,9 @@ class SummaryMethods:
         []
         """
         files: set[str] = set()
-        for op in L.walk(self._plan):
+        for op in walk(self._plan):
             listing = getattr(getattr(op, "source", None), "listing", None)
-            if isinstance(op, L.Read) and callable(listing):
+            if isinstance(op, Read) and callable(listing):
                 files.update(str(getattr(f, "path", f)) for f in listing()[1])
         return sorted(files)
 
@@ -87,7 +87,7 @@ class SummaryMethods:
         >>> sb.range(3).schema()
         id: int64
         """
-        if isinstance(self._plan, L.Read) and self._plan.columns is None:
+        if isinstance(self._plan, Read) and self._plan.columns is None:
             known = self._plan.source.schema()
             if known is not None:
                 return known
