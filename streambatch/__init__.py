@@ -29,6 +29,7 @@ from streambatch.executor.errors import (
 )
 from streambatch.executor.options import ExecutionOptions, LocalOptions, RayOptions
 from streambatch.executor.stats import DatasetStats, StageStats
+from streambatch.loader.iterator import DataIterator
 from streambatch.operators.aggregates import AggregateFn, Count, Max, Mean, Min, Std, Sum
 from streambatch.read_api import (
     from_arrow,
@@ -53,7 +54,7 @@ from streambatch.read_api import BlockMetadata, Datasource, FileShuffleConfig, P
 from streambatch.read_formats import read_sql, read_webdataset  # noqa: E402, F401, I001 - issue 18 (formats)
 
 __all__ = [
-    "ActorPoolStrategy", "DataContext", "Dataset", "DatasetStats", "ExecutionOptions",
+    "ActorPoolStrategy", "DataContext", "DataIterator", "Dataset", "DatasetStats", "ExecutionOptions",
     "MaterializedDataset", "Resources", "StageStats", "TaskPoolStrategy",
     "AggregateFn", "Count", "Sum", "Min", "Max", "Mean", "Std",
     # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)

@@ -293,15 +293,23 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         return self.executor(listener=listener, done=done).run()
 
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "pyarrow",
-                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator:
-        """Batches of exactly ``batch_size`` rows (the last may be short unless ``drop_last``).
+                     prefetch_batches: int = 1, drop_last: bool = False,
+                     local_shuffle_buffer_size: int | None = None,
+                     local_shuffle_seed: int | None = None) -> Iterator:
+        """Batches of exactly ``batch_size`` rows (the last may be short unless ``drop_last``);
+        ``local_shuffle_buffer_size``: rows drawn at random from a buffer of that many.
 
         >>> import streambatch as sb
         >>> [len(b["id"]) for b in sb.range(10).iter_batches(batch_size=4, batch_format="numpy")]
         [4, 4, 2]
         """
-        v.positive_int("batch_size", batch_size, allow_none=True)
-        check_batch_format(batch_format)
+        batch_size = v.positive_int("batch_size", _integer(batch_size), allow_none=True)
+        batch_format = check_batch_format(batch_format)
+        if local_shuffle_buffer_size is not None or local_shuffle_seed is not None:
+            from streambatch.loader.epochs import batch_iterable
+
+            return iter(batch_iterable(self, batch_format, batch_size, drop_last, prefetch_batches,
+                                       local_shuffle_buffer_size, local_shuffle_seed))
 
         def batches():
             with closing(self._partitions()) as parts:
@@ -333,6 +341,18 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
                               prefetch_batches=prefetch_batches, pin_memory=pin_memory,
                               local_shuffle_buffer_size=local_shuffle_buffer_size,
                               local_shuffle_seed=local_shuffle_seed)
+
+    def iterator(self):
+        """A ``DataIterator`` over this dataset (``iter_batches``, ``iter_rows``,
+        ``iter_torch_batches``, ``materialize``), as Ray Data's.
+
+        >>> import streambatch as sb
+        >>> [len(b) for b in sb.range(5).iterator().iter_batches(batch_size=2)]
+        [2, 2, 1]
+        """
+        from streambatch.loader.iterator import DatasetIterator
+
+        return DatasetIterator(self)
 
     def streaming_split(self, n: int, *, equal: bool = True, timeout_s: float = 600.0) -> list:
         """``n`` iterators fed by one running pipeline, one per data-parallel rank.

@@ -440,3 +440,22 @@ def torch_iterable(dataset, *, batch_size=256, dtypes=None, device="auto", colla
     v.non_negative_int("prefetch_batches", prefetch_batches)
     conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
     return LoaderIterable(dataset, cfg, conv.host, conv.to_device, prefetch_batches)
+
+
+def batch_iterable(dataset, batch_format: str, batch_size, drop_last, prefetch_batches,
+                   local_shuffle_buffer_size, local_shuffle_seed) -> LoaderIterable:
+    """The object behind ``Dataset.iter_batches(local_shuffle_buffer_size=...)``: batches in
+    ``batch_format`` drawn from a shuffle buffer.
+
+    >>> import streambatch as sb
+    >>> got = sb.range(10).iter_batches(batch_size=5, local_shuffle_buffer_size=4,
+    ...                                 local_shuffle_seed=0, batch_format="numpy")
+    >>> sorted(int(x) for b in got for x in b["id"])
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
+    from streambatch.operators.batch_format import to_batch
+
+    cfg = make_config(batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed)
+    v.non_negative_int("prefetch_batches", prefetch_batches)
+    return LoaderIterable(dataset, cfg, lambda table: to_batch(table, batch_format),
+                          prefetch_batches=prefetch_batches)

@@ -20,6 +20,7 @@ from streambatch import validate as v
 from streambatch.executor.iteration import prefetched
 from streambatch.loader.batches import batches
 from streambatch.loader.epochs import LoaderConfig, epoch_chunks, make_config
+from streambatch.loader.iterator import DataIterator
 from streambatch.loader.split import SplitCoordinator
 from streambatch.loader.split_server import SplitServer, fetch_rank
 from streambatch.operators.batch_format import check_batch_format, to_batch
@@ -68,8 +69,10 @@ class _SplitGroup:
         return co
 
 
-class DataSplit:
-    """One rank's share of a ``streaming_split``: iterate it once per epoch.
+class DataSplit(DataIterator):
+    """One rank's share of a ``streaming_split``: iterate it once per epoch (a
+    :class:`~streambatch.loader.iterator.DataIterator`: ``iter_batches``, ``iter_rows``,
+    ``iter_torch_batches``, ``materialize``).
 
     A split can be handed to another process (pickled for ``spawn``, or copied
     by ``fork``): there it fetches its batches from the process that called
