@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from streambatch.jobspec import JobSpec, JobSpecError
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def failure_line(exc: BaseException) -> str:
     """A failed job in one line: the error's first line, where the user's code raised
-    (the worker traceback's last frame), and how to see the whole traceback.
+    (the worker traceback's last frame outside streambatch and installed packages), and
+    how to see the whole traceback.
 
     >>> from streambatch.executor.errors import UserCodeError
     >>> tb = 'Traceback...\\n  File "/m/model.py", line 7, in predict\\n    x = 1 / 0\\n'
@@ -148,13 +150,19 @@ def failure_line(exc: BaseException) -> str:
     """
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
-    if not frames:
+    if "\n" not in text:
         return f"streambatch: job failed: {first}"
-    path, line, function = frames[-1]
-    return (f"streambatch: job failed: {first} (raised at {path}:{line} in {function}); fix the "
-            "function or its input and run again (STREAMBATCH_TRACEBACK=1 prints the worker's "
-            "traceback)")
+    if type(exc).__name__ != "UserCodeError":
+        return f"streambatch: job failed: {first} (STREAMBATCH_TRACEBACK=1 prints the whole report)"
+    ours = {str(Path(m.__file__).parent) for name, m in list(sys.modules.items())
+            if name.split(".")[0] == "streambatch" and getattr(m, "__file__", None)}
+    frames = [(path, line, fn) for path, line, fn
+              in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+              if str(Path(path).parent) not in ours and "site-packages" not in path
+              and path.endswith(".py")]
+    where = f" (raised at {frames[-1][0]}:{frames[-1][1]} in {frames[-1][2]})" if frames else ""
+    return (f"streambatch: job failed: {first}{where}; fix the function or its input and run "
+            "again (STREAMBATCH_TRACEBACK=1 prints the worker's traceback)")
 
 
 def _explain(spec: JobSpec) -> int:

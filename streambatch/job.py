@@ -49,11 +49,27 @@ def build(spec: JobSpec) -> sb.Dataset:
     except KeyError as exc:
         detail = str(exc.args[0] if exc.args else exc).split(": ", 1)[-1]
         raise JobSpecError(f"{spec.label('source.columns')} = {columns!r}: {detail}") from None
-    if columns and not pushdown:
+    if columns and not pushdown:  # other formats: check against the first file's columns
+        names = _quiet_schema(ds).names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise JobSpecError(f"{spec.label('source.columns')} = {columns!r}: column(s) "
+                               f"{missing} not found in {source['path']!r}; available columns: "
+                               f"{names}")
         ds = ds.select_columns(columns)
     for index, stage in enumerate(spec.stages):
         ds = _apply(ds, stage, spec.label(f"stages[{index}].fn"))
     return ds
+
+
+def _quiet_schema(ds: sb.Dataset):
+    """``ds.schema()`` (it may read a row) without a progress report of that read."""
+    options = sb.DataContext.get_current().execution_options
+    shown, options.progress = options.progress, False
+    try:
+        return ds.schema()
+    finally:
+        options.progress = shown
 
 
 def _apply(ds: sb.Dataset, stage: dict, name: str) -> sb.Dataset:

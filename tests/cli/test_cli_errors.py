@@ -239,3 +239,15 @@ def test_an_unexpected_error_is_one_line_with_exit_1(ws, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("streambatch: job failed: PermissionError: [Errno 13] Permission denied: "
                    "'/data/out/part-0.parquet' (set STREAMBATCH_TRACEBACK=1 for the traceback)")
+
+
+def test_a_csv_column_the_files_lack_exits_2_naming_the_field(ws):
+    (ws / "csv").mkdir()
+    (ws / "csv" / "a.csv").write_text("id,x\n1,2.0\n")
+    job = job_file(ws)
+    job.write_text(job.read_text().replace(f'path = "{ws / "in"}"',
+                                           f'path = "{ws / "csv"}"\nformat = "csv"\n'
+                                           'columns = ["id", "nope"]'))
+    result = cli(ws, "run", str(job))
+    assert_one_line(result, 2, f"source.columns = ['id', 'nope']: column(s) ['nope'] not found "
+                    f"in '{ws / 'csv'}'; available columns: ['id', 'x']")

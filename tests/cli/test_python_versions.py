@@ -59,6 +59,7 @@ def test_python310_reads_a_job_file(python310, tmp_path):
     spec = JobSpec.from_toml(str(path))
     assert spec.source == {"format": "csv", "path": "in/", "columns": ["id", "text"]}
     assert spec.stages == [{"fn": "math:sqrt", "kind": "map_batches", "batch_size": 64,
+                            "batch_format": "numpy",
                             "concurrency": (1, 4)}]
     assert spec.sink == {"path": "out/", "format": "parquet"}
     assert spec.execution == {"memory_budget": 512 * 2**20}
