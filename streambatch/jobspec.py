@@ -204,6 +204,11 @@ class JobSpec:
                                f"format (the output's format is {sink['format']!r})")
         execution = _typed("execution.", _table(data, "execution", EXECUTION_FIELDS,
                                                 required=(), optional=True), "execution", flags)
+        if "address" in execution and execution.get("backend", "local") != "ray":
+            backend = flags.get("execution.backend", "execution.backend")
+            raise JobSpecError(f"{flags.get('execution.address', 'execution.address')} = "
+                               f"{execution['address']!r} needs {backend} = 'ray' (it names a "
+                               "Ray cluster); set it or drop the address")
         return cls(source, stages, sink, execution, flags)
 
     @classmethod

@@ -123,6 +123,8 @@ def test_bad_flags_exit_2_in_one_line(ws):
                     "--batch-size = 0 is not valid: expected an integer >= 1")
     assert_one_line(cli(ws, *infer(ws, "--format", "json"), "--resume"), 2,
                     "--resume needs the parquet format (the output's format is 'json')")
+    assert_one_line(cli(ws, *infer(ws, "--address", "auto")), 2,
+                    "--address = 'auto' needs --backend = 'ray' (it names a Ray cluster)")
     assert_one_line(cli(ws, *infer(ws, "--memory-budget", "2 gigs")), 2,
                     "--memory-budget = '2 gigs' is not a size; expected e.g. 2GB, 512MiB")
 
