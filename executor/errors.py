@@ -26,6 +26,48 @@ class UserCodeError(StreamBatchError):
         self.stage, self.partition, self.row, self.error = stage, partition, row, error
 
 
+_AS_CAUSE: dict[type, type] = {}  # cause type -> its UserCodeError subclass
+
+
+def user_code_error(stage: str, partition: str, row: str | None, error: str,
+                    traceback_text: str, original: BaseException | None) -> UserCodeError:
+    """The UserCodeError for a user function that raised ``original``; also an instance
+    of ``original``'s type where it can be (as Ray Data's task errors are), so
+    ``except ValueError`` catches a UDF's ValueError. Chained to ``original``.
+
+    >>> err = user_code_error("Map(f)", "partition 0", None, "KeyError: 'x'", "", KeyError("x"))
+    >>> isinstance(err, KeyError), isinstance(err, UserCodeError), str(err).splitlines()[0]
+    (True, True, "stage 'Map(f)' failed on partition 0: KeyError: 'x'")
+    """
+    err = UserCodeError(stage, partition, row, error, traceback_text)
+    cause = type(original) if isinstance(original, Exception) else None
+    if cause is not None and not issubclass(cause, (StreamBatchError, StopIteration)):
+        err = _as_cause(err, cause, original)
+    err.__cause__ = original
+    return err
+
+
+def _as_cause(err: UserCodeError, cause: type, original) -> UserCodeError:
+    """``err`` as an instance of a UserCodeError subclass that also derives from ``cause``,
+    with ``original``'s attributes (``err`` itself where Python cannot combine the two;
+    a StopIteration never: raised through a generator it would become a RuntimeError)."""
+    try:
+        cls = _AS_CAUSE.get(cause)
+        if cls is None:
+            cls = type(f"UserCodeError[{cause.__name__}]", (UserCodeError, cause), {
+                "__module__": __name__,
+                "__str__": lambda self: str(self.args[0]) if self.args else "",
+                "__reduce__": lambda self: (UserCodeError, self._init_args)})
+            _AS_CAUSE[cause] = cls
+        typed = cls.__new__(cls, *err.args)
+        typed.args = err.args
+        typed.__dict__.update(getattr(original, "__dict__", {}))
+        typed.__dict__.update(err.__dict__)
+        return typed
+    except TypeError:  # a layout Python cannot combine, or a final class
+        return err
+
+
 class WorkerDiedError(StreamBatchError):
     """A worker process exited while running a task.
 
