@@ -2,7 +2,11 @@
 
 Exit codes: 0 done, 1 the job failed (the message names stage, partition, row),
 2 bad arguments or job file (the message names the field and what it expects),
-130 interrupted (the output is left resumable with ``--resume``).
+130 interrupted (the output is left resumable with ``--resume``). Every error is one
+line on stderr; ``STREAMBATCH_TRACEBACK=1`` prints the full report or traceback.
+An ``--output`` (``sink.path``) that already holds files is refused unless
+``--mode`` (``sink.mode``) says otherwise, unlike the library's ``write_*``, which
+append by default, as Ray Data does.
 """
 
 from __future__ import annotations
