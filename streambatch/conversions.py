@@ -28,7 +28,7 @@ class ConversionMethods:
         >>> sb.range(3).map(lambda r: {}).to_arrow().num_rows  # rows of no columns count
         3
         """
-        with closing(self._partitions()) as running:  # type: ignore[attr-defined]
+        with closing(self._partitions(ordered=True)) as running:  # type: ignore[attr-defined]
             parts = list(running)
             tables = [p.get() for p in parts]
         keep = [i for i, t in enumerate(tables) if t.num_rows] or list(range(len(tables)))[:1]

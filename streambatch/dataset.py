@@ -33,9 +33,11 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
     >>> sorted(ds.filter(lambda r: r["id"] % 3 == 0).take_all(), key=lambda r: r["id"])[:2]
     [{'id': 0, 'sq': 0}, {'id': 3, 'sq': 9}]
 
-    Outputs arrive as partitions finish; set
-    ``DataContext.get_current().execution_options.preserve_order = True`` to
-    keep input order.
+    ``take``, ``take_all``, ``take_batch``, ``show``, ``iter_rows`` and ``to_*`` return
+    rows in input order; ``iter_batches``, ``iter_torch_batches`` and writes stream
+    partitions as they finish (set
+    ``DataContext.get_current().execution_options.preserve_order = True`` to keep
+    input order there too).
     """
 
     def __init__(self, plan: L.LogicalOp, produced_by: DatasetStats | None = None) -> None:
@@ -286,11 +288,14 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         self._dead = executor.dead_letters
         return executor
 
-    def _partitions(self, listener=None, done: dict | None = None) -> Generator[Partition]:
-        """The running job's output partitions. Consume inside ``with closing(...)``: an
-        error raised while consuming then stops the job and frees its workers and store
-        at once, not when the generator is garbage-collected."""
-        return self.executor(listener=listener, done=done).run()
+    def _partitions(self, listener=None, done: dict | None = None,
+                    ordered: bool = False) -> Generator[Partition]:
+        """The running job's output partitions (``ordered``: in input order, whatever the
+        context says). Consume inside ``with closing(...)``: an error raised while
+        consuming then stops the job and frees its workers and store at once, not when
+        the generator is garbage-collected."""
+        return self.executor(listener=listener, done=done,
+                             preserve_order=True if ordered else None).run()
 
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "pyarrow",
                      prefetch_batches: int = 1, drop_last: bool = False,
@@ -374,13 +379,14 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         """Rows as dicts; a tensor column's value is one n-d numpy array per row.
 
         >>> import streambatch as sb, numpy as np
-        >>> sorted(r["id"] for r in sb.range(3).iter_rows())
+        >>> [r["id"] for r in sb.range(3, override_num_blocks=3).iter_rows()]  # input order
         [0, 1, 2]
         >>> next(sb.from_numpy(np.zeros((2, 3, 4))).iter_rows())["data"].shape
         (3, 4)
         """
-        for batch in self.iter_batches(batch_size=None, prefetch_batches=1):
-            yield from block_to_rows(batch)
+        with closing(self._partitions(ordered=True)) as parts:
+            for part in parts:
+                yield from block_to_rows(part.get())
 
     def take(self, limit: int = 20) -> list[dict]:
         """Up to ``limit`` rows as dicts (tensor columns as n-d numpy arrays, as in take_all).
@@ -401,8 +407,8 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         >>> sb.range(100, override_num_blocks=1).take_batch(3, batch_format="numpy")["id"].tolist()
         [0, 1, 2]
         """
-        return next(iter(self.limit(batch_size).iter_batches(
-            batch_size=batch_size, batch_format=batch_format)), None)
+        table = self.limit(batch_size).to_arrow()  # the first rows, in input order
+        return to_batch(table, check_batch_format(batch_format)) if table.num_rows else None
 
     def show(self, limit: int = 20) -> None:
         """Print up to ``limit`` rows, one dict per line.
@@ -429,7 +435,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         """
         limit = None if limit is None else v.non_negative_int("limit", _integer(limit))
         rows: list[dict] = []
-        with closing(self._partitions()) as parts:
+        with closing(self._partitions(ordered=True)) as parts:
             for part in parts:
                 rows += block_to_rows(part.get())
                 if limit is not None and len(rows) > limit:

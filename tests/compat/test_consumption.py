@@ -93,3 +93,25 @@ def test_with_column_evaluates_an_expression():
     assert sorted(r["a"] for r in replaced) == [-4, -3, -2, -1, 0]
     with pytest.raises(TypeError, match="pyarrow.compute expression"):
         ds.with_column("c", lambda b: 1)
+
+
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_take_and_friends_return_rows_in_input_order(cpus):
+    """Ray Data's tests expect range / from_* / take / take_all / limit in input order,
+    even when the first partitions finish last."""
+    import time
+
+    sb.init(num_cpus=cpus)
+
+    def first_ones_slow(row):
+        time.sleep(0.03 if row["id"] < 3 else 0)
+        return row
+
+    ds = sb.range(12, override_num_blocks=12).map(first_ones_slow)
+    assert [r["id"] for r in ds.take(5)] == [0, 1, 2, 3, 4]
+    assert [r["id"] for r in ds.take_all()] == list(range(12))
+    assert [r["id"] for r in ds.iter_rows()] == list(range(12))
+    assert ds.take_batch(4, batch_format="numpy")["id"].tolist() == [0, 1, 2, 3]
+    assert ds.limit(7).to_pandas()["id"].tolist() == list(range(7))
+    assert [r["item"] for r in sb.from_items(list("abcdef"), override_num_blocks=6).take_all()] \
+        == list("abcdef")
