@@ -13,7 +13,11 @@ from collections.abc import Callable
 
 from streambatch.executor.backends.base import FailureInfo
 from streambatch.executor.contract import StreamBatchError, UDFReturnTypeError
-from streambatch.executor.errors import BlockLostError, UserCodeError, WorkerDiedError
+from streambatch.executor.errors import (
+    BlockLostError,
+    WorkerDiedError,
+    user_code_error,
+)
 
 
 def to_error(info: FailureInfo, stage: str, partition: str) -> BaseException:
@@ -32,9 +36,8 @@ def to_error(info: FailureInfo, stage: str, partition: str) -> BaseException:
         return BlockLostError(stage, partition, f"retries are used up ({info.error})")
     if info.kind == "system" and isinstance(info.original, StreamBatchError):
         return info.original
-    err = UserCodeError(stage, partition, info.where, info.error, info.traceback_text)
-    err.__cause__ = info.original
-    return err
+    return user_code_error(stage, partition, info.where, info.error, info.traceback_text,
+                           info.original)
 
 
 def should_retry(info: FailureInfo, attempts: int, stage, max_system_retries: int) -> bool:

@@ -156,7 +156,9 @@ def failure_line(exc: BaseException) -> str:
     first = text.splitlines()[0] if text else type(exc).__name__
     if "\n" not in text:
         return f"streambatch: job failed: {first}"
-    if type(exc).__name__ != "UserCodeError":
+    from streambatch.executor.errors import UserCodeError
+
+    if not isinstance(exc, UserCodeError):  # (also an instance of the user's error type)
         return f"streambatch: job failed: {first} (STREAMBATCH_TRACEBACK=1 prints the whole report)"
     ours = {str(Path(m.__file__).parent) for name, m in list(sys.modules.items())
             if name.split(".")[0] == "streambatch" and getattr(m, "__file__", None)}

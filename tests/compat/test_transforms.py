@@ -130,3 +130,37 @@ def test_a_batch_udf_returning_the_wrong_type_raises_value_error(returned):
         sb.range(3).map_batches(lambda b: returned).take_all()
     with pytest.raises(TypeError):  # and still a TypeError, as before
         sb.range(3).map_batches(lambda b: returned).take_all()
+
+
+class QuotaError(Exception):
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+@pytest.mark.parametrize("raised,caught", [(ValueError("bad row"), ValueError),
+                                           (KeyError("col"), KeyError),
+                                           (ZeroDivisionError("zero"), ArithmeticError)])
+def test_a_udf_error_is_caught_as_its_own_type(mode, raised, caught):
+    """As Ray Data's task errors are instances of the user's exception type, so is ours
+    (and a UserCodeError naming the stage and row, chained to the original)."""
+    sb.init(num_cpus=2, worker_mode=mode)
+
+    def fail(row):
+        raise raised
+
+    with pytest.raises(caught) as info:
+        sb.range(3).map(fail).take_all()
+    assert isinstance(info.value, sb.UserCodeError)
+    assert "row 0" in str(info.value) and type(raised).__name__ in str(info.value)
+    assert isinstance(info.value.__cause__, type(raised))
+
+
+def test_a_udf_error_keeps_the_original_attributes():
+    def fail(row):
+        raise QuotaError("slow down", retry_after=7)
+
+    with pytest.raises(QuotaError) as info:
+        sb.range(2).map(fail, releases_gil=True).take_all()
+    assert info.value.retry_after == 7
