@@ -10,6 +10,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 from streambatch.executor.backends.base import FailureInfo
 from streambatch.executor.contract import StreamBatchError, UDFReturnTypeError
@@ -119,7 +120,8 @@ class RetryBackoff:
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[], float] = random.random) -> None:
         self.clock, self.rng = clock, rng
-        self._waiting: list[tuple[float, int, object, object]] = []  # a heap by due time
+        self._waiting: list[tuple[float, int, Any, Any]] = []  # a heap by due time: (due,
+        # order, stage state, running task)
         self._order = itertools.count()
         self._held: dict[int, int] = {}  # stage index -> tasks waiting
 

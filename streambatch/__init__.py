@@ -32,7 +32,14 @@ from streambatch.executor.stats import DatasetStats, StageStats
 from streambatch.loader.iterator import DataIterator
 from streambatch.operators.aggregates import AggregateFn, Count, Max, Mean, Min, Std, Sum
 from streambatch.read_api import (
+    BlockMetadata,
+    Datasource,
+    FileShuffleConfig,
+    Partitioning,
+    PathPartitionFilter,
+    ReadTask,
     from_arrow,
+    from_blocks,
     from_huggingface,
     from_items,
     from_numpy,
@@ -40,35 +47,44 @@ from streambatch.read_api import (
     from_polars,
     from_torch,
     range,
+    range_tensor,
     read_binary_files,
     read_csv,
+    read_datasource,
     read_images,
     read_json,
     read_numpy,
     read_parquet,
     read_text,
 )
+from streambatch.read_formats import read_sql, read_webdataset
 
 __version__ = "0.1.0"
-from streambatch.read_api import BlockMetadata, Datasource, FileShuffleConfig, Partitioning, PathPartitionFilter, ReadTask, from_blocks, range_tensor, read_datasource  # noqa: E402, F401, I001 - issue 18 (reads): Ray Data names
-from streambatch.read_formats import read_sql, read_webdataset  # noqa: E402, F401, I001 - issue 18 (formats)
 
 __all__ = [
-    "ActorPoolStrategy", "DataContext", "DataIterator", "Dataset", "DatasetStats", "ExecutionOptions",
-    "MaterializedDataset", "Resources", "StageStats", "TaskPoolStrategy",
+    "ActorPoolStrategy", "DataContext", "DataIterator", "Dataset", "DatasetStats",
+    "ExecutionOptions", "LocalOptions", "MaterializedDataset", "RayOptions", "Resources",
+    "StageStats", "TaskPoolStrategy", "init",
     "AggregateFn", "Count", "Sum", "Min", "Max", "Mean", "Std",
     # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)
-    "BlockLostError", "ColumnNotFoundError", "ColumnTypeError", "NonDeterministicError", "ResumeMismatchError", "RowConversionError", "SumOverflowError",
-    "StageStuckError", "StreamBatchError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError", "UserCodeError",
-    "WorkerDiedError", "LocalOptions", "RayOptions", "from_arrow", "from_items", "from_numpy", "from_pandas", "from_polars",
-    "init", "range", "read_parquet", "read_csv", "read_json", "read_text", "read_binary_files",
-    "read_numpy", "read_images", "from_torch", "from_huggingface",
+    "BlockLostError", "ColumnNotFoundError", "ColumnTypeError", "NonDeterministicError",
+    "ResumeMismatchError", "RowConversionError", "StageStuckError", "StreamBatchError",
+    "SumOverflowError", "TooManyErrorsError", "UDFReturnTypeError", "UnplaceableError",
+    "UserCodeError", "WorkerDiedError",
+    # sources, and the contract of a user's own source (Datasink: see _LAZY)
+    "range", "range_tensor", "from_arrow", "from_blocks", "from_huggingface", "from_items",
+    "from_numpy", "from_pandas", "from_polars", "from_torch", "read_binary_files", "read_csv",
+    "read_datasource", "read_images", "read_json", "read_numpy", "read_parquet", "read_sql",
+    "read_text", "read_webdataset", "BlockMetadata", "Datasource", "FileShuffleConfig",
+    "Partitioning", "PathPartitionFilter", "ReadTask",
 ]
 
 
-# Errors users can meet that live in modules ``import streambatch`` does not load.
+# Names users can meet that live in modules ``import streambatch`` does not load.
 _LAZY_ERRORS = {
-    "Datasink": "streambatch.connectors.sink_contract", "WriteResult": "streambatch.connectors.sink_contract", "SchemaMismatchError": "streambatch.connectors.parquet_schema",
+    "Datasink": "streambatch.connectors.sink_contract",
+    "WriteResult": "streambatch.connectors.sink_contract",
+    "SchemaMismatchError": "streambatch.connectors.parquet_schema",
     "ResumeMismatchError": "streambatch.connectors.manifest",
     "FileReadError": "streambatch.connectors.file_based",
     "RankStuckError": "streambatch.loader.split",
@@ -92,9 +108,9 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY_ERRORS[name]), name)
     if name in ("FreshCache", "SQLiteTable", "RedisTable", "PostgresTable"):
-        from streambatch.connectors import lookup  # redis / psycopg load only on connect
+        import importlib  # redis / psycopg load only on connect
 
-        return getattr(lookup, name)
+        return getattr(importlib.import_module("streambatch.connectors.lookup"), name)
     if name == "torch":
         import importlib
 

@@ -160,7 +160,7 @@ def failure_line(exc: BaseException) -> str:
 
     if not isinstance(exc, UserCodeError):  # (also an instance of the user's error type)
         return f"streambatch: job failed: {first} (STREAMBATCH_TRACEBACK=1 prints the whole report)"
-    ours = {str(Path(m.__file__).parent) for name, m in list(sys.modules.items())
+    ours = {str(Path(str(m.__file__)).parent) for name, m in list(sys.modules.items())
             if name.split(".")[0] == "streambatch" and getattr(m, "__file__", None)}
     frames = [(path, line, fn) for path, line, fn
               in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)

@@ -20,16 +20,12 @@ from streambatch.connectors.block_joins import block_to_rows
 
 class DataIterator:
     """One source of batches, iterated once per epoch (subclasses: a dataset's, a rank's
-    share of a ``streaming_split``)."""
+    share of a ``streaming_split``; each also has ``iter_torch_batches``)."""
 
     def iter_batches(self, *, batch_size=256, batch_format="pyarrow", drop_last=False,
                      prefetch_batches=1, local_shuffle_buffer_size=None,
                      local_shuffle_seed=None) -> Iterator:
         """One epoch's batches (``batch_format`` as in ``Dataset.iter_batches``)."""
-        raise NotImplementedError
-
-    def iter_torch_batches(self, **options) -> Iterator:
-        """One epoch's batches as ``{column: torch.Tensor}``."""
         raise NotImplementedError
 
     def iter_rows(self) -> Iterator[dict]:

@@ -144,7 +144,7 @@ def test_job_file_runs_and_a_typo_is_named(workspace):
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for f in sorted((workspace / "job-out").glob("part-*"))
             for line in f.read_text().splitlines() if line.strip()] if \
-        any((workspace / "job-out").glob("part-*.jsonl")) else None
+        any((workspace / "job-out").glob("part-*.json")) else None
     if rows is not None:
         assert sorted((r["id"], r["pred"]) for r in rows) == \
             [(i, (i + 1.0) * 3) for i in range(1000)]
