@@ -186,18 +186,32 @@ def exact_batches(tables: Iterator[pa.Table], batch_size: int | None,
     if batch_size is None:
         yield from (t for t in tables if t.num_rows)
         return
-    pending, rows = [], 0
-    for table in tables:
-        offset = 0
-        while offset < table.num_rows:
-            take = min(batch_size - rows, table.num_rows - offset)
-            pending.append(table.slice(offset, take))
-            rows, offset = rows + take, offset + take
-            if rows == batch_size:
-                yield _combine(pending)
-                pending, rows = [], 0
-    if rows and not drop_last:
-        yield _combine(pending)
+    for group in row_groups(tables, batch_size):
+        if not drop_last or sum(t.num_rows for t in group) == batch_size:
+            yield _combine(group)
+
+
+def row_groups(blocks, n: int) -> Iterator[list[pa.Table]]:
+    """The blocks' rows in groups of exactly ``n`` rows (lists of zero-copy slices); the
+    last group may be shorter. Streams: a group is yielded as soon as it is full.
+
+    >>> t = pa.table({"x": list(range(5))})
+    >>> [sum(b.num_rows for b in g) for g in row_groups([t, t], 4)]
+    [4, 4, 2]
+    """
+    group: list[pa.Table] = []
+    have = 0
+    for block in blocks:
+        start = 0
+        while start < block.num_rows:
+            take = min(n - have, block.num_rows - start)
+            group.append(block.slice(start, take))
+            have, start = have + take, start + take
+            if have == n:
+                yield group
+                group, have = [], 0
+    if have:
+        yield group
 
 
 def _combine(tables: list[pa.Table]) -> pa.Table:

@@ -28,6 +28,7 @@ from itertools import chain
 
 import pyarrow as pa
 from fsspec.core import url_to_fs
+from streambatch.connectors.block_joins import row_groups
 from streambatch.connectors.datasource import PieceSet
 from streambatch.connectors.manifest import (
     MANIFEST,
@@ -402,26 +403,3 @@ def written(files: list[tuple[str, int, int]]) -> pa.Table:
     return pa.table({"path": pa.array([f[0] for f in files], pa.string()),
                      "rows": pa.array([f[1] for f in files], pa.int64()),
                      "bytes": pa.array([f[2] for f in files], pa.int64())})
-
-
-def row_groups(blocks, n: int):
-    """The blocks' rows in groups of exactly ``n`` rows (lists of zero-copy slices); the
-    last group may be shorter. Streams: a group is yielded as soon as it is full.
-
-    >>> t = pa.table({"x": list(range(5))})
-    >>> [sum(b.num_rows for b in g) for g in row_groups([t, t], 4)]
-    [4, 4, 2]
-    """
-    group: list[pa.Table] = []
-    have = 0
-    for block in blocks:
-        start = 0
-        while start < block.num_rows:
-            take = min(n - have, block.num_rows - start)
-            group.append(block.slice(start, take))
-            have, start = have + take, start + take
-            if have == n:
-                yield group
-                group, have = [], 0
-    if have:
-        yield group

@@ -126,16 +126,12 @@ class JSONSink(FileDatasink):
 
     def write_file(self, tables, path: str) -> tuple[int, int]:
         """Write every row as one JSON object per line; return (rows, bytes)."""
-        from streambatch.connectors.tensors import is_tensor_type, tensor_to_numpy
+        from streambatch.connectors.tensors import records
 
         rows = size = 0
         with self.fs.open(path, "wb") as handle:
             for table in tables:
-                tensors = {f.name: tensor_to_numpy(table.column(f.name)) for f in table.schema
-                           if is_tensor_type(f.type)}
-                records = table.drop_columns(list(tensors)).to_pylist()
-                for i, record in enumerate(records):
-                    record.update({k: v[i] for k, v in tensors.items()})
+                for record in records(table):
                     handle.write(json.dumps(record, default=json_default).encode() + b"\n")
                 rows, size = rows + table.num_rows, size + table.nbytes
         return rows, size

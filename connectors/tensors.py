@@ -216,3 +216,19 @@ def _fixed_rows_with_nulls(chunk) -> list:
     values = flat.to_numpy(zero_copy_only=False).reshape((len(storage), *shape))
     valid = chunk.is_valid().to_pylist()
     return [v if ok else None for v, ok in zip(values, valid, strict=True)]
+
+
+def records(table: pa.Table) -> list[dict]:
+    """The rows of ``table`` as dicts, a tensor column's value as an n-d numpy array (for
+    sinks that write one record per row: JSON lines, webdataset samples).
+
+    >>> t = pa.table({"a": [1, 2], "v": tensor_array([np.zeros((2, 2)), np.ones((2, 2))])})
+    >>> [(r["a"], r["v"].shape) for r in records(t)]
+    [(1, (2, 2)), (2, (2, 2))]
+    """
+    tensors = {f.name: tensor_to_numpy(table.column(f.name)) for f in table.schema
+               if is_tensor_type(f.type)}
+    rows = table.drop_columns(list(tensors)).to_pylist()
+    for i, row in enumerate(rows):
+        row.update({k: v[i] for k, v in tensors.items()})
+    return rows

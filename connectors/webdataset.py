@@ -330,18 +330,14 @@ class WebDatasetSink(FileDatasink):
         """Write every row as one sample; return (rows, bytes of payload)."""
         import tarfile
 
-        from streambatch.connectors.tensors import is_tensor_type, tensor_to_numpy
+        from streambatch.connectors.tensors import records
 
         stem = path.rsplit("/", 1)[-1].lstrip(".").split(".")[0]
         rows = size = 0
         with self.fs.open(path, "wb") as handle, \
                 tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT) as stream:
             for table in tables:
-                tensors = {f.name: tensor_to_numpy(table.column(f.name)) for f in table.schema
-                           if is_tensor_type(f.type)}
-                records = table.drop_columns(list(tensors)).to_pylist()
-                for i, record in enumerate(records):
-                    record.update({k: v[i] for k, v in tensors.items()})
+                for record in records(table):
                     size += self._add(stream, record, stem, rows)
                     rows += 1
         return rows, size
