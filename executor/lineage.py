@@ -74,7 +74,7 @@ def read_key(ordinal: int | None, read_task) -> str | None:
     the source was split. None for a task that names no pieces.
 
     >>> from streambatch.connectors.datasource import Piece, ReadTask
-    >>> read_key(0, ReadTask(None, pieces=(Piece("range", 0, 10),)))
+    >>> read_key(0, ReadTask(lambda: [], pieces=(Piece("range", 0, 10),)))
     's0-85591472498f'
     """
     pieces = getattr(read_task, "pieces", None)
