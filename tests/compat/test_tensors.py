@@ -71,3 +71,18 @@ def test_range_tensor_and_batch_udfs_returning_nd_arrays():
     batch = out.take_batch(6, batch_format="numpy")
     assert batch["x"].shape == (6, 3, 3)
     assert sorted(float(m.trace()) for m in batch["x"]) == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0]
+
+
+def test_read_images_with_a_size_decodes_a_large_jpeg_small_and_close(tmp_path):
+    """Pillow's draft decodes a JPEG at reduced scale before the resize: the pixels stay
+    close to a full decode resized the same way."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:1200, 0:1600]
+    photo = np.stack([(x / 7) % 256, (y / 5) % 256, ((x + y) / 11) % 256], axis=-1)
+    Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "big.jpg", quality=90)
+    got = sb.read_images(str(tmp_path), size=(150, 200)).take_all()[0]["image"]
+    with Image.open(tmp_path / "big.jpg") as img:
+        want = np.asarray(img.convert("RGB").resize((200, 150)))
+    assert got.shape == want.shape == (150, 200, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < 8
