@@ -318,13 +318,24 @@ def _command(entry: str, fd: int) -> list[str]:
 
 def driver_sys_path() -> list[str]:
     """This process's ``sys.path`` with ``''`` (the working directory: ``python -c``, the
-    REPL, notebooks) and relative entries made absolute, for a worker to import by.
+    REPL, notebooks) and relative entries made absolute, for a worker to import by. A
+    relative entry this process already imported from also stands for the directory it
+    meant then (its finder's absolute path): after an ``os.chdir`` (Hydra makes one) the
+    workers still find the modules the driver imported from it.
 
     >>> import os
     >>> driver_sys_path()[0] == os.getcwd() if sys.path[0] == "" else True
     True
     """
-    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    out: list[str] = []
+    for entry in sys.path:
+        if os.path.isabs(entry):
+            out.append(entry)
+            continue
+        meant = getattr(sys.path_importer_cache.get(entry), "path", None)
+        now = os.path.abspath(entry) if entry else os.getcwd()
+        out += [now] if not isinstance(meant, str) or meant == now else [now, meant]
+    return out
 
 
 def zygote_pid() -> int | None:

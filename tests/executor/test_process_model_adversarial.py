@@ -254,8 +254,6 @@ def test_a_script_without_a_main_guard_is_not_rerun_and_sees_late_changes(tmp_pa
     assert lines[1:] == [f"{m} True {{('late', 'other')}}" for m in METHODS]
 
 
-@pytest.mark.xfail(strict=True, reason="a relative sys.path entry is resolved against the "
-                   "workers' cwd: after os.chdir (Hydra does) the UDF's module is not found")
 def test_a_relative_sys_path_entry_then_chdir_still_finds_the_module(tmp_path):
     out = run_driver(tmp_path, """
         import os, sys
