@@ -58,6 +58,7 @@ from streambatch.read_api import (
     read_text,
 )
 from streambatch.read_formats import read_sql, read_webdataset
+from streambatch.read_lakehouse import read_delta, read_iceberg, read_lance
 
 __version__ = "0.1.0"
 
@@ -75,6 +76,7 @@ __all__ = [
     "range", "range_tensor", "from_arrow", "from_blocks", "from_huggingface", "from_items",
     "from_numpy", "from_pandas", "from_polars", "from_torch", "read_binary_files", "read_csv",
     "read_datasource", "read_images", "read_json", "read_numpy", "read_parquet", "read_sql",
+    "read_delta", "read_iceberg", "read_lance",
     "read_text", "read_webdataset", "BlockMetadata", "Datasource", "FileShuffleConfig",
     "Partitioning", "PathPartitionFilter", "ReadTask",
 ]
