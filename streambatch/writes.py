@@ -179,6 +179,91 @@ class WriteMethods:
 
         self._write(SQLSink(sql, connection_factory, ledger_table=ledger_table).engine_sink())
 
+    def write_delta(self, path: str, *, mode: str = "append", filesystem=None,
+                    storage_options: dict | None = None, ray_remote_args: dict | None = None,
+                    concurrency: int | None = None) -> None:
+        """Write the rows to the Delta Lake table at ``path`` (created if missing): each
+        write task writes one parquet file into the table's directory, and one Delta
+        commit on the driver, after every task succeeded, adds them all (a failed job
+        commits nothing and removes its files; a retried task's first attempt is never
+        committed). ``mode``: ``"append"`` (default), ``"overwrite"`` (a new version
+        holding only these rows), ``"error"`` (refuse an existing table) or
+        ``"ignore"`` (do nothing when it exists). ``storage_options`` go to deltalake;
+        ``filesystem`` (pyarrow or fsspec) writes the files. Needs
+        ``pip install 'streambatch[delta]'``.
+
+        >>> import streambatch as sb, tempfile
+        >>> path = tempfile.mkdtemp() + "/t"
+        >>> sb.range(5).write_delta(path)  # doctest: +SKIP
+        >>> sb.range(2).write_delta(path, mode="overwrite")  # doctest: +SKIP
+        >>> sb.read_delta(path).count(), sb.read_delta(path, version=0).count()  # doctest: +SKIP
+        (2, 5)
+        """
+        from streambatch.connectors.delta import DeltaSink
+
+        self._write(DeltaSink(path, mode=mode, filesystem=filesystem,
+                              storage_options=storage_options).engine_sink())
+
+    def write_lance(self, path: str, *, schema: pa.Schema | None = None, mode: str = "create",
+                    min_rows_per_file: int = 1024 * 1024,
+                    max_rows_per_file: int = 64 * 1024 * 1024,
+                    data_storage_version: str | None = None,
+                    storage_options: dict | None = None, ray_remote_args: dict | None = None,
+                    concurrency: int | None = None) -> None:
+        """Write the rows to the Lance dataset at ``path`` (as Ray Data's): each write task
+        writes its fragments, and one commit on the driver adds them all after every
+        task succeeded. ``mode``: ``"create"`` (default; refuses an existing dataset),
+        ``"append"`` (a new version with these rows added; creates a missing dataset)
+        or ``"overwrite"`` (a new version holding only these rows). ``schema`` fixes
+        the columns' types; ``max_rows_per_file``, ``data_storage_version`` and
+        ``storage_options`` go to Lance; ``min_rows_per_file`` is accepted and ignored
+        (each partition is written as it comes). Needs ``pip install 'streambatch[lance]'``.
+
+        >>> import streambatch as sb, tempfile
+        >>> uri = tempfile.mkdtemp() + "/t.lance"
+        >>> sb.range(3).write_lance(uri)  # doctest: +SKIP
+        >>> sb.range(3).write_lance(uri, mode="append")  # doctest: +SKIP
+        >>> sb.read_lance(uri).count()  # doctest: +SKIP
+        6
+        """
+        from streambatch.connectors.lance import LanceSink
+
+        self._write(LanceSink(path, schema=schema, mode=mode,
+                              max_rows_per_file=max_rows_per_file,
+                              data_storage_version=data_storage_version,
+                              storage_options=storage_options).engine_sink())
+
+    def write_iceberg(self, table_identifier: str, catalog_kwargs: dict | None = None,
+                      snapshot_properties: dict | None = None, mode: Any = "append",
+                      overwrite_filter: Any = None, upsert_kwargs: dict | None = None,
+                      overwrite_kwargs: dict | None = None,
+                      ray_remote_args: dict | None = None,
+                      concurrency: int | None = None) -> None:
+        """Write the rows to the Iceberg table ``table_identifier`` (as Ray Data's), in the
+        catalog ``pyiceberg.catalog.load_catalog(catalog_kwargs["name"], **the rest)``.
+        Each write task writes one parquet file under the table's location, and one
+        transaction on the driver, after every task succeeded, adds them all (new
+        columns are added to the table's schema; a missing table, and its namespace,
+        are created). ``mode``: ``"append"`` (default) or ``"overwrite"`` (deletes the
+        rows matching ``overwrite_filter``, a PyIceberg expression or string, else all
+        rows, in the same transaction); ``"upsert"`` is not supported.
+        ``snapshot_properties`` go to the snapshot summary. Needs
+        ``pip install 'streambatch[iceberg]'``.
+
+        >>> import streambatch as sb, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> kw = {"name": "default", "type": "sql", "uri": f"sqlite:///{d}/c.db", "warehouse": f"file://{d}"}
+        >>> sb.range(3).write_iceberg("db.t", catalog_kwargs=kw)  # doctest: +SKIP
+        >>> sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw).count()  # doctest: +SKIP
+        3
+        """
+        from streambatch.connectors.iceberg import IcebergSink
+
+        self._write(IcebergSink(table_identifier, catalog_kwargs=catalog_kwargs,
+                                snapshot_properties=snapshot_properties, mode=mode,
+                                overwrite_filter=overwrite_filter, upsert_kwargs=upsert_kwargs,
+                                overwrite_kwargs=overwrite_kwargs).engine_sink())
+
     def write_datasink(self, datasink, *, ray_remote_args: dict | None = None,
                        concurrency: int | None = None) -> None:
         """Write through a user ``sb.Datasink`` (Ray Data's ``write_datasink``): its

@@ -1,0 +1,246 @@
+"""Delta Lake tables through the ``deltalake`` package (``pip install 'streambatch[delta]'``),
+as Ray Data's ``read_delta`` and a ``Dataset.write_delta``.
+
+Reads open the table's log on the driver (the latest version, or ``version``) and make
+one read task per data file of that version, each streaming its parquet file's row
+groups with the partition values added as columns. Writes write one parquet file per
+write task into the table's directory and commit them all in one Delta transaction on
+the driver after every task succeeded (see :mod:`streambatch.connectors.lakehouse`).
+
+>>> import tempfile, pyarrow as pa
+>>> from deltalake import write_deltalake  # doctest: +SKIP
+>>> path = tempfile.mkdtemp() + "/t"
+>>> write_deltalake(path, pa.table({"x": [1, 2]}))  # doctest: +SKIP
+>>> [t.num_rows for task in DeltaSource(path).read_tasks(2, Pushdowns()) for t in task()]  # doctest: +SKIP
+[2]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import partial
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, ReadTask
+from streambatch.connectors.lakehouse import (
+    TableSink,
+    conform,
+    file_stem,
+    non_empty,
+    remove_uncommitted,
+    require,
+    unified,
+    wanted_columns,
+)
+
+MODES = ("append", "overwrite", "error", "ignore")
+BATCH_ROWS = 65536  # rows per block when streaming a data file
+UNSUPPORTED_READER_FEATURES = ("deletionVectors", "columnMapping")
+
+
+def table_uri(path: Any) -> str:
+    """The table's location as deltalake takes it: URLs as given, local paths absolute.
+
+    >>> table_uri("s3://b/t"), table_uri("/data/t/")
+    ('s3://b/t', '/data/t')
+    """
+    path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(path).rstrip("/") or "/"
+
+
+def _filesystem(uri: str, filesystem: Any = None) -> tuple[Any, str]:
+    """(filesystem, path) for the table root: ``filesystem`` when given, else fsspec's."""
+    if filesystem is not None:
+        return filesystem, uri.split("://", 1)[-1]
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(uri)
+
+
+def _check_readable(table: Any) -> None:
+    """Refuse tables whose files cannot be read one by one as plain parquet."""
+    features = set(table.protocol().reader_features or ())
+    mapping = (table.metadata().configuration or {}).get("delta.columnMapping.mode", "none")
+    used = sorted(features.intersection(UNSUPPORTED_READER_FEATURES))
+    if used or mapping not in ("none", None):
+        raise NotImplementedError(
+            f"read_delta: the table {table.table_uri!r} uses Delta features "
+            f"{used or ['columnMapping']} that read_delta does not apply; read it with "
+            "deltalake (DeltaTable(path).to_pyarrow_table()) and pass it to sb.from_arrow")
+
+
+class DeltaSource(Datasource):
+    """One version of a Delta table: a read task per data file."""
+
+    name = "Delta"
+    supports_projection = True
+    supports_limit = True
+
+    def __init__(self, path: Any, version: int | None = None, columns: list[str] | None = None,
+                 filesystem: Any = None, storage_options: dict | None = None) -> None:
+        deltalake = require("deltalake", "read_delta")
+        self.uri = table_uri(path)
+        try:
+            table = deltalake.DeltaTable(self.uri, version=version,
+                                         storage_options=storage_options)
+        except Exception as exc:
+            raise FileNotFoundError(f"read_delta: cannot open a Delta table at {self.uri!r}"
+                                    f"{'' if version is None else f' version {version}'}: "
+                                    f"{exc}") from exc
+        _check_readable(table)
+        self.version = table.version()
+        self._schema = pa.schema(table.schema().to_arrow())
+        self.partition_cols = list(table.metadata().partition_columns)
+        self.columns = wanted_columns(None, columns, self._schema, "read_delta")
+        self.filesystem = filesystem
+        self.files = [_file_entry(row, self.partition_cols)
+                      for row in pa.table(table.get_add_actions(flatten=True)).to_pylist()]
+
+    def schema(self) -> pa.Schema:
+        """The table's schema (of the version read)."""
+        return self._schema
+
+    def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
+        """One task per data file, in the log's order; files a resumed write already
+        holds (``pushdowns.done``) are left out."""
+        columns = wanted_columns(pushdowns.columns, self.columns, self._schema, "read_delta")
+        schema = self._schema if columns is None else pa.schema(
+            [self._schema.field(c) for c in columns])
+        tasks = []
+        for path, rows, size, values in self.files:
+            if pushdowns.done and pushdowns.done.covers(Piece(path)):
+                continue
+            url = path if "://" in path else f"{self.uri.rstrip('/')}/{unquote(path)}"
+            read = partial(read_file, url, self.uri, self.filesystem, schema, values)
+            tasks.append(ReadTask(read, rows, size, f"Delta file {path}", pieces=(Piece(path),),
+                                  per_task_row_limit=pushdowns.limit, input_files=(url,)))
+        return tasks
+
+
+def _file_entry(row: dict, partition_cols: list[str]) -> tuple[str, int | None, int | None,
+                                                                dict[str, Any]]:
+    """(path, rows, bytes, partition values) of one add action of the log."""
+    values = {c: row.get(f"partition.{c}") for c in partition_cols}
+    return row["path"], row.get("num_records"), row.get("size_bytes"), values
+
+
+def read_file(url: str, uri: str, filesystem: Any, schema: pa.Schema,
+              partition_values: dict[str, Any]):
+    """Stream one data file as blocks of ``schema`` (partition columns from the log)."""
+    fs, root = _filesystem(uri, filesystem)
+    path = root.rstrip("/") + url[len(uri.rstrip("/")):] if url.startswith(uri) else \
+        url.split("://", 1)[-1]
+    stored = [f.name for f in schema if f.name not in partition_values]
+    opener = getattr(fs, "open_input_file", None)
+    with (opener(path) if opener else fs.open(path, "rb")) as handle:
+        parquet = pq.ParquetFile(handle)
+        present = [c for c in stored if c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=present):
+            table = pa.Table.from_batches([batch])
+            for name, value in partition_values.items():
+                if name in schema.names:
+                    table = table.append_column(name, pa.array([value] * table.num_rows))
+            yield conform(table, schema, "read_delta")
+
+
+class DeltaSink(TableSink):
+    """Writes parquet files into a Delta table and commits them once, on the driver.
+
+    ``mode``: ``"append"`` adds rows (creating the table if missing), ``"overwrite"``
+    replaces the table's rows in one new version, ``"error"`` refuses an existing table,
+    ``"ignore"`` does nothing when the table exists."""
+
+    who = "write_delta"
+
+    def __init__(self, path: Any, mode: str = "append", filesystem: Any = None,
+                 storage_options: dict | None = None) -> None:
+        super().__init__()
+        mode = str(getattr(mode, "value", mode)).lower()
+        if mode not in MODES:
+            raise ValueError(f"write_delta: mode={mode!r}; expected one of {MODES}")
+        require("deltalake", "write_delta")
+        self.uri, self.mode = table_uri(path), mode
+        self.filesystem, self.storage_options = filesystem, storage_options
+        self.schema: pa.Schema | None = None  # an existing table's, when appending
+
+    def _table(self) -> Any:
+        deltalake = require("deltalake", "write_delta")
+        if not deltalake.DeltaTable.is_deltatable(self.uri, self.storage_options):
+            return None
+        return deltalake.DeltaTable(self.uri, storage_options=self.storage_options)
+
+    def skip_write(self) -> bool:
+        """``mode="ignore"`` and the table exists."""
+        return self.mode == "ignore" and self._table() is not None
+
+    def on_write_start(self) -> None:
+        """Refuse an existing table under ``mode="error"``; learn the schema to append to."""
+        table = self._table()
+        if table is not None and self.mode == "error":
+            raise FileExistsError(f"write_delta: a Delta table exists at {self.uri!r} and "
+                                  "mode='error' refuses it; pass mode='append' or 'overwrite'")
+        if table is not None and self.mode == "append":
+            self.schema = pa.schema(table.schema().to_arrow())
+        fs, root = _filesystem(self.uri, self.filesystem)
+        if hasattr(fs, "makedirs"):
+            fs.makedirs(root, exist_ok=True)
+
+    def write(self, blocks, ctx) -> dict | None:
+        """Write this partition to one parquet file in the table's directory."""
+        fs, root = _filesystem(self.uri, self.filesystem)
+        name = f"{file_stem(self.job, ctx)}.parquet"
+        rows, writer, schema = 0, None, self.schema
+        try:
+            for block in non_empty(blocks):
+                if schema is None:
+                    schema = block.schema
+                block = conform(block, schema, "write_delta")
+                if writer is None:
+                    writer = pq.ParquetWriter(f"{root.rstrip('/')}/{name}", schema,
+                                              filesystem=fs)
+                writer.write_table(block)
+                rows += block.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            return None
+        size = fs.get_file_info(f"{root.rstrip('/')}/{name}").size if hasattr(
+            fs, "get_file_info") else fs.size(f"{root.rstrip('/')}/{name}")
+        return {"path": name, "rows": rows, "size": int(size), "schema": schema,
+                "time": int(time.time() * 1000)}
+
+    def on_write_complete(self, write_result) -> None:
+        """Commit every task's file in one Delta transaction."""
+        deltalake = require("deltalake", "write_delta")
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        files = self.returned(write_result)
+        table = self._table()
+        if self.schema is not None:
+            schema = self.schema
+        elif files:
+            schema = unified([f["schema"] for f in files], "write_delta")
+        elif table is not None:
+            schema = pa.schema(table.schema().to_arrow())
+        else:
+            return  # no rows and no table: nothing to create
+        actions = [AddAction(f["path"], f["size"], {}, f["time"], True,
+                             json.dumps({"numRecords": f["rows"]})) for f in files]
+        delta_schema = deltalake.Schema.from_arrow(schema)
+        if table is None:
+            create_table_with_add_actions(self.uri, delta_schema, actions, mode="error",
+                                          storage_options=self.storage_options)
+        else:
+            table.create_write_transaction(actions, mode="overwrite" if self.mode == "overwrite"
+                                           else "append", schema=delta_schema)
+        remove_uncommitted(self.uri, self.job, {f["path"] for f in files})
+
+    def on_write_failed(self, error: Exception) -> None:
+        """Remove every file this write left: none of them was committed."""
+        remove_uncommitted(self.uri, self.job, set())

@@ -1,0 +1,163 @@
+"""What the table-format connectors (Delta Lake, Lance, Iceberg) share.
+
+Their reads are Datasources that split a table version into one read task per data
+file (or fragment), pinned to the version the driver saw. Their writes are
+:class:`TableSink` s, run as a user Datasink is (``ContractJob``): each write task writes
+its partition's data files and returns what it wrote; the table's commit, the only step
+that makes rows visible, runs once on the driver after every task succeeded
+(``on_write_complete``). A failed or retried attempt's files are never in a commit, so a
+retry cannot add rows twice, and a failed job commits nothing; the files this job wrote
+and did not commit are removed where the format allows (``remove_uncommitted``).
+
+The format packages load only when a read or write runs (``import streambatch`` stays
+light), through :func:`require`, whose error names the extra to install.
+
+>>> require("json", "read_delta").__name__
+'json'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+from streambatch.connectors.sink_contract import ContractJob, Datasink
+
+from streambatch._dependencies import import_optional
+
+EXTRAS = {"deltalake": "delta", "lance": "lance", "pyiceberg": "iceberg"}
+
+
+def require(module: str, what: str) -> ModuleType:
+    """Import ``module`` or fail with ``pip install 'streambatch[<extra>]'``."""
+    return import_optional(module, extra=EXTRAS.get(module.split(".")[0]), what=what)
+
+
+def wanted_columns(pushed: tuple[str, ...] | None, asked: list[str] | None,
+                   schema: pa.Schema, who: str) -> list[str] | None:
+    """The columns a read returns: the optimizer's projection, else the user's
+    ``columns``, else all (None); an unknown name fails listing the table's columns.
+
+    >>> wanted_columns(None, ["b"], pa.schema([("a", pa.int8()), ("b", pa.int8())]), "r")
+    ['b']
+    >>> wanted_columns(None, ["z"], pa.schema([("a", pa.int8())]), "read_delta")
+    Traceback (most recent call last):
+    ...
+    ValueError: read_delta: no column 'z' in the table; its columns are ['a']
+    """
+    columns = list(pushed) if pushed is not None else (list(asked) if asked else None)
+    for name in columns or ():
+        if name not in schema.names:
+            raise ValueError(f"{who}: no column {name!r} in the table; its columns are "
+                             f"{schema.names}")
+    return columns
+
+
+def conform(table: pa.Table, schema: pa.Schema, who: str) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order and cast to its types; a
+    column the table lacks (added to the table later) reads as nulls.
+
+    >>> t = pa.table({"b": ["x"], "a": pa.array([1], pa.int32())})
+    >>> conform(t, pa.schema([("a", pa.int64()), ("c", pa.string())]), "r").to_pylist()
+    [{'a': 1, 'c': None}]
+    """
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        try:
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise TypeError(f"{who}: column {field.name!r} holds {column.type}, which does not "
+                            f"cast to the table's {field.type}: {exc}") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def unified(schemas: list[pa.Schema], who: str) -> pa.Schema:
+    """One schema for the schemas the write tasks wrote (types promoted as Arrow allows).
+
+    >>> unified([pa.schema([("a", pa.int32())]), pa.schema([("a", pa.int64())])], "w")
+    a: int64
+    """
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise TypeError(f"{who}: the write tasks produced schemas with no common type ({exc}); "
+                        "cast the columns to one type first (e.g. with map_batches)") from None
+
+
+def file_stem(job: str, ctx: Any) -> str:
+    """``part-<job>-<task>-<attempt>``: the job and task in every data file's name (the
+    same for each attempt of the task), and a part unique to this attempt.
+
+    >>> class Ctx: key = "read 3"; task_index = 3
+    >>> file_stem("ab12", Ctx()).startswith("part-ab12-") and len(file_stem("ab12", Ctx()))
+    35
+    """
+    key = str(getattr(ctx, "key", "") or getattr(ctx, "task_index", ""))
+    return f"part-{job}-{hashlib.sha1(key.encode()).hexdigest()[:16]}-{uuid.uuid4().hex[:8]}"
+
+
+def non_empty(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The blocks that hold rows."""
+    return (block for block in blocks if block.num_rows)
+
+
+class TableSink(Datasink):
+    """A table format's sink: data files in tasks, one commit on the driver.
+
+    Subclasses implement ``write`` (returning what the task wrote, or None for no rows),
+    ``on_write_complete`` (the commit) and may implement :meth:`skip_write` (``mode=
+    "ignore"`` on an existing table: nothing runs) and ``on_write_failed``."""
+
+    who = "write"
+
+    def __init__(self) -> None:
+        self.job = uuid.uuid4().hex[:8]
+
+    def skip_write(self) -> bool:
+        """True when the write is to do nothing at all (checked before the job runs)."""
+        return False
+
+    def engine_sink(self) -> TableJob:
+        """The job the executor runs."""
+        return TableJob(self)
+
+    @staticmethod
+    def returned(write_result: Any) -> list:
+        """The write tasks' returns that hold files (tasks with no rows return None)."""
+        return [r for r in write_result.write_returns if r is not None]
+
+
+class TableJob(ContractJob):
+    """``ContractJob`` that runs nothing when the sink says to skip the write."""
+
+    def run_job(self, execute: Callable, fingerprint: str = "", resume: bool = False) -> None:
+        """Skip (``mode="ignore"`` on an existing table) or run as a user Datasink."""
+        if resume:
+            raise ValueError(f"{self.sink.who}: resume=True is only for file outputs "
+                             "(write_parquet); a table commits once, at the end")
+        if isinstance(self.sink, TableSink) and self.sink.skip_write():
+            return None
+        return super().run_job(execute, fingerprint, resume)
+
+
+def remove_uncommitted(directory: str, job: str, keep: set[str], storage: Any = None) -> None:
+    """Best effort: delete the files under ``directory`` (a URL or path) that this job
+    wrote (``part-<job>-*``) and that are not in ``keep`` (base names): attempts that
+    failed, or every file of a write that failed."""
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, root = url_to_fs(directory, **(storage or {}))
+        for path in fs.glob(f"{root.rstrip('/')}/part-{job}-*"):
+            if path.rsplit("/", 1)[-1] not in keep:
+                fs.rm(path)
+    except Exception:  # noqa: S110 - cleanup must never hide the write's own outcome
+        pass
