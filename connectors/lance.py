@@ -1,0 +1,196 @@
+"""Lance datasets through ``pylance`` (``pip install 'streambatch[lance]'``), as Ray Data's
+``read_lance`` and ``Dataset.write_lance``.
+
+Reads open the dataset on the driver (the latest version, or ``version``) and make one
+read task per fragment, each scanning its fragment of that version with the columns and
+the ``filter`` pushed into Lance's scanner. Writes write each task's fragments with
+``lance.fragment.write_fragments`` and commit them in one ``LanceDataset.commit`` on the
+driver after every task succeeded (see :mod:`streambatch.connectors.lakehouse`).
+
+>>> import tempfile, pyarrow as pa
+>>> import lance  # doctest: +SKIP
+>>> uri = tempfile.mkdtemp() + "/t.lance"
+>>> _ = lance.write_dataset(pa.table({"x": [1, 2, 3]}), uri, max_rows_per_file=2)  # doctest: +SKIP
+>>> [t.num_rows for task in LanceSource(uri).read_tasks(2, Pushdowns()) for t in task()]  # doctest: +SKIP
+[2, 1]
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any
+
+import pyarrow as pa
+from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, ReadTask
+from streambatch.connectors.lakehouse import TableSink, conform, non_empty, require, wanted_columns
+
+MODES = ("create", "append", "overwrite")
+
+
+def _uri(uri: Any) -> str:
+    uri = os.fspath(uri)
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def _open(uri: str, version: Any = None, storage_options: dict | None = None) -> Any:
+    lance = require("lance", "read_lance")
+    return lance.dataset(uri, version=version, storage_options=storage_options)
+
+
+class LanceSource(Datasource):
+    """One version of a Lance dataset: a read task per fragment."""
+
+    name = "Lance"
+    supports_projection = True
+    supports_limit = True
+
+    def __init__(self, uri: Any, version: int | str | None = None,
+                 columns: list[str] | None = None, filter: str | None = None,
+                 storage_options: dict | None = None,
+                 scanner_options: dict | None = None) -> None:
+        self.uri = _uri(uri)
+        try:
+            dataset = _open(self.uri, version, storage_options)
+        except (ValueError, OSError) as exc:
+            raise FileNotFoundError(f"read_lance: cannot open a Lance dataset at {self.uri!r}"
+                                    f"{'' if version is None else f' version {version!r}'}: "
+                                    f"{exc}") from exc
+        self.version = dataset.version  # pinned: every task reads this version
+        self._schema = dataset.schema
+        self.columns = wanted_columns(None, columns, self._schema, "read_lance")
+        if filter is not None and not isinstance(filter, str):
+            raise TypeError(f"read_lance: filter={filter!r}; expected a Lance SQL predicate "
+                            "(a str such as \"x > 2 AND s IS NOT NULL\")")
+        self.filter = filter
+        self.storage_options = storage_options
+        self.scanner_options = dict(scanner_options or {})
+        self.fragments = [(f.fragment_id, f.count_rows()) for f in dataset.get_fragments()]
+
+    def schema(self) -> pa.Schema:
+        """The dataset's schema (of the version read)."""
+        return self._schema
+
+    def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
+        """One task per fragment; fragments a resumed write already holds are left out."""
+        columns = wanted_columns(pushdowns.columns, self.columns, self._schema, "read_lance")
+        tasks = []
+        for fragment, rows in self.fragments:
+            piece = Piece(f"fragment {fragment}")
+            if pushdowns.done and pushdowns.done.covers(piece):
+                continue
+            read = partial(read_fragment, self.uri, self.version, self.storage_options,
+                           fragment, columns, self.filter, self.scanner_options)
+            tasks.append(ReadTask(read, rows, None, f"Lance fragment {fragment}",
+                                  pieces=(piece,), filtered=self.filter is not None,
+                                  per_task_row_limit=pushdowns.limit))
+        return tasks
+
+
+def read_fragment(uri: str, version: int, storage_options: dict | None, fragment: int,
+                  columns: list[str] | None, filter: str | None, scanner_options: dict):
+    """Stream one fragment of one version, as blocks."""
+    dataset = _open(uri, version, storage_options)
+    scanner = dataset.scanner(columns=columns, filter=filter,
+                              fragments=[dataset.get_fragment(fragment)], **scanner_options)
+    for batch in scanner.to_batches():
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+class LanceSink(TableSink):
+    """Writes fragments in the write tasks and commits them once, on the driver.
+
+    ``mode``: ``"create"`` refuses an existing dataset, ``"append"`` adds a version with
+    the rows added (creating a missing dataset), ``"overwrite"`` adds a version with
+    only these rows."""
+
+    who = "write_lance"
+
+    def __init__(self, uri: Any, schema: pa.Schema | None = None, mode: str = "create",
+                 max_rows_per_file: int = 64 * 1024 * 1024,
+                 data_storage_version: str | None = None,
+                 storage_options: dict | None = None) -> None:
+        super().__init__()
+        mode = str(getattr(mode, "value", mode)).lower()
+        if mode not in MODES:
+            raise ValueError(f"write_lance: mode={mode!r}; expected one of {MODES}")
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise TypeError(f"write_lance: schema must be a pyarrow.Schema, got "
+                            f"{type(schema).__name__}")
+        require("lance", "write_lance")
+        self.uri, self.mode, self.schema = _uri(uri), mode, schema
+        self.max_rows_per_file = max_rows_per_file
+        self.data_storage_version = data_storage_version
+        self.storage_options = storage_options
+        self.read_version: int | None = None  # the version this write builds on
+
+    def _existing(self) -> Any:
+        try:
+            return _open(self.uri, None, self.storage_options)
+        except (ValueError, OSError):
+            return None
+
+    def on_write_start(self) -> None:
+        """Refuse an existing dataset under ``"create"``; learn the version and schema to
+        append to."""
+        dataset = self._existing()
+        if dataset is None:
+            return
+        if self.mode == "create":
+            raise FileExistsError(f"write_lance: a Lance dataset exists at {self.uri!r} and "
+                                  "mode='create' refuses it; pass mode='append' or "
+                                  "'overwrite'")
+        self.read_version = dataset.version
+        if self.mode == "append":
+            self.schema = dataset.schema
+
+    def write(self, blocks, ctx) -> dict | None:
+        """Write this partition's fragments (not committed: invisible until the commit)."""
+        from lance.fragment import write_fragments
+
+        blocks = non_empty(blocks)
+        first = next(blocks, None)
+        if first is None:
+            return None
+        schema = self.schema or first.schema
+
+        def batches():
+            for block in (first, *blocks):
+                yield from conform(block, schema, "write_lance").to_batches()
+
+        fragments = write_fragments(pa.RecordBatchReader.from_batches(schema, batches()),
+                                    self.uri, schema=schema, mode="append" if
+                                    self.mode == "append" else "overwrite",
+                                    max_rows_per_file=self.max_rows_per_file,
+                                    data_storage_version=self.data_storage_version,
+                                    storage_options=self.storage_options)
+        return {"fragments": fragments, "schema": schema}
+
+    def on_write_complete(self, write_result) -> None:
+        """Commit every task's fragments in one new version."""
+        lance = require("lance", "write_lance")
+        written = self.returned(write_result)
+        fragments = [f for w in written for f in w["fragments"]]
+        if self.mode == "append" and self.read_version is not None:
+            operation = lance.LanceOperation.Append(fragments)
+        else:
+            schemas = {w["schema"] for w in written} or ({self.schema} - {None})
+            if not schemas:
+                return  # no rows and no schema: nothing to create
+            if len(schemas) > 1:
+                raise TypeError("write_lance: the write tasks produced different schemas "
+                                f"({' / '.join(_brief(s) for s in schemas)}; a partition whose "
+                                "column is all null has type null); pass schema= to fix one")
+            operation = lance.LanceOperation.Overwrite(schemas.pop(), fragments)
+        lance.LanceDataset.commit(self.uri, operation, read_version=self.read_version,
+                                  storage_options=self.storage_options)
+
+
+def _brief(schema: pa.Schema) -> str:
+    """``a: int64, b: null``.
+
+    >>> _brief(pa.schema([("a", pa.int64()), ("b", pa.null())]))
+    'a: int64, b: null'
+    """
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
