@@ -196,7 +196,8 @@ class WebDatasetSource(FileSource):
                   "WebDataset shard")
 
     def __init__(self, paths, *, decoder=True, fileselect=None, filerename=None,
-                 suffixes=None, verbose_open: bool = False, **kwargs) -> None:
+                 suffixes=None, verbose_open: bool = False, expand_json: bool = False,
+                 **kwargs) -> None:
         for name, value in (("decoder", decoder), ("fileselect", fileselect),
                             ("filerename", filerename), ("suffixes", suffixes)):
             _check_spec(name, value)
@@ -205,6 +206,9 @@ class WebDatasetSource(FileSource):
         self.decoder = None if decoder is False else decoder
         self.fileselect, self.filerename = fileselect, filerename
         self.member_suffixes, self.verbose_open = suffixes, verbose_open
+        if not isinstance(expand_json, bool):
+            raise TypeError(f"read_webdataset: expand_json={expand_json!r}; expected True or False")
+        self.expand_json = expand_json
 
     def read_file(self, fs, entry, pushdowns) -> Iterator[pa.Table]:
         """Stream the shard's members, group them into samples, decode them, and yield
@@ -262,6 +266,17 @@ class WebDatasetSource(FileSource):
                 print(f"read_webdataset: done {path}")
 
     def _decoded(self, sample: dict, path: str) -> dict:
+        sample = self._decoded_only(sample, path)
+        if not self.expand_json:
+            return sample
+        try:
+            return expanded_json(sample)
+        except (ValueError, TypeError) as exc:
+            raise FileReadError(self.who, path, exc, "expand_json=True makes the keys of each "
+                                "sample's .json member (a JSON object) columns; leave it out "
+                                "to keep the member as one column") from exc
+
+    def _decoded_only(self, sample: dict, path: str) -> dict:
         if self.decoder is None:
             return sample
         try:
@@ -276,6 +291,36 @@ class WebDatasetSource(FileSource):
                 f"the decoder returned a {type(out).__name__} for sample "
                 f"{sample['__key__']!r}"), "a decoder maps a sample dict to a sample dict")
         return out
+
+
+def expanded_json(sample: dict) -> dict:
+    """The sample with the keys of its ``json`` member as columns too (Ray's
+    ``expand_json``): the member may be decoded already (a dict) or still bytes / str;
+    the ``json`` column stays. A sample without one, a member that is not a JSON object,
+    or a key that is already a column is an error naming the sample.
+
+    >>> expanded_json({"__key__": "a", "json": b'{"label": 3, "tags": ["x"]}'})
+    {'__key__': 'a', 'json': b'{"label": 3, "tags": ["x"]}', 'label': 3, 'tags': ['x']}
+    >>> expanded_json({"__key__": "a", "txt": "hi", "json": {"txt": "no"}})
+    Traceback (most recent call last):
+    ...
+    ValueError: sample 'a': the keys ['txt'] of its json member are columns already
+    """
+    key = sample.get("__key__")
+    if "json" not in sample:
+        raise ValueError(f"sample {key!r} has no json member (<key>.json) to expand; its "
+                         f"columns are {sorted(k for k in sample if not k.startswith('__'))}")
+    value = sample["json"]
+    if isinstance(value, (bytes, bytearray, str)):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise TypeError(f"sample {key!r}: its json member holds a {type(value).__name__}, "
+                        "not a JSON object")
+    clash = sorted(k for k in value if k in sample)
+    if clash:
+        raise ValueError(f"sample {key!r}: the keys {clash} of its json member are columns "
+                         "already")
+    return {**sample, **value}
 
 
 def _block(rows: list[dict], first: int, path: str, rows_to_block, error_type) -> pa.Table:

@@ -99,13 +99,79 @@ def default_memory_budget() -> int:
     return max(256 * MiB, psutil.virtual_memory().available // 2)
 
 
+_LIMITS = ("cpu", "gpu", "object_store_memory", "memory")
+
+
+@dataclass
+class ExecutionResources:
+    """Ray Data's resource limits, as ``execution_options.resource_limits`` reads and sets
+    them: ``cpu`` is ``num_cpus``, ``gpu`` is ``num_gpus``, ``object_store_memory`` is
+    the memory budget (None: the default). Setting an attribute of the object read from
+    ``resource_limits`` sets the options it came from (as in Ray). ``memory`` (Ray's
+    logical heap memory) is accepted and not applied.
+
+    >>> opts = ExecutionOptions()
+    >>> opts.resource_limits = ExecutionResources(cpu=4, object_store_memory=2e9)
+    >>> opts.num_cpus, opts.memory_budget
+    (4, 2000000000)
+    >>> opts.resource_limits.gpu = 1
+    >>> opts.num_gpus, opts.resource_limits.copy(cpu=2).cpu
+    (1, 2)
+    """
+
+    cpu: float | None = None
+    gpu: float | None = None
+    object_store_memory: float | str | None = None
+    memory: float | None = None
+    _owner: ExecutionOptions | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        owner = self.__dict__.get("_owner")
+        if owner is not None and name in _LIMITS:
+            owner.resource_limits = self
+
+    @classmethod
+    def for_limits(cls, cpu: float | None = None, gpu: float | None = None,
+                   object_store_memory: float | None = None,
+                   memory: float | None = None) -> ExecutionResources:
+        """Limits (Ray's constructor for them; None: the default)."""
+        return cls(cpu, gpu, object_store_memory, memory)
+
+    def copy(self, **changes) -> ExecutionResources:
+        """A detached copy with ``changes`` (``cpu=``, ``gpu=``...)."""
+        values = {name: getattr(self, name) for name in _LIMITS}
+        return ExecutionResources(**{**values, **changes})
+
+
+def _cpu_slots(cpu) -> int | None:
+    """``resource_limits.cpu`` as whole CPU slots.
+
+    >>> _cpu_slots(4.0), _cpu_slots(None)
+    (4, None)
+    """
+    if cpu is None:
+        return None
+    if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu < 1 or cpu != int(cpu):
+        raise ValueError(f"execution_options.resource_limits.cpu={cpu!r}; expected a whole "
+                         "number of CPU slots >= 1 (or None for every detected core)")
+    return int(cpu)
+
+
 @dataclass
 class ExecutionOptions:
     """How the streaming executor runs a plan.
 
+    ``memory_budget`` is bytes or a size such as ``"2GB"`` (parsed as ``sb.init``'s,
+    also when set on the object later); ``resource_limits`` is Ray Data's view of
+    ``num_cpus``, ``num_gpus`` and ``memory_budget`` (see :class:`ExecutionResources`).
+
     >>> opts = ExecutionOptions(preserve_order=True, memory_budget=64 * 2**20)
     >>> opts.preserve_order, opts.resolved_memory_budget()
     (True, 67108864)
+    >>> opts.memory_budget = "1GB"
+    >>> opts.memory_budget
+    1000000000
     """
 
     preserve_order: bool = False
@@ -124,6 +190,38 @@ class ExecutionOptions:
     progress: bool | None = False
     local: LocalOptions = field(default_factory=LocalOptions)
     ray: RayOptions = field(default_factory=RayOptions)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "memory_budget" and isinstance(value, (str, float)):
+            from streambatch.validate import byte_size
+
+            value = byte_size(value, f"execution_options.memory_budget={value!r}")
+        object.__setattr__(self, name, value)
+
+    @property
+    def resource_limits(self) -> ExecutionResources:
+        """Ray Data's limits: ``cpu`` = ``num_cpus``, ``gpu`` = ``num_gpus``,
+        ``object_store_memory`` = ``memory_budget``; setting them sets those."""
+        return ExecutionResources(self.num_cpus, self.num_gpus, self.memory_budget,
+                                  _owner=self)
+
+    @resource_limits.setter
+    def resource_limits(self, limits: ExecutionResources) -> None:
+        if not isinstance(limits, ExecutionResources):
+            raise TypeError("execution_options.resource_limits must be an ExecutionResources "
+                            f"(streambatch.executor.options), got {type(limits).__name__}")
+        if limits.gpu is not None and (isinstance(limits.gpu, bool) or limits.gpu < 0):
+            raise ValueError(f"execution_options.resource_limits.gpu={limits.gpu!r}; "
+                             "expected a number >= 0")
+        self.num_cpus = _cpu_slots(limits.cpu)
+        self.num_gpus = limits.gpu
+        memory = limits.object_store_memory
+        if memory is not None:
+            from streambatch.validate import byte_size
+
+            memory = byte_size(memory, "execution_options.resource_limits.object_store_memory="
+                                       f"{memory!r}")
+        self.memory_budget = memory
 
     def resolved_memory_budget(self) -> int:
         """The memory budget in bytes (derived from RAM when unset)."""

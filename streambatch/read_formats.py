@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from streambatch import validate as v
 from streambatch.dataset import Dataset
 from streambatch.operators import logical as L
+from streambatch.read_files import FILE_ARGS, SCHEDULING, ray_read_args
 
 if TYPE_CHECKING:
     import os
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     import fsspec
     import pyarrow.fs
 
-    from streambatch.connectors.datasource import FileShuffleConfig
+    from streambatch.connectors.datasource import FileShuffleConfig, PathPartitionFilter
 
     Paths: TypeAlias = str | os.PathLike | list[str | os.PathLike]
     FileSystem: TypeAlias = pyarrow.fs.FileSystem | fsspec.AbstractFileSystem
@@ -36,7 +37,9 @@ def read_webdataset(paths: Paths, *, filesystem: FileSystem | None = None,
                     include_paths: bool = False, file_extensions: list[str] | None = None,
                     concurrency: int | None = None, override_num_blocks: int | None = None,
                     expand_json: bool = False, on_error: str = "raise",
-                    ignore_missing_paths: bool = False) -> Dataset:
+                    ignore_missing_paths: bool = False,
+                    partition_filter: PathPartitionFilter | None = None,
+                    **ray_args) -> Dataset:
     """WebDataset shards (``.tar`` files), one row per sample, as Ray Data's.
 
     Members are grouped into samples by key: the member's path up to the first dot of
@@ -47,30 +50,39 @@ def read_webdataset(paths: Paths, *, filesystem: FileSystem | None = None,
     only); ``None`` or ``False`` keeps bytes; a function (or list of them) maps each
     sample dict to a new one. ``fileselect`` keeps members (suffix patterns such as
     ``["*.png"]`` or a function of the name), ``filerename`` renames them, ``suffixes``
-    keeps columns while grouping. A damaged shard raises an error naming it (with
-    ``on_error="skip"`` it goes to ``ds.dead_letters()``). ``concurrency`` is accepted
-    for Ray compatibility and ignored; ``expand_json`` is not supported.
+    keeps columns while grouping. ``expand_json=True`` (as Ray's) also makes the keys of
+    each sample's ``.json`` member (a JSON object) columns of its row, after decoding;
+    the ``json`` column stays, and a sample without one or a key that is a column
+    already is an error naming the sample. A damaged shard raises an error naming it
+    (with ``on_error="skip"`` it goes to ``ds.dead_letters()``). ``partition_filter``
+    is as for every file reader; ``concurrency`` and Ray's other read arguments
+    (``parallelism=``, ``arrow_open_stream_args=``...) are as in
+    :mod:`streambatch.read_files`.
 
     >>> import streambatch as sb, tempfile
     >>> out = tempfile.mkdtemp()
     >>> _ = sb.from_items([{"__key__": "s1", "txt": "hello", "cls": 3}]).write_webdataset(out)
     >>> [(r["__key__"], r["txt"], r["cls"]) for r in sb.read_webdataset(out).take_all()]
     [('s1', 'hello', 3)]
+    >>> out = tempfile.mkdtemp()
+    >>> _ = sb.from_items([{"__key__": "s1", "json": {"label": 7}}]).write_webdataset(out)
+    >>> [(r["__key__"], r["label"]) for r in sb.read_webdataset(out, expand_json=True).take_all()]
+    [('s1', 7)]
     """
     from streambatch.connectors.paths import check_paths
     from streambatch.connectors.registry import check_protocol
     from streambatch.connectors.webdataset import WebDatasetSource
 
-    if expand_json:
-        raise NotImplementedError("read_webdataset: expand_json=True is not supported; decode "
-                                  "the json column and flatten it with .map()")
+    override_num_blocks = ray_read_args("read_webdataset", override_num_blocks,
+                                        {**ray_args, "concurrency": concurrency}, FILE_ARGS)
     check_protocol(check_paths(paths, "read_webdataset"))
     source = WebDatasetSource(paths, decoder=decoder, fileselect=fileselect,
                               filerename=filerename, suffixes=suffixes,
                               verbose_open=verbose_open, filesystem=filesystem,
                               include_paths=include_paths, on_error=v.on_error(on_error),
                               ignore_missing_paths=ignore_missing_paths,
-                              file_extensions=file_extensions, shuffle=shuffle)
+                              file_extensions=file_extensions, shuffle=shuffle,
+                              expand_json=expand_json, partition_filter=partition_filter)
     if override_num_blocks is not None:
         source.parallelism = v.positive_int("override_num_blocks", override_num_blocks)
     return Dataset(L.Read(source, name="WebDataset"))
@@ -86,7 +98,8 @@ def read_sql(sql: str, connection_factory: Callable[[], Any], *,
     the values the driver returns (a column of mixed types fails naming the row: CAST
     it). Without ``shard_keys`` one task reads the query (streamed in blocks); with
     them, databases with numeric ``MD5`` split it by hash as Ray does.
-    ``ray_remote_args`` and ``concurrency`` are accepted and ignored.
+    ``parallelism``, ``ray_remote_args`` and ``concurrency`` are Ray's read arguments
+    (see :func:`streambatch.read_files.ray_read_args`).
 
     >>> import functools, sqlite3, tempfile, streambatch as sb
     >>> db = tempfile.mkdtemp() + "/a.db"
@@ -99,9 +112,10 @@ def read_sql(sql: str, connection_factory: Callable[[], Any], *,
     """
     from streambatch.connectors.sql import SQLSource
 
+    blocks = ray_read_args("read_sql", override_num_blocks, {
+        "parallelism": parallelism, "ray_remote_args": ray_remote_args,
+        "concurrency": concurrency}, ("parallelism", *SCHEDULING, "ray_remote_args"))
     source = SQLSource(sql, connection_factory, shard_keys=shard_keys)
-    blocks = override_num_blocks if override_num_blocks is not None else (
-        parallelism if parallelism != -1 else None)
     if blocks is not None:
         source.parallelism = v.positive_int("override_num_blocks", blocks)
     return Dataset(L.Read(source, name="SQL"))
