@@ -45,7 +45,8 @@ def describe_spans(what: str, pieces: list[Piece]) -> str:
 class ArrowSource(Datasource):
     """Tables held in memory; each table is cut into zero-copy slices.
 
-    With ``split=False`` every table is one read task (used by ``materialize``).
+    With ``split=False`` every table is one read task, so one block (``from_arrow``,
+    ``from_pandas``, ``from_numpy`` and ``from_blocks``, as Ray Data's; ``materialize``).
 
     >>> src = ArrowSource([pa.table({"x": list(range(10))})])
     >>> [sum(t.num_rows for t in task()) for task in src.read_tasks(3, Pushdowns())]
