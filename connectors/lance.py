@@ -155,16 +155,27 @@ class LanceSink(TableSink):
             return None
         schema = self.schema or first.schema
 
-        def batches():
-            for block in (first, *blocks):
-                yield from conform(block, schema, "write_lance").to_batches()
+        upstream: list[BaseException] = []  # what the blocks' producer raised
 
-        fragments = write_fragments(pa.RecordBatchReader.from_batches(schema, batches()),
-                                    self.uri, schema=schema, mode="append" if
-                                    self.mode == "append" else "overwrite",
-                                    max_rows_per_file=self.max_rows_per_file,
-                                    data_storage_version=self.data_storage_version,
-                                    storage_options=self.storage_options)
+        def batches():
+            try:
+                for block in (first, *blocks):
+                    yield from conform(block, schema, "write_lance").to_batches()
+            except BaseException as exc:
+                upstream.append(exc)
+                raise
+
+        try:
+            fragments = write_fragments(pa.RecordBatchReader.from_batches(schema, batches()),
+                                        self.uri, schema=schema, mode="append" if
+                                        self.mode == "append" else "overwrite",
+                                        max_rows_per_file=self.max_rows_per_file,
+                                        data_storage_version=self.data_storage_version,
+                                        storage_options=self.storage_options)
+        except Exception:
+            if upstream:  # Lance wraps it in an OSError: raise the UDF's own error (retries)
+                raise upstream[0] from None
+            raise
         return {"fragments": fragments, "schema": schema}
 
     def on_write_complete(self, write_result) -> None:

@@ -61,10 +61,10 @@ def fails_at_7(batch: pa.Table) -> pa.Table:
 
 
 def flaky_once(marker: str):
-    """A UDF that raises on the first attempt of the task holding row 7, after its
-    first batch went to the write (``batch_size=2``)."""
+    """A UDF that raises on the first attempt of the task holding row 9 (rows 6-9 with
+    ``source(n, start=6)``), after its first batch (``batch_size=2``) was written."""
     def udf(batch: pa.Table) -> pa.Table:
-        if 7 in batch["i"].to_pylist() and _first_to_claim(Path(marker)):
+        if 9 in batch["i"].to_pylist() and _first_to_claim(Path(marker)):
             raise ConnectionError("flaky, once")
         return batch
     return udf
@@ -124,16 +124,31 @@ def test_delta_reads_a_partitioned_table_deltalake_wrote(tmp_path):
     assert sb.read_delta(path, version=0).count() == 4
 
 
-def test_delta_failed_write_commits_nothing_and_retry_writes_once(tmp_path):
+def test_delta_failed_write_commits_nothing_and_retry_writes_once(tmp_path, monkeypatch):
+    from streambatch.connectors import delta
+
+    removed: list[list[str]] = []  # per cleanup: the files it removes
+    real = delta.remove_uncommitted
+
+    def spy(directory, job, keep, storage=None):
+        removed.append([f for f in os.listdir(directory) if f.startswith(f"part-{job}-")
+                        and f not in keep])
+        real(directory, job, keep, storage)
+
+    monkeypatch.setattr(delta, "remove_uncommitted", spy)
     path = str(tmp_path / "t")
     source(6).write_delta(path)
     with pytest.raises(Exception, match="row 7 is bad"):
-        source(12).map_batches(fails_at_7, batch_size=2, batch_format="pyarrow").write_delta(path)
+        source(12).map_batches(fails_at_7, batch_size=2, batch_format="pyarrow", releases_gil=True).write_delta(path)
     assert deltalake.DeltaTable(path).version() == 0 and sb.read_delta(path).count() == 6
     assert len(leftovers(tmp_path / "t")) == 1  # only the committed file
     source(12, start=6).map_batches(flaky_once(str(tmp_path / "m")), batch_size=2,
-                                    batch_format="pyarrow", max_retries=1).write_delta(path)
+                                    batch_format="pyarrow", max_retries=1,
+                                    releases_gil=True).write_delta(path)
     assert (tmp_path / "m").exists()
+    # the first write left nothing to remove; the failed job's files all went; the
+    # retried job removed its task's first attempt's (partial) file
+    assert removed[0] == [] and removed[1] and len(removed[2]) == 1
     assert by_i(sb.read_delta(path).take_all()) == rows(18)
     assert len(leftovers(tmp_path / "t")) == len(deltalake.DeltaTable(path).file_uris())
 
@@ -168,10 +183,11 @@ def test_lance_modes_versions_and_failed_write(tmp_path):
     assert by_i(sb.read_lance(uri).take_all()) == rows(3, start=100)
     assert sb.read_lance(uri, version=1).count() == 6
     with pytest.raises(Exception, match="row 7 is bad"):
-        source(12).map_batches(fails_at_7, batch_size=2, batch_format="pyarrow").write_lance(uri, mode="append")
+        source(12).map_batches(fails_at_7, batch_size=2, batch_format="pyarrow", releases_gil=True).write_lance(uri, mode="append")
     assert lance.dataset(uri).version == 3 and sb.read_lance(uri).count() == 3
     source(12, start=6).map_batches(flaky_once(str(tmp_path / "m")), batch_size=2,
-                                    batch_format="pyarrow", max_retries=1).write_lance(uri, mode="append")
+                                    batch_format="pyarrow", max_retries=1,
+                                    releases_gil=True).write_lance(uri, mode="append")
     assert by_i(sb.read_lance(uri).take_all()) == rows(12, start=6) + rows(3, start=100)
 
 
@@ -247,13 +263,14 @@ def test_iceberg_failed_write_commits_nothing_and_retry_writes_once(tmp_path):
     source(6).write_iceberg("db.t", catalog_kwargs=kw)
     snapshots = len(catalog(tmp_path).load_table("db.t").snapshots())
     with pytest.raises(Exception, match="row 7 is bad"):
-        source(12).map_batches(fails_at_7, batch_size=2, batch_format="pyarrow").write_iceberg("db.t", catalog_kwargs=kw)
+        source(12).map_batches(fails_at_7, batch_size=2, batch_format="pyarrow", releases_gil=True).write_iceberg("db.t", catalog_kwargs=kw)
     assert len(catalog(tmp_path).load_table("db.t").snapshots()) == snapshots
     assert sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw).count() == 6
     data = tmp_path / "warehouse"
     assert len(leftovers(data)) == 1
     source(12, start=6).map_batches(flaky_once(str(tmp_path / "m")), batch_size=2,
-                                    batch_format="pyarrow", max_retries=1).write_iceberg("db.t", catalog_kwargs=kw)
+                                    batch_format="pyarrow", max_retries=1,
+                                    releases_gil=True).write_iceberg("db.t", catalog_kwargs=kw)
     assert by_i(sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw).take_all()) == \
         rows(18)
     table = catalog(tmp_path).load_table("db.t")
