@@ -8,10 +8,10 @@ write task into the table's directory and commit them all in one Delta transacti
 the driver after every task succeeded (see :mod:`streambatch.connectors.lakehouse`).
 
 >>> import tempfile, pyarrow as pa
->>> from deltalake import write_deltalake  # doctest: +SKIP
+>>> from deltalake import write_deltalake
 >>> path = tempfile.mkdtemp() + "/t"
->>> write_deltalake(path, pa.table({"x": [1, 2]}))  # doctest: +SKIP
->>> [t.num_rows for task in DeltaSource(path).read_tasks(2, Pushdowns()) for t in task()]  # doctest: +SKIP
+>>> write_deltalake(path, pa.table({"x": [1, 2]}))
+>>> [t.num_rows for task in DeltaSource(path).read_tasks(2, Pushdowns()) for t in task()]
 [2]
 """
 
@@ -212,7 +212,7 @@ class DeltaSink(TableSink):
             return None
         size = fs.get_file_info(f"{root.rstrip('/')}/{name}").size if hasattr(
             fs, "get_file_info") else fs.size(f"{root.rstrip('/')}/{name}")
-        return {"path": name, "rows": rows, "size": int(size), "schema": schema,
+        return {"task": ctx.task_index, "path": name, "rows": rows, "size": int(size), "schema": schema,
                 "time": int(time.time() * 1000)}
 
     def on_write_complete(self, write_result) -> None:

@@ -12,11 +12,11 @@ the driver after every task succeeded (see :mod:`streambatch.connectors.lakehous
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
 >>> kw = {"type": "sql", "uri": f"sqlite:///{d}/c.db", "warehouse": f"file://{d}"}
->>> from pyiceberg.catalog import load_catalog  # doctest: +SKIP
->>> catalog = load_catalog("default", **kw)  # doctest: +SKIP
->>> catalog.create_namespace("db")  # doctest: +SKIP
->>> catalog.create_table("db.t", schema=pa.schema([("x", pa.int64())])).append(pa.table({"x": [1]}))  # doctest: +SKIP
->>> [t.to_pylist() for task in IcebergSource("db.t", catalog_kwargs=kw).read_tasks(2, Pushdowns()) for t in task()]  # doctest: +SKIP
+>>> from pyiceberg.catalog import load_catalog
+>>> catalog = load_catalog("default", **kw)
+>>> catalog.create_namespace("db")
+>>> catalog.create_table("db.t", schema=pa.schema([("x", pa.int64())])).append(pa.table({"x": [1]}))
+>>> [t.to_pylist() for task in IcebergSource("db.t", catalog_kwargs=kw).read_tasks(2, Pushdowns()) for t in task()]
 [[{'x': 1}]]
 """
 
@@ -260,7 +260,7 @@ class IcebergSink(TableSink):
                 writer.close()
             if stream is not None:
                 stream.close()
-        return None if writer is None else {"path": path, "rows": rows, "schema": schema}
+        return None if writer is None else {"task": ctx.task_index, "path": path, "rows": rows, "schema": schema}
 
     def on_write_complete(self, write_result) -> None:
         """Add every task's file in one transaction (creating the table if missing)."""

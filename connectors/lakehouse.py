@@ -112,7 +112,8 @@ def non_empty(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
 class TableSink(Datasink):
     """A table format's sink: data files in tasks, one commit on the driver.
 
-    Subclasses implement ``write`` (returning what the task wrote, or None for no rows),
+    Subclasses implement ``write`` (returning a dict of what the task wrote with its
+    ``"task"`` index, or None for no rows),
     ``on_write_complete`` (the commit) and may implement :meth:`skip_write` (``mode=
     "ignore"`` on an existing table: nothing runs) and ``on_write_failed``."""
 
@@ -131,8 +132,10 @@ class TableSink(Datasink):
 
     @staticmethod
     def returned(write_result: Any) -> list:
-        """The write tasks' returns that hold files (tasks with no rows return None)."""
-        return [r for r in write_result.write_returns if r is not None]
+        """The write tasks' returns that hold files (tasks with no rows return None), in
+        the order of the partitions (``"task"``), so the table keeps the dataset's order."""
+        found = [r for r in write_result.write_returns if r is not None]
+        return sorted(found, key=lambda r: r.get("task", 0))
 
 
 class TableJob(ContractJob):

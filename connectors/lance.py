@@ -8,10 +8,10 @@ the ``filter`` pushed into Lance's scanner. Writes write each task's fragments w
 driver after every task succeeded (see :mod:`streambatch.connectors.lakehouse`).
 
 >>> import tempfile, pyarrow as pa
->>> import lance  # doctest: +SKIP
+>>> import lance
 >>> uri = tempfile.mkdtemp() + "/t.lance"
->>> _ = lance.write_dataset(pa.table({"x": [1, 2, 3]}), uri, max_rows_per_file=2)  # doctest: +SKIP
->>> [t.num_rows for task in LanceSource(uri).read_tasks(2, Pushdowns()) for t in task()]  # doctest: +SKIP
+>>> _ = lance.write_dataset(pa.table({"x": [1, 2, 3]}), uri, max_rows_per_file=2)
+>>> [t.num_rows for task in LanceSource(uri).read_tasks(2, Pushdowns()) for t in task()]
 [2, 1]
 """
 
@@ -176,7 +176,7 @@ class LanceSink(TableSink):
             if upstream:  # Lance wraps it in an OSError: raise the UDF's own error (retries)
                 raise upstream[0] from None
             raise
-        return {"fragments": fragments, "schema": schema}
+        return {"task": ctx.task_index, "fragments": fragments, "schema": schema}
 
     def on_write_complete(self, write_result) -> None:
         """Commit every task's fragments in one new version."""

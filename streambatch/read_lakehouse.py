@@ -43,8 +43,8 @@ def read_delta(path: str, version: int | None = None, *, filesystem: Any = None,
 
     >>> import streambatch as sb, tempfile
     >>> path = tempfile.mkdtemp() + "/t"
-    >>> sb.range(3).write_delta(path)  # doctest: +SKIP
-    >>> sb.read_delta(path).sum("id")  # doctest: +SKIP
+    >>> sb.range(3).write_delta(path)
+    >>> sb.read_delta(path).sum("id")
     3
     """
     from streambatch.connectors.delta import DeltaSource
@@ -67,8 +67,8 @@ def read_lance(uri: str, *, version: int | str | None = None, columns: list[str]
 
     >>> import streambatch as sb, tempfile
     >>> uri = tempfile.mkdtemp() + "/t.lance"
-    >>> sb.range(4).write_lance(uri)  # doctest: +SKIP
-    >>> sb.read_lance(uri, filter="id >= 2").take_all()  # doctest: +SKIP
+    >>> sb.range(4).write_lance(uri)
+    >>> sb.read_lance(uri, filter="id >= 2").take_all()
     [{'id': 2}, {'id': 3}]
     """
     from streambatch.connectors.lance import LanceSource
@@ -97,8 +97,8 @@ def read_iceberg(*, table_identifier: str, row_filter: Any = None, parallelism: 
     >>> import streambatch as sb, tempfile
     >>> d = tempfile.mkdtemp()
     >>> kw = {"name": "default", "type": "sql", "uri": f"sqlite:///{d}/c.db", "warehouse": f"file://{d}"}
-    >>> sb.range(4).write_iceberg("db.t", catalog_kwargs=kw)  # doctest: +SKIP
-    >>> sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw, row_filter="id >= 3").take_all()  # doctest: +SKIP
+    >>> sb.range(4).write_iceberg("db.t", catalog_kwargs=kw)
+    >>> sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw, row_filter="id >= 3").take_all()
     [{'id': 3}]
     """
     from streambatch.connectors.iceberg import IcebergSource

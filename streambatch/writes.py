@@ -194,9 +194,9 @@ class WriteMethods:
 
         >>> import streambatch as sb, tempfile
         >>> path = tempfile.mkdtemp() + "/t"
-        >>> sb.range(5).write_delta(path)  # doctest: +SKIP
-        >>> sb.range(2).write_delta(path, mode="overwrite")  # doctest: +SKIP
-        >>> sb.read_delta(path).count(), sb.read_delta(path, version=0).count()  # doctest: +SKIP
+        >>> sb.range(5).write_delta(path)
+        >>> sb.range(2).write_delta(path, mode="overwrite")
+        >>> sb.read_delta(path).count(), sb.read_delta(path, version=0).count()
         (2, 5)
         """
         from streambatch.connectors.delta import DeltaSink
@@ -221,9 +221,9 @@ class WriteMethods:
 
         >>> import streambatch as sb, tempfile
         >>> uri = tempfile.mkdtemp() + "/t.lance"
-        >>> sb.range(3).write_lance(uri)  # doctest: +SKIP
-        >>> sb.range(3).write_lance(uri, mode="append")  # doctest: +SKIP
-        >>> sb.read_lance(uri).count()  # doctest: +SKIP
+        >>> sb.range(3).write_lance(uri)
+        >>> sb.range(3).write_lance(uri, mode="append")
+        >>> sb.read_lance(uri).count()
         6
         """
         from streambatch.connectors.lance import LanceSink
@@ -253,8 +253,8 @@ class WriteMethods:
         >>> import streambatch as sb, tempfile
         >>> d = tempfile.mkdtemp()
         >>> kw = {"name": "default", "type": "sql", "uri": f"sqlite:///{d}/c.db", "warehouse": f"file://{d}"}
-        >>> sb.range(3).write_iceberg("db.t", catalog_kwargs=kw)  # doctest: +SKIP
-        >>> sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw).count()  # doctest: +SKIP
+        >>> sb.range(3).write_iceberg("db.t", catalog_kwargs=kw)
+        >>> sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw).count()
         3
         """
         from streambatch.connectors.iceberg import IcebergSink
