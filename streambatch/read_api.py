@@ -42,7 +42,8 @@ def _source(source, name: str, override_num_blocks: int | None) -> Dataset:
 def _in_memory(tables: list[pa.Table], name: str, override_num_blocks: int | None) -> Dataset:
     """As Ray Data's ``from_arrow`` / ``from_pandas`` / ``from_numpy``: one block per table
     given, in order; with ``override_num_blocks=n`` the tables are joined and cut into
-    ``n`` blocks of about equal rows.
+    ``n`` blocks of about equal rows (tables whose types do not join, such as tensors
+    of different shapes, are each cut in proportion instead).
 
     >>> t = pa.table({"x": [1, 2, 3]})
     >>> _in_memory([t, t], "Arrow", None).num_blocks(), _in_memory([t, t], "Arrow", 3).num_blocks()
@@ -50,8 +51,12 @@ def _in_memory(tables: list[pa.Table], name: str, override_num_blocks: int | Non
     """
     if override_num_blocks is None or not tables:
         return Dataset(L.Read(ArrowSource(tables, split=False), name=name))
-    joined = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    return _source(ArrowSource([joined]), name, override_num_blocks)
+    try:
+        joined = [pa.concat_tables(tables, promote_options="default")] if len(tables) > 1 \
+            else tables
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        joined = tables
+    return _source(ArrowSource(joined), name, override_num_blocks)
 
 
 def range(n: int, *, override_num_blocks: int | None = None,  # noqa: A001
