@@ -144,7 +144,7 @@ class TableJob(ContractJob):
     def run_job(self, execute: Callable, fingerprint: str = "", resume: bool = False) -> None:
         """Skip (``mode="ignore"`` on an existing table) or run as a user Datasink."""
         if resume:
-            raise ValueError(f"{self.sink.who}: resume=True is only for file outputs "
+            raise ValueError(f"{getattr(self.sink, 'who', 'write')}: resume=True is only for file outputs "
                              "(write_parquet); a table commits once, at the end")
         if isinstance(self.sink, TableSink) and self.sink.skip_write():
             return None
