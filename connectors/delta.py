@@ -29,13 +29,15 @@ import pyarrow.parquet as pq
 from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, ReadTask
 from streambatch.connectors.lakehouse import (
     TableSink,
+    concrete,
     conform,
     file_stem,
-    non_empty,
+    refuse_extra,
     remove_uncommitted,
     require,
     unified,
     wanted_columns,
+    write_parquet_files,
 )
 
 MODES = ("append", "overwrite", "error", "ignore")
@@ -191,47 +193,48 @@ class DeltaSink(TableSink):
             fs.makedirs(root, exist_ok=True)
 
     def write(self, blocks, ctx) -> dict | None:
-        """Write this partition to one parquet file in the table's directory."""
+        """Write this partition to parquet files in the table's directory (one, unless its
+        blocks' columns differ)."""
         fs, root = _filesystem(self.uri, self.filesystem)
-        name = f"{file_stem(self.job, ctx)}.parquet"
-        rows, writer, schema = 0, None, self.schema
-        try:
-            for block in non_empty(blocks):
-                if schema is None:
-                    schema = block.schema
-                block = conform(block, schema, "write_delta")
-                if writer is None:
-                    writer = pq.ParquetWriter(f"{root.rstrip('/')}/{name}", schema,
-                                              filesystem=fs)
-                writer.write_table(block)
-                rows += block.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            return None
-        size = fs.get_file_info(f"{root.rstrip('/')}/{name}").size if hasattr(
-            fs, "get_file_info") else fs.size(f"{root.rstrip('/')}/{name}")
-        return {"task": ctx.task_index, "path": name, "rows": rows, "size": int(size), "schema": schema,
-                "time": int(time.time() * 1000)}
+        stem = file_stem(self.job, ctx)
+        opener = getattr(fs, "open_output_stream", None)
+
+        def open_file(index: int) -> tuple[str, Any]:
+            name = f"{stem}-{index}.parquet"
+            path = f"{root.rstrip('/')}/{name}"
+            return name, opener(path) if opener else fs.open(path, "wb")
+
+        if self.schema is not None:
+            blocks = self._as_table_schema(blocks, self.schema)
+        files = write_parquet_files(blocks, self.schema, open_file, self.who)
+        return {"task": ctx.task_index, "files": files,
+                "time": int(time.time() * 1000)} if files else None
+
+    def _as_table_schema(self, blocks, schema: pa.Schema):
+        for block in blocks:
+            refuse_extra(block, schema, self.who, "an append keeps the table's schema: select "
+                         "its columns, or write with mode='overwrite' to replace the table "
+                         "and its schema")
+            yield conform(block, schema, self.who)
 
     def on_write_complete(self, write_result) -> None:
-        """Commit every task's file in one Delta transaction."""
+        """Commit every task's files in one Delta transaction."""
         deltalake = require("deltalake", "write_delta")
         from deltalake.transaction import AddAction, create_table_with_add_actions
 
-        files = self.returned(write_result)
+        written = self.returned(write_result)
+        files = [(f, w["time"]) for w in written for f in w["files"]]
         table = self._table()
         if self.schema is not None:
             schema = self.schema
         elif files:
-            schema = unified([f["schema"] for f in files], "write_delta")
+            schema = concrete(unified([f["schema"] for f, _ in files], self.who))
         elif table is not None:
             schema = pa.schema(table.schema().to_arrow())
         else:
             return  # no rows and no table: nothing to create
-        actions = [AddAction(f["path"], f["size"], {}, f["time"], True,
-                             json.dumps({"numRecords": f["rows"]})) for f in files]
+        actions = [AddAction(f["path"], f["bytes"], {}, when, True,
+                             json.dumps({"numRecords": f["rows"]})) for f, when in files]
         delta_schema = deltalake.Schema.from_arrow(schema)
         if table is None:
             create_table_with_add_actions(self.uri, delta_schema, actions, mode="error",
@@ -239,7 +242,7 @@ class DeltaSink(TableSink):
         else:
             table.create_write_transaction(actions, mode="overwrite" if self.mode == "overwrite"
                                            else "append", schema=delta_schema)
-        remove_uncommitted(self.uri, self.job, {f["path"] for f in files})
+        remove_uncommitted(self.uri, self.job, {f["path"] for f, _ in files})
 
     def on_write_failed(self, error: Exception) -> None:
         """Remove every file this write left: none of them was committed."""

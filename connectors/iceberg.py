@@ -26,16 +26,16 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, ReadTask
 from streambatch.connectors.lakehouse import (
     TableSink,
+    concrete,
     file_stem,
-    non_empty,
     remove_uncommitted,
     require,
     unified,
     wanted_columns,
+    write_parquet_files,
 )
 
 MODES = ("append", "overwrite")
@@ -155,36 +155,6 @@ def read_files(metadata: Any, io: Any, projection: Any, row_filter: Any, case_se
             yield pa.Table.from_batches([batch])
 
 
-def plain(field_type: pa.DataType) -> pa.DataType:
-    """``field_type`` without field metadata in nested fields (an Iceberg table's
-    ``PARQUET:field_id`` s, which ``add_files`` refuses in a file).
-
-    >>> inner = pa.field("element", pa.int64(), metadata={"PARQUET:field_id": "4"})
-    >>> plain(pa.list_(inner)).value_field.metadata is None
-    True
-    """
-    if pa.types.is_list(field_type) or pa.types.is_large_list(field_type):
-        value = field_type.value_field
-        item = pa.field(value.name, plain(value.type), value.nullable)
-        return pa.list_(item) if pa.types.is_list(field_type) else pa.large_list(item)
-    if pa.types.is_struct(field_type):
-        return pa.struct([pa.field(f.name, plain(f.type), f.nullable) for f in field_type])
-    if pa.types.is_map(field_type):
-        return pa.map_(plain(field_type.key_type), plain(field_type.item_type))
-    return field_type
-
-
-def plain_table(table: pa.Table, target: pa.Schema | None) -> pa.Table:
-    """``table`` without field metadata, its columns that ``target`` has cast to
-    ``target``'s types (an all-null partition's null column becomes the table's type)."""
-    fields = []
-    for field in table.schema:
-        kind = target.field(field.name).type if target is not None and \
-            field.name in target.names else field.type
-        fields.append(pa.field(field.name, plain(kind), field.nullable))
-    return table.cast(pa.schema(fields))
-
-
 class IcebergSink(TableSink):
     """Writes parquet files in tasks and adds them to the table in one transaction."""
 
@@ -242,33 +212,24 @@ class IcebergSink(TableSink):
         self.io = load_file_io(catalog.properties, self.location)
 
     def write(self, blocks, ctx) -> dict | None:
-        """Write this partition to one parquet file (no field ids: ``add_files`` maps the
-        columns by name)."""
-        path = f"{self.location.rstrip('/')}/data/{file_stem(self.job, ctx)}.parquet"
-        rows, writer, schema, stream = 0, None, None, None
-        try:
-            for block in non_empty(blocks):
-                block = plain_table(block, self.schema)
-                if writer is None:
-                    schema = block.schema
-                    stream = self.io.new_output(path).create(overwrite=True)
-                    writer = pq.ParquetWriter(stream, schema)
-                writer.write_table(block.cast(schema))
-                rows += block.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-            if stream is not None:
-                stream.close()
-        return None if writer is None else {"task": ctx.task_index, "path": path, "rows": rows, "schema": schema}
+        """Write this partition to parquet files under the table's ``data/`` (one, unless
+        its blocks' columns differ); no field ids: ``add_files`` maps columns by name."""
+        stem = file_stem(self.job, ctx)
+
+        def open_file(index: int) -> tuple[str, Any]:
+            path = f"{self.location.rstrip('/')}/data/{stem}-{index}.parquet"
+            return path, self.io.new_output(path).create(overwrite=True)
+
+        files = write_parquet_files(blocks, self.schema, open_file, self.who)
+        return {"task": ctx.task_index, "files": files} if files else None
 
     def on_write_complete(self, write_result) -> None:
         """Add every task's file in one transaction (creating the table if missing)."""
-        written = self.returned(write_result)
-        paths = [w["path"] for w in written]
+        files = [f for w in self.returned(write_result) for f in w["files"]]
+        paths = [f["path"] for f in files]
         catalog = load_catalog(self.catalog_kwargs, self.who)
         table = self._table(catalog)
-        schema = unified([w["schema"] for w in written], self.who) if written else None
+        schema = concrete(unified([f["schema"] for f in files], self.who)) if files else None
         if table is None:
             if schema is None:
                 return  # no rows and no table: nothing to create

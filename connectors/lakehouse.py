@@ -70,13 +70,120 @@ def conform(table: pa.Table, schema: pa.Schema, who: str) -> pa.Table:
         if field.name not in table.column_names:
             columns.append(pa.nulls(table.num_rows, field.type))
             continue
-        column = table.column(field.name)
-        try:
-            columns.append(column if column.type == field.type else column.cast(field.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise TypeError(f"{who}: column {field.name!r} holds {column.type}, which does not "
-                            f"cast to the table's {field.type}: {exc}") from None
+        columns.append(_cast(table.column(field.name), field.name, field.type, who))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(column: Any, name: str, kind: pa.DataType, who: str) -> Any:
+    try:
+        return column if column.type == kind else column.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise TypeError(f"{who}: column {name!r} holds {column.type}, which does not cast to "
+                        f"the table's {kind}: {exc}") from None
+
+
+def plain(kind: pa.DataType) -> pa.DataType:
+    """``kind`` without field metadata in nested fields (e.g. an Iceberg table's
+    ``PARQUET:field_id`` s, which must not reach a file written for another table).
+
+    >>> inner = pa.field("element", pa.int64(), metadata={"PARQUET:field_id": "4"})
+    >>> plain(pa.list_(inner)).value_field.metadata is None
+    True
+    """
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        value = kind.value_field
+        item = pa.field(value.name, plain(value.type), value.nullable)
+        return pa.list_(item) if pa.types.is_list(kind) else pa.large_list(item)
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, plain(f.type), f.nullable) for f in kind])
+    if pa.types.is_map(kind):
+        return pa.map_(plain(kind.key_type), plain(kind.item_type))
+    return kind
+
+
+def normalized(table: pa.Table, target: pa.Schema | None, who: str) -> pa.Table:
+    """A block as a data file holds it: the columns ``target`` (the table's schema) has,
+    cast to its types; other columns as they are, except all-null ones of type null,
+    left out (a file without a column reads as nulls); no field metadata.
+
+    >>> t = pa.table({"a": pa.array([1], pa.int32()), "n": pa.nulls(1), "b": ["x"]})
+    >>> normalized(t, pa.schema([("a", pa.int64())]), "w").schema
+    a: int64
+    b: string
+    """
+    names, columns = [], []
+    for field in table.schema:
+        column = table.column(field.name)
+        if target is not None and field.name in target.names:
+            column = _cast(column, field.name, target.field(field.name).type, who)
+        elif pa.types.is_null(field.type):
+            continue
+        names.append(field.name)
+        columns.append(_cast(column, field.name, plain(column.type), who))
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def refuse_extra(table: pa.Table, target: pa.Schema, who: str, hint: str) -> None:
+    """Fail naming the columns of ``table`` that the table's ``target`` schema lacks
+    (all-null ones excepted), rather than dropping their values.
+
+    >>> refuse_extra(pa.table({"a": [1], "z": [2]}), pa.schema([("a", pa.int8())]), "w", "h")
+    Traceback (most recent call last):
+    ...
+    ValueError: w: column(s) ['z'] are not in the table (its columns: ['a']); h
+    """
+    extra = [f.name for f in table.schema if f.name not in target.names
+             and not pa.types.is_null(f.type)]
+    if extra:
+        raise ValueError(f"{who}: column(s) {extra} are not in the table (its columns: "
+                         f"{target.names}); {hint}")
+
+
+def concrete(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with columns that were null everywhere typed as strings (table formats
+    have no null type).
+
+    >>> concrete(pa.schema([("a", pa.null())]))
+    a: string
+    """
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                      for f in schema])
+
+
+def write_parquet_files(blocks: Iterable[pa.Table], target: pa.Schema | None,
+                        open_file: Callable[[int], tuple[str, Any]], who: str) -> list[dict]:
+    """Write blocks to parquet files (``open_file(i)`` gives file ``i``'s name and a
+    writable stream), starting a new file when a block's columns or types differ from
+    the current file's; return ``{"path", "rows", "bytes", "schema"}`` per file, the
+    schema also naming the all-null columns the file leaves out (type null)."""
+    import pyarrow.parquet as pq
+
+    files: list[dict] = []
+    writer = stream = None
+    try:
+        for block in non_empty(blocks):
+            table = normalized(block, target, who)
+            if writer is None or table.schema != writer.schema:
+                if writer is not None:
+                    _close(writer, stream, files[-1])
+                name, stream = open_file(len(files))
+                writer = pq.ParquetWriter(stream, table.schema)
+                files.append({"path": name, "rows": 0, "bytes": 0, "schema": table.schema})
+            left_out = [f for f in block.schema if f.name not in table.column_names]
+            if left_out:
+                files[-1]["schema"] = unified([files[-1]["schema"], pa.schema(left_out)], who)
+            writer.write_table(table)
+            files[-1]["rows"] += table.num_rows
+    finally:
+        if writer is not None:
+            _close(writer, stream, files[-1])
+    return files
+
+
+def _close(writer: Any, stream: Any, entry: dict) -> None:
+    writer.close()
+    entry["bytes"] = int(stream.tell())
+    stream.close()
 
 
 def unified(schemas: list[pa.Schema], who: str) -> pa.Schema:

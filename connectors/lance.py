@@ -23,7 +23,14 @@ from typing import Any
 
 import pyarrow as pa
 from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, ReadTask
-from streambatch.connectors.lakehouse import TableSink, conform, non_empty, require, wanted_columns
+from streambatch.connectors.lakehouse import (
+    TableSink,
+    conform,
+    non_empty,
+    refuse_extra,
+    require,
+    wanted_columns,
+)
 
 MODES = ("create", "append", "overwrite")
 
@@ -160,7 +167,11 @@ class LanceSink(TableSink):
         def batches():
             try:
                 for block in (first, *blocks):
-                    yield from conform(block, schema, "write_lance").to_batches()
+                    if self.schema is not None:
+                        refuse_extra(block, schema, self.who, "pass a schema with every "
+                                     "column, or mode='overwrite' to change the dataset's "
+                                     "schema")
+                    yield from conform(block, schema, self.who).to_batches()
             except BaseException as exc:
                 upstream.append(exc)
                 raise
