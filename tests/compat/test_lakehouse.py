@@ -153,6 +153,25 @@ def test_delta_failed_write_commits_nothing_and_retry_writes_once(tmp_path, monk
     assert len(leftovers(tmp_path / "t")) == len(deltalake.DeltaTable(path).file_uris())
 
 
+def test_delta_schemas_all_null_partitions_and_appends_with_new_columns(tmp_path):
+    path = str(tmp_path / "t")
+    # partition 0's "s" is all null (type null): left out of its file, typed from the other
+    sb.from_items([{"x": 1, "s": None, "n": None}, {"x": 2, "s": "b", "n": None}],
+                  override_num_blocks=2).write_delta(path)
+    assert pa.schema(deltalake.DeltaTable(path).schema().to_arrow()).field("s").type == \
+        pa.string()
+    expected = [{"x": 1, "s": None, "n": None}, {"x": 2, "s": "b", "n": None}]
+    assert sorted(sb.read_delta(path).take_all(), key=lambda r: r["x"]) == expected
+    assert sorted(deltalake.DeltaTable(path).to_pyarrow_table().to_pylist(),
+                  key=lambda r: r["x"]) == expected
+    with pytest.raises(Exception, match=r"column\(s\) \['z'\] are not in the table"):
+        sb.from_items([{"x": 3, "z": 1.5}]).write_delta(path)
+    sb.from_items([{"x": 3}]).write_delta(path)  # missing columns are nulls
+    assert sb.read_delta(path).count() == 3 and deltalake.DeltaTable(path).version() == 1
+    sb.from_items([{"x": 4, "z": 1.5}]).write_delta(path, mode="overwrite")  # a new schema
+    assert sb.read_delta(path).take_all() == [{"x": 4, "z": 1.5}]
+
+
 # ---- Lance -----------------------------------------------------------------------------
 
 def test_lance_round_trip_projection_filter_and_fragments(tmp_path):
@@ -193,11 +212,15 @@ def test_lance_modes_versions_and_failed_write(tmp_path):
 
 def test_lance_differing_task_schemas_fail_naming_them(tmp_path):
     ds = sb.from_items([{"x": 1, "s": None}, {"x": 2, "s": "b"}], override_num_blocks=2)
+    uri = str(tmp_path / "t.lance")
     with pytest.raises(TypeError, match="pass schema="):
-        ds.write_lance(str(tmp_path / "t.lance"))
+        ds.write_lance(uri)
     schema = pa.schema([("x", pa.int64()), ("s", pa.string())])
-    ds.write_lance(str(tmp_path / "t.lance"), schema=schema)
-    assert sorted(r["x"] for r in sb.read_lance(str(tmp_path / "t.lance")).take_all()) == [1, 2]
+    ds.write_lance(uri, schema=schema)
+    assert sorted(r["x"] for r in sb.read_lance(uri).take_all()) == [1, 2]
+    with pytest.raises(Exception, match=r"column\(s\) \['z'\] are not in the table"):
+        sb.from_items([{"x": 3, "s": "c", "z": 1}]).write_lance(uri, mode="append")
+    assert sb.read_lance(uri).count() == 2
 
 
 # ---- Iceberg ---------------------------------------------------------------------------
@@ -275,6 +298,19 @@ def test_iceberg_failed_write_commits_nothing_and_retry_writes_once(tmp_path):
         rows(18)
     table = catalog(tmp_path).load_table("db.t")
     assert len(leftovers(data)) == len(list(table.scan().plan_files())) == 4
+
+
+def test_iceberg_all_null_partitions_and_new_columns(tmp_path):
+    kw = catalog_kwargs(tmp_path)
+    sb.from_items([{"x": 1, "s": None}, {"x": 2, "s": "b"}],
+                  override_num_blocks=2).write_iceberg("db.t", catalog_kwargs=kw)
+    sb.from_items([{"x": 3, "s": "c", "z": 1.5}]).write_iceberg("db.t", catalog_kwargs=kw)
+    found = sb.read_iceberg(table_identifier="db.t", catalog_kwargs=kw).take_all()
+    assert sorted(found, key=lambda r: r["x"]) == [
+        {"x": 1, "s": None, "z": None}, {"x": 2, "s": "b", "z": None},
+        {"x": 3, "s": "c", "z": 1.5}]
+    with pytest.raises(Exception, match="column 'x' holds string"):
+        sb.from_items([{"x": "not a number"}]).write_iceberg("db.t", catalog_kwargs=kw)
 
 
 # ---- optional packages -----------------------------------------------------------------
