@@ -72,7 +72,7 @@ class IcebergSource(Datasource):
                  columns: list[str] | None = None, snapshot_id: int | None = None,
                  scan_kwargs: dict | None = None, catalog_kwargs: dict | None = None) -> None:
         table = load_catalog(catalog_kwargs, "read_iceberg").load_table(table_identifier)
-        self.identifier = table_identifier
+        self.identifier, self.catalog_kwargs = table_identifier, dict(catalog_kwargs or {})
         self.metadata, self.io = table.metadata, table.io
         self.snapshot_id = snapshot_id if snapshot_id is not None else (
             table.current_snapshot().snapshot_id if table.current_snapshot() else None)
@@ -92,9 +92,9 @@ class IcebergSource(Datasource):
 
     def _scan(self, columns: list[str] | None) -> Any:
         table = self.__dict__.get("_table")
-        if table is None:
-            raise RuntimeError("read_iceberg: the source was copied before planning; plan "
-                               "its read on the driver")
+        if table is None:  # a copy of the source (pickled): open the table again
+            table = self._table = load_catalog(self.catalog_kwargs,
+                                               "read_iceberg").load_table(self.identifier)
         kwargs: dict[str, Any] = dict(self.scan_kwargs)
         if self.row_filter is not None:
             kwargs["row_filter"] = self.row_filter

@@ -30,15 +30,17 @@ def _dataset(source: Datasource, name: str, columns: list[str] | None,
 
 def read_delta(path: str, version: int | None = None, *, filesystem: Any = None,
                columns: list[str] | None = None, storage_options: dict | None = None,
-               parallelism: int = -1, ray_remote_args: dict | None = None,
-               concurrency: int | None = None,
+               parallelism: int = -1, num_cpus: float | None = None,
+               num_gpus: float | None = None, memory: float | None = None,
+               ray_remote_args: dict | None = None, concurrency: int | None = None,
                override_num_blocks: int | None = None) -> Dataset:
     """The rows of a Delta Lake table (as Ray Data's): the latest version, or
     ``version`` (time travel). One read task per data file; partition columns come from
     the table's log. ``filesystem`` (pyarrow or fsspec) reads the files,
     ``storage_options`` go to deltalake for the log. Tables with deletion vectors or
     column mapping are refused (read them with deltalake). ``parallelism``,
-    ``ray_remote_args`` and ``concurrency`` are accepted and ignored. Needs
+    ``num_cpus``, ``num_gpus``, ``memory``, ``ray_remote_args`` and ``concurrency`` are
+    accepted and ignored. Needs
     ``pip install 'streambatch[delta]'``.
 
     >>> import streambatch as sb, tempfile
@@ -57,13 +59,14 @@ def read_delta(path: str, version: int | None = None, *, filesystem: Any = None,
 def read_lance(uri: str, *, version: int | str | None = None, columns: list[str] | None = None,
                filter: str | None = None, storage_options: dict | None = None,
                scanner_options: dict | None = None, ray_remote_args: dict | None = None,
-               concurrency: int | None = None,
+               num_cpus: float | None = None, num_gpus: float | None = None,
+               memory: float | None = None, concurrency: int | None = None,
                override_num_blocks: int | None = None) -> Dataset:
     """The rows of a Lance dataset (as Ray Data's): the latest version, or ``version``;
     one read task per fragment. ``filter`` is a Lance SQL predicate (``"x > 2 AND s IS
     NOT NULL"``) applied in the scan; ``scanner_options`` go to ``LanceDataset.scanner``
-    (e.g. ``batch_size``). ``ray_remote_args`` and ``concurrency`` are accepted and
-    ignored. Needs ``pip install 'streambatch[lance]'``.
+    (e.g. ``batch_size``). ``ray_remote_args``, ``num_cpus``, ``num_gpus``, ``memory``
+    and ``concurrency`` are accepted and ignored. Needs ``pip install 'streambatch[lance]'``.
 
     >>> import streambatch as sb, tempfile
     >>> uri = tempfile.mkdtemp() + "/t.lance"

@@ -9,6 +9,7 @@ it was, and a retried task's rows are in it once."""
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -243,6 +244,12 @@ def test_iceberg_round_trip_filter_projection_and_snapshots(tmp_path):
     table = catalog(tmp_path).load_table("db.t")
     assert by_i(table.scan().to_arrow().to_pylist()) == rows(12)  # pyiceberg reads ours
     assert len(list(table.scan().plan_files())) == 3
+    from streambatch.connectors.iceberg import IcebergSource
+
+    copied = pickle.loads(pickle.dumps(IcebergSource("db.t", catalog_kwargs=kw)))
+    tasks = copied.read_tasks(8, Pushdowns(columns=("i",)))  # a copy opens the table again
+    assert len(tasks) == 3 and sorted(r["i"] for t in tasks for b in t() for r in
+                                      b.to_pylist()) == list(range(12))
     from pyiceberg.expressions import GreaterThanOrEqual
 
     for where in ("i >= 9", GreaterThanOrEqual("i", 9)):
