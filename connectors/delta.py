@@ -3,9 +3,8 @@ as Ray Data's ``read_delta`` and a ``Dataset.write_delta``.
 
 Reads open the table's log on the driver (the latest version, or ``version``) and make
 one read task per data file of that version, each streaming its parquet file's row
-groups with the partition values added as columns. Writes write one parquet file per
-write task into the table's directory and commit them all in one Delta transaction on
-the driver after every task succeeded (see :mod:`streambatch.connectors.lakehouse`).
+groups with the partition values added as columns. Writes are
+:mod:`streambatch.connectors.delta_sink`'s.
 
 >>> import tempfile, pyarrow as pa
 >>> from deltalake import write_deltalake
@@ -17,9 +16,7 @@ the driver after every task succeeded (see :mod:`streambatch.connectors.lakehous
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
@@ -27,20 +24,8 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, ReadTask
-from streambatch.connectors.lakehouse import (
-    TableSink,
-    concrete,
-    conform,
-    file_stem,
-    refuse_extra,
-    remove_uncommitted,
-    require,
-    unified,
-    wanted_columns,
-    write_parquet_files,
-)
+from streambatch.connectors.lakehouse import conform, require, wanted_columns
 
-MODES = ("append", "overwrite", "error", "ignore")
 BATCH_ROWS = 65536  # rows per block when streaming a data file
 UNSUPPORTED_READER_FEATURES = ("deletionVectors", "columnMapping")
 
@@ -55,7 +40,7 @@ def table_uri(path: Any) -> str:
     return path if "://" in path else os.path.abspath(path).rstrip("/") or "/"
 
 
-def _filesystem(uri: str, filesystem: Any = None) -> tuple[Any, str]:
+def filesystem_of(uri: str, filesystem: Any = None) -> tuple[Any, str]:
     """(filesystem, path) for the table root: ``filesystem`` when given, else fsspec's."""
     if filesystem is not None:
         return filesystem, uri.split("://", 1)[-1]
@@ -134,7 +119,7 @@ def _file_entry(row: dict, partition_cols: list[str]) -> tuple[str, int | None, 
 def read_file(url: str, uri: str, filesystem: Any, schema: pa.Schema,
               partition_values: dict[str, Any]):
     """Stream one data file as blocks of ``schema`` (partition columns from the log)."""
-    fs, root = _filesystem(uri, filesystem)
+    fs, root = filesystem_of(uri, filesystem)
     path = root.rstrip("/") + url[len(uri.rstrip("/")):] if url.startswith(uri) else \
         url.split("://", 1)[-1]
     stored = [f.name for f in schema if f.name not in partition_values]
@@ -148,102 +133,3 @@ def read_file(url: str, uri: str, filesystem: Any, schema: pa.Schema,
                 if name in schema.names:
                     table = table.append_column(name, pa.array([value] * table.num_rows))
             yield conform(table, schema, "read_delta")
-
-
-class DeltaSink(TableSink):
-    """Writes parquet files into a Delta table and commits them once, on the driver.
-
-    ``mode``: ``"append"`` adds rows (creating the table if missing), ``"overwrite"``
-    replaces the table's rows in one new version, ``"error"`` refuses an existing table,
-    ``"ignore"`` does nothing when the table exists."""
-
-    who = "write_delta"
-
-    def __init__(self, path: Any, mode: str = "append", filesystem: Any = None,
-                 storage_options: dict | None = None) -> None:
-        super().__init__()
-        mode = str(getattr(mode, "value", mode)).lower()
-        if mode not in MODES:
-            raise ValueError(f"write_delta: mode={mode!r}; expected one of {MODES}")
-        require("deltalake", "write_delta")
-        self.uri, self.mode = table_uri(path), mode
-        self.filesystem, self.storage_options = filesystem, storage_options
-        self.schema: pa.Schema | None = None  # an existing table's, when appending
-
-    def _table(self) -> Any:
-        deltalake = require("deltalake", "write_delta")
-        if not deltalake.DeltaTable.is_deltatable(self.uri, self.storage_options):
-            return None
-        return deltalake.DeltaTable(self.uri, storage_options=self.storage_options)
-
-    def skip_write(self) -> bool:
-        """``mode="ignore"`` and the table exists."""
-        return self.mode == "ignore" and self._table() is not None
-
-    def on_write_start(self) -> None:
-        """Refuse an existing table under ``mode="error"``; learn the schema to append to."""
-        table = self._table()
-        if table is not None and self.mode == "error":
-            raise FileExistsError(f"write_delta: a Delta table exists at {self.uri!r} and "
-                                  "mode='error' refuses it; pass mode='append' or 'overwrite'")
-        if table is not None and self.mode == "append":
-            self.schema = pa.schema(table.schema().to_arrow())
-        fs, root = _filesystem(self.uri, self.filesystem)
-        if hasattr(fs, "makedirs"):
-            fs.makedirs(root, exist_ok=True)
-
-    def write(self, blocks, ctx) -> dict | None:
-        """Write this partition to parquet files in the table's directory (one, unless its
-        blocks' columns differ)."""
-        fs, root = _filesystem(self.uri, self.filesystem)
-        stem = file_stem(self.job, ctx)
-        opener = getattr(fs, "open_output_stream", None)
-
-        def open_file(index: int) -> tuple[str, Any]:
-            name = f"{stem}-{index}.parquet"
-            path = f"{root.rstrip('/')}/{name}"
-            return name, opener(path) if opener else fs.open(path, "wb")
-
-        if self.schema is not None:
-            blocks = self._as_table_schema(blocks, self.schema)
-        files = write_parquet_files(blocks, self.schema, open_file, self.who)
-        return {"task": ctx.task_index, "files": files,
-                "time": int(time.time() * 1000)} if files else None
-
-    def _as_table_schema(self, blocks, schema: pa.Schema):
-        for block in blocks:
-            refuse_extra(block, schema, self.who, "an append keeps the table's schema: select "
-                         "its columns, or write with mode='overwrite' to replace the table "
-                         "and its schema")
-            yield conform(block, schema, self.who)
-
-    def on_write_complete(self, write_result) -> None:
-        """Commit every task's files in one Delta transaction."""
-        deltalake = require("deltalake", "write_delta")
-        from deltalake.transaction import AddAction, create_table_with_add_actions
-
-        written = self.returned(write_result)
-        files = [(f, w["time"]) for w in written for f in w["files"]]
-        table = self._table()
-        if self.schema is not None:
-            schema = self.schema
-        elif files:
-            schema = concrete(unified([f["schema"] for f, _ in files], self.who))
-        elif table is not None:
-            schema = pa.schema(table.schema().to_arrow())
-        else:
-            return  # no rows and no table: nothing to create
-        actions = [AddAction(f["path"], f["bytes"], {}, when, True,
-                             json.dumps({"numRecords": f["rows"]})) for f, when in files]
-        delta_schema = deltalake.Schema.from_arrow(schema)
-        if table is None:
-            create_table_with_add_actions(self.uri, delta_schema, actions, mode="error",
-                                          storage_options=self.storage_options)
-        else:
-            table.create_write_transaction(actions, mode="overwrite" if self.mode == "overwrite"
-                                           else "append", schema=delta_schema)
-        remove_uncommitted(self.uri, self.job, {f["path"] for f, _ in files})
-
-    def on_write_failed(self, error: Exception) -> None:
-        """Remove every file this write left: none of them was committed."""
-        remove_uncommitted(self.uri, self.job, set())

@@ -259,14 +259,16 @@ class TableJob(ContractJob):
 
 
 def remove_uncommitted(directory: str, job: str, keep: set[str], storage: Any = None) -> None:
-    """Best effort: delete the files under ``directory`` (a URL or path) that this job
-    wrote (``part-<job>-*``) and that are not in ``keep`` (base names): attempts that
+    """Best effort: delete the files in or below ``directory`` (a URL or path) that this
+    job wrote (``part-<job>-*``) and that are not in ``keep`` (base names): attempts that
     failed, or every file of a write that failed."""
     from fsspec.core import url_to_fs
 
     try:
         fs, root = url_to_fs(directory, **(storage or {}))
-        for path in fs.glob(f"{root.rstrip('/')}/part-{job}-*"):
+        found = fs.glob(f"{root.rstrip('/')}/part-{job}-*") + fs.glob(
+            f"{root.rstrip('/')}/**/part-{job}-*")  # in hive directories too
+        for path in sorted(set(found)):
             if path.rsplit("/", 1)[-1] not in keep:
                 fs.rm(path)
     except Exception:  # noqa: S110 - cleanup must never hide the write's own outcome

@@ -179,18 +179,25 @@ class WriteMethods:
 
         self._write(SQLSink(sql, connection_factory, ledger_table=ledger_table).engine_sink())
 
-    def write_delta(self, path: str, *, mode: str = "append", filesystem=None,
-                    storage_options: dict | None = None, ray_remote_args: dict | None = None,
+    def write_delta(self, path: str, *, catalog=None, mode: Any = "append",
+                    partition_by: list[str] | None = None,
+                    storage_options: dict | None = None, schema_mode: str = "merge",
+                    filesystem=None, name: str | None = None,
+                    description: str | None = None, ray_remote_args: dict | None = None,
                     concurrency: int | None = None) -> None:
-        """Write the rows to the Delta Lake table at ``path`` (created if missing): each
-        write task writes one parquet file into the table's directory, and one Delta
-        commit on the driver, after every task succeeded, adds them all (a failed job
-        commits nothing and removes its files; a retried task's first attempt is never
-        committed). ``mode``: ``"append"`` (default), ``"overwrite"`` (a new version
-        holding only these rows), ``"error"`` (refuse an existing table) or
-        ``"ignore"`` (do nothing when it exists). ``storage_options`` go to deltalake;
-        ``filesystem`` (pyarrow or fsspec) writes the files. Needs
-        ``pip install 'streambatch[delta]'``.
+        """Write the rows to the Delta Lake table at ``path`` (created if missing; as Ray
+        Data's): each write task writes parquet files into the table's directory
+        (``partition_by``: under hive ``col=value/`` directories), and one Delta commit
+        on the driver, after every task succeeded, adds them all (a failed job commits
+        nothing and removes its files; a retried task's first attempt is never
+        committed). ``mode`` (a string or Ray's SaveMode): ``"append"`` (default),
+        ``"overwrite"`` (a new version holding only these rows, with their schema),
+        ``"error"`` (refuse an existing table) or ``"ignore"`` (do nothing when it
+        exists). An append with columns the table lacks adds them
+        (``schema_mode="merge"``) or fails (``"error"``). ``storage_options`` go to
+        deltalake; ``filesystem`` (pyarrow or fsspec) writes the files; ``name`` and
+        ``description`` label a new table. ``catalog`` (a Ray catalog connector) is
+        not supported. Needs ``pip install 'streambatch[delta]'``.
 
         >>> import streambatch as sb, tempfile
         >>> path = tempfile.mkdtemp() + "/t"
@@ -199,10 +206,15 @@ class WriteMethods:
         >>> sb.read_delta(path).count(), sb.read_delta(path, version=0).count()
         (2, 5)
         """
-        from streambatch.connectors.delta import DeltaSink
+        from streambatch.connectors.delta_sink import DeltaSink
 
-        self._write(DeltaSink(path, mode=mode, filesystem=filesystem,
-                              storage_options=storage_options).engine_sink())
+        if catalog is not None:
+            raise NotImplementedError("write_delta: catalog= (a Ray catalog connector) is "
+                                      "not supported; pass the table's path")
+        self._write(DeltaSink(path, mode=mode, partition_by=partition_by,
+                              storage_options=storage_options, schema_mode=schema_mode,
+                              filesystem=filesystem, name=name,
+                              description=description).engine_sink())
 
     def write_lance(self, path: str, *, schema: pa.Schema | None = None, mode: str = "create",
                     min_rows_per_file: int = 1024 * 1024,

@@ -126,7 +126,7 @@ def test_delta_reads_a_partitioned_table_deltalake_wrote(tmp_path):
 
 
 def test_delta_failed_write_commits_nothing_and_retry_writes_once(tmp_path, monkeypatch):
-    from streambatch.connectors import delta
+    from streambatch.connectors import delta_sink as delta
 
     removed: list[list[str]] = []  # per cleanup: the files it removes
     real = delta.remove_uncommitted
@@ -166,11 +166,30 @@ def test_delta_schemas_all_null_partitions_and_appends_with_new_columns(tmp_path
     assert sorted(deltalake.DeltaTable(path).to_pyarrow_table().to_pylist(),
                   key=lambda r: r["x"]) == expected
     with pytest.raises(Exception, match=r"column\(s\) \['z'\] are not in the table"):
-        sb.from_items([{"x": 3, "z": 1.5}]).write_delta(path)
+        sb.from_items([{"x": 3, "z": 1.5}]).write_delta(path, schema_mode="error")
     sb.from_items([{"x": 3}]).write_delta(path)  # missing columns are nulls
     assert sb.read_delta(path).count() == 3 and deltalake.DeltaTable(path).version() == 1
-    sb.from_items([{"x": 4, "z": 1.5}]).write_delta(path, mode="overwrite")  # a new schema
-    assert sb.read_delta(path).take_all() == [{"x": 4, "z": 1.5}]
+    sb.from_items([{"x": 4, "z": 1.5}]).write_delta(path)  # schema_mode="merge" adds "z"
+    found = sorted(sb.read_delta(path).take_all(), key=lambda r: r["x"])
+    assert [r["z"] for r in found] == [None, None, None, 1.5] and found[0]["n"] is None
+    assert sorted(deltalake.DeltaTable(path).to_pyarrow_table().to_pylist(),
+                  key=lambda r: r["x"]) == found
+    sb.from_items([{"x": 5, "w": "new"}]).write_delta(path, mode="overwrite")  # new schema
+    assert sb.read_delta(path).take_all() == [{"x": 5, "w": "new"}]
+
+
+def test_delta_partition_by(tmp_path):
+    path = str(tmp_path / "t")
+    source(12).write_delta(path, partition_by=["s"], name="t", description="test rows")
+    dt = deltalake.DeltaTable(path)
+    assert dt.metadata().partition_columns == ["s"] and dt.metadata().name == "t"
+    assert any("s=__HIVE_DEFAULT_PARTITION__" in f for f in dt.file_uris())
+    assert by_i(sb.read_delta(path).take_all()) == rows(12)
+    assert by_i(dt.to_pyarrow_table().to_pylist()) == rows(12)
+    source(4, start=12).write_delta(path)  # an append keeps the table's partitioning
+    assert by_i(sb.read_delta(path).take_all()) == rows(16)
+    with pytest.raises(ValueError, match="partitioned by"):
+        source(4).write_delta(path, partition_by=["i"])
 
 
 # ---- Lance -----------------------------------------------------------------------------
