@@ -17,6 +17,7 @@ groups with the partition values added as columns. Writes are
 from __future__ import annotations
 
 import os
+import random
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
@@ -69,7 +70,10 @@ class DeltaSource(Datasource):
     supports_limit = True
 
     def __init__(self, path: Any, version: int | None = None, columns: list[str] | None = None,
-                 filesystem: Any = None, storage_options: dict | None = None) -> None:
+                 filesystem: Any = None, storage_options: dict | None = None,
+                 include_paths: bool = False, shuffle: str | None = None) -> None:
+        if shuffle not in (None, "files"):
+            raise ValueError(f"read_delta: shuffle={shuffle!r}; expected None or 'files'")
         deltalake = require("deltalake", "read_delta")
         self.uri = table_uri(path)
         try:
@@ -83,29 +87,38 @@ class DeltaSource(Datasource):
         self.version = table.version()
         self._schema = pa.schema(table.schema().to_arrow())
         self.partition_cols = list(table.metadata().partition_columns)
-        self.columns = wanted_columns(None, columns, self._schema, "read_delta")
+        self.include_paths, self.shuffle = include_paths, shuffle
+        self.columns = self._wanted(None, columns)
         self.filesystem = filesystem
         self.files = [_file_entry(row, self.partition_cols)
                       for row in pa.table(table.get_add_actions(flatten=True)).to_pylist()]
 
     def schema(self) -> pa.Schema:
-        """The table's schema (of the version read)."""
-        return self._schema
+        """The table's schema (of the version read), plus ``path`` with include_paths."""
+        return self._schema.append(pa.field("path", pa.string())) if self.include_paths \
+            else self._schema
+
+    def _wanted(self, pushed: tuple[str, ...] | None, asked: list[str] | None) -> list | None:
+        return wanted_columns(pushed, asked, self.schema(), "read_delta")
 
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
         """One task per data file, in the log's order; files a resumed write already
         holds (``pushdowns.done``) are left out."""
-        columns = wanted_columns(pushdowns.columns, self.columns, self._schema, "read_delta")
+        columns = self._wanted(pushdowns.columns, self.columns)
+        with_path = self.include_paths and (columns is None or "path" in columns)
         schema = self._schema if columns is None else pa.schema(
-            [self._schema.field(c) for c in columns])
+            [self._schema.field(c) for c in columns if c in self._schema.names])
         tasks = []
         for path, rows, size, values in self.files:
             if pushdowns.done and pushdowns.done.covers(Piece(path)):
                 continue
             url = path if "://" in path else f"{self.uri.rstrip('/')}/{unquote(path)}"
-            read = partial(read_file, url, self.uri, self.filesystem, schema, values)
+            read = partial(read_file, url, self.uri, self.filesystem, schema, values,
+                           with_path)
             tasks.append(ReadTask(read, rows, size, f"Delta file {path}", pieces=(Piece(path),),
                                   per_task_row_limit=pushdowns.limit, input_files=(url,)))
+        if self.shuffle == "files":
+            random.shuffle(tasks)
         return tasks
 
 
@@ -117,8 +130,9 @@ def _file_entry(row: dict, partition_cols: list[str]) -> tuple[str, int | None, 
 
 
 def read_file(url: str, uri: str, filesystem: Any, schema: pa.Schema,
-              partition_values: dict[str, Any]):
-    """Stream one data file as blocks of ``schema`` (partition columns from the log)."""
+              partition_values: dict[str, Any], with_path: bool = False):
+    """Stream one data file as blocks of ``schema`` (partition columns from the log;
+    ``path``, the file's, when ``with_path``)."""
     fs, root = filesystem_of(uri, filesystem)
     path = root.rstrip("/") + url[len(uri.rstrip("/")):] if url.startswith(uri) else \
         url.split("://", 1)[-1]
@@ -132,4 +146,6 @@ def read_file(url: str, uri: str, filesystem: Any, schema: pa.Schema,
             for name, value in partition_values.items():
                 if name in schema.names:
                     table = table.append_column(name, pa.array([value] * table.num_rows))
-            yield conform(table, schema, "read_delta")
+            table = conform(table, schema, "read_delta")
+            yield table.append_column("path", pa.array([url] * table.num_rows, pa.string())) \
+                if with_path else table

@@ -28,8 +28,22 @@ def _dataset(source: Datasource, name: str, columns: list[str] | None,
     return Dataset(L.Read(source, name=name, columns=tuple(columns) if columns else None))
 
 
-def read_delta(path: str, version: int | None = None, *, filesystem: Any = None,
-               columns: list[str] | None = None, storage_options: dict | None = None,
+def _no_catalog(who: str, catalog: Any, instead: str) -> None:
+    """Refuse Ray's ``catalog=`` (a ``ray.data.catalog`` connector, e.g. Unity Catalog).
+
+    >>> _no_catalog("read_delta", object(), "pass the table's path")
+    Traceback (most recent call last):
+    ...
+    NotImplementedError: read_delta: catalog= (a Ray catalog connector) is not supported; pass the table's path
+    """
+    if catalog is not None:
+        raise NotImplementedError(f"{who}: catalog= (a Ray catalog connector) is not "
+                                  f"supported; {instead}")
+
+
+def read_delta(path: str, version: int | None = None, *, storage_options: dict | None = None,
+               filesystem: Any = None, catalog: Any = None, columns: list[str] | None = None,
+               shuffle: str | None = None, include_paths: bool = False,
                parallelism: int = -1, num_cpus: float | None = None,
                num_gpus: float | None = None, memory: float | None = None,
                ray_remote_args: dict | None = None, concurrency: int | None = None,
@@ -37,7 +51,9 @@ def read_delta(path: str, version: int | None = None, *, filesystem: Any = None,
     """The rows of a Delta Lake table (as Ray Data's): the latest version, or
     ``version`` (time travel). One read task per data file; partition columns come from
     the table's log. ``filesystem`` (pyarrow or fsspec) reads the files,
-    ``storage_options`` go to deltalake for the log. Tables with deletion vectors or
+    ``storage_options`` go to deltalake for the log; ``include_paths`` adds each row's
+    file as ``path``; ``shuffle="files"`` reads the files in a random order; ``catalog``
+    (a Ray catalog connector) is not supported. Tables with deletion vectors or
     column mapping are refused (read them with deltalake). ``parallelism``,
     ``num_cpus``, ``num_gpus``, ``memory``, ``ray_remote_args`` and ``concurrency`` are
     accepted and ignored. Needs
@@ -51,8 +67,10 @@ def read_delta(path: str, version: int | None = None, *, filesystem: Any = None,
     """
     from streambatch.connectors.delta import DeltaSource
 
+    _no_catalog("read_delta", catalog, "pass the table's path")
     source = DeltaSource(path, version=version, columns=columns, filesystem=filesystem,
-                         storage_options=storage_options)
+                         storage_options=storage_options, include_paths=include_paths,
+                         shuffle=shuffle)
     return _dataset(source, "Delta", columns, override_num_blocks)
 
 
@@ -84,7 +102,7 @@ def read_lance(uri: str, *, version: int | str | None = None, columns: list[str]
 def read_iceberg(*, table_identifier: str, row_filter: Any = None, parallelism: int = -1,
                  selected_fields: tuple[str, ...] = ("*",), snapshot_id: int | None = None,
                  scan_kwargs: dict | None = None, catalog_kwargs: dict | None = None,
-                 ray_remote_args: dict | None = None, num_cpus: float | None = None,
+                 catalog: Any = None, ray_remote_args: dict | None = None, num_cpus: float | None = None,
                  num_gpus: float | None = None, memory: float | None = None,
                  override_num_blocks: int | None = None) -> Dataset:
     """The rows of an Iceberg table (as Ray Data's), through PyIceberg: the catalog is
@@ -93,7 +111,8 @@ def read_iceberg(*, table_identifier: str, row_filter: Any = None, parallelism: 
     "warehouse": "file:///w"}``). ``row_filter`` (a string such as ``"x >= 2"`` or a
     PyIceberg expression), ``selected_fields`` and ``snapshot_id`` (time travel) shape
     the scan; its planned files become the read tasks (``override_num_blocks`` groups
-    them). ``scan_kwargs`` go to ``Table.scan``; ``parallelism``, ``ray_remote_args``,
+    them). ``scan_kwargs`` go to ``Table.scan``; ``catalog`` (a Ray catalog connector)
+    is ignored when ``catalog_kwargs`` is given, else refused; ``parallelism``, ``ray_remote_args``,
     ``num_cpus``, ``num_gpus`` and ``memory`` are accepted and ignored. Needs
     ``pip install 'streambatch[iceberg]'``.
 
@@ -106,6 +125,8 @@ def read_iceberg(*, table_identifier: str, row_filter: Any = None, parallelism: 
     """
     from streambatch.connectors.iceberg import IcebergSource
 
+    if catalog_kwargs is None:
+        _no_catalog("read_iceberg", catalog, "pass catalog_kwargs")
     fields = None if tuple(selected_fields) == ("*",) else list(selected_fields)
     source = IcebergSource(table_identifier, row_filter=row_filter, columns=fields,
                            snapshot_id=snapshot_id, scan_kwargs=scan_kwargs,

@@ -220,7 +220,10 @@ class WriteMethods:
                     min_rows_per_file: int = 1024 * 1024,
                     max_rows_per_file: int = 64 * 1024 * 1024,
                     data_storage_version: str | None = None,
-                    storage_options: dict | None = None, ray_remote_args: dict | None = None,
+                    storage_options: dict | None = None, table_id: list[str] | None = None,
+                    namespace_impl: str | None = None,
+                    namespace_properties: dict | None = None,
+                    ray_remote_args: dict | None = None,
                     concurrency: int | None = None) -> None:
         """Write the rows to the Lance dataset at ``path`` (as Ray Data's): each write task
         writes its fragments, and one commit on the driver adds them all after every
@@ -229,7 +232,9 @@ class WriteMethods:
         or ``"overwrite"`` (a new version holding only these rows). ``schema`` fixes
         the columns' types; ``max_rows_per_file``, ``data_storage_version`` and
         ``storage_options`` go to Lance; ``min_rows_per_file`` is accepted and ignored
-        (each partition is written as it comes). Needs ``pip install 'streambatch[lance]'``.
+        (each partition is written as it comes); Lance namespaces (``table_id``,
+        ``namespace_impl``, ``namespace_properties``) are not supported. Needs
+        ``pip install 'streambatch[lance]'``.
 
         >>> import streambatch as sb, tempfile
         >>> uri = tempfile.mkdtemp() + "/t.lance"
@@ -240,13 +245,18 @@ class WriteMethods:
         """
         from streambatch.connectors.lance import LanceSink
 
+        if table_id is not None or namespace_impl is not None or namespace_properties:
+            raise NotImplementedError("write_lance: Lance namespaces (table_id, "
+                                      "namespace_impl, namespace_properties) are not "
+                                      "supported; pass the dataset's path")
         self._write(LanceSink(path, schema=schema, mode=mode,
                               max_rows_per_file=max_rows_per_file,
                               data_storage_version=data_storage_version,
                               storage_options=storage_options).engine_sink())
 
     def write_iceberg(self, table_identifier: str, catalog_kwargs: dict | None = None,
-                      snapshot_properties: dict | None = None, mode: Any = "append",
+                      catalog=None, snapshot_properties: dict | None = None,
+                      mode: Any = "append",
                       overwrite_filter: Any = None, upsert_kwargs: dict | None = None,
                       overwrite_kwargs: dict | None = None,
                       ray_remote_args: dict | None = None,
@@ -259,7 +269,8 @@ class WriteMethods:
         are created). ``mode``: ``"append"`` (default) or ``"overwrite"`` (deletes the
         rows matching ``overwrite_filter``, a PyIceberg expression or string, else all
         rows, in the same transaction); ``"upsert"`` is not supported.
-        ``snapshot_properties`` go to the snapshot summary. Needs
+        ``snapshot_properties`` go to the snapshot summary; ``catalog`` (a Ray catalog
+        connector) is ignored when ``catalog_kwargs`` is given, else refused. Needs
         ``pip install 'streambatch[iceberg]'``.
 
         >>> import streambatch as sb, tempfile
@@ -271,6 +282,9 @@ class WriteMethods:
         """
         from streambatch.connectors.iceberg import IcebergSink
 
+        if catalog is not None and catalog_kwargs is None:
+            raise NotImplementedError("write_iceberg: catalog= (a Ray catalog connector) is "
+                                      "not supported; pass catalog_kwargs")
         self._write(IcebergSink(table_identifier, catalog_kwargs=catalog_kwargs,
                                 snapshot_properties=snapshot_properties, mode=mode,
                                 overwrite_filter=overwrite_filter, upsert_kwargs=upsert_kwargs,

@@ -92,6 +92,12 @@ def test_delta_round_trip_projection_and_one_task_per_file(tmp_path):
     assert set(sb.read_delta(path).select_columns(["l"]).take(1)[0]) == {"l"}
     # deltalake reads what we wrote
     assert by_i(deltalake.DeltaTable(path).to_pyarrow_table().to_pylist()) == rows(12)
+    found = sb.read_delta(path, include_paths=True, shuffle="files").take_all()
+    assert {r["path"] for r in found} == set(deltalake.DeltaTable(path).file_uris())
+    assert sorted(r["i"] for r in sb.read_delta(path, include_paths=True)
+                  .select_columns(["i", "path"]).take_all()) == list(range(12))
+    with pytest.raises(NotImplementedError, match="catalog="):
+        sb.read_delta(path, catalog=object())
 
 
 def test_delta_modes_and_time_travel(tmp_path):
