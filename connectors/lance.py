@@ -197,16 +197,39 @@ class LanceSink(TableSink):
         if self.mode == "append" and self.read_version is not None:
             operation = lance.LanceOperation.Append(fragments)
         else:
-            schemas = {w["schema"] for w in written} or ({self.schema} - {None})
+            schemas = [w["schema"] for w in written] or [s for s in [self.schema] if s]
             if not schemas:
                 return  # no rows and no schema: nothing to create
-            if len(schemas) > 1:
-                raise TypeError("write_lance: the write tasks produced different schemas "
-                                f"({' / '.join(_brief(s) for s in schemas)}; a partition whose "
-                                "column is all null has type null); pass schema= to fix one")
-            operation = lance.LanceOperation.Overwrite(schemas.pop(), fragments)
+            operation = lance.LanceOperation.Overwrite(_one_schema(schemas), fragments)
         lance.LanceDataset.commit(self.uri, operation, read_version=self.read_version,
                                   storage_options=self.storage_options)
+
+
+def _one_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """The dataset's schema for fragments written with ``schemas``: one schema, or (as
+    Ray's) their union where they differ only in top-level columns that were all null
+    (type null) in some tasks; anything else fails naming the schemas.
+
+    >>> _one_schema([pa.schema([("a", pa.int64()), ("s", pa.null())]),
+    ...              pa.schema([("a", pa.int64()), ("s", pa.string())])])
+    a: int64
+    s: string
+    >>> _one_schema([pa.schema([("a", pa.int64())]), pa.schema([("a", pa.int32())])])
+    Traceback (most recent call last):
+    ...
+    TypeError: write_lance: the write tasks produced different schemas (a: int64 / a: int32); pass schema= to fix one
+    """
+    union = pa.unify_schemas(schemas, promote_options="permissive") if all(
+        s.names == schemas[0].names for s in schemas) else None
+    for schema in schemas:
+        if union is None or any(f.type != union.field(f.name).type and (
+                not pa.types.is_null(f.type) or pa.types.is_nested(union.field(f.name).type))
+                for f in schema):
+            shown = " / ".join(dict.fromkeys(_brief(s) for s in schemas))
+            raise TypeError(f"write_lance: the write tasks produced different schemas "
+                            f"({shown}); pass schema= to fix one")
+    assert union is not None
+    return union
 
 
 def _brief(schema: pa.Schema) -> str:

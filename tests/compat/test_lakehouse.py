@@ -236,17 +236,24 @@ def test_lance_modes_versions_and_failed_write(tmp_path):
     assert by_i(sb.read_lance(uri).take_all()) == rows(12, start=6) + rows(3, start=100)
 
 
-def test_lance_differing_task_schemas_fail_naming_them(tmp_path):
-    ds = sb.from_items([{"x": 1, "s": None}, {"x": 2, "s": "b"}], override_num_blocks=2)
+def test_lance_all_null_partitions_and_differing_schemas(tmp_path):
+    # a flat column all null in one partition (type null) takes the other tasks' type
     uri = str(tmp_path / "t.lance")
+    sb.from_items([{"x": 1, "s": None}, {"x": 2, "s": "b"}], override_num_blocks=2) \
+        .write_lance(uri)
+    assert sorted(sb.read_lance(uri).take_all(), key=lambda r: r["x"]) == [
+        {"x": 1, "s": None}, {"x": 2, "s": "b"}]
+    # a nested one cannot: the error says to pass schema=, which writes it
+    ds = sb.from_items([{"x": 1, "l": None}, {"x": 2, "l": [1]}], override_num_blocks=2)
+    other = str(tmp_path / "o.lance")
     with pytest.raises(TypeError, match="pass schema="):
-        ds.write_lance(uri)
-    schema = pa.schema([("x", pa.int64()), ("s", pa.string())])
-    ds.write_lance(uri, schema=schema)
-    assert sorted(r["x"] for r in sb.read_lance(uri).take_all()) == [1, 2]
+        ds.write_lance(other)
+    ds.write_lance(other, schema=pa.schema([("x", pa.int64()), ("l", pa.list_(pa.int64()))]))
+    assert sorted(sb.read_lance(other).take_all(), key=lambda r: r["x"]) == [
+        {"x": 1, "l": None}, {"x": 2, "l": [1]}]
     with pytest.raises(Exception, match=r"column\(s\) \['z'\] are not in the table"):
-        sb.from_items([{"x": 3, "s": "c", "z": 1}]).write_lance(uri, mode="append")
-    assert sb.read_lance(uri).count() == 2
+        sb.from_items([{"x": 3, "l": [2], "z": 1}]).write_lance(other, mode="append")
+    assert sb.read_lance(other).count() == 2
 
 
 # ---- Iceberg ---------------------------------------------------------------------------
