@@ -196,6 +196,11 @@ def test_delta_partition_by(tmp_path):
     assert by_i(sb.read_delta(path).take_all()) == rows(16)
     with pytest.raises(ValueError, match="partitioned by"):
         source(4).write_delta(path, partition_by=["i"])
+    files = leftovers(tmp_path / "t")
+    with pytest.raises(Exception, match="row 7 is bad"):  # its files in hive dirs go too
+        source(12).map_batches(fails_at_7, batch_size=2, batch_format="pyarrow",
+                               releases_gil=True).write_delta(path)
+    assert leftovers(tmp_path / "t") == files and sb.read_delta(path).count() == 16
 
 
 # ---- Lance -----------------------------------------------------------------------------
