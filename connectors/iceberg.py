@@ -125,17 +125,19 @@ class IcebergSource(Datasource):
 
 def _groups(tasks: list, count: int) -> list[list]:
     """``tasks`` in ``count`` groups of about equal bytes (largest first, each to the
-    lightest group).
+    lightest group); one task a group, in the planned order, when ``count`` allows.
 
     >>> class F: pass
     >>> def task(n):
     ...     t = F(); t.file = F(); t.file.file_size_in_bytes = n; return t
     >>> [[t.file.file_size_in_bytes for t in g] for g in _groups([task(1), task(5), task(3)], 2)]
     [[5], [3, 1]]
+    >>> [[t.file.file_size_in_bytes for t in g] for g in _groups([task(1), task(5)], 4)]
+    [[1], [5]]
     """
-    if not tasks:
-        return []
-    groups: list[list] = [[] for _ in range(max(1, min(count, len(tasks))))]
+    if count >= len(tasks):
+        return [[task] for task in tasks]
+    groups: list[list] = [[] for _ in range(max(1, count))]
     sizes = [0] * len(groups)
     for task in sorted(tasks, key=lambda t: -t.file.file_size_in_bytes):
         lightest = sizes.index(min(sizes))
