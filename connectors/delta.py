@@ -25,7 +25,12 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, ReadTask
-from streambatch.connectors.lakehouse import conform, require, wanted_columns
+from streambatch.connectors.lakehouse import (
+    conform,
+    estimated_bytes,
+    require,
+    wanted_columns,
+)
 
 BATCH_ROWS = 65536  # rows per block when streaming a data file
 UNSUPPORTED_READER_FEATURES = ("deletionVectors", "columnMapping")
@@ -115,7 +120,8 @@ class DeltaSource(Datasource):
             url = path if "://" in path else f"{self.uri.rstrip('/')}/{unquote(path)}"
             read = partial(read_file, url, self.uri, self.filesystem, schema, values,
                            with_path)
-            tasks.append(ReadTask(read, rows, size, f"Delta file {path}", pieces=(Piece(path),),
+            tasks.append(ReadTask(read, rows, estimated_bytes(size, columns, self._schema),
+                                  f"Delta file {path}", pieces=(Piece(path),),
                                   per_task_row_limit=pushdowns.limit, input_files=(url,)))
         if self.shuffle == "files":
             random.shuffle(tasks)

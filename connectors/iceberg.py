@@ -30,6 +30,7 @@ from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, Read
 from streambatch.connectors.lakehouse import (
     TableSink,
     concrete,
+    estimated_bytes,
     file_stem,
     remove_uncommitted,
     require,
@@ -114,7 +115,9 @@ class IcebergSource(Datasource):
         reader = (self.metadata, self.io, scan.projection(), scan.row_filter,
                   scan.case_sensitive, scan.limit)
         return [ReadTask(partial(read_files, *reader, group),
-                         sum(t.file.record_count for t in group), None,
+                         sum(t.file.record_count for t in group),
+                         estimated_bytes(sum(t.file.file_size_in_bytes for t in group),
+                                         columns, self._schema),
                          f"Iceberg {len(group)} file(s) from {group[0].file.file_path}",
                          pieces=tuple(Piece(t.file.file_path) for t in group),
                          filtered=self.row_filter is not None,

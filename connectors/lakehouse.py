@@ -57,6 +57,25 @@ def wanted_columns(pushed: tuple[str, ...] | None, asked: list[str] | None,
     return columns
 
 
+DECODED_PER_STORED_BYTE = 2.0  # parquet decodes to about 2-4x its size on disk
+
+
+def estimated_bytes(stored: int | None, columns: list[str] | None, schema: pa.Schema,
+                    factor: float = DECODED_PER_STORED_BYTE) -> int | None:
+    """The in-memory size of ``stored`` bytes of a file read for ``columns`` (None: all)
+    of ``schema``: ``factor`` times the bytes, times the share of the columns read.
+
+    >>> estimated_bytes(1000, ["a"], pa.schema([("a", pa.int8()), ("b", pa.int8())]))
+    1000
+    >>> estimated_bytes(None, None, pa.schema([])) is None
+    True
+    """
+    if stored is None:
+        return None
+    share = 1.0 if columns is None or not len(schema) else max(1, len(columns)) / len(schema)
+    return int(stored * factor * share)
+
+
 def conform(table: pa.Table, schema: pa.Schema, who: str) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, in order and cast to its types; a
     column the table lacks (added to the table later) reads as nulls.

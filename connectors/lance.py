@@ -26,6 +26,7 @@ from streambatch.connectors.datasource import Datasource, Piece, Pushdowns, Read
 from streambatch.connectors.lakehouse import (
     TableSink,
     conform,
+    estimated_bytes,
     non_empty,
     refuse_extra,
     require,
@@ -72,7 +73,8 @@ class LanceSource(Datasource):
         self.filter = filter
         self.storage_options = storage_options
         self.scanner_options = dict(scanner_options or {})
-        self.fragments = [(f.fragment_id, f.count_rows()) for f in dataset.get_fragments()]
+        self.fragments = [(f.fragment_id, f.count_rows(), _stored(f))
+                          for f in dataset.get_fragments()]
 
     def schema(self) -> pa.Schema:
         """The dataset's schema (of the version read)."""
@@ -82,16 +84,23 @@ class LanceSource(Datasource):
         """One task per fragment; fragments a resumed write already holds are left out."""
         columns = wanted_columns(pushdowns.columns, self.columns, self._schema, "read_lance")
         tasks = []
-        for fragment, rows in self.fragments:
+        for fragment, rows, stored in self.fragments:
             piece = Piece(f"fragment {fragment}")
             if pushdowns.done and pushdowns.done.covers(piece):
                 continue
             read = partial(read_fragment, self.uri, self.version, self.storage_options,
                            fragment, columns, self.filter, self.scanner_options)
-            tasks.append(ReadTask(read, rows, None, f"Lance fragment {fragment}",
+            size = estimated_bytes(stored, columns, self._schema, factor=1.0)
+            tasks.append(ReadTask(read, rows, size, f"Lance fragment {fragment}",
                                   pieces=(piece,), filtered=self.filter is not None,
                                   per_task_row_limit=pushdowns.limit))
         return tasks
+
+
+def _stored(fragment: Any) -> int | None:
+    """The bytes of a fragment's data files (None when Lance does not record them)."""
+    sizes = [getattr(f, "file_size_bytes", None) for f in fragment.metadata.files]
+    return None if not sizes or None in sizes else int(sum(sizes))
 
 
 def read_fragment(uri: str, version: int, storage_options: dict | None, fragment: int,
