@@ -99,8 +99,13 @@ class LanceSource(Datasource):
 
 def _stored(fragment: Any) -> int | None:
     """The bytes of a fragment's data files (None when Lance does not record them)."""
-    sizes = [getattr(f, "file_size_bytes", None) for f in fragment.metadata.files]
-    return None if not sizes or None in sizes else int(sum(sizes))
+    sizes: list[int] = []
+    for data_file in fragment.metadata.files:
+        size = getattr(data_file, "file_size_bytes", None)
+        if size is None:
+            return None
+        sizes.append(int(size))
+    return sum(sizes) if sizes else None
 
 
 def read_fragment(uri: str, version: int, storage_options: dict | None, fragment: int,
