@@ -21,7 +21,7 @@ from streambatch.executor.iteration import prefetched
 from streambatch.loader.batches import batches
 from streambatch.loader.epochs import LoaderConfig, epoch_chunks, make_config
 from streambatch.loader.iterator import DataIterator
-from streambatch.loader.split import SplitCoordinator
+from streambatch.loader.split import RankStream, SplitCoordinator
 from streambatch.loader.split_server import SplitServer, fetch_rank
 from streambatch.operators.batch_format import check_batch_format, to_batch
 
@@ -64,7 +64,9 @@ class _SplitGroup:
         co = SplitCoordinator(self.n, make, batch_size=cfg.batch_size, equal=self.equal,
                               drop_last=cfg.drop_last, queue_depth=self.queue_depth,
                               timeout_s=self.timeout_s, epoch=epoch)
-        self.epochs = {e: x for e, x in self.epochs.items() if e >= epoch - 1}
+        # an epoch some rank may still start (one that waits for the others first) keeps
+        # its coordinator, so that rank gets what is left of it instead of a fresh run
+        self.epochs = {e: x for e, x in self.epochs.items() if e >= epoch - 1 or not x[1].over()}
         self.epochs[epoch] = (cfg, co)
         return co
 
@@ -79,7 +81,12 @@ class DataSplit(DataIterator):
     ``streaming_split`` (which runs the pipeline and must stay alive) over a
     local socket, with the same equal batch counts and stuck-rank timeout. A
     rank process that dies mid-epoch (without closing its iterator) fails the
-    epoch for the others with a ``RankLostError`` that names it.
+    epoch for the others with a ``RankLostError`` that names it. A rank that
+    stops early (``break``, ``close()``) leaves the batches it had not seen, and
+    the rest of its share, to the ranks still reading. With ``equal=False`` a
+    rank that does not read (yet) does not hold up the others, who take its
+    share; with ``equal=True`` the ranks must read at the same time (see
+    :mod:`streambatch.loader.split`).
 
     >>> import streambatch as sb
     >>> a, b = sb.range(10).streaming_split(2)
@@ -136,8 +143,7 @@ class DataSplit(DataIterator):
         options = _loader_options(batch_size, drop_last, local_shuffle_buffer_size,
                                   local_shuffle_seed)
         tables = self._batches(options)
-        return prefetched(lambda: converted(tables, lambda t: to_batch(t, batch_format)),
-                          prefetch_batches)
+        return served(tables, lambda t: to_batch(t, batch_format), prefetch_batches)
 
     def iter_torch_batches(self, *, batch_size=256, dtypes=None, device="auto", collate_fn=None,
                            drop_last=False, prefetch_batches=1, pin_memory=None,
@@ -148,9 +154,35 @@ class DataSplit(DataIterator):
         options = _loader_options(batch_size, drop_last, local_shuffle_buffer_size,
                                   local_shuffle_seed)
         conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
-        tables = self._batches(options)
-        for value in prefetched(lambda: converted(tables, conv.host), prefetch_batches):
-            yield conv.to_device(value)
+        with closing(served(self._batches(options), conv.host, prefetch_batches)) as values:
+            for value in values:
+                yield conv.to_device(value)
+
+
+def served(tables: Iterator, convert, depth: int) -> Iterator:
+    """``convert(t)`` for each of a rank's tables, ``depth`` ahead on a prefetch thread.
+
+    When the consumer stops early, ``tables`` learns how many batches it actually
+    got (``seen``) before it is closed, so the batches fetched ahead and never
+    seen go back to the ranks still reading instead of being lost; a local
+    :class:`RankStream` is closed from here at once (that wakes a prefetch thread
+    waiting in it).
+
+    >>> list(served(iter([1, 2, 3]), lambda x: x * 10, 1))
+    [10, 20, 30]
+    """
+    seen = 0
+    inner = prefetched(lambda: converted(tables, convert), depth)
+    try:
+        for item in inner:
+            seen += 1
+            yield item
+    finally:
+        if hasattr(tables, "seen"):
+            tables.seen = seen
+        if isinstance(tables, RankStream):
+            tables.close()
+        inner.close()
 
 
 def converted(tables: Iterator, convert) -> Iterator:

@@ -15,9 +15,10 @@ No client can hold up another: the accept loop only accepts, and each
 connection authenticates on its own thread under a deadline
 (``handshake_timeout``), so a client that connects and says nothing (or dies
 half-way) is dropped without delaying any rank. A rank that closes its
-iterator says so ("close"); a connection that drops mid-epoch without it is a
-lost rank, which fails the epoch for the others with a ``RankLostError``
-naming it (see ``streambatch.loader.split``) instead of silently dropping its
+iterator says so (``("close", seen)``: the batches it fetched beyond the
+``seen`` ones go back to the other ranks); a connection that drops mid-epoch
+without it is a lost rank, which fails the epoch for the others with a
+``RankLostError`` naming it (see ``streambatch.loader.split``) instead of silently dropping its
 share.
 
 Nothing here knows about plans or torch: the server is given ``open_rank(rank,
@@ -163,7 +164,9 @@ class SplitServer:
         """Answer the rank's requests; True once its epoch ended or it closed on purpose."""
         while True:
             request = conn.recv()
-            if request == "close":
+            if request == "close" or isinstance(request, tuple) and request[:1] == ("close",):
+                if len(request) == 2 and hasattr(batches, "seen"):
+                    batches.seen = request[1]  # what it fetched beyond these goes back
                 return True
             if request != "next":
                 raise EOFError(f"unexpected request {request!r}")
@@ -220,50 +223,82 @@ def _picklable(exc: BaseException) -> BaseException:
         return StreamBatchError(f"{type(exc).__name__}: {exc}")
 
 
-def fetch_rank(address: str, authkey: bytes, rank: int, epoch: int,
-               options: dict) -> Iterator[pa.Table]:
-    """One rank's batches for ``epoch``, fetched from the driver's :class:`SplitServer`.
+class fetch_rank:  # noqa: N801 - was a generator function; callers use it as one
+    """One rank's batches for ``epoch``, fetched from the driver's :class:`SplitServer`
+    (it connects on the first ``next``).
+
+    ``seen``: set by the consumer before ``close()`` to the number of batches it
+    actually got; the driver hands the ones fetched beyond those to the ranks
+    still reading.
 
     >>> server = SplitServer(lambda rank, epoch, opts: iter([pa.table({"e": [epoch]})] * 2))
     >>> [t["e"][0].as_py() for t in fetch_rank(server.address, server.authkey, 0, 3, {})]
     [3, 3]
     >>> server.close()
     """
-    try:
-        conn = Client(address, family="AF_UNIX", authkey=authkey)
-    except OSError as exc:
-        raise SplitConnectionError(
-            f"streaming_split rank {rank}: cannot reach the driver process at {address} "
-            f"({exc}). The process that called streaming_split() runs the pipeline and must "
-            f"stay alive while the ranks iterate") from exc
-    try:
-        conn.send((rank, epoch, options))
-        yield from _receive(conn, rank, epoch)
-    except GeneratorExit:  # the rank stopped on purpose: say so, it is not a lost rank
-        try:
-            conn.send("close")
-        except OSError:
-            pass
-        raise
-    finally:
-        conn.close()
 
+    def __init__(self, address: str, authkey: bytes, rank: int, epoch: int,
+                 options: dict) -> None:
+        self.address, self.authkey, self.rank, self.epoch = address, authkey, rank, epoch
+        self.options = options
+        self.seen: int | None = None
+        self._conn: Connection | None = None
+        self._over = False
 
-def _receive(conn: Connection, rank: int, epoch: int) -> Iterator[pa.Table]:
-    """Request and yield batches until the driver says the epoch ended (or failed)."""
-    while True:
+    def __iter__(self) -> fetch_rank:
+        return self
+
+    def __next__(self) -> pa.Table:
+        if self._over:
+            raise StopIteration
+        if self._conn is None:
+            self._connect()
+        conn = self._conn
         conn.send("next")
         try:
             kind, value = conn.recv()
             if kind == "batch":
                 data = conn.recv_bytes()
         except EOFError as exc:
+            self._end()
             raise SplitConnectionError(
-                f"streaming_split rank {rank}: the driver process closed the connection "
-                f"in epoch {epoch} (did it exit or crash?)") from exc
+                f"streaming_split rank {self.rank}: the driver process closed the connection "
+                f"in epoch {self.epoch} (did it exit or crash?)") from exc
         if kind == "batch":
-            yield bytes_to_table(data)
-            continue
+            return bytes_to_table(data)
+        self._end()
         if kind == "end":
-            return
+            raise StopIteration
         raise value
+
+    def _connect(self) -> None:
+        try:
+            self._conn = Client(self.address, family="AF_UNIX", authkey=self.authkey)
+        except OSError as exc:
+            self._over = True
+            raise SplitConnectionError(
+                f"streaming_split rank {self.rank}: cannot reach the driver process at "
+                f"{self.address} ({exc}). The process that called streaming_split() runs the "
+                f"pipeline and must stay alive while the ranks iterate") from exc
+        self._conn.send((self.rank, self.epoch, self.options))
+
+    def _end(self) -> None:
+        self._over = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        """The rank stops on purpose: say so (with ``seen``), it is not a lost rank."""
+        if self._conn is not None and not self._over:
+            try:
+                self._conn.send(("close", self.seen))
+            except OSError:
+                pass
+        self._end()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit
+            pass
