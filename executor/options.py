@@ -187,7 +187,7 @@ class ExecutionOptions:
     actor_queue_depth: int = 2
     actor_idle_timeout_s: float = 1.0
     trace_path: str | None = None
-    progress: bool | None = False
+    progress: bool | None = None  # None: on when stderr is a terminal (progress.py)
     local: LocalOptions = field(default_factory=LocalOptions)
     ray: RayOptions = field(default_factory=RayOptions)
 

@@ -1,22 +1,27 @@
 """Progress of a running job, per stage, with rows/s, an ETA and the bottleneck stage.
 
-:class:`ProgressReporter` is an execution observer. On a terminal, with
-``rich`` installed, it keeps a live display up to date; otherwise it writes
-plain log lines, at most one report every ``interval_s`` seconds, and a
-summary line per stage when the run ends. ``rich`` stays optional: it is
-imported only when a live display starts.
+:class:`ProgressReporter` is an execution observer. On a terminal it keeps a few
+lines (one per stage) at the bottom of the screen and redraws them in place, at
+most ``max_redraws_per_s`` times a second; otherwise (a log, a pipe) it writes
+plain lines, at most one report every ``interval_s`` seconds. When the run ends
+(completed, failed or stopped early by its consumer) the live lines are erased
+and a summary line per stage is written; nothing is written after that.
 
-What is shown is a pure function of the stage snapshots
-(:func:`render_lines`, :func:`summary_lines`, :func:`bottleneck`), so it is
-tested without running anything.
+Whether a run reports at all: :func:`progress_enabled` (``progress=None``, the
+default: only when stderr is a terminal).
+
+What is shown is a pure function of the stage snapshots and of the ages of the
+tasks running now (:func:`render_lines`, :func:`summary_lines`,
+:func:`bottleneck`), so it is tested without running anything.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from streambatch.executor.observe import ExecutionObserver, StageSnapshot
@@ -141,20 +146,28 @@ def _rows_parts(snap: StageSnapshot) -> list[str]:
     return [f"{rows:,}/{total:,} rows ({percent}%)", *files]
 
 
-def bottleneck(snapshots: list[StageSnapshot]) -> str | None:
+RunningAges = Mapping[int, Sequence[float]]
+"""Per stage index, the seconds each of its running tasks has run so far."""
+
+
+def bottleneck(snapshots: list[StageSnapshot], running: RunningAges | None = None) -> str | None:
     """The name of the stage that limits the job now, or None when nothing tells yet.
 
-    The rule, over the stages not finished:
+    ``running`` gives, per stage index, the ages of its tasks still running: a task
+    that has run for a while is evidence of the stage's speed before it finishes
+    (see :func:`task_time_estimate`), so a slow stage is named while its first
+    tasks are still running. The rule, over the stages not finished:
 
     1. **Largest input backlog in seconds.** A stage's backlog is the time it
-       needs to drain its input queue at its measured speed:
-       ``queued_partitions * (task_time_s / tasks_done) / slots`` with
+       needs to drain its input queue at its estimated speed:
+       ``queued_partitions * task_time_estimate / slots`` with
        ``slots = max(tasks_running, actors, 1)``. Work piling up in front of
        a stage means the stages before it produce faster than it consumes.
-       Stages with no finished task yet (speed unknown) are left out here.
-    2. **Otherwise, the largest share of task time** (``task_time_s``) — e.g.
-       the read stage of a read-bound job, where nothing queues anywhere.
-    3. None when no stage has recorded task time.
+       Stages with no finished or running task (speed unknown) are left out here.
+    2. **Otherwise, the most busy time**: task time of finished tasks plus the
+       ages of running ones -- e.g. the read stage of a read-bound job, where
+       nothing queues anywhere.
+    3. None when no stage has recorded task time or runs a task.
 
     Ties go to the earlier stage.
 
@@ -168,27 +181,59 @@ def bottleneck(snapshots: list[StageSnapshot]) -> str | None:
     'Map(Model)'
     >>> bottleneck([_example()]) is None
     True
+
+    A slow stage none of whose tasks has finished, with a task running for 2 s:
+
+    >>> fast = _example(index=0, name="Map(fast)", tasks_done=8, task_time_s=0.4,
+    ...                 queued_partitions=1)
+    >>> slow = _example(index=1, name="Map(slow)", tasks_running=1, queued_partitions=3)
+    >>> bottleneck([fast, slow]), bottleneck([fast, slow], {1: [2.0]})
+    ('Map(fast)', 'Map(slow)')
     """
+    ages = running or {}
     live = [s for s in snapshots if not s.finished]
-    by_backlog = _argmax(live, backlog_seconds)
+    by_backlog = _argmax(live, lambda s: backlog_seconds(s, ages.get(s.index, ())))
     if by_backlog is not None:
         return by_backlog.name
-    by_time = _argmax(live, lambda s: s.task_time_s)
+    by_time = _argmax(live, lambda s: s.task_time_s + sum(ages.get(s.index, ())))
     return by_time.name if by_time is not None else None
 
 
-def backlog_seconds(snap: StageSnapshot) -> float:
-    """Seconds to drain the stage's queued input at its measured per-task speed.
+def task_time_estimate(snap: StageSnapshot, ages: Sequence[float] = ()) -> float | None:
+    """The stage's mean task time as far as known now: the finished tasks' times,
+    and, as lower bounds of their times, the ages of running tasks that have already
+    run longer than that mean (all running tasks while none has finished). None
+    when the stage has no finished task and no running one.
+
+    >>> task_time_estimate(_example(tasks_done=4, task_time_s=2.0))
+    0.5
+    >>> task_time_estimate(_example(tasks_done=4, task_time_s=2.0), [0.1, 3.0])  # (2 + 3) / 5
+    1.0
+    >>> task_time_estimate(_example(), [1.0, 2.0]), task_time_estimate(_example()) is None
+    (1.5, True)
+    """
+    mean = snap.task_time_s / snap.tasks_done if snap.tasks_done else 0.0
+    longer = [a for a in ages if a > mean]
+    count = snap.tasks_done + len(longer)
+    return (snap.task_time_s + sum(longer)) / count if count else None
+
+
+def backlog_seconds(snap: StageSnapshot, ages: Sequence[float] = ()) -> float:
+    """Seconds to drain the stage's queued input at its estimated per-task speed
+    (``ages``: of its running tasks, see :func:`task_time_estimate`).
 
     >>> backlog_seconds(_example(tasks_done=4, task_time_s=8.0, queued_partitions=6, actors=2))
     6.0
-    >>> backlog_seconds(_example(queued_partitions=6))   # no task finished: unknown
+    >>> backlog_seconds(_example(queued_partitions=6))   # nothing finished or running: unknown
     0.0
+    >>> backlog_seconds(_example(queued_partitions=6, tasks_running=2), [1.0, 0.5])
+    2.25
     """
-    if not snap.tasks_done:
+    estimate = task_time_estimate(snap, ages)
+    if not estimate:
         return 0.0
     slots = max(snap.tasks_running, snap.actors, 1)
-    return snap.queued_partitions * (snap.task_time_s / snap.tasks_done) / slots
+    return snap.queued_partitions * estimate / slots
 
 
 def _argmax(snaps: list[StageSnapshot], key: Callable[[StageSnapshot], float]):
@@ -201,8 +246,10 @@ def _argmax(snaps: list[StageSnapshot], key: Callable[[StageSnapshot], float]):
     return best
 
 
-def render_lines(snapshots: list[StageSnapshot], wall_s: float) -> list[str]:
-    """The progress report: elapsed time, one line per stage, the bottleneck.
+def render_lines(snapshots: list[StageSnapshot], wall_s: float,
+                 running: RunningAges | None = None) -> list[str]:
+    """The progress report: elapsed time, one line per stage, the bottleneck
+    (``running``: see :func:`bottleneck`).
 
     >>> read = _example(index=0, name="Read", rows_out=1000, estimated_total_rows=1000,
     ...                 finished=True, tasks_done=4, task_time_s=2.0)
@@ -217,7 +264,7 @@ def render_lines(snapshots: list[StageSnapshot], wall_s: float) -> list[str]:
     """
     lines = [f"elapsed {format_duration(wall_s)}"]
     lines += [stage_line(s, wall_s) for s in snapshots]
-    slowest = bottleneck(snapshots)
+    slowest = bottleneck(snapshots, running)
     if slowest is not None:
         lines.append(f"bottleneck: stage {slowest}")
     return lines
@@ -262,17 +309,6 @@ def _example(**fields) -> StageSnapshot:
 
 
 # ---- the observer ----------------------------------------------------------
-def rich_available() -> bool:
-    """Whether ``rich`` can be imported (checked without importing it).
-
-    >>> isinstance(rich_available(), bool)
-    True
-    """
-    if "rich" in sys.modules:
-        return True
-    return importlib.util.find_spec("rich") is not None
-
-
 def is_tty(stream: TextIO) -> bool:
     """Whether ``stream`` is a terminal.
 
@@ -286,13 +322,30 @@ def is_tty(stream: TextIO) -> bool:
         return False
 
 
+def progress_enabled(setting: bool | None, stream: TextIO | None = None) -> bool:
+    """Whether a run reports progress: ``setting`` True or False forces it on or off;
+    None (the default) turns it on only when ``stream`` (default: ``sys.stderr``, as it
+    is now) is a terminal, so logs, pipes, pytest and doctests stay clean.
+
+    >>> import io
+    >>> progress_enabled(None, io.StringIO()), progress_enabled(True, io.StringIO())
+    (False, True)
+    """
+    if setting is not None:
+        return bool(setting)
+    return is_tty(sys.stderr if stream is None else stream)
+
+
 class ProgressReporter(ExecutionObserver):
     """Shows per-stage progress while a job runs and a summary when it ends.
 
-    ``live``: True for a rich live display, False for plain lines, None (the
-    default) for live when ``rich`` is installed and ``stream`` is a terminal.
-    Plain mode writes :func:`render_lines` at most once every ``interval_s``
-    seconds of ``clock`` (injectable for tests), then :func:`summary_lines`.
+    ``live``: True to redraw the report in place on a terminal, False for plain
+    lines, None (the default) for live when ``stream`` is a terminal. Live mode
+    redraws at most ``max_redraws_per_s`` times a second; plain mode writes
+    :func:`render_lines` at most once every ``interval_s`` seconds. Both end with
+    :func:`summary_lines`. Times come from ``clock`` (injectable for tests); the ages
+    of running tasks, which name a slow stage before its first task ends, come from
+    the task start and end events.
 
     >>> import io
     >>> now = [0.0]
@@ -309,60 +362,171 @@ class ProgressReporter(ExecutionObserver):
     """
 
     def __init__(self, stream: TextIO | None = None, *, interval_s: float = 5.0,
-                 live: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 live: bool | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_redraws_per_s: float = 5.0) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.interval_s = interval_s
-        self.live = (is_tty(self.stream) and rich_available()) if live is None else live
+        self.live = is_tty(self.stream) if live is None else live
+        self.redraw_s = 1.0 / max_redraws_per_s
         self._clock = clock
         self._last_report = clock()
-        self._display: _LiveDisplay | None = None
+        self._started: dict[int, tuple[int, float]] = {}  # task id -> stage, start time
+        self._board: _Board | None = None
+        self._done = False
 
     def on_start(self, stage_names: list[str]) -> None:
-        """Start the live display (live mode) and the report interval."""
+        """Start the report interval (and, live, this run's lines on the terminal)."""
         self._last_report = self._clock()
+        self._started.clear()
+        self._done = False
         if self.live:
-            self._display = _LiveDisplay(self.stream)
+            self._board = _board_for(self.stream, self)
+
+    def on_task_start(self, stage_index: int, stage_name: str, task_id: int,
+                      description: str, worker: str) -> None:
+        """Note when the task started: its age is evidence of its stage's speed."""
+        self._started[task_id] = (stage_index, self._clock())
+
+    def on_task_end(self, stage_index: int, task_id: int, seconds: float, rows_out: int,
+                    ok: bool) -> None:
+        self._started.pop(task_id, None)
+
+    def running_ages(self) -> dict[int, list[float]]:
+        """Per stage index, how long each of its running tasks has run so far."""
+        now = self._clock()
+        ages: dict[int, list[float]] = {}
+        for stage, started in self._started.values():
+            ages.setdefault(stage, []).append(max(0.0, now - started))
+        return ages
 
     def on_tick(self, snapshots: list[StageSnapshot], wall_s: float) -> None:
-        """Refresh the live display, or write a plain report if ``interval_s`` passed."""
-        if self._display is not None:
-            self._display.show(render_lines(snapshots, wall_s))
+        """Redraw the live lines (rate-limited), or write a plain report if
+        ``interval_s`` passed."""
+        if self._done:
             return
         now = self._clock()
+        if self._board is not None:
+            self._board.show(self, render_lines(snapshots, wall_s, self.running_ages()),
+                             now, self.redraw_s)
+            return
         if now - self._last_report >= self.interval_s:
             self._last_report = now
-            self._write(render_lines(snapshots, wall_s))
+            self._write(render_lines(snapshots, wall_s, self.running_ages()))
 
     def on_finish(self, snapshots: list[StageSnapshot], wall_s: float, ok: bool) -> None:
-        """Show the summary and stop the live display."""
+        """Erase the live lines and write the summary; nothing is written after it."""
+        if self._done:
+            return
+        self._done = True
+        self._started.clear()
         lines = summary_lines(snapshots, wall_s, ok)
-        if self._display is not None:
-            self._display.close(lines)
-            self._display = None
+        if self._board is not None:
+            self._board.leave(self, lines)
+            self._board = None
         else:
             self._write(lines)
 
     def _write(self, lines: list[str]) -> None:
-        self.stream.write("\n".join(lines) + "\n")
-        self.stream.flush()
+        _write(self.stream, "\n".join(lines) + "\n")
 
 
-class _LiveDisplay:
-    """A rich ``Live`` region showing lines of text (rich is imported here, lazily)."""
+def _write(stream: TextIO, text: str) -> None:
+    """Write and flush; a closed or broken stream never fails the job."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+UP, CLEAR_DOWN = "\x1b[{}A", "\x1b[J"  # cursor up n lines; erase to the end of the screen
+
+
+class _Board:
+    """The live lines at the bottom of one terminal: those of every run reporting to
+    it (runs nested in a UDF or iterated side by side share it), redrawn in place --
+    cursor up over what was drawn, erase, draw -- at most once per ``min_s``. A run
+    that ends leaves its summary above the others' lines.
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> board = _Board(out)
+    >>> board.join("a"); board.show("a", ["elapsed 0s", "Stage 0 Read: 5 rows"], 1.0, 0.2)
+    >>> board.show("a", ["elapsed 0s", "Stage 0 Read: 9 rows"], 1.1, 0.2)  # too soon
+    >>> board.show("a", ["elapsed 1s", "Stage 0 Read: 9 rows"], 1.5, 0.2)
+    >>> board.leave("a", ["finished in 1s"])
+    >>> for line in out.getvalue().split("\\n"): print(repr(line.replace("\\x1b", "ESC")))
+    'elapsed 0s'
+    'Stage 0 Read: 5 rows'
+    '\\rESC[2AESC[Jelapsed 1s'
+    'Stage 0 Read: 9 rows'
+    '\\rESC[2AESC[Jfinished in 1s'
+    ''
+    """
 
     def __init__(self, stream: TextIO) -> None:
-        from rich.console import Console
-        from rich.live import Live
-        from rich.text import Text
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.runs: dict[int, list[str]] = {}  # id of a reporter -> its lines, in join order
+        self.drawn = 0  # terminal rows the live lines take now
+        self.last_draw = float("-inf")
 
-        self._text = Text
-        self._live = Live(Text(""), console=Console(file=stream), refresh_per_second=4,
-                          transient=False)
-        self._live.start()
+    def join(self, run: object) -> None:
+        with self.lock:
+            self.runs[id(run)] = []
 
-    def show(self, lines: list[str]) -> None:
-        self._live.update(self._text("\n".join(lines)))
+    def show(self, run: object, lines: list[str], now: float, min_s: float) -> None:
+        with self.lock:
+            self.runs[id(run)] = lines
+            if now - self.last_draw >= min_s - 1e-9:  # 5 a second: 0.2 s apart
+                self.last_draw = now
+                _write(self.stream, self._erase() + self._draw())
 
-    def close(self, lines: list[str]) -> None:
-        self._live.update(self._text("\n".join(lines)), refresh=True)
-        self._live.stop()
+    def leave(self, run: object, summary: list[str]) -> None:
+        with _boards_lock, self.lock:
+            self.runs.pop(id(run), None)
+            text = self._erase() + "".join(line + "\n" for line in summary)
+            _write(self.stream, text + self._draw())
+            if not self.runs and _boards.get(id(self.stream)) is self:
+                del _boards[id(self.stream)]
+
+    def _erase(self) -> str:
+        text = "\r" + UP.format(self.drawn) + CLEAR_DOWN if self.drawn else ""
+        self.drawn = 0
+        return text
+
+    def _draw(self) -> str:
+        columns, rows = _terminal_size(self.stream)
+        lines = [line for run in self.runs.values() for line in run][-max(1, rows - 1):]
+        self.drawn = len(lines)
+        return "".join(line[:columns - 1] + "\n" for line in lines)
+
+
+_boards: dict[int, _Board] = {}
+_boards_lock = threading.Lock()
+
+
+def _board_for(stream: TextIO, run: object) -> _Board:
+    """The board of ``stream`` (one per stream while runs report to it), joined by
+    ``run``."""
+    with _boards_lock:
+        board = _boards.get(id(stream))
+        if board is None or board.stream is not stream:
+            board = _boards[id(stream)] = _Board(stream)
+        board.join(run)
+        return board
+
+
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    """Columns and rows of the terminal ``stream`` writes to (else $COLUMNS / $LINES,
+    else 120 x 40): live lines are cut to fit, as a wrapped line would break the
+    redraw."""
+    try:
+        columns, rows = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        columns = rows = 0
+    if columns <= 0 or rows <= 0:  # not a terminal, or one that does not say its size
+        env = os.environ
+        columns = int(env["COLUMNS"]) if env.get("COLUMNS", "").isdigit() else 120
+        rows = int(env["LINES"]) if env.get("LINES", "").isdigit() else 40
+    return max(20, columns), max(2, rows)

@@ -44,10 +44,32 @@ class DataContext:
     def target_partition_bytes(self, value: int) -> None:
         self.execution_options.target_partition_bytes = value
 
+    @property
+    def enable_progress_bars(self) -> bool:
+        """Ray Data's switch: False turns progress output off; True (the default) shows
+        it where it can be seen, on a terminal (``execution_options.progress`` None).
+        ``init(progress=True)`` forces it on, into a log or pipe too.
+
+        >>> ctx = DataContext()
+        >>> ctx.enable_progress_bars, ctx.execution_options.progress
+        (True, None)
+        >>> ctx.enable_progress_bars = False
+        >>> ctx.enable_progress_bars, ctx.execution_options.progress
+        (False, False)
+        """
+        return self.execution_options.progress is not False
+
+    @enable_progress_bars.setter
+    def enable_progress_bars(self, value: bool) -> None:
+        if not value:
+            self.execution_options.progress = False
+        elif self.execution_options.progress is False:
+            self.execution_options.progress = None
+
 
 def init(num_cpus: int | None = None, num_gpus: float | None = None,
          resources: dict | None = None, memory_budget: int | str | None = None,
-         backend: str = "local", trace: str | None = None, progress: bool | None = False,
+         backend: str = "local", trace: str | None = None, progress: bool | None = None,
          **options) -> DataContext:
     """Declare the backend's logical resources and how datasets run. Calling it again
     reconfigures.
@@ -56,7 +78,9 @@ def init(num_cpus: int | None = None, num_gpus: float | None = None,
     memory. ``memory_budget`` is bytes or a size such as ``"2GB"`` / ``"512MiB"`` (the
     strings ``--memory-budget`` takes). Logical GPUs may be declared on a machine without one (GPU stages then
     run on the CPU). ``trace`` writes a Chrome/Perfetto timeline of every task;
-    ``progress`` prints per-stage progress. ``options`` are further
+    ``progress`` prints per-stage progress: None (the default) when stderr is a
+    terminal, True always (plain lines in a log or pipe), False never (or
+    ``DataContext.get_current().enable_progress_bars = False``). ``options`` are further
     :class:`ExecutionOptions` fields (``preserve_order``, ``scheduler``...), or
     backend options: ``worker_start_method`` / ``worker_mode`` (or ``local=``
     :class:`LocalOptions`) and ``address`` (or ``ray=`` :class:`RayOptions`).

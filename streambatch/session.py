@@ -86,9 +86,11 @@ def plan_fingerprint(plan: LogicalOp) -> str:
 
 
 def observers_for(options: ExecutionOptions) -> list:
-    """The observers the options ask for: a Chrome trace file, progress output.
+    """The observers the options ask for: a Chrome trace file, progress output
+    (``progress`` None, the default: only when stderr is a terminal now).
 
-    >>> [type(o).__name__ for o in observers_for(ExecutionOptions(trace_path="t.json"))]
+    >>> opts = ExecutionOptions(trace_path="t.json", progress=False)
+    >>> [type(o).__name__ for o in observers_for(opts)]
     ['TraceRecorder']
     """
     observers: list = []
@@ -96,8 +98,8 @@ def observers_for(options: ExecutionOptions) -> list:
         from streambatch.executor.trace import TraceRecorder
 
         observers.append(TraceRecorder(options.trace_path))
-    if options.progress:
-        from streambatch.executor.progress import ProgressReporter
+    from streambatch.executor.progress import ProgressReporter, progress_enabled
 
+    if progress_enabled(options.progress):
         observers.append(ProgressReporter())
     return observers

@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import types
 
 import pytest
-from streambatch.executor import progress
 from streambatch.executor.observe import StageSnapshot
 from streambatch.executor.progress import (
     ProgressReporter,
@@ -213,78 +211,31 @@ def test_default_stream_is_stderr(capsys):
 
 
 # ---- live mode --------------------------------------------------------------
-def test_live_mode_needs_a_terminal_and_rich(monkeypatch):
-    monkeypatch.setattr(progress, "rich_available", lambda: True)
+def test_live_mode_needs_a_terminal():
     assert ProgressReporter(io.StringIO()).live is False
     assert ProgressReporter(TTY()).live is True
     assert ProgressReporter(TTY(), live=False).live is False
-    monkeypatch.setattr(progress, "rich_available", lambda: False)
-    assert ProgressReporter(TTY()).live is False
 
 
-@pytest.fixture
-def fake_rich(monkeypatch):
-    """Stand-in rich modules that record what the live display was asked to show."""
-    calls = []
-
-    class Live:
-        def __init__(self, renderable, console, refresh_per_second, transient):
-            calls.append(("init", renderable, console.file))
-
-        def start(self):
-            calls.append(("start",))
-
-        def update(self, renderable, refresh=False):
-            calls.append(("update", renderable))
-
-        def stop(self):
-            calls.append(("stop",))
-
-    class Console:
-        def __init__(self, file):
-            self.file = file
-
-    modules = {"rich": types.ModuleType("rich"),
-               "rich.live": types.SimpleNamespace(Live=Live),
-               "rich.console": types.SimpleNamespace(Console=Console),
-               "rich.text": types.SimpleNamespace(Text=str)}
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    return calls
-
-
-def test_live_mode_shows_rendered_lines_each_tick_then_the_summary(fake_rich):
-    out = TTY()
-    rep = ProgressReporter(out, clock=FakeClock())
+def test_live_mode_redraws_in_place_then_leaves_only_the_summary():
+    out, clock = TTY(), FakeClock()
+    rep = ProgressReporter(out, clock=clock)
     assert rep.live is True
     rep.on_start(["Read"])
     s = snap(0, "Read", rows_out=10, tasks_done=1, task_time_s=1.0)
+    clock.now = 1.0
     rep.on_tick([s], 1.0)
+    clock.now = 1.2
     rep.on_tick([s], 1.2)
     rep.on_finish([snap(0, "Read", rows_out=10, finished=True)], 2.0, ok=True)
-    assert fake_rich[0] == ("init", "", out)
-    assert fake_rich[1:] == [
-        ("start",),
-        ("update", "\n".join(render_lines([s], 1.0))),
-        ("update", "\n".join(render_lines([s], 1.2))),
-        ("update", "finished in 2s\nStage 0 Read: done, 10 rows, 5 rows/s, 0 tasks, "
-                   "task time 0.0s"),
-        ("stop",),
-    ]
-    assert out.getvalue() == ""  # nothing written around the live display
+    up = "\r\x1b[3A\x1b[J"  # cursor up over the 3 lines drawn, erase them
+    first = "".join(line + "\n" for line in render_lines([s], 1.0))
+    second = "".join(line + "\n" for line in render_lines([s], 1.2))
+    assert out.getvalue() == (first + up + second + up + "finished in 2s\n"
+                              "Stage 0 Read: done, 10 rows, 5 rows/s, 0 tasks, task time 0.0s\n")
 
 
-def test_live_mode_with_real_rich_draws_to_the_stream():
-    pytest.importorskip("rich")
-    out = TTY()
-    rep = ProgressReporter(out, live=True, clock=FakeClock())
-    rep.on_start(["Read"])
-    rep.on_tick([snap(0, "Read", rows_out=10, tasks_done=1, task_time_s=1.0)], 1.0)
-    rep.on_finish([snap(0, "Read", rows_out=10, finished=True)], 2.0, ok=True)
-    assert "finished in 2s" in out.getvalue()
-
-
-# ---- rich stays optional ----------------------------------------------------
+# ---- rich is never needed (the live display is plain ANSI) ------------------
 def _rich_lookups_after(code: str) -> str:
     """Run ``code`` in a fresh interpreter; report attempts to find rich and whether it loaded.
 
@@ -311,7 +262,7 @@ def _rich_lookups_after(code: str) -> str:
 def test_importing_and_using_plain_progress_never_looks_for_rich():
     code = ("import streambatch\n"
             "from streambatch.executor import progress, trace\n"
-            "rep = progress.ProgressReporter(io.StringIO())\n"
+            "rep = progress.ProgressReporter(io.StringIO(), live=True)\n"
             "rep.on_start(['Read'])\n"
             "rep.on_finish([], 1.0, True)")
     assert _rich_lookups_after(code) == "[] False"
@@ -319,5 +270,5 @@ def test_importing_and_using_plain_progress_never_looks_for_rich():
 
 def test_the_rich_spy_itself_sees_a_lookup():
     """Guard against a vacuous check: asking whether rich is available is seen."""
-    code = "from streambatch.executor import progress\nprogress.rich_available()"
+    code = "import importlib.util\nimportlib.util.find_spec('rich')"
     assert _rich_lookups_after(code).startswith("['rich']")
