@@ -190,13 +190,23 @@ def bottleneck(snapshots: list[StageSnapshot], running: RunningAges | None = Non
     >>> bottleneck([fast, slow]), bottleneck([fast, slow], {1: [2.0]})
     ('Map(fast)', 'Map(slow)')
     """
-    ages = running or {}
+    ages = {s.index: _executing(s, (running or {}).get(s.index, ())) for s in snapshots}
     live = [s for s in snapshots if not s.finished]
-    by_backlog = _argmax(live, lambda s: backlog_seconds(s, ages.get(s.index, ())))
+    by_backlog = _argmax(live, lambda s: backlog_seconds(s, ages[s.index]))
     if by_backlog is not None:
         return by_backlog.name
-    by_time = _argmax(live, lambda s: s.task_time_s + sum(ages.get(s.index, ())))
+    by_time = _argmax(live, lambda s: s.task_time_s + sum(ages[s.index]))
     return by_time.name if by_time is not None else None
+
+
+def _executing(snap: StageSnapshot, ages: Sequence[float]) -> Sequence[float]:
+    """The ages of the tasks that run now: on an actor pool, tasks wait in each actor's
+    queue behind the one it runs, so only the oldest (one per actor) count.
+
+    >>> _executing(_example(actors=2), [0.1, 3.0, 0.2, 2.0])
+    [3.0, 2.0]
+    """
+    return sorted(ages, reverse=True)[:snap.actors] if snap.actors else ages
 
 
 def task_time_estimate(snap: StageSnapshot, ages: Sequence[float] = ()) -> float | None:
