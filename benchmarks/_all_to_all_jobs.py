@@ -90,7 +90,7 @@ elif OP == "sort":
     out = ds.sort("val")
 else:
     out = ds.random_shuffle(seed=0)
-for b in out.iter_batches(batch_size=None):
+for b in out.iter_batches(batch_size=None, batch_format="pyarrow"):
     b = table_of(b)
     chk.add(b.rename_columns([RENAME.get(c, c) for c in b.column_names]))
 chk.done(t0)

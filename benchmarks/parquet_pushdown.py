@@ -76,7 +76,7 @@ def run_streambatch(directory: str):
     import streambatch as sb
 
     return timed(lambda: sb.read_parquet(directory, columns=COLUMNS, filter=pc.field("k") < 5)
-                 .iter_batches(batch_size=None))
+                 .iter_batches(batch_size=None, batch_format="pyarrow"))
 
 
 def run_pyarrow(directory: str):
@@ -140,7 +140,7 @@ def main() -> None:
     small_files(small)
     import streambatch as sb
 
-    first, total, rows = timed(lambda: sb.read_parquet(small).iter_batches(batch_size=None))
+    first, total, rows = timed(lambda: sb.read_parquet(small).iter_batches(batch_size=None, batch_format="pyarrow"))
     print(f"2,000 small files: first batch {first:.3f} s, all {rows:,} rows in {total:.3f} s")
 
 

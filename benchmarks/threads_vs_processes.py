@@ -35,7 +35,7 @@ def run(table: pa.Table, udf, releases_gil: bool) -> float:
     ds = sb.from_arrow(table).map_batches(udf, batch_format="numpy", batch_size=65536,
                                           releases_gil=releases_gil)
     start = time.perf_counter()
-    rows = sum(b.num_rows for b in ds.iter_batches(batch_size=None))
+    rows = sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     assert rows == table.num_rows, rows
     return time.perf_counter() - start
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from streambatch.executor.cancel import CancelScope, cancel_scope, on_cancel
 from streambatch.executor.exit_cleanup import install_sigterm_handler
@@ -20,7 +20,7 @@ _DONE = object()
 STOP_WAIT_S = 0.5  # how long a consumer that stops early waits for the producer to stop
 
 
-def prefetched(make: Callable[[], Iterator], depth: int) -> Iterator:
+def prefetched(make: Callable[[], Iterator], depth: int) -> Generator:
     """Run the iterator ``make()`` on a background thread, ``depth`` items ahead.
 
     Exceptions are re-raised in the consumer. Stopping early (``close()``, ``break``,

@@ -10,23 +10,26 @@ from streambatch.executor.contract import UDFReturnTypeError
 
 from streambatch._dependencies import import_optional
 
-BATCH_FORMATS = ("pyarrow", "pandas", "numpy", "polars")
+BATCH_FORMATS = ("default", "numpy", "pyarrow", "pandas", "polars")
 EXPECTED_RETURNS = ("pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list, "
                     "list of dicts (rows)")
 
 
 def check_batch_format(batch_format: str | None) -> str:
-    """Validate a batch format name (None: the blocks' own, pyarrow, as Ray Data's None).
+    """Validate a batch format name. ``"default"`` is a dict of numpy arrays, as in Ray
+    Data; ``None`` is the blocks' own format, a ``pyarrow.Table`` (Ray Data's None).
 
-    >>> check_batch_format("numpy"), check_batch_format(None)
-    ('numpy', 'pyarrow')
+    >>> check_batch_format("default"), check_batch_format("numpy"), check_batch_format(None)
+    ('numpy', 'numpy', 'pyarrow')
     >>> check_batch_format("arrow")
     Traceback (most recent call last):
     ...
-    ValueError: batch_format='arrow' is not supported; expected one of: pyarrow, pandas, numpy, polars
+    ValueError: batch_format='arrow' is not supported; expected one of: default, numpy, pyarrow, pandas, polars
     """
     if batch_format is None:
         return "pyarrow"
+    if batch_format == "default":
+        return "numpy"
     if batch_format not in BATCH_FORMATS:
         raise ValueError(f"batch_format={batch_format!r} is not supported; "
                          f"expected one of: {', '.join(BATCH_FORMATS)}")

@@ -27,7 +27,12 @@ from streambatch.executor.errors import (
     UserCodeError,
     WorkerDiedError,
 )
-from streambatch.executor.options import ExecutionOptions, LocalOptions, RayOptions
+from streambatch.executor.options import (
+    ExecutionOptions,
+    ExecutionResources,
+    LocalOptions,
+    RayOptions,
+)
 from streambatch.executor.stats import DatasetStats, StageStats
 from streambatch.loader.iterator import DataIterator
 from streambatch.operators.aggregates import AggregateFn, Count, Max, Mean, Min, Std, Sum
@@ -64,7 +69,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActorPoolStrategy", "DataContext", "DataIterator", "Dataset", "DatasetStats",
-    "ExecutionOptions", "LocalOptions", "MaterializedDataset", "RayOptions", "Resources",
+    "ExecutionOptions", "ExecutionResources", "LocalOptions", "MaterializedDataset", "RayOptions", "Resources",
     "StageStats", "TaskPoolStrategy", "init",
     "AggregateFn", "Count", "Sum", "Min", "Max", "Mean", "Std",
     # every error of executor/errors.py a user can meet (UDFFailure stays inside workers)

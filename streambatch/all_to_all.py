@@ -209,7 +209,7 @@ class GroupedData:
         """Standard deviation per group (``ddof=1``)."""
         return self.aggregate(*(Std(n, ddof=ddof) for n in _names("std", on)))
 
-    def map_groups(self, fn, *, batch_format: str = "pyarrow") -> Dataset:
+    def map_groups(self, fn, *, batch_format: str | None = "default") -> Dataset:
         """``fn`` over each group's rows as one batch; its outputs are the rows.
 
         >>> import streambatch as sb

@@ -75,7 +75,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
                                                fn_constructor_kwargs)))
 
     def map_batches(self, fn, *, batch_size: int | None | str = "default",
-                    batch_format: str = "pyarrow", fn_args=(), fn_kwargs=None,
+                    batch_format: str | None = "default", fn_args=(), fn_kwargs=None,
                     fn_constructor_args=(), fn_constructor_kwargs=None, num_cpus=None,
                     num_gpus=None, memory=None, resources=None, concurrency=None, compute=None,
                     releases_gil: bool = False, on_error: str = "raise", max_retries: int = 0,
@@ -297,7 +297,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         return self.executor(listener=listener, done=done,
                              preserve_order=True if ordered else None).run()
 
-    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "pyarrow",
+    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str | None = "default",
                      prefetch_batches: int = 1, drop_last: bool = False,
                      local_shuffle_buffer_size: int | None = None,
                      local_shuffle_seed: int | None = None) -> Iterator:
@@ -352,19 +352,22 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         ``iter_torch_batches``, ``materialize``), as Ray Data's.
 
         >>> import streambatch as sb
-        >>> [len(b) for b in sb.range(5).iterator().iter_batches(batch_size=2)]
+        >>> [len(b["id"]) for b in sb.range(5).iterator().iter_batches(batch_size=2)]
         [2, 2, 1]
         """
         from streambatch.loader.iterator import DatasetIterator
 
         return DatasetIterator(self)
 
-    def streaming_split(self, n: int, *, equal: bool = True, timeout_s: float = 600.0) -> list:
+    def streaming_split(self, n: int, *, equal: bool = False, timeout_s: float = 600.0) -> list:
         """``n`` iterators fed by one running pipeline, one per data-parallel rank.
 
-        With ``equal=True`` every rank gets the same number of batches per epoch.
-        A rank that takes no batch for ``timeout_s`` fails the others with an
-        error naming it. Iterate each split (``iter_batches`` /
+        With ``equal=False`` (the default, as in Ray Data) a rank that is not
+        reading leaves its batches to the ranks that are, so one rank may wait for
+        another to finish. With ``equal=True`` (what data-parallel training needs)
+        every rank gets the same number of batches per epoch, so all ranks must
+        read together: one that takes no batch for ``timeout_s`` fails the others
+        with an error naming it. Iterate each split (``iter_batches`` /
         ``iter_torch_batches``) from its own thread or process.
 
         >>> import streambatch as sb
@@ -400,7 +403,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         self._stats = limited._stats
         return rows
 
-    def take_batch(self, batch_size: int = 20, *, batch_format: str = "pyarrow"):
+    def take_batch(self, batch_size: int = 20, *, batch_format: str | None = "default"):
         """The first ``batch_size`` rows as one batch (``batch_format`` as in iter_batches).
 
         >>> import streambatch as sb

@@ -22,7 +22,7 @@ class DataIterator:
     """One source of batches, iterated once per epoch (subclasses: a dataset's, a rank's
     share of a ``streaming_split``; each also has ``iter_torch_batches``)."""
 
-    def iter_batches(self, *, batch_size=256, batch_format="pyarrow", drop_last=False,
+    def iter_batches(self, *, batch_size=256, batch_format="default", drop_last=False,
                      prefetch_batches=1, local_shuffle_buffer_size=None,
                      local_shuffle_seed=None) -> Iterator:
         """One epoch's batches (``batch_format`` as in ``Dataset.iter_batches``)."""

@@ -44,7 +44,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -299,7 +299,7 @@ class SplitCoordinator:
             self.stop.set()
             self._cond.notify_all()
 
-    def release(self, rank: int, unseen: list[pa.Table] = ()) -> None:
+    def release(self, rank: int, unseen: Sequence[pa.Table] = ()) -> None:
         """``rank`` takes no more batches (it stopped on purpose): its pending batches and
         ``unseen`` (taken but never seen by its consumer) go to the ranks still reading,
         and it is skipped from now on."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import replace
 
@@ -89,12 +89,12 @@ class DataSplit(DataIterator):
     :mod:`streambatch.loader.split`).
 
     >>> import streambatch as sb
-    >>> a, b = sb.range(10).streaming_split(2)
+    >>> a, b = sb.range(10).streaming_split(2, equal=True)
     >>> import threading
     >>> out = {}
     >>> t = threading.Thread(target=lambda: out.update(b=list(b.iter_batches(batch_size=3))))
     >>> t.start(); got_a = list(a.iter_batches(batch_size=3)); t.join()
-    >>> len(got_a) == len(out["b"]), sum(x.num_rows for x in got_a + out["b"])
+    >>> len(got_a) == len(out["b"]), sum(len(x["id"]) for x in got_a + out["b"])
     (True, 10)
     """
 
@@ -135,11 +135,11 @@ class DataSplit(DataIterator):
         address, authkey = self._address()
         return fetch_rank(address, authkey, self.rank, epoch, options)
 
-    def iter_batches(self, *, batch_size=256, batch_format="pyarrow", drop_last=False,
+    def iter_batches(self, *, batch_size=256, batch_format="default", drop_last=False,
                      prefetch_batches=1, local_shuffle_buffer_size=None,
                      local_shuffle_seed=None) -> Iterator:
         """This rank's batches for one epoch (``batch_format`` as in ``Dataset.iter_batches``)."""
-        check_batch_format(batch_format)
+        batch_format = check_batch_format(batch_format)
         options = _loader_options(batch_size, drop_last, local_shuffle_buffer_size,
                                   local_shuffle_seed)
         tables = self._batches(options)
@@ -159,7 +159,7 @@ class DataSplit(DataIterator):
                 yield conv.to_device(value)
 
 
-def served(tables: Iterator, convert, depth: int) -> Iterator:
+def served(tables: Iterator, convert, depth: int) -> Generator:
     """``convert(t)`` for each of a rank's tables, ``depth`` ahead on a prefetch thread.
 
     When the consumer stops early, ``tables`` learns how many batches it actually

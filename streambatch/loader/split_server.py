@@ -254,6 +254,7 @@ class fetch_rank:  # noqa: N801 - was a generator function; callers use it as on
         if self._conn is None:
             self._connect()
         conn = self._conn
+        assert conn is not None
         conn.send("next")
         try:
             kind, value = conn.recv()

@@ -67,7 +67,7 @@ def test_nan_keys_are_one_group_and_sort_after_numbers(blocks, descending):
 def test_map_groups_gives_all_nan_keys_one_call(blocks):
     rows = [{"k": NAN if i % 2 else 1.0, "v": i} for i in range(10)]
     ds = sb.from_items(rows, override_num_blocks=blocks)
-    got = _by_key(ds.groupby("k").map_groups(_rows_per_call).take_all(), "n")
+    got = _by_key(ds.groupby("k").map_groups(_rows_per_call, batch_format="pyarrow").take_all(), "n")
     assert got == {1.0: 5, "nan": 5}
 
 
@@ -75,7 +75,7 @@ def test_negative_and_positive_zero_keys_group_the_same_way_everywhere():
     rows = [{"k": -0.0 if i % 2 else 0.0, "v": i} for i in range(10)]
     ds = sb.from_items(rows, override_num_blocks=3)
     counted = sorted(r["count()"] for r in ds.groupby("k").count().take_all())
-    called = sorted(r["n"] for r in ds.groupby("k").map_groups(_rows_per_call).take_all())
+    called = sorted(r["n"] for r in ds.groupby("k").map_groups(_rows_per_call, batch_format="pyarrow").take_all())
     user = sorted(r["rows"] for r in ds.groupby("k").aggregate(_rows_counted()).take_all())
     assert counted == called == user
 
@@ -191,7 +191,7 @@ def test_a_missing_column_is_named_with_the_columns_there_are(op):
         "sum": lambda: ds.aggregate(sb.Count(), sb.Mean("nope")),
         "sort": lambda: ds.sort("nope").take_all(),
         "unique": lambda: ds.unique("nope"),
-        "map_groups": lambda: ds.groupby("nope").map_groups(lambda b: b).take_all(),
+        "map_groups": lambda: ds.groupby("nope").map_groups(lambda b: b, batch_format="pyarrow").take_all(),
     }
     msg = _message(calls[op])
     assert re.search(r"column '?nope'?", msg), msg
@@ -221,7 +221,7 @@ def test_sort_and_groupby_argument_errors_are_raised_when_called():
 def test_map_groups_returning_the_wrong_thing_says_what_it_returned(returned, expect):
     ds = sb.from_items([{"k": i % 3, "v": i} for i in range(9)], override_num_blocks=2)
     with pytest.raises(Exception, match="MapGroups") as info:
-        ds.groupby("k").map_groups(returned).take_all()
+        ds.groupby("k").map_groups(returned, batch_format="pyarrow").take_all()
     assert expect in str(info.value)
 
 
@@ -235,10 +235,10 @@ def test_a_user_exception_in_map_groups_names_the_group_and_is_the_users_error()
         return batch
 
     with pytest.raises(UserCodeError, match="cannot summarise") as info:
-        ds.groupby("k").map_groups(fails_on_g2).take_all()
+        ds.groupby("k").map_groups(fails_on_g2, batch_format="pyarrow").take_all()
     assert "'g2'" in str(info.value) and "ValueError" in str(info.value)
     with pytest.raises(UserCodeError) as info:
-        ds.groupby(["k", "k2"]).map_groups(fails_on_g2).take_all()
+        ds.groupby(["k", "k2"]).map_groups(fails_on_g2, batch_format="pyarrow").take_all()
     assert "('g2', 0)" in str(info.value)
 
 
@@ -310,7 +310,7 @@ def _kilobyte_rows(batch: pa.Table) -> pa.Table:
 def test_repartition_with_shuffle_gives_n_partitions_as_without(case):
     if case == "larger than a partition":
         sb.init(num_cpus=2, memory_budget=64 * 2**20)  # partitions of about 4 MiB
-        ds, n = sb.range(20_000, override_num_blocks=10).map_batches(_kilobyte_rows), 2
+        ds, n = sb.range(20_000, override_num_blocks=10).map_batches(_kilobyte_rows, batch_format="pyarrow"), 2
     else:
         ds, n = sb.range(3), 10
     assert ds.repartition(n).num_partitions() == n
@@ -346,7 +346,7 @@ def test_a_dictionary_encoded_key_column_groups_and_sorts(categorical_parquet, o
     elif op == "sort":
         assert [r["cat"] for r in ds.sort("cat").take_all()] == sorted(cats)
     else:
-        got = ds.groupby("cat").map_groups(_rows_per_call_of("cat")).take_all()
+        got = ds.groupby("cat").map_groups(_rows_per_call_of("cat"), batch_format="pyarrow").take_all()
         assert {r["cat"]: r["n"] for r in got} == {c: cats.count(c) for c in "abc"}
 
 

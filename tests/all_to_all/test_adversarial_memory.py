@@ -33,7 +33,7 @@ def _hot(batch: pa.Table) -> pa.Table:
 def _run(what: str, rows: int, budget: int):
     sb.init(num_cpus=2, memory_budget=budget, no_progress_timeout_s=90)
     ds = sb.range(rows, override_num_blocks=40).map_batches(
-        _hot if what == "map_groups-hot" else _payload, batch_size=None)
+        _hot if what == "map_groups-hot" else _payload, batch_size=None, batch_format="pyarrow")
     if what == "sort":
         out = ds.sort("k", descending=True)
     elif what == "shuffle":

@@ -55,7 +55,7 @@ def test_a_map_side_worker_that_dies_once_leaves_the_output_exact_on_ray(tmp_pat
     sb.init(num_cpus=2, backend="ray")
     marker = str(tmp_path / "died")
     ds = sb.range(ROWS, override_num_blocks=6).map_batches(
-        _with_key_dying_once(marker, os.getpid(), "exit", at=200), batch_size=None)
+        _with_key_dying_once(marker, os.getpid(), "exit", at=200), batch_size=None, batch_format="pyarrow")
     if what == "groupby":
         got = ds.groupby("k").sum("v").take_all()
         assert got == [{"k": k, "sum(v)": s} for k, s in sorted(_oracle_sums().items())]
@@ -75,7 +75,7 @@ def test_a_user_exception_in_map_groups_names_the_group_on_ray():
 
     ds = sb.from_items([{"k": i % 5} for i in range(50)], override_num_blocks=3)
     with pytest.raises(UserCodeError, match="group 4") as info:
-        ds.groupby("k").map_groups(fails_on_4).take_all()
+        ds.groupby("k").map_groups(fails_on_4, batch_format="pyarrow").take_all()
     assert "no such thing" in str(info.value)
 
 

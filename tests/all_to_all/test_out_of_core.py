@@ -38,7 +38,7 @@ def test_a_sort_of_ten_times_the_budget_spills_and_stays_exact():
     before = set(glob.glob(f"{tempfile.gettempdir()}/streambatch-spill-*"))
     ds = _data(320_000).sort("v")  # ~40 MiB of rows under a 4 MiB budget
     prev, rows = -1.0, 0
-    for batch in ds.iter_batches(batch_size=None):
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         v = batch["v"].to_numpy()
         assert (np.diff(v) >= 0).all() and v[0] >= prev
         prev, rows = v[-1], rows + len(v)

@@ -78,28 +78,28 @@ def plus_one_batch(batch):
 
 def test_iter_batches_sizes_are_exact_across_partitions():
     ds = sb.range(100, override_num_blocks=7)
-    batches = list(ds.iter_batches(batch_size=16))
+    batches = list(ds.iter_batches(batch_size=16, batch_format="pyarrow"))
     assert [b.num_rows for b in batches] == [16] * 6 + [4]
     assert sorted(v for b in batches for v in b.column("id").to_pylist()) == list(range(100))
 
 
 def test_iter_batches_drop_last_drops_only_the_remainder():
     ds = sb.range(100, override_num_blocks=7)
-    batches = list(ds.iter_batches(batch_size=16, drop_last=True))
+    batches = list(ds.iter_batches(batch_size=16, drop_last=True, batch_format="pyarrow"))
     assert [b.num_rows for b in batches] == [16] * 6
     got = [v for b in batches for v in b.column("id").to_pylist()]
     assert len(set(got)) == 96 and set(got) <= set(range(100))
 
 
 def test_iter_batches_batch_size_larger_than_dataset():
-    batches = list(sb.range(10, override_num_blocks=3).iter_batches(batch_size=64))
+    batches = list(sb.range(10, override_num_blocks=3).iter_batches(batch_size=64, batch_format="pyarrow"))
     assert [b.num_rows for b in batches] == [10]
-    assert list(sb.range(10).iter_batches(batch_size=64, drop_last=True)) == []
+    assert list(sb.range(10).iter_batches(batch_size=64, drop_last=True, batch_format="pyarrow")) == []
 
 
 def test_iter_batches_preserve_order(ordered):
     ds = sb.range(50, override_num_blocks=5).map(lambda r: {"id": r["id"]})
-    got = [v for b in ds.iter_batches(batch_size=7) for v in b.column("id").to_pylist()]
+    got = [v for b in ds.iter_batches(batch_size=7, batch_format="pyarrow") for v in b.column("id").to_pylist()]
     assert got == list(range(50))
 
 
@@ -118,7 +118,7 @@ def test_iter_batches_format_types(fmt, expected_type):
 
 
 def test_iter_batches_default_format_is_pyarrow():
-    batches = list(sb.range(5).iter_batches())
+    batches = list(sb.range(5).iter_batches(batch_format="pyarrow"))
     assert len(batches) == 1 and isinstance(batches[0], pa.Table)
     assert batches[0].schema.field("id").type == pa.int64()
 
@@ -176,7 +176,7 @@ def test_schema_of_source_and_of_transformed_dataset():
     assert schema.field("b").type == pa.bool_()
     assert pa.types.is_string(schema.field("s").type) or pa.types.is_large_string(schema.field("s").type)
 
-    mapped = sb.range(4).map_batches(lambda t: pa.table({"x": pc.cast(t["id"], pa.float32())}))
+    mapped = sb.range(4).map_batches(lambda t: pa.table({"x": pc.cast(t["id"], pa.float32())}), batch_format="pyarrow")
     assert mapped.schema().names == ["x"]
     assert mapped.schema().field("x").type == pa.float32()
 
@@ -277,7 +277,7 @@ def test_materialize_executes_once(calls_dir):
     assert m.count() == 12
     assert sorted(_py(r["v"]) for r in m.take_all()) == [10 * i for i in range(12)]
     assert m.to_arrow().num_rows == 12
-    assert sum(b.num_rows for b in m.iter_batches(batch_size=5)) == 12
+    assert sum(b.num_rows for b in m.iter_batches(batch_size=5, batch_format="pyarrow")) == 12
     assert sorted(_py(r["id"]) for r in m.map(lambda r: {"id": r["id"] + 1}).take_all()) == list(
         range(1, 13)
     )
@@ -355,7 +355,7 @@ def test_explain_names_operators_and_does_not_execute(capsys, calls_dir):
         sb.range(10)
         .map(functools.partial(mark_row, calls_dir=str(calls_dir)))
         .filter(expr=pc.field("id") > 2)
-        .map_batches(plus_one_batch)
+        .map_batches(plus_one_batch, batch_format="pyarrow")
         .limit(3)
     )
     text = ds.explain()

@@ -116,9 +116,9 @@ def test_row_udf_exception_becomes_user_code_error(method, fn):
 
 
 def test_batch_udf_exception_becomes_user_code_error():
-    ds = sb.from_items(ITEMS, override_num_blocks=2).map_batches(batch_fails_on_r13, batch_size=4)
+    ds = sb.from_items(ITEMS, override_num_blocks=2).map_batches(batch_fails_on_r13, batch_size=4, batch_format="pyarrow")
     with pytest.raises(sb.UserCodeError) as info:
-        list(ds.iter_batches(batch_size=5))
+        list(ds.iter_batches(batch_size=5, batch_format="pyarrow"))
     err = info.value
     msg = str(err)
     assert "batch_fails_on_r13" in err.stage and err.stage in msg
@@ -130,7 +130,7 @@ def test_batch_udf_exception_becomes_user_code_error():
 
 def test_class_udf_exception_names_the_class_stage():
     ds = sb.from_items(ITEMS, override_num_blocks=4).map_batches(
-        FailingModel, batch_size=5, concurrency=1
+        FailingModel, batch_size=5, concurrency=1, batch_format="pyarrow"
     )
     with pytest.raises(sb.UserCodeError) as info:
         ds.materialize()
@@ -162,7 +162,7 @@ def test_engine_still_works_after_a_user_error():
 
 
 def test_map_batches_wrong_return_type():
-    ds = sb.range(10).map_batches(batch_returns_wrong_type)
+    ds = sb.range(10).map_batches(batch_returns_wrong_type, batch_format="pyarrow")
     with pytest.raises(sb.UDFReturnTypeError) as info:
         ds.take_all()
     err = info.value
@@ -188,7 +188,7 @@ def test_map_wrong_return_type():
 
 def test_failed_write_parquet_leaves_no_success_and_no_part_files(tmp_path):
     out = tmp_path / "out"
-    ds = sb.range(100, override_num_blocks=10).map_batches(fail_on_id_95)
+    ds = sb.range(100, override_num_blocks=10).map_batches(fail_on_id_95, batch_format="pyarrow")
     with pytest.raises(sb.UserCodeError) as info:
         ds.write_parquet(str(out))
     assert "fail_on_id_95" in info.value.stage
@@ -203,7 +203,7 @@ def test_failed_write_parquet_leaves_no_success_and_no_part_files(tmp_path):
 def test_failed_write_then_successful_rewrite_to_same_path(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(sb.UserCodeError):
-        sb.range(100, override_num_blocks=10).map_batches(fail_on_id_95).write_parquet(str(out))
+        sb.range(100, override_num_blocks=10).map_batches(fail_on_id_95, batch_format="pyarrow").write_parquet(str(out))
     sb.range(50, override_num_blocks=2).write_parquet(str(out))
     assert (out / "_SUCCESS").is_file()
     parts = sorted(n for n in os.listdir(out) if n.startswith("part-") and n.endswith(".parquet"))

@@ -77,10 +77,10 @@ def test_rows_of_no_columns_survive_joins_across_blocks():
     ds = sb.range(1000, override_num_blocks=2).map(lambda r: {})
     assert ds.count() == 1000
     assert ds.to_arrow().num_rows == 1000
-    assert sum(b.num_rows for b in ds.iter_batches(batch_size=7)) == 1000  # batches span blocks
+    assert sum(b.num_rows for b in ds.iter_batches(batch_size=7, batch_format="pyarrow")) == 1000  # batches span blocks
     assert ds.repartition(3).count() == 1000
     # a task's many small outputs are coalesced (stage.split_blocks)
-    assert ds.map_batches(lambda b: b, batch_size=10).to_arrow().num_rows == 1000
+    assert ds.map_batches(lambda b: b, batch_size=10, batch_format="pyarrow").to_arrow().num_rows == 1000
 
 
 # ------------------------------------------------------------- tensors across blocks
@@ -97,7 +97,7 @@ def test_to_arrow_and_take_all_of_a_ragged_list_of_arrays():
 
 
 def test_batches_spanning_blocks_of_different_tensor_shapes(ordered):
-    batches = list(sb.from_numpy(RAGGED, override_num_blocks=1).iter_batches(batch_size=3))
+    batches = list(sb.from_numpy(RAGGED, override_num_blocks=1).iter_batches(batch_size=3, batch_format="pyarrow"))
     assert [b.num_rows for b in batches] == [3, 2]
     assert batches[0].schema.field("data").type.extension_name == "arrow.variable_shape_tensor"
     assert [r.tolist() for r in tensor_rows(batches[0]["data"])] == [[0, 0], [0, 0], [1, 1, 1]]
@@ -158,7 +158,7 @@ def test_to_arrow_of_int_and_str_blocks_names_column_types_and_partitions():
 
 def test_a_batch_spanning_int_and_str_blocks_names_the_column(ordered):
     with pytest.raises(ValueError, match="a batch spans blocks that cannot be joined") as info:
-        list(_mixed_types().iter_batches(batch_size=4))
+        list(_mixed_types().iter_batches(batch_size=4, batch_format="pyarrow"))
     assert "column 'a' is int64 in block 0 and string in block 1" in str(info.value)
 
 

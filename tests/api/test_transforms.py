@@ -174,9 +174,15 @@ def test_map_batches_accepts_each_return_type(ret):
     assert sorted(out.column("x").to_pylist()) == [2 * i for i in range(12)]
 
 
-def test_map_batches_default_batch_format_is_pyarrow():
+def test_map_batches_default_batch_format_is_numpy_as_in_ray_data():
     kinds = {r["kind"] for r in sb.range(30, override_num_blocks=2).map_batches(report_kind).take_all()}
-    assert kinds == {"pyarrow"}
+    assert kinds == {"numpy"}
+
+
+def test_batch_format_none_is_the_blocks_own_pyarrow_table():
+    ds = sb.range(30, override_num_blocks=2)
+    assert {r["kind"] for r in ds.map_batches(report_kind, batch_format=None).take_all()} == {"pyarrow"}
+    assert isinstance(ds.take_batch(3, batch_format=None), pa.Table)
 
 
 def test_map_batches_default_batch_size_is_1024():

@@ -183,8 +183,8 @@ def job_file(ws: Path, stage: str = "", sink: str = "", execution: str = "") -> 
     ("stage", 'kind = "map"\nmax_retries = 2',
      'stages[0].max_retries is only for kind = "map_batches"'),
     ("stage", 'batch_format = "arrow"',
-     "stages[0].batch_format = 'arrow' is not supported; expected one of: pyarrow, pandas, "
-     "numpy"),
+     "stages[0].batch_format = 'arrow' is not supported; expected one of: default, numpy, "
+     "pyarrow"),
     ("sink", "resume = 1",
      "sink.resume = 1 is not valid: expected a boolean (true or false), got an integer"),
     ("sink", 'mode = "replace"',

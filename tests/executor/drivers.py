@@ -29,7 +29,7 @@ def hang(batch):
     time.sleep(20)
     return batch
 def hang_after_first(batch):
-    return batch if 0 in batch["id"].to_pylist() else hang(batch)
+    return batch if 0 in list(batch["id"]) else hang(batch)
 """
 
 

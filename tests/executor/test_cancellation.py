@@ -75,8 +75,8 @@ def _first_fast_then_hang(batch: pa.Table) -> pa.Table:
 
 def test_closing_the_iterator_kills_a_hung_process_udf_within_1_s():
     before = _live_children()
-    it = iter(sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4)
-              .iter_batches(batch_size=4))
+    it = iter(sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4, batch_format="pyarrow")
+              .iter_batches(batch_size=4, batch_format="pyarrow"))
     assert next(it)["id"].to_pylist() == [0, 1, 2, 3]
     workers, stores = _live_children() - before, stores_of(os.getpid())
     assert workers and stores  # the hung task runs in a worker process of this job
@@ -90,7 +90,7 @@ def test_closing_the_iterator_kills_a_hung_process_udf_within_1_s():
 def test_breaking_out_of_iter_torch_batches_kills_a_hung_process_udf_within_1_s():
     pytest.importorskip("torch")
     before = _live_children()
-    ds = sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4)
+    ds = sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4, batch_format="pyarrow")
     start = None
     for batch in ds.iter_torch_batches(batch_size=4, device="cpu"):
         assert batch["id"].tolist() == [0, 1, 2, 3]
@@ -124,8 +124,8 @@ def test_closing_the_iterator_abandons_a_hung_thread_task_and_drops_its_late_out
         return batch
 
     monkeypatch.setattr(LocalBackend, "_run_on_thread", tracked)
-    it = iter(sb.range(8, override_num_blocks=2).map_batches(udf, batch_size=4, releases_gil=True)
-              .iter_batches(batch_size=4))
+    it = iter(sb.range(8, override_num_blocks=2).map_batches(udf, batch_size=4, releases_gil=True, batch_format="pyarrow")
+              .iter_batches(batch_size=4, batch_format="pyarrow"))
     assert next(it)["id"].to_pylist() == [0, 1, 2, 3]
     assert hung.wait(10), "the second task never started"
     start = time.monotonic()
@@ -146,7 +146,7 @@ class _Model:
 
 def test_an_unplaceable_actor_pool_leaves_no_process_and_no_store():
     before, stores = _live_children(), set(stores_of(os.getpid()))
-    ds = sb.range(10).map(lambda r: r).map_batches(_Model, concurrency=(3, 3), num_cpus=1)
+    ds = sb.range(10).map(lambda r: r).map_batches(_Model, concurrency=(3, 3), num_cpus=1, batch_format="pyarrow")
     with pytest.raises(sb.UnplaceableError, match="needs 3 actor"):
         ds.take_all()
     assert _live_children() - before == set()
@@ -174,9 +174,9 @@ def test_a_dataset_inside_a_udf_runs_and_leaves_nothing(how):
     before, stores = _live_children(), set(stores_of(os.getpid()))
     ds = sb.range(10, override_num_blocks=2)
     if how == "actor":
-        ds = ds.map_batches(_RunsADataset, concurrency=1)
+        ds = ds.map_batches(_RunsADataset, concurrency=1, batch_format="pyarrow")
     else:
-        ds = ds.map_batches(_runs_a_dataset, releases_gil=how == "thread")
+        ds = ds.map_batches(_runs_a_dataset, releases_gil=how == "thread", batch_format="pyarrow")
     rows = ds.take_all()
     assert sorted(r["n"] for r in rows) == [5 if how == "actor" else 3] * 10
     wait_until(lambda: _live_children() - before == set(), 5, "the inner jobs' processes to exit")
@@ -188,7 +188,7 @@ def test_a_dataset_inside_a_forked_process_udf_fails_clearly_and_leaks_nothing()
     sb.init(num_cpus=2, worker_start_method="fork")
     before, stores = _live_children(), set(stores_of(os.getpid()))
     with pytest.raises(sb.UserCodeError, match="cannot start") as info:
-        sb.range(10).map_batches(_runs_a_dataset).take_all()
+        sb.range(10).map_batches(_runs_a_dataset, batch_format="pyarrow").take_all()
     assert "inside streambatch worker process" in str(info.value)
     worker = int(str(info.value).split("inside streambatch worker process ")[1].split()[0])
     assert stores_of(worker) == []  # the inner job's store, made in the worker
@@ -203,7 +203,7 @@ def _mixed_types():
 
 
 def _iter_batches(ds, prefetch):
-    return list(ds.iter_batches(batch_size=8, prefetch_batches=prefetch))
+    return list(ds.iter_batches(batch_size=8, prefetch_batches=prefetch, batch_format="pyarrow"))
 
 
 def _torch_batches(ds, prefetch):
@@ -212,8 +212,8 @@ def _torch_batches(ds, prefetch):
 
 
 def _split_batches(ds, prefetch):
-    (only,) = ds.streaming_split(1)
-    return list(only.iter_batches(batch_size=8, prefetch_batches=prefetch))
+    (only,) = ds.streaming_split(1, equal=True)
+    return list(only.iter_batches(batch_size=8, prefetch_batches=prefetch, batch_format="pyarrow"))
 
 
 @pytest.mark.parametrize("prefetch", [0, 1])

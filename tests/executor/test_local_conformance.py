@@ -23,7 +23,7 @@ class TestLocalBackend(ExecutorConformance):
         assert os.getpid() not in pids
 
     def test_gil_releasing_udfs_run_on_threads_in_the_driver(self):
-        ds = sb.range(10).map_batches(lambda b: {"pid": [os.getpid()] * b.num_rows},
+        ds = sb.range(10).map_batches(lambda b: {"pid": [os.getpid()] * len(b["id"])},
                                       releases_gil=True)
         assert {r["pid"] for r in ds.take_all()} == {os.getpid()}
 

@@ -170,7 +170,7 @@ def test_lambdas_closures_and_classes_run_in_workers(method):
           .map(_scale(3))                                        # a closure
           .filter(lambda r: r["id"] % 2 == 0)                     # a lambda
           .flat_map(lambda r: [r, {"id": r["id"] + offset}])      # a lambda over a local
-          .map_batches(_AddN, fn_constructor_args=(1,), concurrency=1)  # a class
+          .map_batches(_AddN, fn_constructor_args=(1,), concurrency=1, batch_format="pyarrow")  # a class
           .filter(_is_even))                                     # a module-level function
     expected = sorted(v + 1 for i in range(20) for v in (3 * i, 3 * i + offset)
                       if (3 * i) % 2 == 0 and (v + 1) % 2 == 0)
@@ -196,10 +196,10 @@ def test_workers_and_actors_start_from_the_zygote_not_the_driver(stage):
         sb.init(num_cpus=2, num_gpus=1)
         ds = sb.range(8, override_num_blocks=2)
         if stage == "task":
-            ds = ds.map_batches(_where_am_i)
+            ds = ds.map_batches(_where_am_i, batch_format="pyarrow")
         else:
             ds = ds.map_batches(_WhereAmI, concurrency=1,
-                                num_gpus=1 if stage == "gpu_actor" else 0)
+                                num_gpus=1 if stage == "gpu_actor" else 0, batch_format="pyarrow")
         rows = ds.take_all()
     finally:
         del sys.modules["tests.executor.driver_marker"]
@@ -299,8 +299,8 @@ def test_a_killed_zygote_is_replaced_and_the_job_still_writes_every_row():
 
     sb.range(4).map(lambda r: r).take_all()  # the zygote runs now
     first = zygote_pid()
-    ds = sb.range(400, override_num_blocks=20).map_batches(_slow_identity, batch_size=20)
-    it = iter(ds.iter_batches(batch_size=20))
+    ds = sb.range(400, override_num_blocks=20).map_batches(_slow_identity, batch_size=20, batch_format="pyarrow")
+    it = iter(ds.iter_batches(batch_size=20, batch_format="pyarrow"))
     got = next(it)["id"].to_pylist()
     os.kill(first, 9)  # its workers die with it (they are its children)
     got += [v for batch in it for v in batch["id"].to_pylist()]
@@ -353,7 +353,7 @@ def test_installed_modules_the_udfs_use_are_imported_once_in_the_zygote():
     def resize(batch: pa.Table) -> dict:  # by value: references the PIL.Image module
         return {"w": [PIL.Image.new("RGB", (4, 2)).size[0]] * batch.num_rows}
 
-    assert [r["w"] for r in sb.range(4, override_num_blocks=1).map_batches(resize)
+    assert [r["w"] for r in sb.range(4, override_num_blocks=1).map_batches(resize, batch_format="pyarrow")
             .take_all()] == [4] * 4
     with open(f"/proc/{zygote_pid()}/maps") as maps:
         assert "PIL/_imaging" in maps.read()

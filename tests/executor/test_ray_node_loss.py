@@ -76,10 +76,10 @@ def test_job_survives_removing_a_worker_node(cluster):
     sb.init(backend="ray", address=cluster.address, target_partition_bytes=256 * 1024,
             no_progress_timeout_s=90)
     ds = (sb.range(ROWS, override_num_blocks=BLOCKS)
-          .map_batches(preprocess, batch_size=None)
-          .map_batches(Model, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1))
+          .map_batches(preprocess, batch_size=None, batch_format="pyarrow")
+          .map_batches(Model, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1, batch_format="pyarrow"))
     rows, removed = [], None
-    for batch in ds.iter_batches(batch_size=None):
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         rows += batch.to_pylist()
         if removed is None:  # the node running the model (and its tasks and blocks)
             removed = rows[0]["node"]

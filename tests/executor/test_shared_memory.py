@@ -69,7 +69,7 @@ def test_blocks_written_by_worker_processes_are_private_too(open_umask):
     # two process stages (a resource change keeps them apart): the second one's inputs
     # are block files the first one's workers wrote
     ds = sb.range(40, override_num_blocks=4).map(lambda r: r) \
-        .map_batches(_modes_in_the_store_of(os.getpid()), num_cpus=0.5)
+        .map_batches(_modes_in_the_store_of(os.getpid()), num_cpus=0.5, batch_format="pyarrow")
     rows = ds.take_all()
     assert all(r["files"] >= 1 for r in rows)  # the check saw worker-written blocks
     assert {r["modes"] for r in rows} == {"0o600,0o700"}

@@ -69,7 +69,7 @@ def test_resume_when_the_plan_does_not_run_in_its_read_tasks(images):
         def __call__(self, batch):
             return batch
 
-    ds = images.map_batches(Same, concurrency=1)
+    ds = images.map_batches(Same, concurrency=1, batch_format="pyarrow")
     kwargs = dict(batch_size=64, device="cpu", local_shuffle_buffer_size=300,
                   local_shuffle_seed=2)
     before, state = consume(ds.iter_torch_batches(**kwargs), 5)
@@ -105,7 +105,7 @@ def _multi_stage(images):
             return batch.append_column("tag", batch["id"])
 
     return (images.filter(lambda r: r["id"] % 3 != 0)
-            .map_batches(Tag, concurrency=1, batch_size=None)
+            .map_batches(Tag, concurrency=1, batch_size=None, batch_format="pyarrow")
             .filter(lambda r: r["id"] % 5 != 0))
 
 

@@ -44,7 +44,7 @@ def test_equal_batch_counts_and_every_row_once(rows, n, batch):
 
 
 def test_drop_last_gives_equal_counts_of_full_batches():
-    splits = sb.range(103, override_num_blocks=4).streaming_split(3)
+    splits = sb.range(103, override_num_blocks=4).streaming_split(3, equal=True)
     per_rank, errors = run_ranks(splits, batch_size=10, drop_last=True)
     assert not errors
     assert [len(b) for b in per_rank] == [3, 3, 3]
@@ -61,13 +61,13 @@ def test_unequal_split_keeps_every_row():
 
 
 def test_too_few_rows_for_equal_batches_says_what_to_do():
-    splits = sb.range(2).streaming_split(3)
+    splits = sb.range(2).streaming_split(3, equal=True)
     per_rank, errors = run_ranks(splits, batch_size=4)
     assert errors and all("drop_last=True" in str(e) for e in errors.values())
 
 
 def test_several_epochs_and_shuffled_splits():
-    splits = sb.range(200, override_num_blocks=4).streaming_split(2)
+    splits = sb.range(200, override_num_blocks=4).streaming_split(2, equal=True)
     for _ in range(2):
         per_rank, errors = run_ranks(splits, batch_size=16, local_shuffle_buffer_size=50)
         assert not errors and len(per_rank[0]) == len(per_rank[1])
@@ -75,7 +75,7 @@ def test_several_epochs_and_shuffled_splits():
 
 
 def test_torch_batches_per_rank():
-    splits = sb.range(50).streaming_split(2)
+    splits = sb.range(50).streaming_split(2, equal=True)
     out = {}
     t = threading.Thread(target=lambda: out.update(
         b=list(splits[1].iter_torch_batches(batch_size=8, device="cpu"))))
@@ -87,7 +87,7 @@ def test_torch_batches_per_rank():
 
 
 def test_a_rank_that_stops_taking_batches_is_named():
-    splits = sb.range(5000, override_num_blocks=4).streaming_split(2, timeout_s=1.0)
+    splits = sb.range(5000, override_num_blocks=4).streaming_split(2, equal=True, timeout_s=1.0)
     # rank 1 never iterates: rank 0 gets its share until rank 1's queue is full
     with pytest.raises(RankStuckError, match="rank 1 of 2") as info:
         for _ in splits[0].iter_batches(batch_size=10):
@@ -96,7 +96,7 @@ def test_a_rank_that_stops_taking_batches_is_named():
 
 
 def test_ranks_must_agree_on_batch_size():
-    splits = sb.range(100).streaming_split(2, timeout_s=5)
+    splits = sb.range(100).streaming_split(2, equal=True, timeout_s=5)
     first = splits[0].iter_batches(batch_size=10)
     with pytest.raises(ValueError, match="same batch_size"):
         list(splits[1].iter_batches(batch_size=20))

@@ -58,7 +58,7 @@ def _run(method, splits, target=_rank_main, args=(), expect=None, timeout=90):
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_ranks_in_processes_get_every_row_once_in_equal_batch_counts(method):
-    splits = sb.range(103, override_num_blocks=4).streaming_split(3)
+    splits = sb.range(103, override_num_blocks=4).streaming_split(3, equal=True)
     got = _run(method, splits, args=({"batch_size": 10},))
     assert [err for *_, err in got] == [None, None, None]
     per_rank = {rank: ids for rank, _, ids, _ in got}
@@ -69,7 +69,7 @@ def test_ranks_in_processes_get_every_row_once_in_equal_batch_counts(method):
 
 
 def test_process_ranks_iterate_several_shuffled_epochs():
-    splits = sb.range(200, override_num_blocks=4).streaming_split(2)
+    splits = sb.range(200, override_num_blocks=4).streaming_split(2, equal=True)
     got = _run("fork", splits, args=({"batch_size": 16, "local_shuffle_buffer_size": 50}, 2),
                expect=4)
     assert all(err is None for *_, err in got) and len(got) == 4
@@ -82,7 +82,7 @@ def test_process_ranks_iterate_several_shuffled_epochs():
 def test_torch_batches_in_a_forked_rank():
     from .conftest import image_table
 
-    splits = sb.from_arrow(image_table(64), override_num_blocks=2).streaming_split(2)
+    splits = sb.from_arrow(image_table(64), override_num_blocks=2).streaming_split(2, equal=True)
     got = _run("fork", splits, target=_torch_rank_main)
     assert [err for *_, err in got] == [None, None]
     for _, batches, _ in got:
@@ -92,7 +92,7 @@ def test_torch_batches_in_a_forked_rank():
 
 
 def test_a_stuck_rank_process_is_named_to_the_others():
-    splits = sb.range(400, override_num_blocks=4).streaming_split(2, timeout_s=1.0)
+    splits = sb.range(400, override_num_blocks=4).streaming_split(2, equal=True, timeout_s=1.0)
     ctx = mp.get_context("fork")
     results = ctx.Queue()
     stuck = ctx.Process(target=_rank_main, args=(splits[1], results, {"batch_size": 10}, 1, 1))
@@ -107,7 +107,7 @@ def test_a_stuck_rank_process_is_named_to_the_others():
 
 
 def test_split_handles_pickle_to_a_server_address_and_the_error_survives_pickling():
-    split = sb.range(10).streaming_split(2)[1]
+    split = sb.range(10).streaming_split(2, equal=True)[1]
     clone = pickle.loads(pickle.dumps(split))
     assert (clone.rank, clone.n, clone.group) == (1, 2, None)
     err = pickle.loads(pickle.dumps(RankStuckError(1, 2.5, 2)))

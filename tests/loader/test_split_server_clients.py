@@ -37,7 +37,7 @@ def _iterate_ranks(splits, batch_size: int = 10) -> tuple[dict, dict, list]:
 
     def run(split):
         try:
-            ids[split.rank] = [i for b in split.iter_batches(batch_size=batch_size)
+            ids[split.rank] = [i for b in split.iter_batches(batch_size=batch_size, batch_format="pyarrow")
                                for i in b["id"].to_pylist()]
         except BaseException as exc:  # noqa: BLE001 - inspected by the test
             errors[split.rank] = exc
@@ -51,7 +51,7 @@ def _iterate_ranks(splits, batch_size: int = 10) -> tuple[dict, dict, list]:
 
 
 def test_a_silent_client_does_not_block_the_ranks():
-    splits = sb.range(120, override_num_blocks=4).streaming_split(3)
+    splits = sb.range(120, override_num_blocks=4).streaming_split(3, equal=True)
     silent = [_silent_client(splits[0].group.server.address) for _ in range(2)]
     try:
         remote = [pickle.loads(pickle.dumps(s)) for s in splits]  # fetch over the socket
@@ -94,18 +94,18 @@ def test_a_client_with_the_wrong_key_is_refused_and_others_are_served():
 
 
 def _die_after_one_batch(split) -> None:
-    for _ in split.iter_batches(batch_size=10):
+    for _ in split.iter_batches(batch_size=10, batch_format="pyarrow"):
         os._exit(3)  # a crash: no clean close of the connection
 
 
 def _stop_after_one_batch(split) -> None:
-    it = split.iter_batches(batch_size=10)
+    it = split.iter_batches(batch_size=10, batch_format="pyarrow")
     next(it)
     it.close()  # stops on purpose
 
 
 def _ranks_with_one_process(target, rows: int = 400):
-    splits = sb.range(rows, override_num_blocks=4).streaming_split(2, timeout_s=BOUND_S)
+    splits = sb.range(rows, override_num_blocks=4).streaming_split(2, equal=True, timeout_s=BOUND_S)
     proc = mp.get_context("fork").Process(target=target, args=(splits[1],))
     proc.start()
     try:

@@ -65,7 +65,7 @@ def test_from_items_unions_keys_and_unifies_types():
 
 def test_map_batches_list_of_rows_output_unions_keys():
     ds = sb.range(3, override_num_blocks=1).map_batches(
-        lambda b: [{"k": i} if i else {"j": "a"} for i in b["id"].to_pylist()])
+        lambda b: [{"k": i} if i else {"j": "a"} for i in b["id"].to_pylist()], batch_format="pyarrow")
     assert ds.take_all() == [{"j": "a", "k": None}, {"j": None, "k": 1}, {"j": None, "k": 2}]
 
 
@@ -129,7 +129,7 @@ def test_flat_map_returning_a_dict_names_the_row():
 
 def test_map_batches_wrong_column_lengths_names_the_batch_and_column():
     ds = sb.range(6, override_num_blocks=1).map_batches(
-        lambda b: {"a": [1, 2], "b": [1]}, batch_size=3)
+        lambda b: {"a": [1, 2], "b": [1]}, batch_size=3, batch_format="pyarrow")
     with pytest.raises(RowConversionError, match="column 'a' has 2") as info:
         ds.take_all()
     assert info.value.key == "b" and "batch of rows 0-2" in info.value.where
@@ -177,7 +177,7 @@ def test_skip_flat_map_dead_letters_the_input_row_with_all_its_outputs():
     lambda b: 42,  # not a batch at all
 ], ids=["lengths", "value", "return-type"])
 def test_skip_sends_a_batch_that_cannot_be_stored_to_the_dead_letters(udf):
-    ds = sb.range(6, override_num_blocks=1).map_batches(udf, batch_size=3, on_error="skip")
+    ds = sb.range(6, override_num_blocks=1).map_batches(udf, batch_size=3, on_error="skip", batch_format="pyarrow")
     assert ds.take_all() == []
     letters = dead(ds)
     assert sorted(json.loads(d["row"])["id"] for d in letters) == list(range(6))
@@ -190,7 +190,7 @@ def test_skip_generator_batch_is_never_both_output_and_dead_letter():
         yield {"id": batch["id"]}
         yield {"id": [1, "x", 2][: len(batch)]}  # int and str in one column
 
-    ds = sb.range(3, override_num_blocks=1).map_batches(gen, batch_size=3, on_error="skip")
+    ds = sb.range(3, override_num_blocks=1).map_batches(gen, batch_size=3, on_error="skip", batch_format="pyarrow")
     assert ds.take_all() == []
     assert len(dead(ds)) == 3
 

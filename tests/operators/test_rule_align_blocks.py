@@ -94,7 +94,7 @@ def _per_block(batch):
 
 @pytest.mark.usefixtures("engine")
 def test_planned_small_reads_are_aligned_to_the_batch_and_the_udf_gets_whole_batches():
-    ds = sb.range(1000, override_num_blocks=20).map_batches(_sizes, batch_size=100)
+    ds = sb.range(1000, override_num_blocks=20).map_batches(_sizes, batch_size=100, batch_format="pyarrow")
     got = stages(ds)
     assert names(got) == ["Read[Range]", "MapBatches(_sizes)"]
     assert [s.out_batch_rows for s in got] == [100, None]
@@ -103,8 +103,8 @@ def test_planned_small_reads_are_aligned_to_the_batch_and_the_udf_gets_whole_bat
 
 @pytest.mark.usefixtures("engine")
 def test_a_whole_block_stage_between_passes_the_alignment_to_the_read():
-    ds = (sb.range(1000, override_num_blocks=20).map_batches(_per_block, batch_size=None)
-          .filter(lambda r: r["id"] % 2 == 0).map_batches(_sizes, batch_size=50))
+    ds = (sb.range(1000, override_num_blocks=20).map_batches(_per_block, batch_size=None, batch_format="pyarrow")
+          .filter(lambda r: r["id"] % 2 == 0).map_batches(_sizes, batch_size=50, batch_format="pyarrow"))
     got = stages(ds)
     assert names(got) == ["Read[Range]->MapBatches(_per_block)->Filter(<lambda>)",
                           "MapBatches(_sizes)"]

@@ -136,7 +136,7 @@ def test_the_planner_marks_the_read_tasks_of_a_read_with_a_pushed_filter():
     assert [t.filtered for t in plain.read_tasks] == [False, False]
     assert [t.filtered for t in filtered.read_tasks] == [True, True]
     assert [t.filtered for t in filtered.read_tasks_fn()] == [True, True]  # as run
-    assert names(stages(ds.filter(expr=pc.field("id") < 10).map_batches(_sizes, batch_size=100))) == [
+    assert names(stages(ds.filter(expr=pc.field("id") < 10).map_batches(_sizes, batch_size=100, batch_format="pyarrow"))) == [
         "Read[Range; filter=(id < 10)]", "MapBatches(_sizes)"]
 
 
@@ -267,14 +267,14 @@ def _sizes(batch):
 @pytest.mark.usefixtures("engine")
 def test_a_fixed_batch_op_after_a_filter_gets_full_batches_across_read_tasks():
     ds = sb.range(1000, override_num_blocks=4).filter(lambda r: r["id"] % 5 != 0).map_batches(
-        _sizes, batch_size=100)
+        _sizes, batch_size=100, batch_format="pyarrow")
     assert len(stages(ds)) == 2
     assert [r["n"] for r in rows(ds)] == [100] * 8
 
 
 @pytest.mark.usefixtures("engine")
 def test_a_read_of_big_tasks_fused_into_a_fixed_batch_op_cuts_batches_at_task_ends():
-    ds = sb.range(1000, override_num_blocks=3).map_batches(_sizes, batch_size=100)
+    ds = sb.range(1000, override_num_blocks=3).map_batches(_sizes, batch_size=100, batch_format="pyarrow")
     assert names(stages(ds)) == ["Read[Range]->MapBatches(_sizes)"]
     assert [r["n"] for r in rows(ds)] == [100, 100, 100, 34, 100, 100, 100, 33, 100, 100, 100, 33]
 
@@ -282,7 +282,7 @@ def test_a_read_of_big_tasks_fused_into_a_fixed_batch_op_cuts_batches_at_task_en
 @pytest.mark.usefixtures("engine")
 def test_a_read_with_a_pushed_filter_is_not_fused_into_a_fixed_batch_op_by_its_unfiltered_size():
     keep = (pc.field("id") < 60) | ((pc.field("id") >= 500) & (pc.field("id") < 560))
-    ds = sb.range(1000, override_num_blocks=2).filter(expr=keep).map_batches(_sizes, batch_size=100)
+    ds = sb.range(1000, override_num_blocks=2).filter(expr=keep).map_batches(_sizes, batch_size=100, batch_format="pyarrow")
     assert [r["n"] for r in rows(ds, optimized=False)] == [100, 20]
     assert [r["n"] for r in rows(ds)] == [100, 20]
 
@@ -296,7 +296,7 @@ def _first_60_of_each_half(row):
 @pytest.mark.usefixtures("engine")
 def test_a_fixed_batch_op_after_a_map_that_skips_rows_gets_its_batches_across_read_tasks():
     ds = sb.range(1000, override_num_blocks=2).map(_first_60_of_each_half, on_error="skip") \
-        .map_batches(_sizes, batch_size=100)
+        .map_batches(_sizes, batch_size=100, batch_format="pyarrow")
     assert len(stages(ds)) == 2
     assert [r["n"] for r in rows(ds, optimized=False)] == [100, 20]
     assert [r["n"] for r in rows(ds)] == [100, 20]

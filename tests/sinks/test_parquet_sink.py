@@ -8,7 +8,7 @@ import streambatch as sb
 
 
 def one_partition(rows):
-    return sb.from_items(rows, override_num_blocks=1).map_batches(lambda b: b, batch_size=1)
+    return sb.from_items(rows, override_num_blocks=1).map_batches(lambda b: b, batch_size=1, batch_format="pyarrow")
 
 
 def test_a_column_null_in_the_first_block_is_written_with_its_later_values(tmp_path):

@@ -110,7 +110,7 @@ def test_many_files_footers_are_read_by_tasks_not_before(tmp_path, counting):
     source = pqmod.ParquetSource(str(d), filesystem=counting)
     tasks = source.read_tasks(4, Pushdowns())
     assert len(CountingFS.opened) == 1 and len(tasks) >= 2000 // MAX_FILES_PER_TASK
-    first = next(iter(sb.read_parquet(str(d), filesystem=counting).iter_batches(batch_size=1)))
+    first = next(iter(sb.read_parquet(str(d), filesystem=counting).iter_batches(batch_size=1, batch_format="pyarrow")))
     assert first.num_rows == 1 and len(CountingFS.opened) < 2000
     assert sb.read_parquet(str(d)).count() == 2000
 
