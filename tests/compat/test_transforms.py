@@ -2,7 +2,8 @@
 callable classes in map / flat_map / filter (constructed once per worker, with their
 constructor arguments), fn_args / fn_kwargs, constructor arguments for a function
 rejected, add_column broadcasting a scalar, numpy integer batch sizes, batch_format=None,
-take_all(limit), and a UDF returning the wrong type raising ValueError."""
+take_all(limit), a UDF returning the wrong type raising ValueError, and the default batch
+format: a dict of numpy arrays, as the quickstart's code expects."""
 
 from __future__ import annotations
 
@@ -164,3 +165,32 @@ def test_a_udf_error_keeps_the_original_attributes():
     with pytest.raises(QuotaError) as info:
         sb.range(2).map(fail, releases_gil=True).take_all()
     assert info.value.retry_after == 7
+
+
+def test_the_default_batch_format_is_a_dict_of_numpy_arrays_as_in_the_quickstart():
+    ds = sb.from_items([{"a": i, "b": 2 * i} for i in range(6)])
+    out = ds.map_batches(lambda batch: {"c": batch["a"] * batch["b"]}).take_all()
+    assert sorted(r["c"] for r in out) == [2 * i * i for i in range(6)]
+    seen = ds.map_batches(lambda batch: {"kinds": [sorted({type(v).__name__ for v in
+                                                            batch.values()})]}).take_all()
+    assert {tuple(r["kinds"]) for r in seen} == {("ndarray",)}
+    assert sb.range(10).take_batch(3)["id"].tolist() == [0, 1, 2]
+    batches = list(sb.range(5, override_num_blocks=1).iter_batches(batch_size=2))
+    assert [b["id"].tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+
+
+def test_a_torch_model_takes_the_default_batch_as_is():
+    torch = pytest.importorskip("torch")
+    ds = sb.from_numpy(np.arange(12, dtype=np.float32).reshape(4, 3))
+
+    def double(batch):
+        return {"y": (torch.as_tensor(batch["data"]) * 2).numpy()}
+
+    rows = ds.map_batches(double).take_all()
+    assert [r["y"].tolist() for r in rows] == [[2 * (3 * i + j) for j in range(3)] for i in range(4)]
+
+
+def test_map_groups_hands_numpy_groups_by_default():
+    ds = sb.from_items([{"k": i % 2, "v": i} for i in range(6)])
+    out = ds.groupby("k").map_groups(lambda g: {"k": g["k"][:1], "total": [g["v"].sum()]})
+    assert sorted((r["k"], r["total"]) for r in out.take_all()) == [(0, 6), (1, 9)]
