@@ -1,10 +1,10 @@
 """W2 shuffled epoch — a global-shuffle training epoch beside the local-buffer shuffle,
 no shuffle, and torch's shuffling DataLoader (issue 17), one epoch each.
 
-Input: the W2 data set (see w2_loader.py / w1_inference.py): N [4,000] 256x256 JPEGs
-in F [20] parquet files (id:int64 = the row's position in file order, image:binary),
-generated once under --data-dir (default ./bench-data) and reused. Per row, w2_loader's
-decode_crop UDF: Pillow decode -> RGB -> random 224 crop seeded by (SEED, id) -> uint8
+Input: the W2 data set (see w2_loader.py): N [4,000] 256x256 JPEGs in F [20] parquet
+files of one row group (id:int64 = the row's position in file order, image:binary,
+label:int64), generated once under --data-dir (default ./bench-data) and reused; the
+streambatch loaders read id and image. Per row, w2_loader's decode_crop UDF: Pillow decode -> RGB -> random 224 crop seeded by (SEED, id) -> uint8
 CHW. Batches of 64 go into a 5 ms training step (time.sleep), as in w2_loader.py.
 
 Loaders (the plain code a user writes, no tuning knobs; one fresh process per loader
@@ -19,10 +19,12 @@ per run, the clock starting after imports and sb.init, before the dataset is bui
               in a random order each epoch; no seed: a fresh order every epoch)
   noshuffle   the same without any shuffle (the baseline)
   dataloader  torch DataLoader(w2_loader's map-style Dataset, batch_size=64,
-              shuffle=True, num_workers=2). w2_loader's Dataset keeps the last 2
-              files per worker, which random access turns into a parquet file read
-              per row; here each worker keeps every file it read (--dl-cache-files,
-              default all; ~70 MB per worker), as a user who shuffles would.
+              shuffle=True, num_workers=2, generator seeded with the epoch): w2_loader's
+              dataloader-shuffle engine. Its Dataset keeps the last 2 files per worker
+              in w2_loader's mapstyle engine, which random access turns into a parquet
+              file read per row; here each worker keeps every file it read
+              (--dl-cache-files, default all; ~70 MB per worker), as a user who
+              shuffles would.
 
 Reported per loader, medians over --runs [3] interleaved rounds: rows/s (N / epoch
 time, first batch included), first batch seconds, and ratios to the no-shuffle and
@@ -52,33 +54,27 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _util import fmt_s, machine_summary, median, print_table  # noqa: E402
-from w1_inference import SEED, ensure_data, warm_page_cache  # noqa: E402
-from w2_loader import (  # noqa: E402
+from _w2_engines import (  # noqa: E402
     BATCH,
+    BUFFER,
     CORES,
     CROP,
+    LABEL_MOD,
     LOOP_SRC,
     RESULT_MARK,
     SAMPLE,
     STEP_S,
     UDF_SRC,
+    check_order,
+    ensure_w2_data,
+    quality,
 )
-from w2_loader import check as check_pixels  # noqa: E402
-from w2_loader import job_code as w2_job_code  # noqa: E402
-from w2_loader import run_result as run_job  # noqa: E402
+from _w2_engines import check as check_pixels  # noqa: E402
+from _w2_engines import job_code as w2_job_code  # noqa: E402
+from _w2_engines import run_result as run_job  # noqa: E402
+from w1_inference import SEED, warm_page_cache  # noqa: E402
 
 LOADERS = ("global", "local", "noshuffle", "dataloader")
-BUFFER = 1000
-
-ORDER_SRC = '''
-ORDER = []
-
-def recorded(batches):
-    """The batches as they come, appending each batch's ids to ORDER."""
-    for b in batches:
-        ORDER.extend(b["id"].tolist())
-        yield b
-'''
 
 # the plain user code of each streambatch loader (after `ds = sb.read_parquet(...)`)
 SB_EPOCH = {
@@ -93,32 +89,26 @@ SB_EPOCH = {
 
 def head(in_dir, n, epoch, buffer):
     return (f"import sys, time, json\nIN, N, SEED, CROP = {in_dir!r}, {n}, {SEED}, {CROP}\n"
-            f"CORES, BATCH, STEP_S, SAMPLE = {CORES}, {BATCH}, {STEP_S}, {SAMPLE}\n"
-            f"EPOCH, BUFFER = {epoch}, {buffer}\n" + UDF_SRC + LOOP_SRC + ORDER_SRC)
+            f"CORES, BATCH, STEP_S, SAMPLE, LABEL_MOD = {CORES}, {BATCH}, {STEP_S}, {SAMPLE}, "
+            f"{LABEL_MOD}\nEPOCH, BUFFER = {epoch}, {buffer}\n" + UDF_SRC + LOOP_SRC)
 
 
 REPORT = f'    sys.stdout.write("\\n{RESULT_MARK}" + json.dumps(res) + "\\n")\n'
 MAIN = '\nif __name__ == "__main__":\n    main()\n'
 
 
-def dataloader_code(in_dir, n, cache_files, check=False):
-    """w2_loader's DataLoader job with shuffle=True, a per-worker cache of cache_files
-    files, and the id order recorded; check: two untimed epochs, orders only."""
-    src = w2_job_code("dataloader", in_dir, n)
-    edits = [("\ndef train(", ORDER_SRC + "\ndef train("),
-             ("if len(self.cache) >= 2:", f"if len(self.cache) >= {cache_files}:"),
-             ("DataLoader(JpegParquet(IN), batch_size=BATCH, num_workers=CORES)",
-              "DataLoader(JpegParquet(IN), batch_size=BATCH, num_workers=CORES, shuffle=True)")]
+def dataloader_code(in_dir, n, cache_files, epoch=0, check=False):
+    """w2_loader's dataloader-shuffle job with a per-worker cache of cache_files files;
+    check: two untimed epochs, orders only."""
+    src = w2_job_code("dataloader-shuffle", in_dir, n, epoch=epoch)
+    edits = [("JpegParquet(IN, cache_files=10**9)", f"JpegParquet(IN, cache_files={cache_files})")]
     if check:
-        edits.append(("    res = train(loader, t0, N)\n",
+        edits.append(("    res = train(loader, t0)\n",
                       '    res = {"orders": [[int(i) for b in loader for i in b["id"]] '
                       "for _ in range(2)]}\n"))
-    else:
-        edits.append(("    res = train(loader, t0, N)\n",
-                      '    res = train(recorded(loader), t0, N)\n    res["order"] = ORDER\n'))
     for old, new in edits:
         if src.count(old) != 1:
-            raise SystemExit(f"FAILED: w2_loader.job_code('dataloader') changed: {old!r} not found "
+            raise SystemExit(f"FAILED: _w2_engines.job_code('dataloader-shuffle') changed: {old!r} not found "
                              "once; update w2_shuffled_epoch.py")
         src = src.replace(old, new)
     return src
@@ -126,7 +116,7 @@ def dataloader_code(in_dir, n, cache_files, check=False):
 
 def job_code(loader, in_dir, n, epoch=0, buffer=BUFFER, cache_files=10**9):
     if loader == "dataloader":
-        return dataloader_code(in_dir, n, cache_files)
+        return dataloader_code(in_dir, n, cache_files, epoch)
     if loader == "check":
         return head(in_dir, n, 0, buffer) + f'''
 def ids_of(batches):
@@ -149,29 +139,8 @@ def main():
     epoch = EPOCH
     t0 = time.perf_counter()
     ds = sb.read_parquet(IN, columns=["id", "image"])
-    res = train(recorded({SB_EPOCH[loader]}), t0, N)
-    res["order"] = ORDER
+    res = train({SB_EPOCH[loader]}, t0)
 {REPORT}''' + MAIN
-
-
-def check_order(what, order, n):
-    """Every id 0..n-1 exactly once in ``order``."""
-    a = np.asarray(order, dtype=np.int64)
-    if len(a) != n or not np.array_equal(np.sort(a), np.arange(n)):
-        dup = len(a) - len(np.unique(a))
-        raise SystemExit(f"FAILED: {what}: {len(a)} ids delivered for {n}, {dup} repeated, "
-                         f"{n - len(np.unique(a[(a >= 0) & (a < n)]))} missing")
-    return a
-
-
-def quality(order, bounds):
-    """(mean |position - id| / N, mean distinct source files per batch) of an id order."""
-    a = np.asarray(order, dtype=np.int64)
-    n = len(a)
-    disp = float(np.abs(np.arange(n) - a).mean() / n)
-    files = np.searchsorted(bounds, a, side="right") - 1
-    per_batch = [len(np.unique(files[i:i + BATCH])) for i in range(0, n, BATCH)]
-    return disp, float(np.mean(per_batch))
 
 
 def check_epochs(res, n, bounds):
@@ -218,7 +187,7 @@ def main(argv=None):
     if any(x not in LOADERS for x in loaders):
         ap.error(f"--loaders: choose from {','.join(LOADERS)}")
 
-    in_dir, man = ensure_data(args.data_dir, args.images, args.files, SEED)
+    in_dir, man = ensure_w2_data(args.data_dir, args.images, args.files, SEED)
     n = man["images"]
     bounds = np.array([round(k * n / args.files) for k in range(args.files + 1)])
     warm_page_cache(in_dir)
@@ -239,8 +208,9 @@ def main(argv=None):
         for x in loaders:
             res = run_job(x, job_code(x, in_dir, n, epoch=k, buffer=args.buffer,
                                       cache_files=args.dl_cache_files))
-            check_pixels(x, res, n, ref)
-            order = check_order(x, res.pop("order"), n)
+            order = check_pixels(x, res, n, ref)
+            res.pop("order")
+            res.pop("sizes", None)
             if x == "global" and k in seeded and not np.array_equal(order, seeded[k]):
                 j = int(np.argmax(order != seeded[k]))
                 raise SystemExit(f"FAILED: global: random_shuffle(seed={k}) gave another order than "
