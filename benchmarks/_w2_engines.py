@@ -184,7 +184,7 @@ class RowGroups(IterableDataset):
         w, k = (0, 1) if info is None else (info.id, info.num_workers)
         for path, g in self.units[w::k]:
             t = pq.ParquetFile(path).read_row_group(g, columns=COLUMNS)
-            ids, labels = t["id"].to_numpy(), t["label"].to_numpy()
+            ids, labels = np.array(t["id"]), np.array(t["label"])  # writable, for from_numpy
             imgs = np.empty((len(ids), 3, CROP, CROP), dtype=np.uint8)
             for i, (b, r) in enumerate(zip(t["image"].to_numpy(zero_copy_only=False), ids)):
                 imgs[i] = crop_one(b, r)
@@ -357,7 +357,8 @@ def main():
     ranks = [got[r][1] for r in range(NRANKS)]
     res = {{"ranks": ranks, "total_s": max(x["total_s"] for x in ranks),
            "first_s": max(x["first_s"] or 0.0 for x in ranks),
-           "wait_s": sum(x["wait_s"] for x in ranks) / NRANKS,
+           # so that wait_s / total_s is the ranks' mean idle fraction
+           "wait_s": max(x["total_s"] for x in ranks) * sum(x["wait_s"] / x["total_s"] for x in ranks) / NRANKS,
            "batches": sum(x["batches"] for x in ranks), "rows": sum(x["rows"] for x in ranks),
            "order": [i for x in ranks for i in x["order"]], "bad_labels": sum(x["bad_labels"] for x in ranks),
            "sums": {{k: v for x in ranks for k, v in x["sums"].items()}}}}

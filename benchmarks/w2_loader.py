@@ -236,7 +236,7 @@ def print_section(section, summary, files):
     head = ["engine", "rows/s", f"vs {base}", "first batch s", "idle", "epoch s", "process s",
             "batches"]
     extra = {"shuffled": ["displacement", "files/batch"],
-             "ranks": ["rows/s per rank", "batches per rank", "equal"]}.get(section, [])
+             "ranks": ["rows/s per rank", "rows per rank", "batches per rank", "equal"]}.get(section, [])
     rows = []
     for e in names:
         s = summary[e]
@@ -247,11 +247,15 @@ def print_section(section, summary, files):
             row += [f"{s['disp']:.3f}", f"{s['files_per_batch']:.1f}"]
         if section == "ranks":
             row += ["/".join(f"{x:.0f}" for x in s["rank_rows_per_s"]),
+                    " ".join("/".join(map(str, b)) for b in s["rank_rows"]),
                     " ".join("/".join(map(str, b)) for b in s["rank_batches"]),
                     "yes" if s["equal_batches"] else "NO"]
         rows.append(row)
     print(f"\n[{section}]")
     print_table(head + extra, rows)
+    if section == "ranks":
+        print("rows/s, epoch s: the slowest rank's (N / its end - the driver's start); first "
+              "batch: the later rank's; idle: the ranks' mean; per rank: its rows / its epoch")
     if section == "shuffled":
         print(f"displacement: uniform shuffle 0.333; files/batch: uniform "
               f"{files * (1 - (1 - 1 / files) ** BATCH):.1f} of {files}")
@@ -339,7 +343,7 @@ def main(argv=None):
               f"iter_torch_batches(prefetch_batches={args.prefetch}) (None: the default)")
     print_targets(summary)
     print("checks passed: every id exactly once with its label in every run, the reference "
-          f"pixels for ids < {SAMPLE}" + ("; every shuffled epoch out of file order"
+          f"pixels for ids < {SAMPLE}" + ("; every shuffled epoch mixing files (files/batch)"
                                           if "shuffled" in sections else ""))
     if args.show_stats:
         for e in ("streambatch", "streambatch-tuned"):
