@@ -168,6 +168,9 @@ class Pushdowns:
     filter: object = None
     limit: int | None = None
     done: PieceSet | None = None  # resuming a write: leave out what these pieces cover
+    per_piece: bool = False  # a user function runs on the rows in the same task: one
+    # piece (file, row group) per task where a source would group them, so the work
+    # spreads over the CPUs and the first rows come out early
 
 
 @dataclass

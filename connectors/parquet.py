@@ -208,7 +208,8 @@ class ParquetSource(FileSource):
             pieces.append((entry, values, list(groups) if pruned else None, rows, size))
             sizes.append(size)
         pushed = pushdowns.columns is not None or pushdowns.filter is not None
-        small = pushed and bool(sizes) and sorted(sizes)[len(sizes) // 2] < SMALL_PIECE_BYTES
+        small = pushed and not pushdowns.per_piece and bool(sizes) and \
+            sorted(sizes)[len(sizes) // 2] < SMALL_PIECE_BYTES
         if small and self.parallelism is None:
             # Each group is one pyarrow scan decoding on pyarrow's own threads: one per CPU
             # (half the default two per CPU) keeps every core busy, and every extra scan

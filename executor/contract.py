@@ -94,7 +94,7 @@ class BlockOp(Protocol):
     """One operator's transform of a stream of blocks, run inside a task."""
 
     name: str
-    holds_gil: bool
+    holds_gil: bool | None  # None: unknown until it runs (the stage's worker is "auto")
     batch_rows: int | None  # rows per batch the op needs (its fixed batch size), if any
     changes_row_count: bool
     is_actor: bool
@@ -149,7 +149,8 @@ class TaskStage(Stage):
     read_tasks: list | None = None
     resources: Resources = Resources()
     concurrency: tuple[int, int] | None = None
-    worker: str = "thread"  # "thread" (in the driver) or "process" (worker processes)
+    worker: str = "thread"  # "thread" (in the driver), "process" (worker processes) or
+    # "auto" (threads until the first tasks show the UDF holds the GIL: backends/worker_choice)
     out_batch_rows: int | None = None  # output blocks hold multiples of this many rows:
     # the next stage's batch_rows, so its batches are read in place
     bucketed: bool = False  # the map side of an exchange: output i of a task is bucket i,

@@ -30,6 +30,7 @@ class StageStats:
     actor_restarts: int = 0
     recomputed: int = 0  # tasks re-run to remake lost blocks (executor/recovery.py)
     spilled_bytes: int = 0  # input an exchange moved to disk while it waited (spill.py)
+    worker: str = ""  # where a stage whose place was chosen at run time ran, and why
     first_start: float | None = None
     last_end: float | None = None
 
@@ -65,8 +66,12 @@ class DatasetStats:
     memory_budget: int = 0
     parent: DatasetStats | None = None
 
-    def finish(self, own: list[StageStats], wall_time_s: float) -> None:
-        """Record this run's stages after those of the run that produced its input."""
+    def finish(self, own: list[StageStats], wall_time_s: float,
+               workers: dict[int, str] | None = None) -> None:
+        """Record this run's stages after those of the run that produced its input;
+        ``workers``: where own stages chosen at run time ran (Backend.worker_notes)."""
+        for index, note in (workers or {}).items():
+            own[index].worker = note
         self.stages = (list(self.parent.stages) if self.parent else []) + own
         self.wall_time_s = wall_time_s
 
@@ -86,6 +91,7 @@ class DatasetStats:
                 + (f", {s.recomputed} lost block(s) recomputed" if s.recomputed else "")
                 + (f", {s.spilled_bytes / 2**20:.1f} MiB spilled to disk" if s.spilled_bytes
                    else "")
+                + (f", on {s.worker}" if s.worker else "")
             )
         return "\n".join(lines)
 

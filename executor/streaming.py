@@ -172,7 +172,7 @@ class StreamingExecutor:
         finally:
             self.spiller.close()
             wall = time.perf_counter() - self._t0
-            self.stats.finish([st.stats for st in self.states], wall)
+            self.stats.finish([st.stats for st in self.states], wall, self.backend.worker_notes())
             if self._observers_started:
                 for obs in self.observers:
                     obs.on_finish(self._snapshots(), wall, ok)

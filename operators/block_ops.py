@@ -53,12 +53,22 @@ def rebatch(blocks: Iterator[pa.Table], batch_size: int | None) -> Iterator[pa.T
     return exact_batches(blocks, batch_size)
 
 
+def holds_gil_of(op) -> bool | None:
+    """Whether a UDF op holds the GIL: the inverse of its ``releases_gil``, or None
+    (not said: the backend measures it on the first tasks, see ``worker="auto"``).
+
+    >>> [holds_gil_of(L.MapRows(None, fn=len, releases_gil=r)) for r in (True, False, None)]
+    [False, True, None]
+    """
+    return None if op.releases_gil is None else not op.releases_gil
+
+
 @dataclass
 class OpBase:
-    """Defaults shared by every block op."""
+    """Defaults shared by every block op; ``holds_gil`` None: not known before it runs."""
 
     op: L.LogicalOp
-    holds_gil: bool = False
+    holds_gil: bool | None = False
     batch_rows: int | None = None
     changes_row_count: bool = False
     is_actor: bool = False
@@ -129,7 +139,7 @@ class MapBatchesOp(OpBase):
     op: L.MapBatches
 
     def __init__(self, op: L.MapBatches) -> None:
-        super().__init__(op, not op.releases_gil, op.batch_size, True, L.is_callable_class(op.fn))
+        super().__init__(op, holds_gil_of(op), op.batch_size, True, L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield the UDF's output blocks for each batch.
@@ -263,7 +273,7 @@ class MapRowsOp(RowOp):
     op: L.MapRows
 
     def __init__(self, op: L.MapRows) -> None:
-        super().__init__(op, holds_gil=not op.releases_gil, is_actor=L.is_callable_class(op.fn))
+        super().__init__(op, holds_gil=holds_gil_of(op), is_actor=L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield a block of mapped rows per input block."""
@@ -280,7 +290,7 @@ class FilterOp(RowOp):
     op: L.Filter
 
     def __init__(self, op: L.Filter) -> None:
-        super().__init__(op, holds_gil=op.fn is not None and not op.releases_gil,
+        super().__init__(op, holds_gil=holds_gil_of(op) if op.fn is not None else False,
                          changes_row_count=True, is_actor=L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
@@ -317,7 +327,7 @@ class FlatMapOp(RowOp):
     op: L.FlatMap
 
     def __init__(self, op: L.FlatMap) -> None:
-        super().__init__(op, holds_gil=not op.releases_gil, changes_row_count=True,
+        super().__init__(op, holds_gil=holds_gil_of(op), changes_row_count=True,
                          is_actor=L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
@@ -487,7 +497,7 @@ OP_TYPES = {
 def block_op(op: L.MapLike):
     """The block op for a map-like logical operator (exact type lookup, no chains).
 
-    >>> block_op(L.MapRows(L.Read(None), fn=len)).holds_gil
+    >>> block_op(L.MapRows(L.Read(None), fn=len, releases_gil=False)).holds_gil
     True
     """
     return OP_TYPES[type(op)](op)

@@ -117,7 +117,7 @@ class MapBatches(MapLike, UDFArgs):
     fn: Callable
     batch_size: int | None = 1024
     batch_format: str = "pyarrow"
-    releases_gil: bool = False
+    releases_gil: bool | None = None  # None: measured at run time (threads or processes)
     on_error: str = "raise"
     max_retries: int = 0
     retry_exceptions: tuple | None = None
@@ -133,7 +133,7 @@ class MapRows(MapLike, UDFArgs):
 
     fn: Callable | None = None
     on_error: str = "raise"
-    releases_gil: bool = False  # the UDF runs on threads in the driver
+    releases_gil: bool | None = False  # True: threads in the driver; None: measured
 
     @property
     def label(self) -> str:
@@ -157,7 +157,7 @@ class Filter(MapLike, UDFArgs):
     fn: Callable | None = None
     expr: object = None
     on_error: str = "raise"
-    releases_gil: bool = False  # the UDF runs on threads in the driver
+    releases_gil: bool | None = False  # True: threads in the driver; None: measured
 
     @property
     def label(self) -> str:
@@ -170,7 +170,7 @@ class FlatMap(MapLike, UDFArgs):
 
     fn: Callable | None = None
     on_error: str = "raise"
-    releases_gil: bool = False  # the UDF runs on threads in the driver
+    releases_gil: bool | None = False  # True: threads in the driver; None: measured
 
     @property
     def label(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -28,13 +29,14 @@ MiB = 2**20
 @dataclass(frozen=True)
 class PlanSettings:
     """What the planner needs to know of the run: the CPUs (read parallelism), the
-    partition size the executor aims for, and where GIL-holding UDFs run
-    (``worker_mode``: "auto" puts them in processes, others on threads; "processes" or
+    partition size the executor aims for, and where UDFs run (``worker_mode``: "auto"
+    puts one that holds the GIL in processes, one that releases it on threads, and one
+    that did not say on "auto": the backend measures its first tasks; "processes" or
     "threads" puts every stage there, except an op whose state the user reads in the
     driver, which always runs on threads there).
 
-    >>> PlanSettings(num_cpus=2).worker_for(holds_gil=True)
-    'process'
+    >>> [PlanSettings(num_cpus=2).worker_for(holds_gil=h) for h in (True, False, None)]
+    ['process', 'thread', 'auto']
     >>> PlanSettings(worker_mode="processes").worker_for(holds_gil=False, stays_in_driver=True)
     'thread'
     """
@@ -43,14 +45,14 @@ class PlanSettings:
     partition_bytes: int = 128 * MiB
     worker_mode: str = "auto"
 
-    def worker_for(self, holds_gil: bool, stays_in_driver: bool = False) -> str:
+    def worker_for(self, holds_gil: bool | None, stays_in_driver: bool = False) -> str:
         """Where a stage whose UDF holds (or releases) the GIL runs; an op that
         ``stays_in_driver`` (a lookup, whose FreshCache statistics the user reads) runs
         on threads in the driver whatever ``worker_mode`` says."""
         if stays_in_driver:
             return "thread"
         if self.worker_mode == "auto":
-            return "process" if holds_gil else "thread"
+            return {True: "process", False: "thread", None: "auto"}[holds_gil]
         return "process" if self.worker_mode == "processes" else "thread"
 
 
@@ -69,7 +71,20 @@ def plan_stages(plan: L.LogicalOp, settings: PlanSettings,
     """
     stages: list[Stage] = []
     _visit(plan, stages, settings, _Sources(done or {}))
-    return align_blocks(fuse_stages(stages))
+    return align_blocks([_per_piece(s) for s in fuse_stages(stages)])
+
+
+def _per_piece(stage: Stage) -> Stage:
+    """A read fused with a user function reads one piece per task (``Pushdowns.per_piece``):
+    a source that would group small pieces into one scan per CPU (fast when reading is
+    all the task does) would otherwise leave one long task per CPU, with the first
+    rows late and the last CPU idle while another finishes its group."""
+    if not (isinstance(stage, TaskStage) and stage.is_source and stage.read_tasks_fn) or \
+            not any(isinstance(getattr(op, "op", None), L.UDFArgs) for op in stage.ops):
+        return stage
+    planned: Callable[..., list] = stage.read_tasks_fn  # a partial of _read_tasks
+    make = partial(planned, per_piece=True)
+    return replace(stage, read_tasks_fn=make, read_tasks=make())
 
 
 class _Sources:
@@ -129,10 +144,11 @@ STAGE_BUILDERS = {
 }
 
 
-def _read_tasks(op: L.Read, settings: PlanSettings, done: PieceSet | None = None) -> list:
+def _read_tasks(op: L.Read, settings: PlanSettings, done: PieceSet | None = None,
+                per_piece: bool = False) -> list:
     """The read's tasks; under a pushed filter each is marked ``filtered`` (its
     ``estimated_rows`` counts rows before the filter: an upper bound, see fuse_stages)."""
-    pushdowns = Pushdowns(op.columns, op.filter, op.limit, done or None)
+    pushdowns = Pushdowns(op.columns, op.filter, op.limit, done or None, per_piece)
     parallelism = getattr(op.source, "parallelism", None) or default_parallelism(
         settings.num_cpus, 0, settings.partition_bytes)
     tasks = identified(op, op.source.read_tasks(parallelism, pushdowns), done)
@@ -181,6 +197,10 @@ def identified(op: L.Read, tasks: list, done: PieceSet | None) -> list:
     return named
 
 
+WORKERS = {"thread": "thread workers", "process": "process workers",
+           "auto": "thread workers, process workers if its first tasks hold the GIL"}
+
+
 def render_stages(stages: list[Stage]) -> str:
     """One line per physical stage: name, where it runs, resources, inputs.
 
@@ -190,7 +210,7 @@ def render_stages(stages: list[Stage]) -> str:
     """
     lines = []
     for i, st in enumerate(stages):
-        where = f"tasks on {st.worker} workers; {st.resources.describe()}" \
+        where = f"tasks on {WORKERS[st.worker]}; {st.resources.describe()}" \
             if isinstance(st, TaskStage) else "in the driver"
         ups = f"; input from stage {', '.join(map(str, st.upstream))}" if st.upstream else ""
         lines.append(f"Stage {i}: {st.name} ({where}{ups})")

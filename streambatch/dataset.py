@@ -60,7 +60,9 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
 
         ``on_error="skip"`` sends rows whose call raised to :meth:`dead_letters`.
         ``releases_gil=True`` runs ``fn`` on threads in the driver instead of in
-        worker processes (it then need not be picklable).
+        worker processes (it then need not be picklable): a function called per row
+        is Python, which holds the GIL, so the default is processes (map_batches
+        measures its UDF instead).
 
         >>> import streambatch as sb
         >>> sorted(r["y"] for r in sb.range(3).map(lambda r: {"y": r["id"] + 1}).take_all())
@@ -69,7 +71,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         return self._with(L.MapRows(self._plan, v.resources(num_cpus, num_gpus),
                                     v.concurrency(resolved_concurrency(compute, concurrency)),
                                     fn=v.callable_fn("map", fn),
-                                    releases_gil=bool(releases_gil),
+                                    releases_gil=v.releases_gil(releases_gil),
                                     on_error=v.on_error(on_error),
                                     **udf_args("map", fn, fn_args, fn_kwargs, fn_constructor_args,
                                                fn_constructor_kwargs)))
@@ -78,13 +80,16 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
                     batch_format: str | None = "default", fn_args=(), fn_kwargs=None,
                     fn_constructor_args=(), fn_constructor_kwargs=None, num_cpus=None,
                     num_gpus=None, memory=None, resources=None, concurrency=None, compute=None,
-                    releases_gil: bool = False, on_error: str = "raise", max_retries: int = 0,
+                    releases_gil: bool | None = None, on_error: str = "raise", max_retries: int = 0,
                     retry_exceptions=None) -> Dataset:
         """Apply ``fn`` to batches (default 1024 rows; ``None`` = whole partitions).
 
         ``fn`` may be a class: it is constructed once per worker with
-        ``fn_constructor_args``. Set ``releases_gil=True`` for numpy/pyarrow/torch
-        UDFs to run them on threads without copying blocks between processes.
+        ``fn_constructor_args``. A numpy/pyarrow/Pillow/torch UDF that releases the
+        GIL runs on threads without copying blocks between processes, one that holds it
+        in worker processes: measured on the first tasks unless ``releases_gil`` says
+        (``stats()`` shows the choice). On threads a UDF shares the driver's module
+        state (globals, locks); ``releases_gil=False`` gives it processes of its own.
         ``on_error="skip"`` sends the rows of a batch whose call raised to
         :meth:`dead_letters`; ``max_retries`` re-runs a task whose UDF raised one of
         ``retry_exceptions`` (any exception when not given), e.g. a rate limit.
@@ -102,7 +107,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
                           batch_size=size, batch_format=check_batch_format(batch_format),
                           **udf_args("map_batches", fn, fn_args, fn_kwargs, fn_constructor_args,
                                      fn_constructor_kwargs),
-                          releases_gil=releases_gil, on_error=v.on_error(on_error),
+                          releases_gil=v.releases_gil(releases_gil), on_error=v.on_error(on_error),
                           max_retries=v.non_negative_int("max_retries", max_retries),
                           retry_exceptions=tuple(retry_exceptions) if retry_exceptions else None)
         return self._with(op)
@@ -124,7 +129,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         fn = v.callable_fn("filter", fn) if fn is not None else None
         return self._with(L.Filter(self._plan, concurrency=v.concurrency(
                                        resolved_concurrency(compute, concurrency)), fn=fn,
-                                   expr=expr, releases_gil=bool(releases_gil),
+                                   expr=expr, releases_gil=v.releases_gil(releases_gil),
                                    on_error=v.on_error(on_error),
                                    **udf_args("filter", fn, fn_args, fn_kwargs,
                                               fn_constructor_args, fn_constructor_kwargs)))
@@ -142,7 +147,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         return self._with(L.FlatMap(self._plan, concurrency=v.concurrency(
                                         resolved_concurrency(compute, concurrency)),
                                     fn=v.callable_fn("flat_map", fn),
-                                    releases_gil=bool(releases_gil),
+                                    releases_gil=v.releases_gil(releases_gil),
                                     on_error=v.on_error(on_error),
                                     **udf_args("flat_map", fn, fn_args, fn_kwargs,
                                                fn_constructor_args, fn_constructor_kwargs)))

@@ -33,6 +33,16 @@ def non_negative_int(name: str, value):
     return value
 
 
+def releases_gil(value) -> bool | None:
+    """``releases_gil``: True (threads in the driver), False (worker processes) or None
+    (the default: measured on the stage's first tasks).
+
+    >>> releases_gil(None), releases_gil(1)
+    (None, True)
+    """
+    return None if value is None else bool(value)
+
+
 def callable_fn(name: str, fn):
     """Check ``fn`` is callable.
 

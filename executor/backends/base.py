@@ -189,6 +189,11 @@ class Backend(ABC):
     def release(self, ref: BlockRef) -> None:
         """Free a block no one needs any more."""
 
+    def worker_notes(self) -> dict[int, str]:
+        """Per stage index, where a stage whose worker was chosen at run time ran and
+        why (for ``stats()``). Default: none chosen."""
+        return {}
+
     def cancel(self) -> None:
         """Stop the job now, from any thread (its consumer went away): stop running
         tasks, hung ones too; ``poll`` then raises JobCancelled. Default: nothing

@@ -48,8 +48,10 @@ from streambatch.executor.backends.heap import (
 from streambatch.executor.backends.shared_store import SharedStore
 from streambatch.executor.backends.task_memory import ArrowGrowth
 from streambatch.executor.backends.task_runner import run_task, task_context
+from streambatch.executor.backends.worker_choice import Probe, WorkerChoice
 from streambatch.executor.backends.worker_start import (
     Shipped,
+    may_use_processes,
     runs_in_processes,
     ship_read,
     ship_stages,
@@ -135,6 +137,7 @@ class LocalBackend(Backend):
         self.custom_resources = dict(resources or {})
         self._start_method = check_start_method(start_method)
         self._shipped: Shipped | None = None
+        self._choices: dict[int, WorkerChoice] = {}  # stages whose worker is "auto"
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
         self._thread_state = threading.local()
@@ -176,10 +179,23 @@ class LocalBackend(Backend):
         generic = [s for s in stages if isinstance(s, TaskStage) and s.worker == "process"
                    and not s.uses_actors]
         self._to_shared = {up for s in stages if runs_in_processes(s) for up in s.upstream}
-        if self._start_method != "fork" and any(runs_in_processes(s) for s in stages):
+        if self._start_method != "fork" and any(may_use_processes(s) for s in stages):
             self._shipped = ship_stages(stages, self.store)
+        self._choices = {i: self._choice(i) for i, s in enumerate(stages)
+                         if isinstance(s, TaskStage) and s.worker == "auto"}
         for _ in range(self._num_cpus if generic else 0):
             self._idle.append(self._spawn())
+
+    def _choice(self, index: int) -> WorkerChoice:
+        """An "auto" stage starts on threads; one that could not be shipped to worker
+        processes (its UDF does not pickle) stays there."""
+        if self._shipped is not None and self._shipped.blobs[index] is None:
+            return WorkerChoice(decided=True, note="its UDF cannot be pickled for processes")
+        return WorkerChoice()
+
+    def worker_notes(self) -> dict[int, str]:
+        """Where each "auto" stage ran and why."""
+        return {i: c.describe() for i, c in self._choices.items()}
 
     def _spawn(self, env: dict | None = None, actor: tuple | None = None) -> _Worker:
         if self._cancelled.is_set():
@@ -221,20 +237,24 @@ class LocalBackend(Backend):
     # ---- tasks --------------------------------------------------------
     def submit(self, task: Task) -> None:
         """Queue a task on an actor, a worker process or a thread, by its stage."""
-        stage = self._stages[task.stage_index]
         if task.actor_id is not None:
             worker = self._actors[task.actor_id]
             task = self._with_shared_inputs(task)
             worker.tasks.append(task)
             self._busy[task.task_id] = worker
             self._send(worker, task)
-        elif stage.worker == "process":
+        elif self._where(task.stage_index) == "process":
             self._pending.append(self._with_shared_inputs(task))
             self._assign()
         else:
             self._threads = [t for t in self._threads if not t.is_set()]
             self._threads.append(shared_pool().run(self._run_on_thread, task,
                                                    name="streambatch-thread"))
+
+    def _where(self, index: int) -> str:
+        """"thread" or "process": the stage's worker, or its choice for an "auto" one."""
+        choice = self._choices.get(index)
+        return choice.where if choice is not None else self._stages[index].worker
 
     def _with_shared_inputs(self, task: Task) -> Task:
         """The task as a worker process takes it: inputs in shared memory, and its read
@@ -361,6 +381,15 @@ class LocalBackend(Backend):
         used by that thread only)."""
         if self._cancelled.is_set():
             return
+        choice = self._choices.get(task.stage_index)
+        probe = choice.probe() if choice is not None else None
+        try:
+            self._run_thread_task(task, probe)
+        finally:
+            if probe is not None:
+                probe.end()
+
+    def _run_thread_task(self, task: Task, probe: Probe | None) -> None:
         state = self._thread_state.__dict__
         start = time.perf_counter()
         stage = self._stages[task.stage_index]
@@ -381,6 +410,8 @@ class LocalBackend(Backend):
             if ctx.dead_letters:
                 self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))
             working = arrow.sample()
+            if probe is not None:
+                probe.end()  # before the executor can start the next task in its place
             self._emit(TaskDone(task.task_id, time.perf_counter() - start, working))
             if working >= self._trim_bytes:
                 release_arrow_pool()  # what it freed goes back to the OS, not kept for later

@@ -45,7 +45,8 @@ class Shipped:
         that runs in processes (it never loads an actor stage's model code)."""
         if actor_stage is not None:
             return [actor_stage]
-        return [i for i, s in enumerate(stages) if runs_in_processes(s) and not s.uses_actors]
+        return [i for i, s in enumerate(stages) if may_use_processes(s) and not s.uses_actors
+                and self.blobs[i] is not None]
 
     def preload(self, served: list[int]) -> tuple[str, ...]:
         """The installed modules to import in the zygote before forking such a worker."""
@@ -63,18 +64,23 @@ def ship_stages(stages: list, store) -> Shipped:
     the user's cache).
 
     A UDF that cannot be pickled raises ``UnpicklableUDFError`` naming the stage,
-    the UDF and the unpicklable object in it.
+    the UDF and the unpicklable object in it; in a stage that may also run on threads
+    (worker "auto") it is not shipped (None), and the stage stays on threads.
     """
     blobs: list[bytes | None] = []
     modules: list[tuple[str, ...]] = []
     for stage in stages:
-        if not runs_in_processes(stage):
+        if not may_use_processes(stage):
             blobs.append(None)
             modules.append(())
             continue
         try:
             blob, used = _ship_one(_without_reads(stage), store)
         except Exception as exc:  # noqa: BLE001 - explained per UDF below
+            if not runs_in_processes(stage):
+                blobs.append(None)
+                modules.append(())
+                continue
             _raise_unpicklable(stages, exc)
         blobs.append(blob)
         modules.append(installed_modules(used))
@@ -130,6 +136,11 @@ def installed_modules(names) -> tuple[str, ...]:
 def runs_in_processes(stage) -> bool:
     """True when the stage's tasks run in worker processes or actors."""
     return isinstance(stage, TaskStage) and (stage.worker == "process" or stage.uses_actors)
+
+
+def may_use_processes(stage) -> bool:
+    """True when the stage's tasks run, or may move (worker "auto"), to worker processes."""
+    return runs_in_processes(stage) or (isinstance(stage, TaskStage) and stage.worker == "auto")
 
 
 def _without_reads(stage):

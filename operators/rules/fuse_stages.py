@@ -5,7 +5,9 @@ upstream side, and never fuse a row-count-changing op into a fixed-batch-size
 op (its batches would be cut short at every partition boundary); a read fuses
 into a fixed-batch-size op only when its read tasks hold a full batch each.
 An op whose state the user reads in the driver (``stays_in_driver``: a lookup's
-FreshCache statistics) is never fused into a stage that runs in worker processes.
+FreshCache statistics) is never fused into a stage that runs (or may run: "auto") in
+worker processes. A fused stage runs where its most isolated part must: processes, else
+"auto", else threads.
 
 An actor-pool stage is any stage that ``uses_actors``: a class UDF, and also a
 function UDF that asks for GPUs (it runs in a pool of GPU actors too), so a GPU
@@ -46,7 +48,7 @@ def can_fuse(up: Stage, down: Stage) -> bool:
         return False
     if up.uses_actors:  # a class UDF or a GPU function: an actor pool
         return False
-    if "process" in (up.worker, down.worker) and any(
+    if {"process", "auto"} & {up.worker, down.worker} and any(
             op.stays_in_driver for op in up.ops + down.ops):
         return False
     batch = down.batch_rows
@@ -86,7 +88,7 @@ def _read_tasks_hold(source: TaskStage, batch: int) -> bool:
 
 def fuse(up: TaskStage, down: TaskStage) -> TaskStage:
     """One stage running ``up``'s ops then ``down``'s."""
-    worker = "process" if "process" in (up.worker, down.worker) else "thread"
+    worker = next(w for w in ("process", "auto", "thread") if w in (up.worker, down.worker))
     return replace(up, name=f"{up.name}->{down.name}", ops=up.ops + down.ops, worker=worker,
                    bucketed=down.bucketed)
 

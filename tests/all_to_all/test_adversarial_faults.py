@@ -50,7 +50,7 @@ def _context():
 def test_a_map_side_worker_that_dies_once_leaves_the_output_exact(tmp_path, how, what):
     marker = str(tmp_path / "died")
     ds = sb.range(ROWS, override_num_blocks=6).map_batches(
-        _with_key_dying_once(marker, os.getpid(), how, at=200), batch_size=None, batch_format="pyarrow")
+        _with_key_dying_once(marker, os.getpid(), how, at=200), batch_size=None, batch_format="pyarrow", releases_gil=False)
     if what == "groupby":
         got = ds.groupby("k").aggregate(sb.Count(), sb.Sum("v")).take_all()
         assert got == [{"k": k, "count()": sum(1 for i in range(ROWS) if i % 7 == k),
@@ -112,7 +112,7 @@ def _pid_of(batch: pa.Table) -> dict:
 def test_a_map_groups_udf_runs_in_a_worker_process_as_map_batches_does():
     driver = os.getpid()
     ds = sb.from_items([{"k": i % 3} for i in range(30)], override_num_blocks=3)
-    batches = ds.map_batches(lambda b: {"pid": [os.getpid()] * b.num_rows}, batch_format="pyarrow").take_all()
+    batches = ds.map_batches(lambda b: {"pid": [os.getpid()] * b.num_rows}, batch_format="pyarrow", releases_gil=False).take_all()
     assert driver not in {r["pid"] for r in batches}  # map_batches: worker processes
     pids = {r["pid"] for r in ds.groupby("k").map_groups(_pid_of, batch_format="pyarrow").take_all()}
     assert driver not in pids
@@ -139,7 +139,7 @@ def test_a_user_exception_in_a_map_side_udf_is_not_retried_and_names_its_partiti
             raise ValueError("bad block")
         return batch.append_column("k", pc.bit_wise_and(batch["id"], 3))
 
-    ds = sb.range(ROWS, override_num_blocks=6).map_batches(fails, batch_size=None, batch_format="pyarrow")
+    ds = sb.range(ROWS, override_num_blocks=6).map_batches(fails, batch_size=None, batch_format="pyarrow", releases_gil=False)
     with pytest.raises(UserCodeError, match="bad block") as info:
         ds.groupby("k").count().take_all()
     assert "partition 3" in str(info.value) or "300" in str(info.value), str(info.value)

@@ -55,7 +55,7 @@ def test_a_map_side_worker_that_dies_once_leaves_the_output_exact_on_ray(tmp_pat
     sb.init(num_cpus=2, backend="ray")
     marker = str(tmp_path / "died")
     ds = sb.range(ROWS, override_num_blocks=6).map_batches(
-        _with_key_dying_once(marker, os.getpid(), "exit", at=200), batch_size=None, batch_format="pyarrow")
+        _with_key_dying_once(marker, os.getpid(), "exit", at=200), batch_size=None, batch_format="pyarrow", releases_gil=False)
     if what == "groupby":
         got = ds.groupby("k").sum("v").take_all()
         assert got == [{"k": k, "sum(v)": s} for k, s in sorted(_oracle_sums().items())]

@@ -176,7 +176,7 @@ def test_schema_of_source_and_of_transformed_dataset():
     assert schema.field("b").type == pa.bool_()
     assert pa.types.is_string(schema.field("s").type) or pa.types.is_large_string(schema.field("s").type)
 
-    mapped = sb.range(4).map_batches(lambda t: pa.table({"x": pc.cast(t["id"], pa.float32())}), batch_format="pyarrow")
+    mapped = sb.range(4).map_batches(lambda t: pa.table({"x": pc.cast(t["id"], pa.float32())}), batch_format="pyarrow", releases_gil=False)
     assert mapped.schema().names == ["x"]
     assert mapped.schema().field("x").type == pa.float32()
 
@@ -297,7 +297,7 @@ def test_stats_report_row_counts_per_stage(budget):
     ds = (
         sb.range(100, override_num_blocks=4)
         .filter(is_even)
-        .map_batches(Doubler, batch_size=10, batch_format="numpy", concurrency=1)
+        .map_batches(Doubler, batch_size=10, batch_format="numpy", concurrency=1, releases_gil=False)
     )
     m = ds.materialize()
     st = m.stats()
@@ -355,7 +355,7 @@ def test_explain_names_operators_and_does_not_execute(capsys, calls_dir):
         sb.range(10)
         .map(functools.partial(mark_row, calls_dir=str(calls_dir)))
         .filter(expr=pc.field("id") > 2)
-        .map_batches(plus_one_batch, batch_format="pyarrow")
+        .map_batches(plus_one_batch, batch_format="pyarrow", releases_gil=False)
         .limit(3)
     )
     text = ds.explain()

@@ -157,7 +157,7 @@ def test_map_runs_each_row_exactly_once(calls_dir):
 
 @pytest.mark.parametrize("fmt", ["pyarrow", "pandas", "numpy", "polars"])
 def test_map_batches_batch_format_decides_batch_type(fmt):
-    ds = sb.range(20, override_num_blocks=2).map_batches(report_kind, batch_format=fmt, batch_size=8)
+    ds = sb.range(20, override_num_blocks=2).map_batches(report_kind, batch_format=fmt, batch_size=8, releases_gil=False)
     rows = ds.take_all()
     assert sorted(_py(r["id"]) for r in rows) == list(range(20))
     assert {r["kind"] for r in rows} == {fmt}
@@ -166,7 +166,7 @@ def test_map_batches_batch_format_decides_batch_type(fmt):
 @pytest.mark.parametrize("ret", ["pyarrow", "pandas", "polars", "numpy", "lists"])
 def test_map_batches_accepts_each_return_type(ret):
     ds = sb.range(12, override_num_blocks=2).map_batches(
-        doubled_as, batch_format="pyarrow", fn_kwargs={"kind": ret}
+        doubled_as, batch_format="pyarrow", fn_kwargs={"kind": ret}, releases_gil=False
     )
     out = ds.to_arrow()
     assert out.schema.names == ["x"]
@@ -175,24 +175,24 @@ def test_map_batches_accepts_each_return_type(ret):
 
 
 def test_map_batches_default_batch_format_is_numpy_as_in_ray_data():
-    kinds = {r["kind"] for r in sb.range(30, override_num_blocks=2).map_batches(report_kind).take_all()}
+    kinds = {r["kind"] for r in sb.range(30, override_num_blocks=2).map_batches(report_kind, releases_gil=False).take_all()}
     assert kinds == {"numpy"}
 
 
 def test_batch_format_none_is_the_blocks_own_pyarrow_table():
     ds = sb.range(30, override_num_blocks=2)
-    assert {r["kind"] for r in ds.map_batches(report_kind, batch_format=None).take_all()} == {"pyarrow"}
+    assert {r["kind"] for r in ds.map_batches(report_kind, batch_format=None, releases_gil=False).take_all()} == {"pyarrow"}
     assert isinstance(ds.take_batch(3, batch_format=None), pa.Table)
 
 
 def test_map_batches_default_batch_size_is_1024():
     """The contract's signature reads ``batch_size=1024 | None``: 1024 by default."""
-    lens = _col(sb.range(2500, override_num_blocks=1).map_batches(batch_len), "n")
+    lens = _col(sb.range(2500, override_num_blocks=1).map_batches(batch_len, releases_gil=False), "n")
     assert lens == [452, 1024, 1024]
 
 
 def test_map_batches_fn_args_and_fn_kwargs():
-    ds = sb.range(6).map_batches(affine, batch_format="numpy", fn_args=(3,), fn_kwargs={"add": 1})
+    ds = sb.range(6).map_batches(affine, batch_format="numpy", fn_args=(3,), fn_kwargs={"add": 1}, releases_gil=False)
     rows = sorted(({k: _py(v) for k, v in r.items()} for r in ds.take_all()), key=lambda r: r["id"])
     assert rows == [{"id": i, "y": 3 * i + 1} for i in range(6)]
 
@@ -204,7 +204,7 @@ def test_map_batches_class_constructed_once_with_constructor_args(calls_dir):
         fn_constructor_kwargs={"scale": 2},
         batch_size=5,
         batch_format="numpy",
-        concurrency=1,
+        concurrency=1, releases_gil=False
     )
     assert _count_calls(calls_dir) == 0  # nothing constructed before execution
     rows = ds.take_all()
@@ -220,7 +220,7 @@ def test_map_batches_class_once_per_worker_with_two_workers(calls_dir):
         fn_constructor_args=(str(calls_dir), 0),
         batch_size=5,
         batch_format="numpy",
-        concurrency=2,
+        concurrency=2, releases_gil=False
     )
     rows = ds.take_all()
     assert sorted(_py(r["id"]) for r in rows) == list(range(60))
@@ -232,12 +232,12 @@ def test_map_batches_class_once_per_worker_with_two_workers(calls_dir):
 
 
 def test_map_batches_batch_size_exact_within_one_partition():
-    ds = sb.range(100, override_num_blocks=1).map_batches(batch_len, batch_size=32, batch_format="numpy")
+    ds = sb.range(100, override_num_blocks=1).map_batches(batch_len, batch_size=32, batch_format="numpy", releases_gil=False)
     assert _col(ds, "n") == [4, 32, 32, 32]
 
 
 def test_map_batches_batch_size_never_exceeded_across_partitions():
-    ds = sb.range(100, override_num_blocks=4).map_batches(batch_len, batch_size=10, batch_format="numpy")
+    ds = sb.range(100, override_num_blocks=4).map_batches(batch_len, batch_size=10, batch_format="numpy", releases_gil=False)
     lens = _col(ds, "n")
     assert sum(lens) == 100
     assert max(lens) == 10
@@ -248,12 +248,12 @@ def test_map_batches_batch_size_never_exceeded_across_partitions():
 def test_map_batches_batch_size_larger_than_partitions_is_honored():
     """The batch size a UDF sees is independent of the partition size (DESIGN.md):
     ten 10-row partitions with batch_size=50 give two 50-row batches, as in Ray Data."""
-    ds = sb.range(100, override_num_blocks=10).map_batches(batch_len, batch_size=50, batch_format="numpy")
+    ds = sb.range(100, override_num_blocks=10).map_batches(batch_len, batch_size=50, batch_format="numpy", releases_gil=False)
     assert _col(ds, "n") == [50, 50]
 
 
 def test_map_batches_batch_size_none_gives_whole_partition():
-    ds = sb.range(30, override_num_blocks=1).map_batches(batch_len, batch_size=None, batch_format="numpy")
+    ds = sb.range(30, override_num_blocks=1).map_batches(batch_len, batch_size=None, batch_format="numpy", releases_gil=False)
     assert _col(ds, "n") == [30]
 
 
@@ -263,7 +263,7 @@ def test_map_batches_pandas_udf_adds_column():
         df["half"] = df["id"] / 2
         return df
 
-    ds = sb.range(4).map_batches(with_half, batch_format="pandas")
+    ds = sb.range(4).map_batches(with_half, batch_format="pandas", releases_gil=False)
     out = ds.to_pandas().sort_values("id").reset_index(drop=True)
     assert list(out.columns) == ["id", "half"]
     assert out["half"].tolist() == [0.0, 0.5, 1.0, 1.5]
@@ -273,8 +273,8 @@ def test_map_batches_pandas_udf_adds_column():
 def test_map_batches_chained_stages_compose():
     ds = (
         sb.range(10)
-        .map_batches(affine, batch_format="numpy", fn_args=(2,))
-        .map_batches(lambda t: t.append_column("z", pc.add(t["y"], 1)), batch_format="pyarrow")
+        .map_batches(affine, batch_format="numpy", fn_args=(2,), releases_gil=False)
+        .map_batches(lambda t: t.append_column("z", pc.add(t["y"], 1)), batch_format="pyarrow", releases_gil=False)
     )
     rows = sorted(({k: _py(v) for k, v in r.items()} for r in ds.take_all()), key=lambda r: r["id"])
     assert rows == [{"id": i, "y": 2 * i, "z": 2 * i + 1} for i in range(10)]
@@ -419,7 +419,7 @@ def test_repartition_gives_n_partitions_and_all_rows(tmp_path, blocks, n):
 
 def test_repartition_then_whole_partition_batches():
     ds = sb.range(100, override_num_blocks=1).repartition(4).map_batches(
-        batch_len, batch_size=None, batch_format="numpy"
+        batch_len, batch_size=None, batch_format="numpy", releases_gil=False
     )
     lens = _col(ds, "n")
     assert len(lens) == 4

@@ -42,8 +42,8 @@ class Model:
 
 def pipeline(rows: int, blocks: int) -> sb.Dataset:
     return (sb.range(rows, override_num_blocks=blocks)
-            .map_batches(decode, batch_size=None, batch_format="numpy")
-            .map_batches(Model, batch_size=None, batch_format="numpy", concurrency=(1, 2)))
+            .map_batches(decode, batch_size=None, batch_format="numpy", releases_gil=False)
+            .map_batches(Model, batch_size=None, batch_format="numpy", concurrency=(1, 2), releases_gil=False))
 
 
 class Killer:

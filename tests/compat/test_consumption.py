@@ -70,7 +70,7 @@ def test_compute_strategies_run_the_udf(compute, most):
     fn = Tag if isinstance(compute, sb.ActorPoolStrategy) else (
         lambda b: {"id": b["id"], "who": ["task"] * len(b["id"])})
     rows = sb.range(40, override_num_blocks=8).map_batches(
-        fn, batch_size=5, batch_format="numpy", compute=compute).take_all()
+        fn, batch_size=5, batch_format="numpy", compute=compute, releases_gil=False).take_all()
     assert sorted(r["id"] for r in rows) == list(range(40))
     if most is not None:
         assert 1 <= len({r["who"] for r in rows}) <= most
@@ -80,7 +80,7 @@ def test_compute_and_concurrency_together_or_a_wrong_strategy_are_errors():
     with pytest.raises(ValueError, match="not both"):
         sb.range(3).map(lambda r: r, compute=sb.ActorPoolStrategy(size=1), concurrency=2)
     with pytest.raises(ValueError, match="compute must be"):
-        sb.range(3).map_batches(lambda b: b, compute="actors")
+        sb.range(3).map_batches(lambda b: b, compute="actors", releases_gil=False)
     with pytest.raises(ValueError, match="min_size"):
         sb.ActorPoolStrategy(min_size=3, max_size=2)
 

@@ -112,10 +112,10 @@ def test_add_column_broadcasts_a_scalar(value, fmt):
 
 def test_batch_size_may_be_a_numpy_integer_and_batch_format_none():
     sizes = sb.range(10, override_num_blocks=1).map_batches(
-        lambda b: {"n": [b.num_rows]}, batch_size=np.int64(4), batch_format=None).take_all()
+        lambda b: {"n": [b.num_rows]}, batch_size=np.int64(4), batch_format=None, releases_gil=False).take_all()
     assert sorted(r["n"] for r in sizes) == [2, 4, 4]
     with pytest.raises(ValueError, match="batch_size"):
-        sb.range(3).map_batches(lambda b: b, batch_size=np.int64(0))
+        sb.range(3).map_batches(lambda b: b, batch_size=np.int64(0), releases_gil=False)
 
 
 def test_take_all_with_a_limit():
@@ -128,9 +128,9 @@ def test_take_all_with_a_limit():
 @pytest.mark.parametrize("returned", [42, "text", [1, 2]])
 def test_a_batch_udf_returning_the_wrong_type_raises_value_error(returned):
     with pytest.raises(ValueError, match="returned"):
-        sb.range(3).map_batches(lambda b: returned).take_all()
+        sb.range(3).map_batches(lambda b: returned, releases_gil=False).take_all()
     with pytest.raises(TypeError):  # and still a TypeError, as before
-        sb.range(3).map_batches(lambda b: returned).take_all()
+        sb.range(3).map_batches(lambda b: returned, releases_gil=False).take_all()
 
 
 class QuotaError(Exception):
@@ -169,10 +169,10 @@ def test_a_udf_error_keeps_the_original_attributes():
 
 def test_the_default_batch_format_is_a_dict_of_numpy_arrays_as_in_the_quickstart():
     ds = sb.from_items([{"a": i, "b": 2 * i} for i in range(6)])
-    out = ds.map_batches(lambda batch: {"c": batch["a"] * batch["b"]}).take_all()
+    out = ds.map_batches(lambda batch: {"c": batch["a"] * batch["b"]}, releases_gil=False).take_all()
     assert sorted(r["c"] for r in out) == [2 * i * i for i in range(6)]
     seen = ds.map_batches(lambda batch: {"kinds": [sorted({type(v).__name__ for v in
-                                                            batch.values()})]}).take_all()
+                                                            batch.values()})]}, releases_gil=False).take_all()
     assert {tuple(r["kinds"]) for r in seen} == {("ndarray",)}
     assert sb.range(10).take_batch(3)["id"].tolist() == [0, 1, 2]
     batches = list(sb.range(5, override_num_blocks=1).iter_batches(batch_size=2))
@@ -186,7 +186,7 @@ def test_a_torch_model_takes_the_default_batch_as_is():
     def double(batch):
         return {"y": (torch.as_tensor(batch["data"]) * 2).numpy()}
 
-    rows = ds.map_batches(double).take_all()
+    rows = ds.map_batches(double, releases_gil=False).take_all()
     assert [r["y"].tolist() for r in rows] == [[2 * (3 * i + j) for j in range(3)] for i in range(4)]
 
 

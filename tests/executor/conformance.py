@@ -72,14 +72,14 @@ class ExecutorConformance:
     def test_preserve_order_keeps_input_order_across_stages(self):
         self.options().preserve_order = True
         ds = (sb.range(2000, override_num_blocks=8)
-              .map_batches(slow_for_early_ids, batch_size=None, batch_format="pyarrow")
+              .map_batches(slow_for_early_ids, batch_size=None, batch_format="pyarrow", releases_gil=False)
               .map(lambda r: {"id": r["id"], "double": r["id"] * 2}))
         rows = ds.take_all()
         assert [r["id"] for r in rows] == list(range(2000))
         assert rows[1999] == {"id": 1999, "double": 3998}
 
     def test_without_order_every_row_arrives_exactly_once(self):
-        ds = sb.range(2000, override_num_blocks=8).map_batches(slow_for_early_ids, batch_size=None, batch_format="pyarrow")
+        ds = sb.range(2000, override_num_blocks=8).map_batches(slow_for_early_ids, batch_size=None, batch_format="pyarrow", releases_gil=False)
         ids = [r["id"] for r in ds.take_all()]
         assert sorted(ids) == list(range(2000))
 
@@ -119,7 +119,7 @@ class ExecutorConformance:
         budget = 16 * MiB
         sb.init(backend=self.backend, num_cpus=self.num_cpus, memory_budget=budget,
                 target_partition_bytes=2 * MiB)
-        ds = sb.range(64, override_num_blocks=64).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow")
+        ds = sb.range(64, override_num_blocks=64).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow", releases_gil=False)
         seen = 0
         for batch in ds.iter_batches(batch_size=1, batch_format="pyarrow"):
             seen += batch.num_rows
@@ -130,7 +130,7 @@ class ExecutorConformance:
 
     def test_outputs_are_split_to_target_partition_size(self):
         sb.init(backend=self.backend, num_cpus=self.num_cpus, target_partition_bytes=2 * MiB)
-        ds = sb.range(16, override_num_blocks=1).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow")
+        ds = sb.range(16, override_num_blocks=1).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow", releases_gil=False)
         sizes = [p.nbytes for p in ds._partitions()]
         assert sum(1 for _ in sizes) >= 8
         assert max(sizes) <= 2 * MiB + 64 * 1024
@@ -167,7 +167,7 @@ class ExecutorConformance:
         assert "RuntimeError: model exploded" in str(info.value)
 
     def test_wrong_return_type_names_stage_and_types(self):
-        ds = sb.range(4).map_batches(lambda b: 42, batch_format="pyarrow")
+        ds = sb.range(4).map_batches(lambda b: 42, batch_format="pyarrow", releases_gil=False)
         with pytest.raises(sb.UDFReturnTypeError) as info:
             ds.take_all()
         assert "MapBatches(<lambda>)" in str(info.value)
@@ -194,7 +194,7 @@ class ExecutorConformance:
 
         sb.init(backend=self.backend, num_cpus=self.num_cpus, no_progress_timeout_s=1.0)
         with pytest.raises(sb.StageStuckError) as info:
-            sb.range(4, override_num_blocks=1).map_batches(hang, batch_format="pyarrow").count()
+            sb.range(4, override_num_blocks=1).map_batches(hang, batch_format="pyarrow", releases_gil=False).count()
         assert "MapBatches(hang)" in str(info.value)
 
     def test_engine_still_works_after_a_failed_job(self):
@@ -254,8 +254,8 @@ class HeterogeneousConformance:
         self.init(num_cpus=4, num_gpus=1, trace=str(trace))
         # The CPU stage lasts longer than an actor takes to start on any backend.
         ds = (sb.range(80, override_num_blocks=40).map_batches(slow_cpu_stage, batch_size=None,
-                                                               num_cpus=1, batch_format="pyarrow")
-              .map_batches(DeviceModel, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1, batch_format="pyarrow"))
+                                                               num_cpus=1, batch_format="pyarrow", releases_gil=False)
+              .map_batches(DeviceModel, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1, batch_format="pyarrow", releases_gil=False))
         rows = ds.take_all()
         assert sorted(r["pred"] for r in rows) == [i * 10 for i in range(80)]
         events = load_trace(str(trace))
@@ -265,14 +265,14 @@ class HeterogeneousConformance:
 
     def test_each_gpu_actor_gets_its_own_device(self):
         self.init(num_cpus=4, num_gpus=2)
-        ds = (sb.range(40, override_num_blocks=20).map_batches(cpu_stage, batch_size=None, batch_format="pyarrow")
-              .map_batches(DeviceModel, batch_size=None, num_gpus=1, num_cpus=0, concurrency=2, batch_format="pyarrow"))
+        ds = (sb.range(40, override_num_blocks=20).map_batches(cpu_stage, batch_size=None, batch_format="pyarrow", releases_gil=False)
+              .map_batches(DeviceModel, batch_size=None, num_gpus=1, num_cpus=0, concurrency=2, batch_format="pyarrow", releases_gil=False))
         assert {r["device"] for r in ds.take_all()} == {"0", "1"}
 
     def test_fractional_gpus_share_one_device(self):
         self.init(num_cpus=4, num_gpus=1)
-        ds = (sb.range(40, override_num_blocks=20).map_batches(cpu_stage, batch_size=None, batch_format="pyarrow")
-              .map_batches(DeviceModel, batch_size=None, num_gpus=0.5, num_cpus=0, concurrency=2, batch_format="pyarrow"))
+        ds = (sb.range(40, override_num_blocks=20).map_batches(cpu_stage, batch_size=None, batch_format="pyarrow", releases_gil=False)
+              .map_batches(DeviceModel, batch_size=None, num_gpus=0.5, num_cpus=0, concurrency=2, batch_format="pyarrow", releases_gil=False))
         rows = ds.take_all()
         assert {r["device"] for r in rows} == {"0"}
         assert ds.stats().stages[-1].actors_peak == 2
@@ -280,8 +280,8 @@ class HeterogeneousConformance:
     def test_memory_stays_within_budget_under_a_slow_gpu_stage(self):
         budget = 12 * MiB
         self.init(num_cpus=4, num_gpus=1, memory_budget=budget, target_partition_bytes=MiB)
-        ds = (sb.range(48, override_num_blocks=48).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow")
-              .map_batches(SlowSink, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1, batch_format="pyarrow"))
+        ds = (sb.range(48, override_num_blocks=48).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow", releases_gil=False)
+              .map_batches(SlowSink, batch_size=None, num_gpus=1, num_cpus=0, concurrency=1, batch_format="pyarrow", releases_gil=False))
         assert sorted(r["id"] for r in ds.take_all()) == list(range(48))
         assert ds.stats().peak_buffered_bytes <= budget + 2 * MiB, str(ds.stats())
 
@@ -290,8 +290,8 @@ class HeterogeneousConformance:
         10: blocks of 4, 4 and 2 rows made batches of 4+4+4 rows, each task ending
         on a short batch of 2; blocks that line up (5 + 5) make every batch whole."""
         self.init(num_cpus=2, target_partition_bytes=4 * MiB)
-        ds = (sb.range(80, override_num_blocks=8).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow")
-              .map_batches(BatchSizes, batch_size=10, concurrency=1, batch_format="pyarrow"))
+        ds = (sb.range(80, override_num_blocks=8).map_batches(megabyte_rows, batch_size=None, batch_format="pyarrow", releases_gil=False)
+              .map_batches(BatchSizes, batch_size=10, concurrency=1, batch_format="pyarrow", releases_gil=False))
         rows = ds.take_all()
         assert sorted(r["id"] for r in rows) == list(range(80))
         assert {r["batch_rows"] for r in rows} == {10}
@@ -301,9 +301,9 @@ class HeterogeneousConformance:
 
         trace = tmp_path / "trace.json"
         self.init(num_cpus=4, trace=str(trace), actor_idle_timeout_s=0.05)
-        inputs = sb.range(60, override_num_blocks=30).map_batches(cpu_stage, batch_size=None, batch_format="pyarrow")
+        inputs = sb.range(60, override_num_blocks=30).map_batches(cpu_stage, batch_size=None, batch_format="pyarrow", releases_gil=False)
         ds = inputs.materialize().map_batches(DeviceModel, batch_size=None, num_cpus=1,
-                                              concurrency=(1, 3), batch_format="pyarrow")  # 30 partitions queue at once
+                                              concurrency=(1, 3), batch_format="pyarrow", releases_gil=False)  # 30 partitions queue at once
         assert len(ds.take_all()) == 60
         counts = [e["args"] for e in load_trace(str(trace))
                   if e.get("ph") == "C" and "actors" in e.get("name", "")]
@@ -313,7 +313,7 @@ class HeterogeneousConformance:
 
     def test_unplaceable_gpu_request_fails_fast(self):
         self.init(num_cpus=2, num_gpus=0)
-        ds = sb.range(10).map_batches(DeviceModel, num_gpus=1, concurrency=1, batch_format="pyarrow")
+        ds = sb.range(10).map_batches(DeviceModel, num_gpus=1, concurrency=1, batch_format="pyarrow", releases_gil=False)
         with pytest.raises(sb.UnplaceableError) as info:
             ds.take_all()
         assert "MapBatches(DeviceModel)" in str(info.value)
@@ -321,7 +321,7 @@ class HeterogeneousConformance:
 
     def test_minimum_actors_that_cannot_fit_fail_fast(self):
         self.init(num_cpus=2)
-        ds = sb.range(10).map_batches(DeviceModel, num_cpus=1, concurrency=(3, 3), batch_format="pyarrow")
+        ds = sb.range(10).map_batches(DeviceModel, num_cpus=1, concurrency=(3, 3), batch_format="pyarrow", releases_gil=False)
         with pytest.raises(sb.UnplaceableError) as info:
             ds.count()
         assert "needs 3 actor(s)" in str(info.value)
@@ -332,13 +332,13 @@ class HeterogeneousConformance:
               .map(lambda r: {"id": r["id"], "sq": r["id"] * r["id"]})
               .filter(lambda r: r["id"] % 3 != 0)
               .map_batches(Offset, fn_constructor_args=(7,), num_gpus=0.5, concurrency=(1, 2),
-                           batch_format="numpy"))
+                           batch_format="numpy", releases_gil=False))
         expected = sorted((i, i * i + 7) for i in range(500) if i % 3 != 0)
         assert sorted((r["id"], r["out"]) for r in ds.take_all()) == expected
 
     def test_closing_the_iterator_stops_a_hung_function_at_once(self):
 
-        ds = sb.range(40, override_num_blocks=4).map_batches(hang_after_first, batch_size=10, batch_format="pyarrow")
+        ds = sb.range(40, override_num_blocks=4).map_batches(hang_after_first, batch_size=10, batch_format="pyarrow", releases_gil=False)
         batches = iter(ds.iter_batches(batch_size=10, batch_format="pyarrow"))
         assert next(batches).num_rows == 10
         started = time.monotonic()

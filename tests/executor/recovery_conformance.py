@@ -172,7 +172,7 @@ class RecoveryConformance:
                 _die("sigkill", driver)
             return batch.append_column("sq", pc.multiply(batch["id"], batch["id"]))
 
-        ds = sb.range(400, override_num_blocks=8).map_batches(square, batch_size=None, batch_format="pyarrow")
+        ds = sb.range(400, override_num_blocks=8).map_batches(square, batch_size=None, batch_format="pyarrow", releases_gil=False)
         rows = sorted(ds.take_all(), key=lambda r: r["id"])
         assert rows == [{"id": i, "sq": i * i} for i in range(400)]
         runs = collections.Counter(int(line) for line in _noted(calls))
@@ -191,9 +191,9 @@ class RecoveryConformance:
             return batch.append_column("sq", pc.multiply(batch["id"], batch["id"]))
 
         model = (str(tmp_path / "died"), 175, how, str(seen), os.getpid())
-        ds = (sb.range(400, override_num_blocks=8).map_batches(square, batch_size=None, batch_format="pyarrow")
+        ds = (sb.range(400, override_num_blocks=8).map_batches(square, batch_size=None, batch_format="pyarrow", releases_gil=False)
               .map_batches(DiesOnce, fn_constructor_args=model, batch_size=None,
-                           concurrency=1, batch_format="pyarrow"))
+                           concurrency=1, batch_format="pyarrow", releases_gil=False))
         assert ds.take_all() == [{"id": i, "sq": i * i, "out": 3 * i * i + 1}
                                  for i in range(400)]
         assert _noted_ids(calls) == [p * 50 for p in range(8)]  # each upstream task once
@@ -215,13 +215,13 @@ class RecoveryConformance:
             def plus_one(batch):
                 return _plus_one_dying_after_first_output(batch, files)
 
-            ds = ds.map_batches(plus_one, batch_size=10, batch_format="pyarrow")
+            ds = ds.map_batches(plus_one, batch_size=10, batch_format="pyarrow", releases_gil=False)
         else:
             sb.init(backend=self.backend, num_cpus=3, preserve_order=True)  # 2 actors + reads
             ds = ds.map_batches(PlusOneDyingAfterFirstOutput, fn_constructor_args=(files,),
-                                batch_size=10, concurrency=1, batch_format="pyarrow")
+                                batch_size=10, concurrency=1, batch_format="pyarrow", releases_gil=False)
         ds = ds.map_batches(NotesRows, fn_constructor_args=(seen, files["held"]),
-                            batch_size=None, concurrency=1, batch_format="pyarrow")
+                            batch_size=None, concurrency=1, batch_format="pyarrow", releases_gil=False)
         assert ds.take_all() == [{"id": i, "v": i + 1, "out": i} for i in range(200)]
         assert _noted_ids(seen) == list(range(200))  # no row reached the next stage twice
         runs = collections.Counter(int(line) for line in _noted(files["calls"]))
@@ -243,10 +243,10 @@ class RecoveryConformance:
 
         ds = sb.range(200, override_num_blocks=4)
         if stage == "task":
-            ds, name = ds.map_batches(always_dies, batch_size=None, batch_format="pyarrow"), "MapBatches(always_dies)"
+            ds, name = ds.map_batches(always_dies, batch_size=None, batch_format="pyarrow", releases_gil=False), "MapBatches(always_dies)"
         else:
             ds = ds.map_batches(AlwaysDiesOn, fn_constructor_args=(100, str(attempts), driver),
-                                batch_size=None, concurrency=1, batch_format="pyarrow")
+                                batch_size=None, concurrency=1, batch_format="pyarrow", releases_gil=False)
             name = "MapBatches(AlwaysDiesOn)"
         with pytest.raises(sb.WorkerDiedError) as info:
             ds.take_all()
@@ -267,7 +267,7 @@ class RecoveryConformance:
             return batch
 
         with pytest.raises(sb.WorkerDiedError) as info:
-            sb.range(200, override_num_blocks=4).map_batches(killed, batch_size=None, batch_format="pyarrow").count()
+            sb.range(200, override_num_blocks=4).map_batches(killed, batch_size=None, batch_format="pyarrow", releases_gil=False).count()
         text = str(info.value)
         assert "MapBatches(killed)" in text and "on partition 2" in text, text
         assert "killed by signal 9" in text and "memory" in text, text
@@ -296,7 +296,7 @@ class RecoveryConformance:
         calls = tmp_path / "calls"
         ds = (sb.range(200, override_num_blocks=4).map(lambda r: {"id": r["id"]})
               .map_batches(RaisesOn, fn_constructor_args=(137, str(calls)), batch_size=10,
-                           concurrency=1, batch_format="pyarrow"))
+                           concurrency=1, batch_format="pyarrow", releases_gil=False))
         with pytest.raises(sb.UserCodeError) as info:
             ds.take_all()
         text = str(info.value)
@@ -319,7 +319,7 @@ class RecoveryConformance:
 
         ds = (sb.range(200, override_num_blocks=4).map(last_in)
               .map_batches(RaisesOn, fn_constructor_args=(137, str(tmp_path / "calls"), held),
-                           batch_size=10, concurrency=1, batch_format="pyarrow"))
+                           batch_size=10, concurrency=1, batch_format="pyarrow", releases_gil=False))
         with pytest.raises(sb.UserCodeError) as info:  # partitions as they finish: the
             list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))  # ordered take_all would wait for 2
         text = str(info.value)

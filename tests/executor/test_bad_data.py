@@ -45,7 +45,7 @@ def test_skipped_rows_go_to_dead_letters_with_row_stage_and_error():
 
 def test_skipped_batches_send_every_row_of_the_batch():
     ds = sb.range(20, override_num_blocks=1).map_batches(batch_explodes_on_zero, batch_size=5,
-                                                         on_error="skip", batch_format="pyarrow")
+                                                         on_error="skip", batch_format="pyarrow", releases_gil=False)
     assert sorted(r["id"] for r in ds.take_all()) == list(range(5, 20))
     dead = ds.dead_letters().to_pylist()
     assert sorted(json.loads(d["row"])["id"] for d in dead) == [0, 1, 2, 3, 4]
@@ -99,12 +99,12 @@ def test_user_errors_retry_only_when_asked(tmp_path):
         return batch
 
     ds = sb.range(5, override_num_blocks=1).map_batches(flaky, max_retries=3,
-                                                        retry_exceptions=[RateLimited], batch_format="pyarrow")
+                                                        retry_exceptions=[RateLimited], batch_format="pyarrow", releases_gil=False)
     assert ds.count() == 5
     assert ds.stats().stages[-1].retries == 2
     with pytest.raises(sb.UserCodeError):
         sb.range(5, override_num_blocks=1).map_batches(
-            lambda b: 1 / 0, max_retries=3, retry_exceptions=[RateLimited], batch_format="pyarrow").count()
+            lambda b: 1 / 0, max_retries=3, retry_exceptions=[RateLimited], batch_format="pyarrow", releases_gil=False).count()
 
 
 def test_wrong_row_count_from_add_column_is_an_error():
@@ -143,7 +143,7 @@ def test_a_retry_with_fewer_outputs_is_reported_as_non_deterministic(tmp_path):
             os._exit(3)
         yield {"blob": ["y"], "i": [0]}
 
-    ds = sb.range(1, override_num_blocks=1).map_batches(emit_then_die, batch_size=None, batch_format="pyarrow")
+    ds = sb.range(1, override_num_blocks=1).map_batches(emit_then_die, batch_size=None, batch_format="pyarrow", releases_gil=False)
     with pytest.raises(NonDeterministicError, match="produced 1 output partitions, but the "
                                                      "first run had already passed on 4"):
         ds.count()

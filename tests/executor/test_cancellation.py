@@ -75,7 +75,7 @@ def _first_fast_then_hang(batch: pa.Table) -> pa.Table:
 
 def test_closing_the_iterator_kills_a_hung_process_udf_within_1_s():
     before = _live_children()
-    it = iter(sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4, batch_format="pyarrow")
+    it = iter(sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4, batch_format="pyarrow", releases_gil=False)
               .iter_batches(batch_size=4, batch_format="pyarrow"))
     assert next(it)["id"].to_pylist() == [0, 1, 2, 3]
     workers, stores = _live_children() - before, stores_of(os.getpid())
@@ -90,7 +90,7 @@ def test_closing_the_iterator_kills_a_hung_process_udf_within_1_s():
 def test_breaking_out_of_iter_torch_batches_kills_a_hung_process_udf_within_1_s():
     pytest.importorskip("torch")
     before = _live_children()
-    ds = sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4, batch_format="pyarrow")
+    ds = sb.range(8, override_num_blocks=2).map_batches(_first_fast_then_hang, batch_size=4, batch_format="pyarrow", releases_gil=False)
     start = None
     for batch in ds.iter_torch_batches(batch_size=4, device="cpu"):
         assert batch["id"].tolist() == [0, 1, 2, 3]
@@ -146,7 +146,7 @@ class _Model:
 
 def test_an_unplaceable_actor_pool_leaves_no_process_and_no_store():
     before, stores = _live_children(), set(stores_of(os.getpid()))
-    ds = sb.range(10).map(lambda r: r).map_batches(_Model, concurrency=(3, 3), num_cpus=1, batch_format="pyarrow")
+    ds = sb.range(10).map(lambda r: r).map_batches(_Model, concurrency=(3, 3), num_cpus=1, batch_format="pyarrow", releases_gil=False)
     with pytest.raises(sb.UnplaceableError, match="needs 3 actor"):
         ds.take_all()
     assert _live_children() - before == set()
@@ -174,7 +174,7 @@ def test_a_dataset_inside_a_udf_runs_and_leaves_nothing(how):
     before, stores = _live_children(), set(stores_of(os.getpid()))
     ds = sb.range(10, override_num_blocks=2)
     if how == "actor":
-        ds = ds.map_batches(_RunsADataset, concurrency=1, batch_format="pyarrow")
+        ds = ds.map_batches(_RunsADataset, concurrency=1, batch_format="pyarrow", releases_gil=False)
     else:
         ds = ds.map_batches(_runs_a_dataset, releases_gil=how == "thread", batch_format="pyarrow")
     rows = ds.take_all()
@@ -188,7 +188,7 @@ def test_a_dataset_inside_a_forked_process_udf_fails_clearly_and_leaks_nothing()
     sb.init(num_cpus=2, worker_start_method="fork")
     before, stores = _live_children(), set(stores_of(os.getpid()))
     with pytest.raises(sb.UserCodeError, match="cannot start") as info:
-        sb.range(10).map_batches(_runs_a_dataset, batch_format="pyarrow").take_all()
+        sb.range(10).map_batches(_runs_a_dataset, batch_format="pyarrow", releases_gil=False).take_all()
     assert "inside streambatch worker process" in str(info.value)
     worker = int(str(info.value).split("inside streambatch worker process ")[1].split()[0])
     assert stores_of(worker) == []  # the inner job's store, made in the worker

@@ -39,8 +39,8 @@ JOB = textwrap.dedent("""
 
     sb.init(num_cpus=2, memory_budget=budget)
     ds = sb.read_parquet(src)
-    ds = ds.map_batches(double, batch_format="pyarrow") if shape == "map" else \
-        ds.map_batches(Double, concurrency=1, batch_format="pyarrow")
+    ds = ds.map_batches(double, batch_format="pyarrow", releases_gil=False) if shape == "map" else \
+        ds.map_batches(Double, concurrency=1, batch_format="pyarrow", releases_gil=False)
     print(sum(f["rows"] for f in ds.write_parquet(out)))
 """)
 

@@ -66,7 +66,7 @@ def test_a_polars_process_udf_after_the_driver_used_polars_finishes(tmp_path):
         pl.DataFrame({"a": np.random.rand(1_000_000)}).sort("a") \\
             .group_by((pl.col("a") * 10).cast(pl.Int64)).len()
         ds = sb.from_pandas(pd.DataFrame({"a": range(100_000)}))
-        print(ds.map_batches(lambda b: b.sort("a"), batch_format="polars").count())
+        print(ds.map_batches(lambda b: b.sort("a"), batch_format="polars", releases_gil=False).count())
     """)
     assert out.split()[-1] == "100000"
 
@@ -136,7 +136,7 @@ def test_a_driver_running_torch_threads_runs_process_udfs_and_actors(tmp_path):
                 with torch.no_grad():
                     return {"z": self.layer(t).reshape(-1).numpy()}
 
-        ds = sb.range(1000, override_num_blocks=4).map_batches(total, batch_format="numpy")
+        ds = sb.range(1000, override_num_blocks=4).map_batches(total, batch_format="numpy", releases_gil=False)
         ds = ds.map_batches(Model, concurrency=1, batch_format="numpy")
         got = sorted(round(float(r["z"])) for r in ds.take_all())
         print(got == sorted(2 * 64 * i + 1 for i in range(1000)))
@@ -170,7 +170,7 @@ def test_lambdas_closures_and_classes_run_in_workers(method):
           .map(_scale(3))                                        # a closure
           .filter(lambda r: r["id"] % 2 == 0)                     # a lambda
           .flat_map(lambda r: [r, {"id": r["id"] + offset}])      # a lambda over a local
-          .map_batches(_AddN, fn_constructor_args=(1,), concurrency=1, batch_format="pyarrow")  # a class
+          .map_batches(_AddN, fn_constructor_args=(1,), concurrency=1, batch_format="pyarrow", releases_gil=False)  # a class
           .filter(_is_even))                                     # a module-level function
     expected = sorted(v + 1 for i in range(20) for v in (3 * i, 3 * i + offset)
                       if (3 * i) % 2 == 0 and (v + 1) % 2 == 0)
@@ -196,10 +196,10 @@ def test_workers_and_actors_start_from_the_zygote_not_the_driver(stage):
         sb.init(num_cpus=2, num_gpus=1)
         ds = sb.range(8, override_num_blocks=2)
         if stage == "task":
-            ds = ds.map_batches(_where_am_i, batch_format="pyarrow")
+            ds = ds.map_batches(_where_am_i, batch_format="pyarrow", releases_gil=False)
         else:
             ds = ds.map_batches(_WhereAmI, concurrency=1,
-                                num_gpus=1 if stage == "gpu_actor" else 0, batch_format="pyarrow")
+                                num_gpus=1 if stage == "gpu_actor" else 0, batch_format="pyarrow", releases_gil=False)
         rows = ds.take_all()
     finally:
         del sys.modules["tests.executor.driver_marker"]
@@ -299,7 +299,7 @@ def test_a_killed_zygote_is_replaced_and_the_job_still_writes_every_row():
 
     sb.range(4).map(lambda r: r).take_all()  # the zygote runs now
     first = zygote_pid()
-    ds = sb.range(400, override_num_blocks=20).map_batches(_slow_identity, batch_size=20, batch_format="pyarrow")
+    ds = sb.range(400, override_num_blocks=20).map_batches(_slow_identity, batch_size=20, batch_format="pyarrow", releases_gil=False)
     it = iter(ds.iter_batches(batch_size=20, batch_format="pyarrow"))
     got = next(it)["id"].to_pylist()
     os.kill(first, 9)  # its workers die with it (they are its children)
@@ -314,7 +314,7 @@ def test_a_driver_killed_mid_job_leaves_no_zygote_and_no_worker(tmp_path):
     with driver("""
         import streambatch as sb
         sb.init(num_cpus=2)
-        sb.range(8, override_num_blocks=2).map_batches(hang).take_all()
+        sb.range(8, override_num_blocks=2).map_batches(hang, releases_gil=False).take_all()
     """, tmp_path) as proc:
         wait_for_udf_start(proc)
         left = session_processes(proc.pid)
@@ -353,7 +353,7 @@ def test_installed_modules_the_udfs_use_are_imported_once_in_the_zygote():
     def resize(batch: pa.Table) -> dict:  # by value: references the PIL.Image module
         return {"w": [PIL.Image.new("RGB", (4, 2)).size[0]] * batch.num_rows}
 
-    assert [r["w"] for r in sb.range(4, override_num_blocks=1).map_batches(resize, batch_format="pyarrow")
+    assert [r["w"] for r in sb.range(4, override_num_blocks=1).map_batches(resize, batch_format="pyarrow", releases_gil=False)
             .take_all()] == [4] * 4
     with open(f"/proc/{zygote_pid()}/maps") as maps:
         assert "PIL/_imaging" in maps.read()

@@ -185,7 +185,7 @@ def _anonymous_mb_with(lut: np.ndarray) -> int:
             mb = next(int(line.split()[1]) >> 10 for line in f if line.startswith("Anonymous"))
         return {"mb": [mb] * batch.num_rows, "t": [total] * batch.num_rows}
 
-    return max(r["mb"] for r in sb.range(4, override_num_blocks=2).map_batches(lookup, batch_format="pyarrow").take_all())
+    return max(r["mb"] for r in sb.range(4, override_num_blocks=2).map_batches(lookup, batch_format="pyarrow", releases_gil=False).take_all())
 
 
 def test_a_big_numpy_array_in_a_closure_is_not_copied_into_each_worker():
@@ -203,7 +203,7 @@ def test_a_worker_may_write_to_a_shared_array_without_changing_the_others():
         data[:] += 1  # copy-on-write: this worker's pages only
         return {"seen": [float(data[0])] * batch.num_rows}
 
-    rows = sb.range(8, override_num_blocks=4).map_batches(bump, batch_size=2, batch_format="pyarrow").take_all()
+    rows = sb.range(8, override_num_blocks=4).map_batches(bump, batch_size=2, batch_format="pyarrow", releases_gil=False).take_all()
     assert {r["seen"] for r in rows} <= {1.0, 2.0, 3.0, 4.0} and data[0] == 0.0
 
 
@@ -330,7 +330,7 @@ def test_partials_bound_static_and_class_methods_run_in_workers(udf, k):
 
 
 def test_a_generator_udf_runs_in_workers():
-    rows = sb.range(10, override_num_blocks=2).map_batches(_doubling_generator, batch_format="pyarrow").take_all()
+    rows = sb.range(10, override_num_blocks=2).map_batches(_doubling_generator, batch_format="pyarrow", releases_gil=False).take_all()
     assert sorted(r["id"] for r in rows) == [2 * i for i in range(10)]
 
 
@@ -403,7 +403,7 @@ def test_a_driver_killed_with_sigterm_mid_job_leaves_nothing(tmp_path):
             time.sleep(30)
             return batch
 
-        sb.range(8, override_num_blocks=2).map_batches(hang).take_all()
+        sb.range(8, override_num_blocks=2).map_batches(hang, releases_gil=False).take_all()
     """) as proc:
         assert proc.stdout.readline().strip() == "started"
         assert len(session_processes(proc.pid)) >= 3  # the driver, the zygote, a worker

@@ -82,7 +82,7 @@ class TestRayBackend(ExecutorConformance):
         assert os.getpid() not in pids
 
     def test_actor_constructor_error_names_stage_and_cause(self):
-        ds = sb.range(10).map_batches(BrokenModel, concurrency=1)
+        ds = sb.range(10).map_batches(BrokenModel, concurrency=1, releases_gil=False)
         with pytest.raises(sb.UserCodeError) as info:
             ds.take_all()
         assert "MapBatches(BrokenModel)" in str(info.value)
@@ -194,9 +194,9 @@ class TestRayLostInputRecovery:
 
     def test_lost_input_is_recomputed_from_lineage(self):
         ds = (sb.range(40, override_num_blocks=8)
-              .map_batches(plus_one, batch_size=None, batch_format="numpy")
-              .map_batches(Doubler, batch_size=None, batch_format="numpy", concurrency=1)
-              .map_batches(minus_three, batch_size=None, batch_format="numpy", num_cpus=0.5))
+              .map_batches(plus_one, batch_size=None, batch_format="numpy", releases_gil=False)
+              .map_batches(Doubler, batch_size=None, batch_format="numpy", concurrency=1, releases_gil=False)
+              .map_batches(minus_three, batch_size=None, batch_format="numpy", num_cpus=0.5, releases_gil=False))
         rows, stats = _run_with(_losing_backend(lose_stage=2), ds)
         assert rows == [{"id": i, "v": (i + 1) * 2 - 3} for i in range(40)]
         read, model, last = stats.stages
@@ -205,8 +205,8 @@ class TestRayLostInputRecovery:
 
     def test_lost_input_without_retries_left_names_stage_and_partition(self):
         ds = (sb.range(8, override_num_blocks=2)
-              .map_batches(plus_one, batch_size=None, batch_format="numpy")
-              .map_batches(minus_three, batch_size=None, batch_format="numpy", num_cpus=0.5))
+              .map_batches(plus_one, batch_size=None, batch_format="numpy", releases_gil=False)
+              .map_batches(minus_three, batch_size=None, batch_format="numpy", num_cpus=0.5, releases_gil=False))
         with pytest.raises(sb.StreamBatchError) as info:
             _run_with(_losing_backend(lose_stage=1), ds, max_task_retries=0)
         assert "MapBatches(minus_three)" in str(info.value)
@@ -242,7 +242,7 @@ def test_tasks_queued_in_the_cluster_are_not_stuck():
     try:
         sb.init(backend="ray", num_cpus=2, resources={"licence": 1}, no_progress_timeout_s=0.5)
         ids = sb.range(20, override_num_blocks=4).map_batches(
-            lambda b: {"id": b["id"]}, batch_size=None, resources={"licence": 1}).take_all()
+            lambda b: {"id": b["id"]}, batch_size=None, resources={"licence": 1}, releases_gil=False).take_all()
     finally:
         timer.join()
     assert freed.is_set()

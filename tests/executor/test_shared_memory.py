@@ -69,7 +69,7 @@ def test_blocks_written_by_worker_processes_are_private_too(open_umask):
     # two process stages (a resource change keeps them apart): the second one's inputs
     # are block files the first one's workers wrote
     ds = sb.range(40, override_num_blocks=4).map(lambda r: r) \
-        .map_batches(_modes_in_the_store_of(os.getpid()), num_cpus=0.5, batch_format="pyarrow")
+        .map_batches(_modes_in_the_store_of(os.getpid()), num_cpus=0.5, batch_format="pyarrow", releases_gil=False)
     rows = ds.take_all()
     assert all(r["files"] >= 1 for r in rows)  # the check saw worker-written blocks
     assert {r["modes"] for r in rows} == {"0o600,0o700"}
@@ -122,7 +122,7 @@ def test_a_store_left_by_a_sigkilled_driver_is_removed_when_the_next_job_starts(
     code = """
         import streambatch as sb
         sb.init(num_cpus=2)
-        for _ in sb.range(8, override_num_blocks=2).map_batches(hang).iter_batches():
+        for _ in sb.range(8, override_num_blocks=2).map_batches(hang, releases_gil=False).iter_batches():
             pass
     """
     with driver(code, tmp_path) as proc:
@@ -140,7 +140,7 @@ def test_sigterm_mid_job_removes_the_store_and_the_driver_dies_by_sigterm(tmp_pa
     code = f"""
         import streambatch as sb
         sb.init(num_cpus=2)
-        ds = sb.range(8, override_num_blocks=2).map_batches(hang)
+        ds = sb.range(8, override_num_blocks=2).map_batches(hang, releases_gil=False)
         if "{consumer}" == "take_all":
             ds.take_all()
         else:
@@ -172,7 +172,7 @@ def test_a_normal_exit_with_a_job_still_running_removes_the_store(tmp_path):
     code = """
         import streambatch as sb
         sb.init(num_cpus=2)
-        it = iter(sb.range(8, override_num_blocks=2).map_batches(hang_after_first, batch_size=4)
+        it = iter(sb.range(8, override_num_blocks=2).map_batches(hang_after_first, batch_size=4, releases_gil=False)
                   .iter_batches(batch_size=4))
         next(it)
         import os, time

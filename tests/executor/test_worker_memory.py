@@ -38,7 +38,7 @@ def _growth_between_tasks(row_bytes: int, tasks: int = 16) -> float:
                 "before_kib": np.full(n, before), "data": data}
 
     ds = (sb.range(tasks * ROWS_PER_TASK, override_num_blocks=tasks)
-          .map_batches(make, batch_size=None, batch_format="numpy", num_cpus=1, concurrency=1))
+          .map_batches(make, batch_size=None, batch_format="numpy", num_cpus=1, concurrency=1, releases_gil=False))
     rows = ds.select_columns(["id", "pid", "before_kib"]).take_all()
     by_worker: dict[int, list] = {}
     for _task, pid, kib in sorted({(r["id"] // ROWS_PER_TASK, r["pid"], r["before_kib"]) for r in rows}):

@@ -67,8 +67,8 @@ def test_driver_stages_and_their_links():
 def test_render_stages_names_resources():
     ds = sb.range(10).map_batches(batch_ident, num_gpus=0.5, num_cpus=2, batch_size=None)
     assert render_stages(stages(ds)).splitlines()[1] == (
-        "Stage 1: MapBatches(batch_ident) (tasks on process workers; cpu=2, gpu=0.5; "
-        "input from stage 0)")
+        "Stage 1: MapBatches(batch_ident) (tasks on thread workers, process workers if its "
+        "first tasks hold the GIL; cpu=2, gpu=0.5; input from stage 0)")
 
 
 def test_a_stage_after_a_driver_stage_is_a_new_task_stage():
@@ -157,7 +157,9 @@ OPS = [  # (id, transform, worker in "auto" mode)
     ("filter-releases-gil", lambda ds: ds.filter(ident, releases_gil=True), "thread"),
     ("filter-expr", lambda ds: ds.filter(expr=pc.field("id") > 1), "thread"),
     ("flat_map", lambda ds: ds.flat_map(lambda r: [r]), "process"),
-    ("map_batches", lambda ds: ds.map_batches(batch_ident, batch_size=None), "process"),
+    ("map_batches", lambda ds: ds.map_batches(batch_ident, batch_size=None), "auto"),
+    ("map_batches-holds-gil",
+     lambda ds: ds.map_batches(batch_ident, batch_size=None, releases_gil=False), "process"),
     ("map_batches-releases-gil",
      lambda ds: ds.map_batches(batch_ident, batch_size=None, releases_gil=True), "thread"),
     ("select", lambda ds: ds.select_columns(["id"]), "thread"),
@@ -278,3 +280,20 @@ def test_a_plan_of_every_stage_kind_gives_the_python_rows():
     want = [{"id": i, "sq": i * i} for i in range(0, 12, 2)] + [{"id": 100, "sq": 0},
                                                                 {"id": 101, "sq": 0}]
     assert rows(ds) == rows(ds, optimized=False) == want
+
+
+def test_a_read_fused_with_a_user_function_reads_one_file_per_task(tmp_path):
+    import pyarrow.parquet as pq
+
+    for i in range(8):
+        pq.write_table(pa.table({"a": list(range(i * 10, i * 10 + 10)), "b": ["x"] * 10}),
+                       tmp_path / f"f{i}.parquet")
+    read = sb.read_parquet(str(tmp_path), columns=["a"])
+    settings = PlanSettings(num_cpus=2)
+    alone = plan_stages(optimize(read._plan), settings)
+    # reading is all the task does: small pieces are one pyarrow scan per CPU
+    assert len(alone[0].read_tasks) == 2
+    fused = plan_stages(optimize(read.map_batches(batch_ident, batch_size=None)._plan), settings)
+    assert len(fused) == 1 and len(fused[0].read_tasks) == 8  # one file each
+    out = read.map_batches(lambda b: {"a": b["a"] * 2}, batch_size=None).take_all()
+    assert [r["a"] for r in out] == [2 * i for i in range(80)]

@@ -55,8 +55,10 @@ def build_dataset(spec: dict, case_dir: str):
         elif kind == "filter":
             ds = ds.filter(RowFn(op), on_error=on_error)
         elif kind == "map_batches":
+            # a fault that kills or hangs its worker needs one: threads are the driver
+            where = {"releases_gil": False} if op.get("kill") or op.get("hang") else {}
             ds = ds.map_batches(BatchFn(op), batch_format=op["batch_format"], on_error=on_error,
-                                **size)
+                                **size, **where)
         elif kind == "actor":
             conc = op["concurrency"]
             ds = ds.map_batches(actor_class(op["j"]), fn_constructor_args=(op, op["k"]),

@@ -41,7 +41,7 @@ JOB = textwrap.dedent("""
         return row
 
     sb.init(num_cpus=int(cpus), memory_budget=int(budget) * 2**20, backend=backend)
-    ds = sb.range(ROWS_N).map_batches(slow, batch_size=100, batch_format="numpy")
+    ds = sb.range(ROWS_N).map_batches(slow, batch_size=100, batch_format="numpy", releases_gil=False)
     if shape == "dead":
         ds = ds.map(check, on_error="skip")
     ds.write_parquet(out, resume=resume == "1",

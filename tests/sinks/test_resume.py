@@ -30,7 +30,7 @@ JOB = textwrap.dedent("""
 
     sb.init(num_cpus=2)
     ds = sb.range(400, override_num_blocks=20).map_batches(work, batch_size=None,
-                                                          batch_format="numpy")
+                                                          batch_format="numpy", releases_gil=False)
     ds.write_parquet(out, resume=resume)
 """)
 
@@ -102,7 +102,7 @@ def test_task_retried_inside_a_write_does_not_duplicate_rows(tmp_path):
         return batch
 
     out = str(tmp_path / "o")
-    ds = sb.range(100, override_num_blocks=5).map_batches(die_once, batch_size=None)
+    ds = sb.range(100, override_num_blocks=5).map_batches(die_once, batch_size=None, releases_gil=False)
     files = ds.write_parquet(out)
     assert sum(f["rows"] for f in files) == 100
     assert sorted(pq.read_table(out)["id"].to_pylist()) == list(range(100))

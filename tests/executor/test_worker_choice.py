@@ -1,0 +1,116 @@
+"""Threads or processes, chosen at run time for a UDF that did not say
+(``releases_gil`` left out): a UDF that releases the GIL stays on threads in the
+driver, a pure-Python one moves to worker processes, ``stats()`` says which and why,
+and every choice gives the same rows."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+from streambatch.executor.backends.worker_choice import WorkerChoice
+
+import streambatch as sb
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+def hashes(batch):
+    """GIL-free work: hashlib releases the GIL on buffers over 2 KiB."""
+    h = hashlib.sha256(str(batch["id"][0]).encode())
+    for _ in range(30):
+        h.update(DATA)
+    digest = h.digest()
+    return {"id": batch["id"], "pid": [os.getpid()] * len(batch["id"]),
+            "h": [digest.hex()[:8]] * len(batch["id"])}
+
+
+def loops(batch):
+    """Pure Python: holds the GIL the whole time."""
+    total = 0
+    for i in range(2_000_000):
+        total += i % 7
+    return {"id": batch["id"], "pid": [os.getpid()] * len(batch["id"]),
+            "h": [str(total)] * len(batch["id"])}
+
+
+@pytest.fixture(autouse=True)
+def _two_cpus():
+    sb.init(num_cpus=2)
+    yield
+    sb.init()
+
+
+def _run(fn, **kw):
+    ds = sb.range(48, override_num_blocks=12).map_batches(fn, batch_size=4, **kw)
+    rows = ds.take_all()
+    return rows, ds.stats().stages[-1].worker
+
+
+def test_a_gil_releasing_udf_stays_on_threads_in_the_driver():
+    rows, worker = _run(hashes)
+    assert worker.startswith("threads (auto: threads wanted a CPU"), worker
+    assert {r["pid"] for r in rows} == {os.getpid()}
+
+
+def test_a_pure_python_udf_moves_to_worker_processes():
+    rows, worker = _run(loops)
+    assert worker.startswith("processes (auto: threads wanted a CPU"), worker
+    pids = [r["pid"] for r in rows]
+    assert os.getpid() in pids[:16]  # the first tasks ran on threads, measured
+    assert set(pids) - {os.getpid()}  # the rest in worker processes
+
+
+@pytest.mark.parametrize("fn", [hashes, loops])
+def test_every_choice_gives_the_same_rows(fn):
+    def rows_of(**kw):
+        return [(r["id"], r["h"]) for r in _run(fn, **kw)[0]]
+
+    auto = rows_of()
+    assert auto == rows_of(releases_gil=True) == rows_of(releases_gil=False)
+    assert [i for i, _ in auto] == list(range(48))
+
+
+@pytest.mark.parametrize("releases_gil, on_driver", [(True, True), (False, False)])
+def test_an_explicit_releases_gil_is_honoured_and_not_measured(releases_gil, on_driver):
+    rows, worker = _run(loops if releases_gil else hashes, releases_gil=releases_gil)
+    assert worker == ""  # nothing chosen at run time
+    assert ({r["pid"] for r in rows} == {os.getpid()}) == on_driver
+
+
+def test_a_udf_that_cannot_be_pickled_stays_on_threads():
+    lock = threading.Lock()  # a closure over a lock does not pickle
+
+    def locked(batch):
+        with lock:
+            return loops(batch)
+
+    rows, worker = _run(locked)
+    assert worker == "threads (auto: its UDF cannot be pickled for processes)"
+    assert {r["pid"] for r in rows} == {os.getpid()}
+
+
+def test_tasks_that_never_run_together_stay_on_threads():
+    sb.init(num_cpus=1)
+    rows, worker = _run(loops)
+    assert worker == "threads (auto: no two tasks ran at once)"
+    assert len(rows) == 48
+
+
+def test_the_choice_counts_only_warm_tasks_that_ran_beside_another():
+    c = WorkerChoice(probes=2)
+    first, second = c.started(), c.started()
+    c.finished(first, cpu_s=0.1, wall_s=1.0)  # started cold (importing, building the UDF)
+    c.finished(second, cpu_s=0.1, wall_s=1.0)
+    assert (c.measured, c.where) == (0, "thread")
+    alone = c.started()
+    c.finished(alone, cpu_s=0.1, wall_s=1.0)  # alone: no GIL to compete for
+    assert (c.measured, c.where) == (0, "thread")
+    a = c.started()
+    b = c.started()
+    c.finished(a, cpu_s=0.95, wall_s=1.0)
+    assert not c.decided
+    c.finished(b, cpu_s=0.90, wall_s=1.0)
+    assert (c.decided, c.where, round(c.ratio, 3)) == (True, "thread", 0.925)
