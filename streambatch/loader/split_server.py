@@ -39,6 +39,7 @@ from multiprocessing.connection import Client, Connection, answer_challenge, del
 
 import pyarrow as pa
 
+from streambatch.executor.backends.shared_store import SharedRef, SharedStore
 from streambatch.executor.contract import StreamBatchError
 
 OpenRank = Callable[[int, int, dict], Iterator[pa.Table]]
@@ -55,27 +56,6 @@ class SplitConnectionError(StreamBatchError):
     def __init__(self, message: str) -> None:
         self._init_args = (message,)
         super().__init__(message)
-
-
-def table_to_bytes(table: pa.Table) -> pa.Buffer:
-    """A table as one Arrow IPC stream buffer.
-
-    >>> bytes_to_table(table_to_bytes(pa.table({"x": [1, 2]})))["x"].to_pylist()
-    [1, 2]
-    """
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def bytes_to_table(data) -> pa.Table:
-    """The table in an Arrow IPC stream (zero-copy over ``data``).
-
-    >>> bytes_to_table(table_to_bytes(pa.table({"s": ["a"]}))).num_rows
-    1
-    """
-    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
 class SplitServer:
@@ -101,6 +81,8 @@ class SplitServer:
         self._listener.listen(64)
         self._closed = False
         self._owner = os.getpid()
+        self._store: SharedStore | None = None  # batches for the ranks (same machine)
+        self._store_lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True,
                                         name="streambatch-split-server")
         self._thread.start()
@@ -159,8 +141,17 @@ class SplitServer:
             if batches is not None:
                 _finish(batches, ended, "its connection to the driver closed mid-epoch")
 
-    @staticmethod
-    def _stream(conn: Connection, batches: Iterator[pa.Table]) -> bool:
+    def _shared(self) -> SharedStore:
+        """The store the batches travel through: a rank is on this machine (the
+        server's socket is a Unix one), so a batch is written once to shared memory
+        and mapped by the rank, instead of copied into a message, the socket and the
+        rank's buffer."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = SharedStore.create()
+            return self._store
+
+    def _stream(self, conn: Connection, batches: Iterator[pa.Table]) -> bool:
         """Answer the rank's requests; True once its epoch ended or it closed on purpose."""
         while True:
             request = conn.recv()
@@ -175,8 +166,7 @@ class SplitServer:
             except StopIteration:
                 conn.send(("end", None))
                 return True
-            conn.send(("batch", None))
-            conn.send_bytes(table_to_bytes(table))
+            conn.send(("shared", self._shared().put(table).path))
 
     def close(self) -> None:
         """Stop accepting ranks and remove the socket (only in the process that made it)."""
@@ -189,6 +179,8 @@ class SplitServer:
         except OSError:
             pass
         self._listener.close()
+        if self._store is not None:
+            self._store.destroy()
         if os.path.exists(self.address):
             os.unlink(self.address)
         os.rmdir(self._dir) if os.path.isdir(self._dir) else None
@@ -258,15 +250,15 @@ class fetch_rank:  # noqa: N801 - was a generator function; callers use it as on
         conn.send("next")
         try:
             kind, value = conn.recv()
-            if kind == "batch":
-                data = conn.recv_bytes()
         except EOFError as exc:
             self._end()
             raise SplitConnectionError(
                 f"streaming_split rank {self.rank}: the driver process closed the connection "
                 f"in epoch {self.epoch} (did it exit or crash?)") from exc
-        if kind == "batch":
-            return bytes_to_table(data)
+        if kind == "shared":  # mapped, then unlinked: the map stays valid, the file goes
+            table = SharedRef(value).read()
+            os.unlink(value)
+            return table
         self._end()
         if kind == "end":
             raise StopIteration
