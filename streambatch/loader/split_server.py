@@ -39,6 +39,7 @@ from multiprocessing.connection import Client, Connection, answer_challenge, del
 
 import pyarrow as pa
 
+from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.shared_store import SharedRef, SharedStore
 from streambatch.executor.contract import StreamBatchError
 
@@ -274,6 +275,9 @@ class fetch_rank:  # noqa: N801 - was a generator function; callers use it as on
                 f"{self.address} ({exc}). The process that called streaming_split() runs the "
                 f"pipeline and must stay alive while the ranks iterate") from exc
         self._conn.send((self.rank, self.epoch, self.options))
+        # a rank process's first batch: pyarrow's first numpy view would import pandas
+        # (~0.2 s) to probe for it; pandas still loads when a conversion asks for it
+        defer_pandas_probe()
 
     def _end(self) -> None:
         self._over = True
