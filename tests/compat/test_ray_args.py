@@ -31,13 +31,6 @@ def _engine():
     yield
 
 
-@pytest.fixture
-def ordered():
-    opts = sb.DataContext.get_current().execution_options
-    before, opts.preserve_order = opts.preserve_order, True
-    yield
-    opts.preserve_order = before
-
 
 def _quiet(fn, *args, **kwargs):
     with warnings.catch_warnings():

@@ -32,14 +32,6 @@ def _engine():
     yield
 
 
-@pytest.fixture
-def ordered():
-    """preserve_order on for one test (Ray's tests expect input order from reads)."""
-    opts = sb.DataContext.get_current().execution_options
-    before, opts.preserve_order = opts.preserve_order, True
-    yield
-    opts.preserve_order = before
-
 
 def block_sizes(ds: sb.Dataset) -> list[int]:
     """The row counts of the dataset's blocks (one whole-block batch each), sorted."""
