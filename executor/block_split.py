@@ -8,11 +8,15 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+WHOLE_BYTES = 4 * 2**20  # a block this big (or an eighth of the target) passes as it is
+
 
 def split_blocks(blocks: Iterator[pa.Table], target_bytes: int,
                  batch_rows: int | None = None) -> Iterator[pa.Table]:
-    """Coalesce tiny blocks and split large ones so outputs are near ``target_bytes``
-    (the first block of a task is passed on at once, for a fast pipeline start).
+    """Coalesce small blocks and split large ones so outputs are near ``target_bytes``
+    (the first block of a task is passed on at once, for a fast pipeline start; a block
+    of ``WHOLE_BYTES`` or an eighth of the target passes as it is: joining it would copy
+    it for little gain in block count).
     With ``batch_rows`` (the next stage's batch size), blocks are cut at multiples
     of it, in one piece of memory each, so that stage's batches are read in place.
 
@@ -43,6 +47,10 @@ def split_blocks(blocks: Iterator[pa.Table], target_bytes: int,
                 pending, pending_bytes = [], 0
             yield from _slices(table, target_bytes, batch_rows)
             continue
+        if not pending and table.nbytes >= min(target_bytes // 8, WHOLE_BYTES) \
+                and _aligned(table, batch_rows):
+            yield table  # big enough to travel alone: joining it to others is a copy
+            continue
         pending.append(table)
         pending_bytes += table.nbytes
         if pending_bytes >= target_bytes:
@@ -53,6 +61,11 @@ def split_blocks(blocks: Iterator[pa.Table], target_bytes: int,
             pending_bytes = rest.nbytes if rest is not None else 0
     if pending:
         yield _concat(pending, batch_rows)
+
+
+def _aligned(table: pa.Table, batch_rows: int | None) -> bool:
+    """True when the block holds whole batches of the next stage (or it has none)."""
+    return not batch_rows or table.num_rows % batch_rows == 0
 
 
 def _slices(table: pa.Table, target_bytes: int, batch_rows: int | None) -> Iterator[pa.Table]:
