@@ -43,7 +43,7 @@ def build(spec: JobSpec) -> sb.Dataset:
     try:
         ds = reader(source["path"], **({"columns": columns} if pushdown else {}))
         if pushdown:
-            ds.schema()  # plans the read: a column the files lack is refused here
+            _quiet_schema(ds)  # plans the read: a column the files lack is refused here
     except FileNotFoundError as exc:
         raise _missing_input(spec, exc) from None
     except KeyError as exc:

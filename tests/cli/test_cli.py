@@ -165,7 +165,7 @@ def test_a_failing_model_exits_1_naming_the_stage(workspace):
 
 
 def test_the_write_stage_reports_rows_written_and_files(workspace):
-    args = [a for a in infer_args(workspace) if a != "--no-progress"]
+    args = [a for a in infer_args(workspace) if a != "--no-progress"] + ["--columns", "id,x"]
     result = cli(workspace, *args)
     assert result.returncode == 0, result.stderr
     report = result.stdout + result.stderr
@@ -175,3 +175,5 @@ def test_the_write_stage_reports_rows_written_and_files(workspace):
     table_row = next(line for line in result.stdout.splitlines()
                      if line.startswith("Write[Parquet]"))
     assert table_row.split()[:4] == ["Write[Parquet]", f"({files}", f"file{plural})", "1,000"]
+    # the read of one row that checks --columns is not a run of its own in the report
+    assert "limit=1" not in report and "early stop" not in report, report
