@@ -76,10 +76,10 @@ class WorkerChoice:
         """A thread task of the stage starts; returns its token for :meth:`finished`."""
         with self._lock:
             token, self._next = self._next, self._next + 1
-            if self._running:
-                for other in self._running:
-                    self._running[other] = True
-            self._running[token] = bool(self._running)
+            overlapped = bool(self._running)
+            for other in self._running:
+                self._running[other] = True
+            self._running[token] = overlapped
             return token
 
     def finished(self, token: int, cpu_s: float, wall_s: float) -> None:
