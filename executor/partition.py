@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
+from streambatch.executor import clock
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Partition:
     recipe: object = None  # how to recompute it if its block is lost (executor/recovery.py)
     index: int = 0  # its number among its task's outputs (an exchange's bucket)
     first_row: int | None = None  # rows handed to a numbered stage before this one
-    created_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
+    created_at: float = field(default_factory=clock.now, compare=False, repr=False)
 
     @classmethod
     def from_table(cls, table: pa.Table, stage: int, made_from: tuple = ()) -> Partition:

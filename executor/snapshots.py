@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
+from streambatch.executor import clock
 from streambatch.executor.contract import TaskStage
 from streambatch.executor.observe import StageSnapshot
 from streambatch.executor.policy import StageRate
@@ -50,7 +49,7 @@ def source_rates(states: list[StageState], source: StageState, default_bytes: in
     >>> [(r.task_time_s, r.tasks_per_source_task) for r in rates]
     [(3.0, 1.0)]
     """
-    now = time.monotonic() if now is None else now
+    now = clock.now() if now is None else now
     source_bytes = source.stats.bytes_out / source.stats.tasks if source.stats.tasks else \
         float(default_bytes)
     rates = []
@@ -92,12 +91,10 @@ def _tasks_per_source_task(st: StageState, states: list[StageState], source: Sta
 
 def observe_sources(states: list, policy, target_bytes: int, slots_of) -> None:
     """Tell the admission policy the pipeline's rates as seen from its first source."""
-    import time
-
     sources = [st for st in states if st.stage.is_source]
     if not sources:
         return
     rates, source_bytes = source_rates(states, sources[0], target_bytes, slots_of)
     burst = slots_of(sources[0])[0]
     measured = any(st.stats.tasks for st in sources)  # read_estimate's mean needs one
-    policy.observe(rates, source_bytes, time.monotonic(), burst_tasks=burst, measured=measured)
+    policy.observe(rates, source_bytes, clock.now(), burst_tasks=burst, measured=measured)

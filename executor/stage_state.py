@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from streambatch.executor import clock
 from streambatch.executor.contract import Stage, TaskStage, as_task_stage
 from streambatch.executor.partition import Partition
 from streambatch.executor.resources import Allocation
@@ -40,7 +40,7 @@ class RunningTask:
     attempts: int = 1
     attempt_outputs: int = 0
     dead: list = field(default_factory=list)
-    submitted_at: float = field(default_factory=time.monotonic)
+    submitted_at: float = field(default_factory=clock.now)
     working: int = 0  # working memory charged to it while it runs (measured per stage)
 
 
@@ -115,13 +115,13 @@ class StageState:
     def start_backpressure(self, reason: str) -> None:
         """The stage has work but may not start it; count the time until it can."""
         if self._bp_since is None:
-            self._bp_since = time.perf_counter()
+            self._bp_since = clock.now()
         self.stats.backpressure_reason = reason
 
     def end_backpressure(self) -> None:
         """The stage started a task: close the backpressure interval, if any."""
         if self._bp_since is not None:
-            self.stats.backpressure_time_s += time.perf_counter() - self._bp_since
+            self.stats.backpressure_time_s += clock.now() - self._bp_since
             self._bp_since = None
 
     def growth(self) -> float:

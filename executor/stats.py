@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+
+from streambatch.executor import clock
 
 
 @dataclass
@@ -42,11 +43,11 @@ class StageStats:
     def mark_start(self) -> None:
         """Record the first time a task of this stage started."""
         if self.first_start is None:
-            self.first_start = time.perf_counter()
+            self.first_start = clock.now()
 
     def mark_end(self) -> None:
         """Record a task end and update the stage wall time."""
-        self.last_end = time.perf_counter()
+        self.last_end = clock.now()
         if self.first_start is not None:
             self.wall_time_s = self.last_end - self.first_start
 

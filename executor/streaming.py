@@ -10,9 +10,9 @@ scheduling policy (adaptive by default); actor stages scale their pools.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator, Sequence
 
+from streambatch.executor import clock
 from streambatch.executor.accounting import (
     downstream_has_enough,
     downstream_headroom,
@@ -127,7 +127,7 @@ class StreamingExecutor:
             self._finish(ok)
 
     def _start(self) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = clock.now()
         self._backend_started = self._observers_started = False  # what _finish undoes
         self.states = []
         downstream = {up: i for i, s in enumerate(self.stages) for up in s.upstream}
@@ -150,9 +150,9 @@ class StreamingExecutor:
             obs.on_start([s.name for s in self.stages])
         self._observers_started = True
         self.actors.start(self.states)
-        self._last_progress = time.monotonic()
+        self._last_progress = clock.now()
         self._last_tick = 0.0
-        self._last_resources = time.perf_counter()
+        self._last_resources = clock.now()
 
     def _check_placeable(self, stage: Stage) -> None:
         if not isinstance(stage, TaskStage):
@@ -171,7 +171,7 @@ class StreamingExecutor:
                 self.backend.shutdown()
         finally:
             self.spiller.close()
-            wall = time.perf_counter() - self._t0
+            wall = clock.now() - self._t0
             self.stats.finish([st.stats for st in self.states], wall, self.backend.worker_notes())
             if self._observers_started:
                 for obs in self.observers:
@@ -199,7 +199,7 @@ class StreamingExecutor:
     # ---- events -------------------------------------------------------
     def _handle(self, events: list) -> None:
         for event in events:
-            self._last_progress = time.monotonic()
+            self._last_progress = clock.now()
             self.started.saw(event)
             if self.recovery.owns(event):  # a re-run that recomputes a lost block
                 self.recovery.on_event(event)
@@ -474,7 +474,7 @@ class StreamingExecutor:
                 downstream_headroom(self.states, self._slots_of)
             view = MemoryView(used, self.budget, bool(self._tasks), in_pipeline(self.states),
                               working)
-            return self.policy.admit_source(view, est, time.monotonic())
+            return self.policy.admit_source(view, est, clock.now())
         view = MemoryView(used_bytes(self.states, self._tasks), self.budget, bool(self._tasks),
                           working_bytes=working)
         # inputs read from disk (spilled) free no memory when the task consumes them
@@ -573,7 +573,7 @@ class StreamingExecutor:
         self.ledger.resize(*self.backend.total_resources())
 
     def _tick(self) -> None:
-        now = time.perf_counter()
+        now = clock.now()
         self._follow_cluster(now)
         if not self.observers or now - self._last_tick < 0.2:
             return
@@ -583,7 +583,7 @@ class StreamingExecutor:
             obs.on_tick(snaps, now - self._t0)
 
     def _check_stuck(self) -> None:
-        waited = time.monotonic() - self._last_progress
+        waited = clock.now() - self._last_progress
         if waited <= self.options.no_progress_timeout_s:
             return
         running = self.started.blamable(self._tasks)  # not tasks still queued in a cluster

@@ -8,10 +8,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
+from streambatch.executor import clock
 from streambatch.executor.backends.base import FailureInfo
 from streambatch.executor.contract import StreamBatchError, UDFReturnTypeError
 from streambatch.executor.errors import (
@@ -117,7 +117,7 @@ class RetryBackoff:
     (1, 1, False)
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, clock: Callable[[], float] = clock.now,
                  rng: Callable[[], float] = random.random) -> None:
         self.clock, self.rng = clock, rng
         self._waiting: list[tuple[float, int, Any, Any]] = []  # a heap by due time: (due,
