@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from streambatch.executor import clock
 from streambatch.executor.accounting import (
     downstream_has_enough,
-    downstream_headroom,
     in_pipeline,
     used_bytes,
 )
@@ -38,6 +37,7 @@ from streambatch.executor.errors import (
     TooManyErrorsError,
     UnplaceableError,
 )
+from streambatch.executor.headroom import drain_headroom
 from streambatch.executor.lineage import OriginTracker, describe_origins, task_lineage
 from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.next_task import describe_read, next_work
@@ -471,7 +471,7 @@ class StreamingExecutor:
         working = st.working_for(est)
         if st.stage.is_source:
             used = used_bytes(self.states, self._tasks) + \
-                downstream_headroom(self.states, self._slots_of)
+                drain_headroom(self.states, self._slots_of)
             view = MemoryView(used, self.budget, bool(self._tasks), in_pipeline(self.states),
                               working)
             return self.policy.admit_source(view, est, clock.now())
