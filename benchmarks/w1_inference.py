@@ -25,10 +25,13 @@ Engines (each run a fresh process, see _util.run_python):
   streambatch          sb.init(num_cpus=cores, num_gpus=1[, memory_budget]);
                        read_parquet -> map_batches(preprocess, batch_format="numpy")
                        -> map_batches(Model, num_gpus=1, concurrency=1) -> write_parquet
-                       (preprocess in worker processes: the engine's default for
-                       a Python UDF)
+                       (preprocess where the engine chooses at run time: threads,
+                       or worker processes when threads would wait on the GIL)
   streambatch-threads  the same with map_batches(preprocess, releases_gil=True):
                        preprocess on threads in the driver process, no copies
+  streambatch-processes  the same with releases_gil=False: preprocess in worker
+                       processes whatever the run-time choice would be (the decoded
+                       tensors wait in shared memory)
   ray                  ray.init(num_cpus=cores, num_gpus=1); the same structure with
                        ray.data (read_parquet, map_batches(fn), map_batches(Model,
                        num_gpus=1, concurrency=1), write_parquet), Ray's defaults
@@ -103,7 +106,7 @@ TARGET_VS_RAY = 1.5
 TARGET_RSS = 1 * GiB
 JOB_MARK = "__W1_JOB_S__"
 INFO_MARK = "__W1_INFO__"
-ENGINES = ("loop", "batch", "streambatch", "streambatch-threads", "ray")
+ENGINES = ("loop", "batch", "streambatch", "streambatch-threads", "streambatch-processes", "ray")
 
 # The UDFs, shared verbatim by every engine and by the bound measurement.
 UDF_SRC = '''
@@ -175,8 +178,9 @@ def job_code(engine, in_dir, out_dir, cores, budget, extra=None):
     head = (f"import sys, time, json\nIN, OUT, CORES, SEED = {in_dir!r}, {out_dir!r}, {cores}, {SEED}\n"
             f"PRE_BATCH, MODEL_BATCH, BUDGET = {PRE_BATCH}, {MODEL_BATCH}, {budget!r}\n" + UDF_SRC)
     done = f'    sys.stdout.write("\\n{JOB_MARK}%.6f\\n" % (time.perf_counter() - t0))\n'
-    if engine in ("streambatch", "streambatch-threads"):
-        gil = ", releases_gil=True" if engine == "streambatch-threads" else ""
+    if engine.startswith("streambatch"):
+        gil = {"streambatch-threads": ", releases_gil=True",
+               "streambatch-processes": ", releases_gil=False"}.get(engine, "")
         body = f'''
 def main():
     import streambatch as sb
@@ -555,7 +559,7 @@ def main(argv=None):
                       f"{summ[e]['rss'] / summ['ray']['rss']:.2f}x"] for e in order if e != "ray"])
 
     targets = {}
-    for e in ("streambatch", "streambatch-threads"):
+    for e in ("streambatch", "streambatch-threads", "streambatch-processes"):
         if e not in summ:
             continue
         s = summ[e]

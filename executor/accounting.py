@@ -63,13 +63,39 @@ def downstream_headroom(states: list[StageState], slots_of: Callable) -> int:
 QUEUED_TASKS_PER_SLOT = 2  # input a stage may have waiting, in tasks per slot it can run
 
 
+def queued_on_actors(st: StageState) -> int:
+    """Input bytes of the tasks handed to an actor behind the one it runs: they wait
+    in memory as the stage's own queue does (an actor takes ``actor_queue_depth``
+    tasks so that fetching overlaps compute). The oldest task of each actor counts
+    as running; a stage of plain tasks has none waiting.
+
+    >>> from types import SimpleNamespace as T
+    >>> from streambatch.executor.contract import TaskStage
+    >>> st = StageState(1, TaskStage("Model", upstream=(0,)), None)
+    >>> part = T(memory_bytes=10)
+    >>> st.running = {4: T(actor_id=0, inputs=[part]), 5: T(actor_id=0, inputs=[part, part]),
+    ...               6: T(actor_id=1, inputs=[part]), 7: T(actor_id=None, inputs=[part])}
+    >>> queued_on_actors(st)
+    20
+    """
+    first: dict[int, int] = {}
+    for task_id, task in st.running.items():
+        if task.actor_id is not None:
+            first[task.actor_id] = min(task_id, first.get(task.actor_id, task_id))
+    running = set(first.values())
+    return sum(p.memory_bytes for task_id, task in st.running.items()
+               if task.actor_id is not None and task_id not in running for p in task.inputs)
+
+
 def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Callable) -> bool:
     """True when the task stage that ``st`` feeds has, per slot it can run, at least
     :data:`QUEUED_TASKS_PER_SLOT` tasks' worth of input waiting, and enough for its
     next task: more would only wait in memory, however large the budget, so ``st``
     holds its next task (its running tasks still finish: the queue stays between
     that depth and that plus their output, whatever the size of the data, and the
-    slow stage never starves).
+    slow stage never starves). Waiting input counts the stage's queue, what ``st``
+    made that was not yet routed to it, and the tasks queued on its actors behind
+    the one each runs (:func:`queued_on_actors`).
 
     >>> from collections import deque
     >>> from types import SimpleNamespace
@@ -89,5 +115,39 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
     per_task = down.avg_input_per_task()
     if not down.stage.runs_tasks or down.finished or not per_task or not peek_bundle(down):
         return False  # (a stage whose queue makes no task yet must get more input)
-    waiting = down.queued_bytes() + st.output_bytes()
+    waiting = down.queued_bytes() + queued_on_actors(down) + st.output_bytes()
     return waiting >= QUEUED_TASKS_PER_SLOT * slots_of(down)[0] * per_task
+
+
+def held_stages(states: list[StageState], slots_of: Callable) -> set[int]:
+    """Stages whose running tasks should pause before their next output block: the
+    stage they feed has enough input waiting (:func:`downstream_has_enough`), so
+    another block would only wait in memory. A task is the unit the executor
+    starts, but one read task may make gigabytes (a large file decoded): the rule
+    that holds a stage's next task has to reach inside the tasks already running,
+    or memory grows with the size of a task instead of with the pipeline's depth.
+    A backend that can pause a task between blocks (the local backend's threads)
+    applies it. Only a consumer that is running tasks holds its producer: it will
+    take the waiting input without help, whereas one that waits for a slot may be
+    waiting for the very slots the paused tasks hold (a paused task keeps its CPU
+    allocation), so its producers run on.
+
+    >>> from collections import deque
+    >>> from types import SimpleNamespace
+    >>> from streambatch.executor.contract import TaskStage
+    >>> up = StageState(0, TaskStage("Read"), 1)
+    >>> down = StageState(1, TaskStage("Model", upstream=(0,)), None)
+    >>> down.next_seq, down.bytes_in = 4, 400
+    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=100, memory_bytes=100) for _ in range(2))
+    >>> held_stages([up, down], lambda st: (1.0, "cpu"))  # nothing of Read runs
+    set()
+    >>> up.running[1] = SimpleNamespace(actor_id=None, inputs=[])
+    >>> held_stages([up, down], lambda st: (1.0, "cpu"))  # Model runs nothing: Read goes on
+    set()
+    >>> down.running[2] = SimpleNamespace(actor_id=None, inputs=[])
+    >>> held_stages([up, down], lambda st: (1.0, "cpu")), held_stages([up, down], lambda st: (2.0, "cpu"))
+    ({0}, set())
+    """
+    return {st.index for st in states
+            if st.running and not st.finished and st.downstream is not None
+            and states[st.downstream].running and downstream_has_enough(states, st, slots_of)}
