@@ -134,12 +134,26 @@ def _jsonable(value):
 
 
 class MapBatchesOp(OpBase):
-    """Run a batch UDF (function or class) over fixed-size batches."""
+    """Run a batch UDF (function or class) over fixed-size batches.
+
+    Its ``batch_rows`` (the batch size the executor bundles input for, fuses and
+    aligns blocks with) is the size the user asked for. Without one (the 1024-row
+    default) it is None: each task takes the blocks it gets, cut at 1024 rows, as Ray
+    Data 2.60's default ``batch_size=None``. A task then never waits for 1024 rows
+    to be queued (256 rows of a slow UDF bundled into one task ran on one CPU of 8),
+    and the op fuses after ops that change the row count (``flat_map``).
+
+    >>> from streambatch.operators import logical as L
+    >>> [MapBatchesOp(L.MapBatches(None, fn=len, batch_size=1024, batch_size_given=g)).batch_rows
+    ...  for g in (True, False)]
+    [1024, None]
+    """
 
     op: L.MapBatches
 
     def __init__(self, op: L.MapBatches) -> None:
-        super().__init__(op, holds_gil_of(op), op.batch_size, True, L.is_callable_class(op.fn))
+        super().__init__(op, holds_gil_of(op), op.batch_size if op.batch_size_given else None,
+                         True, L.is_callable_class(op.fn))
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield the UDF's output blocks for each batch.

@@ -112,10 +112,16 @@ class UDFArgs:
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class MapBatches(MapLike, UDFArgs):
-    """Apply ``fn`` to batches of ``batch_size`` rows in ``batch_format``."""
+    """Apply ``fn`` to batches of ``batch_size`` rows in ``batch_format``.
+
+    ``batch_size_given`` False: the user named no batch size, so ``batch_size`` (1024)
+    is only a cap, as Ray Data 2.60's ``batch_size=None``: the op takes its input
+    blocks as they come, cut at ``batch_size`` rows (see ``MapBatchesOp.batch_rows``).
+    """
 
     fn: Callable
     batch_size: int | None = 1024
+    batch_size_given: bool = True
     batch_format: str = "pyarrow"
     releases_gil: bool | None = None  # None: measured at run time (threads or processes)
     on_error: str = "raise"

@@ -83,7 +83,7 @@ def _per_piece(stage: Stage) -> Stage:
             not any(isinstance(getattr(op, "op", None), L.UDFArgs) for op in stage.ops):
         return stage
     planned: Callable[..., list] = stage.read_tasks_fn  # a partial of _read_tasks
-    make = partial(planned, per_piece=True)
+    make = partial(planned, per_piece=True)  # (and FUSED_TASKS_PER_CPU tasks per CPU)
     return replace(stage, read_tasks_fn=make, read_tasks=make())
 
 
@@ -150,7 +150,7 @@ def _read_tasks(op: L.Read, settings: PlanSettings, done: PieceSet | None = None
     ``estimated_rows`` counts rows before the filter: an upper bound, see fuse_stages)."""
     pushdowns = Pushdowns(op.columns, op.filter, op.limit, done or None, per_piece)
     parallelism = getattr(op.source, "parallelism", None) or default_parallelism(
-        settings.num_cpus, 0, settings.partition_bytes)
+        settings.num_cpus, 0, settings.partition_bytes, fused=per_piece)
     tasks = identified(op, op.source.read_tasks(parallelism, pushdowns), done)
     return tasks if op.filter is None else [replace(t, filtered=True) for t in tasks]
 
@@ -217,10 +217,22 @@ def render_stages(stages: list[Stage]) -> str:
     return "\n".join(lines)
 
 
-def default_parallelism(num_cpus: int, estimated_bytes: int, target_bytes: int) -> int:
-    """Read tasks for an in-memory source: two per CPU, more when the data is large.
+# Read tasks per CPU slot when a user function runs in the read's tasks (``fused``).
+FUSED_TASKS_PER_CPU = 4
 
-    >>> default_parallelism(2, 10, 100)
-    4
+
+def default_parallelism(num_cpus: int, estimated_bytes: int, target_bytes: int,
+                        fused: bool = False) -> int:
+    """Read tasks for a source the user gave no ``override_num_blocks``: two per CPU,
+    more when the data is large; :data:`FUSED_TASKS_PER_CPU` per CPU when a user
+    function is fused into the read (``fused``). Such a task's time is the function's,
+    unknown when planning and often far above the read's (a 0.5 s load per item):
+    two per CPU ran 32 items as 16 tasks of two loads in series, so the slots could
+    not move to the next stage at item boundaries and the last wave ended unevenly.
+    Sources cap the count at one task per item (row, file).
+
+    >>> default_parallelism(2, 10, 100), default_parallelism(8, 10, 100, fused=True)
+    (4, 32)
     """
-    return max(2 * num_cpus, math.ceil(estimated_bytes / max(1, target_bytes)))
+    per_cpu = FUSED_TASKS_PER_CPU if fused else 2
+    return max(per_cpu * num_cpus, math.ceil(estimated_bytes / max(1, target_bytes)))

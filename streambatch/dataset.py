@@ -82,7 +82,8 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
                     num_gpus=None, memory=None, resources=None, concurrency=None, compute=None,
                     releases_gil: bool | None = None, on_error: str = "raise", max_retries: int = 0,
                     retry_exceptions=None) -> Dataset:
-        """Apply ``fn`` to batches (default 1024 rows; ``None`` = whole partitions).
+        """Apply ``fn`` to batches (default: blocks as they come, at most 1024 rows each;
+        ``None`` = whole partitions).
 
         ``fn`` may be a class: it is constructed once per worker with
         ``fn_constructor_args``. A numpy/pyarrow/Pillow/torch UDF that releases the
@@ -99,12 +100,13 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         ...                         batch_format="numpy").take_all()
         [{'n': 2}, {'n': 2}]
         """
-        size = 1024 if isinstance(batch_size, str) and batch_size == "default" else \
-            v.positive_int("batch_size", _integer(batch_size), True)
+        default = isinstance(batch_size, str) and batch_size == "default"
+        size = 1024 if default else v.positive_int("batch_size", _integer(batch_size), True)
         op = L.MapBatches(self._plan, v.resources(num_cpus, num_gpus, memory, resources),
                           v.concurrency(resolved_concurrency(compute, concurrency)),
                           fn=v.callable_fn("map_batches", fn),
-                          batch_size=size, batch_format=check_batch_format(batch_format),
+                          batch_size=size, batch_size_given=not default,
+                          batch_format=check_batch_format(batch_format),
                           **udf_args("map_batches", fn, fn_args, fn_kwargs, fn_constructor_args,
                                      fn_constructor_kwargs),
                           releases_gil=v.releases_gil(releases_gil), on_error=v.on_error(on_error),

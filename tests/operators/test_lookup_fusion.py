@@ -32,8 +32,8 @@ def test_the_lookup_is_not_fused_into_process_workers_but_row_ops_still_are():
     users = DictTable({1: {"name": "a"}}, key="id")
     plan = sb.range(10).map_batches(add_ten, batch_format="numpy").lookup(users, on="id")._plan
     stages = plan_stages(optimize(plan), PlanSettings(num_cpus=2))
-    assert [(s.name, s.worker) for s in stages] == [
-        ("Read[Range]", "thread"), ("MapBatches(add_ten)", "auto"),
+    assert [(s.name, s.worker) for s in stages] == [  # (no batch size: fused into the read)
+        ("Read[Range]->MapBatches(add_ten)", "auto"),
         ("Lookup[DictTable(key=id) on id, left]", "thread")]
     plan = sb.range(10).lookup(users, on="id")._plan  # thread stages still fuse
     assert len(plan_stages(optimize(plan), PlanSettings(num_cpus=2))) == 1
