@@ -20,9 +20,13 @@ the same code: ``ray.init(num_cpus=8, num_gpus=4, object_store_memory=96 MiB)`` 
 ``DataContext.override_object_store_memory_limit_fraction = 1.0`` so that Ray Data's own
 limit is the same 96 MiB (it uses 50% of the store by default).
 
-Optimum. CPU-seconds C = N*LOAD_S + N*R*ROW_S = 16 + 12.8 = 28.8 s on S = 8 CPU slots
-(a GPU actor that names no ``num_cpus`` holds no CPU slot, as in Ray), GPU-seconds
-G = ceil(N*R/B) * BATCH_S = 8 s on 4 GPUs:
+Optimum. CPU-seconds C = N*LOAD_S + N*R*ROW_S = 16 + 12.8 = 28.8 s on S = 8 CPU slots,
+GPU-seconds G = ceil(N*R/B) * BATCH_S = 8 s on 4 GPUs. (As written, the GPU stage names
+no ``num_cpus``, and both engines then reserve 1 CPU per GPU actor: Ray Data 2.60 does
+for GPU map tasks and actors, streambatch's default is num_cpus=1. While the 4 actors
+live, 4 of the 8 slots are theirs, except that streambatch lends an idle actor's CPU.
+The optimum, issue 20's, gives all 8 slots to the CPU stages; ``--gpu-num-cpus 0``
+runs the pipeline that way.)
 
   optimum      C/S + LOAD_S + R*ROW_S + BATCH_S = 3.6 + 0.5 + 0.4 + 0.25 = 4.75 s
                (issue 20's figure, the target's reference: the CPU work spread over
@@ -112,7 +116,7 @@ PIPELINE_SRC = '''
     ds = (E.from_items(list(range(P["items"])))
           .flat_map(load)
           .map_batches(transform{tb})
-          .map_batches(GpuModel, num_gpus=1, concurrency=4, batch_size=P["batch_rows"]))
+          .map_batches(GpuModel, num_gpus=1, concurrency=4, batch_size=P["batch_rows"]{gc}))
     rows = ds.take_all()
 '''
 
@@ -152,7 +156,8 @@ def job_code(engine, p, result_path):
         raise ValueError(engine)
     tb = "" if p.get("transform_batch") in (None, "default") else \
         f", batch_size={None if p['transform_batch'] == 'none' else int(p['transform_batch'])}"
-    return (head + "\ndef main():\n" + start + "    t0 = time.perf_counter()\n" + PIPELINE_SRC.format(tb=tb)
+    gc = "" if p.get("gpu_num_cpus") is None else f", num_cpus={p['gpu_num_cpus']}"
+    return (head + "\ndef main():\n" + start + "    t0 = time.perf_counter()\n" + PIPELINE_SRC.format(tb=tb, gc=gc)
             + SAVE_SRC.format(mark=JOB_MARK) + stop + '\nif __name__ == "__main__":\n    main()\n')
 
 
@@ -246,6 +251,9 @@ def main(argv=None):
     ap.add_argument("--transform-batch", default="default",
                     help="diagnostics: the transform's batch_size (default: not given, as a new user "
                          "writes it; 'none' or a number)")
+    ap.add_argument("--gpu-num-cpus", type=float, default=None,
+                    help="diagnostics: num_cpus of the GPU stage (default: not given; both engines then "
+                         "reserve 1 CPU per GPU actor, so 4 of the 8 CPUs while the actors live)")
     ap.add_argument("--show-stats", action="store_true", help="print each engine's last stats report")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     ap.add_argument("-q", "--quiet", action="store_true", help="no per-run lines")
@@ -256,13 +264,15 @@ def main(argv=None):
     p = {"items": args.items, "rows": args.rows, "row_bytes": DEFAULTS["row_bytes"],
          "load_s": args.load_s, "row_s": args.row_s, "batch_rows": args.batch_rows,
          "batch_s": args.batch_s, "budget_mb": args.budget_mb,
-         "transform_batch": args.transform_batch}
+         "transform_batch": args.transform_batch, "gpu_num_cpus": args.gpu_num_cpus}
     o = optimum(p)
     print(f"S1 new-user pipeline: logical CPU={NUM_CPUS}, GPU={NUM_GPUS}, budget {p['budget_mb']} MiB; "
           f"{machine_summary()}")
     print(f"  from_items({p['items']}) -> flat_map(load: {p['load_s']:g} s, {p['rows']} rows x 1 MiB) -> "
           f"map_batches(transform: {p['row_s']:g} s/row) -> map_batches(GpuModel, num_gpus=1, "
           f"concurrency={NUM_GPUS}, batch_size={p['batch_rows']}: {p['batch_s']:g} s/batch)")
+    if args.gpu_num_cpus is not None:
+        print(f"  (diagnostics: the GPU stage with num_cpus={args.gpu_num_cpus:g})")
     if args.transform_batch != "default":
         print(f"  (diagnostics: map_batches(transform, batch_size={args.transform_batch}))")
     print(f"  C = {o['cpu_s']:g} CPU-s, G = {o['gpu_s']:g} GPU-s in {o['batches']} batches")
