@@ -1,8 +1,8 @@
 """Where W1's memory goes: one streambatch run of the W1 job (see w1_inference.py),
 its process tree sampled from outside every --interval [0.05] s: each process's RSS
-by role (driver, zygote, actor, worker), the job's shared-memory store (its block
-files in /dev/shm) and /dev/shm as a whole (which also counts unlinked blocks a
-process still maps). Prints each role's peak RSS, the peak of the sum, and a time
+by role (driver, zygote, its children: actors and workers), the job's shared-memory
+store (its block files in /dev/shm) and /dev/shm as a whole (which also counts
+unlinked blocks a process still maps, and other processes' files). Prints each role's peak RSS, the peak of the sum, and a time
 line of the store.
 
     python benchmarks/w1_memory_trace.py [--images 4000] [--files 20] [--engine streambatch]
@@ -45,10 +45,11 @@ def role(proc, driver_pid: int) -> str:
     return "child"
 
 
-def store_bytes() -> tuple[int, int]:
-    """(bytes in streambatch stores' block files, /dev/shm used bytes)."""
+def store_bytes(driver_pid: int) -> tuple[int, int]:
+    """(bytes in the block files of the job's store, /dev/shm used bytes: other
+    processes' files too, and unlinked blocks a process still maps)."""
     total = 0
-    for path in glob.glob("/dev/shm/streambatch*/*"):
+    for path in glob.glob(f"/dev/shm/streambatch-{driver_pid}-*/*"):
         try:
             total += os.stat(path).st_blocks * 512
         except OSError:
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--data-dir", default="bench-data")
     ap.add_argument("--budget-mb", type=int, default=None)
+    ap.add_argument("--show-output", action="store_true", help="print the job's output (stats)")
+    ap.add_argument("--every", type=int, default=0, help="time line: every Nth sample (0: ~40 lines)")
     args = ap.parse_args(argv)
     in_dir, _ = ensure_data(os.path.abspath(args.data_dir), args.images, args.files, SEED)
     warm_page_cache(in_dir)
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
         with open(script, "w") as f:
             f.write(code)
         out_p = os.path.join(td, "out")
-        shm0 = store_bytes()[1]
+        shm0 = store_bytes(0)[1]
         with open(out_p, "wb") as fo:
             proc = subprocess.Popen([sys.executable, script], stdout=fo, stderr=subprocess.STDOUT,
                                     env=clean_env())
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
                     total += rss
                 if total > peak_sum:
                     peak_sum, at_peak = total, dict(now_roles)
-                store, shm = store_bytes()
+                store, shm = store_bytes(proc.pid)
                 line.append((time.monotonic() - t0, total, store, shm - shm0))
                 time.sleep(args.interval)
         with open(out_p, errors="replace") as f:
@@ -123,7 +126,9 @@ def main(argv=None) -> int:
                                             sorted(peaks.items(), key=lambda kv: -kv[1])))
     print(f"  store peak {max(s for _, _, s, _ in line) / MiB:.0f} MiB, /dev/shm growth peak "
           f"{max(d for _, _, _, d in line) / MiB:.0f} MiB")
-    step = max(1, len(line) // 40)
+    if args.show_output:
+        print(f"--- the job's output (time line from monotonic {t0:.3f}) ---\n{stdout}")
+    step = args.every or max(1, len(line) // 40)
     print("  t s   RSS sum MiB   store MiB   /dev/shm+ MiB")
     for t, total, store, d in line[::step]:
         print(f"  {t:5.1f} {total / MiB:8.0f} {store / MiB:10.0f} {d / MiB:10.0f}")

@@ -61,6 +61,10 @@ def downstream_headroom(states: list[StageState], slots_of: Callable) -> int:
 
 
 QUEUED_TASKS_PER_SLOT = 2  # input a stage may have waiting, in tasks per slot it can run
+# A queue smaller than this never holds its producer: it costs no memory worth stalling
+# for, and the producer may be the bottleneck (W1: the model actor was held 11-26 s while
+# two parquet writes of 2 KB each waited for a CPU, and the decode ran free meanwhile).
+HOLD_FLOOR_BYTES = 2**20
 
 
 def queued_on_actors(st: StageState) -> int:
@@ -95,15 +99,17 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
     that depth and that plus their output, whatever the size of the data, and the
     slow stage never starves). Waiting input counts the stage's queue, what ``st``
     made that was not yet routed to it, and the tasks queued on its actors behind
-    the one each runs (:func:`queued_on_actors`).
+    the one each runs (:func:`queued_on_actors`); under :data:`HOLD_FLOOR_BYTES`
+    it is never enough.
 
     >>> from collections import deque
     >>> from types import SimpleNamespace
     >>> from streambatch.executor.contract import TaskStage
     >>> up = StageState(0, TaskStage("Read"), 1)
     >>> down = StageState(1, TaskStage("Model", upstream=(0,)), None)
-    >>> down.next_seq, down.bytes_in = 4, 400  # 100 bytes per task
-    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=100, memory_bytes=100) for _ in range(3))
+    >>> mib = 2**20
+    >>> down.next_seq, down.bytes_in = 4, 4 * mib  # 1 MiB per task
+    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=mib, memory_bytes=mib) for _ in range(3))
     >>> downstream_has_enough([up, down], up, lambda st: (1.0, "cpu"))
     True
     >>> downstream_has_enough([up, down], up, lambda st: (2.0, "cpu"))
@@ -116,7 +122,7 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
     if not down.stage.runs_tasks or down.finished or not per_task or not peek_bundle(down):
         return False  # (a stage whose queue makes no task yet must get more input)
     waiting = down.queued_bytes() + queued_on_actors(down) + st.output_bytes()
-    return waiting >= QUEUED_TASKS_PER_SLOT * slots_of(down)[0] * per_task
+    return waiting >= max(HOLD_FLOOR_BYTES, QUEUED_TASKS_PER_SLOT * slots_of(down)[0] * per_task)
 
 
 def held_stages(states: list[StageState], slots_of: Callable) -> set[int]:
@@ -137,8 +143,8 @@ def held_stages(states: list[StageState], slots_of: Callable) -> set[int]:
     >>> from streambatch.executor.contract import TaskStage
     >>> up = StageState(0, TaskStage("Read"), 1)
     >>> down = StageState(1, TaskStage("Model", upstream=(0,)), None)
-    >>> down.next_seq, down.bytes_in = 4, 400
-    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=100, memory_bytes=100) for _ in range(2))
+    >>> down.next_seq, down.bytes_in = 4, 4 * 2**20
+    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=2**20, memory_bytes=2**20) for _ in range(2))
     >>> held_stages([up, down], lambda st: (1.0, "cpu"))  # nothing of Read runs
     set()
     >>> up.running[1] = SimpleNamespace(actor_id=None, inputs=[])

@@ -10,6 +10,7 @@ from collections import deque
 from types import SimpleNamespace
 
 from streambatch.executor.accounting import (
+    HOLD_FLOOR_BYTES,
     QUEUED_TASKS_PER_SLOT,
     downstream_has_enough,
     held_stages,
@@ -19,15 +20,15 @@ from streambatch.executor.contract import TaskStage
 from streambatch.executor.output_gate import OutputGate
 from streambatch.executor.stage_state import StageState
 
-BLOCK = 100  # bytes per block; the consumer's tasks take one block each
+BLOCK = 2**20  # bytes per block; the consumer's tasks take one block each
 
 
 def one_slot(st):
     return (1.0, "cpu")
 
 
-def block():
-    return SimpleNamespace(nbytes=BLOCK, memory_bytes=BLOCK, rows=32)
+def block(nbytes=BLOCK):
+    return SimpleNamespace(nbytes=nbytes, memory_bytes=nbytes, rows=32)
 
 
 def pipeline(queued: int, on_actor: int = 0, producing: bool = True):
@@ -138,3 +139,20 @@ def test_gate_wait_has_an_optional_limit():
     gate.hold({3})
     assert gate.wait(3, stopped=lambda: False, timeout_s=0.01) >= 0.01
     assert gate.held(3)
+
+
+def test_a_tiny_queue_never_holds_its_producer():
+    # W1's model (the bottleneck) feeds parquet writes of ~2 KB each: two of them per
+    # write slot queued must not stop the model (it was held 11-26 s of a run so).
+    states = pipeline(queued=0, on_actor=1)
+    model, write = states[1], states[2]
+    write.next_seq, write.bytes_in = 10, 10 * 2048
+    write.inputs[1] = deque(block(2048) for _ in range(50))
+    write.running[3] = SimpleNamespace(actor_id=None, inputs=[block(2048)])
+    assert write.queued_bytes() < HOLD_FLOOR_BYTES
+    assert not downstream_has_enough(states, model, one_slot)
+    assert 1 not in held_stages(states, one_slot)
+    # the same queue in bigger blocks holds it
+    write.bytes_in = 10 * BLOCK
+    write.inputs[1] = deque(block() for _ in range(2))
+    assert downstream_has_enough(states, model, one_slot)
