@@ -26,6 +26,7 @@ Timing: "process" is the fresh interpreter from Popen to its exit (imports, engi
 start, model load, the job, shutdown); "job" is measured inside it, from before the
 model is loaded / the dataset is built (after sb.init / ray.init) to the last file
 written. The target is judged on the process time: what the user waits for.
+With --ray-runs R, Ray Data runs in the first R rounds only.
 Ratios are the medians over the rounds of the ratio within a round (the machine is
 shared: a busy spell then hits both sides of a ratio alike).
 
@@ -299,6 +300,9 @@ def available(engine):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3, help="rounds (a run of every engine each); medians (default 3)")
+    ap.add_argument("--ray-runs", type=int, default=None,
+                    help="rounds in which Ray Data runs, the first ones (default: every round; "
+                    "one Ray run takes about twice the loop's time)")
     ap.add_argument("--captions", type=int, default=10_000, help="captions (default 10,000)")
     ap.add_argument("--files", type=int, default=10, help="parquet files (default 10)")
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma list among {','.join(ENGINES)}")
@@ -343,6 +347,8 @@ def main(argv=None):
     ref = None
     for rnd in range(args.runs):
         for e in engines:
+            if e == "ray" and args.ray_runs is not None and rnd >= args.ray_runs:
+                continue
             out_dir = os.path.join(out_root, e)
             shutil.rmtree(out_dir, ignore_errors=True)
             r = run_python(job_code(e, in_dir, out_dir, cores), timeout=args.timeout, interval=0.05,
