@@ -181,8 +181,8 @@ class LocalBackend(Backend):
         self._to_shared = {up for s in stages if runs_in_processes(s) for up in s.upstream}
         if self._start_method != "fork" and any(may_use_processes(s) for s in stages):
             self._shipped = ship_stages(stages, self.store)
-        self._choices = {i: self._choice(i) for i, s in enumerate(stages)
-                         if isinstance(s, TaskStage) and s.worker == "auto"}
+        self._choices = {i: self._choice(i) for i, s in enumerate(stages)  # actors: processes
+                         if isinstance(s, TaskStage) and s.worker == "auto" and not s.uses_actors}
         for _ in range(self._num_cpus if generic else 0):
             self._idle.append(self._spawn())
 
