@@ -136,7 +136,7 @@ SAVE_SRC = '''
 
 
 def job_code(engine, p, result_path):
-    head = f"import json, sys, time\nP = {json.dumps(p)}\nRESULT = {result_path!r}\n" + UDF_SRC
+    head = f"import json, sys, time\nP = {p!r}\nRESULT = {result_path!r}\n" + UDF_SRC
     budget = p["budget_mb"] * MiB
     if engine == "streambatch":
         start = (f"    import streambatch as E\n"
