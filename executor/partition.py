@@ -74,10 +74,8 @@ class Partition:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes it holds in memory: none once spilled to disk."""
-        from streambatch.executor.spill import SpilledRef
-
-        return 0 if isinstance(self.ref, SpilledRef) else self.nbytes
+        """Bytes it holds in memory: none once spilled to disk (a ref ``on_disk``)."""
+        return 0 if getattr(self.ref, "on_disk", False) else self.nbytes
 
 
 def _counter() -> Iterator[int]:

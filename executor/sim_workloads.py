@@ -12,11 +12,15 @@ a budget from tight to unlimited: the same seed, the same pipeline.
   GPUs), the reads come in waves of at most one per CPU, and a stage that runs on
   its own pool (an actor pool) cannot start before one batch of rows has passed the
   stages before it, nor end less than one batch's time before the pipeline does.
-- ``within_budget``: also no schedule that keeps the bytes it holds under the budget
-  finishes sooner. A row's input to stage ``i`` is held at least while the task
-  that consumes it runs (one batch, or one row, plus the fixed cost per task), so a
-  run holds ``N * sum_i bytes_i * task_time_i`` byte-seconds at least, and a budget
-  ``B`` needs that over ``B`` seconds (Little's law).
+- ``within_budget``: also no schedule that never goes over the budget finishes
+  sooner. A task holds its input while it runs, and the output it is going to make
+  (a running task cannot be paused, so a schedule that is never over budget,
+  whatever the timing of a task's output, holds room for it from the task's start);
+  the smallest tasks are one batch (a read task as the source gives it), so a run
+  holds ``sum over tasks (input + output bytes) * task time`` byte-seconds at least,
+  and a budget ``B`` needs that over ``B`` seconds (Little's law). A backend that
+  could pause a running task's output (Ray's generator backpressure) could go below
+  this bound; ours cannot.
 
 >>> spec = generate(7)
 >>> spec == generate(7), 2 <= len(spec.stages) + 1 <= 5
@@ -35,6 +39,7 @@ from dataclasses import dataclass, replace
 from streambatch.executor.simulation import PipelineSpec, SourceSpec, StageSpec
 
 MiB = 2**20
+MAX_BYTES = 4096 * MiB  # the most data a stage makes (blocks of >= 1 MiB: 4096 of them)
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,16 @@ def generate(seed: int, num_cpus: float | None = None, num_gpus: float | None = 
                         seconds_per_task=rng.choice((0.0, 0.002, 0.01)))
     per_task = bounds(spec).optimum  # with one row per read task
     rows = max(1, round(rng.uniform(*seconds) / per_task))
-    rows = min(rows, max(1, 20000 // reads))  # simulation time grows with the blocks
+    largest_row = max(PipelineSpec(source, stages).bytes_per_row())
+    most = min(20000, int(MAX_BYTES / largest_row))  # simulation time grows with the blocks
+    rows = min(rows, max(1, most // reads))
     spec = PipelineSpec(SourceSpec(reads, rows, source.seconds_per_row, source.bytes_per_row),
                         stages, num_cpus=cpus, num_gpus=gpus,
                         seconds_per_task=spec.seconds_per_task)
     need = bounds(spec).memory_for_optimum
-    floor = 4 * max(_largest_task_bytes(spec), MiB)
+    # the tightest budget: four of its largest tasks, and a block (1 MiB, the smallest
+    # partition target of the executor) per CPU
+    floor = max(4 * _largest_task_bytes(spec), cpus * MiB)
     if rng.random() < 0.2:
         return spec
     budget = max(floor, int(need * _log_uniform(rng, 0.25, 8.0)))
@@ -159,8 +168,21 @@ def bounds(spec: PipelineSpec) -> Bounds:
     tail = sum(u * t for u, t in zip(units[1:], times[1:], strict=True))
     lower = max(lower, waves * (src.rows_per_task * src.seconds_per_row + o) + tail,
                 cpu_work / spec.num_cpus, gpu_work / spec.num_gpus if gpu_work else 0.0)
-    per_row = spec.bytes_per_row()
-    byte_seconds = n * sum(b * (u * s.seconds_per_row + o)
-                           for b, u, s in zip(per_row, units[1:], spec.stages, strict=False))
+    byte_seconds = _byte_seconds(spec, units)
     within = lower if not spec.budget_bytes else max(lower, byte_seconds / spec.budget_bytes)
     return Bounds(lower, within, byte_seconds / lower)
+
+
+def _byte_seconds(spec: PipelineSpec, units: list[int]) -> float:
+    """Byte-seconds any run holds at least: each task holds its input and the output it
+    will make while it runs (a running task cannot be paused, so a schedule that never
+    goes over its budget, whatever the tasks' output timing, counts that output from
+    the task's start), the smallest tasks possible (one batch; a read task as given)."""
+    src, o, per_row = spec.source, spec.seconds_per_task, spec.bytes_per_row()
+    read_bytes = src.rows_per_task * per_row[0]
+    total = src.read_tasks * read_bytes * (src.rows_per_task * src.seconds_per_row + o)
+    for i, s in enumerate(spec.stages, start=1):
+        tasks = src.rows / units[i]
+        total += tasks * units[i] * (per_row[i - 1] + per_row[i]) * \
+            (units[i] * s.seconds_per_row + o)
+    return total

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streambatch.executor import clock
 from streambatch.executor.contract import TaskStage
+from streambatch.executor.next_task import peek_bundle
 from streambatch.executor.observe import StageSnapshot
 from streambatch.executor.policy import StageRate
 from streambatch.executor.stage_state import StageState
@@ -65,12 +66,13 @@ def source_rates(states: list[StageState], source: StageState, default_bytes: in
 
 def _mean_task_time(st: StageState, now: float) -> float | None:
     """Mean task time from finished tasks, else the age of the oldest running task,
-    else of the oldest input waiting for it (an actor pool still starting); None for
-    a stage that has nothing yet."""
+    else of the oldest input of a task it could start (an actor pool still starting:
+    not input waiting for more to make a batch, which says nothing of the stage's
+    speed); None for a stage that has nothing yet."""
     if st.stats.tasks:
         return st.stats.task_time_s / st.stats.tasks
     since = [t.submitted_at for t in st.running.values()] or \
-        [p.created_at for q in st.inputs.values() for p in q]
+        ([p.created_at for p in peek_bundle(st)] if st.stage.upstream else [])
     return max(0.0, now - min(since)) if since else None
 
 
@@ -96,5 +98,7 @@ def observe_sources(states: list, policy, target_bytes: int, slots_of) -> None:
         return
     rates, source_bytes = source_rates(states, sources[0], target_bytes, slots_of)
     burst = slots_of(sources[0])[0]
-    measured = any(st.stats.tasks for st in sources)  # read_estimate's mean needs one
+    # (its first output block shows how big a row is: the read's own estimate is kept
+    # for the task size until a task finished, and the working memory guess until then)
+    measured = any(st.stats.tasks or st.stats.rows_out for st in sources)
     policy.observe(rates, source_bytes, clock.now(), burst_tasks=burst, measured=measured)

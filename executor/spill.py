@@ -31,6 +31,7 @@ class SpilledRef:
     path: str
     start: int | None = None
     length: int | None = None
+    on_disk = True  # (Partition.memory_bytes: it holds no memory)
 
     def read(self) -> pa.Table:
         """The block (or its slice), memory-mapped."""

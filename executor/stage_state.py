@@ -64,7 +64,9 @@ class StageState:
     rows_numbered: int = 0  # a numbered stage: rows handed to it so far
     reorder: dict[int, list] = field(default_factory=dict)
     done_seqs: set = field(default_factory=set)
-    bytes_in: int = 0
+    bytes_in: int = 0  # input bytes of the tasks started
+    done_in: int = 0  # ... and of those finished, with what they made
+    done_out: int = 0
     remaining: int | None = None  # a limit stage's rows still to pass (None: no limit)
     stats: StageStats = None  # type: ignore[assignment]
     _bp_since: float | None = None
@@ -125,10 +127,63 @@ class StageState:
             self._bp_since = None
 
     def growth(self) -> float:
-        """Measured output bytes per input byte (1.0 before any measurement)."""
-        if self.bytes_in <= 0 or self.stats.bytes_out <= 0:
-            return 1.0
-        return self.stats.bytes_out / self.bytes_in
+        """Output bytes per input byte: of the finished tasks; before one finished, per
+        row of the output so far over per row of the input (a task streams its first
+        block out long before it ends); 1.0 before any output.
+
+        Counting the input of running tasks against the output of finished ones would
+        make a stage with long tasks look as if it shrank its input.
+
+        >>> st = StageState(1, TaskStage("Grow", upstream=(0,)), None)
+        >>> st.bytes_in, st.stats.rows_in = 100, 10          # a task of 10 rows started
+        >>> st.stats.bytes_out, st.stats.rows_out = 80, 2     # its first block: 40 a row
+        >>> st.growth()
+        4.0
+        >>> st.task_finished(100, 350, 1.0); st.growth()
+        3.5
+        """
+        if self.done_in > 0:
+            return self.done_out / self.done_in
+        if self.bytes_in > 0 and self.stats.rows_in and self.stats.rows_out:
+            return (self.stats.bytes_out / self.stats.rows_out) / \
+                (self.bytes_in / self.stats.rows_in)
+        return 1.0
+
+    def output_seen(self, rows: int, nbytes: int, peak_bytes: int = 0) -> None:
+        """Count an output block; ``peak_bytes``: the working memory its task used so far,
+        when the backend measured it (the first block of a long task tells it long before
+        the task ends, and until then each task is charged ``UNMEASURED_FACTOR`` x its
+        output)."""
+        self.stats.rows_out += rows
+        self.stats.bytes_out += nbytes
+        if peak_bytes:
+            self.working.append(peak_bytes)
+
+    def task_finished(self, bytes_in: int, bytes_out: int, seconds: float) -> None:
+        """Count a finished task: its input and output bytes and its run time."""
+        self.done_in += bytes_in
+        self.done_out += bytes_out
+        self.stats.tasks += 1
+        self.stats.task_time_s += seconds
+        self.stats.mark_end()
+
+    def expected_output(self, est_bytes: int) -> int:
+        """``est_bytes`` (a task's input x the measured growth), or ``UNMEASURED_FACTOR``
+        times it while a task of the stage runs and none has made anything yet: its growth
+        is unknown (a stage that grows its input 16x, its tasks admitted as if it made
+        what it takes, went over the budget), and the next tasks start only where the
+        budget has room for that much. The first task is admitted as estimated (it measures).
+
+        >>> st = StageState(1, TaskStage("Grow", upstream=(0,)), None)
+        >>> st.expected_output(100)
+        100
+        >>> st.running[1] = RunningTask(1, 1, 0, [], "partition 0", 100)
+        >>> st.expected_output(100)
+        600
+        """
+        unknown = not self.stage.is_source and self.running and not self.stats.tasks \
+            and not self.stats.rows_out
+        return est_bytes * UNMEASURED_FACTOR if unknown else est_bytes
 
     def working_for(self, est_bytes: int) -> int:
         """Working memory a task of this stage needs beside its input and output: the

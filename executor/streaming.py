@@ -43,6 +43,7 @@ from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.next_task import describe_read, next_work
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
+from streambatch.executor.output_sizing import output_target
 from streambatch.executor.partition import InMemoryRef, Partition, first_row_of
 from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.recovery import LostInputRecovery, recipe_of
@@ -237,8 +238,7 @@ class StreamingExecutor:
         task.produced_bytes += event.nbytes
         task.outputs += 1
         task.rows_out += event.rows
-        st.stats.rows_out += event.rows
-        st.stats.bytes_out += event.nbytes
+        st.output_seen(event.rows, event.nbytes, event.peak_bytes)
         st.reorder.setdefault(task.seq, []).append(part)
         release_ordered(st, self.options.preserve_order)
 
@@ -258,9 +258,7 @@ class StreamingExecutor:
             raise NonDeterministicError(st.stage.name, task.description, task.outputs,
                                         task.attempt_outputs)
         self._take_dead_letters(st, task)
-        st.stats.tasks += 1
-        st.stats.task_time_s += event.seconds
-        st.stats.mark_end()
+        st.task_finished(sum(p.nbytes for p in task.inputs), task.produced_bytes, event.seconds)
         st.done_seqs.add(task.seq)
         release_ordered(st, self.options.preserve_order)
         self._settle(self.origins.remove(task.origins))
@@ -468,7 +466,7 @@ class StreamingExecutor:
         return self._place(st, read_index, inputs, est)
 
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
-        working = st.working_for(est)
+        working, est = st.working_for(est), st.expected_output(est)
         if st.stage.is_source:
             used = used_bytes(self.states, self._tasks) + \
                 drain_headroom(self.states, self._slots_of)
@@ -554,7 +552,9 @@ class StreamingExecutor:
             obs.on_task_start(st.index, st.stage.name, task.task_id, label, worker)
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
-                                 task.key, first_row_of(task.inputs)))
+                                 task.key, first_row_of(task.inputs),
+                                 target_bytes=output_target(self.states, st, self.target_bytes,
+                                                            task.est_bytes, self._slots_of)))
 
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)
@@ -562,8 +562,7 @@ class StreamingExecutor:
 
     # ---- observation and liveness -------------------------------------
     def _snapshots(self) -> list:
-        return [snapshot(st, self.actors.count(st.index))
-                for st in self.states]
+        return [snapshot(st, self.actors.count(st.index)) for st in self.states]
 
     def _follow_cluster(self, now: float) -> None:
         """Every few seconds, pick up resources that joined or left (cluster backends)."""

@@ -27,16 +27,20 @@ class Task:
     first_row: int | None = None  # TaskContext.first_row
     read_payload: bytes | None = None  # the read task, cloudpickled, for a worker that
     # did not inherit the stage's read tasks (a worker started from the zygote)
+    target_bytes: int | None = None  # split its outputs to about this size (None: the
+    # backend's target): sized for the task's consumer (executor/output_sizing.py)
 
 
 @dataclass
 class TaskOutput:
-    """A task produced one output block."""
+    """A task produced one output block; ``peak_bytes``: how far its worker's memory
+    rose so far, beside its input and outputs (0: not measured)."""
 
     task_id: int
     ref: BlockRef
     rows: int
     nbytes: int
+    peak_bytes: int = 0
 
 
 @dataclass

@@ -141,7 +141,7 @@ class SimulatedBackend(Backend):
         rows = sum(b - a for a, b in spans)
         cost = self.costs[task.stage_index]
         seconds = cost.seconds_per_task + rows * cost.seconds_per_row
-        blocks = self._cut(spans, rows, rows * cost.bytes_per_row,
+        blocks = self._cut(spans, rows, rows * cost.bytes_per_row, task.target_bytes,
                            getattr(self.stages[task.stage_index], "out_batch_rows", None))
         batch = getattr(self.stages[task.stage_index], "batch_rows", None) or 1
         done = 0
@@ -151,9 +151,8 @@ class SimulatedBackend(Backend):
             through = min(rows, -(-done // batch) * batch)
             at = min(start + cost.seconds_per_task + through * cost.seconds_per_row,
                      start + seconds)
-            self._push(at, TaskOutput(task.task_id, ref, ref.rows, nbytes))
-        biggest = max((nbytes for _, nbytes in blocks), default=1)  # a task streams its
-        self._push(start + seconds, TaskDone(task.task_id, seconds, biggest))  # blocks out
+            self._push(at, TaskOutput(task.task_id, ref, ref.rows, nbytes, 1))
+        self._push(start + seconds, TaskDone(task.task_id, seconds, 1))  # (no working memory)
 
     def _input_spans(self, task: Task) -> list[Span]:
         if task.read_index is not None:
@@ -161,13 +160,14 @@ class SimulatedBackend(Backend):
             return [(read.first_row, read.first_row + read.rows)]
         return [span for ref in task.input_refs for span in ref.spans]
 
-    def _cut(self, spans: list[Span], rows: int, nbytes: float,
+    def _cut(self, spans: list[Span], rows: int, nbytes: float, target: int | None,
              multiple: int | None) -> list[tuple[tuple[Span, ...], int]]:
         """The output blocks: about the target size each, whole multiples of ``multiple``."""
         if rows == 0:
             return []
         per_row = nbytes / rows
-        per_block = max(1, math.ceil(rows / max(1, math.ceil(nbytes / self.target_bytes))))
+        target = max(1, target or self.target_bytes)
+        per_block = max(1, math.ceil(rows / max(1, math.ceil(nbytes / target))))
         if multiple:
             per_block = max(multiple, per_block // multiple * multiple)
         out, current, have = [], [], 0

@@ -405,7 +405,8 @@ def test_a_driver_killed_with_sigterm_mid_job_leaves_nothing(tmp_path):
 
         sb.range(8, override_num_blocks=2).map_batches(hang, releases_gil=False).take_all()
     """) as proc:
-        assert proc.stdout.readline().strip() == "started"
+        # (two workers may print at once: "startedstarted" when their writes interleave)
+        assert proc.stdout.readline().startswith("started")
         assert len(session_processes(proc.pid)) >= 3  # the driver, the zygote, a worker
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(15)
