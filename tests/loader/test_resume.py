@@ -69,7 +69,8 @@ def test_resume_when_the_plan_does_not_run_in_its_read_tasks(images):
         def __call__(self, batch):
             return batch
 
-    ds = images.map_batches(Same, concurrency=1, batch_format="pyarrow")
+    # (a given batch size bundles blocks of several reads, as the 1024-row default did)
+    ds = images.map_batches(Same, concurrency=1, batch_format="pyarrow", batch_size=1024)
     kwargs = dict(batch_size=64, device="cpu", local_shuffle_buffer_size=300,
                   local_shuffle_seed=2)
     before, state = consume(ds.iter_torch_batches(**kwargs), 5)
