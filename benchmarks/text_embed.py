@@ -11,7 +11,7 @@ torch at its default threads (one per core: it alone uses every core). The same
 BATCH [256] captions, L2-normalized float32 vectors of 384 dims.
 
 Engines (one fresh process per run; the runs interleaved: round 1 every engine, then
-round 2...):
+round 2 in the reverse order...):
   loop         what a competent user writes in one process: per parquet file,
                read it, run the model over slices of 256 captions, write one parquet
                file (id, embedding)
@@ -346,7 +346,9 @@ def main(argv=None):
     res = {e: [] for e in engines}
     ref = None
     for rnd in range(args.runs):
-        for e in engines:
+        # every other round in reverse (loop, sb, ray, daft / daft, ray, sb, loop): a load
+        # that rises or falls through a round falls on both sides of a ratio alike
+        for e in (engines if rnd % 2 == 0 else engines[::-1]):
             if e == "ray" and args.ray_runs is not None and rnd >= args.ray_runs:
                 continue
             out_dir = os.path.join(out_root, e)
