@@ -1,0 +1,157 @@
+"""The simulated backend and the policy rules found with it (issue 20).
+
+The simulator runs the unchanged executor on a virtual clock, so these tests are
+exact: the same seed gives the same run, and a rule's effect is a number."""
+
+from __future__ import annotations
+
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+from streambatch.executor.backends.base import Task, TaskDone, TaskOutput
+from streambatch.executor.backends.simulated import SimCost, SimReadTask, SimulatedBackend
+from streambatch.executor.contract import TaskStage
+from streambatch.executor.headroom import drain_headroom
+from streambatch.executor.output_sizing import output_target
+from streambatch.executor.sim_workloads import bounds, generate
+from streambatch.executor.simulation import PipelineSpec, SourceSpec, StageSpec, simulate
+from streambatch.executor.snapshots import source_rates
+from streambatch.executor.stage_state import StageState
+
+MiB = 2**20
+
+
+def _record(result) -> tuple:
+    stages = [(s.tasks, s.rows_out, s.bytes_out, round(s.task_time_s, 9))
+              for s in result.stats.stages]
+    return result.seconds, result.peak_buffered_bytes, stages
+
+
+@pytest.mark.parametrize("seed", [3, 17, 42])
+def test_the_same_seed_gives_the_same_pipeline_and_the_same_run(seed):
+    assert generate(seed) == generate(seed)
+    assert generate(seed) != generate(seed + 1)
+    assert _record(simulate(generate(seed))) == _record(simulate(generate(seed)))
+
+
+@pytest.mark.parametrize("seed", range(0, 40, 3))
+def test_generated_pipelines_deliver_every_row_once_within_budget(seed):
+    spec = generate(seed)
+    result = simulate(spec)  # raises SimulationError on a lost or repeated row
+    assert result.rows == spec.source.rows
+    assert not result.over_budget, (result.peak_buffered_bytes, result.budget_bytes)
+    assert result.seconds >= bounds(spec).within_budget * 0.999  # a bound is a bound
+
+
+def test_a_task_streams_its_blocks_out_batch_by_batch():
+    backend = SimulatedBackend([SimCost(0.0, 1), SimCost(0.5, 10)], num_cpus=1)
+    consumer = TaskStage("M", upstream=(0,), ops=[SimpleNamespace(batch_rows=4)])
+    backend.start([TaskStage("Read", read_tasks=[SimReadTask(0, 8)]), consumer], 20)
+    source = SimpleNamespace(spans=((0, 8),))
+    backend.submit(Task(0, 1, None, [source]))
+    events = []
+    while not any(isinstance(e, TaskDone) for _, e in events):
+        events += [(backend.clock(), e) for e in backend.poll(10.0)]
+    outputs = [(t, e.rows) for t, e in events if isinstance(e, TaskOutput)]
+    assert outputs == [(2.0, 2), (2.0, 2), (4.0, 2), (4.0, 2)]  # 20-byte blocks, per batch
+
+
+def test_an_actor_runs_its_queued_tasks_one_at_a_time_after_its_start_up():
+    backend = SimulatedBackend([SimCost(0.0, 1), SimCost(1.0, 1, startup_s=3.0)], num_cpus=1)
+    backend.start([TaskStage("Read"), TaskStage("Model", upstream=(0,))], 100)
+    backend.start_actor(1, 7, {})
+    for task_id in (1, 2):
+        backend.submit(Task(task_id, 1, None, [SimpleNamespace(spans=((0, 2),))], actor_id=7))
+    done = {}
+    while len(done) < 2:
+        done.update({e.task_id: backend.clock() for e in backend.poll(10.0)
+                     if isinstance(e, TaskDone)})
+    assert done == {1: 5.0, 2: 7.0}
+
+
+def _stage(index: int, upstream=(), batch=None, downstream=None) -> StageState:
+    ops = [SimpleNamespace(batch_rows=batch)] if batch else []
+    return StageState(index, TaskStage(f"S{index}", upstream=upstream, ops=ops), downstream)
+
+
+def test_drain_headroom_reserves_the_growth_of_tasks_that_can_start_not_of_every_slot():
+    read, grow = _stage(0, downstream=1), _stage(1, upstream=(0,))
+    grow.next_seq, grow.bytes_in = 2, 200 * 1000
+    grow.stats.tasks, grow.stats.bytes_out = 2, 1000 * 1000  # 100 KB in -> 500 KB out
+    assert drain_headroom([read, grow], lambda st: (32.0, "cpu")) == 400 * 1000
+    grow.inputs[0] = deque(SimpleNamespace(memory_bytes=100 * 1000) for _ in range(3))
+    assert drain_headroom([read, grow], lambda st: (32.0, "cpu")) == 3 * 400 * 1000
+    assert drain_headroom([read, grow], lambda st: (2.0, "cpu")) == 2 * 400 * 1000
+
+
+def test_output_blocks_are_sized_for_the_consumer():
+    up, down = _stage(0, downstream=1), _stage(1, upstream=(0,), batch=8)
+    assert output_target([up, down], up, 64 * MiB) == 64 * MiB  # nothing known
+    up.stats.rows_out, up.stats.bytes_out = 100, 100 * 1000  # 1000 bytes a row
+    assert output_target([up, down], up, 64 * MiB) == 8 * 1000  # a batch a block
+    down.task_finished(10 * 1000, 200 * 1000, 5.0)  # grows 20x; 10 rows in 5 s
+    down.stats.rows_in = 10
+    assert output_target([up, down], up, 64 * MiB) == 8 * 1000  # 1 s of its work: 2 rows,
+    # at least a batch
+    down.stats.task_time_s = 0.001  # fast: the growth rule alone
+    assert output_target([up, down], up, 64 * MiB) == 64 * MiB // 20
+
+
+def test_few_tasks_left_cut_their_output_for_the_consumer_slots():
+    up, down = _stage(0, downstream=1), _stage(1, upstream=(0,))
+    up.pending_reads.extend(range(4))  # four reads left for 64 slots: 16 blocks each
+    target = output_target([up, down], up, 64 * MiB, est_bytes=16 * MiB,
+                           slots_of=lambda st: (64.0, "cpu"))
+    assert target == MiB
+    up.pending_reads.extend(range(100))  # plenty of tasks: blocks at the target
+    assert output_target([up, down], up, 64 * MiB, est_bytes=16 * MiB,
+                         slots_of=lambda st: (64.0, "cpu")) == 64 * MiB
+
+
+def test_growth_counts_finished_tasks_only_and_unknown_growth_is_charged_6x():
+    st = _stage(1, upstream=(0,))
+    st.bytes_in, st.stats.rows_in = 1000, 10  # ten tasks started, none finished
+    assert st.growth() == 1.0 and st.expected_output(100) == 100
+    st.running[1] = SimpleNamespace()
+    assert st.expected_output(100) == 600  # one runs, nothing seen: 6x for the next
+    st.output_seen(rows=2, nbytes=800)  # its first block: 400 a row against 100 in
+    assert st.growth() == 4.0 and st.expected_output(100) == 100
+    st.task_finished(100, 300, 1.0)
+    assert st.growth() == 3.0  # not 1100 out / 1000 in of all the started tasks
+
+
+def test_a_batch_stage_waiting_for_rows_is_not_taken_as_slow():
+    src, batch = _stage(0, downstream=1), _stage(1, upstream=(0,), batch=64)
+    batch.inputs[0] = deque([SimpleNamespace(rows=10, created_at=0.0, nbytes=1)])
+    rates, _ = source_rates([src, batch], src, 100, now=50.0)
+    assert rates == []  # 10 of 64 rows: no task it could start, no age to count
+    batch.inputs[0].append(SimpleNamespace(rows=54, created_at=1.0, nbytes=1))
+    rates, _ = source_rates([src, batch], src, 100, now=50.0)
+    assert [r.task_time_s for r in rates] == [50.0]  # a full batch waits: its age counts
+
+
+def _growing_pipeline(budget: int | None) -> PipelineSpec:
+    """32 CPUs; reads of 19 rows x 20 KB, then a stage that grows them 12x."""
+    return PipelineSpec(SourceSpec(141, 19, 0.8, 20 * 1000),
+                        (StageSpec("Grow", 0.0287, 12.25, batch_rows=64),),
+                        num_cpus=32, budget_bytes=budget)
+
+
+def test_a_growing_stage_does_not_hold_the_source_to_one_read_at_a_time():
+    spec = _growing_pipeline(65 * MiB)
+    result = simulate(spec)
+    efficiency = bounds(spec).within_budget / result.seconds
+    assert efficiency > 0.7, result.stats  # was 4% (1828 s) before the headroom rule
+    assert not result.over_budget
+
+
+def test_an_unknown_16x_stage_stays_within_a_tight_budget():
+    spec = PipelineSpec(SourceSpec(196, 8, 0.003, 44 * 1000),
+                        (StageSpec("Shrink", 0.18, 0.13, batch_rows=64, num_cpus=0,
+                                   num_gpus=1, actors=(1, 16)),
+                         StageSpec("Grow16", 0.015, 16.0, batch_rows=8, actors=(1, 8)),
+                         StageSpec("Map", 0.005, 1.85, batch_rows=1)),
+                        num_cpus=32, num_gpus=16, budget_bytes=32 * MiB)
+    result = simulate(spec)
+    assert not result.over_budget, (result.peak_buffered_bytes, result.stats)
