@@ -69,6 +69,40 @@ def output_target(states: list[StageState], st: StageState, target: int,
     return max(SMALLEST, int(sized))
 
 
+def output_rows(states: list[StageState], st: StageState) -> int | None:
+    """The most rows an output block of ``st``'s next task should hold (None: no cap):
+    the rows of :data:`TASK_SECONDS` of the consumer's measured work, or one of its
+    batches before its speed is known. (Bytes alone miss it while ``st``'s own growth
+    is a guess: a stage that shrinks its input 4x would fill 4 batches a block.)
+
+    >>> from streambatch.executor.contract import TaskStage
+    >>> from types import SimpleNamespace
+    >>> up = StageState(0, TaskStage("Read"), 1)
+    >>> down = StageState(1, TaskStage("M", upstream=(0,), ops=[SimpleNamespace(batch_rows=8)]),
+    ...                   None)
+    >>> output_rows([up, down], up)
+    8
+    >>> down.task_finished(10, 10, 0.1); down.stats.rows_in = 10    # 0.01 s a row
+    >>> output_rows([up, down], up)
+    100
+    """
+    if st.downstream is None or not states[st.downstream].stage.runs_tasks:
+        return None
+    down = states[st.downstream]
+    per_row, batch = _seconds_per_row(down), down.stage.batch_rows
+    if per_row:
+        return max(batch or 1, math.ceil(TASK_SECONDS / per_row))
+    return batch
+
+
+def block_size(states: list[StageState], st: StageState, target: int, est_bytes: int,
+               slots_of: Callable) -> dict:
+    """``target_bytes`` and ``block_rows`` of the output blocks of ``st``'s next task
+    (the :class:`~streambatch.executor.backends.base.Task` fields)."""
+    return {"target_bytes": output_target(states, st, target, est_bytes, slots_of),
+            "block_rows": output_rows(states, st)}
+
+
 def _tasks_left(st: StageState) -> int:
     """About how many tasks ``st`` has to run still (running, reads, queued input)."""
     queued = st.queued_bytes() // max(1, st.avg_input_per_task() or 1) if st.stage.upstream \

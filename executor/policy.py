@@ -132,6 +132,7 @@ class AdaptiveAdmission(BudgetAdmission):
         self.source_bytes = 0.0
         self.rate = 0.0
         self.last: float | None = None
+        self.unmeasured_limit = initial_tasks  # source tasks started before a measurement
 
     def observe(self, rates: list[StageRate], source_bytes: float, now: float,
                 burst_tasks: float | None = None, measured: bool = True) -> None:
@@ -147,14 +148,19 @@ class AdaptiveAdmission(BudgetAdmission):
         >>> p.allowance - p.admitted
         30.0
 
-        ``measured`` is False until a source task has finished: until then
-        only ``initial_tasks`` source tasks start (their output size is unknown;
-        a read followed by a fused UDF may make far more bytes than estimated),
-        and the allowance starts afresh from the first measurement, with room for
-        ``burst_tasks`` source partitions.
+        ``measured`` is False until a source task has made its first block: until
+        then as many source tasks start as the source has slots (``burst_tasks``,
+        at least ``initial_tasks``) and the memory rule lets in (it charges each
+        ``UNMEASURED_FACTOR`` x its estimate for working memory: a read followed by
+        a fused UDF may make far more bytes than estimated), and the allowance
+        starts afresh from the first measurement, with room for ``burst_tasks``
+        source partitions. (Two tasks at first, whatever the slots, cost a whole
+        wave of reads on a machine of many CPUs whose reads make their first
+        block late.)
         """
         self.source_bytes = source_bytes
         fresh = max(self.initial_tasks, burst_tasks or 0)
+        self.unmeasured_limit = fresh
         if measured and not self.measured:
             self.measured, self.allowance = True, self.admitted + fresh * source_bytes
         if self.allowance is None:
@@ -179,7 +185,7 @@ class AdaptiveAdmission(BudgetAdmission):
             return True
         if not self.measured:
             self.blocked_by = "source output size not measured yet"
-            return self.started < self.initial_tasks
+            return self.started < self.unmeasured_limit
         if self.allowance is None or self.rate == float("inf") or self._starving(view):
             return True
         self.blocked_by = "source rate (adaptive)"

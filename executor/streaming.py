@@ -43,7 +43,7 @@ from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.next_task import describe_read, next_work
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
-from streambatch.executor.output_sizing import output_target
+from streambatch.executor.output_sizing import block_size
 from streambatch.executor.partition import InMemoryRef, Partition, first_row_of
 from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.recovery import LostInputRecovery, recipe_of
@@ -553,8 +553,8 @@ class StreamingExecutor:
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
                                  task.key, first_row_of(task.inputs),
-                                 target_bytes=output_target(self.states, st, self.target_bytes,
-                                                            task.est_bytes, self._slots_of)))
+                                 **block_size(self.states, st, self.target_bytes, task.est_bytes,
+                                              self._slots_of)))
 
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)

@@ -29,6 +29,7 @@ class Task:
     # did not inherit the stage's read tasks (a worker started from the zygote)
     target_bytes: int | None = None  # split its outputs to about this size (None: the
     # backend's target): sized for the task's consumer (executor/output_sizing.py)
+    block_rows: int | None = None  # ... and to at most this many rows (None: no cap)
 
 
 @dataclass

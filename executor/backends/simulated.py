@@ -142,6 +142,7 @@ class SimulatedBackend(Backend):
         cost = self.costs[task.stage_index]
         seconds = cost.seconds_per_task + rows * cost.seconds_per_row
         blocks = self._cut(spans, rows, rows * cost.bytes_per_row, task.target_bytes,
+                           task.block_rows,
                            getattr(self.stages[task.stage_index], "out_batch_rows", None))
         batch = getattr(self.stages[task.stage_index], "batch_rows", None) or 1
         done = 0
@@ -161,13 +162,15 @@ class SimulatedBackend(Backend):
         return [span for ref in task.input_refs for span in ref.spans]
 
     def _cut(self, spans: list[Span], rows: int, nbytes: float, target: int | None,
-             multiple: int | None) -> list[tuple[tuple[Span, ...], int]]:
-        """The output blocks: about the target size each, whole multiples of ``multiple``."""
+             most_rows: int | None, multiple: int | None) -> list[tuple[tuple[Span, ...], int]]:
+        """The output blocks: about the target size each, at most ``most_rows`` rows,
+        whole multiples of ``multiple``."""
         if rows == 0:
             return []
         per_row = nbytes / rows
         target = max(1, target or self.target_bytes)
         per_block = max(1, math.ceil(rows / max(1, math.ceil(nbytes / target))))
+        per_block = min(per_block, most_rows or per_block)
         if multiple:
             per_block = max(multiple, per_block // multiple * multiple)
         out, current, have = [], [], 0
