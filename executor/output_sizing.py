@@ -69,7 +69,8 @@ def output_target(states: list[StageState], st: StageState, target: int,
     return max(SMALLEST, int(sized))
 
 
-def output_rows(states: list[StageState], st: StageState) -> int | None:
+def output_rows(states: list[StageState], st: StageState, task_rows: int = 0,
+                slots_of: Callable | None = None) -> int | None:
     """The most rows an output block of ``st``'s next task should hold (None: no cap):
     the rows of :data:`TASK_SECONDS` of the consumer's measured work, or one of its
     batches before its speed is known. (Bytes alone miss it while ``st``'s own growth
@@ -92,15 +93,23 @@ def output_rows(states: list[StageState], st: StageState) -> int | None:
     per_row, batch = _seconds_per_row(down), down.stage.batch_rows
     if per_row:
         return max(batch or 1, math.ceil(TASK_SECONDS / per_row))
+    spread = math.ceil(slots_of(down)[0] / max(1, _tasks_left(st))) if slots_of else 1
+    if spread > 1 and task_rows:  # (the rows of the spread rule of output_target)
+        return max(batch or 1, math.ceil(task_rows / spread))
     return batch
 
 
-def block_size(states: list[StageState], st: StageState, target: int, est_bytes: int,
+def block_size(states: list[StageState], st: StageState, target: int, task,
                slots_of: Callable) -> dict:
-    """``target_bytes`` and ``block_rows`` of the output blocks of ``st``'s next task
-    (the :class:`~streambatch.executor.backends.base.Task` fields)."""
-    return {"target_bytes": output_target(states, st, target, est_bytes, slots_of),
-            "block_rows": output_rows(states, st)}
+    """``target_bytes`` and ``block_rows`` of the output blocks of the task about to
+    start (a RunningTask of ``st``): the :class:`~streambatch.executor.backends.base.Task`
+    fields."""
+    rows = sum(p.rows for p in task.inputs)
+    if task.read_index is not None:
+        read = st.task_stage.resolved_read_tasks()[task.read_index]
+        rows = getattr(read, "estimated_rows", None) or 0
+    return {"target_bytes": output_target(states, st, target, task.est_bytes, slots_of),
+            "block_rows": output_rows(states, st, rows, slots_of)}
 
 
 def _tasks_left(st: StageState) -> int:

@@ -160,7 +160,7 @@ class AdaptiveAdmission(BudgetAdmission):
         """
         self.source_bytes = source_bytes
         fresh = max(self.initial_tasks, burst_tasks or 0)
-        self.unmeasured_limit = fresh
+        self.unmeasured_limit = int(fresh)
         if measured and not self.measured:
             self.measured, self.allowance = True, self.admitted + fresh * source_bytes
         if self.allowance is None:

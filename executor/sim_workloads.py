@@ -101,7 +101,7 @@ def generate(seed: int, num_cpus: float | None = None, num_gpus: float | None = 
     floor = max(4 * _largest_task_bytes(spec), cpus * MiB)
     if rng.random() < 0.2:
         return spec
-    budget = max(floor, int(need * _log_uniform(rng, 0.25, 8.0)))
+    budget = int(max(floor, need * _log_uniform(rng, 0.25, 8.0)))
     return spec.with_budget(budget)
 
 

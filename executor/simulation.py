@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from streambatch.executor import clock
 from streambatch.executor.backends.simulated import SimCost, SimReadTask, SimulatedBackend
-from streambatch.executor.contract import Resources, TaskStage
+from streambatch.executor.contract import Resources, Stage, TaskStage
 from streambatch.executor.options import ExecutionOptions
 
 UNLIMITED = 2**50  # a budget no simulated pipeline reaches
@@ -160,7 +160,7 @@ def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None) -> Sim
                                           num_gpus=spec.num_gpus, memory_budget=budget,
                                           scheduler=spec.scheduler)
     backend = SimulatedBackend(costs_of(spec), spec.num_cpus, spec.num_gpus)
-    executor = StreamingExecutor(physical_stages(spec), backend, options)
+    executor = StreamingExecutor(list[Stage](physical_stages(spec)), backend, options)
     seen = np.zeros(spec.source.rows, np.int64)
     with clock.use(backend.clock):
         for part in executor.run():

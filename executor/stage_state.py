@@ -154,10 +154,30 @@ class StageState:
         when the backend measured it (the first block of a long task tells it long before
         the task ends, and until then each task is charged ``UNMEASURED_FACTOR`` x its
         output)."""
+        unknown = not self.stats.rows_out and not self.stats.tasks
         self.stats.rows_out += rows
         self.stats.bytes_out += nbytes
-        if peak_bytes:
-            self.working.append(peak_bytes)
+        self.measured_working(peak_bytes)
+        if unknown and not self.stage.is_source:  # the growth is known now: what the
+            growth = self.growth()  # running tasks reserve for their output follows
+            for task in self.running.values():
+                task.est_bytes = int(sum(p.nbytes for p in task.inputs) * growth)
+
+    def measured_working(self, peak_bytes: int) -> None:
+        """A task's working memory was measured (0: it was not): the stage's estimate,
+        and what its running tasks are charged, follow (a task started before any
+        measurement was charged ``UNMEASURED_FACTOR`` x its output for it).
+
+        >>> st = StageState(1, TaskStage("M", upstream=(0,)), None)
+        >>> st.running[1] = RunningTask(1, 1, 0, [], "partition 0", 100, working=600)
+        >>> st.measured_working(40); st.running[1].working, st.working_for(100)
+        (40, 40)
+        """
+        if not peak_bytes:
+            return
+        self.working.append(peak_bytes)
+        for task in self.running.values():
+            task.working = min(task.working, max(self.working))
 
     def task_finished(self, bytes_in: int, bytes_out: int, seconds: float) -> None:
         """Count a finished task: its input and output bytes and its run time."""

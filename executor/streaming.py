@@ -247,8 +247,7 @@ class StreamingExecutor:
         if task is None:
             return
         st = self.states[task.stage_index]
-        if event.peak_bytes:  # beside its input, which is charged as buffered
-            st.working.append(event.peak_bytes)
+        st.measured_working(event.peak_bytes)  # beside its input (charged as buffered)
         for obs in self.observers:
             obs.on_task_end(st.index, task.task_id, event.seconds, task.rows_out, True)
         if event.task_id in self._orphans:
@@ -529,8 +528,9 @@ class StreamingExecutor:
             desc = describe_origins(origins, self.stages, self._source_stage) \
                 or f"partition {st.next_seq}"
         self.origins.add(origins)
-        task = RunningTask(0, st.index, st.next_seq, inputs, desc, est, read_index=read_index,
-                           key=key, origins=origins, working=st.working_for(est))
+        task = RunningTask(0, st.index, st.next_seq, inputs, desc, st.expected_output(est),
+                           read_index=read_index, key=key, origins=origins,
+                           working=st.working_for(est))
         st.next_seq += 1
         st.bytes_in += sum(p.nbytes for p in inputs)
         st.stats.rows_in += sum(p.rows for p in inputs)
@@ -553,7 +553,7 @@ class StreamingExecutor:
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
                                  task.key, first_row_of(task.inputs),
-                                 **block_size(self.states, st, self.target_bytes, task.est_bytes,
+                                 **block_size(self.states, st, self.target_bytes, task,
                                               self._slots_of)))
 
     def _note_peak(self) -> None:

@@ -113,10 +113,12 @@ def test_growth_counts_finished_tasks_only_and_unknown_growth_is_charged_6x():
     st = _stage(1, upstream=(0,))
     st.bytes_in, st.stats.rows_in = 1000, 10  # ten tasks started, none finished
     assert st.growth() == 1.0 and st.expected_output(100) == 100
-    st.running[1] = SimpleNamespace()
+    st.running[1] = SimpleNamespace(inputs=[SimpleNamespace(nbytes=100)], est_bytes=600,
+                                    working=0)
     assert st.expected_output(100) == 600  # one runs, nothing seen: 6x for the next
     st.output_seen(rows=2, nbytes=800)  # its first block: 400 a row against 100 in
     assert st.growth() == 4.0 and st.expected_output(100) == 100
+    assert st.running[1].est_bytes == 400  # what the running task reserves follows
     st.task_finished(100, 300, 1.0)
     assert st.growth() == 3.0  # not 1100 out / 1000 in of all the started tasks
 
