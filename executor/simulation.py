@@ -14,7 +14,7 @@ source row reached the end exactly once.
 ...                     num_cpus=4, num_gpus=2)
 >>> result = simulate(spec)
 >>> result.rows, round(result.seconds, 1), result.over_budget
-(800, 3.5, False)
+(800, 3.0, False)
 """
 
 from __future__ import annotations
