@@ -146,9 +146,9 @@ def _stream(stage, task: Task, target_bytes: int, state: dict, exit_key: str):
 
 
 def _task_of(meta: tuple, blocks: tuple) -> Task:
-    task_id, stage_index, read_index, description, key, first_row, sizes = meta
+    task_id, stage_index, read_index, description, key, first_row = meta
     return Task(task_id, stage_index, read_index, [InMemoryRef(b) for b in blocks], description,
-                key=key, first_row=first_row, target_bytes=sizes[0], block_rows=sizes[1])
+                key=key, first_row=first_row)
 
 
 @ray.remote(max_retries=0, num_returns="streaming")
@@ -290,7 +290,7 @@ class RayBackend(Backend):
     def submit(self, task: Task) -> None:
         """Start a Ray task (or an actor call) whose outputs stream back as refs."""
         meta = (task.task_id, task.stage_index, task.read_index, task.description, task.key,
-                task.first_row, (task.target_bytes, task.block_rows))
+                task.first_row)
         blocks = [self._object_ref(r) for r in task.input_refs]
         exit_key = f"{_EXIT_KEY}{self._key}-{task.task_id}"
         if task.actor_id is not None:
