@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TARGET_MEDIAN, TARGET_P10 = 0.90, 0.80
 
 
-def run_one(seed: int, shape: str = "machine") -> dict:
+def run_one(seed: int, shape: str = "machine", planned: bool = False) -> dict:
     """Simulate the pipeline of ``seed``; its bounds, time and memory."""
     from _sweep_shapes import spec_for
     from streambatch.executor.sim_workloads import bounds
@@ -37,7 +37,7 @@ def run_one(seed: int, shape: str = "machine") -> dict:
     spec = spec_for(seed, shape)
     b = bounds(spec)
     start = time.perf_counter()
-    result = simulate(spec)
+    result = simulate(spec, planned=planned)
     return {"seed": seed, "shape": shape, "stages": len(spec.stages) + 1,
             "cpus": spec.num_cpus, "gpus": spec.num_gpus, "rows": spec.source.rows,
             "budget": spec.budget_bytes, "optimum": b.optimum, "within": b.within_budget,
@@ -64,10 +64,11 @@ def summarize(label: str, records: list[dict]) -> dict:
     return summary
 
 
-def sweep(seeds: list[int], shape: str, jobs: int) -> list[dict]:
+def sweep(seeds: list[int], shape: str, jobs: int, planned: bool = False) -> list[dict]:
     """Simulate every seed (in ``jobs`` processes)."""
     with ProcessPoolExecutor(jobs) as pool:
-        return list(pool.map(run_one, seeds, [shape] * len(seeds), chunksize=8))
+        return list(pool.map(run_one, seeds, [shape] * len(seeds), [planned] * len(seeds),
+                             chunksize=8))
 
 
 def main() -> None:
@@ -80,15 +81,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="simulate one pipeline and print its stats")
     parser.add_argument("--real", type=int, default=0, help="also run N on the local backend")
     parser.add_argument("--ray", type=int, default=0, help="... and N of those on Ray Data")
+    parser.add_argument("--planned", action="store_true",
+                        help="simulate what the backends do not do yet: per-task block sizes, "
+                             "working memory with the first block")
     parser.add_argument("--json", help="write the records here")
     args = parser.parse_args()
     if args.seed is not None:
-        return show(args.seed, args.shape)
+        return show(args.seed, args.shape, args.planned)
     seeds = list(range(args.first_seed, args.first_seed + args.pipelines))
     start = time.perf_counter()
-    records = sweep(seeds, args.shape, args.jobs)
+    records = sweep(seeds, args.shape, args.jobs, args.planned) if seeds else []
     print(f"simulated {len(records)} pipelines in {time.perf_counter() - start:.0f} s")
-    out = {"simulated": summarize(f"simulated ({args.shape})", records), "records": records}
+    label = f"simulated ({args.shape}{', planned backend features' if args.planned else ''})"
+    out = {"simulated": summarize(label, records) if records else None, "records": records}
     for r in sorted(records, key=lambda r: r["efficiency"])[:args.worst]:
         print(f"  seed {r['seed']}: {r['efficiency']:.1%} ({r['seconds']:.1f} s vs "
               f"{r['within']:.1f} s), {r['stages']} stages, {r['cpus']} CPUs, {r['gpus']} GPUs")
@@ -100,7 +105,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(out, indent=1))
 
 
-def show(seed: int, shape: str) -> None:
+def show(seed: int, shape: str, planned: bool = False) -> None:
     """One pipeline: its spec, bounds and the executor's stats."""
     from _sweep_shapes import spec_for
     from streambatch.executor.sim_workloads import bounds
@@ -109,7 +114,7 @@ def show(seed: int, shape: str) -> None:
     spec = spec_for(seed, shape)
     print(spec)
     print(bounds(spec))
-    result = simulate(spec)
+    result = simulate(spec, planned=planned)
     print(result.stats)
     print(f"efficiency {bounds(spec).within_budget / result.seconds:.1%}")
 

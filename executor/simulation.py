@@ -150,16 +150,20 @@ def costs_of(spec: PipelineSpec) -> list[SimCost]:
     return costs
 
 
-def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None) -> SimResult:
+def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None,
+             planned: bool = False) -> SimResult:
     """Run ``spec`` on the simulated backend; a SimulationError if a row was lost or
-    delivered twice."""
+    delivered twice. ``planned``: with what the real backends do not do yet (blocks
+    cut to the size the executor asks per task; working memory reported with a task's
+    first block), to measure what it would give."""
     from streambatch.executor.streaming import StreamingExecutor
 
     budget = spec.budget_bytes or UNLIMITED
     options = options or ExecutionOptions(num_cpus=max(1, int(spec.num_cpus)),
                                           num_gpus=spec.num_gpus, memory_budget=budget,
                                           scheduler=spec.scheduler)
-    backend = SimulatedBackend(costs_of(spec), spec.num_cpus, spec.num_gpus)
+    backend = SimulatedBackend(costs_of(spec), spec.num_cpus, spec.num_gpus,
+                               sized_blocks=planned, early_working=planned)
     executor = StreamingExecutor(list[Stage](physical_stages(spec)), backend, options)
     seen = np.zeros(spec.source.rows, np.int64)
     with clock.use(backend.clock):

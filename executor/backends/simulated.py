@@ -2,8 +2,9 @@
 
 Nothing runs: a task takes the time its stage declares per row (plus a fixed cost
 per task), its output is the rows it was given, sized as the stage declares and
-cut into blocks of the executor's target size, and emitted over the task's run as
-a real task streams them. Actors run their queued tasks one at a time after a
+cut into blocks of the backend's target size (as the local backend does; with
+``sized_blocks``, of the size the executor asks for each task), and emitted batch by
+batch over the task's run as a real task streams them. Actors run their queued tasks one at a time after a
 declared start-up. :meth:`poll` moves the clock to the next event (or by its
 timeout when none comes sooner), so the unchanged executor and policy run a long
 pipeline in a fraction of a second, and the same seed gives the same run.
@@ -102,8 +103,12 @@ class _Actor:
 class SimulatedBackend(Backend):
     """Runs stages on a virtual clock with the declared costs (``costs[i]``: stage i)."""
 
-    def __init__(self, costs: list[SimCost], num_cpus: float, num_gpus: float = 0.0) -> None:
+    def __init__(self, costs: list[SimCost], num_cpus: float, num_gpus: float = 0.0,
+                 sized_blocks: bool = False, early_working: bool = False) -> None:
         self.costs, self._cpus, self.num_gpus = costs, num_cpus, num_gpus
+        # What the real backends do not do yet, to measure what it would give:
+        self.sized_blocks = sized_blocks  # cut outputs as Task.target_bytes/block_rows ask
+        self.early_working = early_working  # report working memory with the first block
         self.now = 0.0
         self._events: list = []
         self._order = itertools.count()
@@ -141,8 +146,10 @@ class SimulatedBackend(Backend):
         rows = sum(b - a for a, b in spans)
         cost = self.costs[task.stage_index]
         seconds = cost.seconds_per_task + rows * cost.seconds_per_row
-        blocks = self._cut(spans, rows, rows * cost.bytes_per_row, task.target_bytes,
-                           task.block_rows,
+        sized = self.sized_blocks
+        blocks = self._cut(spans, rows, rows * cost.bytes_per_row,
+                           task.target_bytes if sized else None,
+                           task.block_rows if sized else None,
                            getattr(self.stages[task.stage_index], "out_batch_rows", None))
         batch = getattr(self.stages[task.stage_index], "batch_rows", None) or 1
         done = 0
@@ -152,7 +159,8 @@ class SimulatedBackend(Backend):
             through = min(rows, -(-done // batch) * batch)
             at = min(start + cost.seconds_per_task + through * cost.seconds_per_row,
                      start + seconds)
-            self._push(at, TaskOutput(task.task_id, ref, ref.rows, nbytes, 1))
+            self._push(at, TaskOutput(task.task_id, ref, ref.rows, nbytes,
+                                      1 if self.early_working else 0))
         self._push(start + seconds, TaskDone(task.task_id, seconds, 1))  # (no working memory)
 
     def _input_spans(self, task: Task) -> list[Span]:
