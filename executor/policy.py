@@ -97,8 +97,11 @@ class BudgetAdmission:
         return self.admit(view, est_bytes)
 
     def observe(self, rates: list[StageRate], source_bytes: float, now: float,
-                burst_tasks: float | None = None) -> None:
-        """Static: ignores measurements."""
+                burst_tasks: float | None = None, measured: bool = True) -> None:
+        """Static: ignores measurements.
+
+        >>> BudgetAdmission().observe([], 100.0, 0.0, burst_tasks=2, measured=False)
+        """
 
     def source_started(self, est_bytes: int) -> None:
         """Static: nothing to account."""
