@@ -111,7 +111,7 @@ def _gpu_stages_fit(stages: tuple[StageSpec, ...], gpus: float) -> tuple[StageSp
     if not count:
         return stages
     share = gpus / count
-    need = min(1.0, math.floor(share * 1000) / 1000)  # (rounded down: the shares must fit)
+    need = 1.0 / math.ceil(count / gpus) if share < 1 else 1.0  # (shares pack whole GPUs)
     high = max(1, int(share / need))
     return tuple(replace(s, num_gpus=need, actors=(1, high)) if s.num_gpus else s
                  for s in stages)
