@@ -71,8 +71,11 @@ def test_policy_names():
     assert type(make_policy("static")) is BudgetAdmission
 
 
-def test_autoscaling_target_is_backlog_over_queue_depth_within_bounds():
-    assert [wanted_actors(b, 2, 1, 4) for b in (0, 1, 2, 3, 7, 100)] == [1, 1, 1, 2, 4, 4]
+def test_autoscaling_target_is_one_actor_per_task_in_the_backlog_within_bounds():
+    # (the queue depth is for tasks beyond the pool's maximum: six batches with sixteen
+    # free GPUs run on six actors, not two after each other on three)
+    assert [wanted_actors(b, 2, 1, 4) for b in (0, 1, 2, 3, 7, 100)] == [1, 1, 2, 3, 4, 4]
+    assert wanted_actors(6, 2, 2, 16) == 6
 
 
 def test_ledger_packs_fractional_gpus_and_refuses_the_impossible():
