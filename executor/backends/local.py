@@ -409,7 +409,7 @@ class LocalBackend(Backend):
                 self._emit(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
             if ctx.dead_letters:
                 self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))
-            working = arrow.sample()
+            working = arrow.finish()
             if probe is not None:
                 probe.end()  # before the executor can start the next task in its place
             self._emit(TaskDone(task.task_id, time.perf_counter() - start, working))
@@ -420,6 +420,8 @@ class LocalBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the executor
             if not self._cancelled.is_set():
                 self.events.put(TaskFailed(task.task_id, describe_failure(exc)))
+        finally:
+            arrow.finish()
 
     def _emit(self, event) -> None:
         """Hand a thread task's event to the executor; a task abandoned by cancel() or

@@ -88,10 +88,11 @@ class ArrowGrowth:
     input block and as it hands out each output block (decoded reader buffers, a
     writer's pages, the UDF's output, and what the allocator keeps of them). Tasks
     running beside it count in it, less the blocks every task of the process handed
-    out meanwhile (charged as buffered, by the stage that made them): it still errs
-    high by the others' working memory. (Counting only its own blocks out made a
-    read beside seven others measure 30-37 MiB of working memory for a 3 MB output,
-    and the budget then ran one read at a time.)
+    out meanwhile (charged as buffered, by the stage that made them), and the rise is
+    shared among the thread tasks measuring at the time: the tasks running at once are
+    charged, together, what the process rose by (each charged the whole rise, eight
+    reads building arrays at once were charged eight times over, and the budget ran
+    them one at a time).
 
     >>> import pyarrow as pa
     >>> growth = ArrowGrowth()
@@ -102,9 +103,12 @@ class ArrowGrowth:
     >>> out = pa.allocate_buffer(8 << 20); growth.handed_over(out.size)
     >>> beside.sample() < 1 << 20
     True
+    >>> growth.finish() > 0, beside.finish() < 1 << 20
+    (True, True)
     """
 
     _handed_by_all = [0]  # bytes every task of this process handed out (a list: shared)
+    _measuring = [0]  # thread tasks of this process measuring now
 
     def __init__(self) -> None:
         import pyarrow as pa
@@ -112,6 +116,8 @@ class ArrowGrowth:
         self._allocated = pa.total_allocated_bytes
         self._base, self._anon, self._peak = self._allocated(), _anon_bytes(), 0
         self._handed = -self._handed_by_all[0]
+        self._measuring[0] += 1  # (a lost update between threads is undone by finish)
+        self._open = True
 
     def handed_over(self, nbytes: int) -> None:
         """An output block stays in this process, charged as buffered: not working memory."""
@@ -122,8 +128,21 @@ class ArrowGrowth:
         rise = self._allocated() - self._base
         if self._anon is not None:
             rise = max(rise, (_anon_bytes() or 0) - self._anon)
-        self._peak = max(self._peak, rise - self._handed - self._handed_by_all[0])
+        share = (rise - self._handed - self._handed_by_all[0]) / max(1, self._measuring[0])
+        self._peak = max(self._peak, int(share))
         return self._peak
+
+    def finish(self) -> int:
+        """The task ended (however): its last measure; it no longer shares the rise.
+
+        >>> growth = ArrowGrowth(); growth.finish() >= 0, growth.finish() >= 0
+        (True, True)
+        """
+        peak = self.sample()
+        if self._open:
+            self._open = False
+            self._measuring[0] = max(0, self._measuring[0] - 1)
+        return peak
 
 
 def _anon_bytes() -> int | None:
