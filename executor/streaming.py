@@ -553,8 +553,8 @@ class StreamingExecutor:
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
                                  task.key, first_row_of(task.inputs),
-                                 **block_size(self.states, st, self.target_bytes, task,
-                                              self._slots_of)))
+                                 **(block_size(self.states, st, self.target_bytes, task,
+                                               self._slots_of) if self.backend.sized_blocks else {})))
 
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)

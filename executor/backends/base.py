@@ -156,6 +156,8 @@ class Backend(ABC):
     """Where tasks run. The streaming executor owns every scheduling decision."""
 
     can_spill = False  # True: every worker reads this machine's disk (spilled blocks)
+    sized_blocks = False  # True: it cuts a task's outputs as Task.target_bytes/block_rows
+    # ask (the executor then works them out per task; the real backends do not yet)
 
     @classmethod
     def from_options(cls, options) -> Backend:
