@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 from streambatch.executor import clock
 from streambatch.executor.errors import UnplaceableError
+from streambatch.executor.nodes import NodeLedger
 from streambatch.executor.resources import Allocation, ResourceLedger
+
+Ledger = ResourceLedger | NodeLedger  # one machine's, or each node's of several
 
 
 @dataclass
@@ -56,7 +59,7 @@ class ActorPool:
         self.depth, self.idle_timeout_s = depth, idle_timeout_s
         self.actors: dict[int, ActorInfo] = {}
 
-    def start_minimum(self, ledger: ResourceLedger, start) -> None:
+    def start_minimum(self, ledger: Ledger, start) -> None:
         """Place ``min`` actors now, or fail naming the stage and what is missing."""
         for _ in range(self.low):
             if not self._add(ledger, start):
@@ -65,7 +68,7 @@ class ActorPool:
                     f"{self.stage.resources.describe()} each, but only {len(self.actors)} fit "
                     f"the backend's free resources")
 
-    def _add(self, ledger: ResourceLedger, start) -> bool:
+    def _add(self, ledger: Ledger, start) -> bool:
         alloc = ledger.acquire(self.stage.resources)
         if alloc is None:
             return False
@@ -74,7 +77,7 @@ class ActorPool:
         start(actor)
         return True
 
-    def scale(self, ledger: ResourceLedger, backlog_tasks: int, start, stop) -> None:
+    def scale(self, ledger: Ledger, backlog_tasks: int, start, stop) -> None:
         """Add actors (several at once) up to what the backlog needs; drop idle ones."""
         want = wanted_actors(backlog_tasks, self.depth, self.low, self.high)
         while len(self.actors) < want and self._add(ledger, start):
@@ -86,18 +89,18 @@ class ActorPool:
             if actor.in_flight == 0 and now - actor.idle_since > self.idle_timeout_s:
                 self._remove(ledger, actor, stop)
 
-    def release_all(self, ledger: ResourceLedger, stop) -> None:
+    def release_all(self, ledger: Ledger, stop) -> None:
         """Stop every actor (the stage has no more work) and free its resources."""
         for actor in list(self.actors.values()):
             if actor.in_flight == 0:
                 self._remove(ledger, actor, stop)
 
-    def _remove(self, ledger: ResourceLedger, actor: ActorInfo, stop) -> None:
+    def _remove(self, ledger: Ledger, actor: ActorInfo, stop) -> None:
         del self.actors[actor.actor_id]
         ledger.release(actor.alloc)
         stop(actor)
 
-    def forget(self, actor_id: int, ledger: ResourceLedger) -> bool:
+    def forget(self, actor_id: int, ledger: Ledger) -> bool:
         """Remove a dead actor and free its resources; True if it was in the pool."""
         actor = self.actors.pop(actor_id, None)
         if actor is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from streambatch.executor.actor_pool import ActorPool
 from streambatch.executor.contract import TaskStage
 from streambatch.executor.next_task import queued_bundles
+from streambatch.executor.nodes import NodeLedger
 from streambatch.executor.resources import ResourceLedger
 from streambatch.executor.stage_state import StageState
 
@@ -23,7 +24,7 @@ class ActorStages:
     0
     """
 
-    def __init__(self, backend, ledger: ResourceLedger, depth: int = 2,
+    def __init__(self, backend, ledger: ResourceLedger | NodeLedger, depth: int = 2,
                  idle_timeout_s: float = 1.0, observers=()) -> None:
         self.backend, self.ledger, self.observers = backend, ledger, observers
         self.depth, self.idle_timeout_s = depth, idle_timeout_s
@@ -75,6 +76,7 @@ class ActorStages:
     def _starter(self, st: StageState):
         def start(actor) -> None:
             env = {"CUDA_VISIBLE_DEVICES": actor.alloc.cuda_visible_devices()}
+            self.backend.place_actor(actor.actor_id, actor.alloc.node)
             self.backend.start_actor(st.index, actor.actor_id, env)
             self._notify(st)
 

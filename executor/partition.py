@@ -61,6 +61,7 @@ class Partition:
     recipe: object = None  # how to recompute it if its block is lost (executor/recovery.py)
     index: int = 0  # its number among its task's outputs (an exchange's bucket)
     first_row: int | None = None  # rows handed to a numbered stage before this one
+    node: int = 0  # the node that holds its block (an index into the backend's nodes)
     created_at: float = field(default_factory=clock.now, compare=False, repr=False)
 
     @classmethod

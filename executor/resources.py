@@ -38,6 +38,7 @@ class Allocation:
     gpus: tuple[tuple[int, float], ...] = ()
     custom: tuple[tuple[str, float], ...] = ()
     borrowed: bool = False
+    node: int = 0  # the node it is on (an index into the backend's nodes)
 
     def cuda_visible_devices(self) -> str:
         """The value of CUDA_VISIBLE_DEVICES for the holder ("" when it has no GPU).

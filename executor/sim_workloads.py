@@ -72,10 +72,11 @@ def _stage(rng: random.Random, index: int, num_gpus: float) -> StageSpec:
 
 
 def generate(seed: int, num_cpus: float | None = None, num_gpus: float | None = None,
-             seconds: tuple[float, float] = (20.0, 200.0)) -> PipelineSpec:
+             seconds: tuple[float, float] = (20.0, 200.0), nodes: int = 1) -> PipelineSpec:
     """A random pipeline (the same for the same arguments), sized so that its optimum
     takes about ``seconds`` (virtual), on ``num_cpus``/``num_gpus`` (random when None:
-    4-64 CPUs, 1-16 GPUs or none)."""
+    4-64 CPUs, 1-16 GPUs or none), split into ``nodes`` equal nodes (each node's share
+    of the budget then holds at least four of the largest tasks)."""
     rng = random.Random(seed)
     cpus = num_cpus or rng.choice((4, 8, 16, 32, 64))
     gpus = num_gpus if num_gpus is not None else rng.choice((0, 1, 2, 4, 8, 16))
@@ -94,11 +95,11 @@ def generate(seed: int, num_cpus: float | None = None, num_gpus: float | None = 
     rows = min(rows, max(1, most // reads))
     spec = PipelineSpec(SourceSpec(reads, rows, source.seconds_per_row, source.bytes_per_row),
                         stages, num_cpus=cpus, num_gpus=gpus,
-                        seconds_per_task=spec.seconds_per_task)
+                        seconds_per_task=spec.seconds_per_task, nodes=nodes)
     need = bounds(spec).memory_for_optimum
     # the tightest budget: four of its largest tasks, and a block (1 MiB, the smallest
-    # partition target of the executor) per CPU
-    floor = max(4 * _largest_task_bytes(spec), cpus * MiB)
+    # partition target of the executor) per CPU; on each node
+    floor = nodes * max(4 * _largest_task_bytes(spec), cpus / nodes * MiB)
     if rng.random() < 0.2:
         return spec
     budget = int(max(floor, need * _log_uniform(rng, 0.25, 8.0)))

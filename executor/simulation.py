@@ -78,6 +78,7 @@ class PipelineSpec:
     budget_bytes: int | None = None
     seconds_per_task: float = 0.0
     scheduler: str = "adaptive"
+    nodes: int = 1  # equal nodes sharing the CPUs, GPUs and budget
 
     def bytes_per_row(self) -> list[float]:
         """Bytes of a row as each stage outputs it (the source's first)."""
@@ -94,13 +95,21 @@ class PipelineSpec:
 @dataclass(frozen=True)
 class SimResult:
     """What a simulated run did: virtual seconds, rows out, peak buffered bytes, and
-    whether that peak went over the budget."""
+    whether that peak went over the budget; on several nodes, each node's peak (as
+    the backend saw its blocks) against its share of the budget."""
 
     seconds: float
     rows: int
     peak_buffered_bytes: int
     budget_bytes: int
     stats: object
+    node_peaks: tuple[int, ...] = ()
+    node_budget: int = 0
+
+    @property
+    def over_node_budget(self) -> bool:
+        """True when some node held more than its share of the budget."""
+        return any(peak > self.node_budget for peak in self.node_peaks)
 
     @property
     def over_budget(self) -> bool:
@@ -151,11 +160,13 @@ def costs_of(spec: PipelineSpec) -> list[SimCost]:
 
 
 def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None,
-             planned: bool = False) -> SimResult:
+             planned: bool = False, node_memory: bool = True) -> SimResult:
     """Run ``spec`` on the simulated backend; a SimulationError if a row was lost or
-    delivered twice. ``planned``: with what the real backends do not do yet (blocks
-    cut to the size the executor asks per task; working memory reported with a task's
-    first block), to measure what it would give."""
+    delivered twice, or a block was not freed exactly once. ``planned``: with what the
+    real backends do not do yet (blocks cut to the size the executor asks per task;
+    working memory reported with a task's first block), to measure what it would give.
+    ``node_memory=False``: tasks placed by resources and locality only, not by each
+    node's share of the budget (for comparison)."""
     from streambatch.executor.streaming import StreamingExecutor
 
     budget = spec.budget_bytes or UNLIMITED
@@ -163,8 +174,10 @@ def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None,
                                           num_gpus=spec.num_gpus, memory_budget=budget,
                                           scheduler=spec.scheduler)
     backend = SimulatedBackend(costs_of(spec), spec.num_cpus, spec.num_gpus,
-                               sized_blocks=planned, early_working=planned)
+                               sized_blocks=planned, early_working=planned,
+                               num_nodes=spec.nodes)
     executor = StreamingExecutor(list[Stage](physical_stages(spec)), backend, options)
+    executor.placement.memory_aware = node_memory
     seen = np.zeros(spec.source.rows, np.int64)
     with clock.use(backend.clock):
         for part in executor.run():
@@ -173,6 +186,9 @@ def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None,
     if missing or twice:
         raise SimulationError(f"{missing} rows missing, {twice} delivered more than once, "
                               f"in {spec}")
+    if any(backend.held):
+        raise SimulationError(f"bytes still held per node after the run: {backend.held}")
     stats = executor.stats
     return SimResult(backend.clock(), spec.source.rows, stats.peak_buffered_bytes, budget,
-                     stats)
+                     stats, tuple(backend.peaks) if spec.nodes > 1 else (),
+                     budget // spec.nodes)

@@ -41,13 +41,14 @@ from streambatch.executor.headroom import drain_headroom
 from streambatch.executor.lineage import OriginTracker, describe_origins, task_lineage
 from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.next_task import describe_read, next_work
+from streambatch.executor.nodes import NodeLedger
 from streambatch.executor.observe import ExecutionObserver
 from streambatch.executor.options import ExecutionOptions
 from streambatch.executor.output_sizing import block_size
 from streambatch.executor.partition import InMemoryRef, Partition, first_row_of
+from streambatch.executor.placement import Placement
 from streambatch.executor.policy import MemoryView, make_policy
 from streambatch.executor.recovery import LostInputRecovery, recipe_of
-from streambatch.executor.resources import Allocation, ResourceLedger
 from streambatch.executor.snapshots import observe_sources, snapshot
 from streambatch.executor.spill import SpilledRef, Spiller
 from streambatch.executor.stage_state import RunningTask, StageState, release_ordered
@@ -80,7 +81,7 @@ class StreamingExecutor:
         self.policy = make_policy(options.scheduler)
         self.budget = options.resolved_memory_budget()
         self.target_bytes = options.partition_bytes()
-        self.ledger = ResourceLedger(*backend.total_resources())
+        self.ledger = NodeLedger(backend.nodes())
         self.stats = DatasetStats(memory_budget=self.budget)
         self._ids = itertools.count()
         self._tasks: dict[int, RunningTask] = {}
@@ -88,6 +89,7 @@ class StreamingExecutor:
         self.actors = ActorStages(backend, self.ledger, options.actor_queue_depth,
                                   options.actor_idle_timeout_s, self.observers)
         self.pools = self.actors.pools
+        self.placement = Placement(self.ledger, self.pools, self._tasks, self.budget)
         self.spiller, self.backoff = Spiller(), RetryBackoff()
         self.recovery = LostInputRecovery(backend, stages, self.pools, self._ids,
                                           options.max_task_retries,
@@ -230,7 +232,8 @@ class StreamingExecutor:
         part = Partition(event.ref, event.rows, event.nbytes, st.index,
                          tuple(p.pid for p in task.inputs) or (("read", task.description),),
                          key=f"{task.key}o{task.outputs}", origins=task.origins,
-                         recipe=recipe_of(task, task.outputs), index=task.outputs)
+                         recipe=recipe_of(task, task.outputs), index=task.outputs,
+                         node=self.placement.node_of(task))
         if st.downstream is None:
             self.listener.on_final_output(part, task.origins)
         else:
@@ -478,37 +481,13 @@ class StreamingExecutor:
         return self.policy.admit(view, est - sum(p.memory_bytes for p in inputs))
 
     def _place(self, st: StageState, read_index, inputs, est: int) -> bool:
-        if st.index in self.pools:
-            actor = self.pools[st.index].free_actor()
-            if actor is None:
-                return False
-            self._start_task(st, read_index, inputs, est, None, actor.actor_id)
-            self.pools[st.index].task_started(actor.actor_id)
-            return True
-        resources = st.task_stage.resources
-        alloc = self.ledger.acquire(resources) or self._borrow(resources)
-        if alloc is None:
-            st.start_backpressure("waiting for resources")
+        where = self.placement.place(self.states, st, inputs, st.expected_output(est))
+        if where is None:
             return False
-        self._start_task(st, read_index, inputs, est, alloc, None)
+        self._start_task(st, read_index, inputs, est, *where)
+        if where[1] is not None:
+            self.pools[st.index].task_started(where[1])
         return True
-
-    def _borrow(self, req) -> Allocation | None:
-        """Lend the CPUs of idle actors to a CPU task (liveness: a pool whose actors
-        hold every CPU must not starve the stage that feeds it). An actor that has
-        not finished a task may still be starting (importing torch, building its
-        model): its CPU is lent only when nothing runs at all, so the bottleneck's
-        start-up does not share a core with tasks that feed it faster than it can
-        start (W1: the model's first batch came 2.6 s after the job began)."""
-        if req.num_gpus or req.custom:
-            return None
-        idle = sum(a.alloc.cpus for p in self.pools.values() for a in p.actors.values()
-                   if a.in_flight == 0 and a.tasks_done)
-        lent = sum(t.alloc.cpus for t in self._tasks.values()
-                   if t.alloc is not None and t.alloc.borrowed)
-        if lent + req.num_cpus > idle + 1e-9 and self._tasks:
-            return None
-        return Allocation(req.num_cpus, borrowed=True)
 
     def _start_task(self, st: StageState, read_index, inputs, est: int, alloc,
                     actor_id) -> None:
@@ -553,12 +532,14 @@ class StreamingExecutor:
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
                                  task.key, first_row_of(task.inputs),
+                                 node=self.placement.node_of(task),
                                  **(block_size(self.states, st, self.target_bytes, task,
                                                self._slots_of) if self.backend.sized_blocks else {})))
 
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)
         self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, actual)
+        self.placement.note_peaks(self.states)
 
     # ---- observation and liveness -------------------------------------
     def _snapshots(self) -> list:

@@ -30,6 +30,22 @@ class Task:
     target_bytes: int | None = None  # split its outputs to about this size (None: the
     # backend's target): sized for the task's consumer (executor/output_sizing.py)
     block_rows: int | None = None  # ... and to at most this many rows (None: no cap)
+    node: int = 0  # the node the executor placed it on (its index in Backend.nodes())
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine of a backend: its logical resources and its memory (bytes; the job's
+    memory budget is shared among nodes in proportion to it; 0 on every node: equally).
+
+    >>> Node(16, 8).num_gpus
+    8
+    """
+
+    num_cpus: float
+    num_gpus: float = 0.0
+    custom: tuple = ()  # (name, amount) pairs
+    memory: int = 0
 
 
 @dataclass
@@ -215,6 +231,19 @@ class Backend(ABC):
     @abstractmethod
     def num_cpus(self) -> int:
         """CPU slots for tasks."""
+
+    def nodes(self) -> list[Node]:
+        """The machines tasks run on. Default: one, with all of :meth:`total_resources`
+        (the executor then follows their changes). A backend of several nodes places
+        each task on :attr:`Task.node` and actor ``a`` on the node it is given in
+        :meth:`place_actor`."""
+        cpus, gpus, custom = self.total_resources()
+        return [Node(cpus, gpus, tuple(sorted(custom.items())))]
+
+    def place_actor(self, actor_id: int, node: int) -> None:
+        """The executor chose ``node`` for the actor it starts next with this id
+        (called just before :meth:`start_actor`). Default: one node, nothing to do."""
+        return None
 
     def total_resources(self) -> tuple[float, float, dict]:
         """(CPUs, GPUs, custom resources) the executor may hand out.

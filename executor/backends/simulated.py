@@ -10,7 +10,11 @@ timeout when none comes sooner), so the unchanged executor and policy run a long
 pipeline in a fraction of a second, and the same seed gives the same run.
 
 Blocks carry the global row numbers they hold (``SimRef.spans``), so a run can be
-checked to deliver every source row exactly once.
+checked to deliver every source row exactly once. With ``num_nodes`` the machine is
+that many equal nodes: a block lives on the node of the task that made it (the
+executor places tasks, :attr:`Task.node`), and the backend keeps each node's bytes
+held and their peak (``held``, ``peaks``) from the blocks it made and was told to
+free, independently of the executor's accounting.
 
 >>> from streambatch.executor.backends.base import Task, TaskOutput, TaskDone
 >>> from streambatch.executor.contract import TaskStage
@@ -36,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from streambatch.executor.backends.base import Backend, Task, TaskDone, TaskOutput
+from streambatch.executor.backends.base import Backend, Node, Task, TaskDone, TaskOutput
 
 Span = tuple[int, int]  # global row numbers [start, stop)
 
@@ -47,6 +51,7 @@ class SimRef:
 
     spans: tuple[Span, ...]
     nbytes: int
+    node: int = 0  # the node that holds it
 
     @property
     def rows(self) -> int:
@@ -96,6 +101,7 @@ class SimReadTask:
 @dataclass
 class _Actor:
     ready_at: float
+    node: int = 0
     queue: deque = field(default_factory=deque)
     busy: bool = False
 
@@ -104,8 +110,13 @@ class SimulatedBackend(Backend):
     """Runs stages on a virtual clock with the declared costs (``costs[i]``: stage i)."""
 
     def __init__(self, costs: list[SimCost], num_cpus: float, num_gpus: float = 0.0,
-                 sized_blocks: bool = False, early_working: bool = False) -> None:
+                 sized_blocks: bool = False, early_working: bool = False,
+                 num_nodes: int = 1) -> None:
         self.costs, self._cpus, self.num_gpus = costs, num_cpus, num_gpus
+        self.num_nodes = num_nodes  # equal nodes sharing the CPUs and GPUs
+        self.held = [0] * num_nodes  # bytes of the blocks each node holds now ...
+        self.peaks = [0] * num_nodes  # ... and at most
+        self._placed: dict[int, int] = {}  # actor id -> its node
         # What the real backends do not do yet, to measure what it would give:
         self.sized_blocks = sized_blocks  # cut outputs as Task.target_bytes/block_rows ask
         self.early_working = early_working  # report working memory with the first block
@@ -129,6 +140,9 @@ class SimulatedBackend(Backend):
             self._run(task, self.now)
             return
         actor = self._actors[task.actor_id]
+        if task.node != actor.node:
+            raise AssertionError(f"task {task.task_id} placed on node {task.node}, its actor "
+                                 f"{task.actor_id} is on node {actor.node}")
         actor.queue.append(task)
         self._next_on(task.actor_id)
 
@@ -154,7 +168,7 @@ class SimulatedBackend(Backend):
         batch = getattr(self.stages[task.stage_index], "batch_rows", None) or 1
         done = 0
         for part, nbytes in blocks:  # a block is out once the batch holding its last row is
-            ref = SimRef(part, nbytes)
+            ref = SimRef(part, nbytes, task.node)
             done += ref.rows
             through = min(rows, -(-done // batch) * batch)
             at = min(start + cost.seconds_per_task + through * cost.seconds_per_row,
@@ -209,6 +223,8 @@ class SimulatedBackend(Backend):
             at, _, event = heapq.heappop(self._events)
             self.now = max(self.now, at)
             out.append(event)
+            if isinstance(event, TaskOutput) and isinstance(event.ref, SimRef):
+                self._hold(event.ref.node, event.nbytes)
             if isinstance(event, TaskDone) and event.task_id in self._actor_of:
                 actor_id = self._actor_of.pop(event.task_id)
                 if actor_id in self._actors:
@@ -216,14 +232,28 @@ class SimulatedBackend(Backend):
                     self._next_on(actor_id)
         return out
 
+    def _hold(self, node: int, nbytes: int) -> None:
+        self.held[node] += nbytes
+        self.peaks[node] = max(self.peaks[node], self.held[node])
+
+    def nodes(self) -> list[Node]:
+        """``num_nodes`` equal nodes (one: the whole machine, as the default)."""
+        k = self.num_nodes
+        return [Node(self._cpus / k, self.num_gpus / k) for _ in range(k)]
+
+    def place_actor(self, actor_id: int, node: int) -> None:
+        self._placed[actor_id] = node
+
     def start_actor(self, stage_index: int, actor_id: int, env: dict) -> None:
-        self._actors[actor_id] = _Actor(self.now + self.costs[stage_index].startup_s)
+        self._actors[actor_id] = _Actor(self.now + self.costs[stage_index].startup_s,
+                                        self._placed.pop(actor_id, 0))
 
     def stop_actor(self, actor_id: int) -> None:
         self._actors.pop(actor_id, None)
 
     def release(self, ref) -> None:
-        """Nothing to free: the executor accounts the memory."""
+        """The block is consumed: its node holds it no more."""
+        self.held[ref.node] -= ref.nbytes
 
     def shutdown(self) -> None:
         self._events.clear()
