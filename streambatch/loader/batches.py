@@ -24,8 +24,13 @@ STATE_FORMAT = "streambatch.loader/1"
 
 def batches(chunks: Iterator[Chunk], batch_size: int | None, drop_last: bool = False,
             shuffle_buffer: int | None = None, seed: int | None = None,
-            epoch: int = 0) -> Iterator[Chunk]:
+            epoch: int = 0, whole: bool = True) -> Iterator[Chunk]:
     """Batches of exactly ``batch_size`` rows, shuffled through a buffer when asked.
+
+    A batch that spans blocks is joined into one chunk per column (a copy) unless
+    ``whole=False``: then its columns keep one chunk per block it came from (zero-copy),
+    for a consumer that copies the rows anyway (the split server writes them to shared
+    memory).
 
     >>> from streambatch.loader.shuffle import pack_ids
     >>> t = pa.table({"x": np.arange(5)})
@@ -35,6 +40,8 @@ def batches(chunks: Iterator[Chunk], batch_size: int | None, drop_last: bool = F
     >>> out = [b["x"].to_pylist() for b, _ in batches(iter(src), 4, shuffle_buffer=3, seed=1)]
     >>> [len(b) for b in out], sorted(sum(out, []))
     ([4, 4, 2], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    >>> [b["x"].num_chunks for b, _ in batches(iter(src), 4, whole=False)]
+    [1, 2, 1]
     """
     if shuffle_buffer:
         yield from _shuffled(chunks, batch_size or 1, drop_last, shuffle_buffer, seed, epoch)
@@ -49,10 +56,10 @@ def batches(chunks: Iterator[Chunk], batch_size: int | None, drop_last: bool = F
             pending.append((table.slice(offset, take), ids[offset:offset + take]))
             rows, offset = rows + take, offset + take
             if batch_size is None or rows == batch_size:
-                yield _combine(pending)
+                yield _combine(pending, whole)
                 pending, rows = [], 0
     if rows and not drop_last:
-        yield _combine(pending)
+        yield _combine(pending, whole)
 
 
 def _shuffled(chunks, batch_size, drop_last, size, seed, epoch) -> Iterator[Chunk]:
@@ -67,11 +74,11 @@ def _shuffled(chunks, batch_size, drop_last, size, seed, epoch) -> Iterator[Chun
             yield batch, ids
 
 
-def _combine(parts: list[Chunk]) -> Chunk:
+def _combine(parts: list[Chunk], whole: bool = True) -> Chunk:
     if len(parts) == 1:
         return parts[0]
-    table = join_blocks([t for t, _ in parts], "a training batch spans blocks that").combine_chunks()
-    return table, np.concatenate([i for _, i in parts])
+    table = join_blocks([t for t, _ in parts], "a training batch spans blocks that")
+    return table.combine_chunks() if whole else table, np.concatenate([i for _, i in parts])
 
 
 class ReadProgress:

@@ -107,7 +107,7 @@ def final_round(held: list[pa.Table], leftover: list[pa.Table], n: int,
     if drop_last:
         return held
     rows = join_blocks(held + leftover, f"streaming_split(n={n}, equal=True): the epoch's last "
-                       "batches, cut again to give each rank the same number,").combine_chunks()
+                       "batches, cut again to give each rank the same number,")
     pieces = 2 * n if held else n
     if rows.num_rows < pieces:
         raise ValueError(f"streaming_split(n={n}, equal=True): the epoch ends with "
@@ -248,12 +248,17 @@ class SplitCoordinator:
             return self.error is not None or all(self.closed)
 
     # ---- rank side --------------------------------------------------------------
-    def iterate(self, rank: int) -> RankStream:
-        """The batches for ``rank``; raises the coordinator's error if it failed."""
+    def iterate(self, rank: int, whole: bool = True) -> RankStream:
+        """The batches for ``rank``; raises the coordinator's error if it failed.
+
+        A batch cut from several blocks may hold several chunks per column; with
+        ``whole`` (the default) each is joined into one chunk per column as it is
+        taken, else it is handed on as it is (the split server writes the chunks
+        straight to shared memory)."""
         with self._cond:
             self.started[rank] = True
         self.start()
-        return RankStream(self, rank)
+        return RankStream(self, rank, whole)
 
     def take(self, rank: int, stream: RankStream) -> pa.Table | None:
         """``rank``'s next batch (None: the epoch ended for it); raises the epoch's error
@@ -339,8 +344,8 @@ class RankStream:
     0
     """
 
-    def __init__(self, co: SplitCoordinator, rank: int) -> None:
-        self.co, self.rank, self.done = co, rank, False
+    def __init__(self, co: SplitCoordinator, rank: int, whole: bool = True) -> None:
+        self.co, self.rank, self.done, self.whole = co, rank, False, whole
         self.taken = 0
         self.recent: collections.deque = collections.deque(maxlen=_RECENT)
         self.seen: int | None = None
@@ -357,6 +362,8 @@ class RankStream:
         if batch is None:
             self.close()
             raise StopIteration
+        if self.whole and any(c.num_chunks > 1 for c in batch.columns):
+            return batch.combine_chunks()
         return batch
 
     def close(self) -> None:

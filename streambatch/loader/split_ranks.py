@@ -58,7 +58,7 @@ class _SplitGroup:
             drop = cfg.drop_last and not self.equal
             with closing(epoch_chunks(ds, cfg, epoch, None)) as chunks:  # errors stop the job
                 for table, _ in batches(chunks, cfg.batch_size, drop, cfg.shuffle_buffer,
-                                        cfg.seed, epoch):
+                                        cfg.seed, epoch, whole=False):
                     yield table
 
         co = SplitCoordinator(self.n, make, batch_size=cfg.batch_size, equal=self.equal,
@@ -232,5 +232,6 @@ def _open_rank(ref, rank: int, epoch: int, options: dict) -> Iterator:
     if group is None:
         raise RuntimeError("streaming_split: the driver no longer holds this split's dataset; "
                            "keep the list streaming_split() returned alive while ranks iterate")
-    return group.coordinator(epoch, make_config(**options)).iterate(rank)
+    # the server writes a batch's chunks straight to shared memory: no join first
+    return group.coordinator(epoch, make_config(**options)).iterate(rank, whole=False)
 

@@ -42,6 +42,7 @@ import pyarrow as pa
 from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.shared_store import SharedRef, SharedStore
 from streambatch.executor.contract import StreamBatchError
+from streambatch.loader.split_shm import read_batch, write_batch
 
 OpenRank = Callable[[int, int, dict], Iterator[pa.Table]]
 
@@ -167,7 +168,19 @@ class SplitServer:
             except StopIteration:
                 conn.send(("end", None))
                 return True
-            conn.send(("shared", self._shared().put(table).path))
+            conn.send(self._written(table))
+
+    def _written(self, table: pa.Table) -> tuple:
+        """``table`` in shared memory, as the message that names it to the rank: its
+        fixed-width columns written chunk by chunk in one copy (``split_shm``), or, with
+        none, the whole table as an Arrow IPC file."""
+        store = self._shared()
+        written = write_batch(store.ensure(), table)
+        if written is not None:
+            return ("columns", written)
+        if any(c.num_chunks > 1 for c in table.columns):
+            table = table.combine_chunks()
+        return ("shared", store.put(table).path)
 
     def close(self) -> None:
         """Stop accepting ranks and remove the socket (only in the process that made it)."""
@@ -256,7 +269,9 @@ class fetch_rank:  # noqa: N801 - was a generator function; callers use it as on
             raise SplitConnectionError(
                 f"streaming_split rank {self.rank}: the driver process closed the connection "
                 f"in epoch {self.epoch} (did it exit or crash?)") from exc
-        if kind == "shared":  # mapped, then unlinked: the map stays valid, the file goes
+        if kind == "columns":  # mapped, then unlinked: the map stays valid, the file goes
+            return read_batch(*value)
+        if kind == "shared":
             table = SharedRef(value).read()
             os.unlink(value)
             return table

@@ -101,3 +101,21 @@ def test_ranks_must_agree_on_batch_size():
     with pytest.raises(ValueError, match="same batch_size"):
         list(splits[1].iter_batches(batch_size=20))
     first.close()
+
+
+def test_ranks_in_this_process_get_one_chunk_per_column():
+    """The coordinator deals batches cut from two blocks as they are (a chunk per block);
+    a rank in this process gets each one joined."""
+    from .conftest import image_table
+
+    splits = sb.from_arrow(image_table(150), override_num_blocks=4).streaming_split(2, equal=True)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(b=list(splits[1].iter_batches(
+        batch_size=16, batch_format="pyarrow"))))
+    t.start()
+    a = list(splits[0].iter_batches(batch_size=16, batch_format="pyarrow"))
+    t.join(60)
+    assert len(a) == len(out["b"])
+    assert all(c.num_chunks == 1 for b in a + out["b"] for c in b.columns)
+    ids = sorted(i for b in a + out["b"] for i in b["id"].to_pylist())
+    assert ids == list(range(150))

@@ -112,3 +112,32 @@ def test_split_handles_pickle_to_a_server_address_and_the_error_survives_picklin
     assert (clone.rank, clone.n, clone.group) == (1, 2, None)
     err = pickle.loads(pickle.dumps(RankStuckError(1, 2.5, 2)))
     assert err.rank == 1 and "rank 1 of 2" in str(err)
+
+
+def _pixels_rank_main(split, results):
+    """A rank that checks every row's pixels and label against its id."""
+    try:
+        out, bad = [], 0
+        for b in split.iter_torch_batches(batch_size=16, device="cpu"):
+            ids = b["id"].numpy()
+            img = b["img"].numpy()
+            assert img.flags["C_CONTIGUOUS"] and img.shape[1:] == (3, 4, 4)
+            bad += int((img != (ids % 251)[:, None, None, None]).any(axis=(1, 2, 3)).sum())
+            bad += int((b["label"].numpy() != ids * 0.5).sum())
+            out.append(ids.tolist())
+        results.put((split.rank, out, bad, None))
+    except BaseException as exc:  # noqa: BLE001
+        results.put((split.rank, None, None, repr(exc)))
+
+
+def test_batches_that_span_blocks_reach_a_rank_process_whole_and_right():
+    """Batches of 16 cut from blocks of 37-38 rows hold two chunks per column in the
+    driver; the rank gets each column as one array with the right rows."""
+    from .conftest import image_table
+
+    splits = sb.from_arrow(image_table(150), override_num_blocks=4).streaming_split(2, equal=True)
+    got = _run("fork", splits, target=_pixels_rank_main)
+    assert [err for *_, err in got] == [None, None]
+    assert [bad for _, _, bad, _ in got] == [0, 0]
+    assert len({len(batches) for _, batches, _, _ in got}) == 1  # equal batch counts
+    assert sorted(i for _, b, _, _ in got for ids in b for i in ids) == list(range(150))
