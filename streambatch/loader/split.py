@@ -248,17 +248,20 @@ class SplitCoordinator:
             return self.error is not None or all(self.closed)
 
     # ---- rank side --------------------------------------------------------------
-    def iterate(self, rank: int, whole: bool = True) -> RankStream:
+    def iterate(self, rank: int, whole: bool = True, keep: int = _RECENT) -> RankStream:
         """The batches for ``rank``; raises the coordinator's error if it failed.
 
         A batch cut from several blocks may hold several chunks per column; with
         ``whole`` (the default) each is joined into one chunk per column as it is
         taken, else it is handed on as it is (the split server writes the chunks
-        straight to shared memory)."""
+        straight to shared memory). ``keep``: how many of the batches it took the
+        rank's consumer may not have seen yet when it stops (its prefetch depth and
+        one or two in hand); only those are kept for handing back (a batch kept
+        holds its memory, and the blocks it was cut from, until then)."""
         with self._cond:
             self.started[rank] = True
         self.start()
-        return RankStream(self, rank, whole)
+        return RankStream(self, rank, whole, keep)
 
     def take(self, rank: int, stream: RankStream) -> pa.Table | None:
         """``rank``'s next batch (None: the epoch ended for it); raises the epoch's error
@@ -344,10 +347,11 @@ class RankStream:
     0
     """
 
-    def __init__(self, co: SplitCoordinator, rank: int, whole: bool = True) -> None:
+    def __init__(self, co: SplitCoordinator, rank: int, whole: bool = True,
+                 keep: int = _RECENT) -> None:
         self.co, self.rank, self.done, self.whole = co, rank, False, whole
         self.taken = 0
-        self.recent: collections.deque = collections.deque(maxlen=_RECENT)
+        self.recent: collections.deque = collections.deque(maxlen=max(1, keep))
         self.seen: int | None = None
 
     def __iter__(self) -> RankStream:

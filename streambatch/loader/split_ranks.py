@@ -21,7 +21,7 @@ from streambatch.executor.iteration import prefetched
 from streambatch.loader.batches import batches
 from streambatch.loader.epochs import LoaderConfig, epoch_chunks, make_config
 from streambatch.loader.iterator import DataIterator
-from streambatch.loader.split import RankStream, SplitCoordinator
+from streambatch.loader.split import _RECENT, RankStream, SplitCoordinator
 from streambatch.loader.split_server import SplitServer, fetch_rank
 from streambatch.operators.batch_format import check_batch_format, to_batch
 
@@ -125,15 +125,17 @@ class DataSplit(DataIterator):
         server = self._local_group().server
         return (server.address, server.authkey)
 
-    def _batches(self, options: dict) -> Iterator:
-        """This rank's tables for its next epoch; ``options`` are make_config's arguments."""
+    def _batches(self, options: dict, prefetch: int) -> Iterator:
+        """This rank's tables for its next epoch; ``options`` are make_config's arguments,
+        ``prefetch`` the depth of the consumer's prefetch (see :func:`unseen_at_most`)."""
         epoch = self._epoch
         self._epoch += 1
         if self._remote is None and os.getpid() == self._owner:
             cfg = make_config(**options)
-            return self._local_group().coordinator(epoch, cfg).iterate(self.rank)
+            return self._local_group().coordinator(epoch, cfg).iterate(
+                self.rank, keep=unseen_at_most(prefetch))
         address, authkey = self._address()
-        return fetch_rank(address, authkey, self.rank, epoch, options)
+        return fetch_rank(address, authkey, self.rank, epoch, {**options, _PREFETCH: prefetch})
 
     def iter_batches(self, *, batch_size=256, batch_format="default", drop_last=False,
                      prefetch_batches=1, local_shuffle_buffer_size=None,
@@ -142,7 +144,7 @@ class DataSplit(DataIterator):
         batch_format = check_batch_format(batch_format)
         options = _loader_options(batch_size, drop_last, local_shuffle_buffer_size,
                                   local_shuffle_seed)
-        tables = self._batches(options)
+        tables = self._batches(options, prefetch_batches)
         return served(tables, lambda t: to_batch(t, batch_format), prefetch_batches)
 
     def iter_torch_batches(self, *, batch_size=256, dtypes=None, device="auto", collate_fn=None,
@@ -154,9 +156,26 @@ class DataSplit(DataIterator):
         options = _loader_options(batch_size, drop_last, local_shuffle_buffer_size,
                                   local_shuffle_seed)
         conv = TorchConverter(dtypes, device, collate_fn, pin_memory)
-        with closing(served(self._batches(options), conv.host, prefetch_batches)) as values:
+        with closing(served(self._batches(options, prefetch_batches), conv.host,
+                            prefetch_batches)) as values:
             for value in values:
                 yield conv.to_device(value)
+
+
+_PREFETCH = "prefetch"  # sent with a remote rank's options; not make_config's
+
+
+def unseen_at_most(prefetch) -> int:
+    """How many batches a rank's consumer can have taken from its stream without
+    seeing them (:func:`served`): those in its prefetch queue, one its prefetch thread
+    holds waiting for room, and one being converted.
+
+    >>> unseen_at_most(1), unseen_at_most(0), unseen_at_most(None)
+    (3, 2, 64)
+    """
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool):
+        return _RECENT
+    return max(0, prefetch) + 2
 
 
 def served(tables: Iterator, convert, depth: int) -> Generator:
@@ -232,6 +251,8 @@ def _open_rank(ref, rank: int, epoch: int, options: dict) -> Iterator:
     if group is None:
         raise RuntimeError("streaming_split: the driver no longer holds this split's dataset; "
                            "keep the list streaming_split() returned alive while ranks iterate")
+    options = dict(options)
+    keep = unseen_at_most(options.pop(_PREFETCH, None))
     # the server writes a batch's chunks straight to shared memory: no join first
-    return group.coordinator(epoch, make_config(**options)).iterate(rank, whole=False)
+    return group.coordinator(epoch, make_config(**options)).iterate(rank, whole=False, keep=keep)
 

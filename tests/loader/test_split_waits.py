@@ -193,11 +193,11 @@ def test_a_rank_that_never_starts_leaves_every_row_to_the_others_with_equal_fals
 
 # ---- processes: each rank is a spawned process with its split pickled to it -------------
 
-def _rank_process(split, results, sync, order, stop_after):
+def _rank_process(split, results, sync, order, stop_after, read_kw=None):
     try:
         if order == "wait_first" and split.rank == 0:
             sync.wait(BOUND_S)  # for the other rank to finish
-        got = _read(split, stop_after=stop_after)
+        got = _read(split, stop_after=stop_after, **(read_kw or {}))
         if order == "wait_first" and split.rank == 1:
             sync.set()
         elif order == "barrier":
@@ -207,11 +207,12 @@ def _rank_process(split, results, sync, order, stop_after):
         results.put((split.rank, None, f"{type(exc).__name__}: {exc}"))
 
 
-def _in_processes(splits, order: str, stop_after=(None, None)) -> dict:
+def _in_processes(splits, order: str, stop_after=(None, None), read_kw=None) -> dict:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     sync = ctx.Barrier(2) if order == "barrier" else ctx.Event()
-    procs = [ctx.Process(target=_rank_process, args=(s, results, sync, order, stop_after[s.rank]))
+    procs = [ctx.Process(target=_rank_process,
+                         args=(s, results, sync, order, stop_after[s.rank], read_kw))
              for s in splits]
     for p in procs:
         p.start()
@@ -237,6 +238,17 @@ def test_rank_processes_that_finish_then_wait_and_one_that_stops_early(equal):
     if equal:
         assert len(got[0]) == len(got[1])
     got = _in_processes(_dataset().streaming_split(2, equal=equal), "barrier", (2, None))
+    assert len(got[0]) == 2
+    _exactly_once(got[0], got[1])
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("prefetch", [0, 4])
+def test_a_rank_process_with_deep_prefetch_that_stops_early_loses_nothing(prefetch):
+    """The driver keeps only the batches a rank's consumer can have fetched without
+    seeing them (its prefetch depth plus two): those still go back to the other rank."""
+    got = _in_processes(_dataset().streaming_split(2, equal=True), "barrier", (2, None),
+                        {"prefetch_batches": prefetch})
     assert len(got[0]) == 2
     _exactly_once(got[0], got[1])
 
