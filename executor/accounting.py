@@ -125,6 +125,33 @@ def downstream_has_enough(states: list[StageState], st: StageState, slots_of: Ca
     return waiting >= max(HOLD_FLOOR_BYTES, QUEUED_TASKS_PER_SLOT * slots_of(down)[0] * per_task)
 
 
+def holds(states: list[StageState], st: StageState, slots_of: Callable,
+          busiest: str | None) -> bool:
+    """Whether ``st`` holds its next task: the stage it feeds has enough input waiting
+    (:func:`downstream_has_enough`), unless ``st`` runs on the pool of slots that
+    bounds the pipeline (``busiest``) and feeds a stage on another: its slots would
+    idle while the pipeline is short of exactly them (the paper's Fig. 9: CPU stages
+    held while four GPU actors had enough queued left the CPUs 18% idle, and the CPUs,
+    not the GPUs, bound the job), and what it makes ahead is work the busiest pool
+    will not have to do later. The memory admission still bounds what it makes.
+
+    >>> from collections import deque
+    >>> from types import SimpleNamespace
+    >>> from streambatch.executor.contract import TaskStage
+    >>> up = StageState(0, TaskStage("Decode"), 1)
+    >>> down = StageState(1, TaskStage("Model", upstream=(0,)), None)
+    >>> down.next_seq, down.bytes_in = 4, 4 * 2**20
+    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=2**20, memory_bytes=2**20) for _ in range(3))
+    >>> pools = lambda st: (1.0, "cpu" if st is up else "actors-1")
+    >>> holds([up, down], up, pools, "actors-1"), holds([up, down], up, pools, "cpu")
+    (True, False)
+    """
+    if not downstream_has_enough(states, st, slots_of):
+        return False
+    pool = slots_of(st)[1]
+    return busiest != pool or slots_of(states[st.downstream])[1] == pool  # type: ignore[index]
+
+
 def held_stages(states: list[StageState], slots_of: Callable) -> set[int]:
     """Stages whose running tasks should pause before their next output block: the
     stage they feed has enough input waiting (:func:`downstream_has_enough`), so

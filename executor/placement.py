@@ -5,9 +5,9 @@ On one node only resources decide. On several (``Backend.nodes()``), each node a
 has its share of the memory budget (:func:`~streambatch.executor.nodes.shares`) for
 the blocks it holds (its object store, in Ray's terms; a task's working memory is its
 worker's heap, which the global budget counts), and a task goes to a node where its
-expected output fits that share, with the inputs it copies from other nodes, less
-the inputs it frees there. Among those, the node that is least full afterwards comes
-first (a node holding its input gains least, so locality counts, but a node full of
+expected output fits that share, with the inputs it copies from other nodes (its
+local inputs are held until it ends). Among those, the node that is least full afterwards comes
+first (a node holding its input needs no copy, so locality counts, but a node full of
 other work, such as the one an actor is pinned to, is left free). A node that holds
 nothing takes a task whatever its estimate (one expected to make more than a share
 runs alone: an estimate made before the stage's growth is measured errs high), and
@@ -83,8 +83,9 @@ class Placement:
         local = [0] * len(used)
         for part in inputs:
             local[part.node] += part.memory_bytes
-        total = sum(local)  # inputs from other nodes are copied in; local ones are freed
-        after = [used[i] + need + total - 2 * local[i] for i in range(len(used))]
+        total = sum(local)  # inputs from other nodes are copied in (local ones are held
+        # until the task ends, after its last output block)
+        after = [used[i] + need + total - local[i] for i in range(len(used))]
         if not self.memory_aware:
             return sorted(range(len(used)),
                           key=lambda i: (-local[i], -self.ledger.ledgers[i].free_cpus))

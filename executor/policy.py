@@ -50,11 +50,32 @@ def pipeline_seconds_per_source_task(stages: list[StageRate]) -> float:
     ...                                   StageRate(1.25, 4, 1.0, pool="gpu-actors")])
     0.3125
     """
+    return max(_per_pool(stages).values(), default=0.0)
+
+
+def _per_pool(stages: list[StageRate]) -> dict[str, float]:
     per_pool: dict[str, float] = {}
     for s in stages:
         share = s.task_time_s / max(1.0, s.slots) * s.tasks_per_source_task
         per_pool[s.pool] = per_pool.get(s.pool, 0.0) + share
-    return max(per_pool.values(), default=0.0)
+    return per_pool
+
+
+def busiest_pool(stages: list[StageRate]) -> str | None:
+    """The pool of slots that needs the most time per source partition: the one that
+    bounds the pipeline (None before any stage has a task time).
+
+    >>> busiest_pool([StageRate(1.0, 8, 1.0), StageRate(1.0, 8, 1.0),
+    ...               StageRate(1.25, 4, 1.0, pool="gpu-actors")])
+    'gpu-actors'
+    >>> busiest_pool([StageRate(5.0, 8, 1.0), StageRate(0.5, 8, 5.0),
+    ...               StageRate(0.5, 4, 5.0, pool="gpu-actors")])
+    'cpu'
+    """
+    per_pool = _per_pool(stages)
+    if not per_pool or max(per_pool.values()) <= 0:
+        return None
+    return max(per_pool, key=lambda pool: per_pool[pool])
 
 
 class BudgetAdmission:

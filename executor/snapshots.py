@@ -6,7 +6,7 @@ from streambatch.executor import clock
 from streambatch.executor.contract import TaskStage
 from streambatch.executor.next_task import peek_bundle
 from streambatch.executor.observe import StageSnapshot
-from streambatch.executor.policy import StageRate
+from streambatch.executor.policy import StageRate, busiest_pool
 from streambatch.executor.stage_state import StageState
 
 
@@ -91,14 +91,18 @@ def _tasks_per_source_task(st: StageState, states: list[StageState], source: Sta
     return source_bytes * flow / (st.bytes_in / st.next_seq)
 
 
-def observe_sources(states: list, policy, target_bytes: int, slots_of) -> None:
-    """Tell the admission policy the pipeline's rates as seen from its first source."""
+def observe_sources(states: list, policy, target_bytes: int, slots_of) -> str | None:
+    """Tell the admission policy the pipeline's rates as seen from its first source;
+    return the pool of slots that bounds the pipeline (:func:`busiest_pool`; None
+    while a stage that runs tasks has no time yet)."""
     sources = [st for st in states if st.stage.is_source]
     if not sources:
-        return
+        return None
     rates, source_bytes = source_rates(states, sources[0], target_bytes, slots_of)
     burst = slots_of(sources[0])[0]
     # (its first output block shows how big a row is: the read's own estimate is kept
     # for the task size until a task finished, and the working memory guess until then)
     measured = any(st.stats.tasks or st.stats.rows_out for st in sources)
     policy.observe(rates, source_bytes, clock.now(), burst_tasks=burst, measured=measured)
+    timed = len(rates) == sum(1 for st in states if st.stage.runs_tasks)
+    return busiest_pool(rates) if timed else None

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from streambatch.executor import clock
 from streambatch.executor.accounting import (
-    downstream_has_enough,
+    holds,
     in_pipeline,
     used_bytes,
 )
@@ -154,6 +154,7 @@ class StreamingExecutor:
         self._observers_started = True
         self.actors.start(self.states)
         self._last_progress = clock.now()
+        self._busiest: str | None = None  # the pool of slots bounding the pipeline
         self._last_tick = 0.0
         self._last_resources = clock.now()
 
@@ -433,7 +434,8 @@ class StreamingExecutor:
         dispatched = self.backoff.release() > 0  # retries whose backoff is over
         order = sorted((st for st in self.states if st.stage.runs_tasks and not st.finished),
                        key=lambda st: (st.output_bytes(), -st.index))
-        observe_sources(self.states, self.policy, self.target_bytes, self._slots_of)
+        self._busiest = observe_sources(self.states, self.policy, self.target_bytes,
+                                        self._slots_of)
         for st in order:
             while self._try_start(st):
                 dispatched = True
@@ -459,7 +461,7 @@ class StreamingExecutor:
         if work is None:
             return False
         read_index, inputs, est = work
-        if not st.retries and downstream_has_enough(self.states, st, self._slots_of):
+        if not st.retries and holds(self.states, st, self._slots_of, self._busiest):
             st.start_backpressure("the next stage has enough input queued")
             return False
         if not self._admitted(st, inputs, est):
