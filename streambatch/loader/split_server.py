@@ -6,7 +6,9 @@ process (or inherited by a fork) cannot reach the driver's coordinator
 directly, so the driver runs a :class:`SplitServer`: a Unix-socket listener
 (``multiprocessing.connection``, with a random auth key) whose connection
 threads pull one rank's batches from the same coordinator the in-process ranks
-use and send them as Arrow IPC streams. A rank asks for one batch at a time,
+use and hand them over in shared memory (``split_shm``: each batch written once into
+one of the rank's files, which the rank maps; a file is reused once the rank has
+dropped the batch it carried). A rank asks for one batch at a time,
 so a slow rank backpressures the pipeline exactly as a thread would, and the
 coordinator's stuck-rank timeout and equal batch counts hold unchanged. An
 error in the driver (a stuck rank, a failing UDF) is re-raised in the rank.
@@ -27,6 +29,8 @@ epoch, options) -> iterator of pyarrow.Table`` by the loader.
 
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import pickle
 import secrets
@@ -42,7 +46,7 @@ import pyarrow as pa
 from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.shared_store import SharedRef, SharedStore
 from streambatch.executor.contract import StreamBatchError
-from streambatch.loader.split_shm import read_batch, write_batch
+from streambatch.loader.split_shm import BatchFiles, read_batch
 
 OpenRank = Callable[[int, int, dict], Iterator[pa.Table]]
 
@@ -154,33 +158,43 @@ class SplitServer:
             return self._store
 
     def _stream(self, conn: Connection, batches: Iterator[pa.Table]) -> bool:
-        """Answer the rank's requests; True once its epoch ended or it closed on purpose."""
-        while True:
-            request = conn.recv()
-            if request == "close" or isinstance(request, tuple) and request[:1] == ("close",):
-                if len(request) == 2 and hasattr(batches, "seen"):
-                    batches.seen = request[1]  # what it fetched beyond these goes back
-                return True
-            if request != "next":
-                raise EOFError(f"unexpected request {request!r}")
-            try:
-                table = next(batches)
-            except StopIteration:
-                conn.send(("end", None))
-                return True
-            conn.send(self._written(table))
+        """Answer the rank's requests; True once its epoch ended or it closed on purpose.
 
-    def _written(self, table: pa.Table) -> tuple:
+        A request is ``"next"``, or ``("next", slots)`` naming the files of batches the
+        rank has dropped since (they carry its next batches), or a close."""
+        files = BatchFiles(self._shared().ensure())
+        try:
+            while True:
+                request = conn.recv()
+                if request == "close" or isinstance(request, tuple) and request[:1] == ("close",):
+                    if len(request) == 2 and hasattr(batches, "seen"):
+                        batches.seen = request[1]  # what it fetched beyond these goes back
+                    return True
+                if isinstance(request, tuple) and len(request) == 2 and request[0] == "next":
+                    files.released(request[1])
+                    request = "next"
+                if request != "next":
+                    raise EOFError(f"unexpected request {request!r}")
+                try:
+                    table = next(batches)
+                except StopIteration:
+                    files.close()  # before the rank hears of the end: nothing is left behind
+                    conn.send(("end", None))
+                    return True
+                conn.send(self._written(table, files))
+        finally:
+            files.close()
+
+    def _written(self, table: pa.Table, files: BatchFiles) -> tuple:
         """``table`` in shared memory, as the message that names it to the rank: its
-        fixed-width columns written chunk by chunk in one copy (``split_shm``), or, with
-        none, the whole table as an Arrow IPC file."""
-        store = self._shared()
-        written = write_batch(store.ensure(), table)
+        fixed-width columns written chunk by chunk in one copy into one of the rank's
+        files (``split_shm``), or, with none, the whole table as an Arrow IPC file."""
+        written = files.write(table)
         if written is not None:
-            return ("columns", written)
+            return ("slot", written)
         if any(c.num_chunks > 1 for c in table.columns):
             table = table.combine_chunks()
-        return ("shared", store.put(table).path)
+        return ("shared", self._shared().put(table).path)
 
     def close(self) -> None:
         """Stop accepting ranks and remove the socket (only in the process that made it)."""
@@ -250,6 +264,7 @@ class fetch_rank:  # noqa: N801 - was a generator function; callers use it as on
         self.seen: int | None = None
         self._conn: Connection | None = None
         self._over = False
+        self._freed: collections.deque = collections.deque()  # slots of dropped batches
 
     def __iter__(self) -> fetch_rank:
         return self
@@ -261,7 +276,10 @@ class fetch_rank:  # noqa: N801 - was a generator function; callers use it as on
             self._connect()
         conn = self._conn
         assert conn is not None
-        conn.send("next")
+        freed = []
+        while self._freed:  # pops are atomic: a release in another thread is never lost
+            freed.append(self._freed.popleft())
+        conn.send(("next", freed) if freed else "next")
         try:
             kind, value = conn.recv()
         except EOFError as exc:
@@ -269,9 +287,10 @@ class fetch_rank:  # noqa: N801 - was a generator function; callers use it as on
             raise SplitConnectionError(
                 f"streaming_split rank {self.rank}: the driver process closed the connection "
                 f"in epoch {self.epoch} (did it exit or crash?)") from exc
-        if kind == "columns":  # mapped, then unlinked: the map stays valid, the file goes
-            return read_batch(*value)
-        if kind == "shared":
+        if kind == "slot":  # mapped; the driver may reuse the file once this batch is dropped
+            path, layout, slot = value
+            return read_batch(path, layout, on_release=functools.partial(self._freed.append, slot))
+        if kind == "shared":  # mapped, then unlinked: the map stays valid, the file goes
             table = SharedRef(value).read()
             os.unlink(value)
             return table

@@ -11,7 +11,8 @@ the file, one region per column: the file's pages take the only copy, and the ra
 rebuilds each column as one array over its region of the mapped file (zero-copy, so
 a tensor column is one contiguous numpy/torch view). The other columns (strings,
 binary, nested, with nulls, booleans, other extension types) travel as one Arrow IPC
-stream at the start of the same file.
+stream at the start of the same file. A rank's files are reused (:class:`BatchFiles`):
+the rank says when it has dropped a batch, and the next batch is written over it.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -23,8 +24,10 @@ stream at the start of the same file.
 
 from __future__ import annotations
 
+import mmap
 import os
 import uuid
+import weakref
 
 import numpy as np
 import pyarrow as pa
@@ -76,54 +79,145 @@ def _flat_views(column: pa.ChunkedArray) -> list[np.ndarray] | None:
     return views
 
 
-def _write_all(fd: int, data) -> int:
+def _pwrite_all(fd: int, data, offset: int) -> None:
     view = memoryview(data).cast("B")
     done = 0
     while done < len(view):
-        done += os.write(fd, view[done:])
-    return done
+        done += os.pwrite(fd, view[done:], offset + done)
 
 
-def write_batch(directory: str, table: pa.Table) -> tuple[str, tuple] | None:
-    """Write ``table`` (any chunking) as a new file (mode 0600) under ``directory``;
-    ``(path, layout)`` for :func:`read_batch`, or None when no column is flat (the
-    caller then sends the table as it did before), and for a table of no rows."""
+def encode(table: pa.Table) -> tuple[list[tuple[int, object]], tuple] | None:
+    """Where each part of ``table`` goes in a batch file, without writing anything:
+    ``([(offset, bytes-like), ...], layout)``; None when no column is flat or the
+    table has no rows (the caller then sends the table as it did before)."""
     if not table.num_rows:
         return None
     views = [_flat_views(c) for c in table.columns]
     if not any(v is not None for v in views):
         return None
     rest = [i for i, v in enumerate(views) if v is None]
+    pieces: list[tuple[int, object]] = []
+    offset = 0
+    if rest:  # the other columns, joined (they are small next to the flat ones)
+        sub = table.select(rest).combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, sub.schema) as writer:
+            writer.write_table(sub)
+        ipc = sink.getvalue()
+        pieces.append((0, ipc))
+        offset = ipc.size
+    ipc_bytes = offset
+    regions: list[tuple[int, int] | None] = []
+    for chunks in views:
+        if chunks is None:
+            regions.append(None)
+            continue
+        offset += -offset % _ALIGN
+        start = offset
+        for view in chunks:
+            pieces.append((offset, view))
+            offset += view.nbytes
+        regions.append((start, offset - start))
+    if not offset:  # nothing to map
+        return None
+    return pieces, (table.schema, table.num_rows, ipc_bytes, tuple(regions))
+
+
+def _new_file(directory: str) -> tuple[str, int]:
     path = os.path.join(directory, uuid.uuid4().hex + ".batch")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
+    return path, fd
+
+
+def _write_pieces(fd: int, pieces: list[tuple[int, object]]) -> None:
+    for offset, data in pieces:
+        _pwrite_all(fd, data, offset)
+
+
+def write_batch(directory: str, table: pa.Table) -> tuple[str, tuple] | None:
+    """Write ``table`` (any chunking) as a new file (mode 0600) under ``directory``;
+    ``(path, layout)`` for :func:`read_batch`, or None (see :func:`encode`)."""
+    encoded = encode(table)
+    if encoded is None:
+        return None
+    pieces, layout = encoded
+    path, fd = _new_file(directory)
     try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        offset = 0
-        if rest:  # the other columns, joined (they are small next to the flat ones)
-            sub = table.select(rest).combine_chunks()
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, sub.schema) as writer:
-                writer.write_table(sub)
-            offset = _write_all(fd, sink.getvalue())
-        ipc_bytes = offset
-        regions: list[tuple[int, int] | None] = []
-        for chunks in views:
-            if chunks is None:
-                regions.append(None)
-                continue
-            pad = -offset % _ALIGN
-            if pad:
-                offset += _write_all(fd, bytes(pad))
-            start = offset
-            for view in chunks:
-                offset += _write_all(fd, view)
-            regions.append((start, offset - start))
+        _write_pieces(fd, pieces)
     except BaseException:
-        os.close(fd)
         os.unlink(path)
         raise
-    os.close(fd)
-    return path, (table.schema, table.num_rows, ipc_bytes, tuple(regions))
+    finally:
+        os.close(fd)
+    return path, layout
+
+
+class BatchFiles:
+    """The files that carry one rank's batches, each reused once the rank has dropped
+    the batch it last carried (the rank says so, :func:`read_batch` ``on_release``).
+
+    Writing into a file's existing pages costs about a third of writing a new file
+    (whose pages tmpfs must allocate and clear, and free again once the rank unlinks
+    it). A batch the rank still holds keeps its file: the next batch goes to another
+    one, a new file if none is free. ``close()`` removes them all (maps the rank
+    still holds stay valid).
+
+    >>> import tempfile
+    >>> files = BatchFiles(tempfile.mkdtemp())
+    >>> path, layout, slot = files.write(pa.table({"x": [1, 2]}))
+    >>> files.write(pa.table({"x": [3]}))[0] == path   # still held by the rank
+    False
+    >>> files.released([slot]); files.write(pa.table({"x": [4]}))[0] == path
+    True
+    >>> files.close(); os.path.exists(path)
+    False
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.files: dict[int, tuple[str, int]] = {}  # slot -> (path, fd)
+        self.free: list[int] = []
+
+    def write(self, table: pa.Table) -> tuple[str, tuple, int] | None:
+        """``table`` written to a free file: ``(path, layout, slot)``; None: see
+        :func:`encode`."""
+        encoded = encode(table)
+        if encoded is None:
+            return None
+        pieces, layout = encoded
+        if self.free:
+            slot = self.free.pop()
+        else:
+            slot = len(self.files)
+            self.files[slot] = _new_file(self.directory)
+        path, fd = self.files[slot]
+        try:
+            _write_pieces(fd, pieces)
+        except BaseException:
+            self.free.append(slot)
+            raise
+        return path, layout, slot
+
+    def released(self, slots) -> None:
+        """The rank dropped the batches it got in ``slots``: their files may be reused."""
+        for slot in slots:
+            if slot in self.files and slot not in self.free:
+                self.free.append(slot)
+
+    def close(self) -> None:
+        for path, fd in self.files.values():
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self.files.clear()
+        self.free.clear()
+
+
+class _Map(mmap.mmap):
+    """A read-only map of a batch file (a subclass, so that it can be watched)."""
 
 
 def _rebuild(kind: pa.DataType, length: int, data: pa.Buffer) -> pa.Array:
@@ -136,13 +230,23 @@ def _rebuild(kind: pa.DataType, length: int, data: pa.Buffer) -> pa.Array:
     return pa.Array.from_buffers(kind, length, [None, data])
 
 
-def read_batch(path: str, layout: tuple) -> pa.Table:
-    """The table :func:`write_batch` wrote to ``path``, over a map of the file (which is
-    unlinked once mapped: the map stays valid, the name goes)."""
+def read_batch(path: str, layout: tuple, on_release=None) -> pa.Table:
+    """The table :func:`write_batch` or :class:`BatchFiles` wrote to ``path``, over a
+    map of the file. Without ``on_release`` the file is unlinked once mapped (the map
+    stays valid, the name goes); with it, the file is left to its writer and
+    ``on_release()`` is called once nothing holds the table's memory any longer (every
+    array, numpy view and tensor over it dropped): the writer may then reuse it."""
     schema, rows, ipc_bytes, regions = layout
-    with pa.memory_map(path) as source:
-        whole = source.read_buffer()
-    os.unlink(path)
+    if on_release is None:
+        with pa.memory_map(path) as source:
+            whole = source.read_buffer()
+        os.unlink(path)
+    else:
+        with open(path, "rb") as handle:
+            mapped = _Map(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        weakref.finalize(mapped, on_release)
+        whole = pa.py_buffer(mapped)
+        del mapped  # only the buffers over it hold it now
     rest = iter(())
     if ipc_bytes:
         sub = pa.ipc.open_stream(whole.slice(0, ipc_bytes)).read_all()

@@ -1,6 +1,7 @@
 """A rank process gets its batches through shared memory: each batch is written once
-by the driver, mapped by the rank and unlinked as soon as it is mapped, so nothing
-is left behind, and nothing is readable by another user.
+by the driver into one of the rank's files and mapped by the rank; a file is written
+over only once the rank has dropped the batch it carried, and the files go when the
+rank's epoch ends, so nothing is left behind, and nothing is readable by another user.
 
 A batch cut from two blocks reaches the server with two chunks per column; its
 fixed-width columns are written chunk by chunk into the file (no join in the driver)
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from streambatch.loader import split_server
+from streambatch.loader import split_shm
 from streambatch.loader.split_server import SplitServer, fetch_rank
 from streambatch.loader.split_shm import read_batch, write_batch
 
@@ -31,49 +32,70 @@ def _blob_only(rank, epoch, options):
         yield pa.concat_tables([part, part])
 
 
-def _serve_and_watch(open_rank, monkeypatch):
-    """Serve ``open_rank``; the batches rank 1 got and the mode of every file written."""
+def _many(rank, epoch, options):
+    for i in range(8):
+        yield pa.table({"i": np.full(1000, i), "v": np.arange(1000, dtype=np.float64) * i})
+
+
+def _serve_and_watch(open_rank, monkeypatch, hold=False):
+    """Serve ``open_rank``; the batches rank 1 got (``hold``: the tables, all kept
+    while it reads on; else their rows, each table dropped as it comes) and the
+    (path, mode) of every file written."""
     server = SplitServer(open_rank)
-    modes = []
+    written = []
     store = server._shared()
-    real_put, real_write = store.put, split_server.write_batch
+    real_put, real_write = store.put, split_shm.BatchFiles.write
 
     def put(table):
         ref = real_put(table)
-        modes.append(stat.S_IMODE(os.stat(ref.path).st_mode))
+        written.append((ref.path, stat.S_IMODE(os.stat(ref.path).st_mode)))
         return ref
 
-    def write(directory, table):
-        written = real_write(directory, table)
-        if written is not None:
-            modes.append(stat.S_IMODE(os.stat(written[0]).st_mode))
-        return written
+    def write(self, table):
+        out = real_write(self, table)
+        if out is not None:
+            written.append((out[0], stat.S_IMODE(os.stat(out[0]).st_mode)))
+        return out
 
     store.put = put
-    monkeypatch.setattr(split_server, "write_batch", write)
+    monkeypatch.setattr(split_shm.BatchFiles, "write", write)
     try:
-        got = list(fetch_rank(server.address, server.authkey, 1, 0, {}))
+        it = fetch_rank(server.address, server.authkey, 1, 0, {})
+        got = list(it) if hold else [t.to_pydict() for t in it]
         assert stat.S_IMODE(os.stat(store.root).st_mode) == 0o700
-        assert os.listdir(store.root) == []  # each batch unlinked once mapped
+        assert os.listdir(store.root) == []  # the rank's files went when its epoch ended
     finally:
         server.close()
     assert not os.path.exists(store.root)
-    return got, modes
+    return got, written
 
 
 def test_batches_travel_through_shared_memory_and_leave_nothing(monkeypatch):
-    got, modes = _serve_and_watch(_tables, monkeypatch)
-    got = [t.to_pydict() for t in got]
+    got, written = _serve_and_watch(_tables, monkeypatch)
     assert [(d["rank"][0], d["i"][0]) for d in got] == [(1, 0), (1, 1), (1, 2)]
     assert got[0]["blob"] == [b"x" * 1000] * 4
-    assert modes == [0o600] * 3
+    assert [mode for _, mode in written] == [0o600] * 3
+
+
+def test_a_rank_that_drops_its_batches_gets_the_next_ones_in_the_same_files(monkeypatch):
+    got, written = _serve_and_watch(_many, monkeypatch)
+    assert [d["i"][0] for d in got] == list(range(8))
+    assert all(d["v"] == [float(x * d["i"][0]) for x in range(1000)] for d in got)
+    assert len({path for path, _ in written}) <= 3  # each dropped at once: files reused
+
+
+def test_a_batch_the_rank_holds_is_never_written_over(monkeypatch):
+    got, written = _serve_and_watch(_many, monkeypatch, hold=True)
+    assert len({path for path, _ in written}) == 8  # every batch still held: a file each
+    for i, table in enumerate(got):  # the maps stay valid after the files went
+        assert table["i"].to_pylist() == [i] * 1000
+        assert table["v"].to_pylist() == [float(x * i) for x in range(1000)]
 
 
 def test_tables_without_fixed_width_columns_travel_as_ipc_joined(monkeypatch):
-    got, modes = _serve_and_watch(_blob_only, monkeypatch)
-    assert [t["s"].to_pylist() for t in got] == [["1-0"] * 4, ["1-1"] * 4]
-    assert [t["s"].num_chunks for t in got] == [1, 1]  # joined before it was written
-    assert modes == [0o600] * 2
+    got, written = _serve_and_watch(_blob_only, monkeypatch)
+    assert [d["s"] for d in got] == [["1-0"] * 4, ["1-1"] * 4]
+    assert [mode for _, mode in written] == [0o600] * 2
 
 
 def _images(start, n):
