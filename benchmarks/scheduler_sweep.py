@@ -95,8 +95,8 @@ def main() -> None:
     parser.add_argument("--real", type=int, default=0, help="also run N on the local backend")
     parser.add_argument("--ray", type=int, default=0, help="... and N of those on Ray Data")
     parser.add_argument("--planned", action="store_true",
-                        help="simulate what the backends do not do yet: per-task block sizes, "
-                             "working memory with the first block")
+                        help="simulate what the backends do not do yet: working memory "
+                             "reported with a task's first block")
     parser.add_argument("--no-node-memory", action="store_true",
                         help="cluster shape: place tasks by resources and locality only, not "
                              "by each node's share of the budget (for comparison)")

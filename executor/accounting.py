@@ -133,7 +133,10 @@ def holds(states: list[StageState], st: StageState, slots_of: Callable,
     idle while the pipeline is short of exactly them (the paper's Fig. 9: CPU stages
     held while four GPU actors had enough queued left the CPUs 18% idle, and the CPUs,
     not the GPUs, bound the job), and what it makes ahead is work the busiest pool
-    will not have to do later. The memory admission still bounds what it makes.
+    will not have to do later. The executor passes ``busiest`` only while less than
+    half the budget is used: what runs ahead is bounded below the budget, whose
+    accounting of a task's memory is an estimate (read -> one actor -> write under
+    128 MiB ran ahead to a peak PSS 13% over the budget's allowance).
 
     >>> from collections import deque
     >>> from types import SimpleNamespace

@@ -72,6 +72,8 @@ class TaskContext:
     key: str = ""  # deterministic lineage key: the same for every attempt of the task
     first_row: int | None = None  # in a numbered stage: how many of the stage's input
     # rows came before this task's (a global row number for a shuffle's map side)
+    row_base: int | None = 0  # where the task's input starts among its read partition's
+    # rows (for messages; None: unknown, the rows are counted from the task's input)
     dead_letters: list = field(default_factory=list)  # rows sent aside by on_error="skip"
     cancelled: Callable[[], bool] = field(default=_never)  # the job stopped: a
     # thread task (which nothing can kill) checks it before it commits anything lasting
@@ -171,6 +173,11 @@ class TaskStage(Stage):
         return any(op.is_actor for op in self.ops) or self.resources.num_gpus > 0
 
     @property
+    def changes_row_count(self) -> bool:
+        """True when an op of the stage may make more or fewer rows than it takes."""
+        return any(op.changes_row_count for op in self.ops)
+
+    @property
     def batch_rows(self) -> int | None:
         """Rows the stage takes per task (its first op's fixed batch size), if any."""
         return self.ops[0].batch_rows if self.ops and not self.is_source else None
@@ -264,6 +271,11 @@ class OutputListener:
 
     >>> OutputListener().on_settled((0, 3))
     """
+
+    stable_blocks = False  # True: the consumer names rows by partition key and offset
+    # across runs (a resumable loader), so every run must cut outputs into the same
+    # blocks: the executor then keeps the backend's fixed block size instead of sizing
+    # each task's blocks from run-time measurements
 
     def attach(self, identify: Callable[[tuple[int, int]], list]) -> None:
         """Told how to name an origin by what it reads (called once, before the run)."""

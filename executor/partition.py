@@ -62,6 +62,8 @@ class Partition:
     index: int = 0  # its number among its task's outputs (an exchange's bucket)
     first_row: int | None = None  # rows handed to a numbered stage before this one
     node: int = 0  # the node that holds its block (an index into the backend's nodes)
+    row_offset: int | None = 0  # where its rows start among its read partition's rows at
+    # this point of the pipeline (None: unknown, after a stage that changes row counts)
     created_at: float = field(default_factory=clock.now, compare=False, repr=False)
 
     @classmethod
@@ -96,6 +98,32 @@ def read_ref(ref: BlockRef) -> pa.Table:
     1
     """
     return ref.read()
+
+
+def output_offset(task, changes_rows: bool) -> int | None:
+    """``row_offset`` of the output block a running task makes next: after the rows it
+    made so far, from its read partition's start (a read) or its first input's (a stage
+    that keeps row counts, on inputs from one read); None when unknown.
+
+    >>> from types import SimpleNamespace as T
+    >>> part = Partition.from_table(pa.table({"x": [1, 2]}), 0)
+    >>> part.row_offset = 30
+    >>> task = T(read_index=None, rows_out=10, inputs=[part], origins={(0, 2)})
+    >>> output_offset(task, False), output_offset(task, True)
+    (40, None)
+    """
+    if task.read_index is not None:
+        return task.rows_out
+    base = input_offset(task.inputs, task.origins)
+    return None if changes_rows or base is None else base + task.rows_out
+
+
+def input_offset(inputs: list, origins) -> int | None:
+    """Where a task's input starts among its read partition's rows (None: unknown, or
+    inputs from several reads)."""
+    if not inputs or len(origins) != 1:
+        return None
+    return inputs[0].row_offset
 
 
 def first_row_of(inputs: list) -> int | None:

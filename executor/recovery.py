@@ -41,6 +41,7 @@ class Recipe:
     description: str
     key: str = ""  # the task's lineage key and first row: a re-run sees what the
     first_row: int | None = None  # first run saw (a shuffle's buckets come from them)
+    sizes: tuple = ()  # ((field, value), ...) of the Task's output sizes: cut as at first
 
     @property
     def recomputable(self) -> bool:
@@ -57,7 +58,8 @@ def recipe_of(task, ordinal: int) -> Recipe:
     """
     return Recipe(task.stage_index, task.read_index,
                   tuple(getattr(p, "recipe", None) for p in task.inputs), ordinal,
-                  task.description, getattr(task, "key", ""), first_row_of(task.inputs))
+                  task.description, getattr(task, "key", ""), first_row_of(task.inputs),
+                  tuple(sorted((getattr(task, "sizes", None) or {}).items())))
 
 
 @dataclass(eq=False)
@@ -224,7 +226,7 @@ class LostInputRecovery:
             self.stats_of(recipe.stage).recomputed += 1
         self.backend.submit(Task(task_id, recipe.stage, recipe.read_index, list(job.refs),
                                  f"{recipe.description} (recomputing a lost output)", actor_id,
-                                 recipe.key, recipe.first_row))
+                                 recipe.key, recipe.first_row, **dict(recipe.sizes)))
 
     def _finish(self, job: _Job) -> None:
         for ref in job.refs:

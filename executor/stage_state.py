@@ -42,6 +42,8 @@ class RunningTask:
     dead: list = field(default_factory=list)
     submitted_at: float = field(default_factory=clock.now)
     working: int = 0  # working memory charged to it while it runs (measured per stage)
+    sizes: dict | None = None  # Task.target_bytes/block_rows, chosen at its first launch:
+    # every attempt (and a recomputation of a lost output) cuts its output the same way
 
 
 @dataclass

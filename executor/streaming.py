@@ -13,11 +13,8 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 from streambatch.executor import clock
-from streambatch.executor.accounting import (
-    holds,
-    in_pipeline,
-    used_bytes,
-)
+from streambatch.executor import partition as parts_of
+from streambatch.executor.accounting import holds, in_pipeline, used_bytes
 from streambatch.executor.actor_stages import ActorStages
 from streambatch.executor.backends.base import (
     ActorFailed,
@@ -234,7 +231,8 @@ class StreamingExecutor:
                          tuple(p.pid for p in task.inputs) or (("read", task.description),),
                          key=f"{task.key}o{task.outputs}", origins=task.origins,
                          recipe=recipe_of(task, task.outputs), index=task.outputs,
-                         node=self.placement.node_of(task))
+                         node=self.placement.node_of(task),
+                         row_offset=parts_of.output_offset(task, st.task_stage.changes_row_count))
         if st.downstream is None:
             self.listener.on_final_output(part, task.origins)
         else:
@@ -436,6 +434,8 @@ class StreamingExecutor:
                        key=lambda st: (st.output_bytes(), -st.index))
         self._busiest = observe_sources(self.states, self.policy, self.target_bytes,
                                         self._slots_of)
+        if 2 * used_bytes(self.states, self._tasks) > self.budget:  # run ahead: half at most
+            self._busiest = None
         for st in order:
             while self._try_start(st):
                 dispatched = True
@@ -531,12 +531,16 @@ class StreamingExecutor:
         worker = f"actor {actor_id}" if actor_id is not None else st.task_stage.worker
         for obs in self.observers:
             obs.on_task_start(st.index, st.stage.name, task.task_id, label, worker)
+        if task.sizes is None:  # chosen once: a retry cuts its output as the first attempt
+            task.sizes = block_size(self.states, st, self.target_bytes, task, self._slots_of) \
+                if self.backend.sized_blocks and not getattr(self.listener, "stable_blocks", False) \
+                else {}
         self.backend.submit(Task(task.task_id, st.index, task.read_index,
                                  [p.ref for p in task.inputs], task.description, actor_id,
                                  task.key, first_row_of(task.inputs),
-                                 node=self.placement.node_of(task),
-                                 **(block_size(self.states, st, self.target_bytes, task,
-                                               self._slots_of) if self.backend.sized_blocks else {})))
+                                 node=self.placement.node_of(task), **task.sizes,
+                                 row_base=0 if task.read_index is not None
+                                 else parts_of.input_offset(task.inputs, task.origins)))
 
     def _note_peak(self) -> None:
         actual = sum(st.buffered_bytes() for st in self.states)

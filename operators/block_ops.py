@@ -163,9 +163,9 @@ class MapBatchesOp(OpBase):
         the batch is done, so none of its rows is both output and dead letter.
         """
         fn = self.udf(ctx)
-        start = 0
+        start = ctx.row_base or 0
         for batch in rebatch(blocks, self.op.batch_size):
-            where = f"batch of rows {start}-{start + batch.num_rows - 1} of the partition"
+            where = rows_where(start, batch.num_rows, ctx)
             start += batch.num_rows
             if self.skips_errors:
                 yield from self._batch_or_dead_letter(fn, batch, where, ctx)
@@ -212,6 +212,19 @@ class MapBatchesOp(OpBase):
 
 
 _FAILED = object()  # stands for the output of a row that went to the dead letters
+
+
+def rows_where(start: int, rows: int, ctx: TaskContext) -> str:
+    """Names a batch in messages: its rows in the task's read partition (as they reach
+    the stage), or in the task's input when that position is unknown.
+
+    >>> rows_where(30, 10, TaskContext("M", 0, "partition 2", row_base=30))
+    'batch of rows 30-39 of the partition'
+    >>> rows_where(0, 10, TaskContext("M", 0, "partition 2", row_base=None))
+    "batch of rows 0-9 of the task's input"
+    """
+    whose = "the partition" if ctx.row_base is not None else "the task's input"
+    return f"batch of rows {start}-{start + rows - 1} of {whose}"
 
 
 class RowOp(OpBase):
@@ -420,9 +433,9 @@ class AddColumnOp(OpBase):
 
     def apply(self, blocks, ctx: TaskContext):
         """Yield each block with the new (or replaced) column."""
-        start = 0
+        start = ctx.row_base or 0
         for table in (b for b in blocks if b.num_rows):
-            where = f"batch of rows {start}-{start + table.num_rows - 1} of the partition"
+            where = rows_where(start, table.num_rows, ctx)
             start += table.num_rows
             try:
                 values = self.op.fn(to_batch(table, self.op.batch_format))

@@ -31,6 +31,7 @@ class Task:
     # backend's target): sized for the task's consumer (executor/output_sizing.py)
     block_rows: int | None = None  # ... and to at most this many rows (None: no cap)
     node: int = 0  # the node the executor placed it on (its index in Backend.nodes())
+    row_base: int | None = 0  # where its input starts among its read partition's rows
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class Backend(ABC):
 
     can_spill = False  # True: every worker reads this machine's disk (spilled blocks)
     sized_blocks = False  # True: it cuts a task's outputs as Task.target_bytes/block_rows
-    # ask (the executor then works them out per task; the real backends do not yet)
+    # ask (the executor then works them out per task, once, from run-time measurements)
 
     @classmethod
     def from_options(cls, options) -> Backend:

@@ -128,6 +128,7 @@ class LocalBackend(Backend):
     """
 
     can_spill = True  # workers are processes and threads of this machine
+    sized_blocks = True  # task outputs cut as Task.target_bytes/block_rows ask
 
     def __init__(self, num_cpus: int, num_gpus: float = 0.0, resources: dict | None = None,
                  start_method: str = "forkserver", trim_bytes: int = BIG_TASK_BYTES) -> None:

@@ -146,9 +146,10 @@ def _stream(stage, task: Task, target_bytes: int, state: dict, exit_key: str):
 
 
 def _task_of(meta: tuple, blocks: tuple) -> Task:
-    task_id, stage_index, read_index, description, key, first_row = meta
+    task_id, stage_index, read_index, description, key, first_row, sizes, row_base = meta
     return Task(task_id, stage_index, read_index, [InMemoryRef(b) for b in blocks], description,
-                key=key, first_row=first_row)
+                key=key, first_row=first_row, target_bytes=sizes[0], block_rows=sizes[1],
+                row_base=row_base)
 
 
 @ray.remote(max_retries=0, num_returns="streaming")
@@ -233,6 +234,7 @@ class RayBackend(Backend):
     """
 
     reports_task_starts = True  # a task may wait in Ray's queue before TaskStarted
+    sized_blocks = True  # task outputs cut as Task.target_bytes/block_rows ask
 
     def __init__(self, num_cpus=None, num_gpus=None, resources: dict | None = None,
                  address: str | None = None, max_retries: int = 0, **_ignored) -> None:
@@ -290,7 +292,7 @@ class RayBackend(Backend):
     def submit(self, task: Task) -> None:
         """Start a Ray task (or an actor call) whose outputs stream back as refs."""
         meta = (task.task_id, task.stage_index, task.read_index, task.description, task.key,
-                task.first_row)
+                task.first_row, (task.target_bytes, task.block_rows), task.row_base)
         blocks = [self._object_ref(r) for r in task.input_refs]
         exit_key = f"{_EXIT_KEY}{self._key}-{task.task_id}"
         if task.actor_id is not None:

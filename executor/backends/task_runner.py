@@ -41,7 +41,8 @@ def task_context(stage: TaskStage, task: Task, worker_state: dict,
     """The context a task's ops see (its dead letters collect in ``ctx.dead_letters``;
     ``cancelled`` tells a thread task that its job has stopped)."""
     ctx = TaskContext(stage.name, task.task_id, task.description, worker_state,
-                      task.key or str(task.task_id), first_row=task.first_row)
+                      task.key or str(task.task_id), first_row=task.first_row,
+                      row_base=task.row_base)
     if cancelled is not None:
         ctx.cancelled = cancelled
     return ctx
@@ -50,7 +51,9 @@ def task_context(stage: TaskStage, task: Task, worker_state: dict,
 def run_task(stage: TaskStage, task: Task, target_bytes: int,
              ctx: TaskContext | dict, each_input: Callable[[], object] | None = None
              ) -> Iterator[pa.Table]:
-    """Yield the output blocks of ``task``, split to ``target_bytes``.
+    """Yield the output blocks of ``task``, split to its own size when the executor
+    gave one (``task.target_bytes``, ``task.block_rows``: sized for the stage that
+    consumes them), else to ``target_bytes``.
 
     ``ctx`` is a :func:`task_context` (or a worker-state dict, for callers that do
     not collect dead letters); ``each_input`` is called as each input block is taken.
@@ -60,4 +63,24 @@ def run_task(stage: TaskStage, task: Task, target_bytes: int,
     blocks = stage.apply(input_blocks(stage, task, each_input), ctx)
     if stage.bucketed:  # output i is bucket i: passed on as it is
         return blocks
-    return split_blocks(blocks, target_bytes, stage.out_batch_rows)
+    split = split_blocks(blocks, task.target_bytes or target_bytes, stage.out_batch_rows)
+    return cap_rows(split, task.block_rows, stage.out_batch_rows) if task.block_rows else split
+
+
+def cap_rows(blocks: Iterator[pa.Table], most: int, batch_rows: int | None) -> Iterator[pa.Table]:
+    """Blocks of at most ``most`` rows (a multiple of ``batch_rows``, at least one batch):
+    longer ones are cut into slices, without a copy.
+
+    >>> t = pa.table({"x": list(range(10))})
+    >>> [b.num_rows for b in cap_rows(iter([t]), 4, None)], \\
+    ...     [b.num_rows for b in cap_rows(iter([t]), 5, 2)]
+    ([4, 4, 2], [4, 4, 2])
+    """
+    if batch_rows:
+        most = max(batch_rows, most // batch_rows * batch_rows)
+    for block in blocks:
+        if block.num_rows <= most:
+            yield block
+            continue
+        for start in range(0, block.num_rows, most):
+            yield block.slice(start, most)

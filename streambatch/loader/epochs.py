@@ -194,6 +194,7 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
     if progress is not None:
         progress.mode, progress.order = mode, full_order
         progress.deterministic = preserve_order
+    listener.stable_blocks = mode == "keys"  # rows named by partition key: cut the same
     if mode == "keys":
         done = resume.skip_reads() if resume is not None else set()
         executor.skip_reads = {(0, i) for i, read in enumerate(full_order) if read in done}

@@ -251,7 +251,7 @@ def read_batch(path: str, layout: tuple, on_release=None) -> pa.Table:
     if ipc_bytes:
         sub = pa.ipc.open_stream(whole.slice(0, ipc_bytes)).read_all()
         rest = iter(sub.columns)
-    columns = []
+    columns: list = []
     for field, region in zip(schema, regions, strict=True):
         if region is None:
             columns.append(next(rest))

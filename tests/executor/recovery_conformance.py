@@ -225,7 +225,12 @@ class RecoveryConformance:
         assert ds.take_all() == [{"id": i, "v": i + 1, "out": i} for i in range(200)]
         assert _noted_ids(seen) == list(range(200))  # no row reached the next stage twice
         runs = collections.Counter(int(line) for line in _noted(files["calls"]))
-        assert runs == {b: 2 if b in (50, 60) else 1 for b in range(0, 200, 10)}, runs
+        # the retry re-runs the batch it died in, and the batches of its task before it
+        # (rows 50-59 when the task held partition 1 whole; the executor may also have
+        # cut partition 1 into one block per batch for the actor pool)
+        twice = {b for b, n in runs.items() if n == 2}
+        assert twice in ({60}, {50, 60}) and set(runs.values()) <= {1, 2}, runs
+        assert sorted(runs) == list(range(0, 200, 10)), runs
         assert ds.stats().stages[-2].retries >= 1, str(ds.stats())
 
     # ---- bounded retries ----------------------------------------------------------

@@ -78,6 +78,7 @@ def test_an_unfused_default_batch_stage_takes_each_block_as_it_comes():
     # 40 rows (a 1024-row batch); now each 10-row block is a batch of its own
     ds = sb.range(40, override_num_blocks=4).map_batches(batch_len, num_cpus=0.5,
                                                          releases_gil=False)
-    assert sorted(int(r["n"]) for r in ds.take_all()) == [10, 10, 10, 10]
+    batches = [int(r["n"]) for r in ds.take_all()]  # blocks of at most a read's 10 rows
+    assert sum(batches) == 40 and max(batches) <= 10, batches  # (cut smaller for idle slots)
     ds = sb.range(2500, override_num_blocks=1).map_batches(batch_len, releases_gil=False)
     assert sorted(int(r["n"]) for r in ds.take_all()) == [452, 1024, 1024]  # still cut at 1024
