@@ -66,3 +66,23 @@ def test_a_stage_no_node_can_hold_fails_naming_it():
                         num_cpus=8, nodes=2)
     with pytest.raises(UnplaceableError, match="Big.*asks for 5 CPUs.*each of its 2 nodes"):
         simulate(spec)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_generated_pipelines_on_nodes_keep_every_row_and_each_nodes_share(seed):
+    # random stages, sizes and batch sizes (executor/sim_workloads.py) on 2-8 nodes, each
+    # node's share of the budget four of the pipeline's largest tasks
+    import random
+
+    from streambatch.executor.sim_workloads import _largest_task_bytes, generate
+
+    nodes = random.Random(seed).choice((2, 4, 8))
+    spec = generate(1000 + seed, num_cpus=4 * nodes, num_gpus=nodes, seconds=(5.0, 20.0),
+                    nodes=nodes)
+    largest = _largest_task_bytes(spec)
+    spec = spec.with_budget(int(nodes * 4 * largest))  # the tightest the generator draws
+    result = simulate(spec)  # raises on a row lost or repeated, or a block freed wrongly
+    assert result.rows == spec.source.rows
+    # over a share by no more than one task's output (liveness)
+    assert max(result.node_peaks) <= result.node_budget + largest, \
+        (result.node_peaks, result.node_budget)
