@@ -354,6 +354,7 @@ class StreamingExecutor:
     def adopt(self, new: Partition, parts: list[Partition]) -> Partition:
         """A driver stage made ``new`` out of ``parts``: it inherits their lineage."""
         new.origins = frozenset().union(*(p.origins for p in parts))
+        new.row_offset = None  # (re-cut by the driver: its place in its read is not kept)
         self._adopted += 1
         new.key = f"{parts[0].key}d{new.stage}n{self._adopted}"
         if self.states[new.stage].downstream is None:
