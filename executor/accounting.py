@@ -133,8 +133,7 @@ def holds(states: list[StageState], st: StageState, slots_of: Callable,
     idle while the pipeline is short of exactly them (the paper's Fig. 9: CPU stages
     held while four GPU actors had enough queued left the CPUs 18% idle, and the CPUs,
     not the GPUs, bound the job), and what it makes ahead is work the busiest pool
-    will not have to do later. A source is held as before: its pace is the admission
-    policy's. The executor passes ``busiest`` only while less than
+    will not have to do later. The executor passes ``busiest`` only while less than
     half the budget is used: what runs ahead is bounded below the budget, whose
     accounting of a task's memory is an estimate (read -> one actor -> write under
     128 MiB ran ahead to a peak PSS 13% over the budget's allowance).
@@ -142,19 +141,16 @@ def holds(states: list[StageState], st: StageState, slots_of: Callable,
     >>> from collections import deque
     >>> from types import SimpleNamespace
     >>> from streambatch.executor.contract import TaskStage
-    >>> up = StageState(1, TaskStage("Decode", upstream=(0,)), 2)
-    >>> down = StageState(2, TaskStage("Model", upstream=(1,)), None)
+    >>> up = StageState(0, TaskStage("Decode"), 1)
+    >>> down = StageState(1, TaskStage("Model", upstream=(0,)), None)
     >>> down.next_seq, down.bytes_in = 4, 4 * 2**20
-    >>> down.inputs[1] = deque(SimpleNamespace(nbytes=2**20, memory_bytes=2**20) for _ in range(3))
+    >>> down.inputs[0] = deque(SimpleNamespace(nbytes=2**20, memory_bytes=2**20) for _ in range(3))
     >>> pools = lambda st: (1.0, "cpu" if st is up else "actors-1")
-    >>> states = [None, up, down]
-    >>> holds(states, up, pools, "actors-1"), holds(states, up, pools, "cpu")
+    >>> holds([up, down], up, pools, "actors-1"), holds([up, down], up, pools, "cpu")
     (True, False)
     """
     if not downstream_has_enough(states, st, slots_of):
         return False
-    if st.stage.is_source:  # a source's pace is the admission policy's (its reads' memory
-        return True  # is an estimate, and running them ahead filled a driver's heap)
     pool = slots_of(st)[1]
     return busiest != pool or slots_of(states[st.downstream])[1] == pool  # type: ignore[index]
 
