@@ -435,7 +435,8 @@ class StreamingExecutor:
                        key=lambda st: (st.output_bytes(), -st.index))
         self._busiest = observe_sources(self.states, self.policy, self.target_bytes,
                                         self._slots_of)
-        if 2 * used_bytes(self.states, self._tasks) > self.budget:  # run ahead: half at most
+        if self._busiest and 2 * used_bytes(self.states, self._tasks) > self.budget:  # run
+            # ahead: half the budget at most (summed only when the rule could apply)
             self._busiest = None
         for st in order:
             while self._try_start(st):
