@@ -8,9 +8,10 @@ from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
 
 
-def next_work(st: StageState, default_bytes: int):
+def next_work(st: StageState, default_bytes: int, slots: float = 1.0):
     """``(read_index, input partitions, estimated output bytes)`` of the stage's next
-    task (a retry first), or None when it has nothing ready.
+    task (a retry first), or None when it has nothing ready. ``slots``: tasks the
+    stage may run at once (its tasks are cut smaller while some of them would idle).
 
     >>> from streambatch.executor.contract import TaskStage
     >>> next_work(StageState(0, TaskStage("Map", upstream=(1,)), None), 100) is None
@@ -24,7 +25,7 @@ def next_work(st: StageState, default_bytes: int):
             return None
         index = st.pending_reads[0]
         return index, [], read_estimate(st, index, default_bytes)
-    bundle = peek_bundle(st)
+    bundle = peek_bundle(st, 1 if idle_slots(st, slots) else WHOLE_BATCHES_WITHIN)
     if not bundle:
         return None
     return None, bundle, int(sum(p.nbytes for p in bundle) * st.growth())
@@ -39,7 +40,28 @@ def read_estimate(st: StageState, index: int, default_bytes: int) -> int:
     return int(estimate) if estimate else default_bytes
 
 
-def peek_bundle(st: StageState, whole_batches_within: int = 4) -> list[Partition]:
+WHOLE_BATCHES_WITHIN = 4  # batches a task may take to end on a whole batch
+
+
+def idle_slots(st: StageState, slots: float) -> bool:
+    """True when the stage's running tasks and queued batches leave some of its
+    ``slots`` idle: its next task then takes one batch (ending it on a whole number
+    of batches would take up to ``WHOLE_BATCHES_WITHIN`` and leave slots idle).
+
+    >>> from streambatch.executor.contract import TaskStage
+    >>> from types import SimpleNamespace
+    >>> from collections import deque
+    >>> op = SimpleNamespace(batch_rows=32)
+    >>> st = StageState(1, TaskStage("M", upstream=(0,), ops=[op]), None)
+    >>> st.inputs[0] = deque(SimpleNamespace(rows=6) for _ in range(16))
+    >>> idle_slots(st, 32), idle_slots(st, 3)
+    (True, False)
+    """
+    return len(st.running) + queued_bundles(st) < slots
+
+
+def peek_bundle(st: StageState,
+                whole_batches_within: int = WHOLE_BATCHES_WITHIN) -> list[Partition]:
     """The input partitions the next task takes: one, or enough rows for a fixed batch
     size (a short bundle only once no more input will come). Among the queued
     prefixes of up to ``whole_batches_within`` batches, the first that ends on a
@@ -81,12 +103,28 @@ def peek_bundle(st: StageState, whole_batches_within: int = 4) -> list[Partition
 
 
 def queued_bundles(st: StageState) -> int:
-    """About how many tasks the queued input makes (for actor-pool scaling)."""
+    """About how many tasks the queued input makes (for actor-pool scaling): whole
+    batches, and the short rest once no more input will come.
+
+    >>> from streambatch.executor.contract import TaskStage
+    >>> from types import SimpleNamespace
+    >>> from collections import deque
+    >>> op = SimpleNamespace(batch_rows=64)
+    >>> st = StageState(1, TaskStage("M", upstream=(0,), ops=[op]), None)
+    >>> st.inputs[0] = deque([SimpleNamespace(rows=66), SimpleNamespace(rows=33)])
+    >>> queued_bundles(st)
+    1
+    >>> st.upstream_finished[0] = True
+    >>> queued_bundles(st)
+    2
+    """
     queued = st.queued_inputs()
     batch_rows = st.stage.batch_rows
     if not batch_rows or not queued:
         return queued
     rows = sum(p.rows for q in st.inputs.values() for p in q)
+    if st.all_upstream_finished:  # the short rest is a task of its own
+        return -(-rows // batch_rows)
     return max(1, rows // batch_rows)
 
 

@@ -459,7 +459,7 @@ class StreamingExecutor:
         concurrency = st.task_stage.concurrency  # (_dispatch starts stages of tasks only)
         if concurrency and st.index not in self.pools and len(st.running) >= concurrency[1]:
             return False
-        work = next_work(st, self.target_bytes)
+        work = next_work(st, self.target_bytes, self._slots_of(st)[0])
         if work is None:
             return False
         read_index, inputs, est = work

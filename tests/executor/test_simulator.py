@@ -14,6 +14,7 @@ from streambatch.executor.backends.base import Task, TaskDone, TaskOutput
 from streambatch.executor.backends.simulated import SimCost, SimReadTask, SimulatedBackend
 from streambatch.executor.contract import TaskStage
 from streambatch.executor.headroom import drain_headroom
+from streambatch.executor.next_task import next_work
 from streambatch.executor.output_sizing import output_target
 from streambatch.executor.sim_workloads import bounds, generate
 from streambatch.executor.simulation import PipelineSpec, SourceSpec, StageSpec, simulate
@@ -164,3 +165,45 @@ def test_an_unknown_16x_stage_stays_within_a_tight_budget():
 def test_both_schedulers_run_a_generated_pipeline(scheduler):
     spec = replace(generate(5), scheduler=scheduler)
     assert simulate(spec).rows == spec.source.rows  # (static crashed: observe(measured=))
+
+
+def test_the_short_last_bundle_starts_an_actor_of_its_own():
+    """165 rows for batches of 64 on up to 16 GPU actors: bundles of 66, 66 and 33 rows.
+    Counting the queued tasks as whole batches only (99 rows: 1) kept one actor, and
+    the last bundle queued behind a busy one (115 s, not 87 s)."""
+    spec = PipelineSpec(SourceSpec(15, 11, 0.079, 2_882_338),
+                        (StageSpec("Gpu", 0.859, 0.27, batch_rows=64, num_cpus=0, num_gpus=1,
+                                   actors=(1, 16)),),
+                        num_cpus=32, num_gpus=16, budget_bytes=940_282_445)
+    result = simulate(spec)
+    gpu = result.stats.stages[1]
+    assert gpu.tasks == 3 and gpu.actors_peak >= 2
+    one_batch = 66 * 0.859
+    assert result.seconds < 2 * one_batch + 2.0, result.stats  # 2 batches in series at most
+    assert not result.over_budget
+
+
+def test_a_stage_with_idle_slots_takes_one_batch_per_task():
+    """68 reads of 6 rows, then 0.41 s per row in batches of 32 on 32 CPUs: tasks that end
+    on whole batches take 96 rows (16 reads), 7 tasks for 32 CPUs (39 s); one batch per
+    task while slots idle makes 12 tasks of 36 rows (15 s)."""
+    spec = PipelineSpec(SourceSpec(68, 6, 0.0026, 1099),
+                        (StageSpec("Map", 0.409, 19.3, batch_rows=32),),
+                        num_cpus=32, budget_bytes=32 * MiB)
+    result = simulate(spec)
+    mapped = result.stats.stages[1]
+    assert mapped.tasks >= 11, result.stats
+    assert result.seconds < 36 * 0.409 + 1.0, result.stats
+    assert bounds(spec).within_budget / result.seconds > 0.85
+
+
+def test_a_busy_stage_still_ends_its_tasks_on_whole_batches():
+    """16 queued blocks of 6 rows for batches of 32: with slots idle the next task takes
+    the first full batch (6 blocks, 36 rows); with every slot busy it takes the prefix
+    that ends on whole batches (16 blocks, 3 batches), no short batch."""
+    op = SimpleNamespace(batch_rows=32)
+    st = StageState(1, TaskStage("M", upstream=(0,), ops=[op]), None)
+    st.inputs[0] = deque(SimpleNamespace(rows=6, nbytes=60) for _ in range(16))
+    _, idle, _ = next_work(st, 100, slots=32)
+    _, busy, _ = next_work(st, 100, slots=1)
+    assert (sum(p.rows for p in idle), sum(p.rows for p in busy)) == (36, 96)
