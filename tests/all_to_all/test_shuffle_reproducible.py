@@ -105,3 +105,35 @@ def test_steps_between_read_and_shuffle_keep_the_order_reproducible():
     want = order(1, 1)
     assert order(6, 2) == want and order(9, 3) == want
     assert sorted(want) == sorted(x for j in range(500) for x in (j, -j) if x % 3 != 0)
+
+
+@FAST
+@given(st.integers(1, 300), st.integers(1, 9), st.integers(1, 3), st.integers(0, 2**31))
+def test_the_default_bucket_count_changes_no_order(rows, blocks, cpus, seed):
+    """A random shuffle that names no bucket count makes many small buckets (16 per CPU,
+    so a seeded shuffle's ordered output reaches the next stage a block or two at a
+    time); its order is the one of any other count, every row once."""
+    from streambatch.operators.all_to_all import shuffle_buckets
+
+    items = [{"i": j} for j in range(rows)]
+    layout = (blocks, cpus, None, "threads", None)
+    got = shuffled(items, [], layout, seed)
+    assert sorted(got) == list(range(rows))
+    assert got == shuffled(items, [], (blocks, cpus, 4, "threads", None), seed)
+    assert got == shuffled(items, [], (1, 1, shuffle_buckets(cpus), "threads", None), seed)
+
+
+def test_a_random_shuffle_plans_small_buckets_and_its_blocks_follow_them():
+    from streambatch.session import Session
+
+    sb.init(num_cpus=2)
+    ds = sb.from_items([{"i": j} for j in range(3200)], override_num_blocks=4)
+    stages = Session.current().stages(ds.random_shuffle(seed=5).logical_plan)
+    map_side = next(s for s in stages if s.name.endswith(".map"))
+    assert map_side.ops[0].n == 32  # 16 buckets per CPU
+    sizes = [b.num_rows for b in ds.random_shuffle(seed=5).iter_batches(
+        batch_size=None, batch_format="pyarrow")]
+    assert sum(sizes) == 3200 and len(sizes) == 32 and max(sizes) < 200  # ~100 rows each
+    # an explicit count is kept
+    assert len(list(ds.random_shuffle(seed=5, num_blocks=3).iter_batches(
+        batch_size=None, batch_format="pyarrow"))) == 3
