@@ -22,6 +22,13 @@ PRE_BATCH = 64
 CROP = 224
 STEP_S = 0.005
 SAMPLE = 64  # ids whose pixel checksums every loader must reproduce
+# SAMPLE_CHECK: the loop sums a sampled image with numpy. It used torch
+# (`img.to(torch.int64).sum()`), a parallel op on torch's OpenMP threads that holds the
+# trainer's GIL while it waits for them; on 2 busy cores it waited milliseconds each
+# time. In a shuffled epoch the 64 sampled ids come in ~60 batches (in order, all in
+# the first), so the check stalled the decode threads of an in-process loader during
+# the whole epoch: +0.6-0.9 s of process CPU for streambatch-shuffle, +0.3-0.5 s for
+# the shuffling DataLoader (perf: libgomp 14% and 10% of samples). The sums are equal.
 BUFFER = 1000  # local_shuffle_buffer_size of streambatch-localbuf
 RESULT_MARK = "__W2_RESULT__"
 LABEL_MOD = 1000  # label = (id * 7919 + 13) % LABEL_MOD, checked for every row
@@ -119,8 +126,9 @@ def train(batches, t0):
             bad_labels += int((b["label"].numpy() != (ids_np * 7919 + 13) % LABEL_MOD).sum())
         order.extend(ids_np.tolist())
         sizes.append(len(ids_np))
-        for j in np.nonzero(ids_np < SAMPLE)[0]:
-            sums[int(ids_np[j])] = int(img[int(j)].to(dtype=torch.int64).sum())
+        for j in np.nonzero(ids_np < SAMPLE)[0]:  # numpy: a torch op here would run
+            # on torch's OpenMP threads holding the GIL (see SAMPLE_CHECK below)
+            sums[int(ids_np[j])] = int(img[int(j)].numpy().sum(dtype=np.int64))
         time.sleep(STEP_S)  # the training step
     end = time.perf_counter()
     return {"total_s": end - t0, "end": end, "first_s": first, "wait_s": wait, "batches": len(sizes),
