@@ -157,7 +157,7 @@ def slot_idle(trace_path, slots=CORES):
 def run_once(engine, k, args, in_dir, n, ref, bounds):
     """One fresh-process run of ``engine`` in round ``k``, checked; its measurements."""
     trace = None
-    if args.trace and engine.startswith("streambatch") and SECTION[engine] == "main":
+    if args.trace and engine.startswith("streambatch") and SECTION[engine] != "ranks":
         os.makedirs(args.trace, exist_ok=True)
         trace = os.path.abspath(os.path.join(args.trace, f"w2_{engine}_{k + 1}.json"))
     knobs = {"pre_batch": args.pre_batch, "prefetch": args.prefetch,
@@ -300,8 +300,9 @@ def main(argv=None):
     tuned.add_argument("--read-blocks", type=int, help="read_parquet override_num_blocks")
     tuned.add_argument("--prefetch", type=int, help="iter_torch_batches prefetch_batches")
     ap.add_argument("--show-stats", action="store_true", help="print streambatch's ds.stats()")
-    ap.add_argument("--trace", metavar="DIR", help="write a Chrome trace of every main-section "
-                    "streambatch run under DIR and report where its decode slots sat idle")
+    ap.add_argument("--trace", metavar="DIR", help="write a Chrome trace of every streambatch run "
+                    "of the main and shuffled sections under DIR and report where its task slots "
+                    "sat idle")
     args = ap.parse_args(argv)
 
     sections = ["shuffled"] if args.shuffled else [x for x in args.sections.split(",") if x]
