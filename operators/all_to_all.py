@@ -207,6 +207,7 @@ def default_buckets(num_cpus: int) -> int:
 
 
 SHUFFLE_BUCKETS_PER_CPU = 16
+SHUFFLE_BUCKETS_MAX = 256
 
 
 def shuffle_buckets(num_cpus: int) -> int:
@@ -219,12 +220,15 @@ def shuffle_buckets(num_cpus: int) -> int:
     and the executor started no task while it handed them over: a slot sat idle
     0.1-0.2 s of a 2.2 s epoch. With small buckets what waits is a block or two, and
     the reduce tasks also share the last CPU-seconds of the epoch evenly. The order
-    of rows does not depend on the bucket count (RandomPartitionOp).
+    of rows does not depend on the bucket count (RandomPartitionOp). On many CPUs the
+    count stops at :data:`SHUFFLE_BUCKETS_MAX` (never under two per CPU): every map
+    task makes one partition per bucket, which the driver keeps track of.
 
-    >>> shuffle_buckets(2)
-    32
+    >>> shuffle_buckets(2), shuffle_buckets(16), shuffle_buckets(64), shuffle_buckets(256)
+    (32, 256, 256, 512)
     """
-    return max(1, SHUFFLE_BUCKETS_PER_CPU * num_cpus)
+    return max(1, min(SHUFFLE_BUCKETS_PER_CPU * num_cpus,
+                      max(SHUFFLE_BUCKETS_MAX, default_buckets(num_cpus))))
 
 
 def exchange_stages(op: AllToAll, ups: tuple[int, ...], num_cpus: int,
