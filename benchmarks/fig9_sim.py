@@ -56,7 +56,6 @@ The model here (choices ours, where the code above has no equivalent in the simu
 - No per-task overhead (the sleeps dominate: 0.5-5 s tasks).
 
     .venv/bin/python benchmarks/fig9_sim.py               # the table (about 15 s)
-    .venv/bin/python benchmarks/fig9_sim.py --planned     # with the planned backend features
     .venv/bin/python benchmarks/fig9_sim.py --limit 8 --stats   # one run, its stats
 """
 
@@ -126,12 +125,12 @@ def fig9_spec(budget_bytes: int | None, num_cpus: float = NUM_CPUS,
                         budget_bytes=budget_bytes)
 
 
-def run(spec: PipelineSpec, scheduler: str = "adaptive", planned: bool = False) -> SimResult:
+def run(spec: PipelineSpec, scheduler: str = "adaptive") -> SimResult:
     """Simulate ``spec`` with the benchmark's block size (one 100 MiB frame)."""
     options = ExecutionOptions(num_cpus=int(spec.num_cpus), num_gpus=spec.num_gpus,
                                memory_budget=spec.budget_bytes, scheduler=scheduler,
                                target_partition_bytes=FRAME)
-    return simulate(spec, options, planned=planned)
+    return simulate(spec, options)
 
 
 def cpu_busy(spec: PipelineSpec, result: SimResult) -> float:
@@ -146,7 +145,7 @@ def _fmt(value: float | None) -> str:
     return "  over" if value is None else f"{value:6.0f}"
 
 
-def table(limits: tuple[int, ...], planned: bool) -> list[dict]:
+def table(limits: tuple[int, ...]) -> list[dict]:
     """Simulate every limit both ways; print ours beside the paper's, with ratios."""
     records = []
     for limit in limits:
@@ -155,7 +154,7 @@ def table(limits: tuple[int, ...], planned: bool) -> list[dict]:
         for key, spec in (("limit", fig9_spec(limit * GiB)),
                           ("ray", fig9_spec(int(store * GiB), num_cpus=cpus))):
             for scheduler in ("adaptive", "static"):
-                result = run(spec, scheduler, planned)
+                result = run(spec, scheduler)
                 rec[f"{key}_{scheduler}"] = result.seconds
                 rec[f"{key}_{scheduler}_peak"] = result.peak_buffered_bytes / GiB
                 rec[f"{key}_{scheduler}_over"] = result.over_budget
@@ -164,8 +163,7 @@ def table(limits: tuple[int, ...], planned: bool) -> list[dict]:
         records.append(rec)
     paper_rows = list(PAPER)
     print(f"\nJob completion time (s), {VIDEOS} videos x {FRAMES_PER_VIDEO} frames of "
-          f"100 MiB, {NUM_CPUS} CPUs, {NUM_GPUS} logical GPUs"
-          f"{', planned backend features' if planned else ''}")
+          f"100 MiB, {NUM_CPUS} CPUs, {NUM_GPUS} logical GPUs")
     print("ours: budget = the memory limit, 8 CPUs  |  the paper: its Ray Data build, "
           "one m6i.2xlarge")
     head = "limit  optimum  ours  static  CPU busy  peak GiB |" + "".join(f"{n:>9s}" for n in paper_rows)
@@ -210,9 +208,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, action="append",
                         help="memory limit in GB (repeat; default: the figure's 6-16)")
-    parser.add_argument("--planned", action="store_true",
-                        help="simulate what the backends do not do yet: per-task block "
-                             "sizes, working memory with the first block")
     parser.add_argument("--stats", action="store_true",
                         help="print each run's executor stats (budget = the limit)")
     args = parser.parse_args()
@@ -223,8 +218,8 @@ def main() -> None:
             spec = fig9_spec(limit * GiB)
             print(spec)
             print(bounds(spec))
-            print(run(spec, planned=args.planned).stats)
-    table(limits, args.planned)
+            print(run(spec).stats)
+    table(limits)
     print(f"\n(simulated in {time.perf_counter() - start:.1f} s of wall time)")
 
 

@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TARGET_MEDIAN, TARGET_P10 = 0.90, 0.80
 
 
-def run_one(seed: int, shape: str = "machine", planned: bool = False,
-            node_memory: bool = True) -> dict:
+def run_one(seed: int, shape: str = "machine", node_memory: bool = True) -> dict:
     """Simulate the pipeline of ``seed``; its bounds, time and memory (on a cluster
     shape also each node's peak against its share of the budget)."""
     from _sweep_shapes import spec_for
@@ -39,7 +38,7 @@ def run_one(seed: int, shape: str = "machine", planned: bool = False,
     spec = spec_for(seed, shape)
     b = bounds(spec)
     start = time.perf_counter()
-    result = simulate(spec, planned=planned, node_memory=node_memory)
+    result = simulate(spec, node_memory=node_memory)
     node_share = max(result.node_peaks, default=0) / result.node_budget \
         if result.node_peaks and spec.budget_bytes else 0.0
     return {"seed": seed, "shape": shape, "stages": len(spec.stages) + 1,
@@ -75,12 +74,11 @@ def summarize(label: str, records: list[dict]) -> dict:
     return summary
 
 
-def sweep(seeds: list[int], shape: str, jobs: int, planned: bool = False,
-          node_memory: bool = True) -> list[dict]:
+def sweep(seeds: list[int], shape: str, jobs: int, node_memory: bool = True) -> list[dict]:
     """Simulate every seed (in ``jobs`` processes)."""
     n = len(seeds)
     with ProcessPoolExecutor(jobs) as pool:
-        return list(pool.map(run_one, seeds, [shape] * n, [planned] * n, [node_memory] * n,
+        return list(pool.map(run_one, seeds, [shape] * n, [node_memory] * n,
                              chunksize=8))
 
 
@@ -94,23 +92,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="simulate one pipeline and print its stats")
     parser.add_argument("--real", type=int, default=0, help="also run N on the local backend")
     parser.add_argument("--ray", type=int, default=0, help="... and N of those on Ray Data")
-    parser.add_argument("--planned", action="store_true",
-                        help="simulate what the backends do not do yet: working memory "
-                             "reported with a task's first block")
     parser.add_argument("--no-node-memory", action="store_true",
                         help="cluster shape: place tasks by resources and locality only, not "
                              "by each node's share of the budget (for comparison)")
     parser.add_argument("--json", help="write the records here")
     args = parser.parse_args()
     if args.seed is not None:
-        return show(args.seed, args.shape, args.planned)
+        return show(args.seed, args.shape)
     seeds = list(range(args.first_seed, args.first_seed + args.pipelines))
     start = time.perf_counter()
     node_memory = not args.no_node_memory
-    records = sweep(seeds, args.shape, args.jobs, args.planned, node_memory) if seeds else []
+    records = sweep(seeds, args.shape, args.jobs, node_memory) if seeds else []
     print(f"simulated {len(records)} pipelines in {time.perf_counter() - start:.0f} s")
-    label = f"simulated ({args.shape}{', planned backend features' if args.planned else ''}" \
-            f"{', nodes placed without their memory shares' if not node_memory else ''})"
+    label = f"simulated ({args.shape}{', nodes placed without their memory shares' if not node_memory else ''})"
     out = {"simulated": summarize(label, records) if records else None, "records": records}
     for r in sorted(records, key=lambda r: r["efficiency"])[:args.worst]:
         print(f"  seed {r['seed']}: {r['efficiency']:.1%} ({r['seconds']:.1f} s vs "
@@ -123,7 +117,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(out, indent=1))
 
 
-def show(seed: int, shape: str, planned: bool = False) -> None:
+def show(seed: int, shape: str) -> None:
     """One pipeline: its spec, bounds and the executor's stats."""
     from _sweep_shapes import spec_for
     from streambatch.executor.sim_workloads import bounds
@@ -132,7 +126,7 @@ def show(seed: int, shape: str, planned: bool = False) -> None:
     spec = spec_for(seed, shape)
     print(spec)
     print(bounds(spec))
-    result = simulate(spec, planned=planned)
+    result = simulate(spec)
     print(result.stats)
     print(f"efficiency {bounds(spec).within_budget / result.seconds:.1%}")
 

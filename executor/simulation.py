@@ -160,11 +160,9 @@ def costs_of(spec: PipelineSpec) -> list[SimCost]:
 
 
 def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None,
-             planned: bool = False, node_memory: bool = True) -> SimResult:
+             node_memory: bool = True) -> SimResult:
     """Run ``spec`` on the simulated backend; a SimulationError if a row was lost or
-    delivered twice, or a block was not freed exactly once. ``planned``: with what the
-    real backends do not do yet (working memory reported with a task's first block),
-    to measure what it would give.
+    delivered twice, or a block was not freed exactly once.
     ``node_memory=False``: tasks placed by resources and locality only, not by each
     node's share of the budget (for comparison)."""
     from streambatch.executor.streaming import StreamingExecutor
@@ -174,8 +172,7 @@ def simulate(spec: PipelineSpec, options: ExecutionOptions | None = None,
                                           num_gpus=spec.num_gpus, memory_budget=budget,
                                           scheduler=spec.scheduler)
     backend = SimulatedBackend(costs_of(spec), spec.num_cpus, spec.num_gpus,
-                               sized_blocks=True, early_working=planned,
-                               num_nodes=spec.nodes)
+                               sized_blocks=True, num_nodes=spec.nodes)
     executor = StreamingExecutor(list[Stage](physical_stages(spec)), backend, options)
     executor.placement.memory_aware = node_memory
     seen = np.zeros(spec.source.rows, np.int64)

@@ -395,7 +395,7 @@ class LocalBackend(Backend):
         start = time.perf_counter()
         stage = self._stages[task.stage_index]
         ctx = task_context(stage, task, state, self._cancelled.is_set)
-        arrow = ArrowGrowth()
+        arrow, first = ArrowGrowth(), True  # the first block tells the working memory so far
         try:
             for table in run_task(stage, task, self._target, ctx, arrow.sample):
                 arrow.sample()
@@ -407,13 +407,15 @@ class LocalBackend(Backend):
                 else:
                     ref = InMemoryRef(table)
                     arrow.handed_over(table.nbytes)  # charged as buffered from now on
-                self._emit(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
+                self._emit(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes,
+                                      max(1, arrow.sample()) if first else 0))
+                first = False
             if ctx.dead_letters:
                 self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))
             working = arrow.finish()
             if probe is not None:
                 probe.end()  # before the executor can start the next task in its place
-            self._emit(TaskDone(task.task_id, time.perf_counter() - start, working))
+            self._emit(TaskDone(task.task_id, time.perf_counter() - start, max(1, working)))
             if working >= self._trim_bytes:
                 release_arrow_pool()  # what it freed goes back to the OS, not kept for later
         except (_Cancelled, TaskAbandoned):

@@ -105,14 +105,23 @@ def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict
     try:
         for table in run_task(stage, task, target_bytes, ctx):
             ref = store.put(table)
-            made += table.nbytes
-            conn.send(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes))
+            so_far = 0 if made else _working(meter, task, table.nbytes)  # the first block
+            made += table.nbytes  # tells the working memory so far
+            conn.send(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes, so_far))
             del table
         if ctx.dead_letters:
             conn.send(TaskDeadLetters(task.task_id, ctx.dead_letters))
         # the inputs are charged as buffered, the outputs as the task's expected output
-        working = max(0, meter.peak_bytes() - mapped_bytes(task.input_refs) - made)
+        working = _working(meter, task, made)
         conn.send(TaskDone(task.task_id, time.perf_counter() - start, working))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver
         conn.send(TaskFailed(task.task_id, portable(describe_failure(exc))))
     return made
+
+
+def _working(meter: PeakMeter, task, made: int) -> int:
+    """The task's working memory so far: the rise of the worker's peak, less its mapped
+    inputs (charged as buffered) and the ``made`` bytes of its outputs (charged as the
+    task's expected output); at least 1 (0 means "not measured")."""
+    return max(1, meter.peak_bytes() - mapped_bytes(task.input_refs) - made) \
+        if meter.works else 0

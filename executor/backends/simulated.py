@@ -4,7 +4,8 @@ Nothing runs: a task takes the time its stage declares per row (plus a fixed cos
 per task), its output is the rows it was given, sized as the stage declares and
 cut into blocks of the backend's target size (as the local backend does; with
 ``sized_blocks``, of the size the executor asks for each task), and emitted batch by
-batch over the task's run as a real task streams them. Actors run their queued tasks one at a time after a
+batch over the task's run as a real task streams them; a task's first block and its
+end report its working memory (none: its blocks are all it holds). Actors run their queued tasks one at a time after a
 declared start-up. :meth:`poll` moves the clock to the next event (or by its
 timeout when none comes sooner), so the unchanged executor and policy run a long
 pipeline in a fraction of a second, and the same seed gives the same run.
@@ -110,16 +111,13 @@ class SimulatedBackend(Backend):
     """Runs stages on a virtual clock with the declared costs (``costs[i]``: stage i)."""
 
     def __init__(self, costs: list[SimCost], num_cpus: float, num_gpus: float = 0.0,
-                 sized_blocks: bool = False, early_working: bool = False,
-                 num_nodes: int = 1) -> None:
+                 sized_blocks: bool = False, num_nodes: int = 1) -> None:
         self.costs, self._cpus, self.num_gpus = costs, num_cpus, num_gpus
         self.num_nodes = num_nodes  # equal nodes sharing the CPUs and GPUs
         self.held = [0] * num_nodes  # bytes of the blocks each node holds now ...
         self.peaks = [0] * num_nodes  # ... and at most
         self._placed: dict[int, int] = {}  # actor id -> its node
-        # What the real backends do not do yet, to measure what it would give:
         self.sized_blocks = sized_blocks  # cut outputs as Task.target_bytes/block_rows ask
-        self.early_working = early_working  # report working memory with the first block
         self.now = 0.0
         self._events: list = []
         self._order = itertools.count()
@@ -173,8 +171,8 @@ class SimulatedBackend(Backend):
             through = min(rows, -(-done // batch) * batch)
             at = min(start + cost.seconds_per_task + through * cost.seconds_per_row,
                      start + seconds)
-            self._push(at, TaskOutput(task.task_id, ref, ref.rows, nbytes,
-                                      1 if self.early_working else 0))
+            self._push(at, TaskOutput(task.task_id, ref, ref.rows, nbytes,  # the first block
+                                      0 if done > ref.rows else 1))  # tells the working memory
         self._push(start + seconds, TaskDone(task.task_id, seconds, 1))  # (no working memory)
 
     def _input_spans(self, task: Task) -> list[Span]:

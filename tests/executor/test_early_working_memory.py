@@ -1,0 +1,65 @@
+"""A task's working memory is known from its first output block, long before it ends:
+the local backend's thread and process tasks report it with that block, so the
+executor stops charging the stage's guess (``UNMEASURED_FACTOR`` x the expected
+output) to the tasks still to start (issue 20: the first wave of a stage ran at a
+fraction of its slots for the whole length of its first task)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from streambatch.executor.backends.base import Task, TaskDone, TaskOutput
+from streambatch.executor.backends.local import LocalBackend
+from streambatch.executor.contract import TaskStage
+
+MiB = 2**20
+SCRATCH = 48 * MiB
+
+
+def _read_with_scratch(gate: str):
+    """A read that works with 48 MiB, hands out a first block, and makes its last
+    block only once ``gate`` exists."""
+
+    def read():
+        scratch = np.ones(SCRATCH, dtype=np.uint8)  # touched: resident
+        yield pa.table({"x": np.arange(1000)})
+        deadline = time.monotonic() + 60
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the test opens the gate once it saw the first block
+        yield pa.table({"x": np.arange(1000) + int(scratch[0])})
+
+    return read
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_the_first_block_tells_the_working_memory_before_the_task_ends(tmp_path, worker):
+    gate = str(tmp_path / "gate")
+    read = [_read_with_scratch(gate)]
+    stage = TaskStage("Read", read_tasks_fn=lambda: read, read_tasks=read, worker=worker)
+    backend = LocalBackend(num_cpus=1)
+    backend.start([stage], target_bytes=1 << 30)
+    try:
+        backend.submit(Task(0, 0, 0, [], "partition 0"))
+        events: list = []
+        deadline = time.monotonic() + 60
+        while not any(isinstance(e, TaskOutput) for e in events) and time.monotonic() < deadline:
+            events += backend.poll(1.0)
+        first = next(e for e in events if isinstance(e, TaskOutput))
+        assert not any(isinstance(e, TaskDone) for e in events)  # the task still runs
+        assert first.peak_bytes >= SCRATCH * 3 // 4, first
+        open(gate, "w").close()
+        while not any(isinstance(e, TaskDone) for e in events) and time.monotonic() < deadline:
+            events += backend.poll(1.0)
+    finally:
+        open(gate, "w").close()
+        backend.shutdown()
+    outputs = [e for e in events if isinstance(e, TaskOutput)]
+    assert [e.rows for e in outputs] == [1000, 1000]
+    assert outputs[1].peak_bytes == 0  # later blocks: measured once, at the end
+    done = next(e for e in events if isinstance(e, TaskDone))
+    assert done.peak_bytes >= SCRATCH * 3 // 4
