@@ -127,7 +127,7 @@ def train(batches, t0):
         order.extend(ids_np.tolist())
         sizes.append(len(ids_np))
         for j in np.nonzero(ids_np < SAMPLE)[0]:  # numpy: a torch op here would run
-            # on torch's OpenMP threads holding the GIL (see SAMPLE_CHECK below)
+            # on torch's OpenMP threads holding the GIL (see SAMPLE_CHECK above)
             sums[int(ids_np[j])] = int(img[int(j)].numpy().sum(dtype=np.int64))
         time.sleep(STEP_S)  # the training step
     end = time.perf_counter()
