@@ -73,6 +73,7 @@ class StageState:
     stats: StageStats = None  # type: ignore[assignment]
     _bp_since: float | None = None
     working: deque = field(default_factory=lambda: deque(maxlen=WORKING_SAMPLES))
+    warmup_working: deque = field(default_factory=lambda: deque(maxlen=WORKING_SAMPLES))
 
     def __post_init__(self) -> None:
         self.stats = StageStats(self.stage.name)
@@ -151,35 +152,43 @@ class StageState:
                 (self.bytes_in / self.stats.rows_in)
         return 1.0
 
-    def output_seen(self, rows: int, nbytes: int, peak_bytes: int = 0) -> None:
+    def output_seen(self, rows: int, nbytes: int, peak_bytes: int = 0,
+                    warmup: bool = False) -> None:
         """Count an output block; ``peak_bytes``: the working memory its task used so far,
         when the backend measured it (the first block of a long task tells it long before
         the task ends, and until then each task is charged ``UNMEASURED_FACTOR`` x its
-        output)."""
+        output); ``warmup``: see :meth:`measured_working`."""
         unknown = not self.stats.rows_out and not self.stats.tasks
         self.stats.rows_out += rows
         self.stats.bytes_out += nbytes
-        self.measured_working(peak_bytes)
+        self.measured_working(peak_bytes, warmup)
         if unknown and not self.stage.is_source:  # the growth is known now: what the
             growth = self.growth()  # running tasks reserve for their output follows
             for task in self.running.values():
                 task.est_bytes = int(sum(p.nbytes for p in task.inputs) * growth)
 
-    def measured_working(self, peak_bytes: int) -> None:
+    def measured_working(self, peak_bytes: int, warmup: bool = False) -> None:
         """A task's working memory was measured (0: it was not): the stage's estimate,
         and what its running tasks are charged, follow (a task started before any
         measurement was charged ``UNMEASURED_FACTOR`` x its output for it).
+        ``warmup``: the task was the stage's first in its worker, and the measure also
+        holds what the worker keeps once started (a UDF's imports, a thread's allocator
+        arena: 11 MiB for a task that works with 25 KiB); such measures count only
+        until a later task of the stage is measured.
 
         >>> st = StageState(1, TaskStage("M", upstream=(0,)), None)
         >>> st.running[1] = RunningTask(1, 1, 0, [], "partition 0", 100, working=600)
+        >>> st.measured_working(400, warmup=True); st.running[1].working
+        400
         >>> st.measured_working(40); st.running[1].working, st.working_for(100)
         (40, 40)
         """
         if not peak_bytes:
             return
-        self.working.append(peak_bytes)
+        (self.warmup_working if warmup else self.working).append(peak_bytes)
+        estimate = self.working_for(0)
         for task in self.running.values():
-            task.working = min(task.working, max(self.working))
+            task.working = min(task.working, estimate)
 
     def task_finished(self, bytes_in: int, bytes_out: int, seconds: float) -> None:
         """Count a finished task: its input and output bytes and its run time."""
@@ -211,9 +220,21 @@ class StageState:
         """Working memory a task of this stage needs beside its input and output: the
         largest measured over its last tasks; before any was measured, a guess of
         ``UNMEASURED_FACTOR`` x its expected output, so the first tasks of a stage do
-        not all start at once under a budget they cannot share."""
+        not all start at once under a budget they cannot share. Measures of workers'
+        first tasks count while no later task was measured.
+
+        >>> st = StageState(1, TaskStage("M", upstream=(0,)), None)
+        >>> st.working_for(100)
+        600
+        >>> st.measured_working(9000, warmup=True); st.working_for(100)
+        9000
+        >>> st.measured_working(30); st.measured_working(8000, warmup=True); st.working_for(100)
+        30
+        """
         if self.working:
             return max(self.working)
+        if self.warmup_working:
+            return max(self.warmup_working)
         return UNMEASURED_FACTOR * max(0, est_bytes)
 
     def avg_input_per_task(self) -> int | None:

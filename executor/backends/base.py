@@ -52,13 +52,16 @@ class Node:
 @dataclass
 class TaskOutput:
     """A task produced one output block; ``peak_bytes``: how far its worker's memory
-    rose so far, beside its input and outputs (0: not measured)."""
+    rose so far, beside its input and outputs (0: not measured); ``warmup``: the task
+    is the first of its stage in its worker (thread, process or actor), so the measure
+    also holds what the worker keeps once started (imports, allocator arenas)."""
 
     task_id: int
     ref: BlockRef
     rows: int
     nbytes: int
     peak_bytes: int = 0
+    warmup: bool = False
 
 
 @dataclass
@@ -81,11 +84,13 @@ class TaskDeadLetters:
 @dataclass
 class TaskDone:
     """A task finished; ``seconds`` is its run time inside the worker, ``peak_bytes``
-    how far its worker's resident memory rose while it ran (0: not measured)."""
+    how far its worker's resident memory rose while it ran (0: not measured),
+    ``warmup`` as for :class:`TaskOutput`."""
 
     task_id: int
     seconds: float
     peak_bytes: int = 0
+    warmup: bool = False
 
 
 @dataclass

@@ -46,7 +46,7 @@ from streambatch.executor.backends.heap import (
     release_arrow_pool,
 )
 from streambatch.executor.backends.shared_store import SharedStore
-from streambatch.executor.backends.task_memory import ArrowGrowth
+from streambatch.executor.backends.task_memory import ArrowGrowth, first_of_stage
 from streambatch.executor.backends.task_runner import run_task, task_context
 from streambatch.executor.backends.worker_choice import Probe, WorkerChoice
 from streambatch.executor.backends.worker_start import (
@@ -396,6 +396,7 @@ class LocalBackend(Backend):
         stage = self._stages[task.stage_index]
         ctx = task_context(stage, task, state, self._cancelled.is_set)
         arrow, first = ArrowGrowth(), True  # the first block tells the working memory so far
+        warmup = first_of_stage(state, task.stage_index)
         try:
             for table in run_task(stage, task, self._target, ctx, arrow.sample):
                 arrow.sample()
@@ -408,14 +409,15 @@ class LocalBackend(Backend):
                     ref = InMemoryRef(table)
                     arrow.handed_over(table.nbytes)  # charged as buffered from now on
                 self._emit(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes,
-                                      max(1, arrow.sample()) if first else 0))
+                                      max(1, arrow.sample()) if first else 0, warmup))
                 first = False
             if ctx.dead_letters:
                 self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))
             working = arrow.finish()
             if probe is not None:
                 probe.end()  # before the executor can start the next task in its place
-            self._emit(TaskDone(task.task_id, time.perf_counter() - start, max(1, working)))
+            self._emit(TaskDone(task.task_id, time.perf_counter() - start, max(1, working),
+                                warmup))
             if working >= self._trim_bytes:
                 release_arrow_pool()  # what it freed goes back to the OS, not kept for later
         except (_Cancelled, TaskAbandoned):

@@ -33,7 +33,7 @@ from streambatch.executor.backends.heap import (
     return_heap_for_task_worker,
 )
 from streambatch.executor.backends.shared_store import SharedStore
-from streambatch.executor.backends.task_memory import PeakMeter, mapped_bytes
+from streambatch.executor.backends.task_memory import PeakMeter, first_of_stage, mapped_bytes
 from streambatch.executor.backends.task_runner import run_task, task_context
 
 
@@ -101,19 +101,21 @@ def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict
     the caller may trim the heap."""
     meter.start()
     start, made = time.perf_counter(), 0
+    warmup = first_of_stage(state, task.stage_index)
     ctx = task_context(stage, task, state)
     try:
         for table in run_task(stage, task, target_bytes, ctx):
             ref = store.put(table)
             so_far = 0 if made else _working(meter, task, table.nbytes)  # the first block
             made += table.nbytes  # tells the working memory so far
-            conn.send(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes, so_far))
+            conn.send(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes, so_far,
+                                 warmup))
             del table
         if ctx.dead_letters:
             conn.send(TaskDeadLetters(task.task_id, ctx.dead_letters))
         # the inputs are charged as buffered, the outputs as the task's expected output
         working = _working(meter, task, made)
-        conn.send(TaskDone(task.task_id, time.perf_counter() - start, working))
+        conn.send(TaskDone(task.task_id, time.perf_counter() - start, working, warmup))
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the driver
         conn.send(TaskFailed(task.task_id, portable(describe_failure(exc))))
     return made

@@ -54,6 +54,22 @@ class PeakMeter:
         return max(0, peak * 1024 - self._base) if peak is not None else 0
 
 
+def first_of_stage(state: dict, stage_index: int) -> bool:
+    """True the first time a worker (its per-worker ``state``) runs a task of the stage:
+    that task's measure also holds what the worker keeps once started (the UDF's
+    imports, allocator arenas, a model), which later tasks reuse.
+
+    >>> state = {}
+    >>> first_of_stage(state, 1), first_of_stage(state, 1), first_of_stage(state, 2)
+    (True, False, True)
+    """
+    seen = state.setdefault("measured_stages", set())
+    if stage_index in seen:
+        return False
+    seen.add(stage_index)
+    return True
+
+
 def mapped_bytes(refs) -> int:
     """Bytes of the shared-memory input blocks a task maps (files; other refs: 0).
 

@@ -63,3 +63,36 @@ def test_the_first_block_tells_the_working_memory_before_the_task_ends(tmp_path,
     assert outputs[1].peak_bytes == 0  # later blocks: measured once, at the end
     done = next(e for e in events if isinstance(e, TaskDone))
     assert done.peak_bytes >= SCRATCH * 3 // 4
+
+
+def _small_read():
+    yield pa.table({"x": np.arange(10)})
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_a_workers_first_task_of_a_stage_is_marked_as_its_warm_up(worker):
+    """Its measure holds what the worker keeps once started (imports, arenas): the
+    executor counts it only until a later task of the stage is measured."""
+    read = [_small_read, _small_read, _small_read]
+    stage = TaskStage("Read", read_tasks_fn=lambda: read, read_tasks=read, worker=worker)
+    backend = LocalBackend(num_cpus=1)
+    backend.start([stage], target_bytes=1 << 30)
+    marks = []
+    try:
+        for index in range(3):  # one after another, on the one worker
+            backend.submit(Task(index, 0, index, [], f"partition {index}"))
+            events: list = []
+            deadline = time.monotonic() + 60
+            while not any(isinstance(e, TaskDone) for e in events) and \
+                    time.monotonic() < deadline:
+                events += backend.poll(1.0)
+            out = next(e for e in events if isinstance(e, TaskOutput))
+            done = next(e for e in events if isinstance(e, TaskDone))
+            marks.append((out.warmup, done.warmup, done.peak_bytes > 0))
+    finally:
+        backend.shutdown()
+    assert marks[0] == (True, True, True)  # the first task of the stage in its worker
+    if worker == "process":  # one worker process ran all three; threads come from a
+        # pool the process keeps, so a later task may run on another (its first there)
+        assert marks[1:] == [(False, False, True), (False, False, True)]
+    assert all(measured for _, _, measured in marks)
