@@ -393,11 +393,12 @@ class LocalBackend(Backend):
     def _run_thread_task(self, task: Task, probe: Probe | None) -> None:
         state = self._thread_state.__dict__
         start = time.perf_counter()
-        stage = self._stages[task.stage_index]
-        ctx = task_context(stage, task, state, self._cancelled.is_set)
-        arrow, first = ArrowGrowth(), True  # the first block tells the working memory so far
-        warmup = first_of_stage(state, task.stage_index)
-        try:
+        arrow: ArrowGrowth | None = None
+        try:  # (all of it: a task whose set-up raised would otherwise never end)
+            stage = self._stages[task.stage_index]
+            ctx = task_context(stage, task, state, self._cancelled.is_set)
+            arrow, first = ArrowGrowth(), True  # the first block tells the working memory
+            warmup = first_of_stage(state, task.stage_index)  # so far
             for table in run_task(stage, task, self._target, ctx, arrow.sample):
                 arrow.sample()
                 if self._cancelled.is_set():
@@ -426,7 +427,8 @@ class LocalBackend(Backend):
             if not self._cancelled.is_set():
                 self.events.put(TaskFailed(task.task_id, describe_failure(exc)))
         finally:
-            arrow.finish()
+            if arrow is not None:
+                arrow.finish()
 
     def _emit(self, event) -> None:
         """Hand a thread task's event to the executor; a task abandoned by cancel() or

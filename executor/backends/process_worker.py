@@ -101,9 +101,9 @@ def _serve(conn, stage, task, store: SharedStore, target_bytes: int, state: dict
     the caller may trim the heap."""
     meter.start()
     start, made = time.perf_counter(), 0
-    warmup = first_of_stage(state, task.stage_index)
-    ctx = task_context(stage, task, state)
     try:
+        warmup = first_of_stage(state, task.stage_index)
+        ctx = task_context(stage, task, state)
         for table in run_task(stage, task, target_bytes, ctx):
             ref = store.put(table)
             so_far = 0 if made else _working(meter, task, table.nbytes)  # the first block
