@@ -74,6 +74,7 @@ class StageState:
     _bp_since: float | None = None
     working: deque = field(default_factory=lambda: deque(maxlen=WORKING_SAMPLES))
     warmup_working: deque = field(default_factory=lambda: deque(maxlen=WORKING_SAMPLES))
+    so_far: dict = field(default_factory=dict)  # task id -> (its first block's measure, warmup)
 
     def __post_init__(self) -> None:
         self.stats = StageStats(self.stage.name)
@@ -153,21 +154,37 @@ class StageState:
         return 1.0
 
     def output_seen(self, rows: int, nbytes: int, peak_bytes: int = 0,
-                    warmup: bool = False) -> None:
-        """Count an output block; ``peak_bytes``: the working memory its task used so far,
-        when the backend measured it (the first block of a long task tells it long before
-        the task ends, and until then each task is charged ``UNMEASURED_FACTOR`` x its
-        output); ``warmup``: see :meth:`measured_working`."""
+                    warmup: bool = False, task_id: int | None = None) -> None:
+        """Count an output block of task ``task_id``; ``peak_bytes``: the working memory
+        the task used so far, when the backend measured it (the first block of a long task
+        tells it long before the task ends, and until then each task is charged
+        ``UNMEASURED_FACTOR`` x its output). Such a measure stands in until the task's
+        own measure at its end (it may count blocks the task made and has not handed
+        out yet, which are its output); ``warmup``: see :meth:`measured_working`.
+
+        >>> st = StageState(1, TaskStage("M", upstream=(0,)), None)
+        >>> st.running[7] = RunningTask(7, 1, 0, [], "partition 0", 100, working=600)
+        >>> st.output_seen(1, 10, peak_bytes=900, task_id=7); st.working_for(100)
+        900
+        >>> del st.running[7]
+        >>> st.measured_working(300, task_id=7); st.working_for(100)
+        300
+        """
         unknown = not self.stats.rows_out and not self.stats.tasks
         self.stats.rows_out += rows
         self.stats.bytes_out += nbytes
-        self.measured_working(peak_bytes, warmup)
+        if peak_bytes and task_id is not None:
+            self.so_far[task_id] = (peak_bytes, warmup)
+            self._charge_running()
+        elif peak_bytes:
+            self.measured_working(peak_bytes, warmup)
         if unknown and not self.stage.is_source:  # the growth is known now: what the
             growth = self.growth()  # running tasks reserve for their output follows
             for task in self.running.values():
                 task.est_bytes = int(sum(p.nbytes for p in task.inputs) * growth)
 
-    def measured_working(self, peak_bytes: int, warmup: bool = False) -> None:
+    def measured_working(self, peak_bytes: int, warmup: bool = False,
+                         task_id: int | None = None) -> None:
         """A task's working memory was measured (0: it was not): the stage's estimate,
         and what its running tasks are charged, follow (a task started before any
         measurement was charged ``UNMEASURED_FACTOR`` x its output for it).
@@ -183,9 +200,14 @@ class StageState:
         >>> st.measured_working(40); st.running[1].working, st.working_for(100)
         (40, 40)
         """
+        self.so_far.pop(task_id, None)
         if not peak_bytes:
             return
         (self.warmup_working if warmup else self.working).append(peak_bytes)
+        self._charge_running()
+
+    def _charge_running(self) -> None:
+        """Running tasks are charged at most the stage's measured estimate."""
         estimate = self.working_for(0)
         for task in self.running.values():
             task.working = min(task.working, estimate)
@@ -231,10 +253,13 @@ class StageState:
         >>> st.measured_working(30); st.measured_working(8000, warmup=True); st.working_for(100)
         30
         """
-        if self.working:
-            return max(self.working)
-        if self.warmup_working:
-            return max(self.warmup_working)
+        so_far = {warm: m for task_id, (m, warm) in sorted(self.so_far.items(),  # largest
+                                                              key=lambda kv: kv[1])
+                  if task_id in self.running}  # of each kind, of tasks still running
+        for measured in (self.working, [so_far.get(False, 0)], self.warmup_working,
+                         [so_far.get(True, 0)]):
+            if max(measured, default=0):
+                return max(measured)
         return UNMEASURED_FACTOR * max(0, est_bytes)
 
     def avg_input_per_task(self) -> int | None:

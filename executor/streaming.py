@@ -240,7 +240,7 @@ class StreamingExecutor:
         task.produced_bytes += event.nbytes
         task.outputs += 1
         task.rows_out += event.rows
-        st.output_seen(event.rows, event.nbytes, event.peak_bytes, event.warmup)
+        st.output_seen(event.rows, event.nbytes, event.peak_bytes, event.warmup, task.task_id)
         st.reorder.setdefault(task.seq, []).append(part)
         release_ordered(st, self.options.preserve_order)
 
@@ -249,7 +249,7 @@ class StreamingExecutor:
         if task is None:
             return
         st = self.states[task.stage_index]
-        st.measured_working(event.peak_bytes, event.warmup)  # beside its input (buffered)
+        st.measured_working(event.peak_bytes, event.warmup, task.task_id)  # beside its input
         for obs in self.observers:
             obs.on_task_end(st.index, task.task_id, event.seconds, task.rows_out, True)
         if event.task_id in self._orphans:
