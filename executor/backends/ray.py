@@ -286,6 +286,9 @@ class RayBackend(Backend):
 
         self._stages, self._target = stages, target_bytes
         self._key = uuid.uuid4().hex
+        from streambatch.executor.arrow_pickle import register
+
+        register()  # (read tasks may hold tables of C++-only extension types)
         self._blob = ray.put(cloudpickle.dumps(stages))
 
     # ---- tasks --------------------------------------------------------

@@ -17,6 +17,7 @@ import types
 from collections.abc import Callable, Iterator
 
 import cloudpickle
+from streambatch.executor.arrow_pickle import register
 from streambatch.executor.contract import StreamBatchError
 
 MAX_DEPTH = 6  # how many links find_unpicklable follows below the UDF
@@ -188,6 +189,7 @@ def dumps_udf(udf: object, stage: str) -> bytes:
     >>> pickle.loads(dumps_udf(abs, "Map(abs)")) is abs
     True
     """
+    register()  # (a UDF may hold tables or types of C++-only extension types)
     try:
         return cloudpickle.dumps(udf)
     except Exception as exc:

@@ -160,7 +160,9 @@ def ship_read(task, stage):
     if task.read_index is None:
         return task
     import cloudpickle
+    from streambatch.executor.arrow_pickle import register
 
+    register()  # (a read task may hold tables of C++-only extension types)
     return replace(task, read_payload=cloudpickle.dumps(stage.read_tasks[task.read_index]))
 
 
