@@ -100,6 +100,9 @@ def _stages(key: str, blob: bytes) -> list:
         import cloudpickle
 
         defer_pandas_probe()  # a fresh Ray worker's first pa.array() would import pandas
+        from streambatch.executor.arrow_pickle import register
+
+        register()  # the blocks it puts may hold C++-only extension types
         _STAGES.clear()
         _STATE.clear()
         _STAGES[key] = cloudpickle.loads(blob)

@@ -33,3 +33,4 @@ def test_a_ragged_tensor_table_goes_through_a_worker_process_unchanged():
     out = out.sort_by("id")
     assert out["t"].type == table["t"].type
     assert out["t"].to_pylist() == table["t"].to_pylist()
+

@@ -247,3 +247,19 @@ def test_tasks_queued_in_the_cluster_are_not_stuck():
         timer.join()
     assert freed.is_set()
     assert sorted(r["id"] for r in ids) == list(range(20))
+
+
+def test_a_ragged_tensor_table_goes_through_ray_workers_unchanged():
+    """Blocks of a C++-only extension type (arrow.variable_shape_tensor) are put in Ray's
+    object store by its workers and come back unchanged (executor/arrow_pickle.py)."""
+    from tests.executor.test_arrow_pickle import _pid, _ragged
+
+    table = _ragged(40)
+    sb.init(backend="ray", num_cpus=2)
+    try:
+        out = sb.from_arrow(table).map_batches(_pid, batch_format="pyarrow").to_arrow()
+    finally:
+        sb.init()
+    out = out.sort_by("id")
+    assert out["t"].type == table["t"].type
+    assert out["t"].to_pylist() == table["t"].to_pylist()
