@@ -23,10 +23,16 @@ import copyreg
 
 
 def register() -> None:
-    """Pickle C++-only extension types through IPC (idempotent; pyarrow loaded)."""
+    """Pickle C++-only extension types through IPC (once per process; pyarrow loaded)."""
+    if _REGISTERED:
+        return
     import pyarrow as pa
 
     copyreg.pickle(pa.lib.BaseExtensionType, _reduce)
+    _REGISTERED.append(True)
+
+
+_REGISTERED: list = []  # (non-empty once registered in this process)
 
 
 def _reduce(typ) -> tuple:

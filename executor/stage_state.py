@@ -176,8 +176,6 @@ class StageState:
         if peak_bytes and task_id is not None:
             self.so_far[task_id] = (peak_bytes, warmup)
             self._charge_running()
-        elif peak_bytes:
-            self.measured_working(peak_bytes, warmup)
         if unknown and not self.stage.is_source:  # the growth is known now: what the
             growth = self.growth()  # running tasks reserve for their output follows
             for task in self.running.values():
@@ -253,14 +251,16 @@ class StageState:
         >>> st.measured_working(30); st.measured_working(8000, warmup=True); st.working_for(100)
         30
         """
-        so_far = {warm: m for task_id, (m, warm) in sorted(self.so_far.items(),  # largest
-                                                              key=lambda kv: kv[1])
-                  if task_id in self.running}  # of each kind, of tasks still running
-        for measured in (self.working, [so_far.get(False, 0)], self.warmup_working,
-                         [so_far.get(True, 0)]):
-            if max(measured, default=0):
+        for measured in (self.working, self._so_far(warmup=False), self.warmup_working,
+                         self._so_far(warmup=True)):
+            if measured:
                 return max(measured)
         return UNMEASURED_FACTOR * max(0, est_bytes)
+
+    def _so_far(self, warmup: bool) -> list[int]:
+        """First-block measures of the running tasks (of workers' first tasks or not)."""
+        return [m for task_id, (m, warm) in self.so_far.items()
+                if warm == warmup and task_id in self.running]
 
     def avg_input_per_task(self) -> int | None:
         """Mean input bytes of a started task, if any started."""

@@ -5,8 +5,8 @@ per task), its output is the rows it was given, sized as the stage declares and
 cut into blocks of the backend's target size (as the local backend does; with
 ``sized_blocks``, of the size the executor asks for each task), and emitted batch by
 batch over the task's run as a real task streams them; a task's first block and its
-end report its working memory (none: its blocks are all it holds). Actors run their queued tasks one at a time after a
-declared start-up. :meth:`poll` moves the clock to the next event (or by its
+end report its working memory (none: its blocks are all it holds). Actors run their
+queued tasks one at a time after a declared start-up. :meth:`poll` moves the clock to the next event (or by its
 timeout when none comes sooner), so the unchanged executor and policy run a long
 pipeline in a fraction of a second, and the same seed gives the same run.
 
