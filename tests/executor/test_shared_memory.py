@@ -60,9 +60,20 @@ def _modes_in_the_store_of(driver: int):
 def _modes_in_store(driver: int, batch: pa.Table) -> dict:
     stores = glob.glob(f"/dev/shm/streambatch-{driver}-*")
     files = [f for s in stores for f in glob.glob(os.path.join(s, "*.arrow"))]
-    modes = sorted({oct(_mode(p)) for p in stores + files})
+    store_modes = [_mode_if_there(p) for p in stores]
+    file_modes = [m for m in map(_mode_if_there, files) if m is not None]
+    modes = sorted({oct(m) for m in store_modes + file_modes if m is not None})
     n = batch.num_rows
-    return {"modes": [",".join(modes)] * n, "files": [len(files)] * n}
+    return {"modes": [",".join(modes)] * n, "files": [len(file_modes)] * n}
+
+
+def _mode_if_there(path: str) -> int | None:
+    """The mode of ``path``; None when it went between the listing and now (a block
+    consumed and released by another task meanwhile)."""
+    try:
+        return _mode(path)
+    except FileNotFoundError:
+        return None
 
 
 def test_blocks_written_by_worker_processes_are_private_too(open_umask):
