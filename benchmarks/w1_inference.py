@@ -291,8 +291,8 @@ def main():
     pre_s = float(np.min(pre_ts))
     x = np.concatenate([b["image"] for b in pre])
     if ex.get("kept_heap"):  # the heap settings of streambatch's actors
-        from streambatch.executor.backends.heap import keep_heap_for_actor
-        keep_heap_for_actor()
+        from streambatch.executor.backends.heap import keep_heap
+        keep_heap()
     model = Model(SEED)
     model({{"id": ids[:MODEL_BATCH], "image": x[:MODEL_BATCH]}})
     model_ts = []

@@ -42,6 +42,7 @@ from streambatch.executor.backends.base import (
 )
 from streambatch.executor.backends.heap import (
     BIG_TASK_BYTES,
+    REUSE_BYTES,
     arrow_pool_for_driver,
     release_arrow_pool,
 )
@@ -131,9 +132,11 @@ class LocalBackend(Backend):
     sized_blocks = True  # task outputs cut as Task.target_bytes/block_rows ask
 
     def __init__(self, num_cpus: int, num_gpus: float = 0.0, resources: dict | None = None,
-                 start_method: str = "forkserver", trim_bytes: int = BIG_TASK_BYTES) -> None:
+                 start_method: str = "forkserver", trim_bytes: int = BIG_TASK_BYTES,
+                 reuse_bytes: int = 0) -> None:
         self._num_cpus = num_cpus
         self._trim_bytes = trim_bytes
+        self._reuse_bytes = reuse_bytes
         self.num_gpus = num_gpus
         self.custom_resources = dict(resources or {})
         self._start_method = check_start_method(start_method)
@@ -159,10 +162,14 @@ class LocalBackend(Backend):
         """The backend for these options. A thread task that worked with a sixteenth of
         the memory budget or more gives what it freed back to the OS at once (smaller
         leftovers are small beside the budget, and giving them back made the next task
-        fault them in again: a 10 M-row shuffle's reducers took 2-3x longer)."""
+        fault them in again: a 10 M-row shuffle's reducers took 2-3x longer). The store
+        keeps up to a sixteenth of the budget (at most REUSE_BYTES) of released block
+        files for workers to write over."""
+        budget = options.resolved_memory_budget()
         return cls(num_cpus=options.resolved_num_cpus(), num_gpus=options.resolved_num_gpus(),
                    resources=options.resources, start_method=options.local.worker_start_method,
-                   trim_bytes=max(BIG_TASK_BYTES, options.resolved_memory_budget() // 16))
+                   trim_bytes=max(BIG_TASK_BYTES, budget // 16),
+                   reuse_bytes=min(REUSE_BYTES, budget // 16))
 
     @property
     def num_cpus(self) -> int:
@@ -175,7 +182,7 @@ class LocalBackend(Backend):
         If this fails part-way, :meth:`shutdown` still stops what was started."""
         self._stages, self._target = stages, target_bytes
         arrow_pool_for_driver()  # thread tasks allocate in this process
-        self.store = SharedStore.create()
+        self.store = SharedStore.create(self._reuse_bytes)
         self._forget_exit_hook = at_exit(self._kill_and_remove)
         generic = [s for s in stages if isinstance(s, TaskStage) and s.worker == "process"
                    and not s.uses_actors]
@@ -412,6 +419,8 @@ class LocalBackend(Backend):
                 self._emit(TaskOutput(task.task_id, ref, table.num_rows, table.nbytes,
                                       max(1, arrow.sample()) if first else 0, warmup))
                 first = False
+                if probe is not None:
+                    probe.output()
             if ctx.dead_letters:
                 self._emit(TaskDeadLetters(task.task_id, ctx.dead_letters))
             working = arrow.finish()

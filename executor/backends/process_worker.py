@@ -26,12 +26,7 @@ from streambatch.executor.backends.fork_hygiene import (
     forget_imports_in_progress,
     release_pyarrow_pandas_lock,
 )
-from streambatch.executor.backends.heap import (
-    keep_heap_for_actor,
-    release_arrow_pool,
-    return_freed_memory,
-    return_heap_for_task_worker,
-)
+from streambatch.executor.backends.heap import keep_heap, release_arrow_pool, trim_when_idle
 from streambatch.executor.backends.shared_store import SharedStore
 from streambatch.executor.backends.task_memory import PeakMeter, first_of_stage, mapped_bytes
 from streambatch.executor.backends.task_runner import run_task, task_context
@@ -64,24 +59,21 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
     defer_pandas_probe()
     state: dict = {}
     store, meter = SharedStore(store_root), PeakMeter()
-    if actor is None:
-        return_heap_for_task_worker()
-    else:
-        keep_heap_for_actor()
-        if not _setup_actor(conn, stages[actor[1]], actor[0], state):
-            return
+    keep_heap()
+    if actor is not None and not _setup_actor(conn, stages[actor[1]], actor[0], state):
+        return
     while True:
         try:
+            if actor is None:
+                trim_when_idle(conn, state)
             task = conn.recv()
         except (EOFError, OSError):
             return
         if task is None:
             return
         made = _serve(conn, stages[task.stage_index], task, store, target_bytes, state, meter)
-        del task  # its input blocks, before trimming
-        if actor is None:
-            return_freed_memory(state, max(made, meter.peak_bytes()))
-        else:
+        del task, made  # its input blocks, before trimming
+        if actor is not None:
             release_arrow_pool()
 
 

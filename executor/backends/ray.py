@@ -46,7 +46,7 @@ from streambatch.executor.backends.base import (
     portable,
 )
 from streambatch.executor.backends.fast_start import defer_pandas_probe
-from streambatch.executor.backends.heap import keep_heap_for_actor
+from streambatch.executor.backends.heap import keep_heap
 from streambatch.executor.backends.ray_stream import (
     StreamCut,
     UnreachableObjectError,
@@ -168,7 +168,7 @@ class _StageActor:
 
     def __init__(self, key, blob, stage_index: int, env: dict) -> None:
         os.environ.update(env)
-        keep_heap_for_actor()
+        keep_heap()
         self.stage = _stages(key, blob)[stage_index]
         self.state: dict = {}
         self.failure = None

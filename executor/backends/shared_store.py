@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
+from streambatch.executor.backends.block_recycling import claim_free, keep_released
 from streambatch.executor.partition import BlockRef
 from streambatch.executor.store_owners import new_store_name, remove_orphan_stores, store_base
 
@@ -44,18 +45,21 @@ class SharedStore:
     >>> store.destroy()
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, reuse_bytes: int = 0) -> None:
         self.root = root
+        self.reuse_bytes = reuse_bytes
         self._made = os.path.isdir(root)
 
     @classmethod
-    def create(cls) -> SharedStore:
+    def create(cls, reuse_bytes: int = 0) -> SharedStore:
         """A fresh store (tmpfs when the machine has one); its directory is made on first
         use, so a job that never leaves the driver's process makes none. Stores left
-        by processes that are gone (a driver killed by SIGKILL) are removed first."""
+        by processes that are gone (a driver killed by SIGKILL) are removed first.
+        Up to ``reuse_bytes`` of released block files are kept for writers to reuse
+        (``block_recycling``)."""
         base = store_base()
         remove_orphan_stores(base)
-        return cls(os.path.join(base, new_store_name()))
+        return cls(os.path.join(base, new_store_name()), reuse_bytes)
 
     def ensure(self) -> str:
         """The store's directory, made now if it was not yet (before workers use it)."""
@@ -67,9 +71,16 @@ class SharedStore:
     def put(self, table: pa.Table) -> SharedRef:
         """Write ``table`` as an IPC file (mode 0600) and return its reference."""
         path = os.path.join(self.ensure(), uuid.uuid4().hex + ".arrow")
-        _private_file(path)
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+        fd = claim_free(self.root, path)
+        if fd is None:
+            _private_file(path)
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+        else:  # over a released file's pages, then cut to the new length
+            with open(fd, "r+b", buffering=0) as sink:
+                with pa.ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table)
+                sink.truncate(sink.tell())
         return SharedRef(path)
 
     def put_array(self, array) -> str:
@@ -86,8 +97,10 @@ class SharedStore:
         return path
 
     def release(self, ref: BlockRef) -> None:
-        """Delete a shared block once no task needs it (open maps stay valid)."""
-        if isinstance(ref, SharedRef):
+        """Delete a shared block once no task needs it (open maps stay valid), or keep
+        its file for reuse."""
+        if isinstance(ref, SharedRef) and not keep_released(self.root, ref.path,
+                                                             self.reuse_bytes):
             try:
                 os.unlink(ref.path)
             except FileNotFoundError:

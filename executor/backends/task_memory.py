@@ -5,12 +5,15 @@ current value when ``5`` is written to ``/proc/self/clear_refs``. A worker reset
 it as a task starts and reads it as the task ends: the task's working memory is
 the rise of that peak above what the process held at the start (decoded reader
 buffers, a UDF's temporaries, output blocks before they leave), less the input
-blocks it mapped (the driver charges those as buffered partitions).
+blocks it mapped (the driver charges those as buffered partitions). Memory the
+worker's heap kept freed from earlier tasks counts as held by the task too.
 """
 
 from __future__ import annotations
 
 import os
+
+from streambatch.executor.backends.heap import kept_free_bytes
 
 _STATUS = "/proc/self/status"
 
@@ -41,10 +44,12 @@ class PeakMeter:
         self._base = 0
 
     def start(self) -> None:
-        """A task begins: the peak starts again from the memory held now."""
+        """A task begins: the peak starts again from the memory held now, less what the
+        heap holds freed from earlier tasks (a worker keeps it for the next task, which
+        works in it without raising the peak)."""
         if self.works:
             self.works = _reset_peak()
-            self._base = (_status_kib("VmRSS:") or 0) * 1024
+            self._base = (_status_kib("VmRSS:") or 0) * 1024 - kept_free_bytes()
 
     def peak_bytes(self) -> int:
         """How far the peak rose above the start (0 when the kernel does not tell)."""

@@ -1,18 +1,23 @@
 """Threads or processes for a UDF that did not say whether it releases the GIL.
 
 A stage whose worker is ``"auto"`` starts on threads in the driver: no process to
-start, no block copied between processes. Each of its thread tasks measures how long
-its thread wanted a CPU (:func:`thread_clock`: time on a CPU, which counts C code that
-runs without the GIL such as Pillow's decoder or a numpy kernel, plus time runnable but
-waiting for a CPU that other processes held) against its wall time. A thread blocked
-on the GIL wants no CPU: two pure-Python tasks on two cores each want about half of
-their time. Once ``probes`` tasks that ran beside another task of the stage have
-finished, the stage stays on threads when they wanted a CPU at least ``threshold`` of
-their time, and moves to worker processes otherwise. Tasks that never overlap (one
-CPU, or a stage that never has two tasks at once) cannot compete for the GIL among
-themselves, and stay on threads. Tasks that started before the stage's first task
-ended are not measured: they build the UDF and import what it needs, one at a time
-under Python's import lock, whatever the UDF does later.
+start, no block copied between processes. Each of its thread tasks measures, between
+consecutive output blocks, how long its thread wanted a CPU (:func:`thread_clock`: time
+on a CPU, which counts C code that runs without the GIL such as Pillow's decoder or a
+numpy kernel, plus time runnable but waiting for a CPU that other processes held)
+against the wall time. A thread blocked on the GIL wants no CPU: two pure-Python tasks
+on two cores each want about half of their time. Once ``probes`` intervals that ran
+beside another task of the stage have ended, the stage stays on threads when they
+wanted a CPU at least ``threshold`` of their time, and moves to worker processes
+otherwise: a UDF that holds the GIL a fifth of its time (Pillow's JPEG decode and crop,
+W2) loses that share on threads, while a worker process's output costs one copy into
+shared memory, over pages reused from released blocks (``block_recycling``). Tasks that
+never overlap (one CPU, or a stage that never has two tasks at once) cannot compete for
+the GIL among themselves, and stay on threads. A task that started before any task of
+the stage made an output is measured from its first output on: before it, it builds
+the UDF and imports what it needs, one at a time under Python's import lock, whatever
+the UDF does later. Intervals, not whole tasks, so that the choice comes after a few
+batches rather than a few partitions.
 
 A UDF that waits (I/O, sleep) wants no CPU either and goes to processes, where such
 UDFs ran before this choice existed.
@@ -24,33 +29,39 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-PROBES = 2  # overlapping tasks measured before choosing
-THRESHOLD = 0.8  # two pure-Python tasks want a CPU about half their time (0.7 on a busy machine)
+PROBES = 3  # intervals measured beside another task before choosing
+MIN_INTERVAL_S = 0.002  # shorter intervals are not measured (the clock's steps)
+THRESHOLD = 0.92  # GIL-free UDFs read 0.97-0.99, W2's decode 0.85-0.87, pure Python about 0.5
 
 
 def thread_clock() -> float:
-    """Seconds the calling thread has run on a CPU or waited runnable for one (Linux's
-    /proc/thread-self/schedstat); elsewhere its CPU time alone.
+    """Seconds the calling thread has run on a CPU (``time.thread_time``, exact) or
+    waited runnable for one (Linux's /proc/thread-self/schedstat; elsewhere 0). The
+    schedstat run time would do for both, but the kernel adds a running thread's up at
+    scheduler ticks (4 ms steps here).
 
-    >>> a = thread_clock(); sum(range(10**5)) > 0 and thread_clock() >= a
+    >>> a = thread_clock(); sum(range(10**5)) > 0 and thread_clock() > a
     True
     """
     try:
         with open("/proc/thread-self/schedstat", "rb") as f:
-            ran, waited = f.read().split()[:2]
-        return (int(ran) + int(waited)) / 1e9
-    except (OSError, ValueError):
-        return time.thread_time()
+            waited = int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        waited = 0.0
+    return time.thread_time() + waited
 
 
 @dataclass
 class WorkerChoice:
-    """The choice for one ``"auto"`` stage.
+    """The choice for one ``"auto"`` stage, from the intervals its thread tasks measure
+    (from a task's start, or from its first output when it started cold, to each next
+    output and to its end).
 
-    >>> c = WorkerChoice()
-    >>> c.finished(c.started(), cpu_s=0.2, wall_s=1.0)   # the first: builds the UDF
-    >>> a, b = c.started(), c.started()        # two tasks at once
-    >>> c.finished(a, cpu_s=0.50, wall_s=1.0); c.finished(b, cpu_s=0.52, wall_s=1.0)
+    >>> c = WorkerChoice(probes=2)
+    >>> a, b = c.started(), c.started()       # two cold tasks (importing, building)
+    >>> c.warmed(a); c.warmed(b)              # each made its first output
+    >>> valid = c.interval_valid(a)           # warm, beside another: measured
+    >>> c.sample(valid, cpu_s=0.50, wall_s=1.0); c.sample(valid, cpu_s=0.52, wall_s=1.0)
     >>> c.where, c.describe()
     ('process', 'processes (auto: threads wanted a CPU 51% of the time)')
     """
@@ -63,9 +74,9 @@ class WorkerChoice:
     wall_s: float = 0.0
     measured: int = 0
     note: str = ""  # why it was decided without measuring
-    _running: dict[int, bool] = field(default_factory=dict)  # token -> overlapped
+    _running: dict[int, bool] = field(default_factory=dict)  # token -> warm
+    _warm: bool = False  # a task made an output or ended: the UDF is built
     _next: int = 0
-    _warm_from: int | None = None  # tokens from here started after a task had ended
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def probe(self) -> Probe:
@@ -73,23 +84,40 @@ class WorkerChoice:
         return Probe(self)
 
     def started(self) -> int:
-        """A thread task of the stage starts; returns its token for :meth:`finished`."""
+        """A thread task of the stage starts; returns its token."""
         with self._lock:
             token, self._next = self._next, self._next + 1
-            overlapped = bool(self._running)
-            for other in self._running:
-                self._running[other] = True
-            self._running[token] = overlapped
+            self._running[token] = self._warm
             return token
 
-    def finished(self, token: int, cpu_s: float, wall_s: float) -> None:
-        """The task ended after its thread wanted a CPU ``cpu_s`` of ``wall_s``."""
+    def warmed(self, token: int) -> None:
+        """The task made an output: what it imports and builds is done."""
         with self._lock:
-            overlapped = self._running.pop(token, False)
-            warm = self._warm_from is not None and token >= self._warm_from
-            if self._warm_from is None:
-                self._warm_from = self._next
-            if self.decided or not overlapped or not warm or wall_s <= 0:
+            self._warm = True
+            if token in self._running:
+                self._running[token] = True
+
+    def finished(self, token: int) -> None:
+        """The task ended."""
+        with self._lock:
+            self._warm = True
+            self._running.pop(token, None)
+
+    def interval_valid(self, token: int) -> bool:
+        """Whether the task's interval starting now is measured: the task's UDF is built
+        (before, it imports what it needs, one task at a time under Python's import
+        lock, whatever the UDF does later) and another task runs beside it (else there
+        is no GIL to compete for)."""
+        with self._lock:
+            return len(self._running) >= 2 and self._running.get(token, False)
+
+    def sample(self, valid: bool, cpu_s: float, wall_s: float) -> None:
+        """An interval ended after its thread wanted a CPU ``cpu_s`` of ``wall_s``;
+        ``valid``: :meth:`interval_valid` at its start. Intervals under
+        ``MIN_INTERVAL_S`` are left out: the waiting part of :func:`thread_clock` moves
+        in scheduler ticks."""
+        with self._lock:
+            if self.decided or not valid or wall_s < MIN_INTERVAL_S:
                 return
             self.cpu_s += cpu_s
             self.wall_s += wall_s
@@ -100,7 +128,7 @@ class WorkerChoice:
 
     @property
     def ratio(self) -> float:
-        """The measured tasks' share of time wanting a CPU (1.0: none measured)."""
+        """The measured intervals' share of time wanting a CPU (1.0: none measured)."""
         return self.cpu_s / self.wall_s if self.wall_s else 1.0
 
     def describe(self) -> str:
@@ -118,22 +146,38 @@ class WorkerChoice:
 
 
 class Probe:
-    """One thread task's measurement; :meth:`end` (once, on the task's thread) as the
-    task hands back its last output, before the next task can start in its place.
+    """One thread task's measurement: :meth:`output` after each output block,
+    :meth:`end` (once, on the task's thread) as the task hands back its last output,
+    before the next task can start in its place.
 
     >>> c = WorkerChoice()
-    >>> p = c.probe(); p.end(); p.end()
+    >>> p = c.probe(); p.output(); p.end(); p.end()
     >>> c.measured, c._running
     (0, {})
     """
 
     def __init__(self, choice: WorkerChoice) -> None:
-        self.choice, self.token = choice, choice.started()
-        self.clock, self.start, self.open = thread_clock(), time.perf_counter(), True
+        self.choice, self.token, self.open = choice, choice.started(), True
+        self._begin()
+
+    def _begin(self) -> None:
+        self.valid = self.choice.interval_valid(self.token)
+        self.clock, self.start = thread_clock(), time.perf_counter()
+
+    def _sample(self) -> None:
+        self.choice.sample(self.valid, thread_clock() - self.clock,
+                           time.perf_counter() - self.start)
+
+    def output(self) -> None:
+        """The task handed back an output block: an interval ends, the next begins."""
+        if self.open:
+            self.choice.warmed(self.token)
+            self._sample()
+            self._begin()
 
     def end(self) -> None:
         """Stop the clock (again: nothing)."""
         if self.open:
             self.open = False
-            self.choice.finished(self.token, thread_clock() - self.clock,
-                                 time.perf_counter() - self.start)
+            self._sample()
+            self.choice.finished(self.token)

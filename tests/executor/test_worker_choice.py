@@ -99,18 +99,40 @@ def test_tasks_that_never_run_together_stay_on_threads():
     assert len(rows) == 48
 
 
-def test_the_choice_counts_only_warm_tasks_that_ran_beside_another():
+def test_the_choice_counts_only_warm_intervals_that_ran_beside_another():
     c = WorkerChoice(probes=2)
-    first, second = c.started(), c.started()
-    c.finished(first, cpu_s=0.1, wall_s=1.0)  # started cold (importing, building the UDF)
-    c.finished(second, cpu_s=0.1, wall_s=1.0)
+    first, second = c.started(), c.started()  # cold: importing, building the UDF
+    assert not c.interval_valid(first)
+    c.sample(c.interval_valid(first), cpu_s=0.1, wall_s=1.0)
+    c.warmed(first)  # it made an output: measured from here on
+    assert c.interval_valid(first) and not c.interval_valid(second)
+    c.finished(first)
+    c.finished(second)
+    alone = c.started()  # warm (the UDF is built) but alone: no GIL to compete for
+    assert not c.interval_valid(alone)
+    c.sample(False, cpu_s=0.1, wall_s=1.0)
     assert (c.measured, c.where) == (0, "thread")
-    alone = c.started()
-    c.finished(alone, cpu_s=0.1, wall_s=1.0)  # alone: no GIL to compete for
-    assert (c.measured, c.where) == (0, "thread")
-    a = c.started()
-    b = c.started()
-    c.finished(a, cpu_s=0.95, wall_s=1.0)
+    other = c.started()
+    assert c.interval_valid(alone) and c.interval_valid(other)  # warm from their start
+    c.sample(True, cpu_s=0.95, wall_s=1.0)
     assert not c.decided
-    c.finished(b, cpu_s=0.90, wall_s=1.0)
+    c.sample(True, cpu_s=0.0, wall_s=0.001)  # too short to read the thread's clock
+    assert c.measured == 1
+    c.sample(True, cpu_s=0.90, wall_s=1.0)
     assert (c.decided, c.where, round(c.ratio, 3)) == (True, "thread", 0.925)
+
+
+def test_a_few_batches_decide_before_the_first_partitions_end():
+    """Intervals between output blocks: a pure-Python stage of big partitions, each batch
+    an output block of its own (2 MiB a row), moves to processes while its first
+    thread tasks still run, not after several partitions."""
+    def loops_big(batch):
+        out = loops(batch)
+        return {**out, "pad": [b"x" * (2 << 20)] * len(batch["id"])}
+
+    ds = sb.range(64, override_num_blocks=4).map_batches(loops_big, batch_size=2)
+    rows = ds.take_all()
+    pids = [r["pid"] for r in rows]
+    assert ds.stats().stages[-1].worker.startswith("processes (auto:")
+    assert set(pids[32:]) - {os.getpid()}  # the 3rd and 4th partitions: processes
+    assert sorted(r["id"] for r in rows) == list(range(64))

@@ -1,6 +1,9 @@
-"""Task workers give a task's buffers back when it ends: a worker's memory between
-tasks does not grow with the size of the outputs it made (S1 at a 64 MiB budget:
-8 idle workers held 20 MiB each before glibc's thresholds were fixed)."""
+"""A task worker running tasks back to back keeps the heap its last task freed (the
+next task works in those pages instead of faulting fresh ones in, and is charged
+for them: test_kept_heap.py), but never more than one task's working memory: its
+memory between tasks does not grow with the number of tasks it ran. An idle worker
+gives the memory back (heap.trim_when_idle; S1 at a 64 MiB budget: 8 idle workers
+held 20 MiB each before workers gave memory back)."""
 
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ def _anonymous_kib() -> int:
     raise AssertionError("no Anonymous line in smaps_rollup")
 
 
-def _growth_between_tasks(row_bytes: int, tasks: int = 16) -> float:
+def _growth_between_tasks(row_bytes: int, tasks: int = 16) -> list[float]:
     """Run ``tasks`` tasks in worker processes, each making ROWS_PER_TASK rows of
-    ``row_bytes``; returns by how much (KiB, median) a worker's anonymous memory
-    at the start of a task exceeds what it had at the start of its first task."""
+    ``row_bytes``; returns by how much (KiB) a worker's anonymous memory at the start
+    of each of its tasks from the third on exceeds what it had at its first."""
 
     def make(batch):
         before = _anonymous_kib()
@@ -44,11 +47,13 @@ def _growth_between_tasks(row_bytes: int, tasks: int = 16) -> float:
     for _task, pid, kib in sorted({(r["id"] // ROWS_PER_TASK, r["pid"], r["before_kib"]) for r in rows}):
         by_worker.setdefault(pid, []).append(kib)
     assert os.getpid() not in by_worker  # the tasks ran in worker processes
-    return statistics.median(k - ks[0] for ks in by_worker.values() for k in ks[2:])
+    return [k - ks[0] for ks in by_worker.values() for k in ks[2:]]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="Linux only")
-def test_a_worker_between_tasks_holds_no_more_after_10_mib_outputs_than_after_10_kib():
-    small = _growth_between_tasks(row_bytes=1 << 10)
-    big = _growth_between_tasks(row_bytes=1 << 20)
-    assert big - small < 4 * 1024, (small, big)
+def test_a_worker_between_tasks_holds_at_most_one_tasks_working_memory():
+    small = statistics.median(_growth_between_tasks(row_bytes=1 << 10))
+    big = _growth_between_tasks(row_bytes=1 << 20, tasks=24)
+    one_task = (ROWS_PER_TASK * 9 // 4) * 1024  # KiB: its temporary and its output
+    assert max(big) - small < one_task + 4 * 1024, (small, big)
+    assert big[-1] - statistics.median(big) < 4 * 1024, big  # no growth with tasks

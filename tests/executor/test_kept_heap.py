@@ -1,0 +1,62 @@
+"""A worker keeps its freed memory for the next task (no fresh page faults batch after
+batch), counts it in the next task's working memory (the task works in it without
+raising the process's peak), and gives it back once idle."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+from streambatch.executor.backends import heap
+from streambatch.executor.backends.task_memory import PeakMeter
+
+MIB = 1 << 20
+
+
+def _in_child(fn):
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(target=lambda: out.put(fn()))
+    proc.start()
+    result = out.get(timeout=60)
+    proc.join(60)
+    return result
+
+
+def _reuse_then_measure():
+    import numpy as np
+
+    heap.keep_heap()
+    first = np.ones(32 * MIB, dtype=np.uint8)  # touched
+    del first  # freed into the kept heap
+    kept = heap.kept_free_bytes()
+    meter = PeakMeter()
+    meter.start()
+    second = np.ones(32 * MIB, dtype=np.uint8)  # reuses the kept pages
+    return kept, meter.peak_bytes() if meter.works else None, int(second[-1])
+
+
+def _trim_when_idle():
+    import numpy as np
+
+    heap.keep_heap()
+    block = np.ones(32 * MIB, dtype=np.uint8)
+    del block
+    before = heap.kept_free_bytes()
+    here, _there = multiprocessing.Pipe()
+    heap.trim_when_idle(here, {}, idle_s=0.0)
+    return before, heap.kept_free_bytes()
+
+
+def test_a_task_working_in_kept_memory_is_charged_for_it():
+    kept, measured, _ = _in_child(_reuse_then_measure)
+    if measured is None:
+        pytest.skip("this kernel does not reset the peak resident memory")
+    assert kept >= 30 * MIB
+    assert measured >= 30 * MIB
+
+
+def test_an_idle_worker_gives_its_kept_memory_back():
+    before, after = _in_child(_trim_when_idle)
+    assert before >= 30 * MIB
+    assert after < before  # malloc_trim released the freed pages
