@@ -126,6 +126,19 @@ class Zygote:
 
         return Child(pid, Connection(mine.detach()), self.exit_code, token)
 
+    def warm(self, preload: tuple[str, ...] = ()) -> None:
+        """Have the zygote import now what :meth:`fork` would import first (the
+        streambatch modules loaded here, ``preload``), without forking or waiting for
+        it: a stage that may move to worker processes later forks them at once."""
+        preload = tuple(m for m in preload if m not in _THREADED_IMPORTS)
+        request = pickle.dumps(("warm", 0, _streambatch_modules(), preload, dict(os.environ),
+                                driver_sys_path()))
+        with self._lock:
+            try:
+                self._sock.send(request)
+            except OSError:  # gone: the next fork starts another
+                pass
+
     def exit_code(self, token: int, timeout: float) -> int | None:
         """The exit code of the child forked for ``token`` once the zygote reported it
         (by token, not pid: a pid may be reused), waiting up to ``timeout`` (the lock
@@ -266,6 +279,15 @@ def fork_worker(preload: tuple[str, ...] = ()) -> Child:
     except ZygoteError:
         _forget_dead_zygote()
         return zygote().fork(preload)
+
+
+def warm_zygote(preload: tuple[str, ...] = ()) -> None:
+    """Ask this process's zygote (started now if there is none) to import what the
+    job's workers need, in the background (:meth:`Zygote.warm`)."""
+    try:
+        zygote().warm(preload)
+    except (OSError, ZygoteError):  # pragma: no cover - the first fork starts another
+        pass
 
 
 def _forget_dead_zygote() -> None:

@@ -8,7 +8,8 @@ request. A child never runs the driver's code by accident: it gets its job
 ``sys.path``) over its own connection to the driver (:func:`run_worker`).
 
 Protocol on the control socket (SOCK_SEQPACKET, one pickle per message):
-driver -> zygote ``("fork", token)`` with the child's socket attached; zygote
+driver -> zygote ``("warm", 0, ...)``: import what a fork would import first, and
+answer nothing; ``("fork", token)`` with the child's socket attached; zygote
 -> driver ``("forked", token, pid)`` and, when a child ends, ``("exited", pid,
 code)`` (negative: killed by that signal). The zygote exits when the driver's
 end closes (the driver exited, however it exited); its children get SIGKILL
@@ -109,12 +110,16 @@ def _preload(control: socket.socket, modules: tuple[str, ...]) -> None:
 
 
 def _fork_child(control: socket.socket, request: tuple, fds: list[int]) -> None:
-    _, token, modules, preload, environ, sys_path = request
+    kind, token, modules, preload, environ, sys_path = request
     os.environ.clear()
     os.environ.update(environ)  # imports below see the driver's environment and path of now
     sys.path[:] = sys_path
     _import_like_the_driver(modules)
     _preload(control, preload)
+    if kind == "warm":
+        for fd in fds:
+            os.close(fd)
+        return
     zygote = os.getpid()
     pid = os.fork()
     if pid == 0:
