@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-PROBES = 3  # intervals measured beside another task before choosing
+PROBES = 2  # intervals measured beside another task before choosing
 MIN_INTERVAL_S = 0.002  # shorter intervals are not measured (the clock's steps)
 THRESHOLD = 0.92  # GIL-free UDFs read 0.97-0.99, W2's decode 0.85-0.87, pure Python about 0.5
 
