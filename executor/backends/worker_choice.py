@@ -7,11 +7,12 @@ on a CPU, which counts C code that runs without the GIL such as Pillow's decoder
 numpy kernel, plus time runnable but waiting for a CPU that other processes held)
 against the wall time. A thread blocked on the GIL wants no CPU: two pure-Python tasks
 on two cores each want about half of their time. Once ``probes`` intervals that ran
-beside another task of the stage have ended, the stage stays on threads when they
-wanted a CPU at least ``threshold`` of their time, and moves to worker processes
-otherwise: a UDF that holds the GIL a fifth of its time (Pillow's JPEG decode and crop,
-W2) loses that share on threads, while a worker process's output costs one copy into
-shared memory, over pages reused from released blocks (``block_recycling``). Tasks that
+beside another task of the stage have ended (and ``min_measured_s`` of their time in
+all), the stage stays on threads when they wanted a CPU at least ``threshold`` of their
+time, and moves to worker processes otherwise: a UDF that holds the GIL a seventh of
+its time (Pillow's JPEG decode and crop, W2) loses that share on threads, while a
+worker process's output costs one copy into shared memory, over pages reused from
+released blocks (``block_recycling``). Tasks that
 never overlap (one CPU, or a stage that never has two tasks at once) cannot compete for
 the GIL among themselves, and stay on threads. A task that started before any task of
 the stage made an output is measured from its first output on: before it, it builds
@@ -30,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 PROBES = 2  # intervals measured beside another task before choosing
+MIN_MEASURED_S = 0.08  # and at least this much of their time in all (short tasks: more)
 MIN_INTERVAL_S = 0.002  # shorter intervals are not measured (the clock's steps)
 THRESHOLD = 0.92  # GIL-free UDFs read 0.97-0.99, W2's decode 0.85-0.87, pure Python about 0.5
 
@@ -68,6 +70,7 @@ class WorkerChoice:
 
     probes: int = PROBES
     threshold: float = THRESHOLD
+    min_measured_s: float = MIN_MEASURED_S
     where: str = "thread"  # where the next task runs: "thread" until decided
     decided: bool = False
     cpu_s: float = 0.0
@@ -122,7 +125,7 @@ class WorkerChoice:
             self.cpu_s += cpu_s
             self.wall_s += wall_s
             self.measured += 1
-            if self.measured >= self.probes:
+            if self.measured >= self.probes and self.wall_s >= self.min_measured_s:
                 self.decided = True
                 self.where = "thread" if self.ratio >= self.threshold else "process"
 

@@ -100,7 +100,7 @@ def test_tasks_that_never_run_together_stay_on_threads():
 
 
 def test_the_choice_counts_only_warm_intervals_that_ran_beside_another():
-    c = WorkerChoice(probes=2)
+    c = WorkerChoice(probes=2, min_measured_s=0.0)
     first, second = c.started(), c.started()  # cold: importing, building the UDF
     assert not c.interval_valid(first)
     c.sample(c.interval_valid(first), cpu_s=0.1, wall_s=1.0)
