@@ -7,9 +7,12 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import time
 
-BIG_TASK_BYTES = 4 << 20  # a driver thread task that worked with this much trims right away
+BIG_TASK_BYTES = 4 << 20  # a task that made (or worked with) this much trims right away
 REUSE_BYTES = 64 << 20  # released block files the local store keeps for reuse, at most
+HEAP_BYTES = 1 << 20  # freed memory a task worker keeps at least (larger buffers: mapped)
+ACTOR_HEAP_BYTES = 1 << 30  # an actor's: its model's buffers, batch after batch
 IDLE_TRIM_S = 0.05  # a task worker with no task for this long gives its freed memory back
 
 
@@ -31,6 +34,34 @@ def trim_when_idle(conn, state: dict, idle_s: float = IDLE_TRIM_S) -> None:
     """
     if conn.poll(idle_s):
         return
+    state["trims"] = state.get("trims", 0) + 1
+    release_arrow_pool()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def return_freed_memory(state: dict, made_bytes: int = 0, every_s: float = 2.0) -> None:
+    """Give memory freed by finished tasks back to the OS, so a task worker's
+    footprint follows what it holds, not the largest batch it ever held:
+    pyarrow's pool releases its unused pages and glibc trims its heaps (glibc
+    keeps a freed buffer of up to 32 MiB in the heap once one that size was
+    freed). Task workers only (actors keep their heap, see keep_heap_for_actor).
+    After a task that made ``made_bytes >= BIG_TASK_BYTES`` of output it trims at
+    once: faulting that much in again costs far less than making it did. After
+    small tasks, at most every ``every_s`` seconds: they come fast, and each trim
+    costs a system call or two.
+
+    >>> state = {}
+    >>> return_freed_memory(state); return_freed_memory(state)  # the second is skipped
+    >>> state["trims"]
+    1
+    >>> return_freed_memory(state, made_bytes=BIG_TASK_BYTES); state["trims"]
+    2
+    """
+    now = time.monotonic()
+    if made_bytes < BIG_TASK_BYTES and now - state.get("trimmed_at", -every_s) < every_s:
+        return
+    state["trimmed_at"] = now
     state["trims"] = state.get("trims", 0) + 1
     release_arrow_pool()
     if _LIBC is not None:
@@ -112,14 +143,17 @@ def release_arrow_pool() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def keep_heap() -> None:
-    """A worker runs the same work batch after batch: keep its freed memory in the
-    heap for the next batch instead of giving it back and faulting it in again (task
-    workers give it back when idle, :func:`trim_when_idle`).
+def keep_heap(limit_bytes: int = ACTOR_HEAP_BYTES) -> None:
+    """A worker runs the same work batch after batch: keep up to ``limit_bytes`` of
+    freed memory in the heap for the next batch instead of giving it back and faulting
+    it in again (task workers give it back when idle, :func:`trim_when_idle`).
     glibc's defaults mmap and unmap every allocation above 32 MiB and trim the heap
     above twice the last one, so a CNN's activations (tens of MiB per layer) were
     faulted in afresh every batch: a third of the model's CPU time was page faults
-    (W1's CNN on one thread: 4.9 -> 3.2 ms per image with these settings).
+    (W1's CNN on one thread: 4.9 -> 3.2 ms per image with these settings). Below
+    ``limit_bytes`` allocations come from the heap; above it they are mapped and
+    unmapped with their array. A small limit (a tight memory budget: HEAP_BYTES)
+    gives buffers back with their task.
 
     Call it in the process that runs the model, before building it:
 
@@ -132,5 +166,17 @@ def keep_heap() -> None:
     """
     if _LIBC is None:  # pragma: no cover - non-glibc
         return
-    _LIBC.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trim only above 1 GiB free at the top
-    _LIBC.mallopt(-3, 512 << 20)  # M_MMAP_THRESHOLD: heap up to 512 MiB per allocation
+    _LIBC.mallopt(-1, max(limit_bytes, 8 << 20))  # M_TRIM_THRESHOLD: free top kept
+    _LIBC.mallopt(-3, min(limit_bytes, 512 << 20))  # M_MMAP_THRESHOLD: fixed, no raise
+
+
+def heap_bytes_for(budget_bytes: int, num_cpus: int) -> int:
+    """The freed memory a task worker keeps for its next task: a sixteenth of the
+    budget shared by the CPU slots, at least HEAP_BYTES (glibc's own first threshold,
+    rounded up), at most ACTOR_HEAP_BYTES.
+
+    >>> heap_bytes_for(96 << 20, 8) == HEAP_BYTES, heap_bytes_for(12 << 30, 2) >> 20
+    (True, 384)
+    """
+    share = budget_bytes // (16 * max(1, num_cpus))
+    return max(HEAP_BYTES, min(ACTOR_HEAP_BYTES, share))

@@ -42,8 +42,10 @@ from streambatch.executor.backends.base import (
 )
 from streambatch.executor.backends.heap import (
     BIG_TASK_BYTES,
+    HEAP_BYTES,
     REUSE_BYTES,
     arrow_pool_for_driver,
+    heap_bytes_for,
     release_arrow_pool,
 )
 from streambatch.executor.backends.shared_store import SharedStore
@@ -133,10 +135,11 @@ class LocalBackend(Backend):
 
     def __init__(self, num_cpus: int, num_gpus: float = 0.0, resources: dict | None = None,
                  start_method: str = "forkserver", trim_bytes: int = BIG_TASK_BYTES,
-                 reuse_bytes: int = 0) -> None:
+                 reuse_bytes: int = 0, heap_bytes: int = HEAP_BYTES) -> None:
         self._num_cpus = num_cpus
         self._trim_bytes = trim_bytes
         self._reuse_bytes = reuse_bytes
+        self._heap_bytes = heap_bytes
         self.num_gpus = num_gpus
         self.custom_resources = dict(resources or {})
         self._start_method = check_start_method(start_method)
@@ -164,12 +167,14 @@ class LocalBackend(Backend):
         leftovers are small beside the budget, and giving them back made the next task
         fault them in again: a 10 M-row shuffle's reducers took 2-3x longer). The store
         keeps up to a sixteenth of the budget (at most REUSE_BYTES) of released block
-        files for workers to write over."""
-        budget = options.resolved_memory_budget()
-        return cls(num_cpus=options.resolved_num_cpus(), num_gpus=options.resolved_num_gpus(),
+        files for workers to write over, and each task worker keeps freed memory for its
+        next task as ``heap_bytes_for`` says (little under a tight budget)."""
+        budget, cpus = options.resolved_memory_budget(), options.resolved_num_cpus()
+        return cls(num_cpus=cpus, num_gpus=options.resolved_num_gpus(),
                    resources=options.resources, start_method=options.local.worker_start_method,
                    trim_bytes=max(BIG_TASK_BYTES, budget // 16),
-                   reuse_bytes=min(REUSE_BYTES, budget // 16))
+                   reuse_bytes=min(REUSE_BYTES, budget // 16),
+                   heap_bytes=heap_bytes_for(budget, cpus))
 
     @property
     def num_cpus(self) -> int:
@@ -226,7 +231,7 @@ class LocalBackend(Backend):
         inherited = [w.conn for w in self._workers if w.alive]
         proc, conn = start_worker(self._start_method, self._stages, self._shipped,
                                   self._started_store().ensure(), self._target, inherited, env,
-                                  actor)
+                                  actor, self._heap_bytes)
         worker = _Worker(proc, conn, actor[0] if actor else None)
         self._workers.append(worker)
         self._ensure_listener()

@@ -26,7 +26,14 @@ from streambatch.executor.backends.fork_hygiene import (
     forget_imports_in_progress,
     release_pyarrow_pandas_lock,
 )
-from streambatch.executor.backends.heap import keep_heap, release_arrow_pool, trim_when_idle
+from streambatch.executor.backends.heap import (
+    ACTOR_HEAP_BYTES,
+    HEAP_BYTES,
+    keep_heap,
+    release_arrow_pool,
+    return_freed_memory,
+    trim_when_idle,
+)
 from streambatch.executor.backends.shared_store import SharedStore
 from streambatch.executor.backends.task_memory import PeakMeter, first_of_stage, mapped_bytes
 from streambatch.executor.backends.task_runner import run_task, task_context
@@ -43,7 +50,8 @@ def _die_with_parent() -> None:
 
 
 def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherited: list,
-                env: dict | None = None, actor: tuple | None = None) -> None:
+                env: dict | None = None, actor: tuple | None = None,
+                heap_bytes: int = HEAP_BYTES) -> None:
     """Serve tasks from ``conn`` until it closes or sends ``None``.
 
     ``actor`` is ``(actor_id, stage_index)`` for an actor worker.
@@ -58,13 +66,14 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
     os.environ.update(env or {})
     defer_pandas_probe()
     state: dict = {}
-    store, meter = SharedStore(store_root), PeakMeter()
-    keep_heap()
+    keeps = actor is None and heap_bytes > HEAP_BYTES  # its heap between tasks
+    store, meter = SharedStore(store_root), PeakMeter(counts_kept=keeps)
+    keep_heap(heap_bytes if actor is None else ACTOR_HEAP_BYTES)
     if actor is not None and not _setup_actor(conn, stages[actor[1]], actor[0], state):
         return
     while True:
         try:
-            if actor is None:
+            if keeps:
                 trim_when_idle(conn, state)
             task = conn.recv()
         except (EOFError, OSError):
@@ -72,8 +81,10 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
         if task is None:
             return
         made = _serve(conn, stages[task.stage_index], task, store, target_bytes, state, meter)
-        del task, made  # its input blocks, before trimming
-        if actor is not None:
+        del task  # its input blocks, before trimming
+        if actor is None and not keeps:
+            return_freed_memory(state, max(made, meter.peak_bytes()))
+        elif actor is not None:
             release_arrow_pool()
 
 

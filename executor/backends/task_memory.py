@@ -5,7 +5,7 @@ current value when ``5`` is written to ``/proc/self/clear_refs``. A worker reset
 it as a task starts and reads it as the task ends: the task's working memory is
 the rise of that peak above what the process held at the start (decoded reader
 buffers, a UDF's temporaries, output blocks before they leave), less the input
-blocks it mapped (the driver charges those as buffered partitions). Memory the
+blocks it mapped (the driver charges those as buffered partitions). Memory a task
 worker's heap kept freed from earlier tasks counts as held by the task too.
 """
 
@@ -39,17 +39,21 @@ class PeakMeter:
     True
     """
 
-    def __init__(self) -> None:
+    def __init__(self, counts_kept: bool = False) -> None:
         self.works = _reset_peak()
         self._base = 0
+        self._counts_kept = counts_kept
 
     def start(self) -> None:
-        """A task begins: the peak starts again from the memory held now, less what the
-        heap holds freed from earlier tasks (a worker keeps it for the next task, which
-        works in it without raising the peak)."""
+        """A task begins: the peak starts again from the memory held now, less (with
+        ``counts_kept``: a task worker that keeps its heap between tasks) what the heap
+        holds freed from earlier tasks, which the next task works in without raising the
+        peak. glibc counts freed memory it gave back to the OS as free too, so a worker
+        that gives its memory back after each task leaves it out."""
         if self.works:
             self.works = _reset_peak()
-            self._base = (_status_kib("VmRSS:") or 0) * 1024 - kept_free_bytes()
+            kept = kept_free_bytes() if self._counts_kept else 0
+            self._base = (_status_kib("VmRSS:") or 0) * 1024 - kept
 
     def peak_bytes(self) -> int:
         """How far the peak rose above the start (0 when the kernel does not tell)."""

@@ -26,6 +26,7 @@ import types
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
+from streambatch.executor.backends.heap import HEAP_BYTES
 from streambatch.executor.contract import TaskStage
 
 SHARED_TABLE_BYTES = 1 << 20  # a table or array this big travels through the store
@@ -205,10 +206,12 @@ def _raise_unpicklable(stages: list, exc: Exception) -> None:
 
 
 def start_worker(method: str, stages: list, shipped: Shipped | None, store_root: str,
-                 target_bytes: int, inherited: list, env: dict | None, actor: tuple | None):
-    """Start one worker; returns (its process handle, the driver's connection to it)."""
+                 target_bytes: int, inherited: list, env: dict | None, actor: tuple | None,
+                 heap_bytes: int = HEAP_BYTES):
+    """Start one worker; returns (its process handle, the driver's connection to it).
+    ``heap_bytes``: the freed memory a task worker keeps for its next task."""
     if method == "fork":
-        return _fork(stages, store_root, target_bytes, inherited, env, actor)
+        return _fork(stages, store_root, target_bytes, inherited, env, actor, heap_bytes)
     from streambatch.executor.backends.zygote import driver_sys_path, fork_worker, spawn
 
     if shipped is None:
@@ -217,17 +220,18 @@ def start_worker(method: str, stages: list, shipped: Shipped | None, store_root:
     served = shipped.served(actor[1] if actor else None, stages)
     child = fork_worker(shipped.preload(served)) if method == "forkserver" else spawn()
     child.conn.send((dict(os.environ), os.getcwd(), driver_sys_path(),
-                     shipped.blobs_for(served), store_root, target_bytes, env, actor))
+                     shipped.blobs_for(served), store_root, target_bytes, heap_bytes, env, actor))
     return child, child.conn
 
 
-def _fork(stages, store_root, target_bytes, inherited, env, actor):
+def _fork(stages, store_root, target_bytes, inherited, env, actor, heap_bytes):
     from streambatch.executor.backends.process_worker import worker_main
 
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=worker_main, daemon=True, name="streambatch-worker",
-                       args=(child, stages, store_root, target_bytes, inherited, env, actor))
+                       args=(child, stages, store_root, target_bytes, inherited, env, actor,
+                             heap_bytes))
     proc.start()
     child.close()
     return proc, parent

@@ -181,7 +181,7 @@ def run_worker(fd: int) -> None:
     """Take the job's setup from the driver on ``fd`` and run the worker loop.
 
     The setup is ``(environ, cwd, sys_path, stage pickles, store_root, target_bytes,
-    env, actor)`` (the pickles of the stages this worker runs; None for the others). A
+    heap_bytes, env, actor)`` (the pickles of the stages this worker runs; None for the others). A
     setup that cannot be loaded (a module the UDF needs is missing here) is reported
     as a :class:`WorkerSetupFailed` and the worker exits.
     """
@@ -195,7 +195,8 @@ def run_worker(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        environ, cwd, sys_path, blobs, store_root, target_bytes, env, actor = conn.recv()
+        environ, cwd, sys_path, blobs, store_root, target_bytes, heap_bytes, env, actor = \
+            conn.recv()
     except (EOFError, OSError):
         return  # the driver went away before sending the job
     os.environ.clear()
@@ -208,7 +209,7 @@ def run_worker(fd: int) -> None:
         conn.send(WorkerSetupFailed(portable(describe_failure(exc))))
         return
     del blobs
-    worker_main(conn, stages, store_root, target_bytes, [], env, actor)
+    worker_main(conn, stages, store_root, target_bytes, [], env, actor, heap_bytes)
 
 
 if __name__ == "__main__":  # pragma: no cover - started by the driver

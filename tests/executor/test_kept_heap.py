@@ -1,6 +1,7 @@
-"""A worker keeps its freed memory for the next task (no fresh page faults batch after
-batch), counts it in the next task's working memory (the task works in it without
-raising the process's peak), and gives it back once idle."""
+"""A task worker under a loose budget keeps its freed memory for the next task (no
+fresh page faults batch after batch), counts it in the next task's working memory (the
+task works in it without raising the process's peak), and gives it back once idle;
+under a tight budget it keeps about nothing."""
 
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ def _in_child(fn):
 def _reuse_then_measure():
     import numpy as np
 
-    heap.keep_heap()
+    heap.keep_heap(heap.ACTOR_HEAP_BYTES)
     first = np.ones(32 * MIB, dtype=np.uint8)  # touched
     del first  # freed into the kept heap
     kept = heap.kept_free_bytes()
-    meter = PeakMeter()
+    meter = PeakMeter(counts_kept=True)  # a task worker that keeps its heap
     meter.start()
     second = np.ones(32 * MIB, dtype=np.uint8)  # reuses the kept pages
     return kept, meter.peak_bytes() if meter.works else None, int(second[-1])
@@ -60,3 +61,9 @@ def test_an_idle_worker_gives_its_kept_memory_back():
     before, after = _in_child(_trim_when_idle)
     assert before >= 30 * MIB
     assert after < before  # malloc_trim released the freed pages
+
+
+def test_a_tight_budget_keeps_about_nothing_and_a_loose_one_keeps_the_heap():
+    assert heap.heap_bytes_for(96 << 20, 8) == heap.HEAP_BYTES
+    assert heap.heap_bytes_for(12 << 30, 2) == 384 << 20
+    assert heap.heap_bytes_for(1 << 40, 1) == heap.ACTOR_HEAP_BYTES
