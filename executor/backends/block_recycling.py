@@ -22,7 +22,8 @@ import os
 
 FREE_DIR = "free"
 TRIES = 3  # files a put looks at before writing a fresh one
-_LEASES = {"work": True}  # False once the kernel refused a lease for another reason
+_SETLEASE = getattr(fcntl, "F_SETLEASE", None)  # Linux only
+_LEASES = {"work": _SETLEASE is not None}  # False once a lease was refused for another reason
 
 
 def keep_released(root: str, path: str, limit_bytes: int) -> bool:
@@ -97,11 +98,13 @@ def _take(candidate: str, path: str) -> int | None:
 
 def _unshared(fd: int) -> bool:
     """True when no other open file or mapping holds the file behind ``fd``."""
+    if _SETLEASE is None:  # pragma: no cover - not Linux
+        return False
     try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        fcntl.fcntl(fd, _SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
         if exc.errno not in (errno.EAGAIN, errno.EBUSY):
             _LEASES["work"] = False  # leases disabled or unsupported here
         return False
-    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    fcntl.fcntl(fd, _SETLEASE, fcntl.F_UNLCK)
     return True
