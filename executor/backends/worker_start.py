@@ -205,11 +205,16 @@ def _raise_unpicklable(stages: list, exc: Exception) -> None:
                               type(exc).__name__, f"{type(exc).__name__}: {exc}") from exc
 
 
+START_ATTEMPTS = 3  # a worker killed before it took its setup is replaced this often
+
+
 def start_worker(method: str, stages: list, shipped: Shipped | None, store_root: str,
                  target_bytes: int, inherited: list, env: dict | None, actor: tuple | None,
                  heap_bytes: int = HEAP_BYTES):
     """Start one worker; returns (its process handle, the driver's connection to it).
-    ``heap_bytes``: the freed memory a task worker keeps for its next task."""
+    ``heap_bytes``: the freed memory a task worker keeps for its next task. A worker
+    that dies between its fork and its setup (a SIGKILL, the OOM killer) is replaced,
+    up to START_ATTEMPTS times, instead of failing the job."""
     if method == "fork":
         return _fork(stages, store_root, target_bytes, inherited, env, actor, heap_bytes)
     from streambatch.executor.backends.zygote import driver_sys_path, fork_worker, spawn
@@ -218,10 +223,20 @@ def start_worker(method: str, stages: list, shipped: Shipped | None, store_root:
         raise ValueError(f"worker_start_method={method!r} starts workers that get the stages "
                          "shipped: pass ship_stages()'s result")
     served = shipped.served(actor[1] if actor else None, stages)
-    child = fork_worker(shipped.preload(served)) if method == "forkserver" else spawn()
-    child.conn.send((dict(os.environ), os.getcwd(), driver_sys_path(),
-                     shipped.blobs_for(served), store_root, target_bytes, heap_bytes, env, actor))
-    return child, child.conn
+    setup = (dict(os.environ), os.getcwd(), driver_sys_path(), shipped.blobs_for(served),
+             store_root, target_bytes, heap_bytes, env, actor)
+    for attempt in range(START_ATTEMPTS):
+        child = fork_worker(shipped.preload(served)) if method == "forkserver" else spawn()
+        try:
+            child.conn.send(setup)
+            return child, child.conn
+        except OSError:  # it died before taking its setup (killed, out of memory): again
+            child.kill()
+            child.join(5)
+            child.conn.close()
+            if attempt + 1 == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _fork(stages, store_root, target_bytes, inherited, env, actor, heap_bytes):
