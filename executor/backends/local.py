@@ -196,28 +196,27 @@ class LocalBackend(Backend):
             self._shipped = ship_stages(stages, self.store)
         self._choices = {i: self._choice(i) for i, s in enumerate(stages)  # actors: processes
                          if isinstance(s, TaskStage) and s.worker == "auto" and not s.uses_actors}
-        self._warm_for_choices()
         for _ in range(self._num_cpus if generic else 0):
             self._idle.append(self._spawn())
-
-    def _warm_for_choices(self) -> None:
-        """An "auto" stage that may move to worker processes: the zygote imports what
-        they need while its first tasks measure on threads, so the move forks them at
-        once (W2: the first fork took 88 ms, with the imports, then 3 ms)."""
-        if self._start_method != "forkserver" or self._num_cpus < 2 or self._shipped is None \
-                or not any(not c.decided for c in self._choices.values()):
-            return
-        from streambatch.executor.backends.zygote import warm_zygote
-
-        served = [i for i in self._shipped.served(None, self._stages) if i in self._choices]
-        warm_zygote(self._shipped.preload(served))
 
     def _choice(self, index: int) -> WorkerChoice:
         """An "auto" stage starts on threads; one that could not be shipped to worker
         processes (its UDF does not pickle) stays there."""
         if self._shipped is not None and self._shipped.blobs[index] is None:
             return WorkerChoice(decided=True, note="its UDF cannot be pickled for processes")
-        return WorkerChoice()
+        return WorkerChoice(on_lean=lambda: self._warm_for(index))
+
+    def _warm_for(self, index: int) -> None:
+        """The stage's first measure leans to worker processes: the zygote imports what
+        they need while the stage's threads measure on, so a move forks them at once
+        (W2: the first fork took 88 ms with the imports, then 3 ms). Not earlier: a
+        stage that stays on threads would have the zygote import its modules for
+        nothing (torch: hundreds of MB)."""
+        if self._start_method != "forkserver" or self._num_cpus < 2 or self._shipped is None:
+            return
+        from streambatch.executor.backends.zygote import warm_zygote
+
+        warm_zygote(self._shipped.preload([index]))
 
     def worker_notes(self) -> dict[int, str]:
         """Where each "auto" stage ran and why."""

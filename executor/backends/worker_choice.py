@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 PROBES = 2  # intervals measured beside another task before choosing
@@ -77,6 +78,8 @@ class WorkerChoice:
     wall_s: float = 0.0
     measured: int = 0
     note: str = ""  # why it was decided without measuring
+    on_lean: Callable[[], object] | None = None  # called once, when a measured interval
+    # first reads below the threshold (the stage may be moving to processes)
     _running: dict[int, bool] = field(default_factory=dict)  # token -> warm
     _warm: bool = False  # a task made an output or ended: the UDF is built
     _next: int = 0
@@ -128,6 +131,11 @@ class WorkerChoice:
             if self.measured >= self.probes and self.wall_s >= self.min_measured_s:
                 self.decided = True
                 self.where = "thread" if self.ratio >= self.threshold else "process"
+            lean = None
+            if cpu_s < self.threshold * wall_s:  # this interval leans to processes
+                lean, self.on_lean = self.on_lean, None
+        if lean is not None:
+            lean()
 
     @property
     def ratio(self) -> float:

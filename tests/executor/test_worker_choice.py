@@ -136,3 +136,16 @@ def test_a_few_batches_decide_before_the_first_partitions_end():
     assert ds.stats().stages[-1].worker.startswith("processes (auto:")
     assert set(pids[32:]) - {os.getpid()}  # the 3rd and 4th partitions: processes
     assert sorted(r["id"] for r in rows) == list(range(64))
+
+
+def test_the_first_interval_leaning_to_processes_calls_on_lean_once():
+    """The local backend has the zygote import the workers' modules then (not at the
+    job's start: a stage that stays on threads would load them for nothing)."""
+    calls = []
+    c = WorkerChoice(probes=3, min_measured_s=0.0, on_lean=lambda: calls.append(c.measured))
+    c.started()
+    c.sample(True, cpu_s=0.98, wall_s=1.0)  # GIL-free so far: nothing
+    assert calls == []
+    c.sample(True, cpu_s=0.60, wall_s=1.0)  # leans to processes
+    c.sample(True, cpu_s=0.50, wall_s=1.0)
+    assert calls == [2] and c.where == "process"
