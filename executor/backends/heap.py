@@ -1,6 +1,7 @@
-"""Heap settings of worker processes: a worker keeps its freed memory for the next
-batch; a task worker gives it back to the OS once idle (shared by the local and Ray
-backends)."""
+"""Heap settings of worker processes (shared by the local and Ray backends): an actor
+keeps its freed memory for the next batch; a task worker under a loose budget keeps it
+while tasks keep coming and gives it back once idle, under a tight one after each task
+(:func:`heap_bytes_for`)."""
 
 from __future__ import annotations
 
