@@ -4,6 +4,7 @@ them, and files nobody maps are reused (their pages are not faulted in afresh)."
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 
@@ -157,6 +158,8 @@ def test_random_batches_held_through_two_process_stages_keep_their_values(seed):
                 held.append(batch)
     finally:
         sb.init()
+    del ds
+    gc.collect()  # the job's cycles go now, not while a later test measures memory
     assert sorted(seen) == list(range(600))
     for batch in held:
         tag = (batch["id"] % 251).astype(np.uint8)
