@@ -33,12 +33,8 @@ def trim_when_idle(conn, state: dict, idle_s: float = IDLE_TRIM_S) -> None:
     >>> there.send("task"); trim_when_idle(here, state, idle_s=0.0); state["trims"]
     1
     """
-    if conn.poll(idle_s):
-        return
-    state["trims"] = state.get("trims", 0) + 1
-    release_arrow_pool()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    if not conn.poll(idle_s):
+        _give_back(state)
 
 
 def return_freed_memory(state: dict, made_bytes: int = 0, every_s: float = 2.0) -> None:
@@ -46,7 +42,7 @@ def return_freed_memory(state: dict, made_bytes: int = 0, every_s: float = 2.0) 
     footprint follows what it holds, not the largest batch it ever held:
     pyarrow's pool releases its unused pages and glibc trims its heaps (glibc
     keeps a freed buffer of up to 32 MiB in the heap once one that size was
-    freed). Task workers only (actors keep their heap, see keep_heap_for_actor).
+    freed).
     After a task that made ``made_bytes >= BIG_TASK_BYTES`` of output it trims at
     once: faulting that much in again costs far less than making it did. After
     small tasks, at most every ``every_s`` seconds: they come fast, and each trim
@@ -63,6 +59,12 @@ def return_freed_memory(state: dict, made_bytes: int = 0, every_s: float = 2.0) 
     if made_bytes < BIG_TASK_BYTES and now - state.get("trimmed_at", -every_s) < every_s:
         return
     state["trimmed_at"] = now
+    _give_back(state)
+
+
+def _give_back(state: dict) -> None:
+    """Arrow's pool releases its unused pages, glibc trims its heaps; counted in
+    ``state["trims"]``."""
     state["trims"] = state.get("trims", 0) + 1
     release_arrow_pool()
     if _LIBC is not None:

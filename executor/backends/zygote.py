@@ -105,13 +105,11 @@ class Zygote:
         (with this process's environment), unless one starts a thread: the zygote then
         exits rather than fork, and that module is left to the workers from then on."""
         mine, its = socket.socketpair()
-        preload = tuple(m for m in preload if m not in _THREADED_IMPORTS)
         try:
             with self._lock:
                 self._token += 1
                 token, self.forked_any = self._token, True
-                request = pickle.dumps(("fork", token, _streambatch_modules(), preload,
-                                        dict(os.environ), driver_sys_path()))
+                request = _request("fork", token, preload)
                 socket.send_fds(self._sock, [request], [its.fileno()])
                 pid = self._read_until(lambda: self._forked.pop(token, None), 60.0)
         except OSError as err:
@@ -130,9 +128,7 @@ class Zygote:
         """Have the zygote import now what :meth:`fork` would import first (the
         streambatch modules loaded here, ``preload``), without forking or waiting for
         it: a stage that may move to worker processes later forks them at once."""
-        preload = tuple(m for m in preload if m not in _THREADED_IMPORTS)
-        request = pickle.dumps(("warm", 0, _streambatch_modules(), preload, dict(os.environ),
-                                driver_sys_path()))
+        request = _request("warm", 0, preload)
         with self._lock:
             try:
                 self._sock.send(request)
@@ -196,6 +192,15 @@ class Zygote:
     def _why_gone(self) -> str:
         code = self.proc.poll()
         return "it did not answer in 60 s" if code is None else f"it exited with code {code}"
+
+
+def _request(kind: str, token: int, preload: tuple[str, ...]) -> bytes:
+    """A fork or warm request: what the zygote imports first (the streambatch modules
+    loaded here, ``preload`` less the modules whose import starts a thread), with this
+    process's environment and path."""
+    preload = tuple(m for m in preload if m not in _THREADED_IMPORTS)
+    return pickle.dumps((kind, token, _streambatch_modules(), preload, dict(os.environ),
+                         driver_sys_path()))
 
 
 def _streambatch_modules() -> list[str]:
