@@ -4,7 +4,6 @@ them, and files nobody maps are reused (their pages are not faulted in afresh)."
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 
@@ -128,41 +127,3 @@ def test_batches_a_training_loop_keeps_are_unchanged_at_the_end():
         assert torch.equal(batch["pix"][:, 0], expected)
         assert torch.equal(batch["pix"][:, -1], expected)
 
-
-def _tag(batch):
-    ids = batch["id"]
-    return {"id": ids, "pix": np.repeat((ids % 251).astype(np.uint8)[:, None], 300_000, axis=1)}
-
-
-def _flip(batch):
-    return {"id": batch["id"], "pix": batch["pix"] ^ np.uint8(7),
-            "tail": batch["pix"][:, -5:].copy()}
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_batches_held_through_two_process_stages_keep_their_values(seed):
-    """Two stages in worker processes (each reads blocks the other wrote, in files
-    that may be reused), batch sizes and which batches the loop keeps drawn at random."""
-    import random
-
-    rng = random.Random(seed)
-    sb.init(num_cpus=2)
-    try:
-        ds = (sb.range(600, override_num_blocks=12)
-              .map_batches(_tag, batch_size=rng.choice([16, 50]), releases_gil=False)
-              .map_batches(_flip, batch_size=rng.choice([8, 40]), releases_gil=False))
-        held, seen = [], []
-        for batch in ds.iter_batches(batch_size=rng.choice([20, 64]), batch_format="numpy"):
-            seen.extend(batch["id"].tolist())
-            if rng.random() < 0.4:
-                held.append(batch)
-    finally:
-        sb.init()
-    del ds
-    gc.collect()  # the job's cycles go now, not while a later test measures memory
-    assert sorted(seen) == list(range(600))
-    for batch in held:
-        tag = (batch["id"] % 251).astype(np.uint8)
-        assert (batch["pix"][:, 0] == tag ^ np.uint8(7)).all()
-        assert (batch["pix"][:, 123_456] == tag ^ np.uint8(7)).all()
-        assert (batch["tail"] == tag[:, None]).all()
