@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from streambatch.executor.backends.heap import kept_free_bytes
+from streambatch.executor.backends.heap import kept_free_bytes, malloc_in_use_bytes
 
 _STATUS = "/proc/self/status"
 
@@ -108,8 +108,11 @@ def _reset_peak() -> bool:
 class ArrowGrowth:
     """For a task on a thread of a shared process (whose peak resident memory other
     tasks move too): how far the process's anonymous resident memory (``RssAnon``:
-    not the shared-memory blocks it maps) and Arrow's allocations rose above their
-    levels at the task's start, the larger of the two, sampled as it takes each
+    not the shared-memory blocks it maps), Arrow's allocations and the C heap's
+    allocations rose above their levels at the task's start, the largest of the
+    three (resident memory falls when another thread gives freed memory back to the
+    OS, e.g. the driver thread's allocator purging what an earlier job freed, which
+    hid a task's 48 MiB; allocations in use do not), sampled as it takes each
     input block and as it hands out each output block (decoded reader buffers, a
     writer's pages, the UDF's output, and what the allocator keeps of them). Tasks
     running beside it count in it, less the blocks every task of the process handed
@@ -138,8 +141,9 @@ class ArrowGrowth:
     def __init__(self) -> None:
         import pyarrow as pa
 
-        self._allocated = pa.total_allocated_bytes
-        self._base, self._anon, self._peak = self._allocated(), _anon_bytes(), 0
+        self._readers = [read for read in (pa.total_allocated_bytes, _anon_bytes,
+                                           malloc_in_use_bytes) if read() is not None]
+        self._bases, self._peak = [read() for read in self._readers], 0
         self._handed = -self._handed_by_all[0]
         self._measuring[0] += 1  # (a lost update between threads is undone by finish)
         self._open = True
@@ -150,9 +154,7 @@ class ArrowGrowth:
 
     def sample(self) -> int:
         """Note the memory now; return the largest rise seen."""
-        rise = self._allocated() - self._base
-        if self._anon is not None:
-            rise = max(rise, (_anon_bytes() or 0) - self._anon)
+        rise = max((read() or 0) - base for read, base in zip(self._readers, self._bases))
         share = (rise - self._handed - self._handed_by_all[0]) / max(1, self._measuring[0])
         self._peak = max(self._peak, int(share))
         return self._peak
