@@ -211,12 +211,25 @@ class StageState:
             task.working = min(task.working, estimate)
 
     def task_finished(self, bytes_in: int, bytes_out: int, seconds: float) -> None:
-        """Count a finished task: its input and output bytes and its run time."""
+        """Count a finished task: its input and output bytes and its run time. A source's
+        first finished task tells what its reads make: the reads running since before
+        reserve at least that much for their output (each was admitted on its read's own
+        estimate, which a fused map can grow 100,000x: 8 bytes for a range row made
+        1 MiB, and the slots that started late made output the budget had not kept).
+
+        >>> st = StageState(0, TaskStage("Read->Map", read_tasks_fn=list), None)
+        >>> st.running[2] = RunningTask(2, 0, 1, [], "partition 1", 8, read_index=1)
+        >>> st.task_finished(0, 1 << 20, 0.1); st.running[2].est_bytes
+        1048576
+        """
         self.done_in += bytes_in
         self.done_out += bytes_out
         self.stats.tasks += 1
         self.stats.task_time_s += seconds
         self.stats.mark_end()
+        if self.stage.is_source and self.stats.tasks == 1:
+            for task in self.running.values():
+                task.est_bytes = max(task.est_bytes, bytes_out)
 
     def expected_output(self, est_bytes: int) -> int:
         """``est_bytes`` (a task's input x the measured growth), or ``UNMEASURED_FACTOR``

@@ -154,7 +154,7 @@ class ArrowGrowth:
 
     def sample(self) -> int:
         """Note the memory now; return the largest rise seen."""
-        rise = max((read() or 0) - base for read, base in zip(self._readers, self._bases))
+        rise = max((read() or 0) - base for read, base in zip(self._readers, self._bases, strict=True))
         share = (rise - self._handed - self._handed_by_all[0]) / max(1, self._measuring[0])
         self._peak = max(self._peak, int(share))
         return self._peak
