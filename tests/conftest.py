@@ -1,6 +1,7 @@
 """Suite-wide settings: long runs (``slow``) are skipped unless STREAMBATCH_SLOW=1.
 A test that hangs sometimes is a bug to fix, not a test to skip: there is no marker
-for that."""
+for that. Each test starts with no thread/process choice kept from an earlier test's
+jobs (the driver keeps them for its later jobs: backends/worker_choice.recall)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_choice_kept_from_earlier_tests():
+    from streambatch.executor.backends.worker_choice import forget
+
+    forget()

@@ -51,7 +51,7 @@ from streambatch.executor.backends.heap import (
 from streambatch.executor.backends.shared_store import SharedStore
 from streambatch.executor.backends.task_memory import ArrowGrowth, first_of_stage
 from streambatch.executor.backends.task_runner import run_task, task_context
-from streambatch.executor.backends.worker_choice import Probe, WorkerChoice
+from streambatch.executor.backends.worker_choice import Probe, WorkerChoice, recall, udf_key
 from streambatch.executor.backends.worker_start import (
     Shipped,
     may_use_processes,
@@ -204,7 +204,12 @@ class LocalBackend(Backend):
         processes (its UDF does not pickle) stays there."""
         if self._shipped is not None and self._shipped.blobs[index] is None:
             return WorkerChoice(decided=True, note="its UDF cannot be pickled for processes")
-        return WorkerChoice(on_lean=lambda: self._warm_for(index))
+        key = udf_key(self._stages[index].ops) if self._num_cpus >= 2 else None  # (one CPU:
+        # tasks never run beside each other; nothing was measured there)
+        choice = recall(key, on_lean=lambda: self._warm_for(index))
+        if choice.where == "process":  # an earlier job of this process chose
+            self._warm_for(index)
+        return choice
 
     def _warm_for(self, index: int) -> None:
         """The stage's first measure leans to worker processes: the zygote imports what

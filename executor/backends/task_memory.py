@@ -143,7 +143,7 @@ class ArrowGrowth:
 
         self._readers = [read for read in (pa.total_allocated_bytes, _anon_bytes,
                                            malloc_in_use_bytes) if read() is not None]
-        self._bases, self._peak = [read() for read in self._readers], 0
+        self._bases, self._peak = [read() or 0 for read in self._readers], 0
         self._handed = -self._handed_by_all[0]
         self._measuring[0] += 1  # (a lost update between threads is undone by finish)
         self._open = True

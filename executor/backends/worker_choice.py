@@ -22,15 +22,21 @@ batches rather than a few partitions.
 
 A UDF that waits (I/O, sleep) wants no CPU either and goes to processes, where such
 UDFs ran before this choice existed.
+
+A choice made is kept for the rest of the driver process (:func:`recall`): the same
+UDFs in a later job (the next epoch of a training loop) start where the earlier job
+chose, without measuring again on threads.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+_EARLIER: dict[tuple, tuple[str, float, float, int]] = {}  # udf_key -> a decided choice
 PROBES = 2  # intervals measured beside another task before choosing
 MIN_MEASURED_S = 0.08  # and at least this much of their time in all (short tasks: more)
 MIN_INTERVAL_S = 0.002  # shorter intervals are not measured (the clock's steps)
@@ -78,6 +84,8 @@ class WorkerChoice:
     wall_s: float = 0.0
     measured: int = 0
     note: str = ""  # why it was decided without measuring
+    key: tuple | None = None  # the stage's UDFs (udf_key): the choice, once made, is kept
+    recalled: bool = False  # made by an earlier job of this process
     on_lean: Callable[[], object] | None = None  # called once, when a measured interval
     # first reads below the threshold (the stage may be moving to processes)
     _running: dict[int, bool] = field(default_factory=dict)  # token -> warm
@@ -131,6 +139,8 @@ class WorkerChoice:
             if self.measured >= self.probes and self.wall_s >= self.min_measured_s:
                 self.decided = True
                 self.where = "thread" if self.ratio >= self.threshold else "process"
+                if self.key is not None:
+                    _EARLIER[self.key] = (self.where, self.cpu_s, self.wall_s, self.measured)
             lean = None
             if cpu_s < self.threshold * wall_s:  # this interval leans to processes
                 lean, self.on_lean = self.on_lean, None
@@ -153,7 +163,57 @@ class WorkerChoice:
         if not self.measured:
             return "threads (auto: no two tasks ran at once)"
         place = "threads" if self.where == "thread" else "processes"
-        return f"{place} (auto: threads wanted a CPU {self.ratio:.0%} of the time)"
+        when = " in an earlier job of this process" if self.recalled else ""
+        return f"{place} (auto: threads wanted a CPU {self.ratio:.0%} of the time{when})"
+
+
+def udf_key(ops) -> tuple | None:
+    """What identifies a stage's UDFs from one job to the next of the same process:
+    each op's kind and its function's code (a lambda or closure made again for the next
+    epoch has the same code) or its class; None for a stage without a UDF.
+
+    >>> from types import SimpleNamespace as NS
+    >>> def op(fn): return NS(op=NS(fn=fn))
+    >>> udf_key([op(lambda b: b)]) == udf_key([op(lambda b: b[:1])])  # two UDFs
+    False
+    >>> make = lambda: op(lambda b: b)  # the same lambda made twice: the same code
+    >>> udf_key([make()]) == udf_key([make()]), udf_key([NS()])
+    (True, None)
+    """
+    parts = []
+    for op in ops:
+        fn = getattr(getattr(op, "op", None), "fn", None)
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        if fn is None:
+            continue
+        parts.append((type(op).__name__, getattr(fn, "__code__", None)
+                      or (fn if isinstance(fn, type) else type(fn))))
+    return tuple(parts) or None
+
+
+def recall(key: tuple | None, **fields) -> WorkerChoice:
+    """The stage's choice: the one an earlier job of this process made for the same UDFs
+    (decided), or a new one that measures (``fields``: WorkerChoice's).
+
+    >>> fresh = recall(("k",)); fresh.decided
+    False
+    >>> fresh.sample(True, 0.2, 1.0); fresh.sample(True, 0.2, 1.0)
+    >>> again = recall(("k",)); again.where, again.describe()
+    ('process', 'processes (auto: threads wanted a CPU 20% of the time in an earlier job of this process)')
+    >>> forget(); recall(("k",)).decided
+    False
+    """
+    if key in _EARLIER:
+        where, cpu_s, wall_s, measured = _EARLIER[key]
+        return WorkerChoice(where=where, decided=True, cpu_s=cpu_s, wall_s=wall_s,
+                            measured=measured, key=key, recalled=True)
+    return WorkerChoice(key=key, **fields)
+
+
+def forget() -> None:
+    """Forget every choice made so far (the next jobs measure again)."""
+    _EARLIER.clear()
 
 
 class Probe:

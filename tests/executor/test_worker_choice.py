@@ -149,3 +149,16 @@ def test_the_first_interval_leaning_to_processes_calls_on_lean_once():
     c.sample(True, cpu_s=0.60, wall_s=1.0)  # leans to processes
     c.sample(True, cpu_s=0.50, wall_s=1.0)
     assert calls == [2] and c.where == "process"
+
+
+def test_a_later_job_of_the_same_udf_starts_where_the_first_chose():
+    """The next epoch of a training loop: no thread tasks measured again."""
+    first, worker = _run(loops)
+    assert os.getpid() in {r["pid"] for r in first}  # measured on threads
+    again, worker = _run(loops)
+    assert worker.startswith("processes (auto: threads wanted a CPU"), worker
+    assert worker.endswith("in an earlier job of this process)"), worker
+    assert os.getpid() not in {r["pid"] for r in again}  # every task in a worker process
+    assert [(r["id"], r["h"]) for r in again] == [(r["id"], r["h"]) for r in first]
+    threads, worker = _run(hashes)  # another UDF: measured afresh
+    assert worker.startswith("threads (auto:") and "earlier" not in worker, worker
