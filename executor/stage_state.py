@@ -284,10 +284,18 @@ class StageState:
         return sum(p.memory_bytes for q in self.inputs.values() for p in q)
 
     def avg_output_per_task(self) -> int | None:
-        """Mean output bytes of a finished task, if any finished."""
+        """Mean output bytes of a finished task, if any finished: what the finished
+        tasks made (the blocks of tasks still running are not theirs: counted in, S1's
+        loads of 8 MiB were expected to make 22-26 MiB, and the budget ran 3 at once).
+
+        >>> st = StageState(0, TaskStage("Read", read_tasks_fn=list), None)
+        >>> st.task_finished(0, 8, 0.1); st.stats.bytes_out = 8 + 24  # others made 24 so far
+        >>> st.avg_output_per_task()
+        8
+        """
         if not self.stats.tasks:
             return None
-        return int(self.stats.bytes_out / self.stats.tasks)
+        return int(self.done_out / self.stats.tasks)
 
 
 def release_ordered(st: StageState, preserve_order: bool) -> None:
