@@ -7,7 +7,7 @@ source that took that room would stall them.
 >>> read = StageState(0, TaskStage("Read"), 1)
 >>> grow = StageState(1, TaskStage("Grow", upstream=(0,)), None)
 >>> grow.next_seq, grow.bytes_in = 2, 200      # 100 bytes in per task
->>> grow.stats.tasks, grow.stats.bytes_out = 2, 1000  # 500 out: grows 400 per task
+>>> grow.stats.tasks, grow.done_out = 2, 1000  # 500 out: grows 400 per task
 >>> drain_headroom([read, grow], lambda st: (32.0, "cpu"))  # one task's growth, not 32
 400
 """

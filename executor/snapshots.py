@@ -51,8 +51,7 @@ def source_rates(states: list[StageState], source: StageState, default_bytes: in
     [(3.0, 1.0)]
     """
     now = clock.now() if now is None else now
-    source_bytes = source.stats.bytes_out / source.stats.tasks if source.stats.tasks else \
-        float(default_bytes)
+    source_bytes = float(source.avg_output_per_task() or default_bytes)
     rates = []
     for st in states:
         task_time = _mean_task_time(st, now)

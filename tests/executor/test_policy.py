@@ -94,7 +94,7 @@ def _stages_with_a_slow_model_still_on_its_first_task(model_age_s: float):
     from streambatch.executor.stage_state import RunningTask, StageState
 
     read = StageState(0, TaskStage("Read"), 1)
-    read.stats.tasks, read.stats.task_time_s, read.stats.bytes_out = 4, 1.0, 4000
+    read.stats.tasks, read.stats.task_time_s, read.done_out = 4, 1.0, 4000
     model = StageState(1, TaskStage("Model", upstream=(0,)), None)
     model.running[1] = RunningTask(1, 1, 0, [], "partition 0", 0, submitted_at=100.0)
     return source_rates([read, model], read, 1000, now=100.0 + model_age_s)
@@ -127,7 +127,7 @@ def test_tasks_per_source_task_comes_from_bytes_not_from_finished_counts():
     from streambatch.executor.stage_state import StageState
 
     read = StageState(0, TaskStage("Read"), 1)
-    read.stats.tasks, read.stats.task_time_s, read.stats.bytes_out = 10, 10.0, 10_000
+    read.stats.tasks, read.stats.task_time_s, read.done_out = 10, 10.0, 10_000
     model = StageState(1, TaskStage("Model", upstream=(0,)), None)
     # it lags: 6 tasks started of 500 bytes each, only 2 finished so far
     model.next_seq, model.bytes_in = 6, 3000

@@ -80,7 +80,7 @@ def _stage(index: int, upstream=(), batch=None, downstream=None) -> StageState:
 def test_drain_headroom_reserves_the_growth_of_tasks_that_can_start_not_of_every_slot():
     read, grow = _stage(0, downstream=1), _stage(1, upstream=(0,))
     grow.next_seq, grow.bytes_in = 2, 200 * 1000
-    grow.stats.tasks, grow.stats.bytes_out = 2, 1000 * 1000  # 100 KB in -> 500 KB out
+    grow.stats.tasks, grow.done_out = 2, 1000 * 1000  # 100 KB in -> 500 KB out
     assert drain_headroom([read, grow], lambda st: (32.0, "cpu")) == 400 * 1000
     grow.inputs[0] = deque(SimpleNamespace(memory_bytes=100 * 1000) for _ in range(3))
     assert drain_headroom([read, grow], lambda st: (32.0, "cpu")) == 3 * 400 * 1000
