@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _EARLIER: dict[tuple, tuple[str, float, float, int]] = {}  # udf_key -> a decided choice
+KEPT = 256  # choices kept at most (the oldest go first)
 PROBES = 2  # intervals measured beside another task before choosing
 MIN_MEASURED_S = 0.08  # and at least this much of their time in all (short tasks: more)
 MIN_INTERVAL_S = 0.002  # shorter intervals are not measured (the clock's steps)
@@ -140,7 +141,7 @@ class WorkerChoice:
                 self.decided = True
                 self.where = "thread" if self.ratio >= self.threshold else "process"
                 if self.key is not None:
-                    _EARLIER[self.key] = (self.where, self.cpu_s, self.wall_s, self.measured)
+                    _keep(self.key, (self.where, self.cpu_s, self.wall_s, self.measured))
             lean = None
             if cpu_s < self.threshold * wall_s:  # this interval leans to processes
                 lean, self.on_lean = self.on_lean, None
@@ -209,6 +210,15 @@ def recall(key: tuple | None, **fields) -> WorkerChoice:
         return WorkerChoice(where=where, decided=True, cpu_s=cpu_s, wall_s=wall_s,
                             measured=measured, key=key, recalled=True)
     return WorkerChoice(key=key, **fields)
+
+
+def _keep(key: tuple, choice: tuple[str, float, float, int]) -> None:
+    """Keep a choice; the oldest goes once ``KEPT`` are kept (a driver that builds UDF
+    classes in a loop does not grow this without bound)."""
+    _EARLIER.pop(key, None)
+    _EARLIER[key] = choice
+    while len(_EARLIER) > KEPT:
+        _EARLIER.pop(next(iter(_EARLIER)))
 
 
 def forget() -> None:
