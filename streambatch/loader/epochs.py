@@ -163,6 +163,13 @@ def _wrap_reads(plan: L.LogicalOp, wrap: Callable) -> L.LogicalOp:
     return plan.with_inputs(*(_wrap_reads(child, wrap) for child in plan.inputs))
 
 
+def keeps_order(cfg: LoaderConfig) -> bool:
+    """Whether an epoch's rows come in a reproducible order: the session's
+    ``preserve_order``, or a loader that asked for it (a ``local_shuffle_seed``). Without
+    it, batches are cut to copy the fewest rows (``batches(keep_order=False)``)."""
+    return Session.current().options.preserve_order or cfg.reproducible
+
+
 def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress | None,
                  resume: ReadProgress | None = None) -> Iterator[Chunk]:
     """Run the plan once; yield its output blocks with row ids (skipping delivered rows).
@@ -182,7 +189,7 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
                                         skip if len(reads) == 1 else ()))
         return wrappers[-1]
 
-    preserve_order = Session.current().options.preserve_order or cfg.reproducible
+    preserve_order = keeps_order(cfg)
     executor = dataset.executor(plan=_wrap_reads(dataset.logical_plan, wrap), listener=listener,
                                 preserve_order=preserve_order)
     mode = plan_mode(dataset.logical_plan, executor.stages)
@@ -380,12 +387,13 @@ class LoaderIterable:
             ReadProgress(epoch, self.cfg.seed, [])
         self._progress = progress
         cfg = self.cfg
+        ordered = keeps_order(cfg)
 
         def produce():
             with closing(prefetched(lambda: epoch_chunks(self.dataset, cfg, epoch, progress,
                                                          resume), _EXECUTOR_AHEAD)) as chunks:
                 stream = batches(chunks, cfg.batch_size, cfg.drop_last, cfg.shuffle_buffer,
-                                 cfg.seed, epoch)
+                                 cfg.seed, epoch, keep_order=ordered)
                 skip = resume.rows if resume is not None and resume.mode == "ordered" else 0
                 for table, ids in stream:
                     if skip >= table.num_rows:
