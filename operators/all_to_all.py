@@ -23,6 +23,22 @@ from streambatch.operators import key_ranges as K
 from streambatch.operators.logical import LogicalOp
 
 
+def orders_output(plan: LogicalOp) -> bool:
+    """Whether the plan's output order means something: an all-to-all in it puts its
+    rows in an order (a sort, a groupby's keys, a seeded shuffle) that what follows
+    keeps (the executor then runs with ``preserve_order``).
+
+    >>> from streambatch.connectors.memory import RangeSource
+    >>> from streambatch.operators import logical as L
+    >>> read = L.Read(RangeSource(4), "Range")
+    >>> orders_output(read), orders_output(Sort(input=read, keys=("id",), descending=(False,)))
+    (False, True)
+    """
+    from streambatch.operators.logical import walk
+
+    return any(isinstance(op, AllToAll) and op.ordered for op in walk(plan))
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class AllToAll(LogicalOp):
     """Base of the all-to-all operators: every output row may depend on every input row,

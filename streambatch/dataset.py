@@ -16,6 +16,7 @@ from streambatch.executor.iteration import prefetched
 from streambatch.executor.partition import Partition
 from streambatch.executor.stats import DatasetStats
 from streambatch.operators import logical as L
+from streambatch.operators.all_to_all import orders_output
 from streambatch.operators.batch_format import check_batch_format, to_batch
 from streambatch.operators.optimizer import optimize
 from streambatch.operators.planner import render_stages
@@ -295,6 +296,11 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         self._dead = executor.dead_letters
         return executor
 
+    def _in_order(self) -> bool:
+        """Whether the rows come out in an order that means something: the context's
+        ``preserve_order`` or an ordering all-to-all in the plan (a sort)."""
+        return Session.current().options.preserve_order or orders_output(self.logical_plan)
+
     def _partitions(self, listener=None, done: dict | None = None,
                     ordered: bool = False) -> Generator[Partition]:
         """The running job's output partitions (``ordered``: in input order, whatever the
@@ -326,7 +332,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         def batches():
             with closing(self._partitions()) as parts:
                 tables = (p.get() for p in parts)
-                for batch in exact_batches(tables, batch_size, drop_last):
+                for batch in _cut(tables, batch_size, drop_last, self._in_order()):
                     yield to_batch(batch, batch_format)
 
         return prefetched(batches, prefetch_batches)
@@ -572,3 +578,28 @@ def _evaluated(expr, table: pa.Table) -> pa.ChunkedArray:
     import pyarrow.dataset as pads
 
     return pads.dataset(table).to_table(columns={"__sb_value": expr})["__sb_value"]
+
+
+def _cut(tables: Iterator[pa.Table], batch_size: int | None, drop_last: bool,
+         in_order: bool) -> Iterator[pa.Table]:
+    """Batches of exactly ``batch_size`` rows. Where the rows' order is free (not
+    ``in_order``), a block's whole batches are slices of it and only the rows left over
+    at blocks' ends are joined (a copy); in order, a batch spanning blocks is joined.
+
+    >>> t = pa.table({"x": list(range(5))})
+    >>> [b["x"].to_pylist() for b in _cut(iter([t, t]), 4, False, in_order=False)]
+    [[0, 1, 2, 3], [0, 1, 2, 3], [4, 4]]
+    >>> [b["x"].to_pylist() for b in _cut(iter([t, t]), 4, False, in_order=True)]
+    [[0, 1, 2, 3], [4, 0, 1, 2], [3, 4]]
+    """
+    if in_order or not batch_size:
+        yield from exact_batches(tables, batch_size, drop_last)
+        return
+    import numpy as np
+
+    from streambatch.loader.batches import batches
+
+    no_ids = np.empty(0, dtype=np.int64)
+    for table, _ in batches(((t, no_ids) for t in tables), batch_size, drop_last,
+                            keep_order=False):
+        yield table

@@ -44,6 +44,7 @@ from streambatch.executor.iteration import prefetched
 from streambatch.loader.batches import Chunk, ReadProgress, batches
 from streambatch.loader.shuffle import block_order, pack_ids, unpack_ids
 from streambatch.operators import logical as L
+from streambatch.operators.all_to_all import orders_output
 from streambatch.session import Session
 
 
@@ -165,9 +166,15 @@ def _wrap_reads(plan: L.LogicalOp, wrap: Callable) -> L.LogicalOp:
 
 def keeps_order(cfg: LoaderConfig) -> bool:
     """Whether an epoch's rows come in a reproducible order: the session's
-    ``preserve_order``, or a loader that asked for it (a ``local_shuffle_seed``). Without
-    it, batches are cut to copy the fewest rows (``batches(keep_order=False)``)."""
+    ``preserve_order``, or a loader that asked for it (a ``local_shuffle_seed``)."""
     return Session.current().options.preserve_order or cfg.reproducible
+
+
+def batches_in_order(dataset, cfg: LoaderConfig) -> bool:
+    """Whether batches must follow the rows' order: :func:`keeps_order`, or a plan whose
+    output order means something (a sort). Otherwise batches are cut to copy the fewest
+    rows (``batches(keep_order=False)``)."""
+    return keeps_order(cfg) or orders_output(dataset.logical_plan)
 
 
 def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress | None,
@@ -387,7 +394,7 @@ class LoaderIterable:
             ReadProgress(epoch, self.cfg.seed, [])
         self._progress = progress
         cfg = self.cfg
-        ordered = keeps_order(cfg)
+        ordered = batches_in_order(self.dataset, cfg)
 
         def produce():
             with closing(prefetched(lambda: epoch_chunks(self.dataset, cfg, epoch, progress,

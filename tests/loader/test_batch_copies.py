@@ -49,3 +49,23 @@ def test_with_preserve_order_batches_follow_the_rows_order():
         sb.init(num_cpus=2)
     assert [i for b in batches for i in b] == list(range(ROWS))
     assert [len(b) for b in batches] == [BATCH] * 12 + [ROWS - 12 * BATCH]
+
+
+def test_after_a_sort_batches_keep_the_sorted_order():
+    """A sort's order is its output: no batch is cut out of order for fewer copies."""
+    sb.init(num_cpus=2)
+    ds = _pipeline().sort("id", descending=True)
+    want = list(range(ROWS))[::-1]
+    torch_ids = [i for b in ds.iter_torch_batches(batch_size=BATCH, device="cpu")
+                 for i in _ids(b)]
+    numpy_ids = [i for b in ds.iter_batches(batch_size=BATCH, batch_format="numpy")
+                 for i in b["id"].tolist()]
+    assert torch_ids == want and numpy_ids == want
+
+
+def test_iter_batches_slices_blocks_too():
+    sb.init(num_cpus=2)
+    batches = [b["id"].tolist() for b in _pipeline().iter_batches(batch_size=BATCH,
+                                                                  batch_format="numpy")]
+    assert sorted(i for b in batches for i in b) == list(range(ROWS))
+    assert sum(_from_one_block(b) for b in batches) == 12
