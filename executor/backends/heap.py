@@ -98,26 +98,6 @@ def kept_free_bytes() -> int:
     return int(info().fordblks)
 
 
-def malloc_in_use_bytes() -> int | None:
-    """Bytes this process's C heap has handed out and not yet freed (glibc's small and
-    mapped allocations: numpy arrays, torch tensors, a decoder's buffers); ``None``
-    where the C library does not tell. Unlike resident memory, it does not fall when
-    some thread gives freed memory back to the OS. ~10 us.
-
-    >>> import numpy as np
-    >>> before = malloc_in_use_bytes()
-    >>> block = np.ones(8 << 20, dtype=np.uint8)
-    >>> before is None or malloc_in_use_bytes() - before >= 8 << 20
-    True
-    """
-    info = getattr(_LIBC, "mallinfo2", None)
-    if info is None:  # pragma: no cover - glibc < 2.33 or non-glibc
-        return None
-    info.restype = _MallInfo2
-    counts = info()
-    return int(counts.uordblks + counts.hblkhd)
-
-
 _EAGER = {"commit": False}  # mimalloc in this process commits its arenas eagerly
 
 

@@ -187,6 +187,8 @@ class LocalBackend(Backend):
         If this fails part-way, :meth:`shutdown` still stops what was started."""
         self._stages, self._target = stages, target_bytes
         arrow_pool_for_driver()  # thread tasks allocate in this process
+        release_arrow_pool()  # what this thread's allocator holds freed goes back now: purged
+        # later, while a thread task measures the process's memory, it hid the task's use
         self.store = SharedStore.create(self._reuse_bytes)
         self._forget_exit_hook = at_exit(self._kill_and_remove)
         generic = [s for s in stages if isinstance(s, TaskStage) and s.worker == "process"

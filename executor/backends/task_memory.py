@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from streambatch.executor.backends.heap import kept_free_bytes, malloc_in_use_bytes
+from streambatch.executor.backends.heap import kept_free_bytes
 
 _STATUS = "/proc/self/status"
 
@@ -108,11 +108,10 @@ def _reset_peak() -> bool:
 class ArrowGrowth:
     """For a task on a thread of a shared process (whose peak resident memory other
     tasks move too): how far the process's anonymous resident memory (``RssAnon``:
-    not the shared-memory blocks it maps), Arrow's allocations and the C heap's
-    allocations rose above their levels at the task's start, the largest of the
-    three (resident memory falls when another thread gives freed memory back to the
-    OS, e.g. the driver thread's allocator purging what an earlier job freed, which
-    hid a task's 48 MiB; allocations in use do not), sampled as it takes each
+    not the shared-memory blocks it maps) and Arrow's allocations rose above their
+    levels at the task's start, the larger of the two (the backend has the driver
+    thread's allocator give back what it held freed as a job starts: purged later, while
+    a task ran, it hid the task's 48 MiB), sampled as it takes each
     input block and as it hands out each output block (decoded reader buffers, a
     writer's pages, the UDF's output, and what the allocator keeps of them). Tasks
     running beside it count in it, less the blocks every task of the process handed
@@ -141,8 +140,8 @@ class ArrowGrowth:
     def __init__(self) -> None:
         import pyarrow as pa
 
-        self._readers = [read for read in (pa.total_allocated_bytes, _anon_bytes,
-                                           malloc_in_use_bytes) if read() is not None]
+        self._readers = [read for read in (pa.total_allocated_bytes, _anon_bytes)
+                         if read() is not None]
         self._bases, self._peak = [read() or 0 for read in self._readers], 0
         self._handed = -self._handed_by_all[0]
         self._measuring[0] += 1  # (a lost update between threads is undone by finish)

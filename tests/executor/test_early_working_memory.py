@@ -99,27 +99,52 @@ def test_a_workers_first_task_of_a_stage_is_marked_as_its_warm_up(worker):
 
 
 _PURGE_BESIDE = """
+import os, sys, tempfile, time
 import numpy as np, pyarrow as pa
 import streambatch
-from streambatch.executor.backends.task_memory import ArrowGrowth
+sys.path.insert(0, sys.argv[1])
+from test_early_working_memory import SCRATCH
+from streambatch.executor.backends.base import Task, TaskOutput
+from streambatch.executor.backends.local import LocalBackend
+from streambatch.executor.contract import TaskStage
+
 parts = [pa.array(np.arange(2_000_000)) for _ in range(30)]
 joined = pa.concat_arrays(parts)
-del parts, joined  # freed: Arrow's allocator keeps the pages resident
-growth = ArrowGrowth()
-scratch = np.ones(48 << 20, dtype=np.uint8)  # the task's working memory
-pa.default_memory_pool().release_unused()  # meanwhile, the kept pages go back to the OS
-print(growth.sample())
+del parts, joined  # an earlier job's memory, freed: this thread's allocator keeps it
+go = os.path.join(tempfile.mkdtemp(), "go")
+
+def work():  # starts (its measure's base is taken), waits for the purge, then works
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    scratch = np.ones(SCRATCH, dtype=np.uint8)
+    yield pa.table({"x": np.arange(1000) + int(scratch[0])})
+
+read = [work]
+backend = LocalBackend(num_cpus=1)
+backend.start([TaskStage("Read", read_tasks_fn=lambda: read, read_tasks=read, worker="thread")],
+              target_bytes=1 << 30)
+backend.submit(Task(0, 0, 0, [], "partition 0"))
+time.sleep(0.2)  # the task started
+pa.default_memory_pool().release_unused()  # this thread's allocator purges what it holds
+open(go, "w").close()
+events = []
+while not any(isinstance(e, TaskOutput) for e in events):
+    events += backend.poll(1.0)
+backend.shutdown()
+print(next(e for e in events if isinstance(e, TaskOutput)).peak_bytes)
 """
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
-def test_a_thread_tasks_measure_holds_when_the_process_gives_memory_back_meanwhile():
-    """The driver thread's allocator purging what an earlier job freed made the process's
-    resident memory fall by hundreds of MiB while a thread task worked in 48 MiB: it
-    was measured as 1 byte (fresh-clone suites, 3 times)."""
+def test_a_thread_tasks_measure_holds_when_the_driver_gives_memory_back_meanwhile():
+    """The driver thread's allocator purging what an earlier test had freed made the
+    process's resident memory fall by hundreds of MiB while a thread task worked in 48
+    MiB: it was measured as 1 byte (fresh-clone suites, 3 times). The backend has it
+    purge as a job starts."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _PURGE_BESIDE], capture_output=True,
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", _PURGE_BESIDE, here], capture_output=True,
                          text=True, timeout=120, check=True)
-    assert int(out.stdout.strip()) >= SCRATCH * 3 // 4, out.stdout
+    assert int(out.stdout.strip().splitlines()[-1]) >= SCRATCH * 3 // 4, out.stdout
