@@ -39,14 +39,15 @@ def _reuse_then_measure():
 
 def _trim_when_idle():
     import numpy as np
+    from streambatch.executor.backends.task_memory import _status_kib
 
     heap.keep_heap()
     block = np.ones(32 * MIB, dtype=np.uint8)
-    del block
-    before = heap.kept_free_bytes()
+    del block  # freed, kept in the heap: still resident
+    before = heap.kept_free_bytes(), _status_kib("RssAnon:")
     here, _there = multiprocessing.Pipe()
     heap.trim_when_idle(here, {}, idle_s=0.0)
-    return before, heap.kept_free_bytes()
+    return before, _status_kib("RssAnon:")
 
 
 def test_a_task_working_in_kept_memory_is_charged_for_it():
@@ -58,9 +59,14 @@ def test_a_task_working_in_kept_memory_is_charged_for_it():
 
 
 def test_an_idle_worker_gives_its_kept_memory_back():
-    before, after = _in_child(_trim_when_idle)
-    assert before >= 30 * MIB
-    assert after < before  # malloc_trim released the freed pages
+    (kept, resident_kib), after_kib = _in_child(_trim_when_idle)
+    if resident_kib is None:
+        pytest.skip("this kernel does not report RssAnon")
+    assert kept >= 30 * MIB
+    # the freed pages left the process (glibc may still count them as free: in a heap
+    # forked from a long-lived process the block is not at its top, and malloc_trim
+    # gives its pages back without shrinking the heap)
+    assert resident_kib - after_kib >= 30 * 1024
 
 
 def test_a_tight_budget_keeps_about_nothing_and_a_loose_one_keeps_the_heap():
