@@ -10,7 +10,7 @@ import pyarrow as pa
 from streambatch import validate as v
 from streambatch.all_to_all import AllToAllMethods
 from streambatch.compute import resolved_concurrency
-from streambatch.connectors.block_joins import block_to_rows, exact_batches
+from streambatch.connectors.block_joins import block_to_rows
 from streambatch.conversions import ConversionMethods
 from streambatch.executor.iteration import prefetched
 from streambatch.executor.partition import Partition
@@ -329,10 +329,12 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
             return iter(batch_iterable(self, batch_format, batch_size, drop_last, prefetch_batches,
                                        local_shuffle_buffer_size, local_shuffle_seed))
 
+        from streambatch.loader.batches import table_batches
+
         def batches():
             with closing(self._partitions()) as parts:
                 tables = (p.get() for p in parts)
-                for batch in _cut(tables, batch_size, drop_last, self._in_order()):
+                for batch in table_batches(tables, batch_size, drop_last, self._in_order()):
                     yield to_batch(batch, batch_format)
 
         return prefetched(batches, prefetch_batches)
@@ -579,27 +581,3 @@ def _evaluated(expr, table: pa.Table) -> pa.ChunkedArray:
 
     return pads.dataset(table).to_table(columns={"__sb_value": expr})["__sb_value"]
 
-
-def _cut(tables: Iterator[pa.Table], batch_size: int | None, drop_last: bool,
-         in_order: bool) -> Iterator[pa.Table]:
-    """Batches of exactly ``batch_size`` rows. Where the rows' order is free (not
-    ``in_order``), a block's whole batches are slices of it and only the rows left over
-    at blocks' ends are joined (a copy); in order, a batch spanning blocks is joined.
-
-    >>> t = pa.table({"x": list(range(5))})
-    >>> [b["x"].to_pylist() for b in _cut(iter([t, t]), 4, False, in_order=False)]
-    [[0, 1, 2, 3], [0, 1, 2, 3], [4, 4]]
-    >>> [b["x"].to_pylist() for b in _cut(iter([t, t]), 4, False, in_order=True)]
-    [[0, 1, 2, 3], [4, 0, 1, 2], [3, 4]]
-    """
-    if in_order or not batch_size:
-        yield from exact_batches(tables, batch_size, drop_last)
-        return
-    import numpy as np
-
-    from streambatch.loader.batches import batches
-
-    no_ids = np.empty(0, dtype=np.int64)
-    for table, _ in batches(((t, no_ids) for t in tables), batch_size, drop_last,
-                            keep_order=False):
-        yield table

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from streambatch.connectors.block_joins import join_blocks
+from streambatch.connectors.block_joins import exact_batches, join_blocks
 from streambatch.loader.shuffle import ShuffleBuffer, epoch_rng, unpack_ids
 
 Chunk = tuple[pa.Table, np.ndarray]  # a table and the packed ids of its rows
@@ -90,6 +90,28 @@ def _fewest_copies(chunks: Iterator[Chunk], batch_size: int, drop_last: bool,
                 pending, rows = [], 0
     if rows and not drop_last:
         yield _combine(pending, whole)
+
+
+def table_batches(tables: Iterator[pa.Table], batch_size: int | None, drop_last: bool,
+                  in_order: bool) -> Iterator[pa.Table]:
+    """Batches of exactly ``batch_size`` rows (``iter_batches``). Where the rows' order is
+    free (not ``in_order``), a block's whole batches are slices of it and only the rows
+    left over at blocks' ends are joined (a copy); in order, a batch spanning blocks is
+    joined.
+
+    >>> t = pa.table({"x": list(range(5))})
+    >>> [b["x"].to_pylist() for b in table_batches(iter([t, t]), 4, False, in_order=False)]
+    [[0, 1, 2, 3], [0, 1, 2, 3], [4, 4]]
+    >>> [b["x"].to_pylist() for b in table_batches(iter([t, t]), 4, False, in_order=True)]
+    [[0, 1, 2, 3], [4, 0, 1, 2], [3, 4]]
+    """
+    if in_order or not batch_size:
+        yield from exact_batches(tables, batch_size, drop_last)
+        return
+    no_ids = np.empty(0, dtype=np.int64)
+    for table, _ in batches(((t, no_ids) for t in tables), batch_size, drop_last,
+                            keep_order=False):
+        yield table
 
 
 def _shuffled(chunks, batch_size, drop_last, size, seed, epoch) -> Iterator[Chunk]:
