@@ -580,4 +580,3 @@ def _evaluated(expr, table: pa.Table) -> pa.ChunkedArray:
     import pyarrow.dataset as pads
 
     return pads.dataset(table).to_table(columns={"__sb_value": expr})["__sb_value"]
-

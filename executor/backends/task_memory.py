@@ -140,9 +140,8 @@ class ArrowGrowth:
     def __init__(self) -> None:
         import pyarrow as pa
 
-        self._readers = [read for read in (pa.total_allocated_bytes, _anon_bytes)
-                         if read() is not None]
-        self._bases, self._peak = [read() or 0 for read in self._readers], 0
+        self._allocated = pa.total_allocated_bytes
+        self._base, self._anon, self._peak = self._allocated(), _anon_bytes(), 0
         self._handed = -self._handed_by_all[0]
         self._measuring[0] += 1  # (a lost update between threads is undone by finish)
         self._open = True
@@ -153,7 +152,9 @@ class ArrowGrowth:
 
     def sample(self) -> int:
         """Note the memory now; return the largest rise seen."""
-        rise = max((read() or 0) - base for read, base in zip(self._readers, self._bases, strict=True))
+        rise = self._allocated() - self._base
+        if self._anon is not None:
+            rise = max(rise, (_anon_bytes() or 0) - self._anon)
         share = (rise - self._handed - self._handed_by_all[0]) / max(1, self._measuring[0])
         self._peak = max(self._peak, int(share))
         return self._peak

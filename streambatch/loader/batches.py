@@ -51,41 +51,20 @@ def batches(chunks: Iterator[Chunk], batch_size: int | None, drop_last: bool = F
     if shuffle_buffer:
         yield from _shuffled(chunks, batch_size or 1, drop_last, shuffle_buffer, seed, epoch)
         return
-    if not keep_order and batch_size:
-        yield from _fewest_copies(chunks, batch_size, drop_last, whole)
-        return
     pending: list[Chunk] = []
     rows = 0
     for table, ids in chunks:
-        offset = 0
-        while offset < table.num_rows:
+        offset = 0 if keep_order or batch_size is None else \
+            table.num_rows - table.num_rows % batch_size
+        step = batch_size or 1  # (offset is 0 without a batch size)
+        for start in range(0, offset, step):  # whole batches: slices, no copy
+            yield table.slice(start, step), ids[start:start + step]
+        while offset < table.num_rows:  # the rest joins the rows waiting for a batch
             take = table.num_rows - offset if batch_size is None else \
                 min(batch_size - rows, table.num_rows - offset)
             pending.append((table.slice(offset, take), ids[offset:offset + take]))
             rows, offset = rows + take, offset + take
             if batch_size is None or rows == batch_size:
-                yield _combine(pending, whole)
-                pending, rows = [], 0
-    if rows and not drop_last:
-        yield _combine(pending, whole)
-
-
-def _fewest_copies(chunks: Iterator[Chunk], batch_size: int, drop_last: bool,
-                   whole: bool) -> Iterator[Chunk]:
-    """Batches in any order: a block's whole batches go out as slices of it (no copy);
-    the rows left over at blocks' ends wait together and go out once they make a batch
-    (joined: a copy of those rows only)."""
-    pending: list[Chunk] = []
-    rows = 0
-    for table, ids in chunks:
-        cut = table.num_rows - table.num_rows % batch_size
-        for start in range(0, cut, batch_size):
-            yield table.slice(start, batch_size), ids[start:start + batch_size]
-        while cut < table.num_rows:
-            take = min(batch_size - rows, table.num_rows - cut)
-            pending.append((table.slice(cut, take), ids[cut:cut + take]))
-            rows, cut = rows + take, cut + take
-            if rows == batch_size:
                 yield _combine(pending, whole)
                 pending, rows = [], 0
     if rows and not drop_last:

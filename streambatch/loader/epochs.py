@@ -44,7 +44,6 @@ from streambatch.executor.iteration import prefetched
 from streambatch.loader.batches import Chunk, ReadProgress, batches
 from streambatch.loader.shuffle import block_order, pack_ids, unpack_ids
 from streambatch.operators import logical as L
-from streambatch.operators.all_to_all import orders_output
 from streambatch.session import Session
 
 
@@ -171,10 +170,10 @@ def keeps_order(cfg: LoaderConfig) -> bool:
 
 
 def batches_in_order(dataset, cfg: LoaderConfig) -> bool:
-    """Whether batches must follow the rows' order: :func:`keeps_order`, or a plan whose
-    output order means something (a sort). Otherwise batches are cut to copy the fewest
-    rows (``batches(keep_order=False)``)."""
-    return keeps_order(cfg) or orders_output(dataset.logical_plan)
+    """Whether batches must follow the rows' order: the dataset's (``preserve_order``, a
+    sort in its plan) or the loader's (a ``local_shuffle_seed``). Otherwise batches are
+    cut to copy the fewest rows (``batches(keep_order=False)``)."""
+    return cfg.reproducible or dataset._in_order()
 
 
 def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress | None,
