@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Protocol, cast
@@ -51,9 +52,11 @@ from streambatch.executor.backends.heap import (
 from streambatch.executor.backends.shared_store import SharedStore
 from streambatch.executor.backends.task_memory import ArrowGrowth, first_of_stage
 from streambatch.executor.backends.task_runner import run_task, task_context
+from streambatch.executor.backends.thread_imports import imports_into
 from streambatch.executor.backends.worker_choice import Probe, WorkerChoice, recall, udf_key
 from streambatch.executor.backends.worker_start import (
     Shipped,
+    installed_modules,
     may_use_processes,
     runs_in_processes,
     ship_read,
@@ -144,6 +147,7 @@ class LocalBackend(Backend):
         self.custom_resources = dict(resources or {})
         self._start_method = check_start_method(start_method)
         self._shipped: Shipped | None = None
+        self._imported: dict[int, set[str]] = {}  # "auto" stage -> what its threads imported
         self._choices: dict[int, WorkerChoice] = {}  # stages whose worker is "auto"
         self.events: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
@@ -216,14 +220,16 @@ class LocalBackend(Backend):
     def _warm_for(self, index: int) -> None:
         """The stage's first measure leans to worker processes: the zygote imports what
         they need while the stage's threads measure on, so a move forks them at once
-        (W2: the first fork took 88 ms with the imports, then 3 ms). Not earlier: a
+        (W2: the first fork took 88 ms with the imports, then 3 ms), with what its
+        threads imported as they ran the UDF (``thread_imports``). Not earlier: a
         stage that stays on threads would have the zygote import its modules for
         nothing (torch: hundreds of MB)."""
         if self._start_method != "forkserver" or self._num_cpus < 2 or self._shipped is None:
             return
         from streambatch.executor.backends.zygote import warm_zygote
 
-        warm_zygote(self._shipped.preload([index]))
+        noted = installed_modules(self._imported.get(index, set()).copy())
+        warm_zygote(tuple(sorted({*self._shipped.preload([index]), *noted})))
 
     def worker_notes(self) -> dict[int, str]:
         """Where each "auto" stage ran and why."""
@@ -284,9 +290,10 @@ class LocalBackend(Backend):
                                                    name="streambatch-thread"))
 
     def _where(self, index: int) -> str:
-        """"thread" or "process": the stage's worker, or its choice for an "auto" one."""
+        """"thread" or "process": the stage's worker, or its choice for an "auto" one
+        (made now, if its measures are in)."""
         choice = self._choices.get(index)
-        return choice.where if choice is not None else self._stages[index].worker
+        return choice.place() if choice is not None else self._stages[index].worker
 
     def _with_shared_inputs(self, task: Task) -> Task:
         """The task as a worker process takes it: inputs in shared memory, and its read
@@ -415,8 +422,11 @@ class LocalBackend(Backend):
             return
         choice = self._choices.get(task.stage_index)
         probe = choice.probe() if choice is not None else None
+        noting = nullcontext() if choice is None else \
+            imports_into(self._imported.setdefault(task.stage_index, set()))
         try:
-            self._run_thread_task(task, probe)
+            with noting:
+                self._run_thread_task(task, probe)
         finally:
             if probe is not None:
                 probe.end()

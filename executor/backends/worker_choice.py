@@ -2,25 +2,29 @@
 
 A stage whose worker is ``"auto"`` starts on threads in the driver: no process to
 start, no block copied between processes. Each of its thread tasks measures, between
-consecutive output blocks, how long its thread wanted a CPU (:func:`thread_clock`: time
+consecutive output blocks, the share of its time on a CPU (:func:`thread_clock`: time
 on a CPU, which counts C code that runs without the GIL such as Pillow's decoder or a
-numpy kernel, plus time runnable but waiting for a CPU that other processes held)
-against the wall time. A thread blocked on the GIL wants no CPU: two pure-Python tasks
-on two cores each want about half of their time. Once ``probes`` intervals that ran
-beside another task of the stage have ended (and ``min_measured_s`` of their time in
-all), the stage stays on threads when they wanted a CPU at least ``threshold`` of their
-time, and moves to worker processes otherwise: a UDF that holds the GIL a seventh of
-its time (Pillow's JPEG decode and crop, W2) loses that share on threads, while a
-worker process's output costs one copy into shared memory, over pages reused from
-released blocks (``block_recycling``). Tasks that
-never overlap (one CPU, or a stage that never has two tasks at once) cannot compete for
-the GIL among themselves, and stay on threads. A task that started before any task of
-the stage made an output is measured from its first output on: before it, it builds
-the UDF and imports what it needs, one at a time under Python's import lock, whatever
-the UDF does later. Intervals, not whole tasks, so that the choice comes after a few
-batches rather than a few partitions.
+numpy kernel) of the time it could have been on one: its wall time less the time it
+waited, runnable, for a CPU that other threads or processes held (the zygote importing
+the workers' modules, the training loop, another job). A thread blocked on the GIL is
+not runnable: two pure-Python tasks on two cores each run about half of their time.
+When the stage's next task is placed, and once ``probes`` intervals that ran beside
+another task of the stage have ended (``min_measured_s`` of their time in all), the
+stage stays on threads when those intervals ran at least ``threshold`` of their time,
+and moves to worker processes otherwise: a UDF that holds the GIL a seventh of its time
+(Pillow's JPEG decode and crop, W2: 0.84-0.93) loses more than that on threads (W2: 12%
+slower there than in processes), while a worker process's output costs one copy into
+shared memory, over pages reused from released blocks (``block_recycling``). GIL-free
+UDFs read 0.98 (hashlib; the same beside a process that keeps both cores busy). Tasks
+that never overlap (one CPU, or a stage that never has two tasks at once) cannot
+compete for the GIL among themselves, and stay on threads. A task that started before
+any task of the stage made an output is measured from its first output on: before it,
+it builds the UDF and imports what it needs, one at a time under Python's import lock,
+whatever the UDF does later. Intervals, not whole tasks, so that the choice comes
+after a few batches rather than a few partitions; every interval measured until the
+choice is needed counts.
 
-A UDF that waits (I/O, sleep) wants no CPU either and goes to processes, where such
+A UDF that waits (I/O, sleep) does not run either and goes to processes, where such
 UDFs ran before this choice existed.
 
 A choice made is kept for the rest of the driver process (:func:`recall`): the same
@@ -41,16 +45,18 @@ KEPT = 256  # choices kept at most (the oldest go first)
 PROBES = 2  # intervals measured beside another task before choosing
 MIN_MEASURED_S = 0.08  # and at least this much of their time in all (short tasks: more)
 MIN_INTERVAL_S = 0.002  # shorter intervals are not measured (the clock's steps)
-THRESHOLD = 0.92  # GIL-free UDFs read 0.97-0.99, W2's decode 0.85-0.87, pure Python about 0.5
+THRESHOLD = 0.93  # GIL-free UDFs read 0.95-1.0, W2's decode 0.83-0.91, pure Python about 0.5
+SURE = 0.02  # a ratio this close to the threshold is measured on, up to
+MORE = 4  # this many times ``probes`` intervals
 
 
-def thread_clock() -> float:
-    """Seconds the calling thread has run on a CPU (``time.thread_time``, exact) or
+def thread_clock() -> tuple[float, float]:
+    """Seconds the calling thread has run on a CPU (``time.thread_time``, exact) and
     waited runnable for one (Linux's /proc/thread-self/schedstat; elsewhere 0). The
     schedstat run time would do for both, but the kernel adds a running thread's up at
     scheduler ticks (4 ms steps here).
 
-    >>> a = thread_clock(); sum(range(10**5)) > 0 and thread_clock() > a
+    >>> ran, _ = thread_clock(); sum(range(10**5)) > 0 and thread_clock()[0] > ran
     True
     """
     try:
@@ -58,7 +64,7 @@ def thread_clock() -> float:
             waited = int(f.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         waited = 0.0
-    return time.thread_time() + waited
+    return time.thread_time(), waited
 
 
 @dataclass
@@ -71,18 +77,18 @@ class WorkerChoice:
     >>> a, b = c.started(), c.started()       # two cold tasks (importing, building)
     >>> c.warmed(a); c.warmed(b)              # each made its first output
     >>> valid = c.interval_valid(a)           # warm, beside another: measured
-    >>> c.sample(valid, cpu_s=0.50, wall_s=1.0); c.sample(valid, cpu_s=0.52, wall_s=1.0)
-    >>> c.where, c.describe()
-    ('process', 'processes (auto: threads wanted a CPU 51% of the time)')
+    >>> c.sample(valid, cpu_s=0.50, span_s=1.0); c.sample(valid, cpu_s=0.52, span_s=1.0)
+    >>> c.place(), c.describe()               # the next task is placed: decided
+    ('process', 'processes (auto: threads ran 51% of the time they could)')
     """
 
     probes: int = PROBES
     threshold: float = THRESHOLD
     min_measured_s: float = MIN_MEASURED_S
-    where: str = "thread"  # where the next task runs: "thread" until decided
+    where: str = "thread"  # where tasks run: "thread" until decided (:meth:`place`)
     decided: bool = False
     cpu_s: float = 0.0
-    wall_s: float = 0.0
+    span_s: float = 0.0
     measured: int = 0
     note: str = ""  # why it was decided without measuring
     key: tuple | None = None  # the stage's UDFs (udf_key): the choice, once made, is kept
@@ -126,32 +132,52 @@ class WorkerChoice:
         with self._lock:
             return len(self._running) >= 2 and self._running.get(token, False)
 
-    def sample(self, valid: bool, cpu_s: float, wall_s: float) -> None:
-        """An interval ended after its thread wanted a CPU ``cpu_s`` of ``wall_s``;
-        ``valid``: :meth:`interval_valid` at its start. Intervals under
-        ``MIN_INTERVAL_S`` are left out: the waiting part of :func:`thread_clock` moves
-        in scheduler ticks."""
+    def sample(self, valid: bool, cpu_s: float, span_s: float) -> None:
+        """An interval ended after its thread ran ``cpu_s`` of the ``span_s`` it could
+        have run (its wall time less its waits for a CPU); ``valid``:
+        :meth:`interval_valid` at its start. Intervals under ``MIN_INTERVAL_S`` are left
+        out: the waiting part of :func:`thread_clock` moves in scheduler ticks."""
         with self._lock:
-            if self.decided or not valid or wall_s < MIN_INTERVAL_S:
+            if self.decided or not valid or span_s < MIN_INTERVAL_S:
                 return
             self.cpu_s += cpu_s
-            self.wall_s += wall_s
+            self.span_s += span_s
             self.measured += 1
-            if self.measured >= self.probes and self.wall_s >= self.min_measured_s:
-                self.decided = True
-                self.where = "thread" if self.ratio >= self.threshold else "process"
-                if self.key is not None:
-                    _keep(self.key, (self.where, self.cpu_s, self.wall_s, self.measured))
             lean = None
-            if cpu_s < self.threshold * wall_s:  # this interval leans to processes
+            if cpu_s < self.threshold * span_s:  # this interval leans to processes
                 lean, self.on_lean = self.on_lean, None
         if lean is not None:
             lean()
 
+    def place(self) -> str:
+        """Where the stage's next task runs: "thread" until enough intervals were
+        measured, then the choice, made once from every interval measured so far. A
+        ratio within ``SURE`` of the threshold waits for more intervals (up to ``MORE``
+        times ``probes``): one interval reads a few points either way.
+
+        >>> c = WorkerChoice(probes=2, min_measured_s=0.0)
+        >>> c.sample(True, 0.98, 1.0); c.place(), c.decided
+        ('thread', False)
+        >>> c.sample(True, 0.90, 1.0); c.place(), c.decided  # 0.94: near 0.93, not sure
+        ('thread', False)
+        >>> c.sample(True, 0.99, 1.0); c.place(), c.decided
+        ('thread', True)
+        """
+        with self._lock:
+            enough = self.measured >= self.probes and self.span_s >= self.min_measured_s
+            sure = abs(self.ratio - self.threshold) >= SURE \
+                or self.measured >= MORE * self.probes
+            if not self.decided and enough and sure:
+                self.decided = True
+                self.where = "thread" if self.ratio >= self.threshold else "process"
+                if self.key is not None:
+                    _keep(self.key, (self.where, self.cpu_s, self.span_s, self.measured))
+            return self.where
+
     @property
     def ratio(self) -> float:
-        """The measured intervals' share of time wanting a CPU (1.0: none measured)."""
-        return self.cpu_s / self.wall_s if self.wall_s else 1.0
+        """The measured intervals' share of their time on a CPU (1.0: none measured)."""
+        return self.cpu_s / self.span_s if self.span_s else 1.0
 
     def describe(self) -> str:
         """Where the stage runs and why, for ``stats()``.
@@ -165,7 +191,7 @@ class WorkerChoice:
             return "threads (auto: no two tasks ran at once)"
         place = "threads" if self.where == "thread" else "processes"
         when = " in an earlier job of this process" if self.recalled else ""
-        return f"{place} (auto: threads wanted a CPU {self.ratio:.0%} of the time{when})"
+        return f"{place} (auto: threads ran {self.ratio:.0%} of the time they could{when})"
 
 
 def udf_key(ops) -> tuple | None:
@@ -199,15 +225,16 @@ def recall(key: tuple | None, **fields) -> WorkerChoice:
 
     >>> fresh = recall(("k",)); fresh.decided
     False
-    >>> fresh.sample(True, 0.2, 1.0); fresh.sample(True, 0.2, 1.0)
+    >>> fresh.sample(True, 0.2, 1.0); fresh.sample(True, 0.2, 1.0); fresh.place()
+    'process'
     >>> again = recall(("k",)); again.where, again.describe()
-    ('process', 'processes (auto: threads wanted a CPU 20% of the time in an earlier job of this process)')
+    ('process', 'processes (auto: threads ran 20% of the time they could in an earlier job of this process)')
     >>> forget(); recall(("k",)).decided
     False
     """
     if key in _EARLIER:
-        where, cpu_s, wall_s, measured = _EARLIER[key]
-        return WorkerChoice(where=where, decided=True, cpu_s=cpu_s, wall_s=wall_s,
+        where, cpu_s, span_s, measured = _EARLIER[key]
+        return WorkerChoice(where=where, decided=True, cpu_s=cpu_s, span_s=span_s,
                             measured=measured, key=key, recalled=True)
     return WorkerChoice(key=key, **fields)
 
@@ -243,11 +270,12 @@ class Probe:
 
     def _begin(self) -> None:
         self.valid = self.choice.interval_valid(self.token)
-        self.clock, self.start = thread_clock(), time.perf_counter()
+        (self.ran, self.waited), self.start = thread_clock(), time.perf_counter()
 
     def _sample(self) -> None:
-        self.choice.sample(self.valid, thread_clock() - self.clock,
-                           time.perf_counter() - self.start)
+        ran, waited = thread_clock()
+        self.choice.sample(self.valid, ran - self.ran,
+                           time.perf_counter() - self.start - (waited - self.waited))
 
     def output(self) -> None:
         """The task handed back an output block: an interval ends, the next begins."""
