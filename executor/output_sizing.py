@@ -58,15 +58,16 @@ def output_target(states: list[StageState], st: StageState, target: int,
     per_row = _seconds_per_row(down)
     bytes_per_row = _bytes_per_row_out(st)
     batch = down.stage.batch_rows
+    whole_batch = (batch or 0) * bytes_per_row  # less would be joined again: a copy
     if per_row and bytes_per_row:
         rows = max(batch or 1, math.ceil(TASK_SECONDS / per_row))
-        return max(SMALLEST, int(min(sized, rows * bytes_per_row)))
+        return max(SMALLEST, int(max(whole_batch, min(sized, rows * bytes_per_row))))
     if batch and bytes_per_row:  # speed not known yet: a batch a block, for its slots
         sized = min(sized, batch * bytes_per_row)
     spread = math.ceil(down_slots / max(1, _tasks_left(st)))
     if spread > 1 and est_bytes:  # few tasks left to feed many slots: cut finer
         sized = min(sized, max(est_bytes / spread, (batch or 1) * bytes_per_row))
-    return max(SMALLEST, int(sized))
+    return max(SMALLEST, int(max(whole_batch, sized)))
 
 
 def output_rows(states: list[StageState], st: StageState, task_rows: int = 0,

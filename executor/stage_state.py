@@ -270,6 +270,23 @@ class StageState:
                 return max(measured)
         return UNMEASURED_FACTOR * max(0, est_bytes)
 
+    def first_to_measure(self) -> bool:
+        """True for the first task of a stage after a source, while none of its tasks
+        runs or ran: it measures the stage's growth and working memory, and it consumes
+        input already made, so it is admitted on its expected output alone (charged the
+        6x guess, S1's GPU stage waited 2 s for 48 MiB of a 96 MiB budget while the
+        stage before it stood still); the tasks admitted beside it still see the guess.
+
+        >>> st = StageState(1, TaskStage("M", upstream=(0,)), None)
+        >>> st.first_to_measure()
+        True
+        >>> st.running[1] = RunningTask(1, 1, 0, [], "partition 0", 100)
+        >>> st.first_to_measure()
+        False
+        """
+        return not self.stage.is_source and not self.running and not self.stats.tasks \
+            and not self.working and not self.warmup_working
+
     def _so_far(self, warmup: bool) -> list[int]:
         """First-block measures of the running tasks (of workers' first tasks or not)."""
         return [m for task_id, (m, warm) in self.so_far.items()

@@ -473,6 +473,8 @@ class StreamingExecutor:
 
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
         working, est = st.working_for(est), st.expected_output(est)
+        if st.first_to_measure():  # (what it reserves once running stays the guess)
+            working = est
         if st.stage.is_source:
             used = used_bytes(self.states, self._tasks) + \
                 drain_headroom(self.states, self._slots_of)

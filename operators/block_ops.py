@@ -370,7 +370,9 @@ class FlatMapOp(RowOp):
                     outputs += produced
                     sources += [i] * len(produced)
             if outputs:
-                yield self.to_block(ctx, rows, outputs, sources)
+                block = self.to_block(ctx, rows, outputs, sources)
+                del outputs, produced  # the UDF's rows, copied into the block: not held
+                yield block  # while the next op works on it (S1: 8 MiB a task)
 
     @staticmethod
     def _produce(fn, row):

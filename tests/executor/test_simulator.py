@@ -100,6 +100,31 @@ def test_output_blocks_are_sized_for_the_consumer():
     assert output_target([up, down], up, 64 * MiB) == 64 * MiB // 20
 
 
+def test_a_tight_target_never_cuts_a_block_below_one_consumer_batch():
+    """S1 under 96 MiB: a 1.5 MiB target cut each item's 8 rows of 1 MiB into four
+    blocks that the GPU stage joined again into its batch of 8 (an 8 MiB copy in every
+    actor task, charged as its working memory)."""
+    up, down = _stage(0, downstream=1), _stage(1, upstream=(0,), batch=8)
+    up.stats.rows_out, up.stats.bytes_out = 8, 8 * MiB  # 1 MiB a row
+    assert output_target([up, down], up, 3 * MiB // 2) == 8 * MiB  # speed unknown
+    down.task_finished(8 * MiB, 100, 0.25)  # 8 rows in 0.25 s: 1 s is 32 rows
+    down.stats.rows_in = 8
+    assert output_target([up, down], up, 3 * MiB // 2) == 8 * MiB  # measured
+    assert output_target([up, down], up, 64 * MiB) == 32 * MiB  # (1 s of its work)
+
+
+def test_the_first_task_of_a_later_stage_is_admitted_on_its_output_alone():
+    """It measures, and it drains input already made; the 6x guess stays what it
+    reserves for the tasks admitted beside it (S1's GPU stage waited 2 s for 48 MiB of
+    96 while the stage before it stood still)."""
+    first = _stage(1, upstream=(0,))
+    assert first.first_to_measure() and first.working_for(8 * MiB) == 48 * MiB
+    first.running[7] = SimpleNamespace(inputs=[], est_bytes=8 * MiB, working=48 * MiB)
+    assert not first.first_to_measure()
+    source = StageState(0, TaskStage("Read", read_tasks_fn=list), 1)  # its first read
+    assert not source.first_to_measure()  # adds new data
+
+
 def test_few_tasks_left_cut_their_output_for_the_consumer_slots():
     up, down = _stage(0, downstream=1), _stage(1, upstream=(0,))
     up.pending_reads.extend(range(4))  # four reads left for 64 slots: 16 blocks each
