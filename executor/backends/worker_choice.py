@@ -15,7 +15,8 @@ and moves to worker processes otherwise: a UDF that holds the GIL a seventh of i
 (Pillow's JPEG decode and crop, W2: 0.84-0.93) loses more than that on threads (W2: 12%
 slower there than in processes), while a worker process's output costs one copy into
 shared memory, over pages reused from released blocks (``block_recycling``). GIL-free
-UDFs read 0.98 (hashlib; the same beside a process that keeps both cores busy). Tasks
+UDFs read 0.95-1.0 (hashlib; 0.90-1.0 beside a process that keeps both cores busy, where
+2 runs in 20 moved to processes and paid that copy). Tasks
 that never overlap (one CPU, or a stage that never has two tasks at once) cannot
 compete for the GIL among themselves, and stay on threads. A task that started before
 any task of the stage made an output is measured from its first output on: before it,
