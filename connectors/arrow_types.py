@@ -90,6 +90,29 @@ def _unify_lists(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     return pa.large_list(item) if large else pa.list_(item)
 
 
+def keeps_fields(have: pa.DataType, want: pa.DataType) -> bool:
+    """False when a cast from ``have`` to ``want`` would drop a nested field: Arrow casts
+    a struct to a struct of fewer fields by leaving the others out, silently (a row's
+    ``{"k": 1, "extra": [1, 2]}`` written as ``{"k": 1}``). Lists, maps and structs are
+    followed down; other types are the cast's to judge.
+
+    >>> s = pa.struct([("k", pa.int64())])
+    >>> keeps_fields(pa.struct([("k", pa.int64()), ("extra", pa.string())]), s)
+    False
+    >>> keeps_fields(pa.list_(s), pa.list_(pa.struct([("k", pa.int64()), ("x", pa.string())])))
+    True
+    """
+    if pa.types.is_struct(have) and pa.types.is_struct(want):
+        wanted = {f.name: f.type for f in want}
+        return all(f.name in wanted and keeps_fields(f.type, wanted[f.name]) for f in have)
+    if list_like(have) and list_like(want):
+        return keeps_fields(have.value_type, want.value_type)
+    if pa.types.is_map(have) and pa.types.is_map(want):
+        return keeps_fields(have.key_type, want.key_type) and \
+            keeps_fields(have.item_type, want.item_type)
+    return True
+
+
 def _unify_structs(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     if not (pa.types.is_struct(a) and pa.types.is_struct(b)):
         return None

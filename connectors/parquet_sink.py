@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from streambatch.connectors.arrow_types import keeps_fields
 from streambatch.connectors.datasink import FileDatasink, written
 from streambatch.connectors.paths import HIVE_NULL
 
@@ -73,10 +74,16 @@ def fitted(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
     ['a', 'b']
     >>> fitted(pa.table({"x": [1.5]}), pa.schema([("x", pa.null())])) is None
     True
+    >>> fitted(pa.table({"s": [{"k": 1, "extra": [1, 2]}]}),  # a field more than the file's
+    ...        pa.schema([("s", pa.struct([("k", pa.int64())]))])) is None
+    True
     """
     if table.schema == schema:
         return table
     if sorted(table.column_names) != sorted(schema.names):
+        return None
+    if not all(keeps_fields(table.schema.field(n).type, schema.field(n).type)
+               for n in schema.names):
         return None
     try:
         return table.select(schema.names).cast(schema, safe=True)
