@@ -68,17 +68,46 @@ class CSVSink(FileDatasink):
 
         rows = size = 0
         with self.fs.open(path, "wb") as handle:
-            writer = schema = None
+            writer = header = schema = None
             for table in tables:
                 check_flat(table, "write_csv")
-                if writer is None:
-                    schema = table.schema
-                    writer = pacsv.CSVWriter(handle, schema)
-                writer.write_table(table.cast(schema) if table.schema != schema else table)
+                if header is not None:
+                    table = in_header_order(table, header)
+                if writer is None or table.schema != schema:
+                    # a block of other types under the same header (a column all nulls
+                    # in the first block): its own writer, values formatted as they are
+                    if writer is not None:
+                        writer.close()  # (not the file)
+                    options = pacsv.WriteOptions(include_header=header is None)
+                    writer = pacsv.CSVWriter(handle, table.schema, write_options=options)
+                    header, schema = header or table.column_names, table.schema
+                writer.write_table(table)
                 rows, size = rows + table.num_rows, size + table.nbytes
             if writer is not None:
                 writer.close()
         return rows, size
+
+
+def in_header_order(table: pa.Table, header: list[str]) -> pa.Table:
+    """``table``'s columns in the order of the file's header, or a ValueError naming the
+    columns when they differ (a CSV file has one header).
+
+    >>> in_header_order(pa.table({"b": [1], "a": [2]}), ["a", "b"]).column_names
+    ['a', 'b']
+    >>> in_header_order(pa.table({"a": [1], "c": [2]}), ["a", "b"])
+    Traceback (most recent call last):
+    ...
+    ValueError: write_csv: a block has the columns ['a', 'c'] where the file's header has ['a', 'b'] (one CSV file has one header); give every row the same columns (select_columns, or a default in the function that makes them), or write_parquet, which starts a new file for them
+    """
+    if table.column_names == header:
+        return table
+    if sorted(table.column_names) != sorted(header):
+        raise ValueError(
+            f"write_csv: a block has the columns {table.column_names} where the file's header "
+            f"has {header} (one CSV file has one header); give every row the same columns "
+            f"(select_columns, or a default in the function that makes them), or "
+            f"write_parquet, which starts a new file for them")
+    return table.select(header)
 
 
 def check_flat(table: pa.Table, who: str) -> None:
