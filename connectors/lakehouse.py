@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
+from streambatch.connectors.arrow_types import keeps_fields
 from streambatch.connectors.sink_contract import ContractJob, Datasink
 
 from streambatch._dependencies import import_optional
@@ -125,16 +126,29 @@ def normalized(table: pa.Table, target: pa.Schema | None, who: str) -> pa.Table:
     cast to its types; other columns as they are, except all-null ones of type null,
     left out (a file without a column reads as nulls); no field metadata.
 
+    A struct with a field the table's lacks fails naming it: the cast would drop it.
+
     >>> t = pa.table({"a": pa.array([1], pa.int32()), "n": pa.nulls(1), "b": ["x"]})
     >>> normalized(t, pa.schema([("a", pa.int64())]), "w").schema
     a: int64
     b: string
+    >>> normalized(pa.table({"s": [{"k": 1, "extra": 2}]}),
+    ...            pa.schema([("s", pa.struct([("k", pa.int64())]))]), "w")
+    Traceback (most recent call last):
+    ...
+    ValueError: w: column 's' holds struct<k: int64, extra: int64>, with nested fields the table's struct<k: int64> lacks; writing it would drop their values: add them to the table's schema first, or leave them out of the rows
     """
     names, columns = [], []
     for field in table.schema:
         column = table.column(field.name)
         if target is not None and field.name in target.names:
-            column = _cast(column, field.name, target.field(field.name).type, who)
+            want = target.field(field.name).type
+            if not keeps_fields(column.type, want):
+                raise ValueError(
+                    f"{who}: column {field.name!r} holds {column.type}, with nested fields "
+                    f"the table's {want} lacks; writing it would drop their values: add them "
+                    f"to the table's schema first, or leave them out of the rows")
+            column = _cast(column, field.name, want, who)
         elif pa.types.is_null(field.type):
             continue
         names.append(field.name)

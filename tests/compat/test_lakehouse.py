@@ -184,6 +184,18 @@ def test_delta_schemas_all_null_partitions_and_appends_with_new_columns(tmp_path
     assert sb.read_delta(path).take_all() == [{"x": 5, "w": "new"}]
 
 
+def test_delta_append_refuses_a_nested_field_the_table_lacks(tmp_path):
+    """Cast to the table's struct, the new field's values were dropped and the append
+    committed without them; now nothing is written and the error names the column."""
+    path = str(tmp_path / "t")
+    sb.from_items([{"x": 1, "s": {"k": 1}}]).write_delta(path)
+    with pytest.raises(Exception, match=r"column 's' holds struct<k: int64, extra: .*the "
+                                        r"table's struct<k: int64> lacks"):
+        sb.from_items([{"x": 2, "s": {"k": 2, "extra": [2, 3]}}]).write_delta(path)
+    assert sb.read_delta(path).take_all() == [{"x": 1, "s": {"k": 1}}]
+    assert deltalake.DeltaTable(path).version() == 0
+
+
 def test_delta_partition_by(tmp_path):
     path = str(tmp_path / "t")
     source(12).write_delta(path, partition_by=["s"], name="t", description="test rows")
