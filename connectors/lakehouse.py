@@ -142,13 +142,9 @@ def normalized(table: pa.Table, target: pa.Schema | None, who: str) -> pa.Table:
     for field in table.schema:
         column = table.column(field.name)
         if target is not None and field.name in target.names:
-            want = target.field(field.name).type
-            if not keeps_fields(column.type, want):
-                raise ValueError(
-                    f"{who}: column {field.name!r} holds {column.type}, with nested fields "
-                    f"the table's {want} lacks; writing it would drop their values: add them "
-                    f"to the table's schema first, or leave them out of the rows")
-            column = _cast(column, field.name, want, who)
+            refuse_dropped_fields(table, target, who, "add them to the table's schema first, "
+                                  "or leave them out of the rows")
+            column = _cast(column, field.name, target.field(field.name).type, who)
         elif pa.types.is_null(field.type):
             continue
         names.append(field.name)
@@ -170,6 +166,25 @@ def refuse_extra(table: pa.Table, target: pa.Schema, who: str, hint: str) -> Non
     if extra:
         raise ValueError(f"{who}: column(s) {extra} are not in the table (its columns: "
                          f"{target.names}); {hint}")
+
+
+def refuse_dropped_fields(table: pa.Table, target: pa.Schema, who: str, hint: str) -> None:
+    """Fail naming a column of ``table`` whose struct has fields that ``target``'s type
+    for it lacks: Arrow's cast would leave them out, silently (``keeps_fields``).
+
+    >>> refuse_dropped_fields(pa.table({"s": [{"k": 1, "e": 2}]}),
+    ...                       pa.schema([("s", pa.struct([("k", pa.int64())]))]), "w", "h")
+    Traceback (most recent call last):
+    ...
+    ValueError: w: column 's' holds struct<k: int64, e: int64>, with nested fields the table's struct<k: int64> lacks; writing it would drop their values: h
+    """
+    for field in table.schema:
+        if field.name in target.names:
+            want = target.field(field.name).type
+            if not keeps_fields(field.type, want):
+                raise ValueError(f"{who}: column {field.name!r} holds {field.type}, with nested "
+                                 f"fields the table's {want} lacks; writing it would drop "
+                                 f"their values: {hint}")
 
 
 def concrete(schema: pa.Schema) -> pa.Schema:

@@ -28,6 +28,7 @@ from streambatch.connectors.lakehouse import (
     conform,
     estimated_bytes,
     non_empty,
+    refuse_dropped_fields,
     refuse_extra,
     require,
     wanted_columns,
@@ -175,16 +176,18 @@ class LanceSink(TableSink):
         if first is None:
             return None
         schema = self.schema or first.schema
+        hint = "pass a schema with every column, or mode='overwrite' to change the " \
+            "dataset's schema" if self.schema is not None else "pass schema= with every " \
+            "column and nested field the rows may have (this partition's first block had " \
+            "fewer, and its schema is the file's)"
 
         upstream: list[BaseException] = []  # what the blocks' producer raised
 
         def batches():
             try:
                 for block in (first, *blocks):
-                    if self.schema is not None:
-                        refuse_extra(block, schema, self.who, "pass a schema with every "
-                                     "column, or mode='overwrite' to change the dataset's "
-                                     "schema")
+                    refuse_extra(block, schema, self.who, hint)
+                    refuse_dropped_fields(block, schema, self.who, hint)
                     yield from conform(block, schema, self.who).to_batches()
             except BaseException as exc:
                 upstream.append(exc)

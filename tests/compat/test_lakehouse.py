@@ -273,6 +273,30 @@ def test_lance_all_null_partitions_and_differing_schemas(tmp_path):
     assert sb.read_lance(other).count() == 2
 
 
+def test_lance_a_later_block_with_more_columns_or_fields_fails_unless_the_schema_has_them(
+        tmp_path):
+    """A partition's first block sets the file's schema: a later block's new column and
+    new struct field were dropped, silently. Now the write fails naming them, and
+    schema= with every column and field writes each value."""
+    def grows(batch):
+        i = int(batch["id"][0])
+        extra = {"extra": [i]} if i % 2 else {}
+        return {"id": [i], "s": [{"k": i, **extra}], **({"z": [i]} if i == 2 else {})}
+
+    ds = sb.range(3, override_num_blocks=1).map_batches(grows, batch_size=1)
+    uri = str(tmp_path / "t.lance")
+    with pytest.raises(Exception, match=r"column 's' holds struct<k: int64, extra: .*pass "
+                                        r"schema= with every column and nested field"):
+        ds.write_lance(uri)
+    schema = pa.schema([("id", pa.int64()), ("z", pa.int64()),
+                        ("s", pa.struct([("k", pa.int64()), ("extra", pa.list_(pa.int64()))]))])
+    ds.write_lance(str(tmp_path / "u.lance"), schema=schema)
+    assert sorted(sb.read_lance(str(tmp_path / "u.lance")).take_all(), key=lambda r: r["id"]) == [
+        {"id": 0, "z": None, "s": {"k": 0, "extra": None}},
+        {"id": 1, "z": None, "s": {"k": 1, "extra": [1]}},
+        {"id": 2, "z": 2, "s": {"k": 2, "extra": None}}]
+
+
 # ---- Iceberg ---------------------------------------------------------------------------
 
 def catalog_kwargs(tmp_path: Path) -> dict:
