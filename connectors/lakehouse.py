@@ -138,12 +138,13 @@ def normalized(table: pa.Table, target: pa.Schema | None, who: str) -> pa.Table:
     ...
     ValueError: w: column 's' holds struct<k: int64, extra: int64>, with nested fields the table's struct<k: int64> lacks; writing it would drop their values: add them to the table's schema first, or leave them out of the rows
     """
+    if target is not None:
+        refuse_dropped_fields(table, target, who, "add them to the table's schema first, or "
+                              "leave them out of the rows")
     names, columns = [], []
     for field in table.schema:
         column = table.column(field.name)
         if target is not None and field.name in target.names:
-            refuse_dropped_fields(table, target, who, "add them to the table's schema first, "
-                                  "or leave them out of the rows")
             column = _cast(column, field.name, target.field(field.name).type, who)
         elif pa.types.is_null(field.type):
             continue
