@@ -1,11 +1,23 @@
 """The memory budget holds for data larger than it: the process tree's peak PSS stays
-within budget x 1.25 + the baseline of as many idle interpreters, for read -> map ->
-write (a fused process stage) and read -> actor -> write. Reader buffers and a
-task's working memory count: they are measured per task. (At 10x the budget, 1.3
-GB under 128 MiB, this is benchmarks/parquet_memory.py; here 3x, ~384 MiB.)"""
+within budget x 1.25 (1.5 with allocator defaults, below) + the baseline of as many
+idle interpreters, for read -> map -> write (a fused process stage) and read -> actor
+-> write. Reader buffers and a task's working memory count: they are measured per
+task. (At 10x the budget, 1.3 GB under 128 MiB, this is benchmarks/parquet_memory.py;
+here 3x, ~384 MiB.)
+
+Allocators keep freed pages for reuse: mimalloc (Arrow's, in worker processes; in a
+driver that imported pyarrow first, for Arrow's C++ buffers such as the Parquet
+writer's, the rest going to glibc's malloc) gives a thread's freed pages back 10 ms
+after the free, on that thread's next call into it (``MIMALLOC_PURGE_DELAY``, read
+as pyarrow loads). The engine's accounting is checked with that delay at 0 (what it
+admits is what the tree holds: within 1.25x, measured 200-232 MiB of 294-299); with
+the defaults the driver's reader and writer threads hold freed pages beyond it (up
+to ~60 MiB here: 254-300 MiB), so that run is held to 1.5x. A delay of 0 as the
+default made a 10 M-row shuffle 8-18% slower."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -110,13 +122,21 @@ def baseline_pss(procs: int) -> int:
         proc.wait()
 
 
+ALLOCATORS = {"purge-at-once": ({"MIMALLOC_PURGE_DELAY": "0"}, 1.25),
+              "default": ({}, 1.5)}
+
+
+@pytest.mark.parametrize("allocator", list(ALLOCATORS))
 @pytest.mark.parametrize("shape", ["map", "actor"])
-def test_peak_memory_stays_within_the_budget_on_three_times_the_data(data, tmp_path, shape):
+def test_peak_memory_stays_within_the_budget_on_three_times_the_data(data, tmp_path, shape,
+                                                                     allocator):
     assert sum(p.stat().st_size for p in data.iterdir()) > 0
     script = tmp_path / "job.py"
     script.write_text(JOB)
+    env, allowance = ALLOCATORS[allocator]
     job = subprocess.Popen([sys.executable, str(script), str(data), str(tmp_path / "out"),
-                            str(BUDGET), shape], stdout=subprocess.PIPE, text=True)
+                            str(BUDGET), shape], stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, **env})
     peak: list = []
     sampler = threading.Thread(target=lambda: peak.append(tree_peak(job)))
     sampler.start()
@@ -124,6 +144,6 @@ def test_peak_memory_stays_within_the_budget_on_three_times_the_data(data, tmp_p
     sampler.join()
     assert job.returncode == 0 and int(out.split()[-1]) == FILES * GROUPS * GROUP_ROWS
     held, procs = peak[0]
-    limit = BUDGET * 1.25 + baseline_pss(procs)
+    limit = BUDGET * allowance + baseline_pss(procs)
     print(f"{shape}: peak PSS {held / MiB:.0f} MiB, limit {limit / MiB:.0f} MiB ({procs} processes)")
     assert held <= limit, f"peak PSS {held / MiB:.0f} MiB over {limit / MiB:.0f} MiB ({procs} processes)"
