@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from streambatch.connectors.block_joins import concat_blocks
 from streambatch.executor.contract import ColumnNotFoundError, TaskContext, UDFFailure
 from streambatch.operators.aggregates import merge_together, partial_together, unprefixed
+from streambatch.operators.join_nulls import join_tables
 
 
 class _ExchangeOp:
@@ -358,9 +359,9 @@ class JoinReduceOp(_ExchangeOp):
         left, right = concat_blocks(sides[0]), concat_blocks(sides[1])
         if not left.num_rows and not right.num_rows:
             return
-        joined = left.join(right, list(self.keys), list(self.right_keys),
-                           join_type=JOIN_TYPES[self.how], left_suffix=self.suffixes[0] or None,
-                           right_suffix=self.suffixes[1] or None, use_threads=False)
+        joined = join_tables(left, right, list(self.keys), list(self.right_keys),
+                             JOIN_TYPES[self.how], (self.suffixes[0] or None,
+                                                    self.suffixes[1] or None))
         if joined.num_rows:
             yield joined
 
