@@ -48,8 +48,6 @@ class JSONSource(FileSource):
         >>> [t.to_pylist() for t in src.read_file(fsspec.filesystem("file"), FileEntry(path, 0), None)]
         [[{'a': 1.0, 'b': None}, {'a': 2.5, 'b': 'x'}]]
         """
-        import pyarrow.json as pajson
-
         with fs.open(entry.path, "rb", compression="infer") as handle:
             data = handle.read()
         head = data.lstrip()[:1]
@@ -64,7 +62,33 @@ class JSONSource(FileSource):
                                  f"a {type(rows[bad]).__name__}")
             yield _array_block(rows, entry.path, self.who)
             return
-        yield pajson.read_json(io.BytesIO(data))
+        yield read_json_lines(data)
+
+
+def read_json_lines(data: bytes) -> pa.Table:
+    """JSON lines by pyarrow's reader. Its type inference garbles a list whose first
+    values are null (pyarrow 26: ``[null, 3]`` read as ``[3, 0]``, ``[null, "a"]`` as
+    invalid strings): where the inferred schema holds a list, the lines are parsed again
+    with that schema given, which reads them as written.
+
+    >>> read_json_lines(b'{"l": [null, 3]}\\n{"l": [1, null]}\\n')["l"].to_pylist()
+    [[None, 3], [1, None]]
+    """
+    import pyarrow.json as pajson
+
+    table = pajson.read_json(io.BytesIO(data))
+    if any(_holds_list(field.type) for field in table.schema):
+        options = pajson.ParseOptions(explicit_schema=table.schema)
+        table = pajson.read_json(io.BytesIO(data), parse_options=options)
+    return table
+
+
+def _holds_list(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return True
+    if pa.types.is_struct(kind):
+        return any(_holds_list(kind.field(i).type) for i in range(kind.num_fields))
+    return False
 
 
 def _array_block(rows: list[dict], path: str, who: str) -> pa.Table:
