@@ -214,6 +214,10 @@ def _size(info: dict) -> int:
 
 def _expand_one(fs: fsspec.AbstractFileSystem, path: str, original: str, suffixes,
                 who: str, ignore_missing: bool = False) -> list[FileEntry]:
+    # A read lists afresh: an fsspec filesystem (s3fs) keeps the listings it made, and
+    # files written since by worker processes (or anyone else) were not in them: a
+    # write_json to s3 then a read of it failed, no such directory.
+    fs.invalidate_cache(_glob_base(path) if fsspec.core.has_magic(path) else path)
     if fsspec.core.has_magic(path):
         found = fs.glob(path, detail=True)
         base = _glob_base(path)

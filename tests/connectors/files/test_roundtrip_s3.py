@@ -28,3 +28,18 @@ class TestS3Files(FileRoundTrip):
     def test_explicit_filesystem_argument(self, root, fs):
         sb.range(5).write_csv(f"{root}/c", filesystem=fs)
         assert sorted(r["id"] for r in sb.read_csv(f"{root}/c", filesystem=fs).take_all()) == list(range(5))
+
+    def test_a_read_sees_files_written_after_an_earlier_listing(self, root, fs):
+        """s3fs keeps the listings it made; a read must list afresh, or files written
+        since (here by worker processes) are missing: the read failed, no such
+        directory, or read the directory's old files only."""
+        self.put(fs, f"{root}/a/old.jsonl", b'{"id": 0}\n')
+        assert [r["id"] for r in sb.read_json(f"{root}/a").take_all()] == [0]
+        sb.from_items([{"id": i} for i in range(1, 4)], override_num_blocks=3) \
+            .map(lambda r: r, releases_gil=False).write_json(f"{root}/b")
+        assert sorted(r["id"] for r in sb.read_json(f"{root}/b").take_all()) == [1, 2, 3]
+        import s3fs
+
+        other = s3fs.S3FileSystem(skip_instance_cache=True)  # another writer
+        self.put(other, f"{root}/a/new.jsonl", b'{"id": 9}\n')
+        assert sorted(r["id"] for r in sb.read_json(f"{root}/a").take_all()) == [0, 9]
