@@ -62,32 +62,43 @@ class JSONSource(FileSource):
                                  f"a {type(rows[bad]).__name__}")
             yield _array_block(rows, entry.path, self.who)
             return
-        yield read_json_lines(data)
+        yield read_json_lines(data, entry.path, self.who)
 
 
-def read_json_lines(data: bytes) -> pa.Table:
+def read_json_lines(data: bytes, path: str = "", who: str = "read_json") -> pa.Table:
     """JSON lines by pyarrow's reader. Its type inference garbles a list whose first
     values are null (pyarrow 26: ``[null, 3]`` read as ``[3, 0]``, ``[null, "a"]`` as
     invalid strings): where the inferred schema holds a list, the lines are parsed again
-    with that schema given, which reads them as written.
+    with that schema given, which reads them as written. A list of nothing but nulls
+    (``list<null>``) it makes invalid either way: such files are parsed as JSON arrays
+    are, object by object (slower; rare).
 
     >>> read_json_lines(b'{"l": [null, 3]}\\n{"l": [1, null]}\\n')["l"].to_pylist()
     [[None, 3], [1, None]]
+    >>> read_json_lines(b'{"l": [null, null]}\\n{"l": null}\\n')["l"].to_pylist()
+    [[None, None], None]
     """
     import pyarrow.json as pajson
 
     table = pajson.read_json(io.BytesIO(data))
-    if any(_holds_list(field.type) for field in table.schema):
+    kinds = [field.type for field in table.schema]
+    if any(_holds(kind, in_list=False, nulls=True) for kind in kinds):
+        rows = [json.loads(line) for line in data.splitlines() if line.strip()]
+        return _array_block(rows, path, who)
+    if any(_holds(kind, in_list=False, nulls=False) for kind in kinds):
         options = pajson.ParseOptions(explicit_schema=table.schema)
         table = pajson.read_json(io.BytesIO(data), parse_options=options)
     return table
 
 
-def _holds_list(kind: pa.DataType) -> bool:
+def _holds(kind: pa.DataType, in_list: bool, nulls: bool) -> bool:
+    """Whether ``kind`` holds a list (``nulls``: a null type inside a list)."""
+    if pa.types.is_null(kind):
+        return nulls and in_list
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        return True
+        return not nulls or _holds(kind.value_type, True, nulls)
     if pa.types.is_struct(kind):
-        return any(_holds_list(kind.field(i).type) for i in range(kind.num_fields))
+        return any(_holds(kind.field(i).type, in_list, nulls) for i in range(kind.num_fields))
     return False
 
 

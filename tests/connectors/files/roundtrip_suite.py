@@ -91,11 +91,12 @@ class FileRoundTrip:
 
     def test_json_lines_with_lists_whose_first_values_are_null(self, root, fs):
         """pyarrow's JSON reader read [null, 3] as [3, 0] and [null, "a"] as invalid
-        strings (its type inference); every value must come back as written."""
-        rows = [{"id": 0, "l": [None, 3], "s": [None, "a"], "n": [[None], [None, 2]]},
-                {"id": 1, "l": [None, None, 3, 4], "s": ["b", None], "n": None},
-                {"id": 2, "l": [1, None], "s": [None], "n": [[], [3]]},
-                {"id": 3, "l": None, "s": [], "n": [[None, None]]}]
+        strings (its type inference), and made lists of only nulls ("z") invalid arrays;
+        every value must come back as written."""
+        rows = [{"id": 0, "l": [None, 3], "s": [None, "a"], "n": [[None], [None, 2]], "z": [None]},
+                {"id": 1, "l": [None, None, 3, 4], "s": ["b", None], "n": None, "z": None},
+                {"id": 2, "l": [1, None], "s": [None], "n": [[], [3]], "z": []},
+                {"id": 3, "l": None, "s": [], "n": [[None, None]], "z": [None, None]}]
         self.put(fs, f"{root}/nulls/a.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
         assert sorted(sb.read_json(f"{root}/nulls").take_all(), key=lambda r: r["id"]) == rows
         sb.from_items(rows, override_num_blocks=2).write_json(f"{root}/nulls_out")
