@@ -92,9 +92,19 @@ def fitted(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
 
 
 def _hive_value(value) -> str:
+    """A partition value as its directory name's ``col=`` part: null as Hive's marker, a
+    string that is the marker itself with its first character escaped (it went to the
+    nulls' directory, and the two writers of one file name failed the job).
+
+    >>> _hive_value(None), _hive_value("a/b"), _hive_value(HIVE_NULL)
+    ('__HIVE_DEFAULT_PARTITION__', 'a%2Fb', '%5F_HIVE_DEFAULT_PARTITION__')
+    """
     from urllib.parse import quote
 
-    return HIVE_NULL if value is None else quote(str(value), safe="")
+    if value is None:
+        return HIVE_NULL
+    text = quote(str(value), safe="")
+    return "%5F" + text[1:] if text == HIVE_NULL else text
 
 
 def _split_by(table: pa.Table, cols: list[str]):
