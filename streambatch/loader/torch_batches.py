@@ -2,7 +2,9 @@
 
 Numeric columns become ``torch.from_numpy`` over a zero-copy numpy view of the
 Arrow buffer; fixed-shape tensor columns (images, embeddings) become n-d
-tensors the same way. A copy happens only where a conversion needs one (a
+tensors the same way, lists of numbers of one length a 2-d tensor; ragged
+tensors and lists of numbers a list of tensors, one per row; other columns
+(strings, lists holding nulls) stay Python values. A copy happens only where a conversion needs one (a
 dtype change, bit-packed booleans, a column with nulls) or on the way to a
 device. For CUDA, tensors are pinned (on the loader's thread) and copied with
 ``non_blocking=True``. torch is imported only when these functions run.
@@ -16,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from streambatch._dependencies import import_optional
+from streambatch.connectors.tensors import VARIABLE, tensor_rows
 from streambatch.loader.shuffle import numpy_view
 
 
@@ -47,9 +50,44 @@ def column_numpy(table: pa.Table, name: str):
     kind = column.type
     if isinstance(kind, pa.FixedShapeTensorType):
         return np.concatenate([c.to_numpy_ndarray() for c in column.chunks])
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+    if _numeric(kind):
         return column.to_numpy()
+    if getattr(kind, "extension_name", None) == VARIABLE:
+        return tensor_rows(column)  # ragged tensors: one array per row
+    if _is_list(kind) and _numeric(kind.value_type):
+        return _list_rows(column)
     return column.to_pylist()
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or \
+        pa.types.is_fixed_size_list(kind)
+
+
+def _list_rows(column: pa.ChunkedArray):
+    """A column of lists of numbers: one 2-d array when every list has the same length
+    (token ids of a fixed length: ``(batch, length)``), else one array per row; Python
+    lists where a list holds a null.
+
+    >>> _list_rows(pa.chunked_array([[[1, 2], [3, 4]]])).shape
+    (2, 2)
+    >>> [a.tolist() for a in _list_rows(pa.chunked_array([[[1], [2, 3]]]))]
+    [[1], [2, 3]]
+    """
+    import pyarrow.compute as pc
+
+    flat = pc.list_flatten(column)
+    if flat.null_count:  # not tensors: the lists as they are
+        return column.to_pylist()
+    values = flat.to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if len(lengths) and (lengths == lengths[0]).all():
+        return values.reshape(len(lengths), int(lengths[0]))
+    return np.split(values, np.cumsum(lengths)[:-1])
 
 
 def table_to_numpy(table: pa.Table) -> dict:
@@ -76,7 +114,8 @@ def resolve_device(device):
 
 
 def to_tensors(table: pa.Table, dtypes=None, pin_memory: bool = False) -> dict:
-    """A batch as ``{column: tensor}`` (non-numeric columns stay Python lists).
+    """A batch as ``{column: tensor}`` (ragged columns: a list of tensors; strings and
+    other non-numeric columns stay Python lists).
 
     ``dtypes`` is one torch dtype for every column or ``{column: dtype}``.
 
@@ -93,7 +132,7 @@ def to_tensors(table: pa.Table, dtypes=None, pin_memory: bool = False) -> dict:
         for name in table.column_names:
             values = column_numpy(table, name)
             if isinstance(values, list):
-                out[name] = values
+                out[name] = _row_tensors(torch, values, dtypes, name)
                 continue
             tensor = torch.from_numpy(values)
             want = dtypes.get(name) if isinstance(dtypes, dict) else dtypes
@@ -108,6 +147,15 @@ def to_tensors(table: pa.Table, dtypes=None, pin_memory: bool = False) -> dict:
             raise KeyError(f"dtypes names column(s) {unknown} that the batch does not have; "
                            f"columns are {table.column_names}")
     return out
+
+
+def _row_tensors(torch, values: list, dtypes, name: str) -> list:
+    """A ragged column's rows as tensors (strings and other values stay as they are)."""
+    if not values or not all(isinstance(v, np.ndarray) for v in values):
+        return values
+    want = dtypes.get(name) if isinstance(dtypes, dict) else dtypes
+    rows = [torch.from_numpy(v) for v in values]
+    return [r.to(want) for r in rows] if want is not None else rows
 
 
 def move_to_device(value, device, non_blocking: bool = True):

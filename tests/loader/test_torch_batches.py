@@ -105,3 +105,21 @@ def test_errors_in_the_pipeline_reach_the_training_loop():
     ds = sb.range(10).map_batches(boom)
     with pytest.raises(sb.StreamBatchError, match="bad batch"):
         list(ds.iter_torch_batches(batch_size=4, device="cpu"))
+
+
+def test_ragged_tensors_and_lists_of_numbers_become_tensors():
+    """A variable-shape tensor column came out as its storage ({"data", "shape"} dicts);
+    lists of numbers as Python lists. Now: one tensor per row for ragged rows, one 2-d
+    tensor for lists of one length; strings, and lists holding nulls, stay as values."""
+    rows = [{"img": np.full((2, i + 1), i, np.float32), "ids": [i, i + 1], "toks": list(range(i + 1)),
+             "s": f"s{i}", "n": [None, i]} for i in range(4)]
+    batch = next(iter(sb.from_items(rows, override_num_blocks=1).iter_torch_batches(batch_size=4)))
+    assert [tuple(t.shape) for t in batch["img"]] == [(2, 1), (2, 2), (2, 3), (2, 4)]
+    assert all(isinstance(t, torch.Tensor) and t.dtype == torch.float32 for t in batch["img"])
+    assert batch["img"][3].tolist() == [[3.0] * 4] * 2
+    assert isinstance(batch["ids"], torch.Tensor) and batch["ids"].tolist() == [[i, i + 1] for i in range(4)]
+    assert [t.tolist() for t in batch["toks"]] == [list(range(i + 1)) for i in range(4)]
+    assert batch["s"] == ["s0", "s1", "s2", "s3"] and batch["n"] == [[None, i] for i in range(4)]
+    typed = next(iter(sb.from_items(rows, override_num_blocks=1).select_columns(["img"])
+                      .iter_torch_batches(batch_size=4, dtypes=torch.float64)))
+    assert all(t.dtype == torch.float64 for t in typed["img"])
