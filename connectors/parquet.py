@@ -26,6 +26,7 @@ from streambatch.connectors.parquet_schema import (
     check_file_schema,
     check_file_values,
     column_origins,
+    holds_null_type,
     unify_schemas,
 )
 from streambatch.connectors.paths import arrow_filesystem
@@ -122,12 +123,29 @@ class ParquetSource(FileSource):
                     raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
 
             found = parallel_map(read, wanted)
+            found += self._until_typed(found, [(i, f) for i, f in enumerate(files)
+                                               if i not in {w for w, _ in wanted}], read)
             if self.on_error == "skip" and not any(f for _, f in found):
                 found = next(([r] for r in map(read, enumerate(files)) if r[1]), [])
             self._fragments = {p: f for p, f in found if f is not None}
             self._footers = {p: f.metadata for p, f in self._fragments.items()}
             self._fragments_pid = os.getpid()
         return self._footers
+
+    @staticmethod
+    def _until_typed(found: list, rest: list, read) -> list:
+        """More footers, while the schema of those read so far has a column (or a
+        nested field) of Arrow's null type: the first file's values there were all
+        null, and a later file's real type was refused as wider than the dataset's
+        (a directory of more than EAGER_FOOTERS files whose first had a column of
+        nulls could not be read). Rounds of EAGER_FOOTERS, then twice as many."""
+        more: list = []
+        size = EAGER_FOOTERS
+        while rest and any(holds_null_type(field.type) for field in unify_schemas(
+                [(p, f.physical_schema) for p, f in found + more if f is not None])):
+            more += parallel_map(read, rest[:size])
+            rest, size = rest[size:], size * 2
+        return more
 
     def schema(self) -> pa.Schema:
         """The unified schema of the files read so far, plus partition columns."""

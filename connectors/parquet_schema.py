@@ -84,6 +84,25 @@ def _unify(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
     raise _Conflict(a, b, where)
 
 
+def holds_null_type(t: pa.DataType) -> bool:
+    """True when ``t`` is Arrow's null type or holds it (a list's items, a struct's
+    field, a map's values): a file whose values there were all null, which tells
+    nothing of the type other files have.
+
+    >>> holds_null_type(pa.struct([("a", pa.null())])), holds_null_type(pa.list_(pa.int8()))
+    (True, False)
+    """
+    if pa.types.is_null(t):
+        return True
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return holds_null_type(t.value_type)
+    if pa.types.is_struct(t):
+        return any(holds_null_type(f.type) for f in t)
+    if pa.types.is_map(t):
+        return holds_null_type(t.key_type) or holds_null_type(t.item_type)
+    return False
+
+
 def _decoded(t: pa.DataType) -> pa.DataType:
     return t.value_type if pa.types.is_dictionary(t) else t
 

@@ -183,3 +183,20 @@ def test_unified_types_hold_every_value_of_both_exactly():
     assert checked > 20
     assert unify_types(pa.int64(), pa.float64()) is None
     assert unify_types(pa.int32(), pa.float32()) == pa.float64()
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_files_whose_first_ones_hold_only_nulls_read_with_the_later_type(tmp_path, nested):
+    """With more files than EAGER_FOOTERS, footers after the first were read lazily and
+    a first file whose column held only nulls (Arrow's null type; streambatch's own
+    write_parquet makes one when a block's values are all None) set the dataset's type:
+    every later file's real type was refused as wider. Footers are read on until the
+    schema has no null type."""
+    count = pqmod.EAGER_FOOTERS * 3
+    for i in range(count):
+        value = None if i < pqmod.EAGER_FOOTERS + 3 else i
+        column = pa.array([{"a": value}] if nested else [value])
+        pq.write_table(pa.table({"id": [i], "x": column}), str(tmp_path / f"f{i:03d}.parquet"))
+    rows = sorted(sb.read_parquet(tmp_path).take_all(), key=lambda r: r["id"])
+    values = [r["x"]["a"] if nested else r["x"] for r in rows]
+    assert values == [None if i < pqmod.EAGER_FOOTERS + 3 else i for i in range(count)]
