@@ -1,11 +1,12 @@
-"""Arrow's hash join on tables with columns of type null.
+"""Arrow's hash join on tables with columns of type null, or keys of two types.
 
 A column whose values in a partition are all None has Arrow's ``null`` type there
 (``from_items`` or a map's rows where the field was never set), and Arrow's hash
 join refuses such a column, key or not. A null-typed key takes the other side's key
 type (every value is null: it matches nothing, as in SQL); a null-typed column that is
 not a key, or a key null on both sides, stands in as ``int8`` through the join and
-comes out as a null column again, under the name the join gives it.
+comes out as a null column again, under the name the join gives it. Keys of two types
+that compare (int32 and int64; an integer and a float, as in SQL) are cast to one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: li
             left = _cast(left, lk, rt)
         elif pa.types.is_null(rt):
             right = _cast(right, rk, lt)
+        elif lt != rt:
+            common = _common(lt, rt)
+            if common is not None:
+                left, right = _cast(left, lk, common), _cast(right, rk, common)
     left_rest = [c for c in left.column_names if c not in keys]
     right_rest = [c for c in right.column_names if c not in right_keys]
     for table, rest, other, suffix, side in ((left, left_rest, right_rest, suffixes[0], 0),
@@ -51,6 +56,25 @@ def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: li
         if name in nulls:
             joined = joined.set_column(i, name, pa.nulls(joined.num_rows))
     return joined
+
+
+def _common(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type both keys are compared as (Arrow's join takes one type): the one that
+    holds both exactly (int32 and int64: int64), else float64 for an integer and a
+    float, as SQL compares them (1 = 1.0); None where they have none.
+
+    >>> _common(pa.int32(), pa.int64()), _common(pa.int64(), pa.float64())
+    (DataType(int64), DataType(double))
+    """
+    from streambatch.connectors.parquet_schema import unify_types
+
+    found = unify_types(a, b)
+    if found is not None:
+        return found
+    numbers = (pa.types.is_integer, pa.types.is_floating)
+    if any(f(a) for f in numbers) and any(f(b) for f in numbers):
+        return pa.float64()
+    return None
 
 
 def _cast(table: pa.Table, name: str, to: pa.DataType) -> pa.Table:

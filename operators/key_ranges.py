@@ -70,6 +70,7 @@ def _cut(named: list[tuple[int, pa.Table, tuple]], descending, n: int,
          ties: bool = False) -> list[list[Span]]:
     """Spans per key range of sorted blocks (each with its own key columns)."""
     filled = [(i, t, k) for i, t, k in named if t.num_rows]
+    check_comparable([(t, k) for _, t, k in filled])
     bounds = _boundaries_of([(t, k) for _, t, k in filled], descending, n, ties)
     out: list[list[Span]] = [[] for _ in range(len(bounds) + 1)]
     for index, table, keys in filled:
@@ -139,6 +140,51 @@ def _bisect(table: pa.Table, bound: tuple, keys, descending, right: bool = False
         else:
             hi = mid
     return lo
+
+
+def check_comparable(tables: list[tuple[pa.Table, tuple]]) -> None:
+    """Refuse keys that cannot be ordered together: a key column that is a number in one
+    block (or one side of a join) and text, bytes or a date in another (Python's ``<``
+    failed deep in the cut: "'<' not supported between instances of 'str' and 'int'").
+
+    >>> check_comparable([(pa.table({"k": [1]}), ("k",)), (pa.table({"k": [0.5]}), ("k",))])
+    >>> check_comparable([(pa.table({"k": [1]}), ("k",)), (pa.table({"j": ["1"]}), ("j",))])
+    Traceback (most recent call last):
+    ...
+    TypeError: key 'k' holds int64 in one input and string (as 'j') in another: keys compared across blocks (a sort, a groupby, both sides of a join) need one kind of value; cast one of them first (e.g. map_batches with pyarrow.compute.cast)
+    """
+    for position in range(len(tables[0][1]) if tables else 0):
+        seen: dict[str, tuple[pa.DataType, str]] = {}
+        for table, keys in tables:
+            kind = table.schema.field(keys[position]).type
+            if not pa.types.is_null(kind):
+                seen.setdefault(_family(kind), (kind, keys[position]))
+        if len(seen) > 1:
+            (a, name), (b, other) = list(seen.values())[:2]
+            as_ = f" (as {other!r})" if other != name else ""
+            raise TypeError(
+                f"key {name!r} holds {a} in one input and {b}{as_} in another: keys compared "
+                f"across blocks (a sort, a groupby, both sides of a join) need one kind of "
+                f"value; cast one of them first (e.g. map_batches with pyarrow.compute.cast)")
+
+
+def _family(kind: pa.DataType) -> str:
+    """Types whose values Python orders together share a family."""
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) \
+            or pa.types.is_decimal(kind):
+        return "number"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "bytes"
+    if pa.types.is_timestamp(kind):
+        return f"timestamp{'+tz' if kind.tz else ''}"
+    if pa.types.is_dictionary(kind):
+        return _family(kind.value_type)
+    for family in ("date", "time", "duration"):
+        if getattr(pa.types, f"is_{family}")(kind):
+            return family
+    return str(kind)
 
 
 def _boundaries_of(tables: list[tuple[pa.Table, tuple]], descending, n: int,

@@ -97,3 +97,23 @@ def test_join_where_a_column_is_all_null(how, nulls):
     expected = _oracle(left, right, how)
     assert sorted(map(_key, got)) == sorted(map(_key, expected))
     assert len(got) == len(expected)
+
+
+def test_join_on_an_integer_and_a_float_key_matches_as_sql_does():
+    """Arrow's join refused keys of two types (int64 and double); SQL compares 1 = 1.0."""
+    left = sb.from_items([{"k": 1, "a": 1}, {"k": 3, "a": 3}])
+    right = sb.from_items([{"k": 1.0, "b": 2}, {"k": 2.5, "b": 3}])
+    got = sorted(left.join(right, on="k", how="outer").take_all(), key=lambda r: r["k"])
+    assert got == [{"k": 1.0, "a": 1, "b": 2}, {"k": 2.5, "a": None, "b": 3},
+                   {"k": 3.0, "a": 3, "b": None}]
+
+
+@pytest.mark.parametrize("job", ["join", "sort"])
+def test_keys_of_kinds_that_do_not_compare_fail_naming_them(job):
+    """A number on one side and text on the other failed deep in the key-range cut with
+    Python's "'<' not supported between instances of 'str' and 'int'"."""
+    numbers = sb.from_items([{"k": 1}, {"k": 2}])
+    texts = sb.from_items([{"k": "1"}])
+    ds = numbers.join(texts, on="k") if job == "join" else numbers.union(texts).sort("k")
+    with pytest.raises(TypeError, match="key 'k' holds int64 in one input and string"):
+        ds.take_all()
