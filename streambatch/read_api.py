@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,7 +108,8 @@ def from_arrow(tables, *, override_num_blocks: int | None = None) -> Dataset:
 
 def from_pandas(dfs: pandas.DataFrame | list[pandas.DataFrame], *,
                 override_num_blocks: int | None = None) -> Dataset:
-    """Rows of one or more pandas DataFrames (the index is dropped), as Ray Data's: one
+    """Rows of one or more pandas DataFrames (the index is dropped, with a warning when it
+    has a name), as Ray Data's: one
     block per DataFrame; with ``override_num_blocks=n`` the frames are joined and cut
     into ``n`` blocks of about equal rows.
 
@@ -121,6 +123,11 @@ def from_pandas(dfs: pandas.DataFrame | list[pandas.DataFrame], *,
         if not (type(df).__module__.startswith("pandas") and hasattr(df, "columns")):
             raise TypeError(f"from_pandas: dfs[{index}] is a {type(df).__name__}; expected a "
                             f"pandas.DataFrame (use from_arrow for Arrow tables, from_items for rows)")
+        named = [n for n in df.index.names if n is not None]
+        if named:  # an index with a name usually holds data (ids): say it is not kept
+            warnings.warn(f"from_pandas: dfs[{index}]'s index {named} is dropped, as Ray "
+                          f"Data drops it; call df.reset_index() first to keep it as columns",
+                          stacklevel=2)
     tables = [pa.Table.from_pandas(df, preserve_index=False) for df in dfs]
     return _in_memory(tables, "Pandas", override_num_blocks)
 

@@ -147,6 +147,16 @@ def test_from_pandas_list_of_dataframes_concatenates():
     assert sorted(_py(r["a"]) for r in ds.take_all()) == [0, 1, 2, 10, 11, 12]
 
 
+def test_from_pandas_warns_when_it_drops_a_named_index():
+    """The index is dropped, as Ray Data drops it; a named one usually holds ids, so the
+    user is told and what to do (reset_index) instead of losing it silently."""
+    df = pd.DataFrame({"a": [1, 2]}, index=pd.Index([5, 6], name="user_id"))
+    with pytest.warns(UserWarning, match=r"index \['user_id'\] is dropped.*reset_index"):
+        ds = sb.from_pandas(df)
+    assert ds.take_all() == [{"a": 1}, {"a": 2}]
+    assert sb.from_pandas(df.reset_index()).take_all()[0] == {"user_id": 5, "a": 1}
+
+
 # ----------------------------------------------------------------------- from_polars
 
 
