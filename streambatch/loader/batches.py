@@ -224,6 +224,15 @@ class ReadProgress:
             self.done.add(read)
             self.done_units -= units  # a done read stands for all its partitions
 
+    def at_start(self) -> bool:
+        """Nothing of the epoch delivered yet (a state saved before its first batch, when
+        the partitions were not even known: its ``order`` is empty).
+
+        >>> ReadProgress(2, None, []).at_start()
+        True
+        """
+        return not (self.rows or self.done or self.done_units or self.delivered)
+
     def state_dict(self) -> dict:
         """A JSON-serializable position: epoch, seed, done and partially delivered reads."""
         with self._lock:

@@ -441,7 +441,10 @@ class LoaderIterable:
         resume = ReadProgress.from_state(state)
         if self.cfg.shuffle and resume.seed != self.cfg.seed:
             self.cfg = replace(self.cfg, seed=resume.seed)
-        self._resume = resume
+        if resume.at_start():  # saved before a batch (a step-0 checkpoint): the whole epoch
+            self._next_epoch, self._resume = resume.epoch, None
+        else:
+            self._resume = resume
         return self
 
 

@@ -136,3 +136,19 @@ def test_multi_stage_resume_does_not_reread_partitions_fully_delivered(images):
     assert before + after == [i for i in range(1000) if i % 3 and i % 5]
     reread = [i for i in range(1000) if i // 125 not in state["done"] and i % 3]
     assert ds.stats().stages[0].rows_out == len(reread)  # done reads were not read again
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_state_saved_before_the_first_batch_resumes_the_whole_epoch(images, started):
+    """A step-0 checkpoint (state_dict before any batch) could not be loaded: "the
+    dataset now has 8 read partitions; the state was saved with 0". It resumes the epoch
+    from its start, with the same shuffle."""
+    kwargs = dict(batch_size=64, device="cpu", local_shuffle_buffer_size=200, local_shuffle_seed=5)
+    first = ids_of(images.iter_torch_batches(**kwargs))
+    it = images.iter_torch_batches(**kwargs)
+    if started:
+        iter(it)  # an epoch begun, no batch taken
+    state = json.loads(json.dumps(it.state_dict()))
+    resumed = images.iter_torch_batches(**kwargs).load_state_dict(state)
+    assert ids_of(resumed) == first and sorted(first) == list(range(1000))
+    assert resumed.state_dict()["epoch"] == 0
