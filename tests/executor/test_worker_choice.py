@@ -15,13 +15,13 @@ from streambatch.executor.backends.worker_choice import WorkerChoice
 
 import streambatch as sb
 
-DATA = bytes(range(256)) * 4096  # 1 MiB
+DATA = bytes(range(256)) * 4096 * 8  # 8 MiB: the GIL is released ~20 ms at a time
 
 
 def hashes(batch):
     """GIL-free work: hashlib releases the GIL on buffers over 2 KiB."""
     h = hashlib.sha256(str(batch["id"][0]).encode())
-    for _ in range(30):
+    for _ in range(4):
         h.update(DATA)
     digest = h.digest()
     return {"id": batch["id"], "pid": [os.getpid()] * len(batch["id"]),
