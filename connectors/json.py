@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileReadError, FileSource
+from streambatch.connectors.parquet_schema import holds_null_type
 
 
 class JSONSource(FileSource):
@@ -81,25 +82,23 @@ def read_json_lines(data: bytes, path: str = "", who: str = "read_json") -> pa.T
     import pyarrow.json as pajson
 
     table = pajson.read_json(io.BytesIO(data))
-    kinds = [field.type for field in table.schema]
-    if any(_holds(kind, in_list=False, nulls=True) for kind in kinds):
+    lists = [kind for field in table.schema for kind in _lists(field.type)]
+    if any(holds_null_type(kind.value_type) for kind in lists):
         rows = [json.loads(line) for line in data.splitlines() if line.strip()]
         return _array_block(rows, path, who)
-    if any(_holds(kind, in_list=False, nulls=False) for kind in kinds):
+    if lists:
         options = pajson.ParseOptions(explicit_schema=table.schema)
         table = pajson.read_json(io.BytesIO(data), parse_options=options)
     return table
 
 
-def _holds(kind: pa.DataType, in_list: bool, nulls: bool) -> bool:
-    """Whether ``kind`` holds a list (``nulls``: a null type inside a list)."""
-    if pa.types.is_null(kind):
-        return nulls and in_list
+def _lists(kind: pa.DataType) -> list[pa.DataType]:
+    """The list types in ``kind``: itself, its fields', its items' (outermost first)."""
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        return not nulls or _holds(kind.value_type, True, nulls)
+        return [kind] + _lists(kind.value_type)
     if pa.types.is_struct(kind):
-        return any(_holds(kind.field(i).type, in_list, nulls) for i in range(kind.num_fields))
-    return False
+        return [inner for f in kind for inner in _lists(f.type)]
+    return []
 
 
 def _array_block(rows: list[dict], path: str, who: str) -> pa.Table:

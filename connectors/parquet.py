@@ -123,8 +123,9 @@ class ParquetSource(FileSource):
                     raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
 
             found = parallel_map(read, wanted)
+            asked = {i for i, _ in wanted}
             found += self._until_typed(found, [(i, f) for i, f in enumerate(files)
-                                               if i not in {w for w, _ in wanted}], read)
+                                               if i not in asked], read)
             if self.on_error == "skip" and not any(f for _, f in found):
                 found = next(([r] for r in map(read, enumerate(files)) if r[1]), [])
             self._fragments = {p: f for p, f in found if f is not None}

@@ -43,19 +43,25 @@ def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: li
                 left, right = _cast(left, lk, common), _cast(right, rk, common)
     left_rest = [c for c in left.column_names if c not in keys]
     right_rest = [c for c in right.column_names if c not in right_keys]
-    for table, rest, other, suffix, side in ((left, left_rest, right_rest, suffixes[0], 0),
-                                             (right, right_rest, left_rest, suffixes[1], 1)):
-        for name in rest:
-            if pa.types.is_null(table.schema.field(name).type):
-                table = _cast(table, name, STAND_IN)
-                nulls.add(name + suffix if suffix and name in other else name)
-        left, right = (table, right) if side == 0 else (left, table)
+    left = _stand_in(left, left_rest, right_rest, suffixes[0], nulls)
+    right = _stand_in(right, right_rest, left_rest, suffixes[1], nulls)
     joined = left.join(right, keys, right_keys, join_type=join_type, left_suffix=suffixes[0],
                        right_suffix=suffixes[1], use_threads=False)
     for i, name in enumerate(joined.column_names):
         if name in nulls:
             joined = joined.set_column(i, name, pa.nulls(joined.num_rows))
     return joined
+
+
+def _stand_in(table: pa.Table, rest: list[str], other: list[str], suffix: str | None,
+              nulls: set[str]) -> pa.Table:
+    """``table`` with its null-typed columns (not keys: ``rest``) cast to STAND_IN; adds
+    to ``nulls`` each one's name in the join's output (suffixed where ``other`` has it)."""
+    for name in rest:
+        if pa.types.is_null(table.schema.field(name).type):
+            table = _cast(table, name, STAND_IN)
+            nulls.add(name + suffix if suffix and name in other else name)
+    return table
 
 
 def _common(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
