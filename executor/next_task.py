@@ -25,7 +25,9 @@ def next_work(st: StageState, default_bytes: int, slots: float = 1.0):
             return None
         index = st.pending_reads[0]
         return index, [], read_estimate(st, index, default_bytes)
-    bundle = peek_bundle(st, 1 if idle_slots(st, slots) else WHOLE_BATCHES_WITHIN)
+    bundle = peek_bundle(st, WHOLE_BATCHES_WITHIN)
+    if bundle and idle_slots(st, slots, _batches_in(st, bundle)):
+        bundle = peek_bundle(st, 1)
     if not bundle:
         return None
     return None, bundle, int(sum(p.nbytes for p in bundle) * st.growth())
@@ -43,10 +45,12 @@ def read_estimate(st: StageState, index: int, default_bytes: int) -> int:
 WHOLE_BATCHES_WITHIN = 4  # batches a task may take to end on a whole batch
 
 
-def idle_slots(st: StageState, slots: float) -> bool:
-    """True when the stage's running tasks and queued batches leave some of its
-    ``slots`` idle: its next task then takes one batch (ending it on a whole number
-    of batches would take up to ``WHOLE_BATCHES_WITHIN`` and leave slots idle).
+def idle_slots(st: StageState, slots: float, batches_per_task: int = 1) -> bool:
+    """True when the stage's running tasks and the tasks its queued batches make, at
+    ``batches_per_task`` each, leave some of its ``slots`` idle: its next task then
+    takes one batch (ending it on a whole number of batches would take up to
+    ``WHOLE_BATCHES_WITHIN`` and leave slots idle: 462 rows in blocks of 6 for 7
+    actors with batches of 64 made 3 tasks of 192 rows, 4 actors idle).
 
     >>> from streambatch.executor.contract import TaskStage
     >>> from types import SimpleNamespace
@@ -54,10 +58,16 @@ def idle_slots(st: StageState, slots: float) -> bool:
     >>> op = SimpleNamespace(batch_rows=32)
     >>> st = StageState(1, TaskStage("M", upstream=(0,), ops=[op]), None)
     >>> st.inputs[0] = deque(SimpleNamespace(rows=6) for _ in range(16))
-    >>> idle_slots(st, 32), idle_slots(st, 3)
-    (True, False)
+    >>> idle_slots(st, 32), idle_slots(st, 3), idle_slots(st, 3, batches_per_task=3)
+    (True, False, True)
     """
-    return len(st.running) + queued_bundles(st) < slots
+    return len(st.running) + queued_bundles(st) / max(1, batches_per_task) < slots
+
+
+def _batches_in(st: StageState, bundle: list[Partition]) -> int:
+    """Whole batches of the stage's batch size in ``bundle`` (1 without a batch size)."""
+    batch_rows = st.stage.batch_rows
+    return max(1, sum(p.rows for p in bundle) // batch_rows) if batch_rows else 1
 
 
 def peek_bundle(st: StageState,
