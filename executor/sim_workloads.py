@@ -88,7 +88,7 @@ def generate(seed: int, num_cpus: float | None = None, num_gpus: float | None = 
                         _log_uniform(rng, 1024, 4 * MiB))
     spec = PipelineSpec(source, stages, num_cpus=cpus, num_gpus=gpus,
                         seconds_per_task=rng.choice((0.0, 0.002, 0.01)))
-    per_task = _divisible(spec)[0]  # with one row per read task
+    per_task = bounds(spec).optimum  # with one row per read task
     rows = max(1, round(rng.uniform(*seconds) / per_task))
     largest_row = max(PipelineSpec(source, stages).bytes_per_row())
     most = min(20000, int(MAX_BYTES / largest_row))  # simulation time grows with the blocks
@@ -96,8 +96,7 @@ def generate(seed: int, num_cpus: float | None = None, num_gpus: float | None = 
     spec = PipelineSpec(SourceSpec(reads, rows, source.seconds_per_row, source.bytes_per_row),
                         stages, num_cpus=cpus, num_gpus=gpus,
                         seconds_per_task=spec.seconds_per_task, nodes=nodes)
-    lower, byte_seconds = _divisible(spec)  # (sized as before whole batches counted)
-    need = byte_seconds / lower
+    need = bounds(spec).memory_for_optimum
     # the tightest budget: four of its largest tasks, and a block (1 MiB, the smallest
     # partition target of the executor) per CPU; on each node
     floor = nodes * max(4 * _largest_task_bytes(spec), cpus / nodes * MiB)
@@ -149,29 +148,11 @@ def bounds(spec: PipelineSpec) -> Bounds:
     >>> round(b.optimum, 3), b.within_budget == b.optimum
     (6.0, True)
     """
-    lower, byte_seconds = _divisible(spec)
-    units = _units(spec)
-    times = [spec.source.seconds_per_row] + [s.seconds_per_row for s in spec.stages]
-    optimum = max(lower, _whole_batches(spec, units, times, budget=0))
-    within = optimum if not spec.budget_bytes else \
-        max(optimum, byte_seconds / spec.budget_bytes,
-            _whole_batches(spec, units, times, spec.budget_bytes))
-    return Bounds(optimum, within, byte_seconds / optimum)
-
-
-def _units(spec: PipelineSpec) -> list[int]:
-    """Rows of each stage's smallest task (a read: one row; a stage: one batch)."""
-    return [1] + [min(s.batch_rows or 1, spec.source.rows) for s in spec.stages]
-
-
-def _divisible(spec: PipelineSpec) -> tuple[float, float]:
-    """(the run time's lower bound, the byte-seconds any run holds) as if a stage's
-    batches could be split among its slots."""
     src, o = spec.source, spec.seconds_per_task
     n = src.rows
     cpu_work = src.read_tasks * (src.rows_per_task * src.seconds_per_row + o) * src.num_cpus
     gpu_work, lower = 0.0, 0.0
-    units = _units(spec)  # rows before a first output
+    units = [1] + [min(s.batch_rows or 1, n) for s in spec.stages]  # rows before a first output
     times = [src.seconds_per_row] + [s.seconds_per_row for s in spec.stages]
     for i, s in enumerate(spec.stages, start=1):
         work = n * s.seconds_per_row
@@ -188,53 +169,9 @@ def _divisible(spec: PipelineSpec) -> tuple[float, float]:
     tail = sum(u * t for u, t in zip(units[1:], times[1:], strict=True))
     lower = max(lower, waves * (src.rows_per_task * src.seconds_per_row + o) + tail,
                 cpu_work / spec.num_cpus, gpu_work / spec.num_gpus if gpu_work else 0.0)
-    return lower, _byte_seconds(spec, units)
-
-
-def _slots(spec: PipelineSpec, s: StageSpec) -> int:
-    """Tasks of stage ``s`` that can run at once: its actors, else the CPUs it needs."""
-    slots = spec.source.rows
-    if s.uses_actors:
-        slots = s.actors[1] if s.actors else max(1, int(spec.num_gpus / s.num_gpus))
-        if s.num_gpus:
-            slots = min(slots, int(spec.num_gpus / s.num_gpus))
-    if s.num_cpus:
-        slots = min(slots, int(spec.num_cpus / s.num_cpus))
-    return max(1, slots)
-
-
-def _whole_batches(spec: PipelineSpec, units: list[int], times: list[float],
-                   budget: int) -> float:
-    """A stage's whole batches are jobs no schedule splits: ``k`` at once (its slots,
-    and with a ``budget`` no more batches than hold their input in it: a running task
-    holds its input until it ends), so its ``n`` whole batches take ``ceil(n / k)``
-    batch times after the first batch's rows passed the stages before it, and before
-    the next stages' first batch (a task's fixed cost is left out: a task may hold
-    several batches). Ten batches of 16.9 s on 7 actors take 33.8 s, not the 24.1 s
-    of their work over 7.
-
-    >>> spec = PipelineSpec(SourceSpec(10, 64, 0.0, 100),
-    ...                     (StageSpec("A", 0.25, 1.0, 64, actors=(1, 7)),), num_cpus=8)
-    >>> _whole_batches(spec, [1, 64], [0.0, 0.25], budget=0)
-    32.0
-    >>> _whole_batches(spec, [1, 64], [0.0, 0.25], budget=3 * 64 * 100)   # 3 fit at once
-    64.0
-    """
-    per_row, n = spec.bytes_per_row(), spec.source.rows
-    lower = 0.0
-    for i, s in enumerate(spec.stages, start=1):
-        batches = n // units[i]
-        if units[i] < 2 or batches == 0:  # (rows without a batch size: any task size)
-            continue
-        k = _slots(spec, s)
-        if budget:
-            k = min(k, max(1, int(budget // (units[i] * per_row[i - 1]))))
-        head = sum(u * t for u, t in zip(units[:i], times[:i], strict=True))
-        if s.uses_actors:
-            head = max(head, s.startup_s)
-        tail = sum(u * t for u, t in zip(units[i + 1:], times[i + 1:], strict=True))
-        lower = max(lower, head + math.ceil(batches / k) * units[i] * s.seconds_per_row + tail)
-    return lower
+    byte_seconds = _byte_seconds(spec, units)
+    within = lower if not spec.budget_bytes else max(lower, byte_seconds / spec.budget_bytes)
+    return Bounds(lower, within, byte_seconds / lower)
 
 
 def _byte_seconds(spec: PipelineSpec, units: list[int]) -> float:

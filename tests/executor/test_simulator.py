@@ -249,15 +249,3 @@ def test_whole_batch_tasks_that_would_leave_slots_idle_take_one_batch():
     _, few_slots, _ = next_work(st, 100, slots=2)
     assert sum(p.rows for p in few_slots) == 192
 
-
-def test_whole_batches_bound_a_stage_no_schedule_splits():
-    """110 reads of 6 rows, then 0.264 s a row in batches of 64 on 7 actors: 10 whole
-    batches of 16.9 s need two rounds (33.8 s), more than the work over 7 actors; the
-    simulated run (every batch is one job) is not faster than the bound."""
-    spec = PipelineSpec(SourceSpec(110, 6, 0.2030, 11500),
-                        (StageSpec("Actors", 0.2637, 0.106, batch_rows=64, actors=(1, 7)),),
-                        num_cpus=32, num_gpus=16, budget_bytes=32 * MiB)
-    b = bounds(spec)
-    assert b.optimum >= 2 * 64 * 0.2637
-    result = simulate(spec)
-    assert result.seconds >= b.within_budget
