@@ -444,15 +444,19 @@ def group_spans(table: pa.Table, keys: tuple[str, ...]) -> list[tuple[int, int]]
 def partial_states(table: pa.Table, keys: tuple[str, ...], aggs: tuple) -> pa.Table:
     """Every aggregate's partial state of ``table``'s groups, side by side (groups sorted by
     key, so every aggregate's rows line up), state columns prefixed ``a<i>.``, the keys
-    under :func:`internal_keys` names. The simple built-ins share one ``group_by``."""
+    under :func:`internal_keys` names (the aggregates still see them under their own
+    names: ``groupby("k").sum("k")`` sums k). The simple built-ins share one ``group_by``."""
     inner = internal_keys(keys)
     missing = sorted({a.on for a in aggs if getattr(a, "on", None) is not None
                       and a.on not in table.column_names})
     note = {MISSING: json.dumps({"missing": missing, "columns": table.column_names})}
+    original = table
     table = table.rename_columns([inner[keys.index(c)] if c in keys else c
                                   for c in table.column_names])
+    table = canonical_keys(table, inner)
+    for key in keys:  # the key columns also under their own names: an aggregate may read them
+        table = table.append_column(key, original[key])
     keys = inner
-    table = canonical_keys(table, keys)
     order = (False,) * len(keys)
     simple = [(f"a{i}.", a) for i, a in enumerate(aggs) if a.batchable]
     parts = [sort_table(partial_together(table, list(keys), simple), keys, order)] if simple else []

@@ -1,0 +1,52 @@
+"""Aggregate semantics a Ray Data / pandas / SQL user expects: aggregating the groupby
+key column itself, output names that clash, integer means beyond 2**53, the std of one
+value. Expected values come from pandas-like plain Python on the whole table."""
+
+from __future__ import annotations
+
+import pytest
+
+import streambatch as sb
+
+
+@pytest.fixture(autouse=True)
+def _context():
+    sb.init(num_cpus=2, progress=False)
+    yield
+    sb.init()
+
+
+def _rows() -> list[dict]:
+    return [{"k": i % 3, "v": i} for i in range(12)]
+
+
+# ---- the key column as an aggregate's input -------------------------------------------------
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("method,want", [
+    ("sum", [0, 4, 8]), ("min", [0, 1, 2]), ("max", [0, 1, 2]), ("mean", [0.0, 1.0, 2.0]),
+    ("std", [0.0, 0.0, 0.0]),
+])
+def test_a_groupby_key_may_be_aggregated(method, want, blocks):
+    grouped = sb.from_items(_rows(), override_num_blocks=blocks).groupby("k")
+    got = getattr(grouped, method)("k").take_all()
+    assert [r["k"] for r in got] == [0, 1, 2]
+    assert [r[f"{method}(k)"] for r in got] == pytest.approx(want)
+
+
+def test_the_key_beside_other_aggregates_and_a_user_aggregate():
+    keys_seen = sb.AggregateFn(init=lambda key: set(), name="keys",
+                               accumulate_block=lambda s, b: s | set(b["k"].to_pylist()),
+                               merge=lambda a, b: a | b, finalize=sorted)
+    got = sb.from_items(_rows(), override_num_blocks=2).groupby("k").aggregate(
+        sb.Count(), sb.Sum("k"), sb.Sum("v"), keys_seen).take_all()
+    assert got == [{"k": 0, "count()": 4, "sum(k)": 0, "sum(v)": 18, "keys": [0]},
+                   {"k": 1, "count()": 4, "sum(k)": 4, "sum(v)": 22, "keys": [1]},
+                   {"k": 2, "count()": 4, "sum(k)": 8, "sum(v)": 26, "keys": [2]}]
+
+
+def test_one_of_several_keys_may_be_aggregated():
+    rows = [{"a": i % 2, "b": i % 3, "v": i} for i in range(12)]
+    got = sb.from_items(rows, override_num_blocks=2).groupby(["a", "b"]).aggregate(
+        sb.Sum("a"), sb.Max("b")).take_all()
+    assert [(r["a"], r["b"], r["sum(a)"], r["max(b)"]) for r in got] == [
+        (0, 0, 0, 0), (0, 1, 0, 1), (0, 2, 0, 2), (1, 0, 2, 0), (1, 1, 2, 1), (1, 2, 2, 2)]
