@@ -131,10 +131,11 @@ class _Builtin(AggregateFn):
         return column
 
     def _with_values(self, table: pa.Table, cast: pa.DataType | None = None) -> pa.Table:
-        """``table`` with its ``on`` column checked (and cast), or added as nulls."""
+        """``table`` with its ``on`` column checked (and cast, rounding as numpy does: an
+        int64 beyond 2**53 becomes the nearest float64), or added as nulls."""
         values = self.values(table)
         if cast is not None:
-            values = pc.cast(values, cast)
+            values = pc.cast(values, cast, safe=False)
         if self.on in table.column_names:
             return table.set_column(table.column_names.index(self.on), self.on, values)
         return table.append_column(self.on, values)
@@ -261,13 +262,20 @@ class Max(_Simple):
 
 
 class Mean(_Simple):
-    """Mean of the non-null values of ``on`` (float64)."""
+    """Mean of the non-null values of ``on`` (float64, summed in float64 as numpy and
+    pandas do: integers beyond 2**53 are rounded to the nearest float64, never an error).
+
+    >>> import pyarrow as pa
+    >>> m = Mean("v"); states = m.partial(pa.table({"v": [2**62 + 1, 2**62 + 3]}), [])
+    >>> m.finalize(m.merge(states, [])).to_pylist() == [float(2**62)]
+    True
+    """
 
     label = "mean"
     numeric = True
 
     def partial_plan(self, table):
-        values = pc.cast(self.values(table), pa.float64())
+        values = pc.cast(self.values(table), pa.float64(), safe=False)
         return [(values, "sum", "s"), (values, "count", "n")]
 
     def merge_plan(self, states, prefix):

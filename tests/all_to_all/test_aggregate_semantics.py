@@ -50,3 +50,30 @@ def test_one_of_several_keys_may_be_aggregated():
         sb.Sum("a"), sb.Max("b")).take_all()
     assert [(r["a"], r["b"], r["sum(a)"], r["max(b)"]) for r in got] == [
         (0, 0, 0, 0), (0, 1, 0, 1), (0, 2, 0, 2), (1, 0, 2, 0), (1, 1, 2, 1), (1, 2, 2, 2)]
+
+
+# ---- int64 values beyond 2**53 --------------------------------------------------------------
+BIG = [2**53 + 1, 2**53 + 3, 5, 2**62 + 7]
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_mean_and_std_of_int64_beyond_2_to_the_53_are_numpys(blocks):
+    import numpy as np
+
+    want_mean, want_std = float(np.mean(BIG)), float(np.std(BIG, ddof=1))
+    ds = sb.from_items([{"k": i % 2, "v": v} for i, v in enumerate(BIG)],
+                       override_num_blocks=blocks)
+    assert ds.mean("v") == pytest.approx(want_mean, rel=1e-12)
+    assert ds.std("v") == pytest.approx(want_std, rel=1e-9)
+    got = ds.groupby("k").aggregate(sb.Mean("v"), sb.Std("v", ddof=0)).take_all()
+    for row in got:
+        members = BIG[row["k"]::2]
+        assert row["mean(v)"] == pytest.approx(float(np.mean(members)), rel=1e-12)
+        assert row["std(v)"] == pytest.approx(float(np.std(members)), rel=1e-9)
+
+
+def test_an_int64_sum_that_overflows_still_raises_beside_a_mean():
+    ds = sb.from_items([{"x": 2**62}] * 4, override_num_blocks=2)
+    assert ds.mean("x") == float(2**62)
+    with pytest.raises(Exception, match="overflows int64"):
+        ds.aggregate(sb.Mean("x"), sb.Sum("x"))
