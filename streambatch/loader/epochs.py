@@ -25,7 +25,8 @@ count in the output order, which is only deterministic with
 resumed epoch re-runs the plan and skips the rows already delivered.
 
 Shuffling: with ``local_shuffle_buffer_size`` the read partitions are also read
-in a seeded random order that changes every epoch. With ``local_shuffle_seed``
+in a seeded random order that changes every epoch (unless the plan keeps the first
+rows of its input: a limit). With ``local_shuffle_seed``
 the order of rows is reproducible (the epoch runs with preserve_order=True).
 """
 
@@ -184,7 +185,7 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
     read partitions have produced all their rows.
     """
     reads = [op for op in L.walk(dataset.logical_plan) if isinstance(op, L.Read)]
-    seed = cfg.seed if cfg.shuffle else None
+    seed = cfg.seed if cfg.shuffle and reads_reorderable(dataset.logical_plan) else None
     skip = resume.skip_reads() if resume is not None and resume.mode == "reads" else set()
     listener = _SettledReads()
     wrappers: list[ReadOrderSource] = []
@@ -219,6 +220,21 @@ def epoch_chunks(dataset, cfg: LoaderConfig, epoch: int, progress: ReadProgress 
         else:
             yield from _by_read(parts, wrappers[0].order, progress, resume,
                                preserve_order)
+
+
+def reads_reorderable(plan: L.LogicalOp) -> bool:
+    """Whether reading the plan's partitions in another order keeps its rows the same:
+    not under a limit (it keeps the *first* rows: read in a shuffled order, ``limit(2500)``
+    of 3000 rows gave 500 rows past the limit). Such plans are shuffled by the buffer
+    alone. (A seeded sample draws by each task's lineage key, not its turn.)
+
+    >>> import streambatch as sb
+    >>> reads_reorderable(sb.range(9).map(lambda r: r).logical_plan)
+    True
+    >>> reads_reorderable(sb.range(9).limit(5).logical_plan)
+    False
+    """
+    return not any(isinstance(op, L.Limit) for op in L.walk(plan))
 
 
 def plan_mode(plan: L.LogicalOp, stages) -> str:

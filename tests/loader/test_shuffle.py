@@ -79,6 +79,28 @@ def test_shuffled_read_order_reaches_the_executor():
             assert table["id"].to_pylist() == list(range(10 * read, 10 * read + 10))
 
 
+@pytest.mark.parametrize("tail", ["limit", "union_of_limits", "seeded_sample"])
+def test_a_shuffled_epoch_holds_the_rows_the_plan_keeps(tail):
+    """A limit keeps the first rows and a seeded sample follows the partitions' order:
+    reading the partitions in a shuffled order changed which rows (limit(2500) of 3000
+    gave 500 rows past 2499). The epoch holds the rows of ``take_all()``, shuffled.
+    (With a seed the epoch keeps input order; without one a limit keeps the first
+    rows in completion order, as documented for iteration.)"""
+    seed = 9
+    ds = sb.range(3000, override_num_blocks=12).map(lambda r: {"id": r["id"]})
+    ds = {"limit": ds.limit(2500),
+          "union_of_limits": ds.limit(700).union(ds.limit(300)),
+          "seeded_sample": ds.random_sample(0.5, seed=3)}[tail]
+    expected = sorted(r["id"] for r in ds.take_all())
+    batches = ds.iter_batches(batch_size=64, local_shuffle_buffer_size=400,
+                              local_shuffle_seed=seed)
+    assert sorted(int(x) for b in batches for x in b["id"]) == expected
+    loader = ds.iter_torch_batches(batch_size=64, device="cpu",
+                                   local_shuffle_buffer_size=400, local_shuffle_seed=seed)
+    for _ in range(2):  # two epochs, each in its own read order
+        assert sorted(int(x) for b in loader for x in b["id"]) == expected
+
+
 def test_shuffle_buffer_gathers_rows_with_their_ids_across_blocks():
     buf = ShuffleBuffer(buffer_size=10, seed=0)
     tables = [image_table(7, start=0), image_table(9, start=7), image_table(5, 16)]
