@@ -462,7 +462,8 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         return rows
 
     def materialize(self) -> MaterializedDataset:
-        """Execute now and keep the blocks in memory; later consumers reuse them.
+        """Execute now and keep the blocks in memory, in input order (the order ``take``
+        and ``take_all`` give; it holds every block anyway); later consumers reuse them.
 
         >>> import streambatch as sb
         >>> m = sb.range(5).map(lambda r: {"x": r["id"]}).materialize()
@@ -471,7 +472,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         """
         from streambatch.connectors.memory import ArrowSource
 
-        with closing(self._partitions()) as parts:
+        with closing(self._partitions(ordered=True)) as parts:
             tables = [p.get() for p in parts]
         return MaterializedDataset(L.Read(ArrowSource(tables, split=False), name="Materialized"),
                                    self._stats, tables)

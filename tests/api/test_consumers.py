@@ -284,6 +284,30 @@ def test_materialize_executes_once(calls_dir):
     assert _count_calls(calls_dir) == 12  # none of the five consumptions re-ran the map
 
 
+def first_partition_last(row, marker: str, last_id: int):
+    """Row 0 waits (at most 30 s) until the last row was mapped: partition 0 ends last."""
+    import time
+
+    if row["id"] == last_id:
+        open(marker, "w").close()
+    elif row["id"] == 0:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return {"id": row["id"]}
+
+
+def test_materialize_keeps_input_order(tmp_path):
+    """take/take_all give input order; a materialized dataset kept its blocks in
+    completion order (take(5) gave 250..254 when the first partition ended last)."""
+    fn = functools.partial(first_partition_last, marker=str(tmp_path / "last-done"),
+                           last_id=999)
+    m = sb.range(1000, override_num_blocks=8).map(fn).materialize()
+    assert (tmp_path / "last-done").exists()
+    assert [_py(r["id"]) for r in m.take(5)] == [0, 1, 2, 3, 4]
+    assert [_py(r["id"]) for r in m.take_all()] == list(range(1000))
+
+
 # --------------------------------------------------------------------------------- stats
 
 
