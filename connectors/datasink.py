@@ -39,7 +39,7 @@ from streambatch.connectors.manifest import (
     resumable,
     write_atomic,
 )
-from streambatch.connectors.output_dir import OutputDir
+from streambatch.connectors.output_dir import OutputDir, is_hidden
 from streambatch.connectors.paths import arrow_filesystem, usable_fs
 from streambatch.connectors.sink_contract import Datasink
 
@@ -71,6 +71,7 @@ class FileDatasink(Datasink):
 
     name = "Datasink"
     suffix = ""
+    resumable = False  # whether this format's ``write_*`` takes ``resume=True``
 
     def __init__(self, path: str, filesystem=None, mode: str = "append",
                  num_rows_per_file: int | None = None) -> None:
@@ -131,7 +132,7 @@ class FileDatasink(Datasink):
         >>> os.listdir(sink.path)  # ...which the abort removed
         []
         """
-        if self.mode == "ignore" and not resume and OutputDir(self.fs, self.path).data_files():
+        if self.mode == "ignore" and not resume and self._complete_output():
             return []  # mode="ignore": the output exists, nothing runs (as Ray)
         done = self.start(resume=resume, fingerprint=fingerprint)
         try:
@@ -140,6 +141,15 @@ class FileDatasink(Datasink):
             self.abort()
             raise
         return self.finalize(results)
+
+    def _complete_output(self) -> bool:
+        """mode="ignore": True when ``path`` holds data files of a finished write (or files
+        no streambatch write recorded); an interrupted write is refused, never skipped."""
+        self.out = OutputDir(self.fs, self.path)
+        if not self.out.data_files():
+            return False
+        self._refuse_interrupted(load(self.fs, self.path))
+        return True
 
     # ---- driver side: start ----------------------------------------------------------
     def start(self, resume: bool = False, fingerprint: str = "") -> dict[int, PieceSet]:
@@ -170,16 +180,31 @@ class FileDatasink(Datasink):
         self._claim([header] + carried)
         return {}
 
+    def _interrupted(self, entries: list[dict]) -> bool:
+        """True when the output is an interrupted write: no ``_SUCCESS``, and files its
+        manifest records, or data files named after its runs that a kill left unrecorded
+        (committed by a task just before the driver died)."""
+        if self.fs.exists(self.out.full(SUCCESS)):
+            return False
+        if any("file" in e for e in entries):
+            return True
+        jobs = [j for e in entries if "plan" in e for j in e.get("jobs", ())]
+        return any(not is_hidden(f) for f in self.out.job_files(jobs))
+
     def _refuse_interrupted(self, entries: list[dict]) -> None:
-        """mode="append": an interrupted write's committed files (recorded, no
-        ``_SUCCESS``) hold part of some rows; adding a full run to them would duplicate
-        those rows, so only ``resume=True`` (finish it) or ``mode="overwrite"`` go on."""
-        if any("file" in e for e in entries) and not self.fs.exists(self.out.full(SUCCESS)):
-            raise OutputExistsError(
-                f"write_{self.name.lower()}: {self.path!r} holds the files of an interrupted "
-                f"write (its {MANIFEST} has no {SUCCESS}); appending would write its rows "
-                "twice. Pass resume=True to finish it, mode='overwrite' to replace it, or "
-                "write to another path")
+        """mode="append" and "ignore": an interrupted write's committed files hold part of
+        some rows; adding a full run to them would duplicate those rows, skipping the
+        write would leave the rest out for good, so only ``resume=True`` (finish it) or
+        ``mode="overwrite"`` go on."""
+        if not self._interrupted(entries):
+            return
+        why = ("appending would write its rows twice" if self.mode == "append" else
+               f"mode={self.mode!r} skips only a complete output (one with {SUCCESS})")
+        finish = "resume=True to finish it, " if self.resumable else ""
+        raise OutputExistsError(
+            f"write_{self.name.lower()}: {self.path!r} holds the files of an interrupted "
+            f"write (no {SUCCESS}); {why}. Pass {finish}mode='overwrite' to replace it, or "
+            "write to another path")
 
     def _refuse_data(self) -> None:
         existing = self.out.data_files()
@@ -192,9 +217,12 @@ class FileDatasink(Datasink):
 
     def _clear_own(self, entries: list[dict]) -> None:
         """mode="overwrite": remove the earlier output this sink recorded; refuse when the
-        directory holds data files it did not write."""
+        directory holds data files it did not write (its runs' files are its own, recorded
+        or not: a kill can come between a task's commit and the driver's manifest line)."""
+        jobs = [j for e in entries for j in e.get("jobs", ())]
         own = {name for e in entries if (name := e.get("file") or e.get("earlier"))}
-        foreign = [f for f in self.out.data_files() if f not in own]
+        runs = set(self.out.job_files(jobs))
+        foreign = [f for f in self.out.data_files() if f not in own and f not in runs]
         if foreign:
             more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
             raise OutputExistsError(
@@ -202,7 +230,6 @@ class FileDatasink(Datasink):
                 f"streambatch write recorded: {', '.join(map(repr, foreign[:3]))}{more}; "
                 "overwrite replaces only an earlier streambatch output. Move or delete those "
                 "files, or write to another path")
-        jobs = [j for e in entries for j in e.get("jobs", ())]
         errors = [e["errors"] for e in entries if "errors" in e]
         self.out.remove(sorted(own) + errors + self.out.job_files(jobs) + [SUCCESS])
 

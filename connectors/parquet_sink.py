@@ -18,7 +18,8 @@ class ParquetSink(FileDatasink):
 
     ``mode``: "append" (the default, as Ray's: add files; the earlier ones stay
     listed), "error" (the directory must hold no data files), "ignore" (skip the write
-    when it holds data files), "overwrite"
+    when it holds the data files of a complete output; an interrupted write is
+    refused, as append refuses it), "overwrite"
     (replace an earlier streambatch output: only the files its manifest records go;
     a directory holding files no streambatch write recorded is refused, naming
     them). ``partition_cols`` writes
@@ -38,6 +39,7 @@ class ParquetSink(FileDatasink):
 
     name = "Parquet"
     suffix = ".parquet"
+    resumable = True  # write_parquet(resume=True) finishes an interrupted write
 
     def __init__(self, path: str, *, partition_cols=None, target_file_bytes: int | None = None,
                  **kwargs) -> None:

@@ -41,7 +41,8 @@ class WriteMethods:
         ``path`` already holds data files: ``"append"`` (default) adds this write's
         files, ``"error"`` refuses, ``"ignore"`` skips the write (nothing runs), and
         ``"overwrite"`` replaces an earlier streambatch output. An interrupted write
-        (no ``_SUCCESS``) is only finished by ``resume=True`` or replaced by overwrite.
+        (no ``_SUCCESS``) is only finished by ``resume=True`` or replaced by overwrite:
+        append and ignore refuse it.
         ``partition_cols`` writes hive ``col=value/`` directories; ``target_file_bytes``
         starts a new file when one reaches that size; ``num_rows_per_file`` cuts each
         partition's rows into files of that many rows (a partition's last file may be

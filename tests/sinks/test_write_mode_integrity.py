@@ -1,0 +1,167 @@
+"""What the write modes do to an output that is not simply complete or empty.
+
+- ``mode="ignore"`` skips only a complete output: an interrupted write (no ``_SUCCESS``,
+  files recorded in the manifest or left unrecorded by a kill) is refused, as append
+  refuses it, naming ``resume=True`` where the format has it and ``mode='overwrite'``.
+
+The driver kills are deterministic: the job's UDF counts its calls in a file; the call
+after the Nth waits until the manifest records two files, then SIGKILLs the driver.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from streambatch.connectors.csv import CSVSink
+from streambatch.connectors.datasink import FileDatasink, OutputExistsError
+from streambatch.connectors.manifest import SUCCESS
+from streambatch.connectors.parquet_sink import ParquetSink
+
+import streambatch as sb
+
+ROWS = 2000
+BLOCKS = 20
+
+JOB = textwrap.dedent("""
+    import fcntl, json, os, signal, sys, time
+    import streambatch as sb
+
+    out, mode, resume, kill_after, offset = sys.argv[1:6]
+    kill_after, offset = int(kill_after), int(offset)
+    os.environ["SB_TEST_DRIVER"] = str(os.getpid())   # the workers inherit it
+
+    def recorded_files():
+        try:
+            with open(os.path.join(out, "_manifest.jsonl")) as handle:
+                return sum('"file"' in line for line in handle)
+        except FileNotFoundError:
+            return 0
+
+    def calls_so_far():
+        with open(out + ".calls", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write("x")
+            handle.flush()
+            return os.path.getsize(out + ".calls")
+
+    def step(batch):
+        if kill_after and calls_so_far() > kill_after:
+            deadline = time.monotonic() + 60
+            while recorded_files() < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)   # the first calls' files are being committed
+            os.kill(int(os.environ["SB_TEST_DRIVER"]), signal.SIGKILL)
+            os._exit(1)
+        return {"id": batch["id"] + offset}
+
+    sb.init(num_cpus=2, progress=False)
+    ds = sb.range(ROWS_N, override_num_blocks=BLOCKS_N).map_batches(
+        step, batch_size=ROWS_N // BLOCKS_N, releases_gil=False)
+    files = ds.write_parquet(out, mode=mode, resume=resume == "1")
+    print(json.dumps({"files": len(files)}))
+""").replace("ROWS_N", str(ROWS)).replace("BLOCKS_N", str(BLOCKS))
+
+
+def run_job(tmp_path: Path, out: Path, mode: str = "append", resume: bool = False,
+            kill_after: int = 0, offset: int = 0) -> subprocess.CompletedProcess:
+    """Run the job in a new interpreter; with ``kill_after`` it kills its own driver."""
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    return subprocess.run([sys.executable, str(script), str(out), mode, "1" if resume else "0",
+                           str(kill_after), str(offset)], capture_output=True, text=True,
+                          timeout=240)
+
+
+def ids(out: Path) -> list[int]:
+    """Every id in the output's parquet files, sorted."""
+    return sorted(pq.read_table(str(out))["id"].to_pylist())
+
+
+def data_files(out: Path) -> set[str]:
+    """The output's data files, relative (what readers read)."""
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+            and not any(part.startswith(("_", ".")) for part in p.relative_to(out).parts)}
+
+
+def kill_mid_write(tmp_path: Path, out: Path, offset: int = 0) -> None:
+    """A write whose driver dies after two files were recorded, before it ends."""
+    killed = run_job(tmp_path, out, kill_after=6, offset=offset)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (out / SUCCESS).exists()
+
+
+class Ctx:
+    """A write task's context, for a sink driven by hand."""
+
+    task_index, key = 0, "k0"
+
+
+def interrupted_by_hand(sink: FileDatasink, record: bool) -> None:
+    """A first write whose driver dies after a task committed a file, with (``record``)
+    or without (the kill came before the driver's manifest line) its manifest entry."""
+    sink.start()
+    result = sink.write([pa.table({"id": [0, 1]})], Ctx())
+    if record:
+        sink.manifest.append({"file": sink.out.rel(result["path"][0].as_py()), "rows": 2,
+                              "bytes": 1, "origins": [], "job": sink.job})
+
+
+# ---- mode="ignore" on an interrupted write ---------------------------------------------------
+
+def test_ignore_refuses_a_killed_write_and_resume_finishes_it(tmp_path):
+    out = tmp_path / "out"
+    kill_mid_write(tmp_path, out)
+    partial = ids(out)
+    assert 0 < len(partial) < ROWS
+
+    ignored = run_job(tmp_path, out, mode="ignore")
+    assert ignored.returncode != 0
+    assert "mode='ignore' skips only a complete output" in ignored.stderr
+    assert "resume=True" in ignored.stderr and "mode='overwrite'" in ignored.stderr
+    assert ids(out) == partial  # refused: nothing added, nothing removed
+
+    resumed = run_job(tmp_path, out, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert ids(out) == list(range(ROWS))
+    assert run_job(tmp_path, out, mode="ignore").returncode == 0  # complete now: skipped
+    assert ids(out) == list(range(ROWS))
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["recorded", "unrecorded"])
+def test_ignore_and_append_refuse_a_write_killed_after_a_commit(tmp_path, record):
+    """Unrecorded: a task renamed its file, then the driver died before the manifest line;
+    the file is still the interrupted write's (named after its run)."""
+    out = tmp_path / "out"
+    interrupted_by_hand(ParquetSink(str(out)), record)
+    for mode in ("ignore", "append"):
+        with pytest.raises(OutputExistsError, match="interrupted write.*resume=True.*"
+                                                    "mode='overwrite'"):
+            sb.range(5).write_parquet(str(out), mode=mode)
+    assert ids(out) == [0, 1]
+    sb.range(5).write_parquet(str(out), mode="overwrite")
+    assert ids(out) == list(range(5))
+    assert (out / SUCCESS).exists()
+
+
+def test_ignore_on_an_interrupted_csv_write_names_only_overwrite(tmp_path):
+    """write_csv has no resume=True: the refusal does not offer it."""
+    out = tmp_path / "out"
+    interrupted_by_hand(CSVSink(str(out)), record=True)
+    with pytest.raises(OutputExistsError, match="mode='overwrite'") as info:
+        sb.range(5).write_csv(str(out), mode="ignore")
+    assert "resume" not in str(info.value)
+    assert sum(f["rows"] for f in sb.range(5).write_csv(str(out), mode="overwrite")) == 5
+
+
+def test_ignore_still_skips_files_no_streambatch_write_recorded(tmp_path):
+    """As Ray: a folder of someone else's data files (no manifest) is an output; skip it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.table({"id": [7]}), str(out / "theirs.parquet"))
+    assert sb.range(3).write_parquet(str(out), mode="ignore") == []
+    assert ids(out) == [7]
