@@ -19,6 +19,7 @@ null gets null; ``Count()`` counts rows.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Callable
 
@@ -339,15 +340,20 @@ def unprefixed(table: pa.Table, keys: list[str], prefix: str) -> pa.Table:
 
 
 class Std(_Builtin):
-    """Standard deviation of the non-null values of ``on`` (``ddof=1`` by default, as in
-    Ray Data); states are (count, mean, M2), merged with Chan's formula, which keeps
-    its precision when values are large.
+    """Standard deviation of the non-null values of ``on`` (``ddof=1`` by default); states
+    are (count, mean, M2), merged with Chan's formula, which keeps its precision when
+    values are large. As in Ray Data's ``Std.finalize`` (and pandas), a group with fewer
+    than ``ddof + 1`` non-null values (one value, at ``ddof=1``) gets NaN, and a group
+    with none gets null (``ignore_nulls``).
 
     >>> import pyarrow as pa
     >>> t = pa.table({"v": [1e9 + 1, 1e9 + 2, 1e9 + 3]})
     >>> s = Std("v"); s.finalize(s.merge(pa.concat_tables([s.partial(t.slice(0, 1), []),
     ...     s.partial(t.slice(1), [])]), [])).to_pylist()
     [1.0]
+    >>> s.finalize(s.merge(s.partial(pa.table({"k": [1, 2, 2], "v": [5.0, None, None]}),
+    ...     ["k"]), ["k"])).to_pylist()
+    [nan, None]
     """
 
     label = "std"
@@ -395,10 +401,10 @@ class Std(_Builtin):
         return _decoded_keys(out, keys, codes, dictionaries)
 
     def finalize(self, states):
-        n = states["n"]
+        n = pc.cast(states["n"], pa.float64())
         dof = pc.subtract(n, float(self.ddof))
-        var = pc.if_else(pc.greater(dof, 0), pc.divide(states["m2"], dof), pa.scalar(None, pa.float64()))
-        return pc.sqrt(var)
+        var = pc.if_else(pc.greater(dof, 0), pc.divide(states["m2"], dof), math.nan)
+        return pc.sqrt(pc.if_else(pc.equal(n, 0), pa.scalar(None, pa.float64()), var))
 
 
 def _group_rows(table: pa.Table, keys: list[str]) -> tuple[list[list[int]], list[tuple]]:

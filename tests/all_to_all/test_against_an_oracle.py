@@ -82,9 +82,10 @@ class AllToAllSuite:
             assert row["min(v)"] == (min(values) if values else None)
             assert row["max(v)"] == (max(values) if values else None)
             assert _close(row["mean(v)"], statistics.mean(values) if values else None)
-            std = statistics.stdev(values) if len(values) > 1 else None
-            assert (row["std(v)"] is None) == (std is None) and (std is None or
-                                                              math.isclose(row["std(v)"], std, rel_tol=1e-6))
+            std = statistics.stdev(values) if len(values) > 1 else math.nan if values else None
+            assert (row["std(v)"] is None) == (std is None) and (std is None or (
+                math.isnan(row["std(v)"]) and math.isnan(std)) or
+                math.isclose(row["std(v)"], std, rel_tol=1e-6))
             assert row["sum(i)"] == sum(r["i"] for r in members)
 
 

@@ -4,6 +4,8 @@ value. Expected values come from pandas-like plain Python on the whole table."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import streambatch as sb
@@ -77,3 +79,18 @@ def test_an_int64_sum_that_overflows_still_raises_beside_a_mean():
     assert ds.mean("x") == float(2**62)
     with pytest.raises(Exception, match="overflows int64"):
         ds.aggregate(sb.Mean("x"), sb.Sum("x"))
+
+
+# ---- std of too few values -------------------------------------------------------------------
+def test_std_of_one_value_is_nan_and_of_no_value_is_none():
+    """Ray Data's Std.finalize and pandas: NaN where count - ddof <= 0; no non-null value
+    at all: null (ignore_nulls)."""
+    rows = [{"k": 0, "v": 1.0}, {"k": 1, "v": 2.0}, {"k": 1, "v": 4.0}, {"k": 2, "v": None}]
+    got = sb.from_items(rows, override_num_blocks=2).groupby("k").std("v").take_all()
+    values = [r["std(v)"] for r in got]
+    assert math.isnan(values[0]) and values[1] == pytest.approx(2 ** 0.5) and values[2] is None
+    assert math.isnan(sb.from_items(rows[:1]).std("v"))
+    assert math.isnan(sb.from_items(rows[1:3]).std("v", ddof=2))
+    assert sb.from_items(rows[1:3]).std("v", ddof=0) == pytest.approx(1.0)
+    assert sb.from_items(rows[3:]).std("v") is None
+    assert sb.from_items(rows).filter(lambda r: False).std("v") is None
