@@ -6,12 +6,14 @@ join refuses such a column, key or not. A null-typed key takes the other side's 
 type (every value is null: it matches nothing, as in SQL); a null-typed column that is
 not a key, or a key null on both sides, stands in as ``int8`` through the join and
 comes out as a null column again, under the name the join gives it. Keys of two types
-that compare (int32 and int64; an integer and a float, as in SQL) are cast to one.
+that compare (int32 and int64; an integer and a float, as in SQL) are cast to one. A
+join whose output would name two columns alike is refused before it runs.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+from streambatch.operators.join_columns import check_unique
 
 STAND_IN = pa.int8()  # a type Arrow's join takes; the column is all null either way
 
@@ -43,6 +45,7 @@ def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: li
                 left, right = _cast(left, lk, common), _cast(right, rk, common)
     left_rest = [c for c in left.column_names if c not in keys]
     right_rest = [c for c in right.column_names if c not in right_keys]
+    check_unique(left.column_names, right.column_names, keys, right_keys, join_type, suffixes)
     left = _stand_in(left, left_rest, right_rest, suffixes[0], nulls)
     right = _stand_in(right, right_rest, left_rest, suffixes[1], nulls)
     joined = left.join(right, keys, right_keys, join_type=join_type, left_suffix=suffixes[0],

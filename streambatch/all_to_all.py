@@ -132,6 +132,7 @@ class AllToAllMethods:
         [5, 7]
         """
         from streambatch.operators.exchange import JOIN_TYPES
+        from streambatch.operators.join_columns import check_known_names
 
         kind = _JOIN_NAMES.get(how, how)
         if kind not in JOIN_TYPES:
@@ -140,6 +141,8 @@ class AllToAllMethods:
         right_keys = _names("join", right_on) if right_on is not None else keys
         if len(keys) != len(right_keys):
             raise ValueError(f"join: {len(keys)} keys on the left, {len(right_keys)} on the right")
+        check_known_names(self._plan, other._plan, keys, right_keys, JOIN_TYPES[kind],
+                          (left_suffix, right_suffix))
         return self._with(A.Join(input=self._plan, right=other._plan, keys=keys,
                                  right_keys=right_keys, how=kind,
                                  suffixes=(left_suffix, right_suffix),
