@@ -61,6 +61,26 @@ def test_left_and_inner_lookups_with_column_types(db):
     assert set(inner.take_all()[0]) == {"id", "version", "name", "score"}
 
 
+@pytest.mark.parametrize("declared, stored, asked", [("TEXT", "1", 1), ("INTEGER", 1, "1")])
+@pytest.mark.parametrize("how", ["left", "inner"])
+def test_a_key_sqlite_matches_by_conversion_fails_naming_the_types(tmp_path, declared,
+                                                                    stored, asked, how):
+    """SQLite matches a TEXT key '1' to the dataset's 1 (column affinity); the looked-up
+    row was kept under '1' and looked for under 1: every row came out unmatched (nulls,
+    or dropped by an inner lookup). Now an error naming both types."""
+    path = str(tmp_path / "t.db")
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE users (id {declared} PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users VALUES (?, 'one')", (stored,))
+    conn.commit()
+    conn.close()
+    ds = sb.from_items([{"id": asked}])
+    with pytest.raises(TypeError, match=r"holds .*1.* \((str|int)\).*(int|str) key values"):
+        ds.lookup(SQLiteTable(path, "users", key="id"), on="id", how=how).take_all()
+    same = sb.from_items([{"id": stored}]).lookup(SQLiteTable(path, "users", key="id"), on="id")
+    assert same.take_all() == [{"id": stored, "name": "one"}]
+
+
 def test_one_deduplicated_query_per_micro_batch(db):
     STATEMENTS.clear()
     op = Lookup(None, table=TracedTable(db, "users", key="id"), on="id", cache=FreshCache(30.0))
