@@ -440,7 +440,8 @@ class AddColumnOp(OpBase):
             where = rows_where(start, table.num_rows, ctx)
             start += table.num_rows
             try:
-                values = self.op.fn(to_batch(table, self.op.batch_format))
+                batch = to_batch(table, self.op.batch_format)
+                values = _aligned(self.op.fn(batch), batch)
             except Exception as exc:
                 raise UDFFailure(self.name, where, exc) from exc
             column = self._column(values, table.num_rows, where, ctx)
@@ -461,6 +462,26 @@ class AddColumnOp(OpBase):
             problem = err.problems[0]
             at = f"{where}, row {problem.row}" if problem.row is not None else where
             raise self.conversion_error(ctx, at, problem) from err
+
+
+def _aligned(values, batch):
+    """A pandas Series returned for a pandas batch, aligned on the batch's index as
+    pandas assignment (``df.loc[:, col] = values``) aligns it: a reordered Series
+    lands on its rows, labels it lacks become NaN (it was placed by position).
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"x": [3, 1, 2]})
+    >>> _aligned(df["x"].sort_values(), df).tolist()
+    [3, 1, 2]
+    >>> _aligned(df.loc[df["x"] > 1, "x"] * 10, df).tolist()
+    [30.0, nan, 20.0]
+    """
+    import sys
+
+    pd = sys.modules.get("pandas")  # (a pandas batch means pandas is loaded)
+    if pd is not None and isinstance(values, pd.Series) and isinstance(batch, pd.DataFrame):
+        return values.reindex(batch.index)
+    return values
 
 
 def _is_scalar(value) -> bool:

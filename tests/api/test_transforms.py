@@ -352,6 +352,17 @@ def test_add_column_pandas_default(abc):
     assert _col(ds, "a_plus_b") == [0, 11, 22, 33]
 
 
+def test_add_column_aligns_a_pandas_series_on_the_batch_index():
+    """As ``df.loc[:, col] = series`` (and Ray Data's add_column): a reordered Series
+    lands on its rows (it was placed by position: y came out sorted beside x), and
+    rows it lacks get nulls (it was a length error)."""
+    ds = sb.from_items([{"x": v} for v in [3, 1, 2, 7, 5]], override_num_blocks=2)
+    assert [(r["x"], r["y"]) for r in ds.add_column("y", lambda df: df["x"].sort_values())
+            .take_all()] == [(3, 3), (1, 1), (2, 2), (7, 7), (5, 5)]
+    subset = ds.add_column("y", lambda df: df.loc[df["x"] > 2, "x"] * 10).take_all()
+    assert [r["y"] for r in subset] == [30.0, None, None, 70.0, 50.0]
+
+
 def test_add_column_pyarrow_format(abc):
     ds = abc.add_column("twice", lambda t: pc.multiply(t["a"], 2), batch_format="pyarrow")
     assert _col(ds, "twice") == [0, 2, 4, 6]
