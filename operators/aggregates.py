@@ -19,9 +19,10 @@ null gets null; ``Count()`` counts rows.
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -103,8 +104,12 @@ class _Builtin(AggregateFn):
                  ignore_nulls: bool = True) -> None:
         if not ignore_nulls:
             raise ValueError(f"{type(self).__name__}: only ignore_nulls=True is supported")
-        self.on = on
-        self.name = alias_name or f"{self.label}({on or ''})"
+        self.on, self.alias_name = on, alias_name
+        self.name = alias_name or self.default_name()
+
+    def default_name(self) -> str:
+        """The name Ray Data gives the output column when no ``alias_name`` is given."""
+        return f"{self.label}({self.on or ''})"
 
     def _states(self, table: pa.Table, keys: list[str], specs: list[tuple]) -> pa.Table:
         """``table`` grouped by ``keys`` with ``specs`` ((column, function, out name))."""
@@ -405,6 +410,64 @@ class Std(_Builtin):
         dof = pc.subtract(n, float(self.ddof))
         var = pc.if_else(pc.greater(dof, 0), pc.divide(states["m2"], dof), math.nan)
         return pc.sqrt(pc.if_else(pc.equal(n, 0), pa.scalar(None, pa.float64()), var))
+
+
+def named_uniquely(keys: Sequence[str], aggs: Sequence[AggregateFn]) -> tuple:
+    """``aggs`` with output names that neither repeat nor hide a key column.
+
+    A name the user chose (``alias_name=``, an ``AggregateFn``'s ``name``) is kept and
+    must be new: one equal to a groupby key or to another chosen name raises ValueError.
+    A generated name (``sum(v)``) that is taken gets ``_2``, ``_3``... as Ray Data does
+    (on a copy: the user's aggregate is left as it is).
+
+    >>> [a.name for a in named_uniquely(["k"], [Sum("v"), Sum("v"), Max("v", alias_name="m")])]
+    ['sum(v)', 'sum(v)_2', 'm']
+    >>> named_uniquely(["k"], [Sum("v", alias_name="k")])
+    Traceback (most recent call last):
+    ...
+    ValueError: aggregate: Sum(on='v', alias_name='k') names its output column 'k', which is a groupby key; pass another alias_name
+    """
+    taken = _chosen_names(keys, aggs)
+    out = []
+    for agg in aggs:
+        if _generated(agg):
+            name, n = agg.default_name(), 2
+            while name in taken:
+                name, n = f"{agg.default_name()}_{n}", n + 1
+            taken[name] = f"also the name of {_described(agg)}"
+            if name != agg.name:
+                agg = copy.copy(agg)
+                agg.name = name
+        out.append(agg)
+    return tuple(out)
+
+
+def _chosen_names(keys: Sequence[str], aggs: Sequence[AggregateFn]) -> dict[str, str]:
+    """The keys and the names the user chose, each with what it names; ValueError where
+    a chosen name is taken."""
+    taken = {key: "a groupby key" for key in keys}
+    for agg in aggs:
+        if _generated(agg):
+            continue
+        if agg.name in taken:
+            what = "alias_name" if isinstance(agg, _Builtin) else "name"
+            raise ValueError(f"aggregate: {_described(agg)} names its output column "
+                             f"{agg.name!r}, which is {taken[agg.name]}; pass another {what}")
+        taken[agg.name] = f"also the name of {_described(agg)}"
+    return taken
+
+
+def _generated(agg: AggregateFn) -> bool:
+    """Whether ``agg``'s output name is generated (a built-in without ``alias_name``)."""
+    return isinstance(agg, _Builtin) and agg.alias_name is None
+
+
+def _described(agg: AggregateFn) -> str:
+    """``agg`` as the user wrote it, for errors."""
+    if not isinstance(agg, _Builtin):
+        return f"AggregateFn(name={agg.name!r})"
+    on = "" if agg.on is None else f"on={agg.on!r}, "
+    return f"{type(agg).__name__}({on}alias_name={agg.alias_name!r})"
 
 
 def _group_rows(table: pa.Table, keys: list[str]) -> tuple[list[list[int]], list[tuple]]:

@@ -50,8 +50,9 @@ class AllToAllMethods:
         >>> sb.range(5).aggregate(sb.Count(), sb.Max("id"))
         {'count()': 5, 'max(id)': 4}
         """
-        rows = GroupedData(self, ()).aggregate(*aggs).take_all()
-        return rows[0] if rows else {a.name: a.empty() for a in aggs}
+        ds = GroupedData(self, ()).aggregate(*aggs)
+        rows = ds.take_all()  # the op names them: sum(v), sum(v)_2 for two Sum("v")
+        return rows[0] if rows else {a.name: a.empty() for a in ds._plan.aggs}
 
     def sum(self, on: str | list[str]) -> Any:
         """Sum of column ``on`` (a dict for several columns; None when empty).

@@ -94,3 +94,53 @@ def test_std_of_one_value_is_nan_and_of_no_value_is_none():
     assert sb.from_items(rows[1:3]).std("v", ddof=0) == pytest.approx(1.0)
     assert sb.from_items(rows[3:]).std("v") is None
     assert sb.from_items(rows).filter(lambda r: False).std("v") is None
+
+
+# ---- output names that clash ------------------------------------------------------------------
+def _small():
+    return sb.from_items([{"k": i % 2, "v": i} for i in range(6)], override_num_blocks=2)
+
+
+def test_a_repeated_generated_name_gets_a_suffix_and_keeps_both_columns():
+    sum_v = sb.Sum("v")
+    got = _small().groupby("k").aggregate(sum_v, sb.Max("v"), sum_v, sb.Sum("v")).take_all()
+    assert got == [{"k": 0, "sum(v)": 6, "max(v)": 4, "sum(v)_2": 6, "sum(v)_3": 6},
+                   {"k": 1, "sum(v)": 9, "max(v)": 5, "sum(v)_2": 9, "sum(v)_3": 9}]
+    assert sum_v.name == "sum(v)"  # the user's aggregate is left as it was
+    assert _small().aggregate(sb.Count(), sb.Count()) == {"count()": 6, "count()_2": 6}
+    assert _small().sum(["v", "v"]) == {"sum(v)": 15, "sum(v)_2": 15}
+
+
+def test_a_generated_name_steps_around_a_key_and_a_chosen_name():
+    ds = sb.from_items([{"sum(v)": 1, "v": 2}, {"sum(v)": 1, "v": 3}])
+    got = ds.groupby("sum(v)").aggregate(sb.Sum("v"), sb.Min("v", alias_name="sum(v)_2")).take_all()
+    assert got == [{"sum(v)": 1, "sum(v)_3": 5, "sum(v)_2": 2}]
+
+
+@pytest.mark.parametrize("aggs,message", [
+    ((sb.Sum("v", alias_name="k"),),
+     r"Sum\(on='v', alias_name='k'\) names its output column 'k', which is a groupby key; "
+     r"pass another alias_name"),
+    ((sb.Sum("v", alias_name="s"), sb.Max("v", alias_name="s")),
+     r"Max\(on='v', alias_name='s'\) names its output column 's', which is also the name "
+     r"of Sum\(on='v', alias_name='s'\); pass another alias_name"),
+    ((sb.Count(), sb.AggregateFn(init=lambda k: 0, merge=max, name="k",
+                                 accumulate_block=lambda s, b: s)),
+     r"AggregateFn\(name='k'\) names its output column 'k', which is a groupby key; "
+     r"pass another name"),
+])
+def test_a_chosen_name_that_is_taken_is_an_error_naming_it(aggs, message):
+    with pytest.raises(ValueError, match=message):
+        _small().groupby("k").aggregate(*aggs)
+
+
+def test_a_chosen_name_may_be_any_name_not_taken():
+    got = _small().groupby("k").aggregate(sb.Sum("v", alias_name="total"),
+                                          sb.Max("v", alias_name="top")).take_all()
+    assert got == [{"k": 0, "total": 6, "top": 4}, {"k": 1, "total": 9, "top": 5}]
+
+
+def test_an_empty_dataset_names_its_global_aggregates_the_same():
+    empty = _small().filter(lambda r: False)
+    assert empty.aggregate(sb.Sum("v"), sb.Sum("v"), sb.Count()) == \
+        {"sum(v)": None, "sum(v)_2": None, "count()": 0}
