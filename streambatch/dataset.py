@@ -130,6 +130,8 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
             raise ValueError("filter takes exactly one of fn (a row predicate) or expr "
                              "(a pyarrow.compute expression)")
         fn = v.callable_fn("filter", fn) if fn is not None else None
+        if expr is not None:
+            v.expression("filter", expr)
         return self._with(L.Filter(self._plan, concurrency=v.concurrency(
                                        resolved_concurrency(compute, concurrency)), fn=fn,
                                    expr=expr, releases_gil=v.releases_gil(releases_gil),
@@ -203,11 +205,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         >>> sb.range(2, override_num_blocks=1).with_column("d", pc.field("id") * 2).take_all()
         [{'id': 0, 'd': 0}, {'id': 1, 'd': 2}]
         """
-        import pyarrow.compute as pc
-
-        if not isinstance(expr, pc.Expression):
-            raise TypeError(f"with_column expects a pyarrow.compute expression (e.g. "
-                            f"pc.field('a') * 2), got {type(expr).__name__}")
+        v.expression("with_column", expr)
         return self.add_column(col, lambda t: _evaluated(expr, t), batch_format="pyarrow")
 
     def limit(self, n: int) -> Dataset:

@@ -56,6 +56,25 @@ def callable_fn(name: str, fn):
     return fn
 
 
+def expression(name: str, expr) -> None:
+    """Check ``expr`` is a ``pyarrow.compute`` expression (there is no string form: a
+    string such as ``"v > 1"`` failed deep in the job, blamed on user code).
+
+    >>> expression("filter", "v > 1")
+    Traceback (most recent call last):
+    ...
+    TypeError: filter expects a pyarrow.compute expression (e.g. pc.field('v') > 1), got str 'v > 1'; strings are not parsed here (Ray Data deprecates them too)
+    """
+    import pyarrow.compute as pc
+
+    if not isinstance(expr, pc.Expression):
+        shown = f" {expr!r}" if isinstance(expr, str) else ""
+        raise TypeError(f"{name} expects a pyarrow.compute expression (e.g. pc.field('v') > 1),"
+                        f" got {type(expr).__name__}{shown}" +
+                        ("; strings are not parsed here (Ray Data deprecates them too)"
+                         if isinstance(expr, str) else ""))
+
+
 def column_list(name: str, columns) -> tuple[str, ...]:
     """Normalize a column name or list of names.
 

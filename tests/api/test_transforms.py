@@ -301,6 +301,16 @@ def test_filter_everything_out_gives_empty_dataset():
     assert ds.take_all() == []
 
 
+@pytest.mark.parametrize("method", ["filter", "with_column"])
+def test_an_expression_that_is_not_pyarrow_fails_at_once_naming_it(method):
+    """filter(expr="v > 1") failed in the read task, an ArrowTypeError blamed on user code."""
+    ds = sb.from_items([{"v": 1}, {"v": 3}])
+    call = (lambda: ds.filter(expr="v > 1")) if method == "filter" else \
+        (lambda: ds.with_column("w", "v * 2"))
+    with pytest.raises(TypeError, match=rf"{method} expects a pyarrow.compute expression.*str"):
+        call()
+
+
 def test_filter_expression_on_transformed_column():
     ds = sb.range(10).map(add_square).filter(expr=pc.field("sq") >= 49)
     assert _col(ds, "id") == [7, 8, 9]
