@@ -98,7 +98,7 @@ class FileDatasink(Datasink):
     def __getstate__(self) -> dict:
         """What a worker needs (not the driver's manifest state or the executor's callback)."""
         state = dict(self.__dict__)
-        for name in ("_identify", "committed", "dead"):
+        for name in ("_identify", "committed", "dead", "_success_before"):
             state.pop(name, None)
         return state
 
@@ -163,6 +163,7 @@ class FileDatasink(Datasink):
         self.manifest = ManifestWriter(self.fs, self.path)
         self._identify: Callable[[tuple[int, int]], list] | None = None
         self.committed, self.dead = [], []
+        self._success_before: str | None = None  # an append's earlier _SUCCESS, for abort
         entries = load(self.fs, self.path)
         if resume:
             return self._resume(entries)
@@ -177,8 +178,16 @@ class FileDatasink(Datasink):
         else:
             self._refuse_interrupted(entries)
             carried = self._earlier(entries)
+            self._success_before = self._read(SUCCESS)
         self._claim([header] + carried)
         return {}
+
+    def _read(self, rel: str) -> str | None:
+        """The text of the output's file ``rel`` (None when there is none)."""
+        if not self.fs.exists(self.out.full(rel)):
+            return None
+        with self.fs.open(self.out.full(rel), "r") as handle:
+            return handle.read()
 
     def _interrupted(self, entries: list[dict]) -> bool:
         """True when the output is an interrupted write: no ``_SUCCESS``, and files its
@@ -273,9 +282,9 @@ class FileDatasink(Datasink):
     def _claim(self, entries: list[dict]) -> None:
         self.jobs = list(entries[0]["jobs"])
         self.fs.makedirs(self.path, exist_ok=True)
+        self.manifest.rewrite(entries)  # first: a kill before the rm leaves a complete output
         if self.fs.exists(self.out.full(SUCCESS)):
             self.fs.rm(self.out.full(SUCCESS))  # the output is changing: not complete now
-        self.manifest.rewrite(entries)
 
     # ---- driver side: while the job runs (the executor's OutputListener) --------------
     def attach(self, identify) -> None:
@@ -400,7 +409,8 @@ class FileDatasink(Datasink):
 
     def abort(self) -> None:
         """Remove every file this run wrote (complete or temporary) and its manifest lines;
-        what earlier runs of an interrupted write committed stays, for a resume."""
+        what earlier runs of an interrupted write committed stays, for a resume. An append
+        to a complete output gets that output's ``_SUCCESS`` back: it is complete again."""
         if not self.fs.exists(self.path):
             return
         entries = [e for e in load(self.fs, self.path) if e.get("job") != self.job]
@@ -410,6 +420,9 @@ class FileDatasink(Datasink):
             self.manifest.rewrite(entries)
         elif self.fs.exists(self.out.full(MANIFEST)):
             self.fs.rm(self.out.full(MANIFEST))
+        success = getattr(self, "_success_before", None)
+        if success is not None:
+            write_atomic(self.fs, self.out.full(SUCCESS), success)  # last: the files are back
 
 
 def dead_letters_file(job: str) -> str:

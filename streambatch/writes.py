@@ -35,7 +35,8 @@ class WriteMethods:
         atomically and recorded in ``_manifest.jsonl``; a retried task never adds a
         second file. ``resume=True`` finishes a job whose driver was killed: its
         committed files are kept and the reads they cover are skipped. On an error
-        the files of this job are removed and no ``_SUCCESS`` is written.
+        the files of this job are removed and no ``_SUCCESS`` is written (an append's
+        earlier, complete output keeps its ``_SUCCESS``).
 
         ``mode`` (Ray Data's SaveMode, as a string or the enum) says what to do when
         ``path`` already holds data files: ``"append"`` (default) adds this write's

@@ -3,6 +3,9 @@
 - ``mode="ignore"`` skips only a complete output: an interrupted write (no ``_SUCCESS``,
   files recorded in the manifest or left unrecorded by a kill) is refused, as append
   refuses it, naming ``resume=True`` where the format has it and ``mode='overwrite'``.
+- A failed append leaves the earlier complete output as it was, ``_SUCCESS`` included.
+- A driver killed during an append leaves an interrupted write that ``resume=True``
+  finishes: the earlier rows and the appended ones, each once.
 
 The driver kills are deterministic: the job's UDF counts its calls in a file; the call
 after the Nth waits until the manifest records two files, then SIGKILLs the driver.
@@ -10,6 +13,8 @@ after the Nth waits until the manifest records two files, then SIGKILLs the driv
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from streambatch.connectors.csv import CSVSink
 from streambatch.connectors.datasink import FileDatasink, OutputExistsError
-from streambatch.connectors.manifest import SUCCESS
+from streambatch.connectors.manifest import MANIFEST, SUCCESS
 from streambatch.connectors.parquet_sink import ParquetSink
 
 import streambatch as sb
@@ -165,3 +170,77 @@ def test_ignore_still_skips_files_no_streambatch_write_recorded(tmp_path):
     pq.write_table(pa.table({"id": [7]}), str(out / "theirs.parquet"))
     assert sb.range(3).write_parquet(str(out), mode="ignore") == []
     assert ids(out) == [7]
+
+
+# ---- a failed append ---------------------------------------------------------------------------
+
+def fail_at_150(row: dict) -> dict:
+    """A UDF that fails on one row."""
+    if row["id"] == 150:
+        raise ValueError("boom")
+    return row
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+def test_a_failed_append_keeps_the_earlier_output_complete(tmp_path, fmt):
+    out = tmp_path / "out"
+    write = getattr(sb.range(100), f"write_{fmt}")
+    write(str(out))
+    success = (out / SUCCESS).read_text()
+    before = data_files(out)
+
+    with pytest.raises(ValueError, match="boom"):
+        getattr(sb.range(200, override_num_blocks=4).map(fail_at_150), f"write_{fmt}")(str(out))
+    assert data_files(out) == before
+    assert (out / SUCCESS).read_text() == success  # complete, as before the append
+
+    assert getattr(sb.range(5), f"write_{fmt}")(str(out), mode="ignore") == []
+    files = getattr(sb.range(100), f"write_{fmt}")(str(out))  # append goes on
+    assert sum(f["rows"] for f in files) == 200  # the earlier files and the new ones
+    assert json.loads((out / SUCCESS).read_text())["rows"] == 200
+
+
+def test_a_failed_append_gives_back_a_success_it_did_not_write(tmp_path):
+    """Another engine's empty _SUCCESS over its own files is put back as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.table({"id": [7]}), str(out / "part-00000.parquet"))
+    (out / SUCCESS).write_text("")
+    with pytest.raises(ValueError, match="boom"):
+        sb.range(200).map(fail_at_150).write_parquet(str(out))
+    assert sorted(os.listdir(out)) == [SUCCESS, "part-00000.parquet"]
+    assert (out / SUCCESS).read_text() == ""
+
+
+def test_a_failed_first_write_and_a_failed_overwrite_leave_no_success(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="boom"):
+        sb.range(200).map(fail_at_150).write_parquet(str(out))
+    assert not (out / SUCCESS).exists()
+    sb.range(10).write_parquet(str(out))
+    with pytest.raises(ValueError, match="boom"):
+        sb.range(200).map(fail_at_150).write_parquet(str(out), mode="overwrite")
+    assert not (out / SUCCESS).exists()  # the earlier output was replaced at the start
+
+
+# ---- a driver killed during an append -----------------------------------------------------------
+
+def test_a_killed_append_is_interrupted_and_resume_finishes_it(tmp_path):
+    out = tmp_path / "out"
+    first = run_job(tmp_path, out)
+    assert first.returncode == 0, first.stderr[-2000:]
+    earlier = data_files(out)
+    kill_mid_write(tmp_path, out, offset=ROWS)
+    assert earlier < data_files(out)  # the earlier files, and some of the append's
+    assert json.loads((out / MANIFEST).read_text().splitlines()[0])["jobs"]
+
+    for mode in ("append", "ignore"):
+        refused = run_job(tmp_path, out, mode=mode, offset=ROWS)
+        assert refused.returncode != 0 and "interrupted write" in refused.stderr
+
+    resumed = run_job(tmp_path, out, resume=True, offset=ROWS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert ids(out) == list(range(2 * ROWS))
+    success = json.loads((out / SUCCESS).read_text())
+    assert {f["path"] for f in success["files"]} == data_files(out)
+    assert success["rows"] == 2 * ROWS
