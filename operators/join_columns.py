@@ -4,7 +4,11 @@ Which column of which side lands where in the output, under which name (suffixes
 included), is Arrow's to say: :func:`joined_layout` asks Arrow's hash join itself, on
 zero-row tables. Two output columns of one name would lose one of them downstream
 (a row holds one value per name), so :func:`check_unique` refuses such a join,
-naming the clash and a suffix that avoids it.
+naming the clash and a suffix that avoids it. Arrow's hash join carries no column of
+a nested or extension type (list, struct, map, tensor) nor of the null type:
+:func:`set_aside` swaps each such column for its row numbers, which the join carries,
+and :func:`put_back` takes the column's values by them (a null row number, on the
+side a row has no match: a null value), as Ray Data does.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 from streambatch.executor.contract import StreamBatchError
 
@@ -157,4 +162,59 @@ def _known_names(plan: object) -> list[str] | None:
     return None
 
 
-__all__ = ["JoinColumnsError", "check_known_names", "check_unique", "joined_layout"]
+@functools.lru_cache(maxsize=256)
+def joinable(kind: pa.DataType) -> bool:
+    """Whether Arrow's hash join carries a non-key column of this type.
+
+    >>> joinable(pa.int64()), joinable(pa.list_(pa.int64())), joinable(pa.null())
+    (True, False, False)
+    """
+    try:
+        side = pa.schema([pa.field("k", pa.int8()), pa.field("c", kind)]).empty_table()
+        side.join(side.select(["k"]), "k", use_threads=False)
+    except (pa.ArrowException, NotImplementedError, TypeError, ValueError):
+        return False
+    return True
+
+
+def set_aside(table: pa.Table, keys: Sequence[str]) -> tuple[pa.Table, dict[int, pa.ChunkedArray]]:
+    """``table`` with each non-key column the join cannot carry replaced by its row
+    numbers (int64); those columns, by index.
+
+    >>> t = pa.table({"k": [1, 2], "tags": [[1], [2, 3]]})
+    >>> carried, aside = set_aside(t, ["k"])
+    >>> carried["tags"].to_pylist(), list(aside)
+    ([0, 1], [1])
+    """
+    aside = {i: table.column(i) for i, field in enumerate(table.schema)
+             if field.name not in keys and not joinable(field.type)}
+    if not aside:
+        return table, aside
+    rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    for index in aside:
+        table = table.set_column(index, table.schema.field(index).name, rows)
+    return table, aside
+
+
+def put_back(joined: pa.Table, layout: Layout,
+             aside: tuple[dict[int, pa.ChunkedArray], dict[int, pa.ChunkedArray]]) -> pa.Table:
+    """``joined`` with each column :func:`set_aside` replaced by row numbers holding its
+    values again (null where the row number is null: no match on that side).
+
+    >>> t = pa.table({"k": [1, 2], "tags": [[1], [2, 3]]})
+    >>> carried, aside = set_aside(t, ["k"])
+    >>> joined = pa.table({"k": [2, 1, 3], "tags": [1, 0, None]})
+    >>> layout = (("k", 0, 0), ("tags", 0, 1))
+    >>> put_back(joined, layout, (aside, {}))["tags"].to_pylist()
+    [[2, 3], [1], None]
+    """
+    for position, (name, side, index) in enumerate(layout):
+        column = aside[side].get(index)
+        if column is not None:
+            values = column.take(joined.column(position))
+            joined = joined.set_column(position, pa.field(name, column.type), values)
+    return joined
+
+
+__all__ = ["JoinColumnsError", "check_unique", "joinable", "joined_layout", "check_known_names",
+           "put_back", "set_aside"]

@@ -3,17 +3,18 @@
 A column whose values in a partition are all None has Arrow's ``null`` type there
 (``from_items`` or a map's rows where the field was never set), and Arrow's hash
 join refuses such a column, key or not. A null-typed key takes the other side's key
-type (every value is null: it matches nothing, as in SQL); a null-typed column that is
-not a key, or a key null on both sides, stands in as ``int8`` through the join and
-comes out as a null column again, under the name the join gives it. Keys of two types
-that compare (int32 and int64; an integer and a float, as in SQL) are cast to one. A
-join whose output would name two columns alike is refused before it runs.
+type (every value is null: it matches nothing, as in SQL); a key null on both sides
+stands in as ``int8`` through the join and comes out as a null column again. Keys of
+two types that compare (int32 and int64; an integer and a float, as in SQL) are cast
+to one. A column that is not a key and that Arrow's join does not carry (null, list,
+struct, map, tensor types) goes round the join by row number (``join_columns``), and
+a join whose output would name two columns alike is refused before it runs.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
-from streambatch.operators.join_columns import check_unique
+from streambatch.operators.join_columns import check_unique, put_back, set_aside
 
 STAND_IN = pa.int8()  # a type Arrow's join takes; the column is all null either way
 
@@ -21,7 +22,8 @@ STAND_IN = pa.int8()  # a type Arrow's join takes; the column is all null either
 def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: list[str],
                 join_type: str, suffixes: tuple[str | None, str | None]) -> pa.Table:
     """``left.join(right, ...)`` (pyarrow's, on one thread) that also takes null-typed
-    columns.
+    columns and columns Arrow's join does not carry (lists, structs, tensors), and
+    refuses a join that would give two output columns one name (JoinColumnsError).
 
     >>> left = pa.table({"k": [1, 2], "v": [None, None]})
     >>> right = pa.table({"k": [None, None], "w": [5, 6]})
@@ -29,12 +31,31 @@ def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: li
     >>> out.schema.field("v").type, out.sort_by("k").to_pylist()
     (DataType(null), [{'k': 1, 'v': None, 'w': None}, {'k': 2, 'v': None, 'w': None}])
     """
-    nulls: set[str] = set()
+    left, right, nulls = _unify_keys(left, right, keys, right_keys)
+    layout = check_unique(left.column_names, right.column_names, keys, right_keys, join_type,
+                          suffixes)
+    left, left_aside = set_aside(left, keys)
+    right, right_aside = set_aside(right, right_keys)
+    joined = left.join(right, keys, right_keys, join_type=join_type, left_suffix=suffixes[0],
+                       right_suffix=suffixes[1], use_threads=False)
+    joined = put_back(joined, layout, (left_aside, right_aside))
+    for position, (name, side, index) in enumerate(layout):
+        if (side, index) in nulls:
+            joined = joined.set_column(position, name, pa.nulls(joined.num_rows))
+    return joined
+
+
+def _unify_keys(left: pa.Table, right: pa.Table, keys: list[str], right_keys: list[str]
+                ) -> tuple[pa.Table, pa.Table, set[tuple[int, int]]]:
+    """Both sides with keys of one type each; the (side, index) of keys null on both
+    sides (cast to STAND_IN)."""
+    nulls: set[tuple[int, int]] = set()
     for lk, rk in zip(keys, right_keys, strict=True):
         lt, rt = left.schema.field(lk).type, right.schema.field(rk).type
         if pa.types.is_null(lt) and pa.types.is_null(rt):
             left, right = _cast(left, lk, STAND_IN), _cast(right, rk, STAND_IN)
-            nulls |= {lk, rk}
+            nulls |= {(0, left.schema.get_field_index(lk)),
+                      (1, right.schema.get_field_index(rk))}
         elif pa.types.is_null(lt):
             left = _cast(left, lk, rt)
         elif pa.types.is_null(rt):
@@ -43,28 +64,7 @@ def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: li
             common = _common(lt, rt)
             if common is not None:
                 left, right = _cast(left, lk, common), _cast(right, rk, common)
-    left_rest = [c for c in left.column_names if c not in keys]
-    right_rest = [c for c in right.column_names if c not in right_keys]
-    check_unique(left.column_names, right.column_names, keys, right_keys, join_type, suffixes)
-    left = _stand_in(left, left_rest, right_rest, suffixes[0], nulls)
-    right = _stand_in(right, right_rest, left_rest, suffixes[1], nulls)
-    joined = left.join(right, keys, right_keys, join_type=join_type, left_suffix=suffixes[0],
-                       right_suffix=suffixes[1], use_threads=False)
-    for i, name in enumerate(joined.column_names):
-        if name in nulls:
-            joined = joined.set_column(i, name, pa.nulls(joined.num_rows))
-    return joined
-
-
-def _stand_in(table: pa.Table, rest: list[str], other: list[str], suffix: str | None,
-              nulls: set[str]) -> pa.Table:
-    """``table`` with its null-typed columns (not keys: ``rest``) cast to STAND_IN; adds
-    to ``nulls`` each one's name in the join's output (suffixed where ``other`` has it)."""
-    for name in rest:
-        if pa.types.is_null(table.schema.field(name).type):
-            table = _cast(table, name, STAND_IN)
-            nulls.add(name + suffix if suffix and name in other else name)
-    return table
+    return left, right, nulls
 
 
 def _common(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
