@@ -237,13 +237,27 @@ def _is_int(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_boolean(kind)
 
 
+def _decoded(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``values`` with a dictionary (categorical) column as its plain values (pyarrow has
+    no min/max kernel for dictionaries): compared by value, as the column's values."""
+    if pa.types.is_dictionary(values.type):
+        return pc.cast(values, values.type.value_type)
+    return values
+
+
 class Min(_Simple):
-    """Smallest non-null value of ``on``."""
+    """Smallest non-null value of ``on`` (of a dictionary column: its smallest value).
+
+    >>> import pyarrow as pa
+    >>> t = pa.table({"c": pa.array(["b", "a", None]).dictionary_encode()})
+    >>> Min("c").finalize(Min("c").merge(Min("c").partial(t, []), [])).to_pylist()
+    ['a']
+    """
 
     label = "min"
 
     def partial_plan(self, table):
-        return [(self.values(table), "min", "m")]
+        return [(_decoded(self.values(table)), "min", "m")]
 
     def merge_plan(self, states, prefix):
         return [("m", "min")]
@@ -258,7 +272,7 @@ class Max(_Simple):
     label = "max"
 
     def partial_plan(self, table):
-        return [(self.values(table), "max", "m")]
+        return [(_decoded(self.values(table)), "max", "m")]
 
     def merge_plan(self, states, prefix):
         return [("m", "max")]

@@ -144,3 +144,17 @@ def test_an_empty_dataset_names_its_global_aggregates_the_same():
     empty = _small().filter(lambda r: False)
     assert empty.aggregate(sb.Sum("v"), sb.Sum("v"), sb.Count()) == \
         {"sum(v)": None, "sum(v)_2": None, "count()": 0}
+
+
+# ---- dictionary (categorical) columns ------------------------------------------------------------
+def test_min_and_max_of_a_dictionary_column_compare_its_values():
+    import pyarrow as pa
+
+    def block(keys, values):
+        return pa.table({"k": keys, "c": pa.array(values).dictionary_encode()})
+
+    ds = sb.from_arrow([block([0, 0, 1], ["pear", "fig", None]), block([1, 0], ["kiwi", "apple"])])
+    assert (ds.min("c"), ds.max("c")) == ("apple", "pear")
+    got = ds.groupby("k").aggregate(sb.Min("c"), sb.Max("c"), sb.Count()).take_all()
+    assert got == [{"k": 0, "min(c)": "apple", "max(c)": "pear", "count()": 3},
+                   {"k": 1, "min(c)": "kiwi", "max(c)": "kiwi", "count()": 2}]
