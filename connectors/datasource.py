@@ -380,6 +380,10 @@ def apply_pushdowns(table: pa.Table, pushdowns: Pushdowns) -> pa.Table:
     if pushdowns.filter is not None:
         table = table.filter(pushdowns.filter)
     if pushdowns.columns is not None:
+        missing = [c for c in pushdowns.columns if c not in table.column_names]
+        if missing:
+            raise KeyError(f"column(s) {missing} not found; available columns: "
+                           f"{table.column_names}")
         table = table.select(list(pushdowns.columns))
     return table
 

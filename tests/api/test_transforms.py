@@ -311,6 +311,12 @@ def test_an_expression_that_is_not_pyarrow_fails_at_once_naming_it(method):
         call()
 
 
+def test_selecting_a_missing_column_pushed_into_the_read_names_the_columns():
+    """Pushed into an in-memory read, Arrow's "Field does not exist" named no columns."""
+    with pytest.raises(KeyError, match=r"\['zz'\] not found; available columns: \['a', 'b'\]"):
+        sb.from_items([{"a": 1, "b": 2}]).select_columns(["a", "zz"]).take_all()
+
+
 def test_filter_expression_on_transformed_column():
     ds = sb.range(10).map(add_square).filter(expr=pc.field("sq") >= 49)
     assert _col(ds, "id") == [7, 8, 9]
