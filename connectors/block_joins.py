@@ -82,11 +82,22 @@ def unify_blocks(tables: list[pa.Table]) -> list[pa.Table]:
     >>> c = pa.table({"v": pa.array([[], None], pa.list_(pa.null()))})
     >>> [str(t.schema.field("v").type) for t in unify_blocks([a, c])][1]
     'extension<arrow.variable_shape_tensor[value_type=double, ndim=1]>'
+
+    A dictionary-encoded column (a categorical) beside plain blocks is decoded:
+
+    >>> d = pa.table({"s": pa.array(["x"]).dictionary_encode()})
+    >>> [str(t.schema.field("s").type) for t in unify_blocks([d, pa.table({"s": ["y"]})])]
+    ['string', 'string']
     """
     types: dict[str, set] = {}
     for table in tables:
         for field in table.schema:
             types.setdefault(field.name, set()).add(field.type)
+    decoded = {name for name, found in types.items()
+               if len(found) > 1 and any(pa.types.is_dictionary(t) for t in found)}
+    if decoded:  # a dictionary column joins its plain blocks as its values' type
+        tables = [_decoded(table, decoded) for table in tables]
+        return unify_blocks(tables)
     mixed = {}
     for name, found in types.items():
         tensors = {t for t in found if is_tensor_type(t)}
@@ -98,6 +109,14 @@ def unify_blocks(tables: list[pa.Table]) -> list[pa.Table]:
     if not mixed:
         return tables
     return [_variable_tensors(table, mixed) for table in tables]
+
+
+def _decoded(table: pa.Table, names: set) -> pa.Table:
+    """``table`` with its dictionary columns among ``names`` as plain columns."""
+    for i, field in enumerate(table.schema):
+        if field.name in names and pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
 
 
 def _flat_numbers(typ: pa.DataType) -> bool:

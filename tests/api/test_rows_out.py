@@ -240,3 +240,17 @@ def test_empty_lists_join_blocks_of_1d_tensors():
     ds = sb.from_arrow([arrays, empties, numbers], override_num_blocks=3).repartition(1)
     got = sorted((None if r["v"] is None else list(r["v"])) or [] for r in ds.take_all())
     assert got == [[], [], [0.0], [1.0, 1.0, 1.0], [4.0, 5.0]]
+
+
+def test_a_categorical_column_beside_plain_strings_joins_as_strings():
+    """A dictionary-encoded block (from a pandas categorical) beside a plain string block:
+    to_arrow, to_pandas and batches spanning both failed ("no common type")."""
+    cat = pa.table({"s": pa.array(["x", "y"]).dictionary_encode(), "i": [0, 1]})
+    plain = pa.table({"s": pa.array(["z", None]), "i": [2, 3]})
+    ds = sb.from_arrow([cat, plain])
+    table = ds.to_arrow()
+    assert table.schema.field("s").type == pa.string()
+    assert table.sort_by("i")["s"].to_pylist() == ["x", "y", "z", None]
+    assert ds.to_pandas().sort_values("i")["s"].tolist()[:3] == ["x", "y", "z"]
+    batches = list(ds.iter_batches(batch_size=4, batch_format="pyarrow"))
+    assert sorted(batches[0]["i"].to_pylist()) == [0, 1, 2, 3]
