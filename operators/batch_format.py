@@ -7,6 +7,7 @@ import pyarrow as pa
 from streambatch.connectors.row_conversion import columns_to_block, rows_to_block
 from streambatch.connectors.tensors import FIXED, is_tensor_type, tensor_rows, tensor_to_numpy
 from streambatch.executor.contract import UDFReturnTypeError
+from streambatch.operators.columns import duplicate_name
 
 from streambatch._dependencies import import_optional
 
@@ -115,20 +116,36 @@ def from_batch(value, stage: str) -> pa.Table:
     ...
     streambatch.executor.contract.UDFReturnTypeError: stage 'MapBatches(f)' returned int; expected one of: pyarrow.Table, pandas.DataFrame, polars.DataFrame, dict of column -> array/list, list of dicts (rows)
     """
-    if isinstance(value, pa.Table):
-        return value
-    if isinstance(value, pa.RecordBatch):
-        return pa.Table.from_batches([value])
+    if isinstance(value, (pa.Table, pa.RecordBatch)):
+        _unique_names(value.schema.names, stage, f"pyarrow.{type(value).__name__}")
+        return value if isinstance(value, pa.Table) else pa.Table.from_batches([value])
     if isinstance(value, dict):
         return table_from_columns(value)
     if isinstance(value, list):
         return rows_to_block(value)
     module = type(value).__module__.split(".")[0]
     if module == "pandas" and type(value).__name__ == "DataFrame":
+        _unique_names([str(n) for n in value.columns], stage, "pandas.DataFrame")
         return _from_pandas(value)
     if module == "polars" and type(value).__name__ == "DataFrame":
         return value.to_arrow()
     raise UDFReturnTypeError(stage, type(value).__name__, EXPECTED_RETURNS)
+
+
+def _unique_names(names: list[str], stage: str, kind: str) -> None:
+    """Refuse a UDF's table with two columns of one name (a row keeps one of them).
+
+    >>> _unique_names(["a", "a"], "MapBatches(f)", "Table")
+    Traceback (most recent call last):
+    ...
+    streambatch.executor.contract.UDFReturnTypeError: stage 'MapBatches(f)' returned a Table with two columns named 'a' (columns ['a', 'a']); expected one of: a table whose column names are unique (a row holds one value per name, so one column's values would be lost): rename or drop one of the 'a' columns
+    """
+    twice = duplicate_name(names)
+    if twice is not None:
+        raise UDFReturnTypeError(
+            stage, f"a {kind} with two columns named {twice!r} (columns {names})",
+            "a table whose column names are unique (a row holds one value per name, so one "
+            f"column's values would be lost): rename or drop one of the {twice!r} columns")
 
 
 def table_from_columns(columns: dict) -> pa.Table:

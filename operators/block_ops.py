@@ -29,7 +29,7 @@ from streambatch.executor.contract import (
 )
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import from_batch, to_batch
-from streambatch.operators.columns import column_to_arrow, require_columns
+from streambatch.operators.columns import column_to_arrow, renamed_names, require_columns
 from streambatch.operators.lookup import Lookup, LookupOp
 
 
@@ -422,7 +422,8 @@ class RenameOp(OpBase):
         mapping = dict(self.op.mapping)
         for table in blocks:
             require_columns(table, tuple(mapping), ctx.stage)
-            yield table.rename_columns([mapping.get(c, c) for c in table.column_names])
+            yield table.rename_columns(renamed_names(table.column_names, mapping,
+                                                   f"stage '{ctx.stage}'"))
 
 
 class AddColumnOp(OpBase):

@@ -4,7 +4,74 @@ from __future__ import annotations
 
 import pyarrow as pa
 from streambatch.connectors.row_conversion import COLUMN_KINDS, column_to_array
-from streambatch.executor.contract import UDFReturnTypeError
+from streambatch.executor.contract import StreamBatchError, UDFReturnTypeError
+
+
+class DuplicateColumnError(StreamBatchError, ValueError):
+    """Two columns of one name (as Polars' DuplicateError): a row holds one value per
+    name, so one column's values would be lost.
+
+    >>> print(DuplicateColumnError("from_arrow: tables[0]", "a", "", "rename one first"))
+    from_arrow: tables[0]: two columns named 'a'; a row holds one value per name, so one column's values would be lost: rename one first
+    """
+
+    def __init__(self, where: str, column: str, detail: str, fix: str) -> None:
+        self._init_args = (where, column, detail, fix)
+        super().__init__(f"{where}: two columns named {column!r}{detail}; a row holds one "
+                         f"value per name, so one column's values would be lost: {fix}")
+        self.where, self.column = where, column
+
+
+def duplicate_name(names: list[str]) -> str | None:
+    """The first name that ``names`` holds twice, or None.
+
+    >>> duplicate_name(["a", "b", "a"]), duplicate_name(["a", "b"])
+    ('a', None)
+    """
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def check_unique_names(names: list[str], where: str) -> None:
+    """Refuse a table (a source's) with two columns of one name.
+
+    >>> check_unique_names(["a", "b"], "from_arrow: tables[0]")
+    """
+    twice = duplicate_name(names)
+    if twice is not None:
+        raise DuplicateColumnError(where, twice, f" (columns {names})",
+                                   "rename one first (table.rename_columns([...]))")
+
+
+def renamed_names(names: list[str], mapping: dict[str, str], where: str) -> list[str]:
+    """``names`` renamed by ``mapping``; refuses a rename that gives two columns one name
+    (onto a column the input has and keeps, or two columns onto one name).
+
+    >>> renamed_names(["a", "b"], {"a": "b", "b": "a"}, "Rename")
+    ['b', 'a']
+    >>> try:
+    ...     renamed_names(["x", "y"], {"x": "y"}, "stage 'Rename({'x': 'y'})'")
+    ... except DuplicateColumnError as err:
+    ...     print(err)
+    stage 'Rename({'x': 'y'})': two columns named 'y' (renaming 'x' to 'y', a column the input has); a row holds one value per name, so one column's values would be lost: rename onto a name not in use, or drop_columns(['y']) first
+    """
+    new = [mapping.get(name, name) for name in names]
+    twice = duplicate_name(new)
+    if twice is None:
+        return new
+    sources = [old for old, name in zip(names, new, strict=True) if name == twice]
+    renamed = [old for old in sources if old != twice]
+    if len(renamed) < len(sources):
+        raise DuplicateColumnError(
+            where, twice, f" (renaming {renamed[0]!r} to {twice!r}, a column the input has)",
+            f"rename onto a name not in use, or drop_columns([{twice!r}]) first")
+    raise DuplicateColumnError(
+        where, twice, f" (renaming {' and '.join(map(repr, renamed))} to it)",
+        "give each column a name of its own")
 
 
 def require_columns(table: pa.Table, columns: tuple[str, ...], stage: str) -> None:

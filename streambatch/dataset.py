@@ -18,6 +18,7 @@ from streambatch.executor.stats import DatasetStats
 from streambatch.operators import logical as L
 from streambatch.operators.all_to_all import orders_output
 from streambatch.operators.batch_format import check_batch_format, to_batch
+from streambatch.operators.columns import renamed_names
 from streambatch.operators.optimizer import optimize
 from streambatch.operators.planner import render_stages
 from streambatch.session import Session
@@ -177,7 +178,8 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
                                     keep=False))
 
     def rename_columns(self, mapping: dict) -> Dataset:
-        """Rename columns by an ``{old: new}`` mapping.
+        """Rename columns by an ``{old: new}`` mapping. A new name that another column
+        keeps, or two columns onto one name, is refused (a ValueError naming it).
 
         >>> import streambatch as sb
         >>> sb.from_items([{"a": 1}]).rename_columns({"a": "z"}).take_all()
@@ -185,6 +187,7 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         """
         if not isinstance(mapping, dict) or not mapping:
             raise ValueError(f"rename_columns expects a non-empty dict {{old: new}}, got {mapping!r}")
+        renamed_names(list(mapping), mapping, "rename_columns")  # two columns onto one name
         return self._with(L.RenameColumns(self._plan, mapping=tuple(mapping.items())))
 
     def add_column(self, col: str, fn, *, batch_format: str = "pandas") -> Dataset:

@@ -21,6 +21,7 @@ from streambatch.connectors.memory import ArrowSource, ItemsSource, RangeSource
 from streambatch.dataset import Dataset
 from streambatch.operators import logical as L
 from streambatch.operators.batch_format import table_from_columns
+from streambatch.operators.columns import check_unique_names
 from streambatch.read_files import FILE_ARGS, SCHEDULING, ray_read_args
 
 _RANGE_ARGS = ("parallelism", "concurrency")
@@ -100,9 +101,10 @@ def from_arrow(tables, *, override_num_blocks: int | None = None) -> Dataset:
     """
     tables = [tables] if isinstance(tables, (pa.Table, pa.RecordBatch)) else list(tables)
     tables = [pa.Table.from_batches([t]) if isinstance(t, pa.RecordBatch) else t for t in tables]
-    for t in tables:
+    for index, t in enumerate(tables):
         if not isinstance(t, pa.Table):
             raise TypeError(f"from_arrow expects pyarrow Tables, got {type(t).__name__}")
+        check_unique_names(t.column_names, f"from_arrow: tables[{index}]")
     return _in_memory(tables, "Arrow", override_num_blocks)
 
 
