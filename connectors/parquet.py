@@ -111,10 +111,9 @@ class ParquetSource(FileSource):
 
             def read(item):
                 index, entry = item
-                expr = _partition_expr({k: col[index].as_py() for k, col in parts.items()}, parts)
+                values = {k: col[index].as_py() for k, col in parts.items()}
                 try:
-                    fragment = fmt.make_fragment(entry.path, filesystem=arrow_fs,
-                                                 partition_expression=expr)
+                    fragment = _fragment_of(fmt, entry.path, arrow_fs, values, parts)
                     fragment.ensure_complete_metadata()
                     return entry.path, fragment
                 except Exception as exc:
@@ -271,10 +270,10 @@ class ParquetSource(FileSource):
         """Read one file's footer while planning (a resumed write needs its row groups)."""
         fs, files, parts = self.listing()
         entry = files[index]
-        expr = _partition_expr({k: col[index].as_py() for k, col in parts.items()}, parts)
+        values = {k: col[index].as_py() for k, col in parts.items()}
         try:
-            fragment = pads.ParquetFileFormat().make_fragment(
-                entry.path, filesystem=arrow_filesystem(fs), partition_expression=expr)
+            fragment = _fragment_of(pads.ParquetFileFormat(), entry.path, arrow_filesystem(fs),
+                                    values, parts)
             fragment.ensure_complete_metadata()
         except Exception as exc:
             raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
@@ -355,9 +354,8 @@ class ParquetSource(FileSource):
         known = self._fragments.get(entry.path) if same_process else None
         if known is not None:
             return known.subset(row_group_ids=row_groups) if row_groups else known
-        return pads.ParquetFileFormat().make_fragment(
-            entry.path, filesystem=arrow_fs, row_groups=row_groups,
-            partition_expression=_partition_expr(values, self.listing()[2]))
+        return _fragment_of(pads.ParquetFileFormat(), entry.path, arrow_fs, values,
+                            self.listing()[2], row_groups)
 
     def _scan_columns(self, pushdowns: Pushdowns, fragment) -> tuple[list, list]:
         cols = list(pushdowns.columns) if pushdowns.columns is not None else self.schema().names
@@ -523,6 +521,21 @@ def _pieces_of(path: str, row_groups) -> list[Piece]:
         else:
             out.append(Piece(path, rg, rg + 1))
     return out
+
+
+def _fragment_of(fmt, path: str, arrow_fs, values: dict, parts: dict, row_groups=None):
+    """The file's fragment, its partition columns from the path's ``key=value`` parts,
+    except those the file holds itself: the file's values stand, as Ray Data keeps them
+    (given as the fragment's partition expression, Arrow read the path's value in
+    their place: a stored p=[5, 6] under p=1/ came back as [1, 1])."""
+    fragment = fmt.make_fragment(path, filesystem=arrow_fs, row_groups=row_groups,
+                                 partition_expression=_partition_expr(values, parts))
+    stored = set(values) & set(fragment.physical_schema.names) if values else set()
+    if not stored:
+        return fragment
+    kept = {k: v for k, v in values.items() if k not in stored}
+    return fmt.make_fragment(path, filesystem=arrow_fs, row_groups=row_groups,
+                             partition_expression=_partition_expr(kept, parts))
 
 
 def _partition_expr(values: dict, parts: dict):

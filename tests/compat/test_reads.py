@@ -344,6 +344,16 @@ def test_partition_key_also_in_the_data_must_agree(tmp_path):
     assert len(sb.read_csv(str(tmp_path), partitioning=None).take_all()) == 3
 
 
+def test_a_parquet_file_keeps_its_own_column_a_partition_key_names(tmp_path):
+    """As Ray Data's parquet reader: a key the file stores keeps the file's values (the
+    path's value came back in their place: p=[5, 6] under p=1/ read as [1, 1]); keys
+    the file lacks come from the path."""
+    (tmp_path / "p=1" / "q=a").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1, 2], "p": [5, None]}), tmp_path / "p=1" / "q=a" / "f.parquet")
+    rows = sorted(sb.read_parquet(str(tmp_path)).take_all(), key=lambda r: r["x"])
+    assert rows == [{"x": 1, "p": 5, "q": "a"}, {"x": 2, "p": None, "q": "a"}]
+
+
 def test_partition_filter(hive, tmp_path):
     """Ray's PathPartitionFilter: the function sees the path's values (strings unless
     typed) and only the files it keeps are read; none kept is an error naming it."""
