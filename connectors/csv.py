@@ -39,9 +39,13 @@ class CSVSource(FileSource):
         import pyarrow.csv as pacsv
 
         # An unquoted empty field is null, a quoted one ("") the empty string, as
-        # write_csv writes them, so nulls survive a round trip.
+        # write_csv writes them, so nulls survive a round trip. Only that: pyarrow's
+        # other null markers ("NA", "null", "N/A", "NaN"...) made text such as Namibia's
+        # code "NA" null in string columns. (A number column holding "NA" reads as text,
+        # as Polars reads it: pass convert_options=pyarrow.csv.ConvertOptions() for
+        # pyarrow's markers.)
         convert = self.convert_options or pacsv.ConvertOptions(
-            strings_can_be_null=True, quoted_strings_can_be_null=False)
+            null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
         with fs.open(entry.path, "rb", compression="infer") as handle:
             reader = pacsv.open_csv(handle, read_options=self.read_options,
                                     parse_options=self.parse_options, convert_options=convert)

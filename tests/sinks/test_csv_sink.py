@@ -38,3 +38,18 @@ def test_blocks_with_other_columns_fail_naming_them(tmp_path):
 
     with pytest.raises(Exception, match=r"columns \['a', 'c'\] where the file's header has \['a'\]"):
         batches_of(new_column).write_csv(str(tmp_path / "o"))
+
+
+def test_text_that_pyarrow_would_take_for_null_stays_text(tmp_path):
+    """Only an unquoted empty field is null: "NA" (Namibia), "null", "NaN", "N/A" in a
+    text column came back None (pyarrow's null markers applied to strings)."""
+    path = tmp_path / "c.csv"
+    path.write_text('country,code,n\nNamibia,NA,1\nFrance,FR,\nx,null,3\ny,NaN,4\nz,N/A,5\nw,"",6\n')
+    rows = sb.read_csv(str(path)).take_all()
+    assert [r["code"] for r in rows] == ["NA", "FR", "null", "NaN", "N/A", ""]
+    assert [r["n"] for r in rows] == [1, None, 3, 4, 5, 6]
+    written = tmp_path / "out"
+    sb.from_items([{"i": 0, "s": "NA"}, {"i": 1, "s": None}, {"i": 2, "s": ""}]).write_csv(
+        str(written))
+    back = sorted(sb.read_csv(str(written)).take_all(), key=lambda r: r["i"])
+    assert [r["s"] for r in back] == ["NA", None, ""]
