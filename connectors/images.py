@@ -40,7 +40,8 @@ def require_pillow():
 
 class ImageSource(FileSource):
     """Image files decoded to ``mode`` (e.g. "RGB", "L"; None keeps each file's mode),
-    resized to ``size=(height, width)`` when given: a JPEG is then decoded at the smallest
+    resized to ``size=(height, width)`` when given (bilinear, before the mode is applied, as
+    Ray Data resizes): a JPEG is then decoded at the smallest
     of 1/2, 1/4 or 1/8 scale that is still at least that size (Pillow's ``draft``; about
     3x faster on large photos; pixels within resampling differences of a full decode).
 
@@ -113,10 +114,11 @@ class ImageSource(FileSource):
             with image_mod.open(io.BytesIO(data)) as img:
                 if self.size is not None:  # a JPEG decodes at 1/2, 1/4 or 1/8 scale when
                     img.draft(self.mode, (self.size[1], self.size[0]))  # that is still big enough
+                if self.size is not None:  # as Ray Data: bilinear, then the mode
+                    img = img.resize((self.size[1], self.size[0]),
+                                     resample=image_mod.Resampling.BILINEAR)
                 if self.mode is not None and img.mode != self.mode:
                     img = img.convert(self.mode)
-                if self.size is not None:
-                    img = img.resize((self.size[1], self.size[0]))
                 array = np.asarray(img)
         except Exception as exc:
             raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc

@@ -73,6 +73,20 @@ def test_range_tensor_and_batch_udfs_returning_nd_arrays():
     assert sorted(float(m.trace()) for m in batch["x"]) == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0]
 
 
+@pytest.mark.parametrize("mode, source_mode", [("RGB", "RGB"), ("RGB", "RGBA"), ("L", "RGB")])
+def test_read_images_resizes_as_ray_data_does(tmp_path, mode, source_mode):
+    """Ray Data resizes with bilinear resampling, then converts the mode: the same call
+    gives the same pixels (Pillow's bicubic after the conversion differed by up to 12)."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 4), dtype=np.uint8)
+    Image.fromarray(pixels).convert(source_mode).save(tmp_path / "a.png")
+    got = sb.read_images(str(tmp_path), size=(7, 5), mode=mode).take_all()[0]["image"]
+    with Image.open(tmp_path / "a.png") as img:
+        want = np.asarray(img.resize((5, 7), resample=Image.Resampling.BILINEAR).convert(mode))
+    assert np.array_equal(got, want)
+
+
 def test_read_images_with_a_size_decodes_a_large_jpeg_small_and_close(tmp_path):
     """Pillow's draft decodes a JPEG at reduced scale before the resize: the pixels stay
     close to a full decode resized the same way."""
