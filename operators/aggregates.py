@@ -23,6 +23,7 @@ import copy
 import math
 import pickle
 from collections.abc import Callable, Sequence
+from typing import TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -471,7 +472,7 @@ def _chosen_names(keys: Sequence[str], aggs: Sequence[AggregateFn]) -> dict[str,
     return taken
 
 
-def _generated(agg: AggregateFn) -> bool:
+def _generated(agg: AggregateFn) -> TypeGuard[_Builtin]:
     """Whether ``agg``'s output name is generated (a built-in without ``alias_name``)."""
     return isinstance(agg, _Builtin) and agg.alias_name is None
 
