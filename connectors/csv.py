@@ -46,11 +46,23 @@ class CSVSource(FileSource):
         # pyarrow's markers.)
         convert = self.convert_options or pacsv.ConvertOptions(
             null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
+        parse = self.parse_options
+        if parse is None and self._columns_in(fs, entry, convert) == 1:
+            # a file of one column writes a null as an empty line: a row, not a gap
+            parse = pacsv.ParseOptions(ignore_empty_lines=False)
         with fs.open(entry.path, "rb", compression="infer") as handle:
             reader = pacsv.open_csv(handle, read_options=self.read_options,
-                                    parse_options=self.parse_options, convert_options=convert)
+                                    parse_options=parse, convert_options=convert)
             for batch in reader:
                 yield pa.Table.from_batches([batch])
+
+    def _columns_in(self, fs, entry, convert) -> int:
+        """The number of columns the file's header (or ``read_options``) names."""
+        import pyarrow.csv as pacsv
+
+        with fs.open(entry.path, "rb", compression="infer") as handle:
+            return len(pacsv.open_csv(handle, read_options=self.read_options,
+                                      convert_options=convert).schema)
 
 
 class CSVSink(FileDatasink):
