@@ -172,18 +172,36 @@ class SplitMethods:
 
     def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
         """The same rows, its read partitions in a random order (``seed`` repeats it).
+        The reads are reordered, so only row-local operators may come between them and
+        this call: after a ``limit`` it would change which rows are kept (``limit(100)``
+        kept rows 800-899), after a sort, groupby, shuffle or join it could not change
+        the order; both are a ValueError.
 
         >>> import streambatch as sb
         >>> sorted(r["id"] for r in sb.range(10, override_num_blocks=5).randomize_block_order(seed=2).take_all())
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        >>> sb.range(10).limit(3).randomize_block_order()
+        Traceback (most recent call last):
+        ...
+        ValueError: randomize_block_order after Limit[3]: it reorders the reads, which would change the rows the limit keeps; call it before the limit, or use random_shuffle()
         """
         import random
         from dataclasses import replace
 
         from streambatch.loader.epochs import ReadOrderSource
-
-        order_seed = seed if seed is not None else random.getrandbits(31)
         from streambatch.operators import logical as L
+        from streambatch.operators.all_to_all import AllToAll
+
+        for op in L.walk(self._plan):  # type: ignore[attr-defined]
+            if isinstance(op, L.Limit):
+                raise ValueError(f"randomize_block_order after {op.label}: it reorders the "
+                                 "reads, which would change the rows the limit keeps; call it "
+                                 "before the limit, or use random_shuffle()")
+            if isinstance(op, AllToAll):
+                raise ValueError(f"randomize_block_order after {op.label}: it reorders the "
+                                 "reads, which cannot change the order of that operator's "
+                                 "output; call it before, or use random_shuffle()")
+        order_seed = seed if seed is not None else random.getrandbits(31)
 
         def wrap(op):
             if isinstance(op, L.Read):

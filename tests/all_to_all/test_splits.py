@@ -57,6 +57,18 @@ def test_zip_pairs_rows_in_order_and_renames_clashing_columns():
         a.zip(sb.range(3)).take_all()
 
 
+@pytest.mark.parametrize("before, message", [
+    (lambda ds: ds.limit(100), "change the rows the limit keeps"),
+    (lambda ds: ds.sort("id", descending=True), "cannot change the order"),
+    (lambda ds: ds.random_shuffle(seed=1), "cannot change the order")])
+def test_randomize_block_order_after_a_limit_or_an_all_to_all_is_refused(before, message):
+    """It reorders the reads: after limit(100) of 1000 rows it kept rows 800-899; after a
+    sort it did nothing. Both are an error saying to call it earlier."""
+    ds = before(sb.range(1000, override_num_blocks=10))
+    with pytest.raises(ValueError, match=message):
+        ds.randomize_block_order(seed=1)
+
+
 def test_random_sample_keeps_about_the_fraction_and_a_seed_repeats_it():
     ds = sb.range(4000, override_num_blocks=4)
     first = sorted(_ids(ds.random_sample(0.25, seed=7)))
