@@ -27,7 +27,14 @@ from streambatch.connectors.lookup.identifiers import (
     derived_name,
     quote_ident,
 )
-from streambatch.connectors.lookup.tables import Change, FeedPoll, Fetched, LookupTable, TableClient
+from streambatch.connectors.lookup.tables import (
+    Change,
+    FeedPoll,
+    Fetched,
+    LookupTable,
+    TableClient,
+    check_paired,
+)
 
 from streambatch._dependencies import import_optional
 
@@ -177,9 +184,12 @@ class PostgresClient(TableClient):
                               f"OR DELETE ON {self._table} FOR EACH ROW EXECUTE FUNCTION {fn}()")
 
     def fetch(self, keys: list) -> Fetched:
-        """Rows for ``keys`` in one query."""
+        """Rows for ``keys`` in one query; a row PostgreSQL matched only by casting the
+        dataset's key (bigint ``1`` for ``'1'``) is refused, naming both types."""
         found = self.conn.execute(self._select, (list(keys),)).fetchall()
-        return Fetched({row[0]: dict(zip(self.columns, row[1:], strict=True)) for row in found})
+        rows = {row[0]: dict(zip(self.columns, row[1:], strict=True)) for row in found}
+        check_paired(self.spec.describe(), self.spec.key, keys, rows, "PostgreSQL")
+        return Fetched(rows)
 
     def head(self) -> int:
         """The newest sequence number in the changelog."""

@@ -34,7 +34,14 @@ from streambatch.connectors.lookup.identifiers import (
     quote_ident,
     quote_literal,
 )
-from streambatch.connectors.lookup.tables import Change, FeedPoll, Fetched, LookupTable, TableClient
+from streambatch.connectors.lookup.tables import (
+    Change,
+    FeedPoll,
+    Fetched,
+    LookupTable,
+    TableClient,
+    check_paired,
+)
 
 MAX_PARAMS = 30_000  # below SQLite's default limit of 32766 bound parameters per statement
 _TYPES = {"INT": pa.int64(), "REAL": pa.float64(), "FLOA": pa.float64(), "DOUB": pa.float64(),
@@ -176,26 +183,8 @@ class SQLiteClient(TableClient):
             seq = self._max_seq() if self.has_feed else None
         finally:
             self.conn.execute("COMMIT")
-        self._check_paired(keys, rows)
+        check_paired(self.spec.describe(), self.spec.key, keys, rows, "SQLite")
         return Fetched(rows, seq)
-
-    def _check_paired(self, keys: list, rows: dict) -> None:
-        """A row SQLite matched by converting the key (a TEXT column's ``'1'`` for the
-        dataset's ``1``, or a NOCASE collation) cannot be paired with the dataset's
-        value: rather than leave it unmatched (nulls, or rows dropped by an inner
-        lookup), say which types differ and what to do."""
-        asked_for = set(keys)
-        stray = [k for k in rows if k not in asked_for]
-        if not stray:
-            return
-        asked = next((k for k in keys if k is not None), None)
-        raise TypeError(
-            f"{self.spec.describe()}: the table's key {self.spec.key!r} holds "
-            f"{stray[0]!r} ({type(stray[0]).__name__}), which SQLite matched to the "
-            f"dataset's {type(asked).__name__} key values by converting them: the looked-up "
-            f"rows cannot be paired with the dataset's rows. Give the dataset's key column "
-            f"the table's type (e.g. cast it with map_batches) or store the keys as the "
-            f"dataset holds them")
 
     def _max_seq(self) -> int:
         return self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {_q(self.changes)}").fetchone()[0]

@@ -61,6 +61,34 @@ class Fetched:
     seq: int | None = None
 
 
+def check_paired(where: str, key: str, keys: list, rows: dict, store: str) -> None:
+    """Refuse rows a store matched to ``keys`` only by converting them.
+
+    A store that casts or collates the looked-up keys (SQLite's TEXT ``'1'`` for
+    the dataset's ``1``, PostgreSQL's bigint ``1`` for ``'1'``) returns rows under
+    its own key values; the lookup pairs rows by the dataset's values, so every
+    such row would come out unmatched (nulls, or dropped by an inner lookup).
+    ``where`` names the table, ``key`` its key column, ``store`` the database.
+
+    >>> check_paired("T", "id", [1, 2], {1: {}}, "SQLite")
+    >>> check_paired("T", "id", ["1"], {1: {}}, "PostgreSQL")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: T: the table's key 'id' holds 1 (int), which PostgreSQL matched to the dataset's str key values ...
+    """
+    asked_for = set(keys)
+    strays = [k for k in rows if k not in asked_for]
+    if not strays:
+        return
+    stray = strays[0]
+    asked = next((k for k in keys if k is not None), None)
+    raise TypeError(
+        f"{where}: the table's key {key!r} holds {stray!r} ({type(stray).__name__}), which "
+        f"{store} matched to the dataset's {type(asked).__name__} key values by converting "
+        f"them: the looked-up rows cannot be paired with the dataset's rows. Give the "
+        f"dataset's key column the table's type (e.g. cast it with map_batches) or store "
+        f"the keys as the dataset holds them")
+
+
 class TableClient:
     """A connection to a lookup table, opened inside the worker that uses it.
 
