@@ -10,10 +10,13 @@ writing one CSV file per partition.
 
 from __future__ import annotations
 
+import copy
+
 import pyarrow as pa
 from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileSource
 from streambatch.connectors.tensors import is_tensor_type
+from streambatch.connectors.wide_ints import KINDS, exact_kind, kinds_fitting, may_hold_wide_ints
 
 
 class CSVSource(FileSource):
@@ -35,7 +38,18 @@ class CSVSource(FileSource):
         self.read_options = read_options
 
     def read_file(self, fs, entry, pushdowns):
-        """Stream the file's record batches."""
+        """Stream the file's record batches. A column of integers beyond int64 (which
+        pyarrow infers as float64, rounding them) reads exactly: as uint64 when none is
+        negative, else as decimal128(38, 0); beyond 38 digits it fails naming the file
+        and the column (``wide_ints``). Columns typed in ``convert_options`` read as typed.
+
+        >>> import fsspec, tempfile
+        >>> from streambatch.connectors.file_based import FileEntry
+        >>> path = tempfile.mkdtemp() + "/a.csv"
+        >>> _ = open(path, "w").write("u,s\\n18446744073709551615,-1\\n1,9223372036854775809\\n")
+        >>> [t.to_pydict() for t in CSVSource(path).read_file(fsspec.filesystem("file"), FileEntry(path, 0), None)]
+        [{'u': [18446744073709551615, 1], 's': [Decimal('-1'), Decimal('9223372036854775809')]}]
+        """
         import pyarrow.csv as pacsv
 
         # An unquoted empty field is null, a quoted one ("") the empty string, as
@@ -47,22 +61,67 @@ class CSVSource(FileSource):
         convert = self.convert_options or pacsv.ConvertOptions(
             null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
         parse = self.parse_options
-        if parse is None and self._columns_in(fs, entry, convert) == 1:
+        first = self._first_batch(fs, entry, parse, convert)
+        if parse is None and first.num_columns == 1:
             # a file of one column writes a null as an empty line: a row, not a gap
             parse = pacsv.ParseOptions(ignore_empty_lines=False)
+        wide = self._wide_int_types(fs, entry, parse, convert, first)
+        if wide:
+            convert = copy.copy(convert)
+            convert.column_types = {**dict(convert.column_types), **wide}
         with fs.open(entry.path, "rb", compression="infer") as handle:
             reader = pacsv.open_csv(handle, read_options=self.read_options,
                                     parse_options=parse, convert_options=convert)
             for batch in reader:
                 yield pa.Table.from_batches([batch])
 
-    def _columns_in(self, fs, entry, convert) -> int:
-        """The number of columns the file's header (or ``read_options``) names."""
+    def _open(self, handle, parse, convert):
+        """pyarrow's incremental reader on ``handle`` with this source's read options."""
         import pyarrow.csv as pacsv
 
+        return pacsv.open_csv(handle, read_options=self.read_options, parse_options=parse,
+                              convert_options=convert)
+
+    def _first_batch(self, fs, entry, parse, convert) -> pa.RecordBatch:
+        """The file's first batch (empty, with the header's columns, when it has none):
+        the one pyarrow infers the file's types from."""
         with fs.open(entry.path, "rb", compression="infer") as handle:
-            return len(pacsv.open_csv(handle, read_options=self.read_options,
-                                      convert_options=convert).schema)
+            reader = self._open(handle, parse, convert)
+            try:
+                return reader.read_next_batch()
+            except StopIteration:
+                return pa.RecordBatch.from_pylist([], schema=reader.schema)
+
+    def _wide_int_types(self, fs, entry, parse, convert,
+                        first: pa.RecordBatch) -> dict[str, pa.DataType]:
+        """The exact types of the inferred float64 columns whose values are all integers
+        as written, some beyond int64 (``wide_ints``): the first batch finds the
+        candidates, a pass over the file reading them as text decides (it stops once
+        every candidate has shown a number written as a float)."""
+        typed = dict(convert.column_types)
+        fitting = {f.name: list(KINDS) for f in first.schema
+                   if pa.types.is_float64(f.type) and f.name not in typed
+                   and may_hold_wide_ints(first.column(f.name))}
+        if not fitting:
+            return {}
+        options = copy.copy(convert)
+        options.include_columns, options.strings_can_be_null = list(fitting), True
+        options.column_types = {name: pa.string() for name in fitting}
+        with fs.open(entry.path, "rb", compression="infer") as handle:
+            for batch in self._open(handle, parse, options):
+                for name in list(fitting):
+                    kinds = kinds_fitting(batch.column(name))
+                    if kinds is None:
+                        del fitting[name]  # floats as written
+                    else:
+                        fitting[name] = [k for k in fitting[name] if k in kinds]
+                if not fitting:
+                    break
+        return {name: exact_kind(kinds, self.who, entry.path, name, _AS_TEXT.format(name))
+                for name, kinds in fitting.items()}
+
+
+_AS_TEXT = "pass convert_options=pyarrow.csv.ConvertOptions(column_types={{{!r}: pyarrow.string()}})"
 
 
 class CSVSink(FileDatasink):

@@ -23,6 +23,7 @@ import pyarrow as pa
 from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileReadError, FileSource
 from streambatch.connectors.parquet_schema import holds_null_type
+from streambatch.connectors.wide_ints import exact_kind, kinds_fitting, may_hold_wide_ints
 
 
 class JSONSource(FileSource):
@@ -72,12 +73,16 @@ def read_json_lines(data: bytes, path: str = "", who: str = "read_json") -> pa.T
     invalid strings): where the inferred schema holds a list, the lines are parsed again
     with that schema given, which reads them as written. A list of nothing but nulls
     (``list<null>``) it makes invalid either way: such files are parsed as JSON arrays
-    are, object by object (slower; rare).
+    are, object by object (slower; rare). Integers beyond int64 it infers as float64,
+    rounding them: they are parsed again as uint64 (none negative) or decimal128(38, 0),
+    and fail naming the file and the key beyond 38 digits (``wide_int_kinds``).
 
     >>> read_json_lines(b'{"l": [null, 3]}\\n{"l": [1, null]}\\n')["l"].to_pylist()
     [[None, 3], [1, None]]
     >>> read_json_lines(b'{"l": [null, null]}\\n{"l": null}\\n')["l"].to_pylist()
     [[None, None], None]
+    >>> read_json_lines(b'{"u": 18446744073709551615}\\n{"u": 1}\\n')["u"].to_pylist()
+    [18446744073709551615, 1]
     """
     import pyarrow.json as pajson
 
@@ -86,10 +91,105 @@ def read_json_lines(data: bytes, path: str = "", who: str = "read_json") -> pa.T
     if any(holds_null_type(kind.value_type) for kind in lists):
         rows = [json.loads(line) for line in data.splitlines() if line.strip()]
         return _array_block(rows, path, who)
-    if lists:
-        options = pajson.ParseOptions(explicit_schema=table.schema)
+    wide = wide_int_kinds(table, data, path, who)
+    if lists or wide:
+        schema = table.schema
+        for leaf, kind in wide.items():
+            index = schema.get_field_index(leaf[0])
+            field = schema.field(index)
+            schema = schema.set(index, field.with_type(_with_leaf(field.type, leaf[1:], kind)))
+        options = pajson.ParseOptions(explicit_schema=schema)
         table = pajson.read_json(io.BytesIO(data), parse_options=options)
     return table
+
+
+Leaf = tuple[str | None, ...]  # a column's name, then a struct field's name or None (a list's items) per level
+
+
+def wide_int_kinds(table: pa.Table, data: bytes, path: str = "",
+                   who: str = "read_json") -> dict[Leaf, pa.DataType]:
+    """The float64 leaves of ``table`` (parsed from ``data``, JSON lines) that hold
+    integers beyond int64 as written, each with the exact type to read them as
+    (``wide_ints``: uint64 when none is negative, else decimal128(38, 0)). pyarrow
+    infers float64 for them, rounding 18446744073709551615 to 1.8446744073709552e+19.
+    A leaf holding a number written as a float ("2.0", "1e+20") stays float64.
+
+    >>> data = b'{"u": 18446744073709551615, "f": 1e+20}\\n{"u": 1, "f": 2.0}\\n'
+    >>> import pyarrow.json as pajson
+    >>> wide_int_kinds(pajson.read_json(io.BytesIO(data)), data)
+    {('u',): DataType(uint64)}
+    """
+    leaves = [leaf for field in table.schema for leaf in _float_leaves(field.type, (field.name,))
+              if may_hold_wide_ints(_leaf_values(table.column(leaf[0]), leaf[1:]))]
+    if not leaves:
+        return {}
+    written: dict[Leaf, list] = {leaf: [] for leaf in leaves}
+    for line in data.splitlines():
+        if line.strip():
+            row = json.loads(line, parse_int=str, parse_float=_not_integer)
+            for leaf, values in written.items():
+                values.extend(_at(row, leaf))
+    kinds = {}
+    for leaf, values in written.items():
+        if any(v is _NOT_INTEGER for v in values):
+            continue  # floats as written
+        fitting = kinds_fitting(pa.array(values, pa.string()))
+        if fitting is not None:
+            kinds[leaf] = exact_kind(fitting, who, path, ".".join(s or "[]" for s in leaf))
+    return kinds
+
+
+_NOT_INTEGER = object()
+
+
+def _not_integer(_literal: str) -> object:
+    """``json.loads``'s ``parse_float``: a marker for a number written as a float."""
+    return _NOT_INTEGER
+
+
+def _float_leaves(kind: pa.DataType, leaf: Leaf) -> list[Leaf]:
+    """The float64 leaves in ``kind`` (a column's type, the column being ``leaf``)."""
+    if pa.types.is_float64(kind):
+        return [leaf]
+    if pa.types.is_list(kind):
+        return _float_leaves(kind.value_type, (*leaf, None))
+    if pa.types.is_struct(kind):
+        return [inner for f in kind for inner in _float_leaves(f.type, (*leaf, f.name))]
+    return []
+
+
+def _leaf_values(column: pa.ChunkedArray, steps: Leaf) -> pa.ChunkedArray:
+    """The values at ``steps`` below ``column`` (its lists' items, its structs' fields)."""
+    chunks = list(column.chunks)
+    for step in steps:
+        if step is None:
+            chunks = [chunk.flatten() for chunk in chunks]
+        else:
+            chunks = [chunk.flatten()[chunk.type.get_field_index(step)] for chunk in chunks]
+    return pa.chunked_array(chunks, type=pa.float64())
+
+
+def _at(value: object, steps: Leaf) -> list:
+    """The values at ``steps`` in a parsed JSON value (nulls left out)."""
+    if value is None:
+        return []
+    if not steps:
+        return [value]
+    step, rest = steps[0], steps[1:]
+    if step is None:
+        return [v for item in value for v in _at(item, rest)] if isinstance(value, list) else []
+    return _at(value.get(step), rest) if isinstance(value, dict) else []
+
+
+def _with_leaf(kind: pa.DataType, steps: Leaf, new: pa.DataType) -> pa.DataType:
+    """``kind`` with the type at ``steps`` below it replaced by ``new``."""
+    if not steps:
+        return new
+    step, rest = steps[0], steps[1:]
+    if step is None:
+        return pa.list_(kind.value_field.with_type(_with_leaf(kind.value_type, rest, new)))
+    return pa.struct([f.with_type(_with_leaf(f.type, rest, new)) if f.name == step else f
+                      for f in kind])
 
 
 def _lists(kind: pa.DataType) -> list[pa.DataType]:
