@@ -17,9 +17,10 @@ from streambatch.connectors.lookup.tables import (
     DictTable,
     FeedPoll,
     Fetched,
+    Horizon,
     LookupTable,
     TableClient,
 )
 
-__all__ = ["Change", "DictTable", "FeedPoll", "Fetched", "FreshCache", "LookupTable",
+__all__ = ["Change", "DictTable", "FeedPoll", "Fetched", "FreshCache", "Horizon", "LookupTable",
            "PostgresTable", "RedisTable", "SQLiteTable", "TableClient", "should_invalidate"]

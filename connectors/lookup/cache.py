@@ -18,6 +18,10 @@ Freshness (``max_staleness`` = the bound, in seconds of ``clock``):
 - a hole that stays open longer than ``gap_timeout``, or a feed reconnect,
   starts a new epoch: entries from before it keep only what they had (a lease
   of ``max_staleness`` past their last guarantee);
+- where a writer can still commit a change numbered below the cursor (a hole
+  given up on, or a writer running when the cache attached: the table reports a
+  :class:`Horizon`), no poll will deliver it: the epoch's entries keep only
+  their lease until every such writer has ended, then a new, trusted epoch starts;
 - with no feed (or ``policy="ttl"``) the lease is all there is: TTL = the bound;
 - a change is applied to an entry only when its sequence number is newer than
   the entry's, so a write racing a fetch is never lost nor rolled back.
@@ -40,7 +44,7 @@ import time
 from collections import OrderedDict, deque
 
 from streambatch.connectors.lookup.sketch import KeyCounters
-from streambatch.connectors.lookup.tables import FeedPoll, LookupTable, TableClient
+from streambatch.connectors.lookup.tables import FeedPoll, Horizon, LookupTable, TableClient
 
 POLICIES = ("adaptive", "ttl", "none")
 _NEVER = -math.inf
@@ -141,6 +145,7 @@ class FreshCache:
         self._pending: set[int] = set()  # feed seqs applied above the cursor (holes below)
         self._open_polls: deque[tuple[float, int]] = deque()  # (start, head) not yet applied
         self._last_poll = _NEVER
+        self._unsettled: int | None = None  # writers below this may commit skipped changes
         self._miss = _Ema(1e-3, cost_alpha)
         self._refetch = _Ema(1e-3, cost_alpha)
         self._apply = _Ema(1e-6, cost_alpha)
@@ -171,6 +176,7 @@ class FreshCache:
             self._client = client
             if self.uses_feed:
                 self._cursor, self._pending = client.head(), set()
+                self._hold(client.horizon())
         return self
 
     def close(self) -> None:
@@ -297,7 +303,8 @@ class FreshCache:
             self._stats["feed_gaps"] += 1
             self._new_epoch(start, poll.head)
         else:
-            self._advance_trust(start, poll.head)
+            self._advance_trust(start, poll.head, poll.horizon)
+        self._settle(start, poll.horizon)
         if refetch:
             t0 = time.perf_counter()
             self._fetch(list(dict.fromkeys(refetch)))
@@ -334,18 +341,38 @@ class FreshCache:
         self._apply.add(time.perf_counter() - t0)
         return False
 
-    def _advance_trust(self, start: float, head: int) -> None:
-        """Trust moves to the start of the newest poll whose head is fully applied."""
+    def _advance_trust(self, start: float, head: int, horizon: Horizon | None = None) -> None:
+        """Trust moves to the start of the newest poll whose head is fully applied
+        (not while a writer may still commit a skipped change: see :meth:`_hold`)."""
         if self._blind_feed:
             self._cursor = max(self._cursor, head)
             self._epoch_trust[self._epoch] = start
             return
         self._open_polls.append((start, head))
         while self._open_polls and self._cursor >= self._open_polls[0][1]:
-            self._epoch_trust[self._epoch] = self._open_polls.popleft()[0]
+            trusted = self._open_polls.popleft()[0]
+            if self._unsettled is None:
+                self._epoch_trust[self._epoch] = max(self._epoch_trust[self._epoch], trusted)
         if self._open_polls and start - self._open_polls[0][0] > self.gap_timeout:
             self._stats["feed_gaps"] += 1  # a hole stayed open too long: messages were lost
             self._new_epoch(start, head)
+            self._hold(horizon)  # ...or its writer is still running and commits later
+
+    def _hold(self, horizon: Horizon | None) -> None:
+        """The cursor now covers sequence numbers that writers running at ``horizon`` may
+        still commit, where no poll looks: until they have all ended, the current
+        epoch's entries keep only their lease."""
+        if horizon is not None and not horizon.settled(horizon.begun):
+            self._unsettled = max(self._unsettled or 0, horizon.begun)
+
+    def _settle(self, start: float, horizon: Horizon | None) -> None:
+        """Once every writer the cache waits for has ended (``horizon``, taken after
+        ``start``), entries fetched from now on see their changes: a trusted epoch."""
+        if self._unsettled is None or horizon is None or not horizon.settled(self._unsettled):
+            return
+        self._unsettled = None
+        self._epoch += 1
+        self._epoch_trust[self._epoch] = start
 
     def _new_epoch(self, start: float, head: int) -> None:
         """Changes up to ``head`` may be lost: entries fetched before now keep only their lease."""

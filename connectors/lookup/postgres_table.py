@@ -9,7 +9,12 @@ changelog with its schema, so writers with any ``search_path`` feed it. A poll r
 the head in one statement (one snapshot). Sequence numbers are taken at
 insert, not at commit, so a poll can see a later number before an earlier
 one commits: the cache treats that as a hole and trusts the feed only once it
-is filled (or, after ``gap_timeout``, falls back to the lease). Fetches are
+is filled (or, after ``gap_timeout``, falls back to the lease). A hole given
+up on may still be filled by a writer that commits later, below the cache's
+cursor, where no poll looks: so each poll also reads the writers' horizon
+(the snapshot's xmin and xmax, PostgreSQL 13 or later), and entries fetched
+while a writer that took a skipped number may still commit keep only their
+lease (TTL = the bound) until every such writer has ended. Fetches are
 one ``WHERE key = ANY(%s)`` query. ``psycopg`` is imported only when a
 client connects.
 
@@ -31,6 +36,7 @@ from streambatch.connectors.lookup.tables import (
     Change,
     FeedPoll,
     Fetched,
+    Horizon,
     LookupTable,
     TableClient,
     check_paired,
@@ -43,6 +49,15 @@ _JSON_SAFE = {"smallint", "integer", "bigint", "double precision", "real", "text
 _ARROW = {"smallint": "int64", "integer": "int64", "bigint": "int64", "double precision": "float64",
           "real": "float64", "text": "string", "character varying": "string", "boolean": "bool_"}
 _q = quote_ident
+
+
+def _horizon_sql(snapshot: str) -> str:
+    """The select list of a snapshot's oldest running transaction and first unassigned one.
+
+    >>> _horizon_sql("s")
+    'pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint'
+    """
+    return f"pg_snapshot_xmin({snapshot})::text::bigint, pg_snapshot_xmax({snapshot})::text::bigint"
 
 
 @dataclass
@@ -195,16 +210,22 @@ class PostgresClient(TableClient):
         """The newest sequence number in the changelog."""
         return self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {self._changelog}").fetchone()[0]
 
+    def horizon(self) -> Horizon:
+        """The server's writers now: the xmin and xmax of the current snapshot."""
+        ended, begun = self.conn.execute(f"SELECT {_horizon_sql('s')} FROM pg_current_snapshot() s").fetchone()
+        return Horizon(ended, begun)
+
     def poll(self, after: int) -> FeedPoll:
-        """Changes after ``after`` and the head, in one statement."""
+        """Changes after ``after``, the head and the writers' horizon, in one statement."""
         ch = self._changelog
         found = self.conn.execute(
-            f"WITH h AS (SELECT coalesce(max(seq), 0) AS m FROM {ch}) "
-            f"SELECT h.m, c.seq, c.key, c.deleted, c.row FROM h LEFT JOIN {ch} c ON c.seq > %s "
-            "ORDER BY c.seq", (after,)).fetchall()
+            f"WITH h AS (SELECT coalesce(max(seq), 0) AS m, pg_current_snapshot() AS s FROM {ch}) "
+            f"SELECT h.m, {_horizon_sql('h.s')}, c.seq, c.key, c.deleted, c.row "
+            f"FROM h LEFT JOIN {ch} c ON c.seq > %s ORDER BY c.seq", (after,)).fetchall()
         changes = [Change(seq, key, None if row is None else {c: row.get(c) for c in self.columns},
-                          deleted) for _, seq, key, deleted, row in found if seq is not None]
-        return FeedPoll(changes, found[0][0] if found else after)
+                          deleted) for _, _, _, seq, key, deleted, row in found if seq is not None]
+        head, ended, begun = found[0][:3]
+        return FeedPoll(changes, head, horizon=Horizon(ended, begun))
 
     def close(self) -> None:
         """Close the connection."""

@@ -31,13 +31,35 @@ class Change:
     deleted: bool = False
 
 
+@dataclass(frozen=True)
+class Horizon:
+    """Where the writers of a store stand, for a feed whose sequence numbers are taken
+    before commit (so one can commit long after a later one): every writer numbered
+    below ``ended`` has committed or rolled back, and every writer that has taken a
+    sequence number so far is numbered below ``begun`` (PostgreSQL: the xmin and xmax
+    of a snapshot). ``ended >= begun``: no writer is running.
+
+    >>> Horizon(ended=7, begun=9).settled(7), Horizon(ended=7, begun=9).settled(9)
+    (True, False)
+    """
+
+    ended: int
+    begun: int
+
+    def settled(self, token: int) -> bool:
+        """True when every writer numbered below ``token`` has ended."""
+        return self.ended >= token
+
+
 @dataclass
 class FeedPoll:
     """What one poll of a change feed returned.
 
     ``head`` is the newest sequence number committed before the poll started
     (every change up to it has been, or will be, delivered unless the feed lost
-    it); ``reset`` says the feed reconnected and may have lost changes.
+    it); ``reset`` says the feed reconnected and may have lost changes;
+    ``horizon`` is the store's :class:`Horizon` taken at or after the poll's
+    snapshot, when its sequence numbers can commit out of order (else None).
 
     >>> FeedPoll([], head=0).changes
     []
@@ -46,6 +68,7 @@ class FeedPoll:
     changes: list[Change]
     head: int
     reset: bool = False
+    horizon: Horizon | None = None
 
 
 @dataclass
@@ -119,6 +142,11 @@ class TableClient:
     def head(self) -> int:
         """The feed's newest sequence number now (the cache follows the feed from here)."""
         return 0
+
+    def horizon(self) -> Horizon | None:
+        """The store's writers now, when a writer can commit a change numbered below the
+        feed's head long after that head was read (PostgreSQL); None when it cannot."""
+        return None
 
     def close(self) -> None:
         """Release the connection."""
