@@ -198,5 +198,16 @@ def check_flat(table: pa.Table, who: str) -> None:
         if (is_tensor_type(t) or pa.types.is_nested(t) or pa.types.is_binary(t)
                 or pa.types.is_large_binary(t) or isinstance(t, pa.BaseExtensionType)):
             raise TypeError(f"{who}: column {field.name!r} has type {t}, which CSV cannot hold; "
-                            f"write it with write_parquet or write_json, or "
-                            f"drop_columns([{field.name!r}]) first")
+                            f"write it with {_holding(t)}, or drop_columns([{field.name!r}]) first")
+
+
+def _holding(kind: pa.DataType) -> str:
+    """The writers that hold a column of type ``kind`` (write_json refuses maps whose keys
+    are not strings).
+
+    >>> _holding(pa.map_(pa.int64(), pa.string())), _holding(pa.map_(pa.string(), pa.string()))
+    ('write_parquet', 'write_parquet or write_json')
+    """
+    from streambatch.connectors.json import refused_map
+
+    return "write_parquet" if refused_map(kind) is not None else "write_parquet or write_json"

@@ -20,6 +20,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+from streambatch.connectors.arrow_types import list_like
 from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileReadError, FileSource
 from streambatch.connectors.parquet_schema import holds_null_type
@@ -244,9 +245,94 @@ def json_default(value):
     raise TypeError(f"write_json: values of type {type(value).__name__} have no JSON form")
 
 
+def refused_map(kind: pa.DataType) -> pa.DataType | None:
+    """The first map type in ``kind`` (at any depth) whose keys are not strings (a JSON
+    object's keys are), or None.
+
+    >>> refused_map(pa.list_(pa.map_(pa.int64(), pa.string())))
+    MapType(map<int64, string>)
+    >>> refused_map(pa.map_(pa.string(), pa.int64())) is None
+    True
+    """
+    if pa.types.is_map(kind):
+        key = kind.key_type
+        if not (pa.types.is_string(key) or pa.types.is_large_string(key)
+                or pa.types.is_string_view(key)):
+            return kind
+        return refused_map(kind.item_type)
+    if list_like(kind):
+        return refused_map(kind.value_type)
+    if pa.types.is_struct(kind):
+        return next((found for f in kind if (found := refused_map(f.type)) is not None), None)
+    return None
+
+
+def map_columns(schema: pa.Schema) -> dict[str, pa.DataType]:
+    """The columns of ``schema`` holding maps (at any depth), by name; a TypeError naming
+    the first whose map keys are not strings (a JSON object's keys are).
+
+    >>> map_columns(pa.schema([("m", pa.map_(pa.string(), pa.int64())), ("x", pa.int64())]))
+    {'m': MapType(map<string, int64>)}
+    >>> map_columns(pa.schema([("m", pa.map_(pa.int64(), pa.int64()))]))
+    Traceback (most recent call last):
+    ...
+    TypeError: write_json: column 'm' has type map<int64, int64>, whose keys (int64) a JSON object cannot hold (its keys are strings); cast the keys to strings first, write it with write_parquet, or drop_columns(['m'])
+    """
+    maps = {}
+    for field in schema:
+        refused = refused_map(field.type)
+        if refused is not None:
+            raise TypeError(
+                f"write_json: column {field.name!r} has type {field.type}, whose keys "
+                f"({refused.key_type}) a JSON object cannot hold (its keys are strings); cast "
+                f"the keys to strings first, write it with write_parquet, or "
+                f"drop_columns([{field.name!r}])")
+        if _holds_map(field.type):
+            maps[field.name] = field.type
+    return maps
+
+
+def _holds_map(kind: pa.DataType) -> bool:
+    """True when ``kind`` is a map or holds one (in lists, structs, maps)."""
+    if pa.types.is_map(kind):
+        return True
+    if list_like(kind):
+        return _holds_map(kind.value_type)
+    return pa.types.is_struct(kind) and any(_holds_map(f.type) for f in kind)
+
+
+def as_objects(value: object, kind: pa.DataType, column: str) -> object:
+    """A value of type ``kind`` (as ``to_pylist`` gives it) with its maps, lists of
+    (key, value) pairs, as dicts: JSON objects. A map holding a key twice fails naming
+    the column (an object would keep one of them).
+
+    >>> as_objects([("a", 1), ("b", 2)], pa.map_(pa.string(), pa.int64()), "m")
+    {'a': 1, 'b': 2}
+    """
+    if value is None:
+        return None
+    if pa.types.is_map(kind):
+        pairs = value if isinstance(value, list) else []
+        found = {k: as_objects(v, kind.item_type, column) for k, v in pairs}
+        if len(found) != len(pairs):
+            twice = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+            raise ValueError(f"write_json: column {column!r} holds a map with the key {twice!r} "
+                             f"twice, which a JSON object cannot hold")
+        return found
+    if list_like(kind) and isinstance(value, list):
+        return [as_objects(v, kind.value_type, column) for v in value]
+    if pa.types.is_struct(kind) and isinstance(value, dict):
+        return {f.name: as_objects(value.get(f.name), f.type, column) for f in kind}
+    return value
+
+
 class JSONSink(FileDatasink):
     """One JSON-lines file per partition, named ``.json`` as Ray Data names them (one
-    object per line; ``read_json`` reads both).
+    object per line; ``read_json`` reads both). A map column is written as JSON
+    objects (``{"a": 1, "b": 2}``), which ``read_json`` reads back as a struct: one
+    field per key found in the file, null in the rows whose map lacks that key (an
+    empty map reads as a struct of nulls). A map whose keys are not strings, or that
+    holds a key twice, fails naming the column.
 
     >>> import tempfile
     >>> sink = JSONSink(tempfile.mkdtemp() + "/out"); _ = sink.start()
@@ -265,7 +351,10 @@ class JSONSink(FileDatasink):
         rows = size = 0
         with self.fs.open(path, "wb") as handle:
             for table in tables:
+                maps = map_columns(table.schema)
                 for record in records(table):
+                    for name, kind in maps.items():
+                        record[name] = as_objects(record[name], kind, name)
                     handle.write(json.dumps(record, default=json_default).encode() + b"\n")
                 rows, size = rows + table.num_rows, size + table.nbytes
         return rows, size
