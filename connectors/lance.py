@@ -5,7 +5,10 @@ Reads open the dataset on the driver (the latest version, or ``version``) and ma
 read task per fragment, each scanning its fragment of that version with the columns and
 the ``filter`` pushed into Lance's scanner. Writes write each task's fragments with
 ``lance.fragment.write_fragments`` and commit them in one ``LanceDataset.commit`` on the
-driver after every task succeeded (see :mod:`streambatch.connectors.lakehouse`).
+driver after every task succeeded (see :mod:`streambatch.connectors.lakehouse`). Each task
+lists the data files it wrote in a record under ``_streambatch-<job>/`` in the dataset's
+directory; after the commit the files of failed or repeated attempts are removed, and after
+a failed write every file it wrote (:mod:`streambatch.connectors.lance_files`).
 
 >>> import tempfile, pyarrow as pa
 >>> import lance
@@ -32,6 +35,12 @@ from streambatch.connectors.lakehouse import (
     refuse_extra,
     require,
     wanted_columns,
+)
+from streambatch.connectors.lance_files import (
+    data_files,
+    record_written,
+    remove_unreferenced,
+    remove_written_now,
 )
 
 MODES = ("create", "append", "overwrite")
@@ -125,7 +134,9 @@ class LanceSink(TableSink):
 
     ``mode``: ``"create"`` refuses an existing dataset, ``"append"`` adds a version with
     the rows added (creating a missing dataset), ``"overwrite"`` adds a version with
-    only these rows."""
+    only these rows (none: an empty version, with the rows' schema where known, else the
+    dataset's). A write of no rows creates an empty dataset when the schema is known
+    (``schema=``, or the empty blocks' columns); with none known it creates nothing."""
 
     who = "write_lance"
 
@@ -146,6 +157,7 @@ class LanceSink(TableSink):
         self.data_storage_version = data_storage_version
         self.storage_options = storage_options
         self.read_version: int | None = None  # the version this write builds on
+        self.existing_schema: pa.Schema | None = None  # that version's schema
 
     def _existing(self) -> Any:
         try:
@@ -163,29 +175,43 @@ class LanceSink(TableSink):
             raise FileExistsError(f"write_lance: a Lance dataset exists at {self.uri!r} and "
                                   "mode='create' refuses it; pass mode='append' or "
                                   "'overwrite'")
-        self.read_version = dataset.version
+        self.read_version, self.existing_schema = dataset.version, dataset.schema
         if self.mode == "append":
             self.schema = dataset.schema
 
     def write(self, blocks, ctx) -> dict | None:
-        """Write this partition's fragments (not committed: invisible until the commit)."""
+        """Write this partition's fragments (not committed: invisible until the commit);
+        a partition of empty blocks returns their schema and no fragments."""
+        blocks = iter(blocks)
+        seen, first = _first_with_rows(blocks)
+        if first is None:  # a schema of no columns is no schema: a dataset needs one
+            return None if seen is None or not len(seen) else {
+                "task": ctx.task_index, "fragments": [], "schema": self.schema or seen}
+        schema = self.schema or first.schema
+        fragments = self._write_fragments(first, non_empty(blocks), schema)
+        files = data_files(fragments)
+        record = record_written(self.uri, self.job, files)  # first: the cleanup finds them
+        try:
+            getattr(ctx, "check_running", lambda: None)()  # a thread task of a stopped job
+        except BaseException:
+            remove_written_now(self.uri, files, record)  # the job's cleanup may have run
+            raise
+        return {"task": ctx.task_index, "fragments": fragments, "schema": schema}
+
+    def _write_fragments(self, first: pa.Table, rest, schema: pa.Schema) -> list:
+        """``write_fragments`` of the blocks (conformed to ``schema``); the error of the
+        blocks' producer (a UDF) is raised as it is, not Lance's wrapping of it."""
         from lance.fragment import write_fragments
 
-        blocks = non_empty(blocks)
-        first = next(blocks, None)
-        if first is None:
-            return None
-        schema = self.schema or first.schema
         hint = "pass a schema with every column, or mode='overwrite' to change the " \
             "dataset's schema" if self.schema is not None else "pass schema= with every " \
             "column and nested field the rows may have (this partition's first block had " \
             "fewer, and its schema is the file's)"
-
         upstream: list[BaseException] = []  # what the blocks' producer raised
 
         def batches():
             try:
-                for block in (first, *blocks):
+                for block in (first, *rest):
                     refuse_extra(block, schema, self.who, hint)
                     refuse_dropped_fields(block, schema, self.who, hint)
                     yield from conform(block, schema, self.who).to_batches()
@@ -194,32 +220,65 @@ class LanceSink(TableSink):
                 raise
 
         try:
-            fragments = write_fragments(pa.RecordBatchReader.from_batches(schema, batches()),
-                                        self.uri, schema=schema, mode="append" if
-                                        self.mode == "append" else "overwrite",
-                                        max_rows_per_file=self.max_rows_per_file,
-                                        data_storage_version=self.data_storage_version,
-                                        storage_options=self.storage_options)
+            return write_fragments(pa.RecordBatchReader.from_batches(schema, batches()),
+                                   self.uri, schema=schema, mode="append" if
+                                   self.mode == "append" else "overwrite",
+                                   max_rows_per_file=self.max_rows_per_file,
+                                   data_storage_version=self.data_storage_version,
+                                   storage_options=self.storage_options)
         except Exception:
             if upstream:  # Lance wraps it in an OSError: raise the UDF's own error (retries)
                 raise upstream[0] from None
             raise
-        return {"task": ctx.task_index, "fragments": fragments, "schema": schema}
 
     def on_write_complete(self, write_result) -> None:
-        """Commit every task's fragments in one new version."""
+        """Commit every task's fragments in one new version; then remove the files of
+        attempts that are not in it."""
         lance = require("lance", "write_lance")
         written = self.returned(write_result)
         fragments = [f for w in written for f in w["fragments"]]
         if self.mode == "append" and self.read_version is not None:
             operation = lance.LanceOperation.Append(fragments)
         else:
-            schemas = [w["schema"] for w in written] or [s for s in [self.schema] if s]
-            if not schemas:
+            schema = self._new_schema(written)
+            if schema is None:
+                remove_unreferenced(self.uri, self.job, set(), None,
+                                    created=self.read_version is None)
                 return  # no rows and no schema: nothing to create
-            operation = lance.LanceOperation.Overwrite(_one_schema(schemas), fragments)
+            operation = lance.LanceOperation.Overwrite(schema, fragments)
         lance.LanceDataset.commit(self.uri, operation, read_version=self.read_version,
                                   storage_options=self.storage_options)
+        remove_unreferenced(self.uri, self.job, set(data_files(fragments)), self._existing())
+
+    def _new_schema(self, written: list[dict]) -> pa.Schema | None:
+        """The schema of a new dataset or an overwrite's version: that of the tasks that
+        wrote rows; with none, ``schema=``, the empty blocks' or the dataset's; or None."""
+        with_rows = [w["schema"] for w in written if w["fragments"]]
+        if with_rows:
+            return _one_schema(with_rows)
+        empty = [w["schema"] for w in written]
+        return self.schema or (empty[0] if empty else self.existing_schema)
+
+    def on_write_failed(self, error: Exception) -> None:
+        """Remove every data file this write left (none is in a version: a commit that
+        went through before the error keeps its files), and, when there was no dataset
+        before, the directories left empty."""
+        remove_unreferenced(self.uri, self.job, set(), self._existing(),
+                            created=self.read_version is None)
+
+
+def _first_with_rows(blocks) -> tuple[pa.Schema | None, pa.Table | None]:
+    """(the first block's schema, the first block with rows), reading ``blocks`` up to it.
+
+    >>> _first_with_rows(iter([pa.table({"a": pa.array([], pa.int8())})]))
+    (a: int8, None)
+    """
+    seen = None
+    for block in blocks:
+        seen = block.schema if seen is None else seen
+        if block.num_rows:
+            return seen, block
+    return seen, None
 
 
 def _one_schema(schemas: list[pa.Schema]) -> pa.Schema:
