@@ -88,13 +88,35 @@ def step_repartition(st: StageState, release, adopt=_keep) -> None:
         release(part)
 
 
+def limit_feeders(stages: list) -> set[int]:
+    """Indices of the stages a limit reads through: they hand their output on in input
+    order whatever ``preserve_order`` says, so a limit keeps the *first* rows, the same
+    ones ``take`` shows (in completion order ``limit(700)`` of 3000 rows kept rows past
+    699 when a later partition finished first).
+
+    >>> from streambatch.executor.contract import TaskStage
+    >>> stages = [TaskStage("Read"), TaskStage("Map", upstream=(0,)),
+    ...           LimitStage("Limit[5]", (1,), 5), TaskStage("Write", upstream=(2,))]
+    >>> sorted(limit_feeders(stages))
+    [0, 1]
+    """
+    feeders: set[int] = set()
+    todo = [up for s in stages if isinstance(s, LimitStage) for up in s.upstream]
+    while todo:
+        index = todo.pop()
+        if index not in feeders:
+            feeders.add(index)
+            todo.extend(stages[index].upstream)
+    return feeders
+
+
 def _limit(st: StageState, executor) -> None:
     if not st.finished and step_limit(st, executor.release, executor.adopt):
         executor.cancel_upstream(st)
 
 
 def _union(st: StageState, executor) -> None:
-    step_union(st, executor.options.preserve_order)
+    step_union(st, executor.keeps_order(st))
 
 
 def _repartition(st: StageState, executor) -> None:

@@ -26,7 +26,7 @@ from streambatch.executor.backends.base import (
     TaskOutput,
 )
 from streambatch.executor.contract import OutputListener, Stage, TaskStage, as_task_stage
-from streambatch.executor.driver_stages import driver_step
+from streambatch.executor.driver_stages import driver_step, limit_feeders
 from streambatch.executor.errors import (
     BlockLostError,
     NonDeterministicError,
@@ -94,7 +94,12 @@ class StreamingExecutor:
                                           lambda i, a: self.actors.actor_died(self.states[i], a),
                                           lambda i: self.states[i].finished)
         self.started = StartedTasks(getattr(backend, "reports_task_starts", False))
+        self._limit_feeders = limit_feeders(stages)
         self.listener.attach(self.identify)
+
+    def keeps_order(self, st: StageState) -> bool:
+        """Whether ``st`` hands its output on in input order (asked, or a limit reads it)."""
+        return self.options.preserve_order or st.index in self._limit_feeders
 
     def identify(self, origin: tuple[int, int]) -> list[list]:
         """An origin named by what its read task reads: ``[[source, item, start, stop], ...]``
@@ -242,7 +247,7 @@ class StreamingExecutor:
         task.rows_out += event.rows
         st.output_seen(event.rows, event.nbytes, event.peak_bytes, event.warmup, task.task_id)
         st.reorder.setdefault(task.seq, []).append(part)
-        release_ordered(st, self.options.preserve_order)
+        release_ordered(st, self.keeps_order(st))
 
     def _on_done(self, event: TaskDone) -> None:
         task = self._end_task(event.task_id)
@@ -261,7 +266,7 @@ class StreamingExecutor:
         self._take_dead_letters(st, task)
         st.task_finished(sum(p.nbytes for p in task.inputs), task.produced_bytes, event.seconds)
         st.done_seqs.add(task.seq)
-        release_ordered(st, self.options.preserve_order)
+        release_ordered(st, self.keeps_order(st))
         self._settle(self.origins.remove(task.origins))
         for part in task.inputs:
             self._settle(self.origins.remove(part.origins))

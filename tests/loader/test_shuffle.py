@@ -79,14 +79,13 @@ def test_shuffled_read_order_reaches_the_executor():
             assert table["id"].to_pylist() == list(range(10 * read, 10 * read + 10))
 
 
+@pytest.mark.parametrize("seed", [9, None])
 @pytest.mark.parametrize("tail", ["limit", "union_of_limits", "seeded_sample"])
-def test_a_shuffled_epoch_holds_the_rows_the_plan_keeps(tail):
-    """A limit keeps the first rows and a seeded sample follows the partitions' order:
-    reading the partitions in a shuffled order changed which rows (limit(2500) of 3000
-    gave 500 rows past 2499). The epoch holds the rows of ``take_all()``, shuffled.
-    (With a seed the epoch keeps input order; without one a limit keeps the first
-    rows in completion order, as documented for iteration.)"""
-    seed = 9
+def test_a_shuffled_epoch_holds_the_rows_the_plan_keeps(tail, seed):
+    """A limit keeps the first rows: reading the partitions in a shuffled order changed
+    which rows (limit(2500) of 3000 gave 500 rows past 2499). The epoch holds the rows
+    of ``take_all()``, shuffled, with a seed or without (a limit reads its input in
+    order either way)."""
     ds = sb.range(3000, override_num_blocks=12).map(lambda r: {"id": r["id"]})
     ds = {"limit": ds.limit(2500),
           "union_of_limits": ds.limit(700).union(ds.limit(300)),
