@@ -198,7 +198,12 @@ def summary_lines(summary: dict) -> list[str]:
     Read[Parquet]                                         3,000      1,500      4       0       0
     Write[Parquet] (4 files)                              3,000      1,500      4       0       0
     done: 3,000 rows in 2.00s (1,500 rows/s), 4 output files in out, 0 errored rows
+    >>> summary_lines({"stats": None, "output": "out"})
+    ["skipped: out holds a complete output (mode 'ignore'); nothing was written"]
     """
+    if summary["stats"] is None:  # mode="ignore" found a complete output: nothing ran
+        return [f"skipped: {summary['output']} holds a complete output (mode 'ignore'); "
+                "nothing was written"]
     lines = [f"{'stage':<48} {'rows out':>10} {'rows/s':>10} {'tasks':>6} {'retries':>7} "
              f"{'errored':>7}"]
     for st in summary["stats"].stages:

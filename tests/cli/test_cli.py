@@ -177,3 +177,15 @@ def test_the_write_stage_reports_rows_written_and_files(workspace):
     assert table_row.split()[:4] == ["Write[Parquet]", f"({files}", f"file{plural})", "1,000"]
     # the read of one row that checks --columns is not a run of its own in the report
     assert "limit=1" not in report and "early stop" not in report, report
+
+
+def test_mode_ignore_on_a_complete_output_skips_the_job(workspace):
+    """A second run with --mode ignore failed (exit 1, AttributeError: nothing ran, so
+    there were no stats to print); it exits 0 saying it skipped, the output intact."""
+    assert cli(workspace, *infer_args(workspace)).returncode == 0
+    again = cli(workspace, *infer_args(workspace), "--mode", "ignore")
+    assert again.returncode == 0, again.stderr
+    assert "skipped:" in again.stdout and "nothing was written" in again.stdout
+    table = pq.read_table(workspace / "out")
+    assert sorted(zip(table["id"].to_pylist(), table["pred"].to_pylist(), strict=True)) == \
+        expected_predictions()
