@@ -46,6 +46,7 @@ import pyarrow as pa
 from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.shared_store import SharedRef, SharedStore
 from streambatch.executor.contract import StreamBatchError
+from streambatch.executor.exit_cleanup import at_exit
 from streambatch.loader.split_shm import BatchFiles, read_batch
 
 OpenRank = Callable[[int, int, dict], Iterator[pa.Table]]
@@ -82,6 +83,7 @@ class SplitServer:
         self.authkey = secrets.token_bytes(32)
         self._dir = tempfile.mkdtemp(prefix="streambatch-split-")  # 0700: only this user
         self.address = os.path.join(self._dir, "split.sock")
+        self._forget_exit = at_exit(self._remove_socket)  # also on SIGTERM (was left)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.address)
         self._listener.listen(64)
@@ -209,6 +211,13 @@ class SplitServer:
         self._listener.close()
         if self._store is not None:
             self._store.destroy()
+        self._forget_exit()
+        self._remove_socket()
+
+    def _remove_socket(self) -> None:
+        """Remove the socket and its directory (the process that made them)."""
+        if os.getpid() != self._owner:
+            return
         if os.path.exists(self.address):
             os.unlink(self.address)
         os.rmdir(self._dir) if os.path.isdir(self._dir) else None

@@ -1,0 +1,46 @@
+"""streaming_split's socket directory is removed when the driver ends, SIGTERM included."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+DRIVER = textwrap.dedent("""
+    import threading, time, streambatch as sb
+    sb.init(num_cpus=2, progress=False)
+    its = sb.range(100000).map_batches(lambda b: (time.sleep(0.05), b)[1],
+                                       batch_size=100).streaming_split(2)
+    started = threading.Barrier(3)
+    def run(i):
+        for n, _ in enumerate(its[i].iter_batches(batch_size=10)):
+            if n == 0:
+                started.wait()
+    for i in range(2):
+        threading.Thread(target=run, args=(i,), daemon=True).start()
+    started.wait()
+    print("reading", flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_driver_leaves_no_split_socket_directory(tmp_path, sig):
+    """SIGTERM left /tmp/streambatch-split-* (with split.sock) behind; Ctrl-C did not."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert driver.stdout.readline().strip() == "reading", driver.stderr.read()
+        assert [p for p in os.listdir(tmp_path) if p.startswith("streambatch-split-")]
+        driver.send_signal(sig)
+        driver.wait(timeout=60)
+    finally:
+        driver.kill()
+        driver.wait()
+    assert driver.returncode == -sig or driver.returncode == 1
+    assert [p for p in os.listdir(tmp_path) if p.startswith("streambatch-split-")] == []
