@@ -26,6 +26,7 @@ from streambatch.connectors.datasource import (
     cast_partition_value,
     limit_tables,
 )
+from streambatch.connectors.empty_output import committed_empty
 from streambatch.connectors.paths import (
     FileEntry,
     as_fsspec,
@@ -112,8 +113,14 @@ class FileSource(Datasource):
         """``(fs, files)``: the paths expanded, then kept by ``partition_filter`` and
         ``file_extensions`` (which, as Ray Data's, apply to files named explicitly too)."""
         exts = self.file_extensions
-        fs, files = expand_files(self._paths, None if exts else self.suffixes,
-                                 self._filesystem, self.who, self.ignore_missing_paths)
+        try:
+            fs, files = expand_files(self._paths, None if exts else self.suffixes,
+                                     self._filesystem, self.who, self.ignore_missing_paths)
+        except FileNotFoundError:
+            empty = committed_empty(self._paths, self._filesystem)
+            if empty is None:
+                raise
+            return empty, []  # the output of a write of no rows: no rows to read
         if self.partition_filter is not None:
             files = [f for f in files if self.partition_filter.apply(f.path)]
             if not files:

@@ -54,7 +54,11 @@ class ParquetSink(FileDatasink):
         self.use_in_this_process()
         prefix = self.file_prefix(ctx)
         writers: dict[tuple, _RollingWriter] = {}
-        for table in (b for b in blocks if b.num_rows):
+        seen: pa.Schema | None = None  # the first block's, for an output of no rows
+        for table in blocks:
+            seen = table.schema if seen is None else seen
+            if not table.num_rows:
+                continue
             missing = [c for c in self.partition_cols if c not in table.column_names]
             if missing:
                 raise KeyError(f"write_parquet: partition_cols {missing} are not columns; the "
@@ -65,7 +69,51 @@ class ParquetSink(FileDatasink):
                                                         zip(self.partition_cols, key, strict=True)])
                     writers[key] = _RollingWriter(self, directory, prefix, ctx)
                 writers[key].write(part.drop_columns(self.partition_cols))
-        return written([row for w in writers.values() for row in w.close()])
+        result = written([row for w in writers.values() for row in w.close()])
+        return result if writers or seen is None else with_schema(result, seen)
+
+    def finalize(self, results: list[pa.Table]) -> list[dict]:
+        """As every file sink's; an output that would hold no data file (a write of no
+        rows, into a new or overwritten output) gets one file of no rows with the rows'
+        schema where a write task saw it, recorded as any file is (so an overwrite
+        removes it and a resume keeps it): it reads back as no rows with the columns."""
+        schema = next((s for s in map(schema_of, results) if s is not None), None)
+        if not self.committed and schema is not None:
+            self._commit_schema_file(schema)
+        return super().finalize(results)
+
+    def _commit_schema_file(self, schema: pa.Schema) -> None:
+        """Write ``part-<job>-schema.parquet`` (no rows) and record it in the manifest."""
+        rel, temp = f"part-{self.job}-schema{self.suffix}", f".part-{self.job}-schema.tmp"
+        pq.write_table(schema.empty_table(), self.out.full(temp), filesystem=self.arrow_fs)
+        size = int(self.fs.size(self.out.full(temp)))
+        self.fs.mv(self.out.full(temp), self.out.full(rel))
+        entry = {"file": rel, "rows": 0, "bytes": size, "origins": [], "job": self.job}
+        self.manifest.append(entry)
+        self.committed.append(entry)
+
+
+SCHEMA_KEY = b"streambatch.schema"  # a write task's result: the schema of its empty blocks
+
+
+def with_schema(result: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A write task's result table carrying ``schema`` (of blocks with no rows) for the
+    driver; a schema of no columns is none.
+
+    >>> schema_of(with_schema(written([]), pa.schema([("a", pa.int8())])))
+    a: int8
+    >>> schema_of(with_schema(written([]), pa.schema([]))) is None
+    True
+    """
+    if not len(schema):
+        return result
+    return result.replace_schema_metadata({SCHEMA_KEY: schema.serialize().to_pybytes()})
+
+
+def schema_of(result: pa.Table) -> pa.Schema | None:
+    """The schema a write task's result carries (None: it wrote rows, or saw no block)."""
+    value = (result.schema.metadata or {}).get(SCHEMA_KEY)
+    return None if value is None else pa.ipc.read_schema(pa.py_buffer(value))
 
 
 def fitted(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
