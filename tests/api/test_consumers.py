@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from slow_first import first_partition_last
 
 import streambatch as sb
 
@@ -282,19 +283,6 @@ def test_materialize_executes_once(calls_dir):
         range(1, 13)
     )
     assert _count_calls(calls_dir) == 12  # none of the five consumptions re-ran the map
-
-
-def first_partition_last(row, marker: str, last_id: int):
-    """Row 0 waits (at most 30 s) until the last row was mapped: partition 0 ends last."""
-    import time
-
-    if row["id"] == last_id:
-        open(marker, "w").close()
-    elif row["id"] == 0:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(marker) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return {"id": row["id"]}
 
 
 def test_materialize_keeps_input_order(tmp_path):

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from slow_first import first_partition_last
 
 import streambatch as sb
 
@@ -401,26 +402,12 @@ def test_limit_with_preserve_order_takes_the_first_rows(ordered):
     assert [_py(r["id"]) for r in ds.take_all()] == list(range(7))
 
 
-def _first_partition_last(row, marker: str, last_id: int):
-    """Row 0 waits (at most 30 s) until ``last_id`` was mapped: partition 0 ends last."""
-    import os
-    import time
-
-    if row["id"] == last_id:
-        open(marker, "w").close()
-    elif row["id"] == 0:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(marker) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return {"id": row["id"]}
-
-
 @pytest.mark.parametrize("consume", ["iter_batches", "write_parquet", "union"])
 def test_a_limit_keeps_the_first_rows_whatever_finishes_first(tmp_path, consume):
     """Without preserve_order the limit took rows in completion order: with partition 0
     finishing last, limit(300) of 1000 iterated or written held rows from later
     partitions (take_all, ordered, did not). The limit now reads its input in order."""
-    fn = functools.partial(_first_partition_last, marker=str(tmp_path / "done"), last_id=999)
+    fn = functools.partial(first_partition_last, marker=str(tmp_path / "done"), last_id=999)
     mapped = sb.range(1000, override_num_blocks=8).map(fn)
     expected = list(range(300))
     if consume == "iter_batches":
