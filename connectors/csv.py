@@ -61,18 +61,26 @@ class CSVSource(FileSource):
         convert = self.convert_options or pacsv.ConvertOptions(
             null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
         parse = self.parse_options
-        first = self._first_batch(fs, entry, parse, convert)
-        if parse is None and first.num_columns == 1:
-            # a file of one column writes a null as an empty line: a row, not a gap
+        with fs.open(entry.path, "rb", compression="infer") as handle:
+            reader = self._open(handle, parse, convert)
+            first = _first_of(reader)
+            one_column = parse is None and first.num_columns == 1
+            wide = {} if one_column else self._wide_int_types(fs, entry, parse, convert, first)
+            if not (one_column or wide):  # the usual case: the file is read once
+                if first.num_rows:
+                    yield pa.Table.from_batches([first])
+                for batch in reader:
+                    yield pa.Table.from_batches([batch])
+                return
+        if one_column:  # a file of one column writes a null as an empty line: a row
             parse = pacsv.ParseOptions(ignore_empty_lines=False)
-        wide = self._wide_int_types(fs, entry, parse, convert, first)
+            first = self._first_batch(fs, entry, parse, convert)
+            wide = self._wide_int_types(fs, entry, parse, convert, first)
         if wide:
             convert = copy.copy(convert)
             convert.column_types = {**dict(convert.column_types), **wide}
         with fs.open(entry.path, "rb", compression="infer") as handle:
-            reader = pacsv.open_csv(handle, read_options=self.read_options,
-                                    parse_options=parse, convert_options=convert)
-            for batch in reader:
+            for batch in self._open(handle, parse, convert):
                 yield pa.Table.from_batches([batch])
 
     def _open(self, handle, parse, convert):
@@ -86,11 +94,7 @@ class CSVSource(FileSource):
         """The file's first batch (empty, with the header's columns, when it has none):
         the one pyarrow infers the file's types from."""
         with fs.open(entry.path, "rb", compression="infer") as handle:
-            reader = self._open(handle, parse, convert)
-            try:
-                return reader.read_next_batch()
-            except StopIteration:
-                return pa.RecordBatch.from_pylist([], schema=reader.schema)
+            return _first_of(self._open(handle, parse, convert))
 
     def _wide_int_types(self, fs, entry, parse, convert,
                         first: pa.RecordBatch) -> dict[str, pa.DataType]:
@@ -122,6 +126,14 @@ class CSVSource(FileSource):
 
 
 _AS_TEXT = "pass convert_options=pyarrow.csv.ConvertOptions(column_types={{{!r}: pyarrow.string()}})"
+
+
+def _first_of(reader) -> pa.RecordBatch:
+    """``reader``'s first batch (empty, with the header's columns, when it has none)."""
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return pa.RecordBatch.from_pylist([], schema=reader.schema)
 
 
 class CSVSink(FileDatasink):
