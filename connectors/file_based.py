@@ -356,14 +356,14 @@ def add_constant_columns(table: pa.Table, values: dict, parts: dict, path: str,
         if key not in table.column_names:
             table = table.append_column(key, pa.array([value] * n, parts[key].type))
         elif value is not None and n:
-            column = _check_partition_column(table.column(key), key, value, path)
+            column = check_partition_column(table.column(key), key, value, path)
             table = table.set_column(table.column_names.index(key), key, column)
     if include_paths and "path" not in table.column_names:
         table = table.append_column("path", pa.array([path] * n, pa.string()))
     return table
 
 
-def _check_partition_column(column, key: str, value, path: str) -> pa.Array:
+def check_partition_column(column, key: str, value, path: str) -> pa.Array:
     """The column of the path's value in the data's type, when the data agrees with it."""
     import pyarrow.compute as pc
 

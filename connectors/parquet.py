@@ -17,6 +17,7 @@ from streambatch.connectors.file_based import (
     FileEntry,
     FileReadError,
     FileSource,
+    check_partition_column,
     group_files,
     skipped,
 )
@@ -111,9 +112,10 @@ class ParquetSource(FileSource):
 
             def read(item):
                 index, entry = item
-                values = {k: col[index].as_py() for k, col in parts.items()}
+                expr = _partition_expr({k: col[index].as_py() for k, col in parts.items()}, parts)
                 try:
-                    fragment = _fragment_of(fmt, entry.path, arrow_fs, values, parts)
+                    fragment = fmt.make_fragment(entry.path, filesystem=arrow_fs,
+                                                 partition_expression=expr)
                     fragment.ensure_complete_metadata()
                     return entry.path, fragment
                 except Exception as exc:
@@ -270,10 +272,10 @@ class ParquetSource(FileSource):
         """Read one file's footer while planning (a resumed write needs its row groups)."""
         fs, files, parts = self.listing()
         entry = files[index]
-        values = {k: col[index].as_py() for k, col in parts.items()}
+        expr = _partition_expr({k: col[index].as_py() for k, col in parts.items()}, parts)
         try:
-            fragment = _fragment_of(pads.ParquetFileFormat(), entry.path, arrow_filesystem(fs),
-                                    values, parts)
+            fragment = pads.ParquetFileFormat().make_fragment(
+                entry.path, filesystem=arrow_filesystem(fs), partition_expression=expr)
             fragment.ensure_complete_metadata()
         except Exception as exc:
             raise FileReadError(self.who, entry.path, exc, self.error_hint) from exc
@@ -288,6 +290,7 @@ class ParquetSource(FileSource):
         fragment = self._fragment(arrow_fs, entry, values, row_groups)
         known = entry.path in self._fragments  # footer read while planning, pruned there
         self._check_schema(fragment, entry.path)
+        _check_stored_keys(fragment, entry.path, values, arrow_fs)
         if pushdowns.filter is not None and (not known or row_groups is None):
             # drop row groups whose statistics rule them out (not yet done while planning)
             fragment = fragment.subset(filter=pushdowns.filter, schema=schema)
@@ -315,6 +318,7 @@ class ParquetSource(FileSource):
         fragments = [self._fragment(arrow_fs, entry, values, row_groups)
                      for entry, values, row_groups in pieces]
         by_path = {f.path: entry.path for f, (entry, _, _) in zip(fragments, pieces, strict=True)}
+        values_of = {entry.path: values for entry, values, _ in pieces}
         cols = list(pushdowns.columns) if pushdowns.columns is not None else self.schema().names
         scan_cols = [c for c in cols if not (c == "path" and self.include_paths
                                               and c not in self._file_names())]
@@ -327,6 +331,7 @@ class ParquetSource(FileSource):
             path = by_path.get(tagged.fragment.path, tagged.fragment.path)
             if path not in checked:
                 self._check_schema(tagged.fragment, path)
+                _check_stored_keys(tagged.fragment, path, values_of.get(path, {}), arrow_fs)
                 checked.add(path)
             yield path, self._finish_batch(tagged.record_batch, cols, scan_cols, path)
 
@@ -354,8 +359,9 @@ class ParquetSource(FileSource):
         known = self._fragments.get(entry.path) if same_process else None
         if known is not None:
             return known.subset(row_group_ids=row_groups) if row_groups else known
-        return _fragment_of(pads.ParquetFileFormat(), entry.path, arrow_fs, values,
-                            self.listing()[2], row_groups)
+        return pads.ParquetFileFormat().make_fragment(
+            entry.path, filesystem=arrow_fs, row_groups=row_groups,
+            partition_expression=_partition_expr(values, self.listing()[2]))
 
     def _scan_columns(self, pushdowns: Pushdowns, fragment) -> tuple[list, list]:
         cols = list(pushdowns.columns) if pushdowns.columns is not None else self.schema().names
@@ -523,19 +529,18 @@ def _pieces_of(path: str, row_groups) -> list[Piece]:
     return out
 
 
-def _fragment_of(fmt, path: str, arrow_fs, values: dict, parts: dict, row_groups=None):
-    """The file's fragment, its partition columns from the path's ``key=value`` parts,
-    except those the file holds itself: the file's values stand, as Ray Data keeps them
-    (given as the fragment's partition expression, Arrow read the path's value in
-    their place: a stored p=[5, 6] under p=1/ came back as [1, 1])."""
-    fragment = fmt.make_fragment(path, filesystem=arrow_fs, row_groups=row_groups,
-                                 partition_expression=_partition_expr(values, parts))
-    stored = set(values) & set(fragment.physical_schema.names) if values else set()
+def _check_stored_keys(fragment, path: str, values: dict, arrow_fs) -> None:
+    """A Hive key the file also stores must hold the path's value where not null (as
+    the other file readers check, :func:`check_partition_column`): the path's value is
+    the one read, filtered and pruned on, so a file storing p=[5, 6] under p=1/ read as
+    [1, 1] silently. A ValueError naming the file, the column and both values."""
+    stored = [k for k in values if values[k] is not None and k in fragment.physical_schema.names]
     if not stored:
-        return fragment
-    kept = {k: v for k, v in values.items() if k not in stored}
-    return fmt.make_fragment(path, filesystem=arrow_fs, row_groups=row_groups,
-                             partition_expression=_partition_expr(kept, parts))
+        return
+    table = pads.ParquetFileFormat().make_fragment(path, filesystem=arrow_fs).to_table(
+        columns=stored)
+    for key in stored:
+        check_partition_column(table.column(key), key, values[key], path)
 
 
 def _partition_expr(values: dict, parts: dict):

@@ -15,6 +15,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -344,14 +345,25 @@ def test_partition_key_also_in_the_data_must_agree(tmp_path):
     assert len(sb.read_csv(str(tmp_path), partitioning=None).take_all()) == 3
 
 
-def test_a_parquet_file_keeps_its_own_column_a_partition_key_names(tmp_path):
-    """As Ray Data's parquet reader: a key the file stores keeps the file's values (the
-    path's value came back in their place: p=[5, 6] under p=1/ read as [1, 1]); keys
-    the file lacks come from the path."""
-    (tmp_path / "p=1" / "q=a").mkdir(parents=True)
-    pq.write_table(pa.table({"x": [1, 2], "p": [5, None]}), tmp_path / "p=1" / "q=a" / "f.parquet")
-    rows = sorted(sb.read_parquet(str(tmp_path)).take_all(), key=lambda r: r["x"])
-    assert rows == [{"x": 1, "p": 5, "q": "a"}, {"x": 2, "p": None, "q": "a"}]
+@pytest.mark.parametrize("files", [1, 20])  # one read task per file, or a shared scan
+def test_a_parquet_file_storing_a_partition_key_must_agree_with_its_path(tmp_path, files):
+    """As the other readers: a key the file stores holds the path's value (nulls take
+    it); a file storing other values fails naming it. (Arrow read the path's value in
+    their place: p=[5, 6] under p=1/ came back [1, 1]; keeping the file's values made
+    a filter on p, pruned by the path, lose them.)"""
+    for i in range(files):
+        (tmp_path / "p=1" / "q=a").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"x": [2 * i, 2 * i + 1], "p": [1, None]}),
+                       tmp_path / "p=1" / "q=a" / f"f{i}.parquet")
+    rows = sb.read_parquet(str(tmp_path)).take_all()
+    assert sorted((r["x"], r["p"], r["q"]) for r in rows) == \
+        [(x, 1, "a") for x in range(2 * files)]
+    assert sb.read_parquet(str(tmp_path), filter=pc.field("p") == 1).count() == 2 * files
+    (tmp_path / "p=2").mkdir()
+    pq.write_table(pa.table({"x": [100, 101], "p": [5, 6]}), tmp_path / "p=2" / "bad.parquet")
+    with pytest.raises(Exception, match=r"bad.parquet': column 'p' of the data holds \[5, 6\] "
+                                        r"where the path says p=2"):
+        sb.read_parquet(str(tmp_path)).take_all()
 
 
 def test_partition_filter(hive, tmp_path):
