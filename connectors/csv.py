@@ -63,6 +63,7 @@ class CSVSource(FileSource):
         parse = self.parse_options
         with fs.open(entry.path, "rb", compression="infer") as handle:
             reader = self._open(handle, parse, convert)
+            _no_duplicate_names(reader.schema, entry.path)
             first = _first_of(reader)
             one_column = parse is None and first.num_columns == 1
             wide = {} if one_column else self._wide_int_types(fs, entry, parse, convert, first)
@@ -126,6 +127,17 @@ class CSVSource(FileSource):
 
 
 _AS_TEXT = "pass convert_options=pyarrow.csv.ConvertOptions(column_types={{{!r}: pyarrow.string()}})"
+
+
+def _no_duplicate_names(schema: pa.Schema, path: str) -> None:
+    """A header naming a column twice is an error naming it (one of the two columns
+    was dropped further on, silently; Polars refuses such a file too)."""
+    seen: set[str] = set()
+    twice = next((n for n in schema.names if n in seen or seen.add(n)), None)
+    if twice is not None:
+        raise ValueError(f"read_csv: {path!r} names the column {twice!r} twice in its header; "
+                         "pass read_options=pyarrow.csv.ReadOptions(column_names=[...]) "
+                         "with distinct names (and skip_rows=1)")
 
 
 def _first_of(reader) -> pa.RecordBatch:

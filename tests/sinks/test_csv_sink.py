@@ -65,3 +65,16 @@ def test_a_one_column_file_keeps_its_null_rows(tmp_path):
     assert sorted(back, key=str) == sorted(rows, key=str)
     (tmp_path / "two.csv").write_text("a,b\n1,2\n\n3,4\n")
     assert sb.read_csv(str(tmp_path / "two.csv")).take_all() == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+
+
+def test_a_header_naming_a_column_twice_fails_naming_it(tmp_path):
+    """pyarrow reads both columns 'u'; one was then dropped silently (or, with a float
+    column, the read failed with "Field 'u' exists 2 times")."""
+    (tmp_path / "a.csv").write_text("u,u\n1.5,2\n")
+    with pytest.raises(Exception, match=r"names the column 'u' twice in its header"):
+        sb.read_csv(str(tmp_path)).take_all()
+    import pyarrow.csv as pacsv
+
+    named = sb.read_csv(str(tmp_path), read_options=pacsv.ReadOptions(
+        column_names=["u", "v"], skip_rows=1)).take_all()
+    assert named == [{"u": 1.5, "v": 2}]
