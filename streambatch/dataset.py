@@ -165,7 +165,12 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         >>> sb.from_items([{"a": 1, "b": 2}]).select_columns(["b"]).take_all()
         [{'b': 2}]
         """
-        return self._with(L.Project(self._plan, columns=v.column_list("select_columns", cols)))
+        cols = v.column_list("select_columns", cols)
+        twice = sorted({c for c in cols if cols.count(c) > 1})
+        if twice:  # (two output columns of one name: Polars refuses it too)
+            raise ValueError(f"select_columns names {twice} more than once; name each "
+                             "column once (add_column makes a copy under another name)")
+        return self._with(L.Project(self._plan, columns=cols))
 
     def drop_columns(self, cols) -> Dataset:
         """Remove ``cols``.

@@ -71,3 +71,9 @@ def test_from_arrow_of_a_table_with_two_columns_of_one_name_is_refused():
 def test_the_error_crosses_processes():
     err = pickle.loads(pickle.dumps(DuplicateColumnError("w", "a", "", "fix")))
     assert isinstance(err, ValueError) and err.column == "a" and str(err).startswith("w: two")
+
+
+def test_select_columns_naming_a_column_twice_is_refused():
+    """It made two output columns 'a' (no value lost, but two columns of one name)."""
+    with pytest.raises(ValueError, match=r"select_columns names \['a'\] more than once"):
+        sb.from_items([{"a": 1, "b": 2}]).select_columns(["a", "b", "a"])
