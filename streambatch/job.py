@@ -162,13 +162,21 @@ def _exists_message(spec: JobSpec, message: str) -> str:
     >>> _exists_message(spec, "write_parquet: 'o' already holds 1 data file(s), e.g. 'a'; "
     ...                 "pass mode='overwrite'")
     "--output = 'o' already holds 1 data file(s), e.g. 'a'; pass --mode overwrite to replace them, --mode append to add to them, --resume to finish an interrupted job, or choose another --output"
+    >>> _exists_message(spec, "write_parquet: 'o' holds the files of an interrupted write "
+    ...                 "(no _SUCCESS); pass resume=True")
+    "--output = 'o' holds the files of an interrupted write (no _SUCCESS); pass --resume to finish it, --mode overwrite to replace it, or choose another --output"
     """
     label = spec.label("sink.path")
     text = re.sub(r"^'[^']*' ", "", message.split(": ", 1)[-1])
     switch = re.search(r"[;.] [Pp]ass ", text)
     if switch is None:
         return f"{label} = {spec.sink['path']!r}: {text}"
-    if label == "sink.path":
+    if "interrupted" in text[:switch.start()]:  # append refuses it too: no append hint
+        hint = ("set sink.resume = true to finish it, sink.mode = \"overwrite\" to replace "
+                "it, or change sink.path" if label == "sink.path" else
+                f"pass {spec.label('sink.resume')} to finish it, {spec.label('sink.mode')} "
+                f"overwrite to replace it, or choose another {label}")
+    elif label == "sink.path":
         hint = ('set sink.mode = "overwrite" to replace them, sink.mode = "append" to add to '
                 "them, sink.resume = true to finish an interrupted job, or change sink.path")
     else:
