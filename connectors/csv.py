@@ -132,8 +132,8 @@ _AS_TEXT = "pass convert_options=pyarrow.csv.ConvertOptions(column_types={{{!r}:
 def _no_duplicate_names(schema: pa.Schema, path: str) -> None:
     """A header naming a column twice is an error naming it (one of the two columns
     was dropped further on, silently; Polars refuses such a file too)."""
-    seen: set[str] = set()
-    twice = next((n for n in schema.names if n in seen or seen.add(n)), None)
+    names = schema.names
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
         raise ValueError(f"read_csv: {path!r} names the column {twice!r} twice in its header; "
                          "pass read_options=pyarrow.csv.ReadOptions(column_names=[...]) "

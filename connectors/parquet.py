@@ -27,6 +27,7 @@ from streambatch.connectors.parquet_schema import (
     check_file_schema,
     check_file_values,
     column_origins,
+    data_schema_of,
     holds_null_type,
     unify_schemas,
 )
@@ -157,7 +158,7 @@ class ParquetSource(FileSource):
                 data = self.user_schema
             else:
                 self.footers()
-                data = unify_schemas([(p, f.physical_schema) for p, f in self._fragments.items()])
+                data = data_schema_of(self._fragments)
             fields = list(data) + [pa.field(k, v.type) for k, v in parts.items()
                                    if k not in data.names]
             if self.include_paths and "path" not in data.names:
@@ -196,6 +197,8 @@ class ParquetSource(FileSource):
         already = pushdowns.done
         for i in keep:
             entry, meta = files[i], footers.get(files[i].path)
+            if meta is not None and meta.num_rows == 0:
+                continue  # no rows (e.g. an empty write's schema file): nothing to read
             done = already.remaining(Piece(entry.path)) if already else None
             if done == []:
                 continue  # a resumed write has every row group of this file already
@@ -388,7 +391,8 @@ class ParquetSource(FileSource):
         share theirs; the check is Python work per column); with ``schema=`` given,
         :func:`check_file_values` (its statistics fit the given types)."""
         physical = fragment.physical_schema
-        if any(physical.equals(ok) for ok in self._schemas_ok):
+        if any(physical.equals(ok) for ok in self._schemas_ok) or \
+                fragment.metadata.num_rows == 0:  # no rows: no value to read or change
             return
         if self.user_schema is not None:
             if not check_file_values(fragment, self.schema(), path):  # nothing to check by value

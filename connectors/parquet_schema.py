@@ -237,6 +237,33 @@ def mismatch(name: str, a: pa.DataType, where_a: str, b: pa.DataType, where_b: s
 
 
 # ---- schemas -------------------------------------------------------------------------
+def data_schema_of(fragments: dict) -> pa.Schema:
+    """The files' unified schema, types from the files that hold rows: a file of no rows
+    (an empty write's schema file) adds the columns the others lack and decides no type
+    (an empty write of int64, then an append of doubles, could not be read: its int64
+    was refused as narrower). All files empty: theirs.
+
+    >>> import pyarrow.dataset as pads, pyarrow.fs as pafs, pyarrow.parquet as pq, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> pq.write_table(pa.table({"a": pa.array([], pa.int64()), "b": pa.array([], pa.string())}), d + "/e.parquet")
+    >>> pq.write_table(pa.table({"a": [1.5]}), d + "/f.parquet")
+    >>> local = pafs.LocalFileSystem()
+    >>> frags = {p: pads.ParquetFileFormat().make_fragment(d + p, filesystem=local)
+    ...          for p in ("/e.parquet", "/f.parquet")}
+    >>> data_schema_of(frags).types
+    [DataType(double), DataType(string)]
+    """
+    found = [(p, f.physical_schema, f.metadata.num_rows) for p, f in fragments.items()]
+    full = [(p, s) for p, s, rows in found if rows]
+    if not full or len(full) == len(found):
+        return unify_schemas([(p, s) for p, s, _ in found])
+    data = unify_schemas(full)
+    extra = [field for _, s, rows in found if not rows for field in s
+             if field.name not in data.names]
+    extra = list({field.name: field for field in extra}.values())
+    return pa.schema(list(data) + extra, metadata=data.metadata)
+
+
 def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
     """One schema for several files: the union of their columns (first-seen order),
     types unified where no value changes (see the module docstring), a

@@ -105,3 +105,17 @@ def test_a_directory_no_write_committed_empty_is_still_an_error(tmp_path):
         sb.read_json(str(bare)).count()
     with pytest.raises(FileNotFoundError):
         sb.read_json(str(tmp_path / "missing")).count()
+
+
+def test_an_append_after_an_empty_write_decides_the_types(tmp_path):
+    """The empty write's schema file (int64 'id', string 's') took part in the type check:
+    an append of doubles then made the whole output unreadable (its double refused as
+    wider than the int64 of a file of no rows). A file of no rows decides no type; its
+    columns the others lack stay, as nulls."""
+    out = str(tmp_path / "out")
+    empty().write_parquet(out)
+    sb.from_items([{"id": i + 0.5} for i in range(4)]).write_parquet(out, mode="append")
+    back = sb.read_parquet(out)
+    assert back.schema().field("id").type == pa.float64()
+    assert sorted(r["id"] for r in back.take_all()) == [0.5, 1.5, 2.5, 3.5]
+    assert {r["s"] for r in back.take_all()} == {None}
