@@ -48,7 +48,7 @@ def may_hold_wide_ints(values: pa.Array | pa.ChunkedArray) -> bool:
 def kinds_fitting(literals: pa.Array | pa.ChunkedArray) -> list[pa.DataType] | None:
     """The ``KINDS`` that hold every one of ``literals`` (numbers as written, strings;
     nulls ignored) exactly, or None when one is not an integer as written ("2.0", "1e20")."""
-    literals = literals.drop_null()
+    literals = pc.utf8_trim_whitespace(literals.drop_null())  # (the readers trim numbers)
     if len(literals) and not pc.all(pc.match_substring_regex(literals, INTEGER_LITERAL)).as_py():
         return None
     fitting = []

@@ -91,3 +91,11 @@ def test_csv_column_types_given_are_kept(tmp_path):
     back = sb.read_csv(str(tmp_path / "o"), convert_options=convert).to_arrow()
     assert back["u"].type == pa.float64()
     assert convert.column_types == {"u": pa.float64()}  # the caller's options unchanged
+
+
+def test_a_wide_integer_with_spaces_around_it_in_a_csv_is_exact(tmp_path):
+    """pyarrow reads ' 18446744073709551615' as a number (it trims spaces); the check of
+    the text as written did not, and the value came back as a rounded float."""
+    (tmp_path / "a.csv").write_text("a,b\n 18446744073709551615,x\n5 ,y\n")
+    back = sb.read_csv(str(tmp_path)).take_all()
+    assert [r["a"] for r in back] == [18446744073709551615, 5]
