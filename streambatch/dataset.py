@@ -192,7 +192,8 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         """
         if not isinstance(mapping, dict) or not mapping:
             raise ValueError(f"rename_columns expects a non-empty dict {{old: new}}, got {mapping!r}")
-        renamed_names(list(mapping), mapping, "rename_columns")  # two columns onto one name
+        renamed_names([old for old, new in mapping.items() if old != new], mapping,
+                      "rename_columns")  # two columns onto one name ({b: b} renames nothing)
         return self._with(L.RenameColumns(self._plan, mapping=tuple(mapping.items())))
 
     def add_column(self, col: str, fn, *, batch_format: str = "pandas") -> Dataset:

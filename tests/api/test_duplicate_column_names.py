@@ -77,3 +77,15 @@ def test_select_columns_naming_a_column_twice_is_refused():
     """It made two output columns 'a' (no value lost, but two columns of one name)."""
     with pytest.raises(ValueError, match=r"select_columns names \['a'\] more than once"):
         sb.from_items([{"a": 1, "b": 2}]).select_columns(["a", "b", "a"])
+
+
+def test_a_rename_that_maps_a_column_to_itself_is_not_a_clash_at_the_call():
+    """{'a': 'b', 'b': 'b'} was refused at the call as renaming 'a' onto 'b', "a column the
+    input has", which the call cannot know. The input decides: with 'b' present its
+    rename is refused when it runs; without, 'b' is a missing column."""
+    ds = sb.from_items([{"a": 1, "b": 2}])
+    with pytest.raises(ValueError, match=r"two columns named 'b'"):
+        ds.rename_columns({"a": "b", "b": "b"}).take_all()
+    only_a = sb.from_items([{"a": 1}]).rename_columns({"a": "b", "b": "b"})  # no error here
+    with pytest.raises(Exception, match=r"\['b'\] not found"):
+        only_a.take_all()
