@@ -69,13 +69,18 @@ def test_a_hole_given_up_on_and_committed_later_is_not_served_past_the_bound(pos
     clock.advance(0.4)  # key 1's lease ran out: refetched while A is still open
     reads = cache.stats()["backend_reads"]
     assert cache.get_many([1])[1] == {"v": 0} and cache.stats()["backend_reads"] == reads + 1
-    a.commit()
-    a.close()
-    served = _serve_until(cache, clock, until=5.0, committed_at=clock())
+    _committed_then_trusted(cache, clock, a, until=5.0)
+
+
+def _committed_then_trusted(cache, clock, writer, until: float) -> None:
+    """``writer`` commits: its value is served within the bound up to ``until``; once it
+    has ended the feed is trusted again (no refetch per lease for 4 s more)."""
+    writer.commit()
+    writer.close()
+    served = _serve_until(cache, clock, until=until, committed_at=clock())
     assert served[-1][1] == 1
-    # once A has ended, the feed is trusted again: no refetch per lease from then on
     reads = cache.stats()["backend_reads"]
-    _serve_until(cache, clock, until=9.0, committed_at=0.0)
+    _serve_until(cache, clock, until=until + 4.0, committed_at=0.0)
     assert cache.stats()["backend_reads"] == reads
     cache.close()
 
@@ -92,14 +97,7 @@ def test_a_writer_running_when_the_cache_attached_is_waited_for(postgres_dsn, db
     cache = _cache(clock).attach(client)
     assert cache.get_many([1, 2]) == {1: {"v": 0}, 2: {"v": 1}}
     clock.advance(0.2)
-    a.commit()
-    a.close()
-    served = _serve_until(cache, clock, until=4.0, committed_at=clock())
-    assert served[-1][1] == 1
-    reads = cache.stats()["backend_reads"]
-    _serve_until(cache, clock, until=8.0, committed_at=0.0)
-    assert cache.stats()["backend_reads"] == reads  # trusted again once A ended
-    cache.close()
+    _committed_then_trusted(cache, clock, a, until=4.0)
 
 
 def test_a_rolled_back_hole_costs_one_lease_at_most(postgres_dsn, db):
