@@ -75,6 +75,20 @@ def _unify_texts(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     return None
 
 
+def duplicate_name(names: list[str]) -> str | None:
+    """The first name that ``names`` holds twice, or None.
+
+    >>> duplicate_name(["a", "b", "a"]), duplicate_name(["a", "b"])
+    ('a', None)
+    """
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 def list_like(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import pyarrow as pa
+from streambatch.connectors.arrow_types import duplicate_name
 from streambatch.connectors.datasink import FileDatasink
 from streambatch.connectors.file_based import FileSource
 from streambatch.connectors.tensors import is_tensor_type
@@ -132,8 +133,7 @@ _AS_TEXT = "pass convert_options=pyarrow.csv.ConvertOptions(column_types={{{!r}:
 def _no_duplicate_names(schema: pa.Schema, path: str) -> None:
     """A header naming a column twice is an error naming it (one of the two columns
     was dropped further on, silently; Polars refuses such a file too)."""
-    names = schema.names
-    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    twice = duplicate_name(schema.names)
     if twice is not None:
         raise ValueError(f"read_csv: {path!r} names the column {twice!r} twice in its header; "
                          "pass read_options=pyarrow.csv.ReadOptions(column_names=[...]) "

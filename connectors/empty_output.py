@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SUCCESS = "_SUCCESS"  # as connectors/manifest.py names it
+from streambatch.connectors.manifest import SUCCESS
 
 
 def committed_empty(paths: list[str], filesystem: Any = None) -> Any | None:

@@ -195,7 +195,7 @@ def _with_leaf(kind: pa.DataType, steps: Leaf, new: pa.DataType) -> pa.DataType:
 
 def _lists(kind: pa.DataType) -> list[pa.DataType]:
     """The list types in ``kind``: itself, its fields', its items' (outermost first)."""
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+    if list_like(kind):
         return [kind] + _lists(kind.value_type)
     if pa.types.is_struct(kind):
         return [inner for f in kind for inner in _lists(f.type)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from streambatch.connectors.arrow_types import duplicate_name
 from streambatch.connectors.row_conversion import columns_to_block, rows_to_block
 from streambatch.connectors.tensors import FIXED, is_tensor_type, tensor_rows, tensor_to_numpy
 from streambatch.executor.contract import UDFReturnTypeError
-from streambatch.operators.columns import duplicate_name
 
 from streambatch._dependencies import import_optional
 

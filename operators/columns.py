@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+from streambatch.connectors.arrow_types import duplicate_name
 from streambatch.connectors.row_conversion import COLUMN_KINDS, column_to_array
 from streambatch.executor.contract import StreamBatchError, UDFReturnTypeError
 
@@ -20,20 +21,6 @@ class DuplicateColumnError(StreamBatchError, ValueError):
         super().__init__(f"{where}: two columns named {column!r}{detail}; a row holds one "
                          f"value per name, so one column's values would be lost: {fix}")
         self.where, self.column = where, column
-
-
-def duplicate_name(names: list[str]) -> str | None:
-    """The first name that ``names`` holds twice, or None.
-
-    >>> duplicate_name(["a", "b", "a"]), duplicate_name(["a", "b"])
-    ('a', None)
-    """
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            return name
-        seen.add(name)
-    return None
 
 
 def check_unique_names(names: list[str], where: str) -> None:
