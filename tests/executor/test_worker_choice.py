@@ -203,8 +203,8 @@ def test_a_later_job_of_the_same_udf_starts_where_the_first_chose():
     on_driver = {r["pid"] == os.getpid() for r in again}
     assert on_driver == ({True} if chosen.startswith("threads") else {False}), chosen
     assert [(r["id"], r["h"]) for r in again] == [(r["id"], r["h"]) for r in first]
-    threads, worker = _run(hashes)  # another UDF: measured afresh
-    assert worker.startswith("threads (auto:") and "earlier" not in worker, worker
+    _, worker = _run(hashes)  # another UDF: measured afresh (where it lands is the GIL
+    assert "(auto: threads ran" in worker and "earlier" not in worker, worker  # test's)
 
 
 def test_what_the_udf_imported_on_threads_is_loaded_before_its_workers_start(tmp_path,
