@@ -17,6 +17,8 @@ WORKING_SAMPLES = 4  # a stage's working memory: the largest of its last 4 measu
 # ~6.5x the group's estimated size (decoder buffers, allocator slack); S1's read task with
 # 2x. Erring high only runs a stage's first task alone until it is measured.
 UNMEASURED_FACTOR = 6
+FIRST_BLOCK_WAIT_S = 0.25  # the longest another task of such a stage waits for it to
+# show its growth (:meth:`StageState.first_block_due`): short tasks measure well within it
 
 
 @dataclass
@@ -248,6 +250,24 @@ class StageState:
         unknown = not self.stage.is_source and self.running and not self.stats.tasks \
             and not self.stats.rows_out
         return est_bytes * UNMEASURED_FACTOR if unknown else est_bytes
+
+    def first_block_due(self, now: float) -> bool:
+        """True while the stage's growth is unknown (a task runs, none made anything)
+        and its oldest running task started less than ``FIRST_BLOCK_WAIT_S`` ago: its
+        first block, due soon, tells how much a task makes. The executor does not start
+        another task of the stage meanwhile once half the budget is in use (a stage that
+        grew 18.5x, four tasks admitted at the 6x guess, went to 147% of the budget).
+
+        >>> st = StageState(1, TaskStage("Grow", upstream=(0,)), None)
+        >>> st.first_block_due(5.0)
+        False
+        >>> st.running[1] = RunningTask(1, 1, 0, [], "partition 0", 100, submitted_at=5.0)
+        >>> st.first_block_due(5.1), st.first_block_due(5.0 + FIRST_BLOCK_WAIT_S)
+        (True, False)
+        """
+        return bool(not self.stage.is_source and self.running and not self.stats.tasks
+                    and not self.stats.rows_out) and \
+            now - min(t.submitted_at for t in self.running.values()) < FIRST_BLOCK_WAIT_S
 
     def working_for(self, est_bytes: int) -> int:
         """Working memory a task of this stage needs beside its input and output: the

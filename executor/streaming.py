@@ -478,6 +478,9 @@ class StreamingExecutor:
 
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
         working, est = st.working_for(est), st.expected_output(est)
+        if st.first_block_due(clock.now()) and \
+                2 * (used_bytes(self.states, self._tasks) + working + est) > self.budget:
+            return False  # (half the budget in use: another task may wait for its growth)
         if st.first_to_measure():  # (what it reserves once running stays the guess)
             working = est
         if st.stage.is_source:

@@ -186,6 +186,20 @@ def test_an_unknown_16x_stage_stays_within_a_tight_budget():
     assert not result.over_budget, (result.peak_buffered_bytes, result.stats)
 
 
+def test_a_stage_growing_past_the_guess_waits_for_its_first_block_under_half_the_budget():
+    """Generated seed 348: a stage that grows 18.5x, its first four tasks admitted at
+    once at the 6x guess, reached 147% of the budget; another task now waits (up to
+    FIRST_BLOCK_WAIT_S) for the first one's first block once half the budget is in use."""
+    spec = PipelineSpec(SourceSpec(27, 7, 0.00113, 115257.4),
+                        (StageSpec("Map1", 0.00185, 18.47, batch_rows=8),
+                         StageSpec("Gpu2", 0.83, 0.34, batch_rows=8, num_cpus=0, num_gpus=1,
+                                   actors=(1, 1))),
+                        num_cpus=16, num_gpus=1, budget_bytes=91316000)
+    result = simulate(spec)
+    assert result.peak_buffered_bytes <= result.budget_bytes, result.stats
+    assert bounds(spec).within_budget / result.seconds > 0.95, result.stats
+
+
 @pytest.mark.parametrize("scheduler", ["adaptive", "static"])
 def test_both_schedulers_run_a_generated_pipeline(scheduler):
     spec = replace(generate(5), scheduler=scheduler)
