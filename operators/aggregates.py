@@ -19,11 +19,9 @@ null gets null; ``Count()`` counts rows.
 
 from __future__ import annotations
 
-import copy
 import math
 import pickle
-from collections.abc import Callable, Sequence
-from typing import TypeGuard
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -101,11 +99,13 @@ class _Builtin(AggregateFn):
     runs_python = False  # pyarrow kernels
     numeric = False  # True: ``on`` must hold numbers
 
-    def __init__(self, on: str | None = None, alias_name: str | None = None,
-                 ignore_nulls: bool = True) -> None:
-        if not ignore_nulls:
-            raise ValueError(f"{type(self).__name__}: only ignore_nulls=True is supported")
-        self.on, self.alias_name = on, alias_name
+    def __init__(self, on: str | None = None, ignore_nulls: bool = True,
+                 alias_name: str | None = None) -> None:
+        if not isinstance(ignore_nulls, bool):
+            raise TypeError(f"{type(self).__name__}: ignore_nulls is True or False, not "
+                            f"{ignore_nulls!r} (the second argument is ignore_nulls, as in "
+                            f"Ray Data; name the output with alias_name=)")
+        self.on, self.alias_name, self.ignore_nulls = on, alias_name, ignore_nulls
         self.name = alias_name or self.default_name()
 
     def default_name(self) -> str:
@@ -153,16 +153,50 @@ class _Builtin(AggregateFn):
 
 class _Simple(_Builtin):
     """A built-in whose states are plain sums, counts, mins or maxes: several of them run
-    in one ``group_by`` (:func:`partial_together`, :func:`merge_together`)."""
+    in one ``group_by`` (:func:`partial_together`, :func:`merge_together`). With
+    ``ignore_nulls=False`` a group holding a null gets null (Ray Data's rule): a state
+    ``z`` counts the nulls.
+
+    >>> import pyarrow as pa
+    >>> t = pa.table({"k": [1, 1, 2], "v": [1, None, 3]})
+    >>> s = Sum("v", ignore_nulls=False)
+    >>> s.finalize(s.merge(s.partial(t, ["k"]), ["k"])).to_pylist()
+    [None, 3]
+    """
 
     batchable = True
+    counts_nulls = True  # ignore_nulls=False: null where the group holds a null
 
     def partial_plan(self, table: pa.Table) -> list[tuple[object, str, str]]:
         """(input column, function, state name) for each state column."""
-        raise NotImplementedError
+        plan = self.plan(table)
+        if self.counts_nulls and not self.ignore_nulls:
+            nulls = pc.cast(pc.is_null(self.values(table), nan_is_null=False), pa.int64())
+            plan.append((nulls, "sum", "z"))
+        return plan
 
     def merge_plan(self, states: pa.Table, prefix: str) -> list[tuple[str, str]]:
         """(state name, function merging it) for each state column."""
+        plan = self.merge_states(states, prefix)
+        return plan + ([("z", "sum")] if f"{prefix}z" in states.column_names else [])
+
+    def finalize(self, states: pa.Table) -> pa.Array:
+        """The output column: :meth:`result`, null where a counted null was seen."""
+        out = self.result(states)
+        if "z" not in states.column_names:
+            return out
+        return pc.if_else(pc.greater(states["z"], 0), pa.scalar(None, out.type), out)
+
+    def plan(self, table: pa.Table) -> list[tuple[object, str, str]]:
+        """:meth:`partial_plan`'s states, the null count aside."""
+        raise NotImplementedError
+
+    def merge_states(self, states: pa.Table, prefix: str) -> list[tuple[str, str]]:
+        """:meth:`merge_plan`'s states, the null count aside."""
+        raise NotImplementedError
+
+    def result(self, states: pa.Table) -> pa.Array:
+        """The output column from merged states."""
         raise NotImplementedError
 
     def check(self, states: pa.Table, prefix: str) -> None:
@@ -177,21 +211,33 @@ class _Simple(_Builtin):
 
 
 class Count(_Simple):
-    """Rows per group (nulls included).
+    """Rows per group; with ``on`` and ``ignore_nulls=True``, the rows whose ``on`` is
+    not null (Ray Data's ``Count``: ``ignore_nulls`` is False unless given).
 
-    >>> Count().name
-    'count()'
+    >>> import pyarrow as pa
+    >>> t = pa.table({"v": [1.0, None, float("nan")]})
+    >>> [c.finalize(c.merge(c.partial(t, []), [])).to_pylist()
+    ...  for c in (Count(), Count("v"), Count("v", ignore_nulls=True))]
+    [[3], [3], [2]]
     """
 
     label = "count"
+    counts_nulls = False
 
-    def partial_plan(self, table):
+    def __init__(self, on: str | None = None, ignore_nulls: bool = False,
+                 alias_name: str | None = None) -> None:
+        super().__init__(on, ignore_nulls, alias_name)
+
+    def plan(self, table):
+        if self.on is not None and self.ignore_nulls:
+            valid = pc.is_valid(self.values(table))
+            return [(pc.cast(valid, pa.int64()), "sum", "n")]
         return [(pa.array(np.ones(table.num_rows, np.int64)), "sum", "n")]
 
-    def merge_plan(self, states, prefix):
+    def merge_states(self, states, prefix):
         return [("n", "sum")]
 
-    def finalize(self, states):
+    def result(self, states):
         return pc.fill_null(states["n"], 0)
 
     def empty(self) -> object:
@@ -213,14 +259,14 @@ class Sum(_Simple):
     label = "sum"
     numeric = True
 
-    def partial_plan(self, table):
+    def plan(self, table):
         values = self.values(table)
         plan = [(values, "sum", "s")]
         if _is_int(values.type):
             plan.append((pc.cast(values, pa.float64(), safe=False), "sum", "f"))
         return plan
 
-    def merge_plan(self, states, prefix):
+    def merge_states(self, states, prefix):
         return [("s", "sum")] + ([("f", "sum")] if f"{prefix}f" in states.column_names else [])
 
     def check(self, states, prefix):
@@ -230,7 +276,7 @@ class Sum(_Simple):
         if pc.any(pc.greater(pc.abs(pc.subtract(total, states[f"{prefix}f"])), 2.0 ** 62)).as_py():
             raise SumOverflowError(self.name, str(self.on), str(states[f"{prefix}s"].type))
 
-    def finalize(self, states):
+    def result(self, states):
         return states["s"]
 
 
@@ -257,13 +303,13 @@ class Min(_Simple):
 
     label = "min"
 
-    def partial_plan(self, table):
+    def plan(self, table):
         return [(_decoded(self.values(table)), "min", "m")]
 
-    def merge_plan(self, states, prefix):
+    def merge_states(self, states, prefix):
         return [("m", "min")]
 
-    def finalize(self, states):
+    def result(self, states):
         return states["m"]
 
 
@@ -272,13 +318,13 @@ class Max(_Simple):
 
     label = "max"
 
-    def partial_plan(self, table):
+    def plan(self, table):
         return [(_decoded(self.values(table)), "max", "m")]
 
-    def merge_plan(self, states, prefix):
+    def merge_states(self, states, prefix):
         return [("m", "max")]
 
-    def finalize(self, states):
+    def result(self, states):
         return states["m"]
 
 
@@ -295,14 +341,14 @@ class Mean(_Simple):
     label = "mean"
     numeric = True
 
-    def partial_plan(self, table):
+    def plan(self, table):
         values = pc.cast(self.values(table), pa.float64(), safe=False)
         return [(values, "sum", "s"), (values, "count", "n")]
 
-    def merge_plan(self, states, prefix):
+    def merge_states(self, states, prefix):
         return [("s", "sum"), ("n", "sum")]
 
-    def finalize(self, states):
+    def result(self, states):
         n = pc.cast(states["n"], pa.float64())
         return pc.if_else(pc.equal(n, 0), pa.scalar(None, pa.float64()), pc.divide(states["s"], n))
 
@@ -379,15 +425,19 @@ class Std(_Builtin):
     label = "std"
     numeric = True
 
-    def __init__(self, on: str | None = None, ddof: int = 1, alias_name: str | None = None,
-                 ignore_nulls: bool = True) -> None:
-        super().__init__(on, alias_name, ignore_nulls)
+    def __init__(self, on: str | None = None, ddof: int = 1, ignore_nulls: bool = True,
+                 alias_name: str | None = None) -> None:
+        super().__init__(on, ignore_nulls, alias_name)
         self.ddof = ddof
 
     def partial(self, table, keys):
         table = self._with_values(table, pa.float64())
-        sums = self._states(table, keys, [(self.on, "sum", "s"), (self.on, "count", "n"),
-                                          (self.on, "variance", "var")])
+        specs = [(self.on, "sum", "s"), (self.on, "count", "n"), (self.on, "variance", "var")]
+        if not self.ignore_nulls:  # null where the group holds a null (a state z counts them)
+            nulls = pc.cast(pc.is_null(table[self.on], nan_is_null=False), pa.int64())
+            table = table.append_column("__sb_z", nulls)
+            specs.append(("__sb_z", "sum", "z"))
+        sums = self._states(table, keys, specs)
         n = pc.cast(sums["n"], pa.float64())
         mean = pc.if_else(pc.equal(n, 0), 0.0, pc.divide(sums["s"], n))
         m2 = pc.fill_null(pc.multiply(sums["var"], n), 0.0)  # population variance x n
@@ -399,8 +449,9 @@ class Std(_Builtin):
         safe, codes, dictionaries = _encoded_keys(states, keys)  # join keys without nulls
         safe = safe.drop_columns(keys)  # only the codes join (a null-typed key cannot)
         weighted = safe.append_column("nm", pc.multiply(n, safe["mean"]))
+        nulls = [("z", "sum", "z")] if "z" in states.column_names else []
         totals = self._states(weighted, codes, [("n", "sum", "n"), ("nm", "sum", "nm"),
-                                                ("m2", "sum", "m2")])
+                                                ("m2", "sum", "m2")] + nulls)
         mean = pc.if_else(pc.equal(totals["n"], 0), 0.0, pc.divide(totals["nm"], totals["n"]))
         # M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2): each group's mean joined back
         if codes:
@@ -417,72 +468,18 @@ class Std(_Builtin):
         else:
             totals = totals.append_column("spread", extra["spread"])
         m2 = pc.add(totals["m2"], totals["spread"])
-        out = totals.select(codes + ["n"]).append_column("mean", mean).append_column("m2", m2)
+        out = totals.select(codes + ["n"] + [z for z, _, _ in nulls])
+        out = out.append_column("mean", mean).append_column("m2", m2)
         return _decoded_keys(out, keys, codes, dictionaries)
 
     def finalize(self, states):
         n = pc.cast(states["n"], pa.float64())
         dof = pc.subtract(n, float(self.ddof))
         var = pc.if_else(pc.greater(dof, 0), pc.divide(states["m2"], dof), math.nan)
-        return pc.sqrt(pc.if_else(pc.equal(n, 0), pa.scalar(None, pa.float64()), var))
-
-
-def named_uniquely(keys: Sequence[str], aggs: Sequence[AggregateFn]) -> tuple:
-    """``aggs`` with output names that neither repeat nor hide a key column.
-
-    A name the user chose (``alias_name=``, an ``AggregateFn``'s ``name``) is kept and
-    must be new: one equal to a groupby key or to another chosen name raises ValueError.
-    A generated name (``sum(v)``) that is taken gets ``_2``, ``_3``... as Ray Data does
-    (on a copy: the user's aggregate is left as it is).
-
-    >>> [a.name for a in named_uniquely(["k"], [Sum("v"), Sum("v"), Max("v", alias_name="m")])]
-    ['sum(v)', 'sum(v)_2', 'm']
-    >>> named_uniquely(["k"], [Sum("v", alias_name="k")])
-    Traceback (most recent call last):
-    ...
-    ValueError: aggregate: Sum(on='v', alias_name='k') names its output column 'k', which is a groupby key; pass another alias_name
-    """
-    taken = _chosen_names(keys, aggs)
-    out = []
-    for agg in aggs:
-        if _generated(agg):
-            name, n = agg.default_name(), 2
-            while name in taken:
-                name, n = f"{agg.default_name()}_{n}", n + 1
-            taken[name] = f"also the name of {_described(agg)}"
-            if name != agg.name:
-                agg = copy.copy(agg)
-                agg.name = name
-        out.append(agg)
-    return tuple(out)
-
-
-def _chosen_names(keys: Sequence[str], aggs: Sequence[AggregateFn]) -> dict[str, str]:
-    """The keys and the names the user chose, each with what it names; ValueError where
-    a chosen name is taken."""
-    taken = {key: "a groupby key" for key in keys}
-    for agg in aggs:
-        if _generated(agg):
-            continue
-        if agg.name in taken:
-            what = "alias_name" if isinstance(agg, _Builtin) else "name"
-            raise ValueError(f"aggregate: {_described(agg)} names its output column "
-                             f"{agg.name!r}, which is {taken[agg.name]}; pass another {what}")
-        taken[agg.name] = f"also the name of {_described(agg)}"
-    return taken
-
-
-def _generated(agg: AggregateFn) -> TypeGuard[_Builtin]:
-    """Whether ``agg``'s output name is generated (a built-in without ``alias_name``)."""
-    return isinstance(agg, _Builtin) and agg.alias_name is None
-
-
-def _described(agg: AggregateFn) -> str:
-    """``agg`` as the user wrote it, for errors."""
-    if not isinstance(agg, _Builtin):
-        return f"AggregateFn(name={agg.name!r})"
-    on = "" if agg.on is None else f"on={agg.on!r}, "
-    return f"{type(agg).__name__}({on}alias_name={agg.alias_name!r})"
+        empty = pc.equal(n, 0)
+        if "z" in states.column_names:
+            empty = pc.or_(empty, pc.greater(states["z"], 0))
+        return pc.sqrt(pc.if_else(empty, pa.scalar(None, pa.float64()), var))
 
 
 def _group_rows(table: pa.Table, keys: list[str]) -> tuple[list[list[int]], list[tuple]]:

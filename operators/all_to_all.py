@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from streambatch.executor.contract import ExchangeStage, Stage, TaskStage
 from streambatch.operators import exchange as X
 from streambatch.operators import key_ranges as K
-from streambatch.operators.aggregates import named_uniquely
+from streambatch.operators.aggregate_names import named_uniquely
 from streambatch.operators.logical import LogicalOp
 
 
@@ -81,7 +81,7 @@ class AllToAll(LogicalOp):
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Aggregate(AllToAll):
     """``aggs`` per group of ``keys`` (no keys: one row over the whole dataset), their
-    output names made unique (:func:`~streambatch.operators.aggregates.named_uniquely`:
+    output names made unique (:func:`~streambatch.operators.aggregate_names.named_uniquely`:
     a repeated generated name gets ``_2``; a chosen name that is taken is a ValueError)."""
 
     keys: tuple[str, ...]

@@ -54,41 +54,42 @@ class AllToAllMethods:
         rows = ds.take_all()  # the op names them: sum(v), sum(v)_2 for two Sum("v")
         return rows[0] if rows else {a.name: a.empty() for a in ds._plan.aggs}
 
-    def sum(self, on: str | list[str]) -> Any:
-        """Sum of column ``on`` (a dict for several columns; None when empty).
+    def sum(self, on: str | list[str], ignore_nulls: bool = True) -> Any:
+        """Sum of column ``on`` (a dict for several columns; None when empty; with
+        ``ignore_nulls=False``, None when a value is null).
 
         >>> import streambatch as sb
         >>> sb.range(5).sum("id")
         10
         """
-        return self._global(Sum, on)
+        return self._global(Sum, on, ignore_nulls)
 
-    def min(self, on: str | list[str]) -> Any:
+    def min(self, on: str | list[str], ignore_nulls: bool = True) -> Any:
         """Smallest value of ``on``."""
-        return self._global(Min, on)
+        return self._global(Min, on, ignore_nulls)
 
-    def max(self, on: str | list[str]) -> Any:
+    def max(self, on: str | list[str], ignore_nulls: bool = True) -> Any:
         """Largest value of ``on``."""
-        return self._global(Max, on)
+        return self._global(Max, on, ignore_nulls)
 
-    def mean(self, on: str | list[str]) -> Any:
+    def mean(self, on: str | list[str], ignore_nulls: bool = True) -> Any:
         """Mean of ``on``.
 
         >>> import streambatch as sb
         >>> sb.range(5).mean("id")
         2.0
         """
-        return self._global(Mean, on)
+        return self._global(Mean, on, ignore_nulls)
 
-    def std(self, on: str | list[str], ddof: int = 1) -> Any:
+    def std(self, on: str | list[str], ddof: int = 1, ignore_nulls: bool = True) -> Any:
         """Standard deviation of ``on`` (``ddof=1``: the sample's, as Ray Data)."""
         names = _names("std", on)
-        result = self.aggregate(*(Std(n, ddof=ddof) for n in names))
+        result = self.aggregate(*(Std(n, ddof=ddof, ignore_nulls=ignore_nulls) for n in names))
         return result[f"std({names[0]})"] if isinstance(on, str) else result
 
-    def _global(self, cls, on) -> Any:
+    def _global(self, cls, on, ignore_nulls: bool) -> Any:
         names = _names(cls.label, on)
-        result = self.aggregate(*(cls(n) for n in names))
+        result = self.aggregate(*(cls(n, ignore_nulls=ignore_nulls) for n in names))
         return result[f"{cls.label}({names[0]})"] if isinstance(on, str) else result
 
     def unique(self, column: str) -> list:
@@ -193,25 +194,31 @@ class GroupedData:
         """Rows per group, in column ``count()``."""
         return self.aggregate(Count())
 
-    def sum(self, on: str | list[str]) -> Dataset:
-        """Sum per group of each column in ``on``."""
-        return self.aggregate(*(Sum(n) for n in _names("sum", on)))
+    def sum(self, on: str | list[str], ignore_nulls: bool = True) -> Dataset:
+        """Sum per group of each column in ``on`` (``ignore_nulls=False``: null for a
+        group holding a null, as for each aggregate below)."""
+        return self._each(Sum, on, ignore_nulls)
 
-    def min(self, on: str | list[str]) -> Dataset:
+    def min(self, on: str | list[str], ignore_nulls: bool = True) -> Dataset:
         """Smallest value per group."""
-        return self.aggregate(*(Min(n) for n in _names("min", on)))
+        return self._each(Min, on, ignore_nulls)
 
-    def max(self, on: str | list[str]) -> Dataset:
+    def max(self, on: str | list[str], ignore_nulls: bool = True) -> Dataset:
         """Largest value per group."""
-        return self.aggregate(*(Max(n) for n in _names("max", on)))
+        return self._each(Max, on, ignore_nulls)
 
-    def mean(self, on: str | list[str]) -> Dataset:
+    def mean(self, on: str | list[str], ignore_nulls: bool = True) -> Dataset:
         """Mean per group."""
-        return self.aggregate(*(Mean(n) for n in _names("mean", on)))
+        return self._each(Mean, on, ignore_nulls)
 
-    def std(self, on: str | list[str], ddof: int = 1) -> Dataset:
+    def std(self, on: str | list[str], ddof: int = 1, ignore_nulls: bool = True) -> Dataset:
         """Standard deviation per group (``ddof=1``)."""
-        return self.aggregate(*(Std(n, ddof=ddof) for n in _names("std", on)))
+        return self.aggregate(*(Std(n, ddof=ddof, ignore_nulls=ignore_nulls)
+                                for n in _names("std", on)))
+
+    def _each(self, cls, on, ignore_nulls: bool) -> Dataset:
+        return self.aggregate(*(cls(n, ignore_nulls=ignore_nulls)
+                                for n in _names(cls.label, on)))
 
     def map_groups(self, fn, *, batch_format: str | None = "default") -> Dataset:
         """``fn`` over each group's rows as one batch; its outputs are the rows.

@@ -158,3 +158,47 @@ def test_min_and_max_of_a_dictionary_column_compare_its_values():
     got = ds.groupby("k").aggregate(sb.Min("c"), sb.Max("c"), sb.Count()).take_all()
     assert got == [{"k": 0, "min(c)": "apple", "max(c)": "pear", "count()": 3},
                    {"k": 1, "min(c)": "kiwi", "max(c)": "kiwi", "count()": 2}]
+
+
+# ---- nulls: Ray Data's ignore_nulls ---------------------------------------------------------
+def _with_nulls(blocks: int) -> sb.Dataset:
+    rows = [{"k": 1, "v": 1.0}, {"k": 1, "v": None}, {"k": 1, "v": 3.0},
+            {"k": 2, "v": 4.0}, {"k": 2, "v": 6.0}, {"k": 3, "v": None}]
+    return sb.from_items(rows, override_num_blocks=blocks)
+
+
+@pytest.mark.parametrize("blocks", [1, 4])
+def test_count_of_a_column_counts_its_non_null_values_only_when_asked(blocks):
+    """Ray Data's Count: ignore_nulls is False unless given; with it, nulls are not counted
+    (they were: Count("v", ignore_nulls=True) gave 3 where Ray gives 2)."""
+    ds = _with_nulls(blocks)
+    assert ds.aggregate(sb.Count(), sb.Count("v"), sb.Count("v", ignore_nulls=True)) == \
+        {"count()": 6, "count(v)": 6, "count(v)_2": 4}
+    grouped = ds.groupby("k").aggregate(sb.Count("v", ignore_nulls=True)).take_all()
+    assert grouped == [{"k": 1, "count(v)": 2}, {"k": 2, "count(v)": 2}, {"k": 3, "count(v)": 0}]
+
+
+@pytest.mark.parametrize("blocks", [1, 4])
+@pytest.mark.parametrize("method,skipping,strict", [
+    ("sum", [4.0, 10.0, None], [None, 10.0, None]),
+    ("min", [1.0, 4.0, None], [None, 4.0, None]),
+    ("max", [3.0, 6.0, None], [None, 6.0, None]),
+    ("mean", [2.0, 5.0, None], [None, 5.0, None]),
+    ("std", [math.sqrt(2.0), math.sqrt(2.0), None], [None, math.sqrt(2.0), None]),
+])
+def test_ignore_nulls_false_gives_null_for_a_group_holding_a_null(blocks, method, skipping,
+                                                                   strict):
+    ds = _with_nulls(blocks)
+    for ignore, want in ((True, skipping), (False, strict)):
+        got = getattr(ds.groupby("k"), method)("v", ignore_nulls=ignore).take_all()
+        assert [r[f"{method}(v)"] for r in got] == pytest.approx(want), (ignore, got)
+    assert getattr(ds, method)("v", ignore_nulls=False) is None
+    assert getattr(ds.filter(lambda r: r["v"] is not None), method)("v", ignore_nulls=False) \
+        is not None
+
+
+def test_the_second_argument_is_ignore_nulls_as_in_ray_data():
+    assert sb.Sum("v", False).ignore_nulls is False
+    with pytest.raises(TypeError, match="the second argument is ignore_nulls.*alias_name="):
+        sb.Sum("v", "total")
+    assert sb.Std("v", 0, False, "s").name == "s"
