@@ -57,3 +57,23 @@ def release_pyarrow_pandas_lock() -> bool:
         return False
     lock.release()
     return True
+
+
+def reseed_numpy() -> bool:
+    """Seed numpy's global generator (``np.random.normal`` and the like) afresh from the
+    operating system, if numpy is imported here (call in a worker process as it starts);
+    returns whether it was. A fork copies the generator's state: every worker forked from
+    one zygote (or from the driver) would draw the same numbers, in every job, as each
+    of Ray Data's fresh worker processes does not (random augmentations repeated across
+    partitions and epochs). Python's ``random`` reseeds itself after a fork; a UDF that
+    seeds numpy itself still gets its own sequence.
+
+    >>> import numpy as np
+    >>> np.random.seed(0); reseed_numpy(), np.random.rand() != np.random.RandomState(0).rand()
+    (True, True)
+    """
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is None:
+        return False
+    numpy_random.seed()
+    return True
