@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from streambatch._dependencies import import_optional
 from streambatch.connectors.block_joins import join_blocks
+from streambatch.operators.batch_format import to_batch
 from streambatch.type_report import where_types_differ
 
 
@@ -49,7 +50,7 @@ class ConversionMethods:
         [0, 1]
         """
         import_optional("pandas", extra="pandas", what="to_pandas()")
-        return self.to_arrow().to_pandas()
+        return to_batch(self.to_arrow(), "pandas")  # (a tensor cell: an n-d array)
 
     def to_polars(self):
         """All rows as a polars DataFrame.

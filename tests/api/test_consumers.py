@@ -202,6 +202,20 @@ def test_to_pandas():
     assert len(df) == 8
 
 
+
+def test_to_pandas_gives_tensor_cells_as_arrays_as_take_batch_does():
+    """A ragged tensor column, and one whose shape differs between blocks (padded per
+    batch): each cell an n-d array (to_pandas gave {'data': ..., 'shape': ...} dicts)."""
+    ragged = sb.range(3, override_num_blocks=1).map(lambda r: {"x": np.arange(r["id"] + 1)})
+    cells = ragged.to_pandas()["x"]
+    assert [c.tolist() for c in cells] == [[0], [0, 1], [0, 1, 2]]
+    assert [c.tolist() for c in cells] == \
+        [c.tolist() for c in ragged.take_batch(3, batch_format="pandas")["x"]]
+    padded = sb.range(4, override_num_blocks=2).map_batches(
+        lambda b: {"x": np.ones((len(b["id"]), int(b["id"][0]) + 1))})
+    assert [c.shape for c in padded.to_pandas()["x"]] == [(1,), (1,), (3,), (3,)]
+
+
 def test_to_polars():
     df = sb.range(12, override_num_blocks=3).to_polars()
     assert isinstance(df, pl.DataFrame)
