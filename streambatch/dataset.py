@@ -431,9 +431,15 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         >>> import streambatch as sb
         >>> sb.range(100, override_num_blocks=1).take_batch(3, batch_format="numpy")["id"].tolist()
         [0, 1, 2]
+        >>> sb.range(3).filter(lambda r: False).take_batch()
+        Traceback (most recent call last):
+        ...
+        ValueError: take_batch: the dataset is empty (no rows to make a batch of)
         """
         table = self.limit(batch_size).to_arrow()  # the first rows, in input order
-        return to_batch(table, check_batch_format(batch_format)) if table.num_rows else None
+        if not table.num_rows:  # (as Ray Data's; a None batch would fail later, unnamed)
+            raise ValueError("take_batch: the dataset is empty (no rows to make a batch of)")
+        return to_batch(table, check_batch_format(batch_format))
 
     def show(self, limit: int = 20) -> None:
         """Print up to ``limit`` rows, one dict per line.

@@ -9,7 +9,6 @@ often as needed.
 
 from __future__ import annotations
 
-import math
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
@@ -102,11 +101,7 @@ class SplitMethods:
             raise ValueError("split_proportionately: proportions must be positive and sum to "
                              f"less than 1, got {proportions!r}")
         total = self.count()  # type: ignore[attr-defined]
-        points, acc = [], 0.0
-        for p in proportions:
-            acc += p
-            points.append(math.floor(total * acc))
-        return self.split_at_indices(points)
+        return self.split_at_indices(_proportional_points(proportions, total))
 
     def train_test_split(self, test_size: float | int, *, shuffle: bool = False,
                          seed: int | None = None) -> tuple[Dataset, Dataset]:
@@ -123,7 +118,7 @@ class SplitMethods:
         if isinstance(test_size, float):
             if not 0 < test_size < 1:
                 raise ValueError(f"train_test_split: test_size must be in (0, 1), got {test_size}")
-            test_rows = math.ceil(total * test_size)
+            test_rows = total - _proportional_points([1 - test_size], total)[0]
         else:
             test_rows = v.positive_int("test_size", test_size)
             if test_rows > total:
@@ -211,3 +206,32 @@ class SplitMethods:
         from streambatch.dataset import Dataset
 
         return Dataset(wrap(self._plan))  # type: ignore[attr-defined]
+
+
+def _proportional_points(proportions: list[float], total: int) -> list[int]:
+    """Where to cut ``total`` rows for these proportions, as Ray Data cuts them: each cut
+    at ``int(total * cumulative proportion)``, moved down so that every part holds at
+    least one row; a ValueError when the rows are too few for that.
+
+    >>> _proportional_points([0.2, 0.5], 10), _proportional_points([0.1, 0.1], 10)
+    ([2, 7], [1, 2])
+    >>> _proportional_points([0.1, 0.1], 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: split_proportionately: 3 rows cannot make 3 non-empty parts of proportions [0.1, 0.1] (and the rest)
+    """
+    acc, points = 0.0, []
+    for p in proportions:
+        acc += p
+        points.append(int(total * acc))
+    less = 0
+    for i in range(len(points) - 2, -1, -1):
+        points[i] -= less
+        if points[i] == points[i + 1]:
+            less += 1
+            points[i] -= 1
+    if any(point <= 0 for point in points) or points[-1] >= total:
+        raise ValueError(f"split_proportionately: {total} rows cannot make "
+                         f"{len(points) + 1} non-empty parts of proportions {proportions!r} "
+                         f"(and the rest)")
+    return points

@@ -48,6 +48,31 @@ def test_split_proportionately_and_train_test_split():
         sb.range(10).train_test_split(1.5)
 
 
+@pytest.mark.parametrize("rows,proportions,sizes", [
+    (10, [0.1, 0.1], [1, 1, 8]), (3, [0.34, 0.33], [1, 1, 1]), (100, [0.07], [7, 93]),
+    (7, [0.5, 0.49], [3, 3, 1]), (20, [0.1, 0.04], [1, 1, 18]),  # (was [2, 0, 18])
+])
+def test_split_proportionately_cuts_as_ray_data_and_makes_no_empty_part(rows, proportions, sizes):
+    parts = sb.range(rows).split_proportionately(proportions)
+    assert [p.count() for p in parts] == sizes
+    assert sorted(i for p in parts for i in _ids(p)) == list(range(rows))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: sb.range(3).split_proportionately([0.1, 0.1]),  # was [0, 0, 3]
+    lambda: sb.range(10).train_test_split(0.99),  # was train 0 rows, test 10
+    lambda: sb.range(1).train_test_split(0.5),
+])
+def test_too_few_rows_for_non_empty_parts_is_an_error(call):
+    with pytest.raises(ValueError, match="cannot make .* non-empty parts"):
+        call()
+
+
+def test_take_batch_of_an_empty_dataset_is_an_error_as_in_ray_data():
+    with pytest.raises(ValueError, match="the dataset is empty"):  # (it returned None)
+        sb.range(4).filter(lambda r: r["id"] > 9).take_batch(2)
+
+
 def test_zip_pairs_rows_in_order_and_renames_clashing_columns():
     a = sb.range(20, override_num_blocks=3)
     b = sb.range(20, override_num_blocks=5).map(lambda r: {"id": r["id"] * 10, "x": r["id"]})
