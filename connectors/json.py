@@ -17,6 +17,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -245,6 +246,33 @@ def json_default(value):
     raise TypeError(f"write_json: values of type {type(value).__name__} have no JSON form")
 
 
+def json_line(record: dict) -> str:
+    """``record`` as one line of standard JSON: NaN and infinities as null (as Ray Data
+    and pandas write them; ``NaN``/``Infinity`` tokens are not JSON, and strict readers
+    refuse the file).
+
+    >>> json_line({"a": 1, "f": float("nan"), "v": [1.5, float("-inf")]})
+    '{"a": 1, "f": null, "v": [1.5, null]}'
+    """
+    try:
+        return json.dumps(record, default=json_default, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere (rare: only such rows pay for this)
+        return json.dumps(_finite(record), default=json_default, allow_nan=False)
+
+
+def _finite(value):
+    """``value`` with every NaN and infinity (nested too) as None."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def refused_map(kind: pa.DataType) -> pa.DataType | None:
     """The first map type in ``kind`` (at any depth) whose keys are not strings (a JSON
     object's keys are), or None.
@@ -355,6 +383,6 @@ class JSONSink(FileDatasink):
                 for record in records(table):
                     for name, kind in maps.items():
                         record[name] = as_objects(record[name], kind, name)
-                    handle.write(json.dumps(record, default=json_default).encode() + b"\n")
+                    handle.write(json_line(record).encode() + b"\n")
                 rows, size = rows + table.num_rows, size + table.nbytes
         return rows, size

@@ -64,3 +64,24 @@ def test_write_csv_sends_maps_only_where_they_can_be_written(tmp_path):
     table = pa.table({"m": pa.array([[("a", 1)]], MAP)})
     with pytest.raises(Exception, match=r"write it with write_parquet or write_json, or "):
         sb.from_arrow(table).write_csv(str(tmp_path / "d"))
+
+
+def test_nan_and_infinities_are_written_as_null_so_strict_readers_read_the_file(tmp_path):
+    """``NaN``/``Infinity`` tokens are not JSON (a strict reader refuses the file); Ray
+    Data and pandas write null."""
+    import numpy as np
+
+    rows = [{"a": 1, "f": float("nan"), "t": np.array([1.5, np.inf])},
+            {"a": 2, "f": float("-inf"), "t": np.array([2.0, 3.0])}, {"a": 3, "f": 0.5,
+                                                                   "t": np.array([np.nan, 1.0])}]
+    out = str(tmp_path / "out")
+    sb.from_items(rows, override_num_blocks=2).write_json(out)
+
+    def refuse(token):
+        raise ValueError(f"non-standard token {token}")
+
+    lines = [json.loads(line, parse_constant=refuse) for name in sorted(os.listdir(out))
+             if name.endswith(".json") for line in open(os.path.join(out, name)) if line.strip()]
+    assert sorted(lines, key=lambda r: r["a"]) == [
+        {"a": 1, "f": None, "t": [1.5, None]}, {"a": 2, "f": None, "t": [2.0, 3.0]},
+        {"a": 3, "f": 0.5, "t": [None, 1.0]}]
