@@ -389,8 +389,8 @@ def _unrepresentable(value, exc) -> str:
 
 # ------------------------------------------------------------------------ tensors
 
-_TENSOR_DTYPE_HINT = ("a tensor column holds bool, int, uint or float numbers only; convert it "
-                      "with .astype(...) or .tolist()")
+_TENSOR_DTYPE_HINT = ("a tensor column holds int, uint or float numbers only; convert it "
+                      "with .astype(...) (a bool mask: .astype(np.uint8)) or .tolist()")
 
 
 def _tensor_column(values: list, key: str):
@@ -416,7 +416,7 @@ def _same_ndim_arrays(values: list, key: str) -> tuple[list, list[Problem]]:
             problems.append(Problem(i, key, type_name(value), (
                 f"{short(value)} is not a numpy array, but this key holds numpy arrays in other "
                 "rows; return an array (np.asarray) in every row, or a list (.tolist()) in every row")))
-        elif value.dtype.kind not in "biuf":
+        elif value.dtype.kind not in "iuf":
             problems.append(Problem(i, key, f"numpy array of {value.dtype}", _TENSOR_DTYPE_HINT))
         elif ref is not None and value.ndim != ref[1]:
             problems.append(Problem(i, key, f"numpy array of shape {value.shape}", (

@@ -76,6 +76,7 @@ def tensor_array(arrays, variable: bool = False) -> pa.ExtensionArray:
 
     """
     if isinstance(arrays, np.ndarray) and arrays.ndim > 1:
+        _check_numbers(arrays.dtype)
         if arrays.size:
             return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(arrays))
         if not len(arrays):
@@ -92,6 +93,20 @@ def tensor_array(arrays, variable: bool = False) -> pa.ExtensionArray:
     if len(ndims) != 1:
         raise ValueError(f"tensor rows must have the same number of dimensions, got {sorted(ndims)}")
     return _variable_tensor_array(arrays, present, ndims.pop())
+
+
+def _check_numbers(dtype: np.dtype) -> None:
+    """A TypeError naming what to do for a dtype Arrow's tensor types do not hold.
+
+    >>> _check_numbers(np.dtype(bool))
+    Traceback (most recent call last):
+    ...
+    TypeError: a tensor column holds int, uint or float numbers only, not bool; convert it with .astype(...) (a bool mask: .astype(np.uint8)) or .tolist()
+    """
+    if dtype.kind not in "iuf":
+        raise TypeError(f"a tensor column holds int, uint or float numbers only, not {dtype}; "
+                        "convert it with .astype(...) (a bool mask: .astype(np.uint8)) or "
+                        ".tolist()")
 
 
 def _no_rows(stacked: np.ndarray) -> pa.ExtensionArray:
