@@ -7,6 +7,7 @@ Aggregate columns are named as Ray Data names them (``count()``, ``sum(v)``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from streambatch import validate as v
@@ -119,26 +120,42 @@ class AllToAllMethods:
             raise ValueError(f"sort: {len(keys)} keys but {len(order)} descending flags")
         return self._with(A.Sort(input=self._plan, keys=keys, descending=order))
 
-    def join(self, other: Dataset, on: str | list[str], how: str = "inner", *,
-             right_on: str | list[str] | None = None, left_suffix: str = "",
-             right_suffix: str = "_1", num_partitions: int | None = None) -> Dataset:
+    def join(self, other: Dataset, join_type: str = "inner", num_partitions: int | None = None,
+             on: str | Sequence[str] = ("id",), right_on: str | Sequence[str] | None = None,
+             left_suffix: str | None = None, right_suffix: str | None = None, *,
+             how: str | None = None, partition_size_hint: int | None = None,
+             aggregator_ray_remote_args: dict | None = None,
+             validate_schemas: bool = False) -> Dataset:
         """Rows of this dataset and ``other`` whose ``on`` columns (``right_on`` on the other
-        side) are equal, as SQL's joins: ``how`` is inner, left, right, outer, semi (this
-        side's rows that have a match) or anti (those that have none); a null key matches
-        nothing. A non-key column both sides have gets ``right_suffix`` on ``other``'s.
+        side) are equal, as SQL's joins: ``join_type`` (``how``, pandas' name for it) is
+        inner, left, right, outer, semi (this side's rows that have a match) or anti (those
+        that have none), or Ray Data's left_outer, right_outer, full_outer, left_semi,
+        left_anti; a null key matches nothing. A non-key column both sides have gets
+        ``right_suffix`` (default ``_1``) on ``other``'s. Ray Data's signature:
+        ``ds.join(other, "inner", 4, on=("id",))`` works as it is
+        (``partition_size_hint``, ``aggregator_ray_remote_args`` and
+        ``validate_schemas`` are accepted and not applied).
 
         >>> import streambatch as sb
         >>> users = sb.from_items([{"id": 1, "name": "ada"}, {"id": 2, "name": "bob"}])
         >>> orders = sb.from_items([{"id": 1, "total": 5}, {"id": 1, "total": 7}])
         >>> sorted(r["total"] for r in users.join(orders, on="id").take_all())
         [5, 7]
+        >>> users.join(orders, "left_outer", 2, on=("id",)).count()
+        3
         """
         from streambatch.operators.exchange import JOIN_TYPES
         from streambatch.operators.join_columns import check_known_names
 
+        if how is not None and join_type != "inner" and how != join_type:
+            raise ValueError(f"join: join_type={join_type!r} and how={how!r}; pass one of them")
+        how = how or join_type
         kind = _JOIN_NAMES.get(how, how)
         if kind not in JOIN_TYPES:
-            raise ValueError(f"join: how={how!r}; expected one of: {', '.join(JOIN_TYPES)}")
+            raise ValueError(f"join: join_type={how!r}; expected one of: "
+                             f"{', '.join([*JOIN_TYPES, *_JOIN_NAMES])}")
+        left_suffix = "" if left_suffix is None else left_suffix
+        right_suffix = "_1" if right_suffix is None else right_suffix
         keys = _names("join", on)
         right_keys = _names("join", right_on) if right_on is not None else keys
         if len(keys) != len(right_keys):

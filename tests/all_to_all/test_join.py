@@ -71,8 +71,24 @@ def test_join_with_other_key_names_and_ray_join_type_names():
     assert len(got) == 9 + 2  # users 3 and 4 have no order
     assert sorted((r["uid"], r["total"]) for r in got if r["total"] is not None) == \
         sorted((i % 3, i) for i in range(9))
-    with pytest.raises(ValueError, match="how="):
+    with pytest.raises(ValueError, match="join_type='sideways'"):
         users.join(orders, on="uid", right_on="user", how="sideways")
+
+
+def test_join_takes_ray_datas_signature_as_it_is():
+    """Ray Data: ``join(ds, join_type, num_partitions, on=("id",), right_on=None,
+    left_suffix=None, right_suffix=None)``; the call below was a TypeError."""
+    users = sb.from_items([{"id": i, "name": f"u{i}"} for i in range(5)])
+    orders = sb.from_items([{"id": i % 3, "total": i} for i in range(9)])
+    got = users.join(orders, "left_outer", 4, on=("id",), right_on=("id",),
+                     left_suffix=None, right_suffix=None, partition_size_hint=1 << 20).take_all()
+    assert sorted((r["id"], r["total"]) for r in got) == \
+        sorted([(i % 3, i) for i in range(9)] + [(3, None), (4, None)], key=str)
+    assert users.join(orders, "inner", 2).count() == 9  # on=("id",) by default, as Ray's
+    assert users.join(orders, join_type="left_anti", num_partitions=2).count() == 2
+    with pytest.raises(ValueError, match="pass one of them"):
+        users.join(orders, "right", how="left")
+    assert users.join(orders, "left", how="left").count() == 11
 
 
 def test_join_with_an_empty_side():
