@@ -176,7 +176,7 @@ def table_of(arrays: dict, num_rows: int) -> pa.Table:
 # ------------------------------------------------------------------------- columns
 
 
-def columns_to_block(columns: dict) -> pa.Table:
+def columns_to_block(columns: dict, like: pa.Schema | None = None) -> pa.Table:
     """A block from a dict of columns (lists, numpy arrays, tensors, Series, Arrow).
 
     Every column must have the same length; an n-d numpy array becomes a tensor
@@ -199,11 +199,36 @@ def columns_to_block(columns: dict) -> pa.Table:
         try:
             arrays[key] = column_to_array(values, key)
         except RowsToBlockError as err:
-            problems += err.problems
+            kept = _as_before(values, like, key)
+            if kept is None:
+                problems += err.problems
+            else:
+                arrays[key] = kept
     problems += _length_problems(arrays)
     if problems:
         raise RowsToBlockError(problems)
     return table_of(arrays, len(next(iter(arrays.values()))) if arrays else 0)
+
+
+def _as_before(values, like: pa.Schema | None, key: str) -> pa.Array | None:
+    """``values`` as the type column ``key`` has in ``like`` (the batch a UDF was given),
+    when that type holds them (a map column passed through numpy comes back as lists of
+    (key, value) tuples, which no row rule reads as a map); else None.
+
+    >>> like = pa.schema([("m", pa.map_(pa.string(), pa.int64()))])
+    >>> _as_before(np.array([[("a", 1)], []], dtype=object), like, "m").to_pylist()
+    [[('a', 1)], []]
+    >>> _as_before([["a", 1]], like, "x") is None
+    True
+    """
+    if like is None or key not in like.names:
+        return None
+    try:
+        return pa.array([None if _pandas_missing(v) else v for v in list(values)],
+                        type=like.field(key).type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+            ValueError):
+        return None
 
 
 def _length_problems(arrays: dict) -> list[Problem]:

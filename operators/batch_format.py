@@ -72,12 +72,12 @@ def _object_array(values: list) -> np.ndarray:
     return out
 
 
-def _from_pandas(frame) -> pa.Table:
+def _from_pandas(frame, like: pa.Schema | None = None) -> pa.Table:
     """A DataFrame as a block; object columns (arrays, dicts, lists) follow the row rules."""
     names = list(frame.columns)
     plain_names = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
     if plain_names and any(frame[n].dtype == object for n in names):
-        return columns_to_block({name: frame[name] for name in names})
+        return columns_to_block({name: frame[name] for name in names}, like)
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
@@ -100,12 +100,14 @@ def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     return column.to_numpy()
 
 
-def from_batch(value, stage: str) -> pa.Table:
+def from_batch(value, stage: str, like: pa.Schema | None = None) -> pa.Table:
     """Convert what a UDF returned into a block, or name the stage and the bad type.
 
     Columns of Python values (a dict of lists) and lists of rows (dicts) follow the
     row rules of :mod:`streambatch.connectors.row_conversion`; a value they cannot
-    store raises ``RowsToBlockError`` naming the row and the key.
+    store raises ``RowsToBlockError`` naming the row and the key, unless the column has
+    a name of ``like`` (the UDF's input) whose type holds it (a map column passed
+    through a numpy or pandas batch comes back as lists of (key, value) tuples).
 
     >>> from_batch({"x": [1, 2]}, "Map(f)").num_rows
     2
@@ -120,13 +122,13 @@ def from_batch(value, stage: str) -> pa.Table:
         _unique_names(value.schema.names, stage, f"pyarrow.{type(value).__name__}")
         return value if isinstance(value, pa.Table) else pa.Table.from_batches([value])
     if isinstance(value, dict):
-        return table_from_columns(value)
+        return columns_to_block(value, like)
     if isinstance(value, list):
         return rows_to_block(value)
     module = type(value).__module__.split(".")[0]
     if module == "pandas" and type(value).__name__ == "DataFrame":
         _unique_names([str(n) for n in value.columns], stage, "pandas.DataFrame")
-        return _from_pandas(value)
+        return _from_pandas(value, like)
     if module == "polars" and type(value).__name__ == "DataFrame":
         return value.to_arrow()
     raise UDFReturnTypeError(stage, type(value).__name__, EXPECTED_RETURNS)

@@ -170,11 +170,13 @@ class MapBatchesOp(OpBase):
             if self.skips_errors:
                 yield from self._batch_or_dead_letter(fn, batch, where, ctx)
             else:  # a generator UDF streams its outputs
-                yield from (self.to_block(out, where, ctx) for out in self._call(fn, batch, where))
+                yield from (self.to_block(out, where, ctx, batch.schema)
+                            for out in self._call(fn, batch, where))
 
     def _batch_or_dead_letter(self, fn, batch: pa.Table, where: str, ctx: TaskContext):
         try:
-            outputs = [self.to_block(out, where, ctx) for out in self._call(fn, batch, where)]
+            outputs = [self.to_block(out, where, ctx, batch.schema)
+                       for out in self._call(fn, batch, where)]
         except UDFFailure as failure:
             self.dead_letter(ctx, where, failure.original, block_to_rows(batch))
             return
@@ -183,10 +185,12 @@ class MapBatchesOp(OpBase):
             return
         yield from outputs
 
-    def to_block(self, out, where: str, ctx: TaskContext) -> pa.Table:
-        """The UDF's output as a block, or a RowConversionError naming the batch and key."""
+    def to_block(self, out, where: str, ctx: TaskContext, like: pa.Schema | None = None
+                 ) -> pa.Table:
+        """The UDF's output as a block, or a RowConversionError naming the batch and key
+        (``like``: the batch's schema, for the columns the UDF passed through)."""
         try:
-            return from_batch(out, ctx.stage)
+            return from_batch(out, ctx.stage, like)
         except RowsToBlockError as err:
             problem = err.problems[0]
             at = f"{where}, output row {problem.row}" if problem.row is not None else where

@@ -473,3 +473,25 @@ def test_repartition_then_whole_partition_batches():
     assert len(lens) == 4
     assert sum(lens) == 100
     assert all(n > 0 for n in lens)
+
+
+@pytest.mark.parametrize("batch_format", ["numpy", "pandas"])
+def test_a_map_column_passed_through_a_batch_keeps_its_type(batch_format):
+    """Arrow map columns (common in parquet) come to numpy/pandas as lists of (key,
+    value) tuples; returned as they are, no row rule reads them as a map (a
+    RowConversionError): a column the UDF passed through keeps the type it came with."""
+    kind = pa.map_(pa.string(), pa.int64())
+    table = pa.table({"id": [1, 2, 3], "m": pa.array([[("a", 1)], [], None], kind)})
+
+    def touch(batch):
+        batch["id"] = batch["id"] * 10
+        return batch
+
+    out = sb.from_arrow(table).map_batches(touch, batch_format=batch_format)
+    assert out.take_all() == [{"id": 10, "m": [("a", 1)]}, {"id": 20, "m": []},
+                              {"id": 30, "m": None}]
+    assert out.schema().field("m").type == kind
+    with pytest.raises(sb.RowConversionError, match="for key 'm"):  # values it cannot hold
+        sb.from_arrow(table).map_batches(
+            lambda b: {"id": b["id"], "m": [[("a", "x")], [1], None]},
+            batch_format=batch_format).take_all()
