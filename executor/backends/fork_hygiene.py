@@ -59,21 +59,28 @@ def release_pyarrow_pandas_lock() -> bool:
     return True
 
 
-def reseed_numpy() -> bool:
-    """Seed numpy's global generator (``np.random.normal`` and the like) afresh from the
-    operating system, if numpy is imported here (call in a worker process as it starts);
-    returns whether it was. A fork copies the generator's state: every worker forked from
-    one zygote (or from the driver) would draw the same numbers, in every job, as each
-    of Ray Data's fresh worker processes does not (random augmentations repeated across
-    partitions and epochs). Python's ``random`` reseeds itself after a fork; a UDF that
-    seeds numpy itself still gets its own sequence.
+def reseed_generators() -> list[str]:
+    """Seed numpy's global generator (``np.random.normal`` and the like) and torch's
+    default one afresh from the operating system, where they are imported (call in a
+    worker process as it starts); returns those reseeded. A fork copies a generator's
+    state: every worker forked from one zygote (or from the driver) would draw the same
+    numbers, in every job, as each of Ray Data's fresh worker processes does not (random
+    augmentations repeated across partitions and epochs). Python's ``random`` reseeds
+    itself after a fork; a UDF that seeds a generator itself still gets its own sequence.
 
     >>> import numpy as np
-    >>> np.random.seed(0); reseed_numpy(), np.random.rand() != np.random.RandomState(0).rand()
-    (True, True)
+    >>> np.random.seed(0); "numpy" in reseed_generators()
+    True
+    >>> np.random.rand() != np.random.RandomState(0).rand()
+    True
     """
+    done = []
     numpy_random = sys.modules.get("numpy.random")
-    if numpy_random is None:
-        return False
-    numpy_random.seed()
-    return True
+    if numpy_random is not None:
+        numpy_random.seed()
+        done.append("numpy")
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "seed"):
+        torch.seed()
+        done.append("torch")
+    return done

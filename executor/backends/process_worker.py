@@ -25,7 +25,7 @@ from streambatch.executor.backends.fast_start import defer_pandas_probe
 from streambatch.executor.backends.fork_hygiene import (
     forget_imports_in_progress,
     release_pyarrow_pandas_lock,
-    reseed_numpy,
+    reseed_generators,
 )
 from streambatch.executor.backends.heap import (
     ACTOR_HEAP_BYTES,
@@ -59,7 +59,7 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
     """
     forget_imports_in_progress()  # (another driver thread may have been importing)
     release_pyarrow_pandas_lock()
-    reseed_numpy()
+    reseed_generators()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's cleaning handler

@@ -383,19 +383,21 @@ def test_a_module_whose_import_starts_a_thread_is_left_to_the_workers(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["forkserver", pytest.param("fork", marks=FORKS_ON_PURPOSE)])
-def test_numpys_global_generator_differs_between_workers_and_jobs(tmp_path, method):
-    """A UDF drawing from np.random in worker processes: forked with numpy imported
-    (the driver imported pandas), each worker drew the same numbers, in every job
-    (random augmentations repeated across partitions and epochs; Ray Data's fresh
-    workers draw distinct ones)."""
+def test_numpys_and_torchs_global_generators_differ_between_workers_and_jobs(tmp_path, method):
+    """A UDF drawing from np.random or torch.rand in worker processes: forked with them
+    imported (the driver used pandas and torch), each worker drew the same numbers, in
+    every job (random augmentations repeated across partitions and epochs; Ray Data's
+    fresh workers draw distinct ones)."""
     out = run_driver(tmp_path, f"""
-        import numpy as np, pandas as pd
+        import numpy as np, pandas as pd, torch
         import streambatch as sb
         sb.init(num_cpus=2, progress=False, worker_start_method={method!r})
         def noisy(row):
-            return {{"id": row["id"], "x": float(np.random.normal())}}
+            return {{"id": row["id"], "x": float(np.random.normal()),
+                     "t": float(torch.rand(1))}}
         ds = sb.range(200, override_num_blocks=4).map(noisy, releases_gil=False)
-        runs = [[r["x"] for r in ds.take_all()] for _ in range(2)]
-        print(len(set(runs[0])), len(set(runs[0]) | set(runs[1])))
+        runs = [ds.take_all() for _ in range(2)]
+        for key in ("x", "t"):
+            print(len({{r[key] for r in runs[0]}}), len({{r[key] for run in runs for r in run}}))
     """)
-    assert out.split() == ["200", "400"], out
+    assert out.split() == ["200", "400", "200", "400"], out
