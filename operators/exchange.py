@@ -322,7 +322,9 @@ JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer",
 
 class JoinMapOp(SortMapOp):
     """One side of a join: each task's rows sorted by that side's keys, marked with the
-    side (schema metadata, which slices and shared memory keep)."""
+    side (schema metadata, which slices and shared memory keep); float keys canonical
+    (:func:`canonical_keys`: a ``-0.0`` key matches ``0.0``, as in SQL, and comes out as
+    ``0.0``)."""
 
     def __init__(self, keys: tuple[str, ...], side: int) -> None:
         super().__init__(keys, (False,) * len(keys))
@@ -332,7 +334,8 @@ class JoinMapOp(SortMapOp):
     def apply(self, blocks, ctx):
         table = _keyed(blocks, self.keys, ctx)
         if table is not None:  # an empty side still tells the reducers its columns
-            table = sort_table(table, self.keys, self.descending)
+            table = canonical_keys(table, self.keys)  # -0.0 matches 0.0 (Arrow's hash join
+            table = sort_table(table, self.keys, self.descending)  # compares bits)
             yield table.replace_schema_metadata({SIDE: str(self.side).encode()})
 
 
