@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pyarrow as pa
 from streambatch.connectors.datasource import (
@@ -89,6 +92,46 @@ def _reader(tables: list[pa.Table], pushdowns: Pushdowns):
     return read
 
 
+class ItemSnapshot:
+    """Items as they were when given to ``from_items`` (as Ray Data converts them then): a
+    caller that changes its dicts afterwards (``row["v"] = -1``) does not change the
+    dataset. Pickled in chunks, which costs less than copying the objects; items that do
+    not pickle are deep-copied, or, failing that, kept as they are.
+
+    >>> rows = [{"v": 1}, {"v": 2}]
+    >>> snap = ItemSnapshot(rows); rows[0]["v"] = -1
+    >>> len(snap), snap.slice(0, 2)
+    (2, [{'v': 1}, {'v': 2}])
+    """
+
+    CHUNK = 4096  # items per pickled chunk
+
+    def __init__(self, items: list) -> None:
+        self._len, self._chunks, self._plain = len(items), None, None
+        try:
+            self._chunks = [pickle.dumps(items[i:i + self.CHUNK], protocol=5)
+                            for i in range(0, len(items), self.CHUNK)]
+        except Exception:  # noqa: BLE001 - any object that does not pickle
+            try:
+                self._plain = copy.deepcopy(list(items))
+            except Exception:  # noqa: BLE001 - nor deep-copies: kept as given
+                self._plain = list(items)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def slice(self, start: int, stop: int) -> list:
+        """Items ``start`` to ``stop`` (fresh objects each call)."""
+        if self._chunks is None:
+            return self._plain[start:stop]  # type: ignore[index]
+        out: list = []
+        for index in range(start // self.CHUNK, -(-stop // self.CHUNK)):
+            base = index * self.CHUNK
+            chunk = pickle.loads(self._chunks[index])
+            out += chunk[max(0, start - base):stop - base]
+        return out
+
+
 class ItemsSource(Datasource):
     """Python items (dicts become rows; other values a column ``item``), converted in the task.
 
@@ -101,13 +144,13 @@ class ItemsSource(Datasource):
     supports_projection = supports_filter = supports_limit = True
 
     def __init__(self, items: list) -> None:
-        self.items = items
+        self.items = ItemSnapshot(items)
 
     def read_tasks(self, parallelism: int, pushdowns: Pushdowns) -> list[ReadTask]:
         """About ``parallelism`` contiguous runs of items."""
         tasks = []
         for group in row_groups_of("items", len(self.items), parallelism, pushdowns):
-            chunk = [item for p in group for item in self.items[p.start:p.stop]]
+            chunk = [item for p in group for item in self.items.slice(p.start, p.stop)]
             spans = [(p.start, p.end) for p in group]
             tasks.append(ReadTask(_items_reader(chunk, spans, pushdowns), len(chunk), 64 * len(chunk),
                                   describe_spans("items", group), tuple(group)))

@@ -305,3 +305,18 @@ def test_read_parquet_missing_path_in_list_names_that_path(parquet_dir, tmp_path
     with pytest.raises(FileNotFoundError) as info:
         sb.read_parquet([str(parquet_dir / "part_a1.parquet"), missing]).take_all()
     assert missing in str(info.value)
+
+
+def test_from_items_keeps_the_items_as_they_were_given():
+    """Ray Data converts the items at from_items; the dicts were read only when the job
+    ran, so a caller that changed or reused them changed the dataset silently."""
+    items = [{"id": i, "v": i, "x": np.arange(3) + i} for i in range(5000)]
+    ds = sb.from_items(items, override_num_blocks=3)
+    for row in items:
+        row["v"] = -1
+        row.pop("id")
+        row["x"][:] = 0
+    rows = ds.take_all()
+    assert [(r["id"], r["v"], r["x"].tolist()) for r in rows] == \
+        [(i, i, [i, i + 1, i + 2]) for i in range(5000)]
+    assert ds.count() == 5000 and ds.take_all()[4999]["v"] == 4999  # every run alike
