@@ -261,12 +261,16 @@ class Sum(_Simple):
 
     def plan(self, table):
         values = self.values(table)
-        plan = [(values, "sum", "s")]
-        if _is_int(values.type):
+        if pa.types.is_null(values.type):  # a block whose values are all null (typed
+            return [(values, "min", "s")]  # null): null-typed, where Arrow's sum gives
+        plan = [(values, "sum", "s")]  # int64, beside other blocks' doubles (their
+        if _is_int(values.type):  # parquet files then disagreed)
             plan.append((pc.cast(values, pa.float64(), safe=False), "sum", "f"))
         return plan
 
     def merge_states(self, states, prefix):
+        if pa.types.is_null(states.schema.field(f"{prefix}s").type):
+            return [("s", "min")]
         return [("s", "sum")] + ([("f", "sum")] if f"{prefix}f" in states.column_names else [])
 
     def check(self, states, prefix):

@@ -202,3 +202,18 @@ def test_the_second_argument_is_ignore_nulls_as_in_ray_data():
     with pytest.raises(TypeError, match="the second argument is ignore_nulls.*alias_name="):
         sb.Sum("v", "total")
     assert sb.Std("v", 0, False, "s").name == "s"
+
+
+def test_a_sum_over_blocks_of_only_nulls_writes_files_that_read_back(tmp_path):
+    """A block whose values are all None is null-typed; Arrow sums it to int64, so one
+    output block's sum(f) was int64 and another's double, and read_parquet refused the
+    written folder (int64 in one file, double in another)."""
+    rows = [{"s": "a", "f": None}, {"s": "b", "f": 1.5}, {"s": "c", "f": None}]
+    out = sb.from_items(rows, override_num_blocks=3).groupby("s").aggregate(
+        sb.Sum("f"), sb.Min("f"), sb.Mean("f"))
+    out.write_parquet(str(tmp_path / "sums"))
+    back = sorted(sb.read_parquet(str(tmp_path / "sums")).take_all(), key=lambda r: r["s"])
+    assert back == [{"s": "a", "sum(f)": None, "min(f)": None, "mean(f)": None},
+                    {"s": "b", "sum(f)": 1.5, "min(f)": 1.5, "mean(f)": 1.5},
+                    {"s": "c", "sum(f)": None, "min(f)": None, "mean(f)": None}]
+    assert sb.from_items([{"f": None}] * 3).sum("f") is None
