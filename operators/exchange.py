@@ -224,8 +224,8 @@ class SortMapOp(_ExchangeOp):
 
     def apply(self, blocks, ctx):
         table = _keyed(blocks, self.keys, ctx)
-        if table is not None and table.num_rows:
-            yield sort_table(table, self.keys, self.descending, self.runs)
+        if table is not None:  # no rows: its columns still go on (a join after the sort
+            yield sort_table(table, self.keys, self.descending, self.runs)  # needs them)
 
 
 # ---- reduce side ------------------------------------------------------------------------
@@ -304,7 +304,8 @@ class ShuffleReduceOp(_ExchangeOp):
         elif self.permute and table.num_rows:
             order = random_order(table[RANDOM].to_numpy())
             table = table.combine_chunks().take(pa.array(order))  # one chunk: a faster take
-        if table.num_rows or not self.permute:  # repartition(n): n partitions, empty too
+        if table.num_rows or table.num_columns or not self.permute:  # repartition(n): n
+            # partitions, empty too; a shuffle's empty bucket still tells its columns
             yield table.drop_columns([c for c in table.column_names if c == RANDOM])
 
 

@@ -41,7 +41,10 @@ def range_split(keys: tuple[str, ...], descending: tuple[bool, ...], n: int,
     """
     def split(tables: list[pa.Table], at_least: int = 0) -> list[list[Span]]:
         named = [(i, t, keys) for i, t in enumerate(tables)]
-        return _cut(named, descending, max(n, at_least), ties)
+        out = _cut(named, descending, max(n, at_least), ties)
+        if tables and not any(spans for spans in out):  # no rows: the first bucket still
+            out[0].append((0, 0, 0))  # gets the columns (a join after the sort needs them)
+        return out
 
     return split
 

@@ -151,3 +151,17 @@ def test_a_negative_zero_key_matches_zero_as_in_sql(how, want, partitions):
                           override_num_blocks=2)
     got = left.join(right, on="f", how=how, num_partitions=partitions).take_all()
     assert sorted(str(tuple(r.values())) for r in got) == sorted(map(str, want))
+
+
+@pytest.mark.parametrize("before", ["none", "sort", "shuffle", "repartition"])
+def test_an_empty_side_keeps_its_columns_through_a_sort_or_shuffle(before):
+    """An empty left that went through a sort or a random_shuffle lost its columns: an
+    outer join then gave rows without 'id' and 'v' (later steps failed naming them)."""
+    left = sb.from_items([{"id": 0, "k": 1, "v": "x"}]).filter(lambda r: False)
+    left = {"none": left, "sort": left.sort("k"), "shuffle": left.random_shuffle(seed=1),
+            "repartition": left.repartition(3)}[before]
+    right = sb.from_items([{"k": 1, "r": 10}, {"k": 2, "r": 20}])
+    got = left.join(right, on="k", how="outer").take_all()
+    assert sorted(got, key=lambda r: r["k"]) == [{"id": None, "k": 1, "v": None, "r": 10},
+                                                 {"id": None, "k": 2, "v": None, "r": 20}]
+    assert left.columns() == ["id", "k", "v"] and left.take_all() == []
