@@ -42,15 +42,26 @@ class ConversionMethods:
             raise ValueError(f"Dataset.to_arrow: the output partitions cannot be joined into "
                              f"one table: {err}. {where_types_differ(tables, parts)}") from err
 
-    def to_pandas(self):
-        """All rows as a pandas DataFrame.
+    def to_pandas(self, limit: int | None = None):
+        """All rows as a pandas DataFrame; ``limit``: a ValueError when the dataset holds
+        more rows than that (as Ray Data's), before holding them all.
 
         >>> import streambatch as sb
         >>> sb.range(2, override_num_blocks=1).to_pandas()["id"].tolist()
         [0, 1]
+        >>> sb.range(5).to_pandas(limit=3)
+        Traceback (most recent call last):
+        ...
+        ValueError: to_pandas: the dataset has more than limit=3 rows; raise the limit, or take() fewer rows
         """
         import_optional("pandas", extra="pandas", what="to_pandas()")
-        return to_batch(self.to_arrow(), "pandas")  # (a tensor cell: an n-d array)
+        if limit is None:
+            return to_batch(self.to_arrow(), "pandas")  # (a tensor cell: an n-d array)
+        table = self.limit(limit + 1).to_arrow()  # type: ignore[attr-defined]
+        if table.num_rows > limit:
+            raise ValueError(f"to_pandas: the dataset has more than limit={limit} rows; "
+                             "raise the limit, or take() fewer rows")
+        return to_batch(table, "pandas")
 
     def to_polars(self):
         """All rows as a polars DataFrame.

@@ -217,14 +217,14 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         v.expression("with_column", expr)
         return self.add_column(col, lambda t: _evaluated(expr, t), batch_format="pyarrow")
 
-    def limit(self, n: int) -> Dataset:
-        """The first ``n`` rows produced (reads stop early).
+    def limit(self, limit: int) -> Dataset:
+        """The first ``limit`` rows produced (reads stop early).
 
         >>> import streambatch as sb
-        >>> sb.range(1000).limit(3).count()
-        3
+        >>> sb.range(1000).limit(3).count(), sb.range(9).limit(limit=2).count()
+        (3, 2)
         """
-        return self._with(L.Limit(self._plan, n=v.non_negative_int("limit", n)))
+        return self._with(L.Limit(self._plan, n=v.non_negative_int("limit", limit)))
 
     def union(self, *others: Dataset) -> Dataset:
         """Rows of this dataset followed by the rows of ``others``.

@@ -392,3 +392,11 @@ def test_explain_names_operators_and_does_not_execute(capsys, calls_dir):
     for word in ("logical", "optimized", "physical", "filter", "limit", "plus_one_batch"):
         assert word in lower, f"{word!r} missing from explain():\n{text}"
     assert _count_calls(calls_dir) == 0
+
+
+def test_ray_datas_keyword_names_for_limit_and_to_pandas():
+    ds = sb.range(10, override_num_blocks=3)
+    assert ds.limit(limit=4).count() == 4
+    assert ds.to_pandas(limit=10)["id"].tolist() == list(range(10))
+    with pytest.raises(ValueError, match="more than limit=9 rows"):
+        ds.to_pandas(limit=9)
