@@ -34,15 +34,22 @@ class AllToAllMethods:
     def _with(self, op) -> Dataset:  # provided by Dataset
         raise NotImplementedError
 
-    def groupby(self, key: str | list[str] | None) -> GroupedData:
-        """Group rows by ``key`` (a column, a list of columns, or None for one group).
+    def groupby(self, key: str | list[str] | None,
+                num_partitions: int | None = None) -> GroupedData:
+        """Group rows by ``key`` (a column, a list of columns, or None for one group);
+        ``num_partitions``: the exchange's buckets (default: from the CPUs), as Ray's.
 
         >>> import streambatch as sb
         >>> ds = sb.from_items([{"k": i % 2, "v": i} for i in range(6)])
         >>> ds.groupby("k").sum("v").take_all()
         [{'k': 0, 'sum(v)': 6}, {'k': 1, 'sum(v)': 9}]
+        >>> ds.groupby("k", num_partitions=3).count().num_blocks() <= 3
+        True
         """
-        return GroupedData(self, _names("groupby", key) if key is not None else ())
+        if num_partitions is not None:
+            num_partitions = v.positive_int("num_partitions", num_partitions)
+        return GroupedData(self, _names("groupby", key) if key is not None else (),
+                           num_partitions)
 
     def aggregate(self, *aggs: AggregateFn) -> dict[str, Any]:
         """The aggregates over all rows, as ``{name: value}``.
@@ -192,8 +199,9 @@ class GroupedData:
     [{'k': 'a', 'count()': 2}, {'k': 'b', 'count()': 1}]
     """
 
-    def __init__(self, dataset, keys: tuple[str, ...]) -> None:
-        self._dataset, self._keys = dataset, keys
+    def __init__(self, dataset, keys: tuple[str, ...], num_partitions: int | None = None
+                 ) -> None:
+        self._dataset, self._keys, self._partitions = dataset, keys, num_partitions
 
     def aggregate(self, *aggs: AggregateFn) -> Dataset:
         """One row per group: the keys, then one column per aggregate."""
@@ -204,7 +212,7 @@ class GroupedData:
                 raise TypeError(f"aggregate: {agg!r} is not an AggregateFn (sb.Count(), "
                                 "sb.Sum(col), ... or sb.AggregateFn(...))")
         op = A.Aggregate(input=self._dataset._plan, keys=self._keys, aggs=tuple(aggs),
-                         num_partitions=None if self._keys else 1)
+                         num_partitions=self._partitions if self._keys else 1)
         return self._dataset._with(op)
 
     def count(self) -> Dataset:
@@ -250,7 +258,8 @@ class GroupedData:
             raise ValueError("map_groups needs a groupby key")
         op = A.MapGroups(input=self._dataset._plan, keys=self._keys,
                          fn=v.callable_fn("map_groups", fn),
-                         batch_format=check_batch_format(batch_format))
+                         batch_format=check_batch_format(batch_format),
+                         num_partitions=self._partitions)
         return self._dataset._with(op)
 
 

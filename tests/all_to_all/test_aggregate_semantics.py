@@ -217,3 +217,13 @@ def test_a_sum_over_blocks_of_only_nulls_writes_files_that_read_back(tmp_path):
                     {"s": "b", "sum(f)": 1.5, "min(f)": 1.5, "mean(f)": 1.5},
                     {"s": "c", "sum(f)": None, "min(f)": None, "mean(f)": None}]
     assert sb.from_items([{"f": None}] * 3).sum("f") is None
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 7])
+def test_groupby_takes_ray_datas_num_partitions(partitions):
+    ds = sb.from_items(_rows(), override_num_blocks=4).groupby("k", num_partitions=partitions)
+    sums = ds.sum("v")
+    assert sorted(r["sum(v)"] for r in sums.take_all()) == [18, 22, 26]
+    assert sums.num_blocks() <= partitions
+    groups = ds.map_groups(lambda b: {"k": b["k"][:1], "n": [len(b["k"])]}, batch_format="numpy")
+    assert sorted((r["k"], r["n"]) for r in groups.take_all()) == [(0, 4), (1, 4), (2, 4)]
