@@ -120,8 +120,9 @@ class ItemSnapshot:
     def __len__(self) -> int:
         return self._len
 
-    def slice(self, start: int, stop: int) -> list:
-        """Items ``start`` to ``stop`` (fresh objects each call)."""
+    def slice(self, start: int, stop: int | None) -> list:
+        """Items ``start`` to ``stop`` (None: the last; fresh objects each call)."""
+        stop = self._len if stop is None else min(stop, self._len)
         if self._chunks is None:
             return self._plain[start:stop]  # type: ignore[index]
         out: list = []

@@ -320,3 +320,12 @@ def test_from_items_keeps_the_items_as_they_were_given():
     assert [(r["id"], r["v"], r["x"].tolist()) for r in rows] == \
         [(i, i, [i, i + 1, i + 2]) for i in range(5000)]
     assert ds.count() == 5000 and ds.take_all()[4999]["v"] == 4999  # every run alike
+
+
+def test_from_items_reads_every_item_once_across_snapshot_chunks():
+    items = [{"i": i} for i in range(9000)]  # more than two of the snapshot's chunks
+    for blocks in (1, 5, 7):
+        got = [r["i"] for r in sb.from_items(items, override_num_blocks=blocks).take_all()]
+        assert got == list(range(9000))
+    assert sb.from_items([]).count() == 0
+    assert sb.from_items(items).limit(4097).count() == 4097
