@@ -231,15 +231,18 @@ class FreshCache:
                 else:
                     hits.append((key, entry))
             out: dict = {}
-            for _ in range(3):  # a hit may expire while misses are fetched: fetch it too
-                if missing:
+            for attempt in range(4):  # a hit may expire while misses are fetched: fetch it
+                if missing:  # too; a third time, every hit left (then none can expire)
                     out.update(self._fetch(missing))
                 now = self.clock()
                 expired = [k for k, e in hits if now - self._as_of(e) > self.max_staleness]
                 if not expired:
                     break
                 self._stats["stale_misses"] += len(expired)
-                hits = [(k, e) for k, e in hits if k not in set(expired)]
+                if attempt == 2:
+                    expired = [k for k, _ in hits]
+                gone = set(expired)
+                hits = [(k, e) for k, e in hits if k not in gone]
                 missing = expired
             for key, entry in hits:  # (an entry may have been evicted by this call's fetch)
                 if key in self._entries:

@@ -150,3 +150,32 @@ def test_invalid_settings_are_rejected_with_the_fix():
         FreshCache(max_staleness=0)
     with pytest.raises(RuntimeError, match="call cache.open"):
         FreshCache().get_many([1])
+
+
+@pytest.mark.parametrize("policy", ["ttl", "adaptive"])
+def test_hits_that_keep_expiring_while_misses_are_fetched_are_fetched_not_dropped(policy):
+    """Cached keys of different ages, each backend query a second of the bound: on the
+    third round the still-expiring hits were moved to the misses and never fetched, so
+    keys the table holds were left out (a left lookup's nulls, an inner lookup's lost row)."""
+    from streambatch.connectors.lookup.tables import Fetched, TableClient
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self):
+            return self.t
+
+    clock = Clock()
+
+    class Slow(TableClient):
+        columns = ["v"]
+
+        def fetch(self, keys):
+            clock.t += 1.0
+            return Fetched({k: {"v": k * 10} for k in keys if k < 10})
+
+    cache = FreshCache(max_staleness=3.5, policy=policy, clock=clock).attach(Slow())
+    for key in range(4):  # ages 4, 3, 2 and 1 s when the next call starts
+        cache.get_many([key])
+    got = cache.get_many([0, 1, 2, 3, 9, 42])
+    assert got == {k: {"v": k * 10} for k in (0, 1, 2, 3, 9)}
