@@ -98,6 +98,19 @@ class SQLiteTable(LookupTable):
         return f"SQLiteTable({self.path!r}, table={self.table}, key={self.key})"
 
 
+def _carried_row(columns: list[str]) -> str:
+    """The trigger's expression for the new row as JSON, or NULL (the cache then fetches
+    the row) where a value is a BLOB, which JSON cannot hold: a column of no declared
+    type may hold bytes, and json_object would fail the application's own write.
+
+    >>> print(_carried_row(["a"]))
+    CASE WHEN typeof(NEW."a") = 'blob' THEN NULL ELSE json_object('a', NEW."a") END
+    """
+    blob = " OR ".join(f"typeof(NEW.{_q(c)}) = 'blob'" for c in columns)
+    obj = "json_object(" + ", ".join(f"{quote_literal(c)}, NEW.{_q(c)}" for c in columns) + ")"
+    return f"CASE WHEN {blob} THEN NULL ELSE {obj} END" if columns else obj
+
+
 class SQLiteClient(TableClient):
     """One SQLite connection serving fetches and feed polls."""
 
@@ -147,18 +160,18 @@ class SQLiteClient(TableClient):
         for column in all_columns:
             check_identifier(column, "column", self.spec.describe())
         t, k, ch = _q(self.spec.table), _q(self.spec.key), _q(self.changes)
-        row = ("json_object(" + ", ".join(f"{quote_literal(c)}, NEW.{_q(c)}" for c in all_columns) + ")"
-               if self.feed_carries_rows else "NULL")
         ins, upd, dele = map(_q, self.triggers)
-        statements = [
+        row = _carried_row(all_columns) if self.feed_carries_rows else "NULL"
+        statements = [  # (re)made each time: a trigger of an earlier job may list the
             f"CREATE TABLE IF NOT EXISTS {ch} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "key, deleted INTEGER NOT NULL, row TEXT)",
-            f"CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {t} BEGIN "
+            "key, deleted INTEGER NOT NULL, row TEXT)",  # columns the table had then
+            *(f"DROP TRIGGER IF EXISTS {name}" for name in (ins, upd, dele)),
+            f"CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN "
             f"INSERT INTO {ch}(key, deleted, row) VALUES (NEW.{k}, 0, {row}); END",
-            f"CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {t} BEGIN "
+            f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} BEGIN "
             f"INSERT INTO {ch}(key, deleted, row) SELECT OLD.{k}, 1, NULL WHERE OLD.{k} IS NOT NEW.{k}; "
             f"INSERT INTO {ch}(key, deleted, row) VALUES (NEW.{k}, 0, {row}); END",
-            f"CREATE TRIGGER IF NOT EXISTS {dele} AFTER DELETE ON {t} BEGIN "
+            f"CREATE TRIGGER {dele} AFTER DELETE ON {t} BEGIN "
             f"INSERT INTO {ch}(key, deleted, row) VALUES (OLD.{k}, 1, NULL); END",
         ]
         self.conn.execute("BEGIN IMMEDIATE")
@@ -169,6 +182,21 @@ class SQLiteClient(TableClient):
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def _feed_gone(self) -> bool:
+        """True when a trigger of the feed is missing (the table was dropped and made
+        again, as ``pandas.to_sql(if_exists="replace")`` does): it is installed again,
+        and the poll says the feed may have lost changes."""
+        names = [name.lower() for name in self.triggers]
+        found = self.conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND lower(name) IN "
+            f"({', '.join('?' * len(names))})", names).fetchone()[0]
+        if found == len(names):
+            return False
+        info = self.conn.execute(f"PRAGMA table_info({_q(self.spec.table)})").fetchall()
+        if info:  # (a table dropped and not made again: its fetches fail, naming it)
+            self._install_feed([row[1] for row in info])
+        return True
 
     def fetch(self, keys: list) -> Fetched:
         """Rows for ``keys`` and the feed head, in one read transaction."""
@@ -198,6 +226,7 @@ class SQLiteClient(TableClient):
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version and after >= self._head:
             return FeedPoll([], self._head)
+        reset = self._feed_gone()
         self.conn.execute("BEGIN")
         try:
             found = self.conn.execute(
@@ -210,10 +239,11 @@ class SQLiteClient(TableClient):
         changes = []
         for seq, key, deleted, row in found:
             values = json.loads(row) if row is not None else None
-            if values is not None:
-                values = {c: values.get(c) for c in self.columns}
+            if values is not None:  # a row carried without a column (a trigger made
+                values = {c: values[c] for c in self.columns} \
+                    if all(c in values for c in self.columns) else None  # before it): fetched
             changes.append(Change(seq, key, values, bool(deleted)))
-        return FeedPoll(changes, head)
+        return FeedPoll(changes, head, reset=reset)
 
     def close(self) -> None:
         """Close the connection."""

@@ -177,3 +177,62 @@ def test_polls_do_not_query_when_nothing_was_committed(db):
     conn.commit()
     assert cache.get_many([1])[1]["name"] == "x"
     assert len([s for s in STATEMENTS if polls in s]) == 1
+
+
+def _served_after(path: str, writer, change, columns=None, bound: float = 0.3) -> dict:
+    """What a cache serves for key 1 once ``change`` ran on ``writer``, read past the
+    bound (a poll happens inside each read)."""
+    cache = FreshCache(max_staleness=bound).open(SQLiteTable(path, "t", key="k",
+                                                             columns=columns))
+    cache.get_many([1])
+    change(writer)
+    deadline = time.monotonic() + 3 * bound
+    while time.monotonic() < deadline:
+        got = cache.get_many([1])
+    cache.close()
+    return got
+
+
+def _table(tmp_path, name: str):
+    path = str(tmp_path / f"{name}.db")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v)")
+    writer.execute("INSERT INTO t VALUES (1, 'old')")
+    return path, writer
+
+
+def test_a_table_made_again_is_not_trusted_to_its_old_feed(tmp_path):
+    """DROP + CREATE (pandas' to_sql(if_exists='replace')) removed the feed's triggers:
+    the feed looked quiet and the old row was served for as long as the job ran."""
+    path, writer = _table(tmp_path, "rebuilt")
+
+    def rebuild(w):
+        w.execute("DROP TABLE t")
+        w.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v)")
+        w.execute("INSERT INTO t VALUES (1, 'new')")
+
+    assert _served_after(path, writer, rebuild) == {1: {"v": "new"}}
+    assert _served_after(path, writer, lambda w: w.execute("UPDATE t SET v = 'newer'")) == \
+        {1: {"v": "newer"}}  # the feed was installed again
+
+
+def test_a_column_added_after_an_earlier_jobs_feed_is_carried(tmp_path):
+    """An earlier job's trigger listed the columns of its time: a column added later came
+    through the feed as null, and the cache served null as the current value."""
+    path, writer = _table(tmp_path, "added")
+    SQLiteTable(path, "t", key="k").connect().close()  # an earlier job's feed
+    writer.execute("ALTER TABLE t ADD COLUMN price REAL")
+    writer.execute("UPDATE t SET price = 1.0")
+    got = _served_after(path, writer, lambda w: w.execute("UPDATE t SET v = 'x', price = 2.0"),
+                        columns=["v", "price"])
+    assert got == {1: {"v": "x", "price": 2.0}}
+
+
+def test_the_feed_never_breaks_the_applications_own_writes_of_bytes(tmp_path):
+    """A column of no declared type holding bytes: the feed's json_object failed, and with
+    it the application's INSERT (JSON cannot hold BLOB values)."""
+    path, writer = _table(tmp_path, "blobs")
+    got = _served_after(path, writer, lambda w: w.execute("UPDATE t SET v = ?", (b"\x00\x01",)))
+    assert got == {1: {"v": b"\x00\x01"}}  # fetched: the feed carried no row for it
+    writer.execute("INSERT INTO t VALUES (2, ?)", (b"\x02",))
+    assert writer.execute("SELECT v FROM t WHERE k = 2").fetchone() == (b"\x02",)
