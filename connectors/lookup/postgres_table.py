@@ -111,6 +111,10 @@ def _check_names(spec: PostgresTable) -> None:
         check_identifier(name, what, where, PG_MAX_NAME_BYTES)
 
 
+_TRUNCATED = '{"__sb_truncated": true}'  # the changelog's row for a TRUNCATE
+_TRUNCATED_ROW = {"__sb_truncated": True}
+
+
 class PostgresClient(TableClient):
     """One autocommit connection serving fetches and feed polls."""
 
@@ -124,14 +128,16 @@ class PostgresClient(TableClient):
         self.schema = self._arrow_schema(declared)
         self.changes = derived_name("sb_changes_", self.namespace, spec.table)
         self.function = derived_name("sb_log_", self.namespace, spec.table)  # and its trigger
+        self.truncated = derived_name("sb_trunc_", self.namespace, spec.table)  # its TRUNCATE one
         self.has_feed = spec.feed
         self.feed_carries_rows = all(declared[c] in _JSON_SAFE for c in self.columns)
         self._table = f"{_q(self.namespace)}.{_q(spec.table)}"
         self._changelog = f"{_q(self.namespace)}.{_q(self.changes)}"
         self._select = (f"SELECT {_q(spec.key)}, {', '.join(map(_q, self.columns))} FROM "
                         f"{self._table} WHERE {_q(spec.key)} = ANY(%s)")
+        self._key_type = full_types[spec.key]
         if spec.feed:
-            self._install_feed(full_types[spec.key])
+            self._install_feed(self._key_type)
 
     def _resolve(self) -> tuple[str, int]:
         """The table's schema and oid: in ``spec.schema``, or as the search_path finds it."""
@@ -178,6 +184,10 @@ class PostgresClient(TableClient):
         k, ch, fn = _q(self.spec.key), self._changelog, f"{_q(self.namespace)}.{_q(self.function)}"
         body = f"""
                 BEGIN
+                  IF TG_OP = 'TRUNCATE' THEN
+                    INSERT INTO {ch}(key, deleted, row) VALUES (NULL, true, '{_TRUNCATED}');
+                    RETURN NULL;
+                  END IF;
                   IF TG_OP = 'DELETE' THEN
                     INSERT INTO {ch}(key, deleted, row) VALUES (OLD.{k}, true, NULL);
                     RETURN OLD;
@@ -197,6 +207,21 @@ class PostgresClient(TableClient):
                               f"AS {tag}{body}{tag}")
             self.conn.execute(f"CREATE OR REPLACE TRIGGER {_q(self.function)} AFTER INSERT OR UPDATE "
                               f"OR DELETE ON {self._table} FOR EACH ROW EXECUTE FUNCTION {fn}()")
+            self.conn.execute(f"CREATE OR REPLACE TRIGGER {_q(self.truncated)} AFTER TRUNCATE "
+                              f"ON {self._table} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
+
+    def _feed_gone(self) -> bool:
+        """True when the feed's trigger is missing (the table was dropped and made again,
+        as ``pandas.to_sql(if_exists="replace")`` does): it is installed again, and the
+        poll says the feed may have lost changes."""
+        found = self.conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+                                  "to_regclass(%s) AND tgname = %s",
+                                  (self._table, self.function)).fetchone()[0]
+        if found:
+            return False
+        if self.conn.execute("SELECT to_regclass(%s)", (self._table,)).fetchone()[0]:
+            self._install_feed(self._key_type)  # (no table: its fetches fail, naming it)
+        return True
 
     def fetch(self, keys: list) -> Fetched:
         """Rows for ``keys`` in one query; a row PostgreSQL matched only by casting the
@@ -216,16 +241,21 @@ class PostgresClient(TableClient):
         return Horizon(ended, begun)
 
     def poll(self, after: int) -> FeedPoll:
-        """Changes after ``after``, the head and the writers' horizon, in one statement."""
+        """Changes after ``after``, the head and the writers' horizon, in one statement; a
+        TRUNCATE (no row trigger fires for it) or a table made again is a reset."""
+        reset = self._feed_gone()
         ch = self._changelog
         found = self.conn.execute(
             f"WITH h AS (SELECT coalesce(max(seq), 0) AS m, pg_current_snapshot() AS s FROM {ch}) "
             f"SELECT h.m, {_horizon_sql('h.s')}, c.seq, c.key, c.deleted, c.row "
             f"FROM h LEFT JOIN {ch} c ON c.seq > %s ORDER BY c.seq", (after,)).fetchall()
-        changes = [Change(seq, key, None if row is None else {c: row.get(c) for c in self.columns},
-                          deleted) for _, _, _, seq, key, deleted, row in found if seq is not None]
+        rows = [r for r in found if r[3] is not None]
+        reset = reset or any(row == _TRUNCATED_ROW for *_, row in rows)
+        changes = [Change(seq, key, None if row is None or row == _TRUNCATED_ROW
+                          else {c: row.get(c) for c in self.columns}, deleted)
+                   for _, _, _, seq, key, deleted, row in rows]  # (a TRUNCATE's: key None)
         head, ended, begun = found[0][:3]
-        return FeedPoll(changes, head, horizon=Horizon(ended, begun))
+        return FeedPoll(changes, head, reset=reset, horizon=Horizon(ended, begun))
 
     def close(self) -> None:
         """Close the connection."""

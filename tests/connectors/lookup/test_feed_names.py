@@ -204,7 +204,8 @@ def test_postgres_crafted_names_stay_identifiers(postgres_dsn, pg, column):
     client = cache.client
     added = _pg_objects(pg) - before
     assert added == {("rel", client.changes), ("fn", client.function),
-                     ("trigger", f"{client.function} on {column}")} | _pg_parts(pg, client.changes)
+                     ("trigger", f"{client.function} on {column}"),
+                     ("trigger", f"{client.truncated} on {column}")} | _pg_parts(pg, client.changes)
     cache.close()
 
 

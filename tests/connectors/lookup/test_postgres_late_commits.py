@@ -124,3 +124,28 @@ def test_a_rolled_back_hole_costs_one_lease_at_most(postgres_dsn, db):
     assert {v for _, v in served} == {2}
     assert cache.stats()["backend_reads"] <= reads + 1  # the feed's change, no lease refetch
     cache.close()
+
+
+@pytest.mark.parametrize("change", ["truncate", "made again"])
+def test_a_truncate_or_a_table_made_again_is_not_trusted_to_the_feed(postgres_dsn, db, change):
+    """No row trigger fires for TRUNCATE, and DROP + CREATE (to_sql replace) drops the
+    trigger: the feed looked quiet and the old rows were served for the whole job."""
+    clock = SimClock()
+    cache = _cache(clock).open(PostgresTable(postgres_dsn, TABLE, key="k"))
+    assert cache.get_many([1, 2]) == {1: {"v": 0}, 2: {"v": 0}}
+    if change == "truncate":
+        db.execute(f"TRUNCATE {TABLE}")
+    else:
+        db.execute(f"DROP TABLE {TABLE}")
+        db.execute(f"CREATE TABLE {TABLE} (k bigint PRIMARY KEY, v bigint)")
+    db.execute(f"INSERT INTO {TABLE} VALUES (1, 5)")
+    for _ in range(5):  # past the bound, one poll per lookup
+        clock.advance(0.3)
+        got = cache.get_many([1, 2])
+    assert got == {1: {"v": 5}}
+    db.execute(f"UPDATE {TABLE} SET v = 6 WHERE k = 1")  # the feed works again
+    for _ in range(5):
+        clock.advance(0.3)
+        got = cache.get_many([1, 2])
+    assert got == {1: {"v": 6}}
+    cache.close()
