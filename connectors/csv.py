@@ -160,6 +160,7 @@ class CSVSink(FileDatasink):
 
     name = "CSV"
     suffix = ".csv"
+    resumable = True  # write_*(resume=True) finishes an interrupted write
 
     def write_file(self, tables, path: str) -> tuple[int, int]:
         """Write the tables to one CSV file; return (rows, bytes)."""

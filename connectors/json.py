@@ -371,6 +371,7 @@ class JSONSink(FileDatasink):
 
     name = "JSON"
     suffix = ".json"
+    resumable = True  # write_*(resume=True) finishes an interrupted write
 
     def write_file(self, tables, path: str) -> tuple[int, int]:
         """Write every row as one JSON object per line; return (rows, bytes)."""

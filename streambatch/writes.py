@@ -74,28 +74,30 @@ class WriteMethods:
                                        num_rows_per_file=num_rows_per_file), resume)
 
     def write_csv(self, path: str, *, filesystem=None, mode: str = "append",
-                  num_rows_per_file: int | None = None, ray_remote_args: dict | None = None,
+                  resume: bool = False, num_rows_per_file: int | None = None,
+                  ray_remote_args: dict | None = None,
                   concurrency: int | None = None) -> list[dict]:
-        """Write one CSV file (with a header) per partition; ``mode`` and
+        """Write one CSV file (with a header) per partition; ``mode``, ``resume`` and
         ``num_rows_per_file`` as in ``write_parquet``.
 
         >>> import streambatch as sb, tempfile
         >>> sum(f["rows"] for f in sb.range(4).write_csv(tempfile.mkdtemp() + "/o"))
         4
         """
-        return self._write(self._sink("csv", path, filesystem, mode, num_rows_per_file))
+        return self._write(self._sink("csv", path, filesystem, mode, num_rows_per_file), resume)
 
     def write_json(self, path: str, *, filesystem=None, mode: str = "append",
-                   num_rows_per_file: int | None = None, ray_remote_args: dict | None = None,
+                   resume: bool = False, num_rows_per_file: int | None = None,
+                   ray_remote_args: dict | None = None,
                    concurrency: int | None = None) -> list[dict]:
         """Write one JSON-lines file (``.json``, one object per line, as Ray Data) per
-        partition; ``mode`` and ``num_rows_per_file`` as in ``write_parquet``.
+        partition; ``mode``, ``resume`` and ``num_rows_per_file`` as in ``write_parquet``.
 
         >>> import streambatch as sb, tempfile
         >>> sum(f["rows"] for f in sb.range(4).write_json(tempfile.mkdtemp() + "/o"))
         4
         """
-        return self._write(self._sink("json", path, filesystem, mode, num_rows_per_file))
+        return self._write(self._sink("json", path, filesystem, mode, num_rows_per_file), resume)
 
     def write_numpy(self, path: str, *, column: str, filesystem=None,
                     mode: str = "append", num_rows_per_file: int | None = None,

@@ -37,7 +37,7 @@ JOB = textwrap.dedent("""
     import fcntl, json, os, signal, sys, time
     import streambatch as sb
 
-    out, mode, resume, kill_after, offset = sys.argv[1:6]
+    out, mode, resume, kill_after, offset, fmt = sys.argv[1:7]
     kill_after, offset = int(kill_after), int(offset)
     os.environ["SB_TEST_DRIVER"] = str(os.getpid())   # the workers inherit it
 
@@ -67,24 +67,31 @@ JOB = textwrap.dedent("""
     sb.init(num_cpus=2, progress=False)
     ds = sb.range(ROWS_N, override_num_blocks=BLOCKS_N).map_batches(
         step, batch_size=ROWS_N // BLOCKS_N, releases_gil=False)
-    files = ds.write_parquet(out, mode=mode, resume=resume == "1")
+    files = getattr(ds, "write_" + fmt)(out, mode=mode, resume=resume == "1")
     print(json.dumps({"files": len(files)}))
 """).replace("ROWS_N", str(ROWS)).replace("BLOCKS_N", str(BLOCKS))
 
 
 def run_job(tmp_path: Path, out: Path, mode: str = "append", resume: bool = False,
-            kill_after: int = 0, offset: int = 0) -> subprocess.CompletedProcess:
+            kill_after: int = 0, offset: int = 0, fmt: str = "parquet"
+            ) -> subprocess.CompletedProcess:
     """Run the job in a new interpreter; with ``kill_after`` it kills its own driver."""
     script = tmp_path / "job.py"
     script.write_text(JOB)
     return subprocess.run([sys.executable, str(script), str(out), mode, "1" if resume else "0",
-                           str(kill_after), str(offset)], capture_output=True, text=True,
+                           str(kill_after), str(offset), fmt], capture_output=True, text=True,
                           timeout=240)
 
 
-def ids(out: Path) -> list[int]:
-    """Every id in the output's parquet files, sorted."""
-    return sorted(pq.read_table(str(out))["id"].to_pylist())
+def ids(out: Path, fmt: str = "parquet") -> list[int]:
+    """Every id in the output's data files, sorted (read without streambatch)."""
+    if fmt == "parquet":
+        return sorted(pq.read_table(str(out))["id"].to_pylist())
+    files = [out / name for name in data_files(out)]
+    if fmt == "json":
+        return sorted(json.loads(line)["id"] for f in files for line in open(f) if line.strip())
+    import pyarrow.csv as pacsv
+    return sorted(i for f in files for i in pacsv.read_csv(f)["id"].to_pylist())
 
 
 def data_files(out: Path) -> set[str]:
@@ -93,9 +100,9 @@ def data_files(out: Path) -> set[str]:
             and not any(part.startswith(("_", ".")) for part in p.relative_to(out).parts)}
 
 
-def kill_mid_write(tmp_path: Path, out: Path, offset: int = 0) -> None:
+def kill_mid_write(tmp_path: Path, out: Path, offset: int = 0, fmt: str = "parquet") -> None:
     """A write whose driver dies after two files were recorded, before it ends."""
-    killed = run_job(tmp_path, out, kill_after=6, offset=offset)
+    killed = run_job(tmp_path, out, kill_after=6, offset=offset, fmt=fmt)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (out / SUCCESS).exists()
 
@@ -153,13 +160,11 @@ def test_ignore_and_append_refuse_a_write_killed_after_a_commit(tmp_path, record
     assert (out / SUCCESS).exists()
 
 
-def test_ignore_on_an_interrupted_csv_write_names_only_overwrite(tmp_path):
-    """write_csv has no resume=True: the refusal does not offer it."""
+def test_ignore_on_an_interrupted_csv_write_names_resume_and_overwrite(tmp_path):
     out = tmp_path / "out"
     interrupted_by_hand(CSVSink(str(out)), record=True)
-    with pytest.raises(OutputExistsError, match="mode='overwrite'") as info:
+    with pytest.raises(OutputExistsError, match="resume=True to finish it, mode='overwrite'"):
         sb.range(5).write_csv(str(out), mode="ignore")
-    assert "resume" not in str(info.value)
     assert sum(f["rows"] for f in sb.range(5).write_csv(str(out), mode="overwrite")) == 5
 
 
@@ -225,22 +230,26 @@ def test_a_failed_first_write_and_a_failed_overwrite_leave_no_success(tmp_path):
 
 # ---- a driver killed during an append -----------------------------------------------------------
 
-def test_a_killed_append_is_interrupted_and_resume_finishes_it(tmp_path):
+@pytest.mark.parametrize("fmt", ["parquet", "json", "csv"])
+def test_a_killed_append_is_interrupted_and_resume_finishes_it(tmp_path, fmt):
+    """(write_json and write_csv had no resume=: the refusal's only way on was an
+    overwrite, which deleted the earlier, complete output too.)"""
     out = tmp_path / "out"
-    first = run_job(tmp_path, out)
+    first = run_job(tmp_path, out, fmt=fmt)
     assert first.returncode == 0, first.stderr[-2000:]
     earlier = data_files(out)
-    kill_mid_write(tmp_path, out, offset=ROWS)
+    kill_mid_write(tmp_path, out, offset=ROWS, fmt=fmt)
     assert earlier < data_files(out)  # the earlier files, and some of the append's
     assert json.loads((out / MANIFEST).read_text().splitlines()[0])["jobs"]
 
     for mode in ("append", "ignore"):
-        refused = run_job(tmp_path, out, mode=mode, offset=ROWS)
+        refused = run_job(tmp_path, out, mode=mode, offset=ROWS, fmt=fmt)
         assert refused.returncode != 0 and "interrupted write" in refused.stderr
+        assert "resume=True" in refused.stderr
 
-    resumed = run_job(tmp_path, out, resume=True, offset=ROWS)
+    resumed = run_job(tmp_path, out, resume=True, offset=ROWS, fmt=fmt)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert ids(out) == list(range(2 * ROWS))
+    assert ids(out, fmt) == list(range(2 * ROWS))
     success = json.loads((out / SUCCESS).read_text())
     assert {f["path"] for f in success["files"]} == data_files(out)
     assert success["rows"] == 2 * ROWS
