@@ -176,12 +176,37 @@ class SQLiteClient(TableClient):
         ]
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql in statements:
+            for sql in statements + self._replace_triggers():
                 self.conn.execute(sql)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def _replace_triggers(self) -> list[str]:
+        """Statements (re)making a trigger per UNIQUE index other than the key's: an
+        ``INSERT OR REPLACE`` (or ``UPDATE OR REPLACE``) that collides on it deletes the
+        other row, and SQLite fires no delete trigger for that unless the writer's own
+        connection turned ``recursive_triggers`` on. Before the write, the rows it would
+        replace are logged as deleted (a write that then fails is rolled back with its
+        log; one that is ignored costs a refetch)."""
+        t, k, ch = _q(self.spec.table), _q(self.spec.key), _q(self.changes)
+        prefix = derived_name("_sb_rep_", "main", self._stored_name(), _MAX_NAME - 4)
+        old = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND "
+                                "name LIKE ? ESCAPE '\\'",
+                                (prefix.replace("_", "\\_") + "%",)).fetchall()
+        out = [f"DROP TRIGGER IF EXISTS {_q(name)}" for (name,) in old]
+        indexes = self.conn.execute(f"PRAGMA index_list({t})").fetchall()
+        for i, (_, name, unique, *_rest) in enumerate(indexes):
+            columns = [row[2] for row in self.conn.execute(f"PRAGMA index_info({_q(name)})")]
+            if not unique or columns == [self.spec.key] or None in columns:
+                continue
+            for when in ("INSERT", "UPDATE"):
+                match = " AND ".join(f"{_q(c)} = NEW.{_q(c)}" for c in columns)
+                out.append(f"CREATE TRIGGER {_q(f'{prefix}{when[0]}{i}')} BEFORE {when} ON {t} "
+                           f"BEGIN INSERT INTO {ch}(key, deleted, row) SELECT {k}, 1, NULL "
+                           f"FROM {t} WHERE {match} AND {k} IS NOT NEW.{k}; END")
+        return out
 
     def _feed_gone(self) -> bool:
         """True when a trigger of the feed is missing (the table was dropped and made

@@ -236,3 +236,23 @@ def test_the_feed_never_breaks_the_applications_own_writes_of_bytes(tmp_path):
     assert got == {1: {"v": b"\x00\x01"}}  # fetched: the feed carried no row for it
     writer.execute("INSERT INTO t VALUES (2, ?)", (b"\x02",))
     assert writer.execute("SELECT v FROM t WHERE k = 2").fetchone() == (b"\x02",)
+
+
+@pytest.mark.parametrize("write", [
+    "INSERT OR REPLACE INTO t VALUES (2, 'a@x', 'two')",
+    "REPLACE INTO t VALUES (2, 'a@x', 'two')",
+    "UPDATE OR REPLACE t SET email = 'a@x' WHERE k = 3",
+])
+def test_a_row_replaced_through_another_unique_column_is_seen_deleted(tmp_path, write):
+    """A REPLACE that collides on a UNIQUE column other than the key deletes the other
+    row, with no delete trigger (recursive_triggers is off by default): the cache served
+    the deleted row for the whole job."""
+    path = str(tmp_path / "replace.db")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, email TEXT UNIQUE, v TEXT)")
+    writer.execute("INSERT INTO t VALUES (1, 'a@x', 'one'), (3, 'c@x', 'three')")
+    got = _served_after(path, writer, lambda w: w.execute(write), columns=["v"])
+    assert got == {}
+    rows = writer.execute("SELECT * FROM t ORDER BY k").fetchall()
+    writer.execute("INSERT OR IGNORE INTO t VALUES (9, 'a@x', 'ignored')")  # (no change)
+    assert writer.execute("SELECT * FROM t ORDER BY k").fetchall() == rows
