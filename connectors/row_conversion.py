@@ -223,12 +223,32 @@ def _as_before(values, like: pa.Schema | None, key: str) -> pa.Array | None:
     """
     if like is None or key not in like.names:
         return None
+    given = [None if _pandas_missing(v) else v for v in list(values)]
     try:
-        return pa.array([None if _pandas_missing(v) else v for v in list(values)],
-                        type=like.field(key).type)
+        array = pa.array(given, type=like.field(key).type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
             ValueError):
         return None
+    try:  # only values the type holds as they are: pyarrow would also truncate 1.5 to
+        same = array.to_pylist() == [_plain(v) for v in given]  # 1, drop a struct's extra
+    except (TypeError, ValueError):  # field or read 7 as a timestamp, silently
+        return None
+    return array if same else None
+
+
+def _plain(value):
+    """``value`` as ``to_pylist`` gives it back (numpy arrays as lists, tuples kept)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _length_problems(arrays: dict) -> list[Problem]:

@@ -495,3 +495,16 @@ def test_a_map_column_passed_through_a_batch_keeps_its_type(batch_format):
         sb.from_arrow(table).map_batches(
             lambda b: {"id": b["id"], "m": [[("a", "x")], [1], None]},
             batch_format=batch_format).take_all()
+
+
+@pytest.mark.parametrize("kind,values", [
+    (pa.map_(pa.string(), pa.int64()), [[("a", 1.5)], [], None]),  # pyarrow truncates 1.5
+    (pa.struct([("a", pa.int64())]), [{"a": 1, "b": [1]}, {"a": 2, "b": 2}, None]),  # drops b
+    (pa.timestamp("us"), [__import__("datetime").datetime(2024, 1, 2), 7, None]),  # 7 s
+])
+def test_a_passed_through_column_is_kept_only_where_its_values_hold_as_they_are(kind, values):
+    table = pa.table({"id": [1, 2, 3], "c": pa.nulls(3, kind)})
+    ds = sb.from_arrow(table).map_batches(lambda b: {"id": b["id"], "c": values},
+                                          batch_format="numpy")
+    with pytest.raises(sb.RowConversionError, match="for key 'c"):
+        ds.take_all()
