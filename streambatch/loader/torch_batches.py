@@ -127,7 +127,9 @@ def to_tensors(table: pa.Table, dtypes=None, pin_memory: bool = False) -> dict:
     torch = torch_module()
     out = {}
     with warnings.catch_warnings():
-        # Arrow buffers are read-only; the tensors share them and the loader never writes.
+        # Arrow buffers are read-only and torch ignores that: a tensor over one is copied
+        # (as DataLoader's collate stacks new tensors), or a training step's in-place op
+        # (batch["x"].sub_(mean)) would change the source's data and every later epoch.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for name in table.column_names:
             values = column_numpy(table, name)
@@ -137,8 +139,12 @@ def to_tensors(table: pa.Table, dtypes=None, pin_memory: bool = False) -> dict:
             tensor = torch.from_numpy(values)
             want = dtypes.get(name) if isinstance(dtypes, dict) else dtypes
             if want is not None and tensor.dtype != want:
-                tensor = tensor.to(want)
-            if pin_memory:
+                tensor = tensor.to(want)  # (a new tensor)
+            elif pin_memory:
+                tensor = tensor.pin_memory()  # (a new tensor)
+            elif not values.flags.writeable:
+                tensor = tensor.clone()
+            if pin_memory and not tensor.is_pinned():
                 tensor = tensor.pin_memory()
             out[name] = tensor
     if isinstance(dtypes, dict):
@@ -154,7 +160,8 @@ def _row_tensors(torch, values: list, dtypes, name: str) -> list:
     if not values or not all(isinstance(v, np.ndarray) for v in values):
         return values
     want = dtypes.get(name) if isinstance(dtypes, dict) else dtypes
-    rows = [torch.from_numpy(v) for v in values]
+    rows = [torch.from_numpy(v) if v.flags.writeable else torch.from_numpy(v).clone()
+            for v in values]  # (a read-only Arrow buffer is copied: see to_tensors)
     return [r.to(want) for r in rows] if want is not None else rows
 
 

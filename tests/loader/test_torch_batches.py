@@ -44,12 +44,16 @@ def test_drop_last_drops_only_the_short_batch(images):
     assert [len(b["id"]) for b in batches] == [64] * 15
 
 
-def test_tensors_share_arrow_buffers_without_a_copy():
+def test_tensors_own_their_memory_and_leave_the_block_as_it_was():
+    """(They shared the Arrow buffers, which torch writes despite their read-only flag.)"""
     table = image_table(16)
+    before = table.column("img").chunk(0).storage.values.to_numpy().copy()
     tensors = to_tensors(table)
-    assert tensors["id"].data_ptr() == table.column("id").chunk(0).buffers()[1].address
-    img_storage = table.column("img").chunk(0).storage.values.buffers()[1].address
-    assert tensors["img"].data_ptr() == img_storage
+    assert tensors["id"].data_ptr() != table.column("id").chunk(0).buffers()[1].address
+    tensors["img"].add_(1)
+    tensors["id"].add_(1)
+    assert (table.column("img").chunk(0).storage.values.to_numpy() == before).all()
+    assert table.column("id").to_pylist() == list(range(16))
 
 
 def test_non_numeric_columns_stay_lists_and_nulls_are_refused():
@@ -123,3 +127,21 @@ def test_ragged_tensors_and_lists_of_numbers_become_tensors():
     typed = next(iter(sb.from_items(rows, override_num_blocks=1).select_columns(["img"])
                       .iter_torch_batches(batch_size=4, dtypes=torch.float64)))
     assert all(t.dtype == torch.float64 for t in typed["img"])
+
+
+@pytest.mark.parametrize("source", ["numpy", "arrow", "pipeline"])
+def test_an_in_place_op_on_a_batch_changes_neither_the_source_nor_a_later_epoch(source):
+    """Tensors shared the (read-only) Arrow buffers and torch writes them anyway: a
+    training step's batch["data"].add_(1) changed the user's array and every later
+    epoch (DataLoader's collate gives new tensors)."""
+    arr = np.zeros((64, 4), np.float32)
+    ds = {"numpy": lambda: sb.from_numpy(arr),
+          "arrow": lambda: sb.from_arrow(sb.from_numpy(arr).to_arrow()),
+          "pipeline": lambda: sb.from_numpy(arr).map_batches(lambda b: b)}[source]()
+    for epoch in range(3):
+        seen = 0.0
+        for batch in ds.iter_torch_batches(batch_size=16):
+            seen = max(seen, float(batch["data"].max()))
+            batch["data"].add_(1)
+        assert seen == 0.0, (epoch, seen)
+    assert float(arr.max()) == 0.0
