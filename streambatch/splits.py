@@ -200,7 +200,8 @@ class SplitMethods:
 
         def wrap(op):
             if isinstance(op, L.Read):
-                return replace(op, source=ReadOrderSource(op.source, order_seed, epoch=0))
+                return replace(op, source=ReadOrderSource(op.source, order_seed, epoch=0,
+                                                          drawn=seed is None))
             return op.with_inputs(*(wrap(child) for child in op.inputs)) if op.inputs else op
 
         from streambatch.dataset import Dataset

@@ -117,8 +117,10 @@ class ReadOrderSource:
     (3, [0, 2, 3], 4)
     """
 
-    def __init__(self, source, seed: int | None, epoch: int, skip=frozenset()) -> None:
+    def __init__(self, source, seed: int | None, epoch: int, skip=frozenset(),
+                 drawn: bool = False) -> None:
         self.source, self.seed, self.epoch, self.skip = source, seed, epoch, set(skip)
+        self.drawn = drawn  # the seed was drawn, not given (randomize_block_order())
         self.order: list[int] = []
         self.num_reads = 0
 
@@ -324,6 +326,29 @@ def _by_key(partitions, order: list[int], progress: ReadProgress | None,
     report_settled()
 
 
+def unrepeatable(plan) -> str | None:
+    """The first operator of ``plan`` that draws random numbers without a seed (a shuffle,
+    a sample, a block order), as the user wrote it; None when every run repeats.
+
+    >>> import streambatch as sb
+    >>> unrepeatable(sb.range(4).random_shuffle()._plan)
+    'random_shuffle()'
+    >>> unrepeatable(sb.range(4).random_shuffle(seed=1).random_sample(0.5, seed=2)._plan) is None
+    True
+    """
+    from streambatch.operators import logical as L
+    from streambatch.operators.all_to_all import Shuffle
+
+    for op in L.walk(plan):
+        if isinstance(op, Shuffle) and op.seed is None:
+            return "random_shuffle()" if op.permute else "repartition(shuffle=True)"
+        if isinstance(op, L.Sample) and op.seed is None:
+            return "random_sample()"
+        if isinstance(op, L.Read) and getattr(op.source, "drawn", False):
+            return "randomize_block_order()"
+    return None
+
+
 def _check_resume(resume: ReadProgress, mode: str, order: list[int]) -> None:
     if resume.mode != mode:
         raise ValueError(f"load_state_dict: the state was saved in {resume.mode!r} mode but this "
@@ -430,7 +455,14 @@ class LoaderIterable:
             yield self.to_device(value)
 
     def state_dict(self) -> dict:
-        """The position in the current epoch (JSON-serializable)."""
+        """The position in the current epoch (JSON-serializable); a ValueError when the
+        plan draws random numbers without a seed (a resumed run would read another
+        order, and repeat and skip rows)."""
+        unseeded = unrepeatable(self.dataset._plan)
+        if unseeded is not None:
+            raise ValueError(f"state_dict: {unseeded} has no seed, so a resumed run would read "
+                             "the rows in another order (some twice, some never); pass seed= "
+                             "to it to checkpoint this dataset")
         if self._progress is None:
             return ReadProgress(self._next_epoch, self.cfg.seed, []).state_dict()
         progress = self._progress
