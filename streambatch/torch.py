@@ -43,12 +43,15 @@ def _make_class():
 
         def __iter__(self):
             info = torch_module().utils.data.get_worker_info()
-            if info is not None and info.num_workers > 1:
+            if info is not None:  # (one worker: its position and epochs would live in
+                why = ("every worker would read the whole dataset" if info.num_workers > 1
+                       else "state_dict() in the training process would not see its "
+                            "position, nor a seeded shuffle its epochs")  # the worker's copy)
                 raise RuntimeError(
                     f"streambatch.torch.IterableDataset runs inside DataLoader worker "
-                    f"{info.id} of {info.num_workers}: every worker would read the whole "
-                    f"dataset. Use DataLoader(..., num_workers=0, batch_size=None); the engine "
-                    f"parallelizes and prefetches itself")
+                    f"{info.id} of {info.num_workers}: {why}. Use DataLoader(..., "
+                    f"num_workers=0, batch_size=None); the engine parallelizes and prefetches "
+                    f"itself")
             return iter(self.batches)
 
         def state_dict(self) -> dict:

@@ -48,8 +48,12 @@ def test_dataloader_state_resumes_mid_epoch(images):
     assert sorted(ids_of([{"id": t} for t in first]) + rest) == list(range(1000))
 
 
-def test_worker_processes_are_refused_with_the_fix(images):
+@pytest.mark.parametrize("workers,why", [(2, "every worker would read the whole dataset"),
+                                         (1, "state_dict.. in the training process")])
+def test_worker_processes_are_refused_with_the_fix(images, workers, why):
+    """(One worker was accepted: its position lived in the worker's copy, so the training
+    process's state_dict() said 0 rows after 5 batches and a resume repeated them.)"""
     loader = DataLoader(sb.torch.IterableDataset(images, batch_size=64), batch_size=None,
-                        num_workers=2)
-    with pytest.raises(RuntimeError, match="num_workers=0"):
+                        num_workers=workers)
+    with pytest.raises(RuntimeError, match=f"{why}.*num_workers=0"):
         next(iter(loader))
