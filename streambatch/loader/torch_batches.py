@@ -36,27 +36,30 @@ def column_numpy(table: pa.Table, name: str):
 
     >>> column_numpy(pa.table({"x": [1.5, 2.5]}), "x").tolist()
     [1.5, 2.5]
-    >>> column_numpy(pa.table({"s": ["a", "b"]}), "s")
-    ['a', 'b']
+    >>> column_numpy(pa.table({"s": ["a", None]}), "s")
+    ['a', None]
     """
     column = table.column(name)
     view = numpy_view(column)
     if view is not None:
         return view
+    kind = column.type
+    tensor = isinstance(kind, pa.FixedShapeTensorType) or _numeric(kind) or \
+        getattr(kind, "extension_name", None) == VARIABLE or \
+        (_is_list(kind) and _numeric(kind.value_type))
+    if not tensor:  # strings and other values: a Python list, None for a null
+        return column.to_pylist()
     if column.null_count:
         raise ValueError(f"column {name!r} has {column.null_count} null value(s); tensors cannot "
                          f"hold nulls: fill them first (e.g. map_batches with "
                          f"pyarrow.compute.fill_null) or drop the column")
-    kind = column.type
     if isinstance(kind, pa.FixedShapeTensorType):
         return np.concatenate([c.to_numpy_ndarray() for c in column.chunks])
     if _numeric(kind):
         return column.to_numpy()
     if getattr(kind, "extension_name", None) == VARIABLE:
         return tensor_rows(column)  # ragged tensors: one array per row
-    if _is_list(kind) and _numeric(kind.value_type):
-        return _list_rows(column)
-    return column.to_pylist()
+    return _list_rows(column)  # lists of numbers
 
 
 def _numeric(kind: pa.DataType) -> bool:

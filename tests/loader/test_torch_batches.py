@@ -59,6 +59,8 @@ def test_tensors_own_their_memory_and_leave_the_block_as_it_was():
 def test_non_numeric_columns_stay_lists_and_nulls_are_refused():
     out = to_tensors(pa.table({"s": ["a", "b"], "x": [1, 2]}))
     assert out["s"] == ["a", "b"] and out["x"].tolist() == [1, 2]
+    out = to_tensors(pa.table({"s": ["a", None], "n": pa.nulls(2)}))  # (a null string
+    assert out["s"] == ["a", None] and out["n"] == [None, None]  # was refused)
     with pytest.raises(ValueError, match="column 'x' has 1 null"):
         to_tensors(pa.table({"x": pa.array([1, None])}))
 
