@@ -86,6 +86,10 @@ def make_config(batch_size, drop_last, buffer, seed) -> LoaderConfig:
     Traceback (most recent call last):
     ...
     ValueError: local_shuffle_buffer_size must be a positive integer or None, got 0
+    >>> make_config(None, False, 100, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: local_shuffle_buffer_size needs a batch_size (the shuffle buffer gives out batches of that many rows)
     """
     v.positive_int("batch_size", batch_size, allow_none=True)
     if buffer is not None and (not isinstance(buffer, int) or isinstance(buffer, bool)
@@ -97,6 +101,9 @@ def make_config(batch_size, drop_last, buffer, seed) -> LoaderConfig:
     if seed is not None and not buffer:
         raise ValueError("local_shuffle_seed needs local_shuffle_buffer_size (a seed only "
                          "orders a shuffle)")
+    if buffer and batch_size is None:  # (as Ray Data: it gave batches of one row each)
+        raise ValueError("local_shuffle_buffer_size needs a batch_size (the shuffle buffer "
+                         "gives out batches of that many rows)")
     if buffer and seed is None:
         drawn = int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] % (2**62))
         return LoaderConfig(batch_size, bool(drop_last), buffer, drawn, seed_given=False)

@@ -141,3 +141,10 @@ def test_shuffle_buffer_matches_columns_by_name_not_position():
     assert rows == [{"a": 10.0, "b": 1, "c": None}, {"a": 20.0, "b": 2, "c": None},
                     {"a": 30.0, "b": 3, "c": None}, {"a": 40.0, "b": 4, "c": None},
                     {"a": 50.5, "b": None, "c": "x"}]
+
+
+@pytest.mark.parametrize("method", ["iter_batches", "iter_torch_batches"])
+def test_a_local_shuffle_without_a_batch_size_is_refused_as_in_ray_data(method):
+    """(It gave 100 batches of one row each.)"""
+    with pytest.raises(ValueError, match="local_shuffle_buffer_size needs a batch_size"):
+        next(iter(getattr(sb.range(100), method)(batch_size=None, local_shuffle_buffer_size=10)))
