@@ -95,8 +95,9 @@ def _reader(tables: list[pa.Table], pushdowns: Pushdowns):
 class ItemSnapshot:
     """Items as they were when given to ``from_items`` (as Ray Data converts them then): a
     caller that changes its dicts afterwards (``row["v"] = -1``) does not change the
-    dataset. Pickled in chunks, which costs less than copying the objects; items that do
-    not pickle are deep-copied, or, failing that, kept as they are.
+    dataset. Pickled in chunks, which costs less than copying the objects, and unpickled
+    by the read task that reads them; items that do not pickle are deep-copied, or,
+    failing that, kept as they are.
 
     >>> rows = [{"v": 1}, {"v": 2}]
     >>> snap = ItemSnapshot(rows); rows[0]["v"] = -1
@@ -104,7 +105,7 @@ class ItemSnapshot:
     (2, [{'v': 1}, {'v': 2}])
     """
 
-    CHUNK = 4096  # items per pickled chunk
+    CHUNK = 256  # items per pickled chunk (a read task unpickles the chunks it reads)
 
     def __init__(self, items: list) -> None:
         self._len, self._chunks, self._plain = len(items), None, None
@@ -120,17 +121,32 @@ class ItemSnapshot:
     def __len__(self) -> int:
         return self._len
 
-    def slice(self, start: int, stop: int | None) -> list:
-        """Items ``start`` to ``stop`` (None: the last; fresh objects each call)."""
+    def parts(self, start: int, stop: int | None) -> list[tuple]:
+        """What holds items ``start`` to ``stop`` (None: the last), unopened: (pickled
+        chunk or list, first, end) triples for :func:`open_parts`.
+
+        >>> snap = ItemSnapshot(list(range(600)))
+        >>> [(lo, hi) for _, lo, hi in snap.parts(250, 520)]
+        [(250, 256), (0, 256), (0, 8)]
+        """
         stop = self._len if stop is None else min(stop, self._len)
         if self._chunks is None:
-            return self._plain[start:stop]  # type: ignore[index]
-        out: list = []
-        for index in range(start // self.CHUNK, -(-stop // self.CHUNK)):
-            base = index * self.CHUNK
-            chunk = pickle.loads(self._chunks[index])
-            out += chunk[max(0, start - base):stop - base]
-        return out
+            return [(self._plain, start, stop)]
+        return [(self._chunks[i], max(0, start - i * self.CHUNK),
+                 min(self.CHUNK, stop - i * self.CHUNK))
+                for i in range(start // self.CHUNK, -(-stop // self.CHUNK))]
+
+    def slice(self, start: int, stop: int | None) -> list:
+        """Items ``start`` to ``stop`` (fresh objects each call)."""
+        return open_parts(self.parts(start, stop))
+
+
+def open_parts(parts: list[tuple]) -> list:
+    """The items :meth:`ItemSnapshot.parts` names."""
+    out: list = []
+    for held, lo, hi in parts:
+        out += (pickle.loads(held) if isinstance(held, bytes) else held)[lo:hi]
+    return out
 
 
 class ItemsSource(Datasource):
@@ -151,20 +167,21 @@ class ItemsSource(Datasource):
         """About ``parallelism`` contiguous runs of items."""
         tasks = []
         for group in row_groups_of("items", len(self.items), parallelism, pushdowns):
-            chunk = [item for p in group for item in self.items.slice(p.start, p.stop)]
+            parts = [part for p in group for part in self.items.parts(p.start, p.stop)]
             spans = [(p.start, p.end) for p in group]
-            tasks.append(ReadTask(_items_reader(chunk, spans, pushdowns), len(chunk), 64 * len(chunk),
+            rows = sum(end - start for start, end in spans)
+            tasks.append(ReadTask(_items_reader(parts, spans, pushdowns), rows, 64 * rows,
                                   describe_spans("items", group), tuple(group)))
         return tasks
 
 
-def _items_reader(items: list, spans: list[tuple[int, int]], pushdowns: Pushdowns):
-    """A read task over ``items`` (those of ``spans`` of the whole list, in order):
-    converted like any rows (union of keys, unified types, tensors for arrays); a value
-    that cannot be stored fails naming the item's index in the list given to
-    from_items, and its key.
+def _items_reader(parts: list, spans: list[tuple[int, int]], pushdowns: Pushdowns):
+    """A read task over the items ``parts`` hold (:meth:`ItemSnapshot.parts`: those of
+    ``spans`` of the whole list, in order), opened in the task: converted like any rows
+    (union of keys, unified types, tensors for arrays); a value that cannot be stored
+    fails naming the item's index in the list given to from_items, and its key.
 
-    >>> read = _items_reader([{"a": 1}, {"a": "x"}], [(7, 9)], Pushdowns())
+    >>> read = _items_reader([([{"a": 1}, {"a": "x"}], 0, 2)], [(7, 9)], Pushdowns())
     >>> try:
     ...     read()
     ... except ItemsToBlockError as err:
@@ -173,7 +190,7 @@ def _items_reader(items: list, spans: list[tuple[int, int]], pushdowns: Pushdown
     """
 
     def read():
-        rows = [i if isinstance(i, dict) else {"item": i} for i in items]
+        rows = [i if isinstance(i, dict) else {"item": i} for i in open_parts(parts)]
         table = items_to_block(rows, spans, "from_items")
         return limit_tables(iter([apply_pushdowns(table, pushdowns)]), pushdowns.limit)
 
