@@ -101,11 +101,11 @@ class _Builtin(AggregateFn):
 
     def __init__(self, on: str | None = None, ignore_nulls: bool = True,
                  alias_name: str | None = None) -> None:
-        if not isinstance(ignore_nulls, bool):
+        if not isinstance(ignore_nulls, (bool, np.bool_)):
             raise TypeError(f"{type(self).__name__}: ignore_nulls is True or False, not "
                             f"{ignore_nulls!r} (the second argument is ignore_nulls, as in "
                             f"Ray Data; name the output with alias_name=)")
-        self.on, self.alias_name, self.ignore_nulls = on, alias_name, ignore_nulls
+        self.on, self.alias_name, self.ignore_nulls = on, alias_name, bool(ignore_nulls)
         self.name = alias_name or self.default_name()
 
     def default_name(self) -> str:

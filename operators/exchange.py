@@ -318,7 +318,8 @@ class SortReduceOp(SortMapOp):
 SIDE = b"streambatch.side"  # schema metadata: which input of a join a block comes from
 
 JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer",
-              "outer": "full outer", "semi": "left semi", "anti": "left anti"}
+              "outer": "full outer", "semi": "left semi", "anti": "left anti",
+              "right_semi": "right semi", "right_anti": "right anti"}
 
 
 class JoinMapOp(SortMapOp):
@@ -355,7 +356,8 @@ class JoinReduceOp(_ExchangeOp):
             side = int((block.schema.metadata or {}).get(SIDE, b"0"))
             sides[side].append(block.replace_schema_metadata(None))
         if not sides[0] or not sides[1]:  # a side with no block at all: no columns known
-            kept = {"left": 0, "anti": 0, "right": 1, "outer": None}.get(self.how, -1)
+            kept = {"left": 0, "anti": 0, "right": 1, "right_anti": 1,
+                    "outer": None}.get(self.how, -1)
             rows = [t for side in (0, 1) if kept in (side, None) for t in sides[side]]
             if rows:
                 yield concat_blocks(rows)

@@ -136,8 +136,9 @@ class AllToAllMethods:
         """Rows of this dataset and ``other`` whose ``on`` columns (``right_on`` on the other
         side) are equal, as SQL's joins: ``join_type`` (``how``, pandas' name for it) is
         inner, left, right, outer, semi (this side's rows that have a match) or anti (those
-        that have none), or Ray Data's left_outer, right_outer, full_outer, left_semi,
-        left_anti; a null key matches nothing. A non-key column both sides have gets
+        that have none), right_semi and right_anti (the same of ``other``'s rows), or
+        Ray Data's left_outer, right_outer, full_outer, left_semi, left_anti; a null key
+        matches nothing. A non-key column both sides have gets
         ``right_suffix`` (default ``_1``) on ``other``'s. Ray Data's signature:
         ``ds.join(other, "inner", 4, on=("id",))`` works as it is
         (``partition_size_hint``, ``aggregator_ray_remote_args`` and
@@ -161,6 +162,8 @@ class AllToAllMethods:
         if kind not in JOIN_TYPES:
             raise ValueError(f"join: join_type={how!r}; expected one of: "
                              f"{', '.join([*JOIN_TYPES, *_JOIN_NAMES])}")
+        if num_partitions is not None:
+            num_partitions = v.positive_int("num_partitions", num_partitions)
         left_suffix = "" if left_suffix is None else left_suffix
         right_suffix = "_1" if right_suffix is None else right_suffix
         keys = _names("join", on)

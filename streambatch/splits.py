@@ -101,7 +101,8 @@ class SplitMethods:
             raise ValueError("split_proportionately: proportions must be positive and sum to "
                              f"less than 1, got {proportions!r}")
         total = self.count()  # type: ignore[attr-defined]
-        return self.split_at_indices(_proportional_points(proportions, total))
+        return self.split_at_indices(_proportional_points(proportions, total,
+                                                          "split_proportionately"))
 
     def train_test_split(self, test_size: float | int, *, shuffle: bool = False,
                          seed: int | None = None) -> tuple[Dataset, Dataset]:
@@ -118,12 +119,13 @@ class SplitMethods:
         if isinstance(test_size, float):
             if not 0 < test_size < 1:
                 raise ValueError(f"train_test_split: test_size must be in (0, 1), got {test_size}")
-            test_rows = total - _proportional_points([1 - test_size], total)[0]
+            test_rows = total - _proportional_points([1 - test_size], total,
+                                                     "train_test_split")[0]
         else:
             test_rows = v.positive_int("test_size", test_size)
-            if test_rows > total:
-                raise ValueError(f"train_test_split: test_size={test_rows} is more than the "
-                                 f"{total} rows")
+            if test_rows >= total:  # (as Ray Data: the train set would be empty)
+                raise ValueError(f"train_test_split: test_size={test_rows} leaves no row of "
+                                 f"the {total} for the train set")
         train, test = ds.split_at_indices([total - test_rows])
         return train, test
 
@@ -209,7 +211,8 @@ class SplitMethods:
         return Dataset(wrap(self._plan))  # type: ignore[attr-defined]
 
 
-def _proportional_points(proportions: list[float], total: int) -> list[int]:
+def _proportional_points(proportions: list[float], total: int,
+                         who: str = "split_proportionately") -> list[int]:
     """Where to cut ``total`` rows for these proportions, as Ray Data cuts them: each cut
     at ``int(total * cumulative proportion)``, moved down so that every part holds at
     least one row; a ValueError when the rows are too few for that.
@@ -232,7 +235,7 @@ def _proportional_points(proportions: list[float], total: int) -> list[int]:
             less += 1
             points[i] -= 1
     if any(point <= 0 for point in points) or points[-1] >= total:
-        raise ValueError(f"split_proportionately: {total} rows cannot make "
+        raise ValueError(f"{who}: {total} rows cannot make "
                          f"{len(points) + 1} non-empty parts of proportions {proportions!r} "
                          f"(and the rest)")
     return points

@@ -165,3 +165,18 @@ def test_an_empty_side_keeps_its_columns_through_a_sort_or_shuffle(before):
     assert sorted(got, key=lambda r: r["k"]) == [{"id": None, "k": 1, "v": None, "r": 10},
                                                  {"id": None, "k": 2, "v": None, "r": 20}]
     assert left.columns() == ["id", "k", "v"] and left.take_all() == []
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_ray_datas_right_semi_and_right_anti_joins(blocks):
+    """Ray Data's join types right_semi/right_anti (the other side's rows that have a
+    match, or none) were refused."""
+    left = sb.from_items([{"k": 1, "a": 1}, {"k": 2, "a": 2}, {"k": None, "a": 0}],
+                         override_num_blocks=blocks)
+    right = sb.from_items([{"k": 2, "b": 20}, {"k": 3, "b": 30}, {"k": 3, "b": 31},
+                           {"k": None, "b": 0}], override_num_blocks=blocks)
+    semi = left.join(right, "right_semi", 2, on=("k",)).take_all()
+    anti = left.join(right, "right_anti", 2, on=("k",)).take_all()
+    assert semi == [{"k": 2, "b": 20}]
+    assert sorted(map(str, anti)) == sorted(map(str, [{"k": 3, "b": 30}, {"k": 3, "b": 31},
+                                                      {"k": None, "b": 0}]))
