@@ -151,9 +151,10 @@ class RandomPartitionOp(_ExchangeOp):
 
     def apply(self, blocks, ctx):
         table = _concat(blocks)
-        if table is None or table.num_rows == 0:
-            yield from (_empty(table) for _ in range(self.n))
-            return
+        if table is None or table.num_rows == 0:  # its columns go to the first bucket only,
+            yield _empty(table).replace_schema_metadata({NO_ROWS: b"1"})  # marked, so that
+            yield from (pa.table({}) for _ in range(self.n - 1))  # an empty dataset keeps
+            return  # them and a bucket that drew no row makes no block
         if ctx.first_row is None:
             raise RuntimeError(f"{ctx.stage}: a shuffle's map side runs in a numbered stage")
         numbers = row_randoms(self.base, ctx.first_row, table.num_rows)
@@ -169,6 +170,7 @@ class RandomPartitionOp(_ExchangeOp):
 
 
 RANDOM = "__sb_random"  # a shuffled row's random number, between the two sides
+NO_ROWS = b"streambatch.no_rows"  # schema metadata: a shuffle map task's output of no rows
 
 
 def row_randoms(base: int, first: int, rows: int) -> np.ndarray:
@@ -298,14 +300,17 @@ class ShuffleReduceOp(_ExchangeOp):
         self.name = "Shuffle" if permute else "Repartition"
 
     def apply(self, blocks, ctx):
-        table = _concat(blocks)
+        blocks = list(blocks)
+        marked = any(NO_ROWS in (b.schema.metadata or {}) for b in blocks)
+        table = _concat(iter(blocks))
         if table is None:
             table = pa.table({})
         elif self.permute and table.num_rows:
             order = random_order(table[RANDOM].to_numpy())
             table = table.combine_chunks().take(pa.array(order))  # one chunk: a faster take
-        if table.num_rows or table.num_columns or not self.permute:  # repartition(n): n
-            # partitions, empty too; a shuffle's empty bucket still tells its columns
+        if table.num_rows or marked or not self.permute:  # repartition(n): n partitions,
+            # empty too; an empty dataset's shuffle: one block of no rows, its columns
+            table = table.replace_schema_metadata(None)
             yield table.drop_columns([c for c in table.column_names if c == RANDOM])
 
 

@@ -180,3 +180,11 @@ def test_ray_datas_right_semi_and_right_anti_joins(blocks):
     assert semi == [{"k": 2, "b": 20}]
     assert sorted(map(str, anti)) == sorted(map(str, [{"k": 3, "b": 30}, {"k": 3, "b": 31},
                                                       {"k": None, "b": 0}]))
+
+
+def test_a_shuffle_makes_no_empty_blocks_for_buckets_that_drew_no_row():
+    """(Keeping an empty dataset's columns through a shuffle made every empty bucket a
+    block: 3 rows came out in 32 blocks.)"""
+    assert sb.range(3).random_shuffle(seed=2).materialize().num_blocks() <= 3
+    empty = sb.range(3).filter(lambda r: False).random_shuffle(seed=2).materialize()
+    assert empty.num_blocks() == 1 and empty.columns() == ["id"] and empty.count() == 0
