@@ -480,6 +480,7 @@ class StreamingExecutor:
         working, est = st.working_for(est), st.expected_output(est)
         if st.first_block_due(clock.now()) and \
                 2 * (used_bytes(self.states, self._tasks) + working + est) > self.budget:
+            self.policy.blocked_by = "memory budget (the stage's first block shows its growth)"
             return False  # (half the budget in use: another task may wait for its growth)
         if st.first_to_measure():  # (what it reserves once running stays the guess)
             working = est
