@@ -3,6 +3,8 @@ base class and the errors of user code inside a task are in the contract module.
 
 from __future__ import annotations
 
+import pickle
+
 from streambatch.executor.contract import StreamBatchError
 
 
@@ -57,7 +59,7 @@ def _as_cause(err: UserCodeError, cause: type, original) -> UserCodeError:
             cls = type(f"UserCodeError[{cause.__name__}]", (UserCodeError, cause), {
                 "__module__": __name__,
                 "__str__": lambda self: str(self.args[0]) if self.args else "",
-                "__reduce__": lambda self: (UserCodeError, self._init_args)})
+                "__reduce__": _reduce_typed})
             _AS_CAUSE[cause] = cls
         typed = cls.__new__(cls, *err.args)
         typed.args = err.args
@@ -66,6 +68,32 @@ def _as_cause(err: UserCodeError, cause: type, original) -> UserCodeError:
         return typed
     except TypeError:  # a layout Python cannot combine, or a final class
         return err
+
+
+def _reduce_typed(err) -> tuple:
+    """Pickle a typed UserCodeError as itself (a streaming_split rank in another process
+    gets ``UserCodeError[ValueError]``, which ``except ValueError`` catches), or as a
+    plain UserCodeError where its cause's type cannot travel (a class defined in a
+    function).
+
+    >>> import pickle
+    >>> err = user_code_error("Map(f)", "partition 0", None, "ValueError: x", "", ValueError("x"))
+    >>> again = pickle.loads(pickle.dumps(err))
+    >>> isinstance(again, ValueError), isinstance(again, UserCodeError), again.stage
+    (True, True, 'Map(f)')
+    """
+    cause = next(c for c in type(err).__mro__[1:] if c is not UserCodeError
+                 and not issubclass(c, StreamBatchError))
+    try:
+        pickle.loads(pickle.dumps(cause))
+    except Exception:  # noqa: BLE001 - any class pickle cannot find by name
+        return (UserCodeError, err._init_args)
+    return (_typed_again, (err._init_args, cause))
+
+
+def _typed_again(init_args: tuple, cause: type) -> UserCodeError:
+    """A pickled typed UserCodeError, unpickled."""
+    return _as_cause(UserCodeError(*init_args), cause, None)
 
 
 class WorkerDiedError(StreamBatchError):

@@ -141,3 +141,27 @@ def test_batches_that_span_blocks_reach_a_rank_process_whole_and_right():
     assert [bad for _, _, bad, _ in got] == [0, 0]
     assert len({len(batches) for _, batches, _, _ in got}) == 1  # equal batch counts
     assert sorted(i for _, b, _, _ in got for ids in b for i in ids) == list(range(150))
+
+
+def _fails_at_70(batch):
+    if (batch["id"] == 70).any():
+        raise ValueError("bad row 70")
+    return batch
+
+
+def _catching_rank_main(split, results):
+    try:
+        for _ in split.iter_batches(batch_size=8):
+            pass
+        results.put((split.rank, "no error"))
+    except ValueError as exc:  # the README: a UDF's ValueError is caught as one
+        results.put((split.rank, type(exc).__name__))
+    except BaseException as exc:  # noqa: BLE001
+        results.put((split.rank, f"not a ValueError: {type(exc).__name__}"))
+
+
+def test_a_udfs_error_reaches_a_rank_process_as_its_own_type():
+    """(A rank in another process got a plain UserCodeError: except ValueError missed it.)"""
+    splits = sb.range(100, override_num_blocks=4).map_batches(_fails_at_70).streaming_split(2)
+    got = sorted(_run("fork", splits, target=_catching_rank_main))
+    assert got == [(0, "UserCodeError[ValueError]"), (1, "UserCodeError[ValueError]")]
