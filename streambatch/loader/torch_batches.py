@@ -20,6 +20,7 @@ import pyarrow as pa
 from streambatch._dependencies import import_optional
 from streambatch.connectors.tensors import VARIABLE, tensor_rows
 from streambatch.loader.shuffle import numpy_view
+from streambatch.operators.batch_format import to_batch
 
 
 def torch_module():
@@ -91,15 +92,6 @@ def _list_rows(column: pa.ChunkedArray):
     if len(lengths) and (lengths == lengths[0]).all():
         return values.reshape(len(lengths), int(lengths[0]))
     return np.split(values, np.cumsum(lengths)[:-1])
-
-
-def table_to_numpy(table: pa.Table) -> dict:
-    """Every column as numpy (lists for strings and other non-numeric columns).
-
-    >>> sorted(table_to_numpy(pa.table({"a": [1], "b": ["x"]})))
-    ['a', 'b']
-    """
-    return {name: column_numpy(table, name) for name in table.column_names}
 
 
 def resolve_device(device):
@@ -191,7 +183,8 @@ def move_to_device(value, device, non_blocking: bool = True):
 class TorchConverter:
     """Turns Arrow batches into what the training step receives, on the loader's thread.
 
-    With ``collate_fn`` the function receives ``{column: numpy array}`` and its
+    With ``collate_fn`` the function receives the batch as ``batch_format="numpy"``
+    gives it (``{column: numpy array}``, as Ray Data's ``collate_fn`` does) and its
     result (tensors, or dicts/tuples of tensors) is moved to the device;
     otherwise columns become tensors with ``dtypes``. For a CUDA device,
     ``pin_memory`` (default on) pins host tensors so the copy is asynchronous.
@@ -210,7 +203,8 @@ class TorchConverter:
     def host(self, table: pa.Table):
         """The batch on the host (pinned when bound for CUDA); runs off the trainer's thread."""
         if self.collate_fn is not None:
-            result = self.collate_fn(table_to_numpy(table))
+            result = self.collate_fn(to_batch(table, "numpy"))  # (as Ray's: numpy arrays,
+            # strings as object arrays, a null number as NaN: collate_fn may fill them)
             return _pin(result) if self.pin else result
         return to_tensors(table, self.dtypes, self.pin)
 
