@@ -32,6 +32,7 @@ the order of rows is reproducible (the epoch runs with preserve_order=True).
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -140,8 +141,9 @@ class ReadOrderSource:
         """The wrapped source's read tasks, reordered and filtered."""
         tasks = self.source.read_tasks(parallelism, pushdowns)
         self.num_reads = len(tasks)
-        self.order = [i for i in block_order(len(tasks), self.seed, self.epoch)
-                      if i not in self.skip]
+        seed = random.getrandbits(31) if self.drawn else self.seed  # (no seed given: another
+        self.order = [i for i in block_order(len(tasks), seed, self.epoch)  # order each run,
+                      if i not in self.skip]  # as Ray Data's)
         return [tasks[i] for i in self.order]
 
 

@@ -110,5 +110,9 @@ def test_randomize_block_order_keeps_the_rows_and_moves_blocks():
         order = _ids(ds.randomize_block_order(seed=3))
         assert sorted(order) == list(range(100)) and order != list(range(100))
         assert order == _ids(ds.randomize_block_order(seed=3))
+        unseeded = ds.randomize_block_order()  # another order each run, as Ray's (every
+        runs = [_ids(unseeded) for _ in range(4)]  # epoch read the same order)
+        assert all(sorted(r) == list(range(100)) for r in runs)
+        assert len({tuple(r) for r in runs}) > 1
     finally:
         sb.DataContext.get_current().execution_options.preserve_order = False
