@@ -382,7 +382,8 @@ def test_a_module_whose_import_starts_a_thread_is_left_to_the_workers(tmp_path):
         sys.modules.pop("starts_a_thread", None)
 
 
-@pytest.mark.parametrize("method", ["forkserver", pytest.param("fork", marks=FORKS_ON_PURPOSE)])
+@pytest.mark.parametrize("method", ["forkserver", pytest.param(  # (the same reseed runs in
+    "fork", marks=[FORKS_ON_PURPOSE, pytest.mark.slow])])  # every worker: fork is the slow run's)
 def test_numpys_and_torchs_global_generators_differ_between_workers_and_jobs(tmp_path, method):
     """A UDF drawing from np.random or torch.rand in worker processes: forked with them
     imported (the driver used pandas and torch), each worker drew the same numbers, in

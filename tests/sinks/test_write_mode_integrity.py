@@ -230,7 +230,7 @@ def test_a_failed_first_write_and_a_failed_overwrite_leave_no_success(tmp_path):
 
 # ---- a driver killed during an append -----------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["parquet", "json", "csv"])
+@pytest.mark.parametrize("fmt", ["parquet", "json", pytest.param("csv", marks=pytest.mark.slow)])
 def test_a_killed_append_is_interrupted_and_resume_finishes_it(tmp_path, fmt):
     """(write_json and write_csv had no resume=: the refusal's only way on was an
     overwrite, which deleted the earlier, complete output too.)"""

@@ -179,7 +179,7 @@ def test_polls_do_not_query_when_nothing_was_committed(db):
     assert len([s for s in STATEMENTS if polls in s]) == 1
 
 
-def _served_after(path: str, writer, change, columns=None, bound: float = 0.3) -> dict:
+def _served_after(path: str, writer, change, columns=None, bound: float = 0.15) -> dict:
     """What a cache serves for key 1 once ``change`` ran on ``writer``, read past the
     bound (a poll happens inside each read)."""
     cache = FreshCache(max_staleness=bound).open(SQLiteTable(path, "t", key="k",
