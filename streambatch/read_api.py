@@ -20,7 +20,7 @@ from streambatch.connectors.datasource import (
 from streambatch.connectors.memory import ArrowSource, ItemsSource, RangeSource
 from streambatch.dataset import Dataset
 from streambatch.operators import logical as L
-from streambatch.operators.batch_format import table_from_columns
+from streambatch.operators.batch_format import from_batch, table_from_columns
 from streambatch.operators.columns import check_unique_names
 from streambatch.read_files import FILE_ARGS, SCHEDULING, ray_read_args
 
@@ -130,8 +130,24 @@ def from_pandas(dfs: pandas.DataFrame | list[pandas.DataFrame], *,
             warnings.warn(f"from_pandas: dfs[{index}]'s index {named} is dropped, as Ray "
                           f"Data drops it; call df.reset_index() first to keep it as columns",
                           stacklevel=2)
-    tables = [pa.Table.from_pandas(df, preserve_index=False) for df in dfs]
+    tables = [_pandas_block(df, index) for index, df in enumerate(dfs)]
     return _in_memory(tables, "Pandas", override_num_blocks)
+
+
+def _pandas_block(df, index: int) -> pa.Table:
+    """A DataFrame as a block; a column of numpy arrays (embeddings) becomes a tensor
+    column, as from map_batches and in Ray Data (Arrow's own conversion made lists).
+
+    >>> import pandas as pd, numpy as np
+    >>> t = _pandas_block(pd.DataFrame({"e": [np.ones(2), np.zeros(2)]}), 0)
+    >>> t.schema.field("e").type.extension_name
+    'arrow.fixed_shape_tensor'
+    """
+    arrays = [name for name in df.columns if df[name].dtype == object and
+              isinstance(next((v for v in df[name] if v is not None), None), np.ndarray)]
+    if arrays:
+        return from_batch(df, f"from_pandas: dfs[{index}]")
+    return pa.Table.from_pandas(df, preserve_index=False)
 
 
 def from_blocks(blocks: list[pa.Table | pandas.DataFrame]) -> Dataset:

@@ -329,3 +329,13 @@ def test_from_items_reads_every_item_once_across_snapshot_chunks():
         assert got == list(range(9000))
     assert sb.from_items([]).count() == 0
     assert sb.from_items(items).limit(4097).count() == 4097
+
+
+def test_from_pandas_makes_a_column_of_arrays_a_tensor_as_ray_data_does():
+    """(Arrow's own conversion made it list<double>: numpy batches were object arrays.)"""
+    df = pd.DataFrame({"id": [1, 2, 3], "emb": [np.full(4, i, np.float32) for i in range(3)],
+                       "s": ["a", None, "c"]})
+    batch = sb.from_pandas(df).take_batch(3)
+    assert batch["emb"].shape == (3, 4) and batch["emb"].dtype == np.float32
+    assert batch["emb"][:, 0].tolist() == [0.0, 1.0, 2.0] and batch["s"].tolist() == ["a", None, "c"]
+    assert sb.from_pandas(pd.DataFrame({"x": [1, 2]})).take_all() == [{"x": 1}, {"x": 2}]
