@@ -24,12 +24,15 @@ from streambatch.connectors.file_based import (
 from streambatch.connectors.lazy_pandas import import_without_pandas
 from streambatch.connectors.parquet_schema import (
     SchemaMismatchError,
+    as_dataset_tensors,
     check_file_schema,
     check_file_values,
     column_origins,
     data_schema_of,
     holds_null_type,
+    scan_schema,
     unify_schemas,
+    varied_tensors,
 )
 from streambatch.connectors.paths import arrow_filesystem
 
@@ -307,7 +310,8 @@ class ParquetSource(FileSource):
         if fragment is None:
             return
         cols, scan_cols = self._scan_columns(pushdowns, fragment)
-        batches = fragment.to_batches(schema=self.schema(), columns=scan_cols,
+        batches = fragment.to_batches(schema=scan_schema(self.schema(), fragment),
+                                      columns=scan_cols,
                                       filter=pushdowns.filter, batch_size=SCAN_BATCH_ROWS,
                                       use_threads=False, batch_readahead=READAHEAD_BATCHES)
         for batch in batches:
@@ -373,7 +377,7 @@ class ParquetSource(FileSource):
         return cols, scan_cols
 
     def _finish_batch(self, batch: pa.RecordBatch, cols: list, scan_cols: list, path: str):
-        table = pa.Table.from_batches([batch])
+        table = as_dataset_tensors(pa.Table.from_batches([batch]), self.schema())
         metadata = self.schema().metadata
         if metadata:  # e.g. pandas dtypes (nullable ints, time zones)
             table = table.replace_schema_metadata(metadata)
@@ -415,8 +419,9 @@ class _ParquetRead:
 
     def _tables(self):
         arrow_fs = arrow_filesystem(self.source.fs)
-        skip = self.source.on_error == "skip"
-        if len(self.pieces) > 1 and not skip:  # skip: piece by piece, to pass the rest on
+        skip = self.source.on_error == "skip"  # (skip: piece by piece, to pass the rest
+        # on; tensor shapes that differ by file: each file scanned as its own shapes)
+        if len(self.pieces) > 1 and not skip and not varied_tensors(self.source.schema()):
             yield from self._scan_together(arrow_fs)
             return
         for entry, values, row_groups in self.pieces:

@@ -77,7 +77,8 @@ def _unify(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
         return b if pa.types.is_null(a) else a
     if pa.types.is_dictionary(a) or pa.types.is_dictionary(b):
         return _unify(_decoded(a), _decoded(b), where)
-    for rule in (_unify_numbers, _unify_bytes, _unify_decimals, _unify_nested):
+    for rule in (_unify_numbers, _unify_bytes, _unify_decimals, _unify_nested,
+                 _unify_tensors):
         found = rule(a, b, where)
         if found is not None:
             return found
@@ -166,6 +167,32 @@ def _unify_nested(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType | N
         item = _unify_fields(a.item_field, b.item_field, where + "{value}")
         return pa.map_(key, item)
     return None
+
+
+def _unify_tensors(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType | None:
+    """Tensor columns of one value type and number of dimensions, whose shapes differ
+    between files (a batch padded to its own longest row), read as one variable-shape
+    tensor column (:func:`tensor_reader`).
+
+    >>> from streambatch.connectors.tensors import tensor_array
+    >>> import numpy as np
+    >>> a, b = tensor_array(np.zeros((1, 4))).type, tensor_array(np.zeros((1, 8))).type
+    >>> str(unify_types(a, b))
+    'extension<arrow.variable_shape_tensor[value_type=double, ndim=1]>'
+    """
+    from streambatch.connectors.tensors import (
+        is_tensor_type,
+        tensor_ndim,
+        tensor_value_type,
+        variable_shape_tensor_type,
+    )
+
+    if not (is_tensor_type(a) and is_tensor_type(b)):
+        return None
+    value, ndim = tensor_value_type(a), tensor_ndim(a)
+    if tensor_value_type(b) != value or tensor_ndim(b) != ndim:
+        return None
+    return variable_shape_tensor_type(value, ndim)
 
 
 def _unify_fields(a: pa.Field, b: pa.Field, where: str) -> pa.Field:
@@ -418,3 +445,43 @@ def _check_chunk(chunk, name: str, physical: pa.DataType, want: pa.DataType, pat
                 f"with {name!r} as a type that holds every value of the files ({physical} "
                 f"holds this file's; string holds any)", name, (path, "schema="),
                 (str(physical), str(want))) from None
+
+
+# ---- tensor columns whose shape differs between files ------------------------------------
+def varied_tensors(schema: pa.Schema) -> list[str]:
+    """Columns of ``schema`` that are variable-shape tensors (files may hold them with
+    fixed shapes of their own, :func:`_unify_tensors`).
+
+    >>> from streambatch.connectors.tensors import variable_shape_tensor_type
+    >>> varied_tensors(pa.schema([("t", variable_shape_tensor_type(pa.int8(), 1)), ("x", pa.int8())]))
+    ['t']
+    """
+    from streambatch.connectors.tensors import VARIABLE
+
+    return [f.name for f in schema if getattr(f.type, "extension_name", None) == VARIABLE]
+
+
+def scan_schema(schema: pa.Schema, fragment) -> pa.Schema:
+    """The schema to scan ``fragment`` with: the dataset's, with each variable-shape
+    tensor column the file holds with a fixed shape as the file's own type (Arrow cannot
+    cast one tensor type to the other; :func:`as_dataset_tensors` converts the rows)."""
+    names = varied_tensors(schema)
+    if not names:
+        return schema
+    physical = fragment.physical_schema
+    fields = [physical.field(f.name) if f.name in names and f.name in physical.names
+              else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def as_dataset_tensors(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with its fixed-shape tensor columns that the dataset ``schema`` holds
+    as variable-shape made so (see :func:`scan_schema`)."""
+    from streambatch.connectors.tensors import as_variable_shape
+
+    for name in varied_tensors(schema):
+        if name in table.column_names and table.schema.field(name).type != schema.field(name).type:
+            column = pa.chunked_array([as_variable_shape(c) for c in table.column(name).chunks],
+                                      schema.field(name).type)
+            table = table.set_column(table.column_names.index(name), name, column)
+    return table

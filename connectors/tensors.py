@@ -55,6 +55,35 @@ def tensor_value_type(typ: pa.DataType) -> pa.DataType:
     return typ.storage_type.field("data").type.value_type
 
 
+def tensor_ndim(typ: pa.DataType) -> int:
+    """The number of dimensions of a row of a fixed- or variable-shape tensor type.
+
+    >>> tensor_ndim(pa.fixed_shape_tensor(pa.float32(), [2, 3])), tensor_ndim(
+    ...     variable_shape_tensor_type(pa.uint8(), 3))
+    (2, 3)
+    """
+    if hasattr(typ, "shape"):
+        return len(typ.shape)
+    return typ.storage_type.field("shape").type.list_size
+
+
+def as_variable_shape(column):
+    """A fixed-shape tensor column (Array or ChunkedArray) as the variable-shape type of
+    its value type and dimensions, row by row (nulls kept); other columns as they are.
+
+    >>> col = as_variable_shape(tensor_array(np.arange(4).reshape(2, 2)))
+    >>> col.type.extension_name, [r.tolist() for r in tensor_rows(col)]
+    ('arrow.variable_shape_tensor', [[0, 1], [2, 3]])
+    """
+    if getattr(column.type, "extension_name", None) != FIXED:
+        return column
+    rows = tensor_rows(column)
+    if all(row is None for row in rows):
+        return pa.nulls(len(rows), variable_shape_tensor_type(tensor_value_type(column.type),
+                                                              tensor_ndim(column.type)))
+    return tensor_array(rows, variable=True)
+
+
 def tensor_array(arrays, variable: bool = False) -> pa.ExtensionArray:
     """A tensor column from a stacked n-d array or a list of arrays (one per row).
 

@@ -200,3 +200,25 @@ def test_files_whose_first_ones_hold_only_nulls_read_with_the_later_type(tmp_pat
     rows = sorted(sb.read_parquet(tmp_path).take_all(), key=lambda r: r["id"])
     values = [r["x"]["a"] if nested else r["x"] for r in rows]
     assert values == [None if i < pqmod.EAGER_FOOTERS + 3 else i for i in range(count)]
+
+
+@pytest.mark.parametrize("blocks", [2, 4])
+def test_tensor_shapes_that_differ_between_files_read_back_as_one_ragged_column(tmp_path, blocks):
+    """A batch padded to its own longest row (tokenization with padding="longest") makes
+    fixed-shape tensor files of different shapes; read_parquet refused the folder
+    (fixed_shape_tensor [8] in one file, [4] in another)."""
+    import numpy as np
+
+    def pad(batch):
+        width = int(batch["id"].max()) + 1
+        return {"id": batch["id"], "tok": np.ones((len(batch["id"]), width), np.int64)}
+
+    out = str(tmp_path / "padded")
+    sb.range(8, override_num_blocks=blocks).map_batches(pad, batch_size=8 // blocks) \
+        .write_parquet(out)
+    back = sb.read_parquet(out)
+    assert back.schema().field("tok").type.extension_name == "arrow.variable_shape_tensor"
+    rows = sorted((r["id"], r["tok"].tolist()) for r in back.take_all())
+    width = {i: (i // (8 // blocks) + 1) * (8 // blocks) for i in range(8)}
+    assert rows == [(i, [1] * width[i]) for i in range(8)]
+    assert back.count() == 8
