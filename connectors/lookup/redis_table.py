@@ -6,7 +6,10 @@ notify-keyspace-events`` unless told not to). A poll sends a PING on the
 subscriber connection and reads up to its PONG: Redis runs commands one at a
 time, so every write committed before the poll is then in hand. Sequence
 numbers are assigned in the order messages arrive; a lost subscriber
-connection is reported as a feed reset. The ``redis`` package is imported only
+connection is reported as a feed reset, and so is a poll that does not hear the
+client's own beacon hash (``<prefix>__streambatch_feed_<id>__``, rewritten at every
+poll and removed at close): notifications are off, or the database was flushed or
+swapped, which Redis announces to no key. The ``redis`` package is imported only
 when a client connects.
 
 >>> RedisTable("redis://127.0.0.1:6379/0", prefix="user:", key="id", key_type=int).describe()
@@ -82,11 +85,13 @@ class RedisClient(TableClient):
                     self.r.config_set("notify-keyspace-events", wanted)
             db = self.r.connection_pool.connection_kwargs.get("db", 0)
             self._channel = f"__keyspace@{db}__:"
+            self._beacon = f"{spec.prefix}__streambatch_feed_{uuid.uuid4().hex}__"
+            self._last_beat: str | None = None
             self._subscribe()
 
     def _subscribe(self) -> None:
         self.pubsub = self.r.pubsub()
-        self.pubsub.psubscribe(f"{self._channel}{self.spec.prefix}*")
+        self.pubsub.psubscribe(f"{self._channel}{_glob_escaped(self.spec.prefix)}*")
         while True:  # wait for the subscription to be in place
             msg = self.pubsub.get_message(timeout=self.spec.poll_timeout)
             if msg is None:
@@ -107,7 +112,8 @@ class RedisClient(TableClient):
                             f"pass RedisTable(key_type={type(bad).__name__})")
         pipe = self.r.pipeline(transaction=True)
         for key in keys:
-            name = f"{self.spec.prefix}{key}"
+            name = self.spec.prefix.encode() + key if isinstance(key, bytes) \
+                else f"{self.spec.prefix}{key}"
             if self.spec.columns is None:
                 pipe.hgetall(name)
             else:
@@ -127,9 +133,13 @@ class RedisClient(TableClient):
         return self._seq
 
     def poll(self, after: int) -> FeedPoll:
-        """Notifications up to a PING marker; a broken connection is a reset."""
+        """Notifications up to a PING marker; a broken connection is a reset, and so is
+        a poll whose beacon (:meth:`_beat`) shows notifications lost: off, or a
+        FLUSHDB, FLUSHALL or SWAPDB, which Redis announces to no key."""
         try:
-            return FeedPoll(self._drain(), self._seq)
+            lost = self._beat()
+            changes, heard = self._drain()
+            return FeedPoll(changes, self._seq, reset=lost or not heard)
         except (self._errors, OSError, TimeoutError):
             try:
                 self.pubsub.close()
@@ -138,33 +148,78 @@ class RedisClient(TableClient):
             self._subscribe()
             return FeedPoll([], self._seq, reset=True)
 
-    def _drain(self) -> list[Change]:
+    def _beat(self) -> bool:
+        """Set this client's beacon key (under the prefix, so its notification comes on
+        the feed; it expires an hour after the last poll) to a new token; True when
+        the token it held is not the last one set (the database was flushed or
+        swapped: no key's notification says so)."""
+        token = uuid.uuid4().hex
+        pipe = self.r.pipeline(transaction=False)  # a hash: its notification needs only the
+        pipe.hget(self._beacon, "t")  # hash events the feed needs anyway
+        pipe.hset(self._beacon, "t", token)
+        pipe.pexpire(self._beacon, 3_600_000)
+        old = pipe.execute()[0]
+        lost = self._last_beat is not None and (old is None or _text(old) != self._last_beat)
+        self._last_beat = token
+        return lost
+
+    def _drain(self) -> tuple[list[Change], bool]:
+        """The changes notified before a PING marker, and whether the beacon's was among
+        them (Redis publishes a write's notification before it answers it, so the SET
+        of :meth:`_beat` is notified before the PONG when notifications are on)."""
         token = uuid.uuid4().hex
         self.pubsub.ping(token)
         changes: list[Change] = []
-        skip = len(self._channel) + len(self.spec.prefix)
+        heard = False
+        skip = len(self._channel.encode()) + len(self.spec.prefix.encode())
+        beacon = self._beacon.encode()
         while True:
             msg = self.pubsub.get_message(timeout=self.spec.poll_timeout)
             if msg is None:
                 raise TimeoutError("no PONG from the Redis subscriber connection")
             if msg["type"] == "pong" and _text(msg["data"]) == token:
-                return changes
+                return changes, heard
             if msg["type"] != "pmessage":
                 continue
-            name = _text(msg["channel"])[skip:]
-            try:
-                key = self.spec.key_type(name)
-            except ValueError:
+            channel = msg["channel"] if isinstance(msg["channel"], bytes) \
+                else str(msg["channel"]).encode()
+            if channel.endswith(beacon):
+                heard = True
+                continue
+            key = self._key_of(channel[skip:])
+            if key is None:
                 continue  # a key under the prefix that is not a row of this table
             self._seq += 1
             event = _text(msg["data"])
             changes.append(Change(self._seq, key, None, event in ("del", "expired", "evicted")))
 
+    def _key_of(self, name: bytes):
+        """The row key of a hash name (after the prefix), or None."""
+        if self.spec.key_type is bytes:
+            return name
+        try:
+            return self.spec.key_type(name.decode())
+        except (ValueError, UnicodeDecodeError):
+            return None
+
     def close(self) -> None:
-        """Close both connections."""
+        """Close both connections (and remove the beacon)."""
         if self.has_feed:
             self.pubsub.close()
+            try:
+                self.r.delete(self._beacon)
+            except self._errors:
+                pass
         self.r.close()
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` matched literally by a PSUBSCRIBE pattern.
+
+    >>> print(_glob_escaped("t[1]:*"))
+    t\\[1\\]:\\*
+    """
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
 def _text(value) -> str:

@@ -4,6 +4,7 @@ change feed, batched fetches, and the staleness bound under a concurrent writer.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from streambatch.connectors.lookup import FreshCache, PostgresTable, RedisTable
@@ -134,3 +135,57 @@ def test_dataset_lookup_against_postgres_inner_join(postgres_dsn, pg_rows):
     assert sorted(out, key=lambda r: r["id"]) == [
         {"id": 1, "x": 10, "name": "n1"}, {"id": 2, "x": 20, "name": "n2"},
         {"id": 3, "x": 30, "name": "n3"}]
+
+
+def _served_after_redis(redis_url, writer, change, bound: float = 0.15, **table) -> dict:
+    """What a cache on the Redis table serves for its keys once ``change`` ran, read
+    past the bound (a poll happens inside each read)."""
+    spec = dict(prefix="u:", key="id", key_type=int, schema={"version": int}) | table
+    keys = spec.pop("keys", [1])
+    cache = FreshCache(bound).open(RedisTable(redis_url, **spec))
+    cache.get_many(keys)
+    change(writer)
+    deadline = time.monotonic() + 3 * bound
+    while time.monotonic() < deadline:
+        got = cache.get_many(keys)
+    cache.close()
+    return got
+
+
+@pytest.mark.parametrize("change", ["flushdb", "flushall", "swapdb"])
+def test_redis_flushes_that_notify_no_key_are_not_trusted_to_the_feed(redis_url, redis_rows,
+                                                                      change):
+    """FLUSHDB, FLUSHALL and SWAPDB send no keyspace notification: the flushed rows were
+    served for the whole job."""
+    def flush(r):
+        {"flushdb": r.flushdb, "flushall": r.flushall, "swapdb": lambda: r.swapdb(0, 1)}[change]()
+    try:
+        assert _served_after_redis(redis_url, redis_rows, flush) == {}
+    finally:
+        redis_rows.swapdb(0, 1) if change == "swapdb" else None
+
+
+def test_redis_notifications_switched_off_are_not_trusted_to_the_feed(redis_url, redis_rows):
+    def off_then_write(r):
+        r.config_set("notify-keyspace-events", "")
+        r.hset("u:1", "version", 9)
+    try:
+        got = _served_after_redis(redis_url, redis_rows, off_then_write)
+    finally:
+        redis_rows.config_set("notify-keyspace-events", "KEA")
+    assert got[1]["version"] == 9
+
+
+def test_redis_bytes_keys_and_a_prefix_with_glob_characters(redis_url, redis_rows):
+    """key_type=bytes looked up b"u:b'abc'" (another row, silently) and the feed failed on
+    its first change; a prefix holding [ ] matched other keys' notifications only."""
+    redis_rows.hset(b"u:abc", "version", 1)
+    redis_rows.hset("u:b'abc'", "version", 666)
+    got = _served_after_redis(redis_url, redis_rows,
+                              lambda r: r.hset(b"u:abc", "version", 2),
+                              key_type=bytes, keys=[b"abc"])
+    assert got == {b"abc": {"version": 2}}
+    redis_rows.hset("t[1]:5", "version", 1)
+    got = _served_after_redis(redis_url, redis_rows, lambda r: r.hset("t[1]:5", "version", 2),
+                              prefix="t[1]:", keys=[5])
+    assert got == {5: {"version": 2}}
