@@ -169,8 +169,10 @@ class WriteMethods:
         rows and its retry inserts them once. A task that committed, then died before
         reporting it, is retried and inserts again, unless ``ledger_table`` names a table
         (created if missing) where each task records itself in its transaction: then a
-        retry of a committed task inserts nothing (exactly-once). ``ray_remote_args`` and
-        ``concurrency`` are accepted and ignored.
+        retry of a committed task inserts nothing (exactly-once within the run: a job run
+        again after its driver was killed inserts what the killed run committed again;
+        there is no ``resume=`` here yet). ``ray_remote_args`` and ``concurrency`` are
+        accepted and ignored.
 
         >>> import functools, sqlite3, tempfile, streambatch as sb
         >>> db = tempfile.mkdtemp() + "/a.db"
