@@ -262,7 +262,8 @@ class SQLSink(Datasink):
     """
 
     def __init__(self, sql: str, connection_factory: Callable[[], Any],
-                 ledger_table: str | None = None) -> None:
+                 ledger_table: str | None = None, resume: bool = False,
+                 job: str | None = None) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"write_sql: sql={sql!r}; expected a parameterised INSERT, e.g. "
                              "'INSERT INTO t VALUES (?, ?)' (sqlite3) or '... (%s, %s)' "
@@ -274,16 +275,29 @@ class SQLSink(Datasink):
             raise ValueError(f"write_sql: ledger_table={ledger_table!r}; expected a table name "
                              "(letters, digits, _ and at most one schema dot), e.g. "
                              "'streambatch_ledger'")
-        self.sql, self.connection_factory = sql, connection_factory
-        self.ledger, self.job = ledger_table, uuid.uuid4().hex[:12]
+        if resume and ledger_table is None:
+            raise ValueError("write_sql: resume=True needs ledger_table= (the ledger records "
+                             "the tasks an interrupted run committed)")
+        self.sql, self.connection_factory, self.resume = sql, connection_factory, resume
+        self.ledger = ledger_table
+        self.job = job if ledger_table is not None and job else uuid.uuid4().hex[:12]
 
     def on_write_start(self) -> None:
-        """Create the ledger table when one is asked for (its own transaction)."""
+        """Create the ledger table when one is asked for (its own transaction); refuse to
+        run again, without ``resume``, a job whose interrupted run left tasks in it."""
         if self.ledger:
             with connect(self.connection_factory, "write_sql") as cursor:
                 _execute(cursor, f"CREATE TABLE IF NOT EXISTS {self.ledger} "
                          f"(task VARCHAR(255) PRIMARY KEY, num_rows INTEGER NOT NULL)",
                          "write_sql", "creating the ledger table")
+                _execute(cursor, f"SELECT COUNT(*) FROM {self.ledger} WHERE task LIKE "
+                         f"'{self.job}:%'", "write_sql", "reading the ledger")
+                left = int(cursor.fetchall()[0][0])
+            if left and not self.resume:
+                raise ValueError(
+                    f"write_sql: the ledger {self.ledger!r} holds {left} task(s) an interrupted "
+                    f"run of this job committed; pass resume=True to insert only the rest, or "
+                    f"delete the ledger's rows starting '{self.job}:' to insert every row again")
 
     def on_write_complete(self, write_result: Any) -> None:
         """Forget this job's tasks in the ledger: no attempt of them can run any more."""

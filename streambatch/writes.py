@@ -3,6 +3,7 @@ it (the sink owns the write: start, the job, then finalize or abort)."""
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import closing
 from typing import Any
 
@@ -161,7 +162,8 @@ class WriteMethods:
                                           encoder=encoder))
 
     def write_sql(self, sql: str, connection_factory, *, ledger_table: str | None = None,
-                  ray_remote_args: dict | None = None, concurrency: int | None = None) -> None:
+                  resume: bool = False, ray_remote_args: dict | None = None,
+                  concurrency: int | None = None) -> None:
         """Insert every row with ``sql``, a parameterised statement in the driver's style
         (``?`` for sqlite3, ``%s`` for psycopg) taking the row's values in column order,
         on DB-API 2 connections from ``connection_factory`` (as Ray Data's). Each write
@@ -169,10 +171,10 @@ class WriteMethods:
         rows and its retry inserts them once. A task that committed, then died before
         reporting it, is retried and inserts again, unless ``ledger_table`` names a table
         (created if missing) where each task records itself in its transaction: then a
-        retry of a committed task inserts nothing (exactly-once within the run: a job run
-        again after its driver was killed inserts what the killed run committed again;
-        there is no ``resume=`` here yet). ``ray_remote_args`` and ``concurrency`` are
-        accepted and ignored.
+        retry of a committed task inserts nothing (exactly-once). With a ledger, the same
+        job run again after its driver was killed is refused (its rows would go in twice)
+        unless ``resume=True``, which inserts only the tasks the killed run did not
+        commit. ``ray_remote_args`` and ``concurrency`` are accepted and ignored.
 
         >>> import functools, sqlite3, tempfile, streambatch as sb
         >>> db = tempfile.mkdtemp() + "/a.db"
@@ -183,7 +185,10 @@ class WriteMethods:
         """
         from streambatch.connectors.sql import SQLSink
 
-        self._write(SQLSink(sql, connection_factory, ledger_table=ledger_table).engine_sink())
+        job = "j" + plan_fingerprint(self._plan)[:11] + \
+            hashlib.sha1(sql.encode()).hexdigest()[:6]  # (the same job: the same plan and SQL)
+        self._write(SQLSink(sql, connection_factory, ledger_table=ledger_table, resume=resume,
+                            job=job).engine_sink())
 
     def write_delta(self, path: str, *, catalog=None, mode: Any = "append",
                     partition_by: list[str] | None = None,

@@ -331,3 +331,35 @@ def test_sql_postgres_round_trip_and_failed_task(pg_table):
     assert sb.read_sql(f"SELECT id FROM {name}", factory).count() == 730
     sink.on_write_complete(None)
     assert sb.read_sql(f"SELECT task FROM {name}_ledger", factory).count() == 0
+
+
+def test_write_sql_ledger_refuses_a_rerun_of_an_interrupted_job_and_resume_finishes_it(tmp_path):
+    """The ledger's rows were those of one run (a random job id): running the same job
+    again after it stopped part way inserted the committed tasks' rows twice."""
+    db = str(tmp_path / "resume.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER)")
+    factory = functools.partial(sqlite3.connect, db, timeout=30)
+    state = {"fail": True}
+
+    def step(batch):
+        if state["fail"] and (batch["id"] >= 300).any():
+            raise ValueError("stop part way")
+        return batch
+
+    ds = sb.range(400, override_num_blocks=8).map_batches(step, batch_size=None,
+                                                           releases_gil=True)
+    with pytest.raises(ValueError, match="stop part way"):
+        ds.write_sql("INSERT INTO t VALUES (?)", factory, ledger_table="sb_ledger")
+    first = factory().execute("SELECT COUNT(*) FROM t").fetchone()[0]
+    assert 0 < first < 400 and first % 50 == 0  # whole tasks only
+    state["fail"] = False
+    with pytest.raises(ValueError, match="interrupted run of this job.*resume=True"):
+        ds.write_sql("INSERT INTO t VALUES (?)", factory, ledger_table="sb_ledger")
+    ds.write_sql("INSERT INTO t VALUES (?)", factory, ledger_table="sb_ledger", resume=True)
+    assert factory().execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM t").fetchone() == (400, 400)
+    assert factory().execute("SELECT COUNT(*) FROM sb_ledger").fetchone() == (0,)
+    ds.write_sql("INSERT INTO t VALUES (?)", factory, ledger_table="sb_ledger")  # a new append
+    assert factory().execute("SELECT COUNT(*) FROM t").fetchone() == (800,)
+    with pytest.raises(ValueError, match="resume=True needs ledger_table"):
+        ds.write_sql("INSERT INTO t VALUES (?)", factory, resume=True)
