@@ -138,6 +138,9 @@ class RedisClient(TableClient):
         FLUSHDB, FLUSHALL or SWAPDB, which Redis announces to no key."""
         try:
             lost = self._beat()
+        except self._errors:  # (a read-only replica: the feed cannot be checked, so it
+            lost = True  # is not trusted; the cache falls back to each entry's lease)
+        try:
             changes, heard = self._drain()
             return FeedPoll(changes, self._seq, reset=lost or not heard)
         except (self._errors, OSError, TimeoutError):
