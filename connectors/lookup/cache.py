@@ -69,10 +69,12 @@ def should_invalidate(expected_writes: float | None, c_update: float, c_miss: fl
 
 
 class _Entry:
-    __slots__ = ("row", "valid", "seq", "as_of", "epoch")
+    __slots__ = ("row", "valid", "seq", "as_of", "epoch", "expires_at")
 
-    def __init__(self, row, seq: int, as_of: float, epoch: int) -> None:
+    def __init__(self, row, seq: int, as_of: float, epoch: int,
+                 expires_at: float = math.inf) -> None:
         self.row, self.valid, self.seq, self.as_of, self.epoch = row, True, seq, as_of, epoch
+        self.expires_at = expires_at  # the store drops the row then (a Redis TTL)
 
 
 class _Ema:
@@ -225,7 +227,8 @@ class FreshCache:
                 if entry is None:
                     self._stats["cold_misses"] += 1
                     missing.append(key)
-                elif not entry.valid or now - self._as_of(entry) > self.max_staleness:
+                elif not entry.valid or now - self._as_of(entry) > self.max_staleness \
+                        or now >= entry.expires_at:
                     self._stats["stale_misses"] += 1
                     missing.append(key)
                 else:
@@ -235,7 +238,8 @@ class FreshCache:
                 if missing:  # too; a third time, every hit left (then none can expire)
                     out.update(self._fetch(missing))
                 now = self.clock()
-                expired = [k for k, e in hits if now - self._as_of(e) > self.max_staleness]
+                expired = [k for k, e in hits if now - self._as_of(e) > self.max_staleness
+                           or now >= e.expires_at]
                 if not expired:
                     break
                 self._stats["stale_misses"] += len(expired)
@@ -274,7 +278,9 @@ class FreshCache:
             return fetched.rows
         seq = fetched.seq if (self._connected.seq_is_snapshot and fetched.seq is not None) else cursor
         for key in keys:
-            self._entries[key] = _Entry(fetched.rows.get(key), seq, start, epoch)
+            left = fetched.expires.get(key)
+            self._entries[key] = _Entry(fetched.rows.get(key), seq, start, epoch,
+                                        math.inf if left is None else start + left)
             self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)

@@ -118,15 +118,19 @@ class RedisClient(TableClient):
                 pipe.hgetall(name)
             else:
                 pipe.hmget(name, list(self.spec.columns))
-        rows = {}
-        for key, found in zip(keys, pipe.execute(), strict=True):
+            pipe.pttl(name)  # a hash with a TTL: served no longer than it lives (Redis may
+        rows, expires = {}, {}  # announce its expiry minutes late)
+        replies = pipe.execute()
+        for key, found, ttl in zip(keys, replies[::2], replies[1::2], strict=True):
             if self.spec.columns is None:
                 if found:
                     rows[key] = {f.decode(): self._decode(f.decode(), v) for f, v in found.items()}
             elif any(v is not None for v in found):
                 rows[key] = {c: None if v is None else self._decode(c, v)
                              for c, v in zip(self.spec.columns, found, strict=True)}
-        return Fetched(rows)
+            if key in rows and ttl is not None and ttl >= 0:
+                expires[key] = ttl / 1000
+        return Fetched(rows, expires=expires)
 
     def head(self) -> int:
         """The number of notifications received so far."""

@@ -74,14 +74,17 @@ class FeedPoll:
 @dataclass
 class Fetched:
     """Rows read by key (missing keys are absent), with the feed's head sequence
-    number in the same snapshot when the store can give one (else None).
+    number in the same snapshot when the store can give one (else None), and, for a
+    store whose rows expire by themselves (Redis TTLs), the seconds left to each such
+    row from the fetch's start: the cache serves it no longer, whatever the feed says.
 
-    >>> Fetched({}, None).seq is None
-    True
+    >>> Fetched({}, None).seq is None, Fetched({}).expires
+    (True, {})
     """
 
     rows: dict
     seq: int | None = None
+    expires: dict = field(default_factory=dict)
 
 
 def check_paired(where: str, key: str, keys: list, rows: dict, store: str) -> None:

@@ -189,3 +189,21 @@ def test_redis_bytes_keys_and_a_prefix_with_glob_characters(redis_url, redis_row
     got = _served_after_redis(redis_url, redis_rows, lambda r: r.hset("t[1]:5", "version", 2),
                               prefix="t[1]:", keys=[5])
     assert got == {5: {"version": 2}}
+
+
+def test_a_redis_row_past_its_ttl_is_not_served(redis_url, redis_rows):
+    """Redis announces an expiry when it reclaims the key, which can be minutes late (or
+    never, with notifications off): the row was served for the whole lease."""
+    cache = FreshCache(30.0).open(RedisTable(redis_url, prefix="u:", key="id", key_type=int,
+                                             schema={"version": int}))
+    redis_rows.pexpire("u:1", 300)
+    assert cache.get_many([1, 2])[1]["version"] == 0
+    redis_rows.config_set("notify-keyspace-events", "")  # (no notification of the expiry)
+    try:
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            got = cache.get_many([1, 2])
+    finally:
+        redis_rows.config_set("notify-keyspace-events", "KEA")
+        cache.close()
+    assert 1 not in got and got[2]["version"] == 0
