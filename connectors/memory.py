@@ -101,7 +101,7 @@ class ItemSnapshot:
 
     >>> rows = [{"v": 1}, {"v": 2}]
     >>> snap = ItemSnapshot(rows); rows[0]["v"] = -1
-    >>> len(snap), snap.slice(0, 2)
+    >>> len(snap), open_parts(snap.parts(0, 2))
     (2, [{'v': 1}, {'v': 2}])
     """
 
@@ -135,10 +135,6 @@ class ItemSnapshot:
         return [(self._chunks[i], max(0, start - i * self.CHUNK),
                  min(self.CHUNK, stop - i * self.CHUNK))
                 for i in range(start // self.CHUNK, -(-stop // self.CHUNK))]
-
-    def slice(self, start: int, stop: int | None) -> list:
-        """Items ``start`` to ``stop`` (fresh objects each call)."""
-        return open_parts(self.parts(start, stop))
 
 
 def open_parts(parts: list[tuple]) -> list:

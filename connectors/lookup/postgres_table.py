@@ -24,6 +24,7 @@ client connects.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from streambatch.connectors.lookup.identifiers import (
@@ -112,7 +113,7 @@ def _check_names(spec: PostgresTable) -> None:
 
 
 _TRUNCATED = '{"__sb_truncated": true}'  # the changelog's row for a TRUNCATE
-_TRUNCATED_ROW = {"__sb_truncated": True}
+_TRUNCATED_ROW = json.loads(_TRUNCATED)  # ... as a poll reads it back
 
 
 class PostgresClient(TableClient):
