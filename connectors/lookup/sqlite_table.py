@@ -174,9 +174,18 @@ class SQLiteClient(TableClient):
             f"CREATE TRIGGER {dele} AFTER DELETE ON {t} BEGIN "
             f"INSERT INTO {ch}(key, deleted, row) VALUES (OLD.{k}, 1, NULL); END",
         ]
+        statements += self._replace_triggers()
+        wanted = {sql for sql in statements if sql.startswith("CREATE TRIGGER")}
+        have = {sql for (sql,) in self.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+            (self._stored_name(),))}
+        changelog = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                      "name = ?", (self.changes,)).fetchone()
+        if have == wanted and changelog:  # the feed as it should be: no schema change (every other
+            return  # connection would prepare its statements again, the writer's too)
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql in statements + self._replace_triggers():
+            for sql in statements:
                 self.conn.execute(sql)
             self.conn.execute("COMMIT")
         except BaseException:
