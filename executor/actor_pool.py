@@ -58,6 +58,7 @@ class ActorPool:
         self.low, self.high = bounds
         self.depth, self.idle_timeout_s = depth, idle_timeout_s
         self.actors: dict[int, ActorInfo] = {}
+        self.surplus_since: float | None = None  # since when it has more actors than wanted
 
     def start_minimum(self, ledger: Ledger, start) -> None:
         """Place ``min`` actors now, or fail naming the stage and what is missing."""
@@ -83,8 +84,15 @@ class ActorPool:
         while len(self.actors) < want and self._add(ledger, start):
             pass
         now = clock.now()
-        for actor in list(self.actors.values()):
-            if len(self.actors) <= max(self.low, want):
+        if len(self.actors) <= want:
+            self.surplus_since = None
+            return
+        if self.surplus_since is None:
+            self.surplus_since = now
+        if self.stage.resources.num_gpus and now - self.surplus_since <= self.idle_timeout_s:
+            return  # GPU actors start slowly (a model's load): a backlog that dips keeps them
+        for actor in reversed(list(self.actors.values())):  # the newest (least warm) first
+            if len(self.actors) <= want:
                 break
             if actor.in_flight == 0 and now - actor.idle_since > self.idle_timeout_s:
                 self._remove(ledger, actor, stop)

@@ -138,6 +138,37 @@ def queued_bundles(st: StageState) -> int:
     return max(1, rows // batch_rows)
 
 
+def upstream_rows(states: list[StageState], st: StageState) -> int:
+    """Rows on their way to ``st`` (a linear chain's stages before it): queued, in
+    running tasks' inputs (less what they made), and the estimates of reads not done;
+    0 when a read has no estimate.
+
+    >>> from streambatch.executor.contract import TaskStage
+    >>> from types import SimpleNamespace
+    >>> from collections import deque
+    >>> reads = [SimpleNamespace(estimated_rows=10) for _ in range(3)]
+    >>> src = StageState(0, TaskStage("Read", read_tasks_fn=list, read_tasks=reads), 1)
+    >>> src.pending_reads = deque([1, 2])
+    >>> mid = StageState(1, TaskStage("Map", upstream=(0,)), 2)
+    >>> mid.inputs[0] = deque([SimpleNamespace(rows=10)])
+    >>> upstream_rows([src, mid, StageState(2, TaskStage("Model", upstream=(1,)), None)],
+    ...               StageState(2, TaskStage("Model", upstream=(1,)), None))
+    30
+    """
+    rows = 0
+    for up in states[:st.index]:
+        rows += sum(p.rows for q in up.inputs.values() for p in q)
+        rows += sum(max(0, sum(p.rows for p in t.inputs) - t.rows_out) for t in up.running.values())
+        if up.stage.is_source:
+            reads = up.task_stage.resolved_read_tasks()
+            indexes = list(up.pending_reads) + [t.read_index for t in up.running.values()]
+            known = [getattr(reads[i], "estimated_rows", None) for i in indexes]
+            if None in known:
+                return 0
+            rows += sum(known)
+    return rows
+
+
 def describe_read(read_task, index: int) -> str:
     """``partition N (what the read task reads)`` for messages."""
     detail = getattr(read_task, "description", "")

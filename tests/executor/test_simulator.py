@@ -263,3 +263,47 @@ def test_whole_batch_tasks_that_would_leave_slots_idle_take_one_batch():
     _, few_slots, _ = next_work(st, 100, slots=2)
     assert sum(p.rows for p in few_slots) == 192
 
+
+
+def test_a_gpu_pool_starts_actors_for_the_rows_on_their_way():
+    """252 rows of 2.4 MiB under a 191 MiB budget, for 16 GPU actors that take 5 s to
+    start: started only once their input was admitted, the actors came one wave after
+    another while the budget held the reads back (19.7 s, 9 actors); started for the
+    rows the reads will make, they load while the first batches arrive."""
+    spec = PipelineSpec(SourceSpec(14, 18, 0.0094, 2_375_933),
+                        (StageSpec("Gpu", 0.105, 0.4, batch_rows=8, num_cpus=0, num_gpus=1,
+                                   actors=(1, 16), startup_s=5.0),),
+                        num_cpus=64, num_gpus=16, budget_bytes=200_739_276)
+    result = simulate(spec)
+    assert result.stats.stages[1].actors_peak == 16
+    assert result.seconds < 11.0, result.stats  # the bound: 6.7 s
+    assert not result.over_budget
+
+
+def test_a_gpu_pool_keeps_its_actors_through_a_dip_in_its_backlog():
+    """A backlog that dips for less than the idle timeout keeps a GPU pool's actors
+    (each start is a model's load); a longer surplus stops the newest ones first
+    (the oldest are the warm ones), and a CPU pool shrinks as before."""
+    from streambatch.executor import clock
+    from streambatch.executor.actor_pool import ActorPool
+    from streambatch.executor.contract import Resources
+    from streambatch.executor.resources import ResourceLedger
+
+    t = [0.0]
+    with clock.use(lambda: t[0]):
+        pools = {}
+        for gpus in (1, 0):
+            stage = TaskStage("M", resources=Resources(num_cpus=1 - gpus, num_gpus=gpus))
+            pool = ActorPool(0, stage, (1, 4), depth=2, idle_timeout_s=1.0)
+            ledger = ResourceLedger(num_cpus=4, num_gpus=4)
+            pool.scale(ledger, 4, start=lambda a: None, stop=lambda a: None)
+            pools[gpus] = (pool, ledger, list(pool.actors))
+        t[0] = 2.0  # every actor idle since 0 s; the backlog falls to 1
+        for pool, ledger, _ in pools.values():
+            pool.scale(ledger, 1, start=lambda a: None, stop=lambda a: None)
+        gpu_pool, gpu_ledger, started = pools[1]
+        assert len(gpu_pool.actors) == 4 and len(pools[0][0].actors) == 1
+        t[0] = 3.5
+        gpu_pool.scale(gpu_ledger, 1, start=lambda a: None, stop=lambda a: None)
+        assert list(gpu_pool.actors) == started[:1]  # the oldest kept
+        assert sum(gpu_ledger.gpu_free) == 3
