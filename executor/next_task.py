@@ -158,14 +158,15 @@ def upstream_rows(states: list[StageState], st: StageState) -> int:
     rows = 0
     for up in states[:st.index]:
         rows += sum(p.rows for q in up.inputs.values() for p in q)
-        rows += sum(max(0, sum(p.rows for p in t.inputs) - t.rows_out) for t in up.running.values())
+        rows += sum(max(0, sum(p.rows for p in t.inputs) - t.rows_out)
+                    for t in up.running.values())
         if up.stage.is_source:
             reads = up.task_stage.resolved_read_tasks()
             indexes = list(up.pending_reads) + [t.read_index for t in up.running.values()]
             known = [getattr(reads[i], "estimated_rows", None) for i in indexes]
-            if None in known:
+            if any(n is None for n in known):
                 return 0
-            rows += sum(known)
+            rows += sum(int(n) for n in known)
     return rows
 
 
