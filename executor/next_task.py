@@ -163,10 +163,11 @@ def upstream_rows(states: list[StageState], st: StageState) -> int:
         if up.stage.is_source:
             reads = up.task_stage.resolved_read_tasks()
             indexes = list(up.pending_reads) + [t.read_index for t in up.running.values()]
-            known = [getattr(reads[i], "estimated_rows", None) for i in indexes]
-            if any(n is None for n in known):
-                return 0
-            rows += sum(int(n) for n in known)
+            for i in indexes:
+                estimate = getattr(reads[i], "estimated_rows", None)
+                if estimate is None:
+                    return 0
+                rows += int(estimate)
     return rows
 
 
