@@ -82,6 +82,16 @@ class ActorStages:
             st.stats.actor_restarts += 1
             self._notify(st)
 
+    def all_busy(self, index: int) -> bool:
+        """True when stage ``index`` is an actor stage whose every actor has a task (a
+        new one would queue behind another).
+
+        >>> ActorStages(None, ResourceLedger(num_cpus=1)).all_busy(0)
+        False
+        """
+        pool = self.pools.get(index)
+        return pool is not None and all(a.in_flight for a in pool.actors.values())
+
     def count(self, index: int) -> int:
         """Live actors of stage ``index`` (0 for a task stage)."""
         return len(self.pools[index].actors) if index in self.pools else 0

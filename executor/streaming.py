@@ -478,7 +478,7 @@ class StreamingExecutor:
 
     def _admitted(self, st: StageState, inputs: list[Partition], est: int) -> bool:
         working, est = st.working_for(est), st.expected_output(est)
-        if st.first_block_due(clock.now()) and \
+        if st.first_block_due(clock.now(), self.actors.all_busy(st.index)) and \
                 2 * (used_bytes(self.states, self._tasks) + working + est) > self.budget:
             self.policy.blocked_by = "memory budget (the stage's first block shows its growth)"
             return False  # (half the budget in use: another task may wait for its growth)

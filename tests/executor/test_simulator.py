@@ -307,3 +307,20 @@ def test_a_gpu_pool_keeps_its_actors_through_a_dip_in_its_backlog():
         gpu_pool.scale(gpu_ledger, 1, start=lambda a: None, stop=lambda a: None)
         assert list(gpu_pool.actors) == started[:1]  # the oldest kept
         assert sum(gpu_ledger.gpu_free) == 3
+
+
+def test_no_task_queues_behind_a_busy_actor_before_the_stage_shows_its_growth():
+    """Three actors of a stage that grows its input 18.8x, each handed two more tasks
+    behind the one it runs while the growth was still the 6x guess: those started
+    after the first ones had shown the growth, on memory admitted on the guess (928
+    MiB of a 775 MiB budget), while the next stage waited for the CPU they held."""
+    spec = PipelineSpec(SourceSpec(142, 2, 0.1094, 642_074),
+                        (StageSpec("Actors1", 0.4303, 18.7666, batch_rows=16, actors=(1, 3),
+                                   startup_s=1.0),
+                         StageSpec("Map2", 0.1166, 0.05219),
+                         StageSpec("Map3", 0.006875, 7.93838, batch_rows=8),
+                         StageSpec("Map4", 0.002416, 0.48136)),
+                        num_cpus=4, budget_bytes=812_263_904, seconds_per_task=0.002)
+    result = simulate(spec)
+    assert not result.over_budget, result.stats
+    assert result.seconds < 55.0, result.stats  # the bound: 47.3 s
