@@ -59,6 +59,8 @@ class ActorPool:
         self.depth, self.idle_timeout_s = depth, idle_timeout_s
         self.actors: dict[int, ActorInfo] = {}
         self.surplus_since: float | None = None  # since when it has more actors than wanted
+        self.looks_ahead = False  # the plan's one GPU pool: it starts actors for rows to
+        # come, and keeps them through a dip in its backlog (ActorStages._backlog)
 
     def start_minimum(self, ledger: Ledger, start) -> None:
         """Place ``min`` actors now, or fail naming the stage and what is missing."""
@@ -89,7 +91,7 @@ class ActorPool:
             return
         if self.surplus_since is None:
             self.surplus_since = now
-        if self.stage.resources.num_gpus and now - self.surplus_since <= self.idle_timeout_s:
+        if self.looks_ahead and now - self.surplus_since <= self.idle_timeout_s:
             return  # GPU actors start slowly (a model's load): a backlog that dips keeps them
         for actor in reversed(list(self.actors.values())):  # the newest (least warm) first
             if len(self.actors) <= want:

@@ -38,6 +38,9 @@ class ActorStages:
                                  self.idle_timeout_s)
                 self.pools[st.index] = pool
                 pool.start_minimum(self.ledger, self._starter(st))
+        gpu_pools = [p for p in self.pools.values() if p.stage.resources.num_gpus]
+        for pool in gpu_pools:  # (pools that share the GPUs scale on their queues alone)
+            pool.looks_ahead = len(gpu_pools) == 1
 
     def bounds(self, stage: TaskStage) -> tuple[int, int]:
         """(min, max) actors: the stage's ``concurrency``, else 1 up to what fits."""
@@ -53,21 +56,26 @@ class ActorStages:
         for index, pool in self.pools.items():
             st = states[index]
             if not st.finished:
-                backlog = queued_bundles(st) + pool.in_flight() + self._coming(states, st)
-                pool.scale(self.ledger, backlog, self._starter(st), self._stopper(st))
+                pool.scale(self.ledger, self._backlog(states, st, pool), self._starter(st),
+                           self._stopper(st))
 
     @staticmethod
-    def _coming(states: list[StageState], st: StageState) -> int:
-        """Tasks a GPU actor pool starts actors for ahead of its input: the batches of
-        the rows still on their way to it (read estimates, queued and running inputs
-        upstream; 0 when a read has no estimate). A GPU actor's start-up (a model's
-        load) then overlaps the upstream's work, where it had waited for input that
-        the memory budget held back (seed 207 of the sweep: 16 GPUs, actors started
-        one by one after their input was admitted, 34% of the optimum; 62% now)."""
-        if not st.task_stage.resources.num_gpus:
-            return 0
-        rows = upstream_rows(states, st)
-        return -(-rows // max(1, st.stage.batch_rows or 1))
+    def _backlog(states: list[StageState], st: StageState, pool: ActorPool) -> int:
+        """Tasks the pool has: in flight and queued; for the one GPU pool of a plan with a
+        batch size, also the batches of the rows still on their way to it (read
+        estimates, queued and running inputs upstream; see ``upstream_rows``). A GPU
+        actor's start-up (a model's load) then overlaps the upstream's work, where it
+        had waited for input that the memory budget held back (seed 207 of the sweep: 16
+        GPUs, actors started one by one after their input was admitted, 34% of the
+        optimum; 62% now). Pools that share the GPUs do not look ahead: an upstream
+        pool holding GPUs for rows to come starved the slow pool after it (8 s -> 16 s)."""
+        batch = st.stage.batch_rows
+        coming = upstream_rows(states, st) if pool.looks_ahead and batch else 0
+        if not coming:
+            return queued_bundles(st) + pool.in_flight()
+        queued = sum(p.rows for q in st.inputs.values() for p in q)
+        return pool.in_flight() + -(-(queued + coming) // batch)  # (one rounding: a part
+        # batch queued and the rest still coming are one task)
 
     def release(self, st: StageState) -> None:
         """The stage has no more work: stop its idle actors and free their resources."""

@@ -4,6 +4,7 @@ batch size; and estimates of its output."""
 
 from __future__ import annotations
 
+from streambatch.executor.contract import TaskStage
 from streambatch.executor.partition import Partition
 from streambatch.executor.stage_state import StageState
 
@@ -139,9 +140,11 @@ def queued_bundles(st: StageState) -> int:
 
 
 def upstream_rows(states: list[StageState], st: StageState) -> int:
-    """Rows on their way to ``st`` (a linear chain's stages before it): queued, in
-    running tasks' inputs (less what they made), and the estimates of reads not done;
-    0 when a read has no estimate.
+    """Rows on their way to ``st`` along its chain of upstream stages: queued, in running
+    tasks' inputs (less what they made), and the estimates of reads not done. 0 when
+    not known: a stage with several upstreams (a union, a join) or none that runs tasks
+    (a limit, an exchange), a stage that changes row counts (a filter, a flat_map), a
+    read that filters or has no estimate.
 
     >>> from streambatch.executor.contract import TaskStage
     >>> from types import SimpleNamespace
@@ -151,23 +154,36 @@ def upstream_rows(states: list[StageState], st: StageState) -> int:
     >>> src.pending_reads = deque([1, 2])
     >>> mid = StageState(1, TaskStage("Map", upstream=(0,)), 2)
     >>> mid.inputs[0] = deque([SimpleNamespace(rows=10)])
-    >>> upstream_rows([src, mid, StageState(2, TaskStage("Model", upstream=(1,)), None)],
-    ...               StageState(2, TaskStage("Model", upstream=(1,)), None))
+    >>> model = StageState(2, TaskStage("Model", upstream=(1,)), None)
+    >>> upstream_rows([src, mid, model], model)
     30
+    >>> mid.stage.ops = [SimpleNamespace(changes_row_count=True)]  # a filter
+    >>> upstream_rows([src, mid, model], model)
+    0
     """
-    rows = 0
-    for up in states[:st.index]:
+    rows, up = 0, st
+    while up.stage.upstream:
+        if len(up.stage.upstream) != 1:
+            return 0
+        up = states[up.stage.upstream[0]]
+        if not isinstance(up.stage, TaskStage) or up.stage.changes_row_count:
+            return 0
         rows += sum(p.rows for q in up.inputs.values() for p in q)
         rows += sum(max(0, sum(p.rows for p in t.inputs) - t.rows_out)
                     for t in up.running.values())
-        if up.stage.is_source:
-            reads = up.task_stage.resolved_read_tasks()
-            indexes = list(up.pending_reads) + [t.read_index for t in up.running.values()]
-            for i in indexes:
-                estimate = getattr(reads[i], "estimated_rows", None)
-                if estimate is None:
-                    return 0
-                rows += int(estimate)
+    return rows + _unread_rows(up) if up.stage.is_source else 0
+
+
+def _unread_rows(source: StageState) -> int:
+    """Estimated rows of the source's reads not done (0 when one is not known or filters)."""
+    reads = source.task_stage.resolved_read_tasks()
+    rows = 0
+    for i in list(source.pending_reads) + [t.read_index for t in source.running.values()]:
+        estimate = getattr(reads[i], "estimated_rows", None)
+        if estimate is None or getattr(reads[i], "filtered", False):
+            return 0
+        limit = getattr(reads[i], "per_task_row_limit", None)
+        rows += min(int(estimate), limit) if limit else int(estimate)
     return rows
 
 

@@ -281,9 +281,9 @@ def test_a_gpu_pool_starts_actors_for_the_rows_on_their_way():
 
 
 def test_a_gpu_pool_keeps_its_actors_through_a_dip_in_its_backlog():
-    """A backlog that dips for less than the idle timeout keeps a GPU pool's actors
-    (each start is a model's load); a longer surplus stops the newest ones first
-    (the oldest are the warm ones), and a CPU pool shrinks as before."""
+    """A backlog that dips for less than the idle timeout keeps the actors of a plan's
+    one GPU pool (each start is a model's load); a longer surplus stops the newest ones
+    first (the oldest are the warm ones), and a CPU pool shrinks as before."""
     from streambatch.executor import clock
     from streambatch.executor.actor_pool import ActorPool
     from streambatch.executor.contract import Resources
@@ -295,6 +295,7 @@ def test_a_gpu_pool_keeps_its_actors_through_a_dip_in_its_backlog():
         for gpus in (1, 0):
             stage = TaskStage("M", resources=Resources(num_cpus=1 - gpus, num_gpus=gpus))
             pool = ActorPool(0, stage, (1, 4), depth=2, idle_timeout_s=1.0)
+            pool.looks_ahead = bool(gpus)  # (ActorStages: the plan's one GPU pool)
             ledger = ResourceLedger(num_cpus=4, num_gpus=4)
             pool.scale(ledger, 4, start=lambda a: None, stop=lambda a: None)
             pools[gpus] = (pool, ledger, list(pool.actors))
