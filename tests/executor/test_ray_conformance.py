@@ -237,10 +237,11 @@ def test_tasks_queued_in_the_cluster_are_not_stuck():
         ray.kill(hog, no_restart=True)
         freed.set()
 
-    timer = threading.Timer(2.0, free_cpus)  # 4x the timeout below
+    timer = threading.Timer(3.0, free_cpus)  # 3x the timeout below (at 0.5 s a run on a
+    # machine at load ~8 reported a started 5-row read task stuck after 1 s)
     timer.start()
     try:
-        sb.init(backend="ray", num_cpus=2, resources={"licence": 1}, no_progress_timeout_s=0.5)
+        sb.init(backend="ray", num_cpus=2, resources={"licence": 1}, no_progress_timeout_s=1.0)
         ids = sb.range(20, override_num_blocks=4).map_batches(
             lambda b: {"id": b["id"]}, batch_size=None, resources={"licence": 1}, releases_gil=False).take_all()
     finally:
