@@ -436,7 +436,9 @@ class Dataset(AllToAllMethods, ConversionMethods, SplitMethods, SummaryMethods, 
         ...
         ValueError: take_batch: the dataset is empty (no rows to make a batch of)
         """
-        table = self.limit(batch_size).to_arrow()  # the first rows, in input order
+        limited = self.limit(batch_size)
+        table = limited.to_arrow()  # the first rows, in input order
+        self._stats = limited._stats  # (as take's)
         if not table.num_rows:  # (as Ray Data's; a None batch would fail later, unnamed)
             raise ValueError("take_batch: the dataset is empty (no rows to make a batch of)")
         return to_batch(table, check_batch_format(batch_format))

@@ -400,3 +400,11 @@ def test_ray_datas_keyword_names_for_limit_and_to_pandas():
     assert ds.to_pandas(limit=10)["id"].tolist() == list(range(10))
     with pytest.raises(ValueError, match="more than limit=9 rows"):
         ds.to_pandas(limit=9)
+
+
+@pytest.mark.parametrize("consume", [lambda ds: ds.take(3), lambda ds: ds.take_batch(3)])
+def test_take_and_take_batch_leave_the_runs_stats(consume):
+    ds = sb.range(100, override_num_blocks=4).map(lambda r: {"id": r["id"] + 1})
+    consume(ds)
+    st = ds.stats()  # (take_batch left None)
+    assert st is not None and st.stages[0].rows_out >= 3
