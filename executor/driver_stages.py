@@ -6,6 +6,7 @@ limit, union and repartition. Each stage kind's step is registered in
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from streambatch.connectors.block_joins import even_cut, join_blocks
@@ -166,6 +167,27 @@ DRIVER_STEPS: dict[type, Callable[[StageState, object], None]] = {
     RepartitionStage: _repartition,
     ExchangeStage: _exchange,
 }
+
+
+def run_driver_step(st: StageState, executor) -> None:
+    """Run the driver's step for ``st``'s kind and count the rows and bytes it passed on
+    (a limit, union, repartition or exchange showed 0 rows out in ``stats()``).
+
+    >>> from collections import deque
+    >>> from types import SimpleNamespace
+    >>> import pyarrow as pa
+    >>> st = StageState(1, LimitStage("Limit[2]", (0,), 2), None)
+    >>> st.inputs[0] = deque([Partition.from_table(pa.table({"x": [1, 2, 3]}), 0)])
+    >>> run_driver_step(st, SimpleNamespace(release=lambda p: None, adopt=_keep,
+    ...                                     cancel_upstream=lambda st: None))
+    >>> st.stats.rows_in, st.stats.rows_out
+    (3, 2)
+    """
+    before = len(st.outputs)
+    driver_step(st.stage)(st, executor)
+    made = list(itertools.islice(st.outputs, before, None))
+    st.stats.rows_out += sum(p.rows for p in made)
+    st.stats.bytes_out += sum(p.nbytes for p in made)
 
 
 def driver_step(stage: Stage) -> Callable[[StageState, object], None]:

@@ -26,7 +26,7 @@ from streambatch.executor.backends.base import (
     TaskOutput,
 )
 from streambatch.executor.contract import OutputListener, Stage, TaskStage, as_task_stage
-from streambatch.executor.driver_stages import driver_step, limit_feeders
+from streambatch.executor.driver_stages import limit_feeders, run_driver_step
 from streambatch.executor.errors import (
     BlockLostError,
     NonDeterministicError,
@@ -354,7 +354,7 @@ class StreamingExecutor:
             target.append(part)
 
     def _step_driver(self, st: StageState) -> None:
-        driver_step(st.stage)(st, self)
+        run_driver_step(st, self)
 
     def adopt(self, new: Partition, parts: list[Partition]) -> Partition:
         """A driver stage made ``new`` out of ``parts``: it inherits their lineage."""
