@@ -189,6 +189,7 @@ class StreamingExecutor:
         while True:
             self._handle(self.backend.poll(0.05 if idle else 0))
             self._advance()
+            self._note_peak()  # (the last stage's blocks are counted before they go out)
             while final.outputs:
                 part = self._hand_out(final.outputs.popleft())
                 if part is not None:
