@@ -1,7 +1,8 @@
 """Stages the driver runs itself, moving only metadata and zero-copy slices:
 limit, union and repartition. Each stage kind's step is registered in
 :data:`DRIVER_STEPS` under its contract type; the executor calls
-``driver_step(stage)(state, executor)`` each time partitions move.
+``run_driver_step(state, executor)`` each time partitions move, which runs
+``driver_step(stage)`` and counts what it passed on.
 """
 
 from __future__ import annotations

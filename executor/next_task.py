@@ -146,7 +146,6 @@ def upstream_rows(states: list[StageState], st: StageState) -> int:
     (a limit, an exchange), a stage that changes row counts (a filter, a flat_map), a
     read that filters or has no estimate.
 
-    >>> from streambatch.executor.contract import TaskStage
     >>> from types import SimpleNamespace
     >>> from collections import deque
     >>> reads = [SimpleNamespace(estimated_rows=10) for _ in range(3)]

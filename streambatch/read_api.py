@@ -143,9 +143,9 @@ def _pandas_block(df, index: int) -> pa.Table:
     >>> t.schema.field("e").type.extension_name
     'arrow.fixed_shape_tensor'
     """
-    arrays = [name for name in df.columns if df[name].dtype == object and
-              isinstance(next((v for v in df[name] if v is not None), None), np.ndarray)]
-    if arrays:
+    if any(df[name].dtype == object and
+           isinstance(next((v for v in df[name] if v is not None), None), np.ndarray)
+           for name in df.columns):
         return from_batch(df, f"from_pandas: dfs[{index}]")
     return pa.Table.from_pandas(df, preserve_index=False)
 
