@@ -11,7 +11,8 @@ import textwrap
 import pytest
 
 DRIVER = textwrap.dedent("""
-    import threading, time, streambatch as sb
+    import faulthandler, signal, threading, time, streambatch as sb
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view of a hang
     sb.init(num_cpus=2, progress=False)
     its = sb.range(100000).map_batches(lambda b: (time.sleep(0.05), b)[1],
                                        batch_size=100).streaming_split(2)
@@ -38,9 +39,23 @@ def test_a_stopped_driver_leaves_no_split_socket_directory(tmp_path, sig):
         assert driver.stdout.readline().strip() == "reading", driver.stderr.read()
         assert [p for p in os.listdir(tmp_path) if p.startswith("streambatch-split-")]
         driver.send_signal(sig)
-        driver.wait(timeout=60)
+        _wait_or_show_stacks(driver, timeout=60)
     finally:
         driver.kill()
         driver.wait()
     assert driver.returncode == -sig or driver.returncode == 1
     assert [p for p in os.listdir(tmp_path) if p.startswith("streambatch-split-")] == []
+
+
+def _wait_or_show_stacks(driver: subprocess.Popen, timeout: float) -> None:
+    """Wait for the driver to end; if it does not, fail with every thread's stack."""
+    try:
+        driver.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        driver.send_signal(signal.SIGUSR1)
+        try:
+            driver.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+        pytest.fail(f"the driver did not end within {timeout:.0f} s of the signal; its "
+                    f"threads:\n{driver.communicate()[1]}")
