@@ -12,6 +12,8 @@ from streambatch.executor.nodes import NodeLedger
 from streambatch.executor.resources import Allocation, ResourceLedger
 
 Ledger = ResourceLedger | NodeLedger  # one machine's, or each node's of several
+HANDED_AT_START_S = 0.05  # a first task handed this soon after its actor's start times
+# the start-up with it (one handed later may have found the actor long ready)
 
 
 @dataclass
@@ -23,6 +25,15 @@ class ActorInfo:
     in_flight: int = 0
     idle_since: float = field(default_factory=clock.now)
     tasks_done: int = 0  # none yet: it may still be starting (importing, loading a model)
+    started_at: float = field(default_factory=clock.now)
+    running_since: float | None = None  # when its running task began (None: none runs)
+
+    def wait_s(self, pool: ActorPool) -> float:
+        """Seconds until a task handed to it now would start: the tasks before it, and
+        for an actor that has finished none, what is left of the pool's start-up."""
+        left = 0.0 if self.tasks_done else \
+            max(0.0, self.started_at + pool.startup_s - clock.now())
+        return left + self.in_flight * pool.task_s
 
 
 def wanted_actors(backlog_tasks: int, depth: int, low: int, high: int) -> int:
@@ -59,6 +70,9 @@ class ActorPool:
         self.depth, self.idle_timeout_s = depth, idle_timeout_s
         self.actors: dict[int, ActorInfo] = {}
         self.surplus_since: float | None = None  # since when it has more actors than wanted
+        self.task_s = 0.0  # a task's time on a started actor (measured, latest)
+        self.startup_s = 0.0  # an actor's start-up: its first task's time less task_s
+        self._first_s: float | None = None  # the first task's time on a new actor
         self.looks_ahead = False  # the plan's one GPU pool: it starts actors for rows to
         # come, and keeps them through a dip in its backlog (ActorStages._backlog)
 
@@ -93,10 +107,12 @@ class ActorPool:
             self.surplus_since = now
         if self.looks_ahead and now - self.surplus_since <= self.idle_timeout_s:
             return  # GPU actors start slowly (a model's load): a backlog that dips keeps them
+        starting = any(a.in_flight and not a.tasks_done for a in self.actors.values())
         for actor in reversed(list(self.actors.values())):  # the newest (least warm) first
             if len(self.actors) <= want:
                 break
-            if actor.in_flight == 0 and now - actor.idle_since > self.idle_timeout_s:
+            if actor.in_flight == 0 and now - actor.idle_since > self.idle_timeout_s \
+                    and not (starting and actor.tasks_done):
                 self._remove(ledger, actor, stop)
 
     def release_all(self, ledger: Ledger, stop) -> None:
@@ -129,13 +145,38 @@ class ActorPool:
 
     def task_started(self, actor_id: int) -> None:
         """Count a task handed to an actor."""
-        self.actors[actor_id].in_flight += 1
+        actor = self.actors[actor_id]
+        actor.in_flight += 1
+        if actor.running_since is None:
+            actor.running_since = clock.now()
 
     def task_ended(self, actor_id: int) -> None:
-        """Count a finished task; an actor with none left starts its idle clock."""
+        """Count a finished task, and time it (the first task of an actor that got it as
+        it started includes the start-up); an actor with none left starts its idle clock.
+
+        >>> from streambatch.executor.contract import TaskStage
+        >>> pool = ActorPool(0, TaskStage("M"), (1, 2), depth=2)
+        >>> actor = ActorInfo(0, None, started_at=0.0); pool.actors[0] = actor
+        >>> with clock.use(lambda: 0.0): pool.task_started(0); pool.task_started(0)
+        >>> with clock.use(lambda: 5.5): pool.task_ended(0)  # start-up and a task
+        >>> with clock.use(lambda: 6.0): pool.task_ended(0)  # a task
+        >>> pool.task_s, pool.startup_s
+        (0.5, 5.0)
+        """
         actor = self.actors.get(actor_id)
-        if actor is not None:
-            actor.in_flight -= 1
-            actor.tasks_done += 1
-            if actor.in_flight == 0:
-                actor.idle_since = clock.now()
+        if actor is None:
+            return
+        now = clock.now()
+        took = now - (actor.running_since if actor.running_since is not None else now)
+        if actor.tasks_done:
+            self.task_s = took
+        elif self._first_s is None and actor.running_since is not None and \
+                actor.running_since - actor.started_at < HANDED_AT_START_S:
+            self._first_s = took  # (given its task as it started: it ran through start-up)
+        if self._first_s is not None and self.task_s:
+            self.startup_s = max(0.0, self._first_s - self.task_s)
+        actor.in_flight -= 1
+        actor.tasks_done += 1
+        actor.running_since = now if actor.in_flight else None
+        if actor.in_flight == 0:
+            actor.idle_since = now

@@ -117,9 +117,18 @@ class Placement:
 
     def _free_actor(self, pool, nodes: list[int]):
         rank = {node: i for i, node in enumerate(nodes)}
-        free = [a for a in pool.actors.values()
-                if a.in_flight < pool.depth and a.alloc.node in rank]
-        return min(free, key=lambda a: (a.in_flight, rank[a.alloc.node])) if free else None
+        """The actor a task handed out now would start on soonest (within ``nodes``), or
+        None when that is one still starting and a started one, full now, will get to
+        the task sooner (the task waits for it)."""
+        mine = [a for a in pool.actors.values() if a.alloc.node in rank]
+        free = [a for a in mine if a.in_flight < pool.depth]
+        if not free:
+            return None
+        best = min(free, key=lambda a: (a.wait_s(pool), a.in_flight, rank[a.alloc.node]))
+        if not best.tasks_done and any(a.tasks_done and a.wait_s(pool) < best.wait_s(pool)
+                                       for a in mine):
+            return None
+        return best
 
     def _borrow(self, req, nodes: list[int]) -> Allocation | None:
         """Lend the CPUs of idle actors to a CPU task (liveness: a pool whose actors
