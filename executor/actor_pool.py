@@ -12,8 +12,6 @@ from streambatch.executor.nodes import NodeLedger
 from streambatch.executor.resources import Allocation, ResourceLedger
 
 Ledger = ResourceLedger | NodeLedger  # one machine's, or each node's of several
-HANDED_AT_START_S = 0.05  # a first task handed this soon after its actor's start times
-# the start-up with it (one handed later may have found the actor long ready)
 
 
 @dataclass
@@ -26,13 +24,13 @@ class ActorInfo:
     idle_since: float = field(default_factory=clock.now)
     tasks_done: int = 0  # none yet: it may still be starting (importing, loading a model)
     started_at: float = field(default_factory=clock.now)
+    ready: bool = False  # its start-up is over (the backend said so, or it finished a task)
     running_since: float | None = None  # when its running task began (None: none runs)
 
     def wait_s(self, pool: ActorPool) -> float:
         """Seconds until a task handed to it now would start: the tasks before it, and
-        for an actor that has finished none, what is left of the pool's start-up."""
-        left = 0.0 if self.tasks_done else \
-            max(0.0, self.started_at + pool.startup_s - clock.now())
+        for an actor still starting, what is left of the pool's measured start-up."""
+        left = 0.0 if self.ready else max(0.0, self.started_at + pool.startup_s - clock.now())
         return left + self.in_flight * pool.task_s
 
 
@@ -71,8 +69,7 @@ class ActorPool:
         self.actors: dict[int, ActorInfo] = {}
         self.surplus_since: float | None = None  # since when it has more actors than wanted
         self.task_s = 0.0  # a task's time on a started actor (measured, latest)
-        self.startup_s = 0.0  # an actor's start-up: its first task's time less task_s
-        self._first_s: float | None = None  # the first task's time on a new actor
+        self.startup_s = 0.0  # an actor's start-up (measured, latest; 0: not yet)
         self.looks_ahead = False  # the plan's one GPU pool: it starts actors for rows to
         # come, and keeps them through a dip in its backlog (ActorStages._backlog)
 
@@ -107,12 +104,12 @@ class ActorPool:
             self.surplus_since = now
         if self.looks_ahead and now - self.surplus_since <= self.idle_timeout_s:
             return  # GPU actors start slowly (a model's load): a backlog that dips keeps them
-        starting = any(a.in_flight and not a.tasks_done for a in self.actors.values())
+        starting = any(a.in_flight and not a.ready for a in self.actors.values())
         for actor in reversed(list(self.actors.values())):  # the newest (least warm) first
             if len(self.actors) <= want:
                 break
             if actor.in_flight == 0 and now - actor.idle_since > self.idle_timeout_s \
-                    and not (starting and actor.tasks_done):
+                    and not (starting and actor.ready):
                 self._remove(ledger, actor, stop)
 
     def release_all(self, ledger: Ledger, stop) -> None:
@@ -150,31 +147,43 @@ class ActorPool:
         if actor.running_since is None:
             actor.running_since = clock.now()
 
-    def task_ended(self, actor_id: int) -> None:
-        """Count a finished task, and time it (the first task of an actor that got it as
-        it started includes the start-up); an actor with none left starts its idle clock.
+    def ready(self, actor_id: int) -> None:
+        """The backend says the actor has started: time the pool's start-up on it.
 
         >>> from streambatch.executor.contract import TaskStage
         >>> pool = ActorPool(0, TaskStage("M"), (1, 2), depth=2)
-        >>> actor = ActorInfo(0, None, started_at=0.0); pool.actors[0] = actor
-        >>> with clock.use(lambda: 0.0): pool.task_started(0); pool.task_started(0)
-        >>> with clock.use(lambda: 5.5): pool.task_ended(0)  # start-up and a task
-        >>> with clock.use(lambda: 6.0): pool.task_ended(0)  # a task
-        >>> pool.task_s, pool.startup_s
-        (0.5, 5.0)
+        >>> pool.actors[0] = ActorInfo(0, None, started_at=1.0)
+        >>> with clock.use(lambda: 6.0): pool.ready(0)
+        >>> pool.startup_s, pool.actors[0].ready
+        (5.0, True)
+        """
+        actor = self.actors.get(actor_id)
+        if actor is not None and not actor.ready:
+            actor.ready = True
+            self.startup_s = clock.now() - actor.started_at
+            if actor.in_flight:  # its first task begins now
+                actor.running_since = clock.now()
+
+    def task_ended(self, actor_id: int) -> None:
+        """Count a finished task, and time it on a started actor (the actor has started,
+        if the backend did not say so); an actor with none left starts its idle clock.
+
+        >>> from streambatch.executor.contract import TaskStage
+        >>> pool = ActorPool(0, TaskStage("M"), (1, 2), depth=2)
+        >>> pool.actors[0] = ActorInfo(0, None, started_at=0.0, ready=True)
+        >>> with clock.use(lambda: 1.0): pool.task_started(0); pool.task_started(0)
+        >>> with clock.use(lambda: 1.5): pool.task_ended(0)
+        >>> with clock.use(lambda: 1.75): pool.task_ended(0)
+        >>> pool.task_s, pool.actors[0].idle_since
+        (0.25, 1.75)
         """
         actor = self.actors.get(actor_id)
         if actor is None:
             return
         now = clock.now()
-        took = now - (actor.running_since if actor.running_since is not None else now)
-        if actor.tasks_done:
-            self.task_s = took
-        elif self._first_s is None and actor.running_since is not None and \
-                actor.running_since - actor.started_at < HANDED_AT_START_S:
-            self._first_s = took  # (given its task as it started: it ran through start-up)
-        if self._first_s is not None and self.task_s:
-            self.startup_s = max(0.0, self._first_s - self.task_s)
+        if actor.ready and actor.running_since is not None:
+            self.task_s = now - actor.running_since
+        actor.ready = True
         actor.in_flight -= 1
         actor.tasks_done += 1
         actor.running_since = now if actor.in_flight else None

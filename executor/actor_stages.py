@@ -90,6 +90,11 @@ class ActorStages:
             st.stats.actor_restarts += 1
             self._notify(st)
 
+    def ready(self, actor_id: int) -> None:
+        """The backend says actor ``actor_id`` has started (its pool times start-ups)."""
+        for pool in self.pools.values():
+            pool.ready(actor_id)
+
     def all_busy(self, index: int) -> bool:
         """True when stage ``index`` is an actor stage whose every actor has a task (a
         new one would queue behind another).

@@ -116,17 +116,18 @@ class Placement:
         self.peaks = [max(a, b) for a, b in zip(self.peaks, held, strict=True)]
 
     def _free_actor(self, pool, nodes: list[int]):
-        rank = {node: i for i, node in enumerate(nodes)}
         """The actor a task handed out now would start on soonest (within ``nodes``), or
         None when that is one still starting and a started one, full now, will get to
         the task sooner (the task waits for it)."""
+        rank = {node: i for i, node in enumerate(nodes)}
         mine = [a for a in pool.actors.values() if a.alloc.node in rank]
         free = [a for a in mine if a.in_flight < pool.depth]
         if not free:
             return None
+        if not pool.task_s:  # (nothing timed yet: the least loaded)
+            return min(free, key=lambda a: (a.in_flight, rank[a.alloc.node]))
         best = min(free, key=lambda a: (a.wait_s(pool), a.in_flight, rank[a.alloc.node]))
-        if not best.tasks_done and any(a.tasks_done and a.wait_s(pool) < best.wait_s(pool)
-                                       for a in mine):
+        if not best.ready and any(a.ready and a.wait_s(pool) < best.wait_s(pool) for a in mine):
             return None
         return best
 

@@ -18,6 +18,7 @@ from streambatch.executor.accounting import holds, in_pipeline, used_bytes
 from streambatch.executor.actor_stages import ActorStages
 from streambatch.executor.backends.base import (
     ActorFailed,
+    ActorReady,
     Backend,
     Task,
     TaskDeadLetters,
@@ -218,6 +219,8 @@ class StreamingExecutor:
                 self._on_failed(event)
             elif isinstance(event, ActorFailed):
                 self._on_actor_failed(event)
+            elif isinstance(event, ActorReady):
+                self.actors.ready(event.actor_id)
             elif isinstance(event, TaskDeadLetters):
                 task = self._tasks.get(event.task_id)
                 if task is not None:
@@ -338,7 +341,7 @@ class StreamingExecutor:
     def _advance(self) -> None:
         for st in self.states:
             self._route(st)
-            self._step_driver(st)
+            run_driver_step(st, self)
             self._route(st)
             self._update_finished(st)
 
@@ -353,9 +356,6 @@ class StreamingExecutor:
             if numbered:
                 part.first_row, down.rows_numbered = down.rows_numbered, down.rows_numbered + part.rows
             target.append(part)
-
-    def _step_driver(self, st: StageState) -> None:
-        run_driver_step(st, self)
 
     def adopt(self, new: Partition, parts: list[Partition]) -> Partition:
         """A driver stage made ``new`` out of ``parts``: it inherits their lineage."""

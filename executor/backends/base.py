@@ -65,6 +65,15 @@ class TaskOutput:
 
 
 @dataclass
+class ActorReady:
+    """An actor finished its start-up (its constructor ran) and takes tasks now.
+    Optional: an actor of a backend that does not send it counts as started once it
+    finished a task."""
+
+    actor_id: int
+
+
+@dataclass
 class TaskStarted:
     """A task began running in its worker. A cluster backend may hold a task in a
     queue first (e.g. while Ray starts a worker process); the executor counts this

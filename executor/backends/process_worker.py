@@ -14,6 +14,7 @@ import time
 
 from streambatch.executor.backends.base import (
     ActorFailed,
+    ActorReady,
     TaskDeadLetters,
     TaskDone,
     TaskFailed,
@@ -93,6 +94,7 @@ def worker_main(conn, stages: list, store_root: str, target_bytes: int, inherite
 def _setup_actor(conn, stage, actor_id: int, state: dict) -> bool:
     try:
         stage.setup(state)
+        conn.send(ActorReady(actor_id))
         return True
     except Exception as exc:  # noqa: BLE001 - reported to the driver
         conn.send(ActorFailed(actor_id, portable(describe_failure(exc))))

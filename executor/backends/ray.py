@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 from streambatch.executor.backends.base import (
     ActorFailed,
+    ActorReady,
     Backend,
     FailureInfo,
     Task,
@@ -406,9 +407,11 @@ class RayBackend(Backend):
         try:
             failure = ray.get(handle.ready.remote())
         except Exception as exc:  # noqa: BLE001 - died while starting
-            failure = None if self._cancelled.is_set() else _died(exc, None)
-        if failure is not None:
-            self.events.put(ActorFailed(actor_id, failure))
+            if self._cancelled.is_set():
+                return
+            failure = _died(exc, None)
+        self.events.put(ActorReady(actor_id) if failure is None
+                        else ActorFailed(actor_id, failure))
 
     def stop_actor(self, actor_id: int) -> None:
         """Let an actor exit once its queued calls are done."""

@@ -6,7 +6,7 @@ cut into blocks of the backend's target size (as the local backend does; with
 ``sized_blocks``, of the size the executor asks for each task), and emitted batch by
 batch over the task's run as a real task streams them; a task's first block and its
 end report its working memory (none: its blocks are all it holds). Actors run their
-queued tasks one at a time after a declared start-up. :meth:`poll` moves the clock to the next event (or by its
+queued tasks one at a time after a declared start-up (then say they are ready). :meth:`poll` moves the clock to the next event (or by its
 timeout when none comes sooner), so the unchanged executor and policy run a long
 pipeline in a fraction of a second, and the same seed gives the same run.
 
@@ -41,7 +41,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from streambatch.executor.backends.base import Backend, Node, Task, TaskDone, TaskOutput
+from streambatch.executor.backends.base import (
+    ActorReady,
+    Backend,
+    Node,
+    Task,
+    TaskDone,
+    TaskOutput,
+)
 
 Span = tuple[int, int]  # global row numbers [start, stop)
 
@@ -243,8 +250,9 @@ class SimulatedBackend(Backend):
         self._placed[actor_id] = node
 
     def start_actor(self, stage_index: int, actor_id: int, env: dict) -> None:
-        self._actors[actor_id] = _Actor(self.now + self.costs[stage_index].startup_s,
-                                        self._placed.pop(actor_id, 0))
+        ready_at = self.now + self.costs[stage_index].startup_s
+        self._actors[actor_id] = _Actor(ready_at, self._placed.pop(actor_id, 0))
+        self._push(ready_at, ActorReady(actor_id))
 
     def stop_actor(self, actor_id: int) -> None:
         self._actors.pop(actor_id, None)

@@ -1,6 +1,6 @@
 """Actors still starting (a model's load) and started ones: a task goes where it starts
-soonest, and a started actor is not stopped for idleness while tasks wait on actors
-that are still starting (sweep seed 652: the one warm actor of a pool with a 5 s
+soonest (backends say when an actor has started: ActorReady), and a started actor is
+not stopped for idleness while tasks wait on actors that are still starting (sweep seed 652: the one warm actor of a pool with a 5 s
 start-up was stopped while six tasks queued on three cold ones; 39% -> 45% of the
 optimum)."""
 
@@ -18,33 +18,36 @@ from streambatch.executor.stage_state import StageState
 STAGE = TaskStage("MapBatches(Model)", upstream=(0,), resources=Resources(num_cpus=0, num_gpus=1))
 
 
-def test_the_start_up_is_timed_on_an_actor_given_its_task_as_it_started():
+def test_the_start_up_is_timed_when_the_backend_says_an_actor_is_ready():
+    """An actor given a task as it started: the start-up is the time to its ActorReady,
+    and its first task is timed from then."""
     ledger = ResourceLedger(num_cpus=4, num_gpus=4)
     pool = ActorPool(1, STAGE, (1, 4), depth=2)
-    with clock.use(lambda: 0.0):
+    with clock.use(lambda: 1.0):
         pool._add(ledger, lambda actor: None)
-    actor_id = next(iter(pool.actors))
-    for start, end in ((0.0, 5.5), (5.5, 6.0)):  # start-up and a task, then a task
-        with clock.use(lambda t=start: t):
-            pool.task_started(actor_id)
-        with clock.use(lambda t=end: t):
-            pool.task_ended(actor_id)
+        actor_id = next(iter(pool.actors))
+        pool.task_started(actor_id)
+    with clock.use(lambda: 6.0):
+        pool.ready(actor_id)
+    with clock.use(lambda: 6.5):
+        pool.task_ended(actor_id)
     assert (pool.task_s, pool.startup_s) == (0.5, 5.0)
 
 
-def test_an_actor_given_its_first_task_late_does_not_time_the_start_up():
-    """Started at 0, idle (ready) until its first task at 7 s: 7 s is not its start-up."""
+def test_without_a_ready_report_an_actor_counts_as_started_at_its_first_finished_task():
+    """A backend that sends no ActorReady: the first task (start-up included) is not a
+    task time; the next one is."""
     ledger = ResourceLedger(num_cpus=4, num_gpus=4)
     pool = ActorPool(1, STAGE, (1, 4), depth=2)
     with clock.use(lambda: 0.0):
         pool._add(ledger, lambda actor: None)
     actor_id = next(iter(pool.actors))
-    for start, end in ((7.0, 7.5), (7.5, 8.0)):
+    for start, end in ((0.0, 5.5), (5.5, 6.0)):
         with clock.use(lambda t=start: t):
             pool.task_started(actor_id)
         with clock.use(lambda t=end: t):
             pool.task_ended(actor_id)
-    assert (pool.task_s, pool.startup_s) == (0.5, 0.0)
+    assert (pool.task_s, pool.startup_s, pool.actors[actor_id].ready) == (0.5, 0.0, True)
 
 
 def placement_for(pool: ActorPool) -> tuple[Placement, list[StageState]]:
@@ -62,7 +65,7 @@ def started_and_starting(warm_in_flight: int) -> ActorPool:
         with clock.use(lambda t=started: t):
             pool._add(ledger, lambda actor: None)
     warm = next(iter(pool.actors.values()))
-    warm.tasks_done, warm.in_flight = 3, warm_in_flight
+    warm.ready, warm.tasks_done, warm.in_flight = True, 3, warm_in_flight
     return pool
 
 
@@ -89,9 +92,11 @@ def test_a_started_actor_with_room_gets_the_task_before_an_idle_starting_one():
         assert placement.place(states, states[1], [], 0) == (None, warm)
 
 
-def test_without_a_measured_start_up_the_least_loaded_actor_gets_the_task():
+def test_without_a_measured_task_time_the_least_loaded_actor_gets_the_task():
+    """Before a task was timed on a started actor, its queue says nothing of when it
+    frees: the least loaded actor gets the task, as before any measure."""
     pool = started_and_starting(warm_in_flight=1)
-    pool.startup_s = 0.0
+    pool.task_s = 0.0
     placement, states = placement_for(pool)
     cold = list(pool.actors)[1]
     with clock.use(lambda: 10.5):
@@ -105,14 +110,14 @@ def test_a_started_actor_idle_past_its_timeout_stays_while_another_still_starts(
         pool._add(ledger, lambda actor: None)
         pool._add(ledger, lambda actor: None)
     warm, cold = pool.actors.values()
-    warm.tasks_done, warm.idle_since = 1, 0.0
-    cold.in_flight = 1  # queued on an actor that has finished nothing yet
+    warm.ready, warm.tasks_done, warm.idle_since = True, 1, 0.0
+    cold.in_flight = 1  # queued on an actor that is still starting
     stopped: list[int] = []
     with clock.use(lambda: 5.0):
         pool.scale(ledger, backlog_tasks=1, start=lambda a: None,
                    stop=lambda a: stopped.append(a.actor_id))
     assert stopped == [] and len(pool.actors) == 2
-    cold.tasks_done = 1  # it has started: the idle one may go now
+    cold.ready = True  # it has started: the idle one may go now
     with clock.use(lambda: 5.0):
         pool.scale(ledger, backlog_tasks=1, start=lambda a: None,
                    stop=lambda a: stopped.append(a.actor_id))
