@@ -469,7 +469,7 @@ class StreamingExecutor:
         if work is None:
             return False
         read_index, inputs, est = work
-        if not st.retries and holds(self.states, st, self._slots_of, self._busiest):
+        if not st.retries and holds(self.states, st, self._slots_of, self._busiest, self.budget):
             st.start_backpressure("the next stage has enough input queued")
             return False
         if not self._admitted(st, inputs, est):
