@@ -29,6 +29,7 @@ class MemoryView:
     anything_running: bool
     in_pipeline: int | None = None  # source output made and not yet consumed downstream
     working_bytes: int = 0  # working memory the task needs while it runs (measured)
+    batch_wanted: bool = False  # a stage after a source has room and waits for a batch
 
 
 @dataclass
@@ -219,6 +220,8 @@ class AdaptiveAdmission(BudgetAdmission):
         """Fewer than ``initial_tasks`` source partitions are on their way through the
         pipeline: the rate estimate is behind (a stage sped up, the machine's load
         changed), and holding the source now would leave the slowest stage idle."""
+        if view.batch_wanted:
+            return True
         if view.in_pipeline is None:
             return False
         return view.in_pipeline < self.initial_tasks * self.source_bytes

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from streambatch.executor import clock
 from streambatch.executor import partition as parts_of
-from streambatch.executor.accounting import holds, in_pipeline, used_bytes
+from streambatch.executor.accounting import holds, source_view, used_bytes
 from streambatch.executor.actor_stages import ActorStages
 from streambatch.executor.backends.base import (
     ActorFailed,
@@ -35,7 +35,6 @@ from streambatch.executor.errors import (
     TooManyErrorsError,
     UnplaceableError,
 )
-from streambatch.executor.headroom import drain_headroom
 from streambatch.executor.lineage import OriginTracker, describe_origins, task_lineage
 from streambatch.executor.liveness import StartedTasks
 from streambatch.executor.next_task import describe_read, next_work
@@ -157,7 +156,8 @@ class StreamingExecutor:
         self._observers_started = True
         self.actors.start(self.states)
         self._last_progress = clock.now()
-        self._busiest: str | None = None  # the pool of slots bounding the pipeline
+        self._busiest: str | None = None  # the pool of slots bounding the pipeline ...
+        self._bottleneck: str | None = None  # ... and while over half the budget is used
         self._last_tick = 0.0
         self._last_resources = clock.now()
 
@@ -439,8 +439,9 @@ class StreamingExecutor:
         dispatched = self.backoff.release() > 0  # retries whose backoff is over
         order = sorted((st for st in self.states if st.stage.runs_tasks and not st.finished),
                        key=lambda st: (st.output_bytes(), -st.index))
-        self._busiest = observe_sources(self.states, self.policy, self.target_bytes,
-                                        self._slots_of)
+        self._bottleneck = observe_sources(self.states, self.policy, self.target_bytes,
+                                           self._slots_of)
+        self._busiest = self._bottleneck
         if self._busiest and 2 * used_bytes(self.states, self._tasks) > self.budget:  # run
             # ahead: half the budget at most (summed only when the rule could apply)
             self._busiest = None
@@ -486,10 +487,8 @@ class StreamingExecutor:
         if st.first_to_measure():  # (what it reserves once running stays the guess)
             working = est
         if st.stage.is_source:
-            used = used_bytes(self.states, self._tasks) + \
-                drain_headroom(self.states, self._slots_of)
-            view = MemoryView(used, self.budget, bool(self._tasks), in_pipeline(self.states),
-                              working)
+            view = source_view(self.states, self._tasks, self.budget, self._slots_of, working,
+                               self._bottleneck)
             return self.policy.admit_source(view, est, clock.now())
         view = MemoryView(used_bytes(self.states, self._tasks), self.budget, bool(self._tasks),
                           working_bytes=working)
