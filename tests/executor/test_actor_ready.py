@@ -28,22 +28,27 @@ class SlowToStart:
         return batch
 
 
+def first_events_of_an_actor(backend, stages: list, stage_index: int) -> tuple[list, float]:
+    """Start the backend and one actor of ``stages[stage_index]`` (id 5); its first
+    events, and the seconds they took."""
+    backend.start(stages, target_bytes=1 << 20)
+    try:
+        started = time.monotonic()
+        backend.start_actor(stage_index, 5, {})
+        events: list = []
+        while not events and time.monotonic() - started < 60:
+            events += backend.poll(1.0)
+        return events, time.monotonic() - started
+    finally:
+        backend.shutdown()
+
+
 def test_a_local_actor_is_reported_ready_once_its_constructor_ran():
     sb.init(num_cpus=2, progress=False)
     ds = sb.range(4).map_batches(SlowToStart, concurrency=1, batch_size=2)
     stages = Session.current().stages(ds._plan)
     model = next(i for i, s in enumerate(stages) if s.uses_actors)
-    backend = LocalBackend(num_cpus=2)
-    backend.start(stages, target_bytes=1 << 20)
-    try:
-        started = time.monotonic()
-        backend.start_actor(model, 5, {})
-        events: list = []
-        while not events and time.monotonic() - started < 60:
-            events += backend.poll(1.0)
-        took = time.monotonic() - started
-    finally:
-        backend.shutdown()
+    events, took = first_events_of_an_actor(LocalBackend(num_cpus=2), stages, model)
     assert events == [ActorReady(5)]
     assert START_S <= took < 30
 
@@ -79,17 +84,8 @@ def test_a_ray_actor_is_reported_ready_once_its_constructor_ran(ray_session):
         session = Session.current()
         stages = session.stages(ds._plan)
         model = next(i for i, s in enumerate(stages) if s.uses_actors)
-        backend = RayBackend.from_options(session.options)
-        backend.start(stages, target_bytes=1 << 20)
-        try:
-            started = time.monotonic()
-            backend.start_actor(model, 5, {})
-            events: list = []
-            while not events and time.monotonic() - started < 60:
-                events += backend.poll(1.0)
-            took = time.monotonic() - started
-        finally:
-            backend.shutdown()
+        events, took = first_events_of_an_actor(RayBackend.from_options(session.options),
+                                                stages, model)
     finally:
         sb.init()
     assert events == [ActorReady(5)]
